@@ -1,0 +1,88 @@
+import { Codes, IntegrityError } from '../errors.js';
+import { assertNoDrift, type ImagesLock } from '../spec/lock.js';
+import type { LoadedSpec } from '../spec/spec.js';
+import { parsePlatform } from '../oci/media.js';
+import { Puller, Pusher, type CopyContext, type PullStats } from '../oci/copy.js';
+import { CONTAINERD_NAME, REF_NAME } from '../oci/layout.js';
+import { parseReference, type Reference } from '../oci/reference.js';
+import { Codes as C, UsageError } from '../errors.js';
+
+export interface PullResult {
+  images: { name: string; digest: string; platforms: string[] }[];
+  stats: PullStats;
+}
+
+/** Fills a store with every image of a spec, pinned by its lock. Refuses a spec that drifted from the lock. */
+export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: ImagesLock, lockFile: string): Promise<PullResult> {
+  assertNoDrift(spec, lock, lockFile);
+  const locked = new Map(lock.images.map((i) => [i.name, i]));
+  const puller = new Puller(ctx);
+  const images = await Promise.all(
+    spec.images.map(async (img) => {
+      const l = locked.get(img.name)!;
+      const desc = await puller.pull({ registry: img.ref.registry, repository: img.ref.repository }, l.digest, [img.name], l.platforms.map((p) => parsePlatform(p.platform)));
+      if (desc.digest !== l.digest) {
+        throw new IntegrityError(Codes.digestMismatch, `${img.name}: stored ${desc.digest}, lock says ${l.digest}`);
+      }
+      ctx.reporter?.verbose(`pulled ${img.name}@${l.digest}`);
+      return { name: img.name, digest: l.digest, platforms: l.platforms.map((p) => p.platform) };
+    }),
+  );
+  return { images, stats: puller.stats };
+}
+
+export interface PushResult {
+  images: { source: string; target: string; digest: string; filtered: boolean }[];
+}
+
+/** Splits `host[:port][/prefix]` into a registry and a repository prefix. */
+export function parsePushTarget(to: string): { registry: string; prefix: string } {
+  const s = to.replace(/^[a-z]+:\/\//, '').replace(/\/+$/, '');
+  const slash = s.indexOf('/');
+  const registry = slash < 0 ? s : s.slice(0, slash);
+  const prefix = slash < 0 ? '' : s.slice(slash + 1);
+  if (!registry || !/^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(registry) || (prefix && !/^[a-z0-9]+([._\/-][a-z0-9]+)*$/.test(prefix))) {
+    throw new UsageError(C.usage, `--to "${to}" is not REGISTRY[/prefix]`, { hint: 'Write --to harbor.site.example/ferry or --to 127.0.0.1:5000.' });
+  }
+  return { registry, prefix };
+}
+
+/**
+ * Loads every named image of a store into a site registry, as `<prefix>/<upstream repository>`
+ * with its tag (or by digest when it has none).
+ */
+export async function pushStore(ctx: CopyContext, to: string, only?: (name: string) => boolean): Promise<PushResult> {
+  const { registry, prefix } = parsePushTarget(to);
+  const idx = await ctx.store.readIndex();
+  const entries = idx.manifests
+    .map((d) => ({ d, name: d.annotations?.[REF_NAME] ?? d.annotations?.[CONTAINERD_NAME] }))
+    .filter((e): e is { d: typeof e.d; name: string } => !!e.name && (!only || only(e.name)));
+  const targets = new Map<string, string>();
+  const plan = entries.map(({ d, name }) => {
+    let ref: Reference;
+    try {
+      ref = parseReference(name);
+    } catch {
+      // A plain tag-like name (a layout written by other tools) goes under the prefix as is.
+      ref = parseReference(`localhost/${name.replace(/^.*\//, '')}`);
+    }
+    const repository = prefix ? `${prefix}/${ref.repository}` : ref.repository;
+    const key = `${repository}:${ref.tag ?? d.digest}`;
+    const other = targets.get(key);
+    if (other && other !== name) {
+      throw new UsageError(C.usage, `${name} and ${other} would both be pushed as ${registry}/${key}`, {
+        hint: 'They share a path on different upstream registries. Push them in separate runs with different --to prefixes.',
+      });
+    }
+    targets.set(key, name);
+    return { d, name, repo: { registry, repository }, tag: ref.tag };
+  });
+  const pusher = new Pusher(ctx);
+  const images: PushResult['images'] = [];
+  for (const p of plan) {
+    const r = await pusher.push(p.d, { repo: p.repo, tag: p.tag });
+    images.push({ source: p.name, target: `${registry}/${p.repo.repository}${p.tag ? `:${p.tag}` : `@${r.digest}`}`, digest: r.digest, filtered: r.filtered });
+    ctx.reporter?.verbose(`pushed ${p.name} → ${images[images.length - 1]!.target}`);
+  }
+  return { images };
+}

@@ -1,0 +1,1 @@
+export { main, buildProgram, VERSION } from './main.js';

@@ -1,0 +1,64 @@
+import { Command, CommanderError } from 'commander';
+import { ExitCode, UsageError, Codes } from '../errors.js';
+import { imagesCommand, lockCommand, specCommand } from './commands.js';
+import { reportError } from './output.js';
+
+export const VERSION = '0.1.0';
+
+const EXIT_CODES = `
+Exit codes:
+  0  success
+  1  internal error (a bug: please report it)
+  2  bad usage or input (command line, spec, lock, answers)
+  3  drift: the lock no longer matches the spec or upstream
+  4  registry or network failure (unreachable, auth, not found)
+  5  integrity failure (digest, size or signature mismatch)
+  6  local filesystem failure (permissions, disk full)
+
+Errors print as "error[CODE]: message" and a hint; with --json also as {"error": {...}} on stdout.
+`;
+
+export function buildProgram(): Command {
+  const program = new Command('ferry')
+    .description('Carry a whole Kubernetes installation across an air gap.')
+    .version(VERSION, '-V, --version')
+    .option('--json', 'machine-readable output on stdout')
+    .option('-q, --quiet', 'only errors')
+    .option('-v, --verbose', 'more detail, including retries')
+    .showHelpAfterError()
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ ferry lock bundle-spec/kubernetes.yaml                 # pin every image to a digest
+  $ ferry images pull bundle-spec/kubernetes.yaml --out store
+  $ ferry images push --store store --to harbor.site.example/ferry
+${EXIT_CODES}`,
+    );
+  program.addCommand(lockCommand());
+  program.addCommand(imagesCommand());
+  program.addCommand(specCommand());
+  const exitOverride = (c: Command) => {
+    c.exitOverride();
+    c.commands.forEach(exitOverride);
+  };
+  exitOverride(program);
+  return program;
+}
+
+/** The CLI entry: the only place that turns errors into output and exit codes. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  const json = argv.includes('--json');
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return ExitCode.ok;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return ExitCode.ok;
+      // Commander already printed its message; add our code line for scripts.
+      return reportError(new UsageError(Codes.usage, e.message.replace(/^error: /, ''), { hint: 'See --help for the usage and examples.' }), json);
+    }
+    return reportError(e, json);
+  }
+}

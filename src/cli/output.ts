@@ -1,0 +1,49 @@
+import { ExitCode, FerryError, isFerryError } from '../errors.js';
+import { ConsoleReporter, type Reporter, type Verbosity } from '../util/progress.js';
+
+export interface GlobalOptions {
+  json?: boolean;
+  quiet?: boolean;
+  verbose?: boolean;
+}
+
+export interface Output {
+  json: boolean;
+  verbosity: Verbosity;
+  reporter: Reporter;
+  /** A result: JSON on stdout with --json, else the human text. */
+  result(human: string, data: unknown): void;
+}
+
+export function makeOutput(g: GlobalOptions): Output {
+  const verbosity: Verbosity = g.quiet ? 'quiet' : g.verbose ? 'verbose' : 'normal';
+  const json = !!g.json;
+  // With --json, stdout carries only the result; progress still goes to stderr.
+  const reporter = new ConsoleReporter({ verbosity: json && !g.verbose ? 'quiet' : verbosity });
+  return {
+    json,
+    verbosity,
+    reporter,
+    result(human, data) {
+      if (json) process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
+      else if (human) process.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
+    },
+  };
+}
+
+/** The one error boundary: prints `error[CODE]: message` and a hint, and picks the exit code. */
+export function reportError(e: unknown, json: boolean): number {
+  const fe: FerryError = isFerryError(e)
+    ? e
+    : new FerryError('INTERNAL', (e as Error)?.message ?? String(e), {
+        hint: 'This is a bug in ferry. Re-run with --verbose and report the output.',
+        cause: e,
+      });
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ error: fe.toJSON() }, null, 2)}\n`);
+  }
+  process.stderr.write(`error[${fe.code}]: ${fe.message}\n`);
+  if (fe.hint) process.stderr.write(`  hint: ${fe.hint}\n`);
+  if (process.env.FERRY_DEBUG && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+  return ExitCode[fe.exit];
+}

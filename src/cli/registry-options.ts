@@ -1,0 +1,59 @@
+import { promises as fs } from 'node:fs';
+import type { Command } from 'commander';
+import { Codes, UsageError } from '../errors.js';
+import { CredentialStore } from '../oci/auth.js';
+import { RegistryClient } from '../oci/client.js';
+import type { Reporter } from '../util/progress.js';
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export interface RegistryFlags {
+  creds?: string[];
+  insecureRegistry?: string[];
+  registryMirror?: string[];
+  caFile?: string;
+  concurrency?: string;
+  retries?: string;
+}
+
+export function addRegistryOptions(cmd: Command): Command {
+  return cmd
+    .option('--creds <[registry=]user:pass>', 'credentials for a registry (repeatable); without registry= for any', collect)
+    .option('--insecure-registry <host>', 'allow plain HTTP or unverified TLS for this host (repeatable)', collect)
+    .option('--registry-mirror <upstream=url>', 'fetch bytes for UPSTREAM from URL; names stay upstream (repeatable)', collect)
+    .option('--ca-file <pem>', 'also trust the CA certificates in this PEM file')
+    .option('--concurrency <n>', 'parallel blob transfers', '6')
+    .option('--retries <n>', 'attempts per request on 429, 5xx and cut connections', '5');
+}
+
+export function intOption(name: string, v: string | undefined, dflt: number, min = 1): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(Codes.usage, `${name} must be an integer ≥ ${min}, not "${v}"`);
+  return n;
+}
+
+export async function clientFrom(f: RegistryFlags, reporter: Reporter): Promise<RegistryClient> {
+  const mirrors: Record<string, string> = {};
+  for (const m of f.registryMirror ?? []) {
+    const i = m.indexOf('=');
+    if (i <= 0) throw new UsageError(Codes.usage, `--registry-mirror "${m}" is not UPSTREAM=URL`, { hint: 'Write --registry-mirror docker.io=https://mirror.example.' });
+    mirrors[m.slice(0, i) === 'index.docker.io' ? 'docker.io' : m.slice(0, i)] = m.slice(i + 1);
+  }
+  let ca: Buffer | undefined;
+  if (f.caFile) {
+    try {
+      ca = await fs.readFile(f.caFile);
+    } catch (e) {
+      throw new UsageError(Codes.usage, `cannot read --ca-file ${f.caFile}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  return new RegistryClient({
+    credentials: new CredentialStore(CredentialStore.parseCreds(f.creds ?? [])),
+    insecure: f.insecureRegistry ?? [],
+    mirrors,
+    ca,
+    retries: intOption('--retries', f.retries, 5),
+    reporter,
+  });
+}

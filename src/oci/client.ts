@@ -1,0 +1,609 @@
+import { Readable } from 'node:stream';
+import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
+import { sha256 } from '../util/digest.js';
+import { sleep } from '../util/limit.js';
+import { silentReporter, type Reporter } from '../util/progress.js';
+import { authError, CredentialStore, parseChallenge, type Credential } from './auth.js';
+import { drain, header, httpSend, isTlsToPlain, isTransient, readBody, type HttpResponse } from './http.js';
+import type { BlobWriter } from './layout.js';
+import { MANIFEST_ACCEPT } from './media.js';
+import { apiHost, isLoopbackHost } from './reference.js';
+
+export interface Repo {
+  registry: string;
+  repository: string;
+}
+
+export interface ClientOptions {
+  credentials?: CredentialStore;
+  /** Hosts that may be reached over plain HTTP or unverified TLS (`--insecure-registry`). */
+  insecure?: string[];
+  /** `registry → URL`: where bytes for that registry come from; names stay upstream. */
+  mirrors?: Record<string, string>;
+  /** Extra CA certificates (PEM) to trust, for a site registry with a private CA. */
+  ca?: string | Buffer;
+  /** Attempts per request for transient failures (429, 5xx, cut connections). */
+  retries?: number;
+  /** First backoff delay; doubles each attempt, with jitter. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  reporter?: Reporter;
+  /** Blobs up to this size go up in one PUT; larger ones in PATCH chunks. */
+  monolithicMax?: number;
+  chunkSize?: number;
+  timeoutMs?: number;
+}
+
+export interface FetchedManifest {
+  bytes: Buffer;
+  mediaType: string;
+  digest: string;
+}
+
+interface Endpoint {
+  origin: URL;
+  /** Repository prefix from a mirror URL path (Harbor-style proxy projects). */
+  prefix: string;
+  /** The host whose credentials apply. */
+  authHost: string;
+  insecure: boolean;
+  plainHttpAllowed: boolean;
+}
+
+interface AuthState {
+  scheme: 'basic' | 'bearer';
+  realm?: string;
+  service?: string;
+}
+
+interface RequestOptions {
+  method: string;
+  /** Path below /v2/ (already including the repository), or an absolute URL (upload locations). */
+  path?: string;
+  url?: URL;
+  headers?: Record<string, string>;
+  /** A factory, so a retried request can send its body again. */
+  body?: () => Buffer | Readable;
+  scope?: string;
+  /** Statuses that the caller handles; anything else becomes an error. */
+  ok: number[];
+  what: string;
+}
+
+const USER_AGENT = 'ferry/0.1';
+
+/**
+ * An OCI distribution client. It speaks both OCI and Docker v2 media types, authenticates with
+ * bearer tokens (cached per scope) or basic auth, retries transient faults with backoff, resumes
+ * cut blob downloads with Range, and never holds a blob in memory.
+ */
+export class RegistryClient {
+  readonly creds: CredentialStore;
+  private readonly insecure: Set<string>;
+  private readonly mirrors: Map<string, URL>;
+  private readonly retries: number;
+  private readonly backoffMs: number;
+  private readonly maxBackoffMs: number;
+  private readonly reporter: Reporter;
+  private readonly monolithicMax: number;
+  private readonly chunkSize: number;
+  private readonly timeoutMs: number;
+  private readonly ca: string | Buffer | undefined;
+  private readonly schemes = new Map<string, 'https:' | 'http:'>();
+  private readonly authStates = new Map<string, AuthState>();
+  private readonly tokens = new Map<string, { token: string; expires: number }>();
+  private readonly tokenFetches = new Map<string, Promise<string>>();
+
+  constructor(opts: ClientOptions = {}) {
+    this.creds = opts.credentials ?? new CredentialStore();
+    this.insecure = new Set(opts.insecure ?? []);
+    this.mirrors = new Map();
+    for (const [reg, url] of Object.entries(opts.mirrors ?? {})) {
+      let u: URL;
+      try {
+        u = new URL(url);
+      } catch {
+        throw new UsageError(Codes.usage, `--registry-mirror ${reg}=${url}: "${url}" is not a URL`, {
+          hint: 'Write --registry-mirror docker.io=https://mirror.example.',
+        });
+      }
+      if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+        throw new UsageError(Codes.usage, `--registry-mirror ${reg}=${url}: only http and https mirrors are supported`);
+      }
+      this.mirrors.set(reg, u);
+    }
+    this.retries = Math.max(1, opts.retries ?? 5);
+    this.backoffMs = opts.backoffMs ?? 250;
+    this.maxBackoffMs = opts.maxBackoffMs ?? 8000;
+    this.reporter = opts.reporter ?? silentReporter;
+    this.monolithicMax = opts.monolithicMax ?? 32 << 20;
+    this.chunkSize = opts.chunkSize ?? 16 << 20;
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+    this.ca = opts.ca;
+  }
+
+  private endpoint(registry: string): Endpoint {
+    const m = this.mirrors.get(registry);
+    if (m) {
+      const host = m.host;
+      const insecure = this.insecure.has(host) || this.insecure.has(m.hostname);
+      if (m.protocol === 'http:' && !insecure && !isLoopbackHost(host)) {
+        throw new RegistryError(Codes.regInsecure, `mirror ${m.href} for ${registry} uses plain HTTP`, {
+          hint: `Plain HTTP is allowed only on loopback. Use https, or pass --insecure-registry ${host} if you accept that risk.`,
+        });
+      }
+      return {
+        origin: new URL(m.origin),
+        prefix: m.pathname.replace(/^\/+|\/+$/g, ''),
+        authHost: host,
+        insecure,
+        plainHttpAllowed: m.protocol === 'http:',
+      };
+    }
+    const host = apiHost(registry);
+    const insecure = this.insecure.has(registry) || this.insecure.has(host);
+    const scheme = this.schemes.get(host) ?? 'https:';
+    return {
+      origin: new URL(`${scheme}//${host}`),
+      prefix: '',
+      authHost: registry,
+      insecure,
+      plainHttpAllowed: insecure || isLoopbackHost(host),
+    };
+  }
+
+  private repoPath(ep: Endpoint, repository: string): string {
+    return ep.prefix ? `${ep.prefix}/${repository}` : repository;
+  }
+
+  private async backoff(attempt: number, retryAfter?: string): Promise<void> {
+    let ms = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** attempt);
+    const ra = retryAfter ? Number(retryAfter) : NaN;
+    if (Number.isFinite(ra) && ra >= 0) ms = Math.min(Math.max(ms, ra * 1000), 30_000);
+    await sleep(ms / 2 + Math.random() * (ms / 2));
+  }
+
+  private async token(ep: Endpoint, state: AuthState, scope: string, cred: Credential | undefined): Promise<string> {
+    const key = `${ep.authHost}|${scope}`;
+    const cached = this.tokens.get(key);
+    if (cached && cached.expires > Date.now()) return cached.token;
+    const inflight = this.tokenFetches.get(key);
+    if (inflight) return inflight;
+    const p = (async () => {
+      if (!state.realm) throw new RegistryError(Codes.regProtocol, `${ep.authHost} asked for a bearer token without a realm`);
+      const u = new URL(state.realm);
+      if (state.service) u.searchParams.set('service', state.service);
+      for (const s of scope.split(' ').filter(Boolean)) u.searchParams.append('scope', s);
+      if (u.protocol === 'http:' && !isLoopbackHost(u.host) && !this.insecure.has(u.host)) {
+        throw new RegistryError(Codes.regInsecure, `token realm ${u.origin} uses plain HTTP`, {
+          hint: `Refusing to send credentials in the clear. Pass --insecure-registry ${u.host} to allow it.`,
+        });
+      }
+      const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
+      if (cred) headers.authorization = `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
+      let lastErr: unknown;
+      for (let attempt = 0; attempt < this.retries; attempt++) {
+        let res: HttpResponse;
+        try {
+          res = await httpSend({ method: 'GET', url: u, headers, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+        } catch (e) {
+          lastErr = e;
+          if (isTransient(e)) {
+            await this.backoff(attempt);
+            continue;
+          }
+          throw this.netError(ep, e);
+        }
+        if (res.status === 429 || res.status >= 500) {
+          await drain(res);
+          lastErr = new Error(`token endpoint answered ${res.status}`);
+          await this.backoff(attempt, header(res.headers, 'retry-after'));
+          continue;
+        }
+        const body = await readBody(res, 1 << 20);
+        if (res.status === 401 || res.status === 403) {
+          throw authError(ep.authHost, res.status, `token endpoint ${u.origin}${u.pathname} refused ${cred ? 'the credentials' : 'anonymous access'}`, !!cred);
+        }
+        if (res.status !== 200) {
+          throw new RegistryError(Codes.regAuth, `token endpoint ${u.origin}${u.pathname} answered ${res.status}`, { status: res.status });
+        }
+        let j: { token?: string; access_token?: string; expires_in?: number };
+        try {
+          j = JSON.parse(body.toString('utf8'));
+        } catch (e) {
+          throw new RegistryError(Codes.regProtocol, `token endpoint ${u.origin}${u.pathname} did not answer JSON`, { cause: e });
+        }
+        const token = j.token ?? j.access_token;
+        if (!token) throw new RegistryError(Codes.regProtocol, `token endpoint ${u.origin}${u.pathname} answered without a token`);
+        // Refresh a little early; the spec's default lifetime is 60 s.
+        const ttl = Math.max(10, (j.expires_in ?? 60) - 10);
+        this.tokens.set(key, { token, expires: Date.now() + ttl * 1000 });
+        return token;
+      }
+      throw this.netError(ep, lastErr);
+    })().finally(() => this.tokenFetches.delete(key));
+    this.tokenFetches.set(key, p);
+    return p;
+  }
+
+  private async authHeader(ep: Endpoint, scope: string): Promise<string | undefined> {
+    const state = this.authStates.get(ep.authHost);
+    if (!state) return undefined;
+    const cred = await this.creds.get(ep.authHost);
+    if (state.scheme === 'basic') {
+      if (!cred) return undefined;
+      return `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
+    }
+    return `Bearer ${await this.token(ep, state, scope, cred)}`;
+  }
+
+  private netError(ep: Endpoint, e: unknown): FerryError {
+    if (e instanceof FerryError) return e;
+    const code = (e as NodeJS.ErrnoException | undefined)?.code;
+    return new RegistryError(Codes.regUnreachable, `cannot reach ${ep.origin.host}: ${(e as Error)?.message ?? String(e)}${code ? ` (${code})` : ''}`, {
+      hint:
+        code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+          ? `The name does not resolve. Check DNS, or use --registry-mirror ${ep.authHost}=URL to fetch from a reachable mirror.`
+          : 'Check that the registry is up and reachable from here (proxy, firewall), then re-run; finished blobs are kept.',
+      cause: e,
+    });
+  }
+
+  /** Sends one request with auth, retries and the http fallback; returns a response whose status is in `ok`. */
+  private async request(registry: string, o: RequestOptions): Promise<HttpResponse> {
+    let authRetried = false;
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < this.retries; attempt++) {
+      const ep = this.endpoint(registry);
+      const url = o.url ?? new URL(`/v2/${o.path ?? ''}`, ep.origin);
+      const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...o.headers };
+      const auth = o.scope !== undefined ? await this.authHeader(ep, o.scope) : undefined;
+      if (auth) headers.authorization = auth;
+      let res: HttpResponse;
+      try {
+        res = await httpSend({ method: o.method, url, headers, body: o.body?.(), insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+      } catch (e) {
+        if (url.protocol === 'https:' && ep.plainHttpAllowed && !this.mirrors.has(registry) && isTlsToPlain(e)) {
+          // Loopback and --insecure-registry hosts may speak plain HTTP; remember and retry at once.
+          this.schemes.set(url.host, 'http:');
+          attempt--;
+          continue;
+        }
+        lastErr = e;
+        if (isTransient(e) && attempt + 1 < this.retries) {
+          this.reporter.verbose(`${o.what}: ${(e as Error).message}; retrying`);
+          await this.backoff(attempt);
+          continue;
+        }
+        throw this.netError(ep, e);
+      }
+      if (res.status === 401 && !authRetried) {
+        authRetried = true;
+        const ch = parseChallenge(header(res.headers, 'www-authenticate') ?? '');
+        await drain(res);
+        if (ch?.scheme === 'bearer') {
+          const state: AuthState = { scheme: 'bearer', realm: ch.params.realm, service: ch.params.service };
+          this.authStates.set(ep.authHost, state);
+          // Use the scope the server asked for when we had none in mind (e.g. /v2/ ping).
+          if (o.scope === undefined || o.scope === '') o = { ...o, scope: ch.params.scope ?? '' };
+        } else if (ch?.scheme === 'basic') {
+          this.authStates.set(ep.authHost, { scheme: 'basic' });
+          if (o.scope === undefined) o = { ...o, scope: '' };
+          if (!(await this.creds.get(ep.authHost))) throw authError(ep.authHost, 401, `${o.what} needs a login`, false);
+        } else {
+          throw authError(ep.authHost, 401, `${o.what} was refused with no usable challenge`, false);
+        }
+        attempt--;
+        continue;
+      }
+      if (res.status === 401 || res.status === 403) {
+        const body = (await readBody(res, 64 << 10).catch(() => Buffer.alloc(0))).toString('utf8');
+        const hadCreds = !!(await this.creds.get(ep.authHost));
+        throw authError(ep.authHost, res.status, `${o.what}${errorDetail(body)}`, hadCreds);
+      }
+      if ((res.status === 429 || res.status >= 500) && !o.ok.includes(res.status)) {
+        await drain(res);
+        lastErr = new RegistryError(Codes.regHttp, `${o.what}: ${ep.origin.host} answered ${res.status}`, { status: res.status });
+        if (attempt + 1 < this.retries) {
+          this.reporter.verbose(`${o.what}: ${ep.origin.host} answered ${res.status}; retrying`);
+          await this.backoff(attempt, header(res.headers, 'retry-after'));
+          continue;
+        }
+        break;
+      }
+      if (!o.ok.includes(res.status)) {
+        const body = (await readBody(res, 64 << 10).catch(() => Buffer.alloc(0))).toString('utf8');
+        const notFound = res.status === 404;
+        throw new RegistryError(notFound ? Codes.regNotFound : Codes.regHttp, `${o.what}: ${ep.origin.host} answered ${res.status}${errorDetail(body)}`, {
+          status: res.status,
+          hint: notFound
+            ? 'Check the name and tag, and that the registry holds it. For a moved tag, re-run `ferry lock`.'
+            : 'The registry refused the request; see its message above.',
+        });
+      }
+      return res;
+    }
+    const ep = this.endpoint(registry);
+    if (lastErr instanceof FerryError) {
+      throw new RegistryError(lastErr.code, `${lastErr.message} after ${this.retries} attempts`, {
+        status: (lastErr as RegistryError).status,
+        hint: 'The registry keeps failing. Try again later; blobs already fetched are kept, so a re-run resumes.',
+      });
+    }
+    throw this.netError(ep, lastErr);
+  }
+
+  private pullScope(repo: string): string {
+    return `repository:${repo}:pull`;
+  }
+
+  /** GETs a manifest or index, checking its digest when asked for one by digest. */
+  async getManifest(repo: Repo, reference: string): Promise<FetchedManifest> {
+    const ep = this.endpoint(repo.registry);
+    const rp = this.repoPath(ep, repo.repository);
+    const what = `manifest ${repo.registry}/${repo.repository}${reference.includes(':') ? '@' : ':'}${reference}`;
+    const res = await this.request(repo.registry, {
+      method: 'GET',
+      path: `${rp}/manifests/${reference}`,
+      headers: { accept: MANIFEST_ACCEPT },
+      scope: this.pullScope(rp),
+      ok: [200],
+      what,
+    });
+    const bytes = await readBody(res, 4 << 20);
+    const digest = sha256(bytes);
+    if (reference.startsWith('sha256:') && digest !== reference) {
+      throw new IntegrityError(Codes.digestMismatch, `${what}: content hashes to ${digest}`, {
+        hint: 'The registry served a different manifest than the digest names. Nothing was stored.',
+      });
+    }
+    let mediaType = (header(res.headers, 'content-type') ?? '').split(';')[0]!.trim();
+    try {
+      const j = JSON.parse(bytes.toString('utf8')) as { mediaType?: string };
+      if (j.mediaType) mediaType = j.mediaType;
+      else if (!mediaType || mediaType === 'application/json') {
+        mediaType = 'manifests' in (j as object) ? 'application/vnd.oci.image.index.v1+json' : 'application/vnd.oci.image.manifest.v1+json';
+      }
+    } catch (e) {
+      throw new RegistryError(Codes.regProtocol, `${what} is not JSON`, { cause: e });
+    }
+    return { bytes, mediaType, digest };
+  }
+
+  /** HEADs a manifest: its digest, size and type without the body. Falls back to GET when the registry hides the digest. */
+  async headManifest(repo: Repo, reference: string): Promise<{ digest: string; size: number; mediaType: string }> {
+    const ep = this.endpoint(repo.registry);
+    const rp = this.repoPath(ep, repo.repository);
+    const res = await this.request(repo.registry, {
+      method: 'HEAD',
+      path: `${rp}/manifests/${reference}`,
+      headers: { accept: MANIFEST_ACCEPT },
+      scope: this.pullScope(rp),
+      ok: [200],
+      what: `manifest ${repo.registry}/${repo.repository}:${reference}`,
+    });
+    await drain(res);
+    const digest = header(res.headers, 'docker-content-digest');
+    const size = Number(header(res.headers, 'content-length'));
+    const mediaType = (header(res.headers, 'content-type') ?? '').split(';')[0]!.trim();
+    if (!digest || !Number.isFinite(size) || !mediaType) {
+      const m = await this.getManifest(repo, reference);
+      return { digest: m.digest, size: m.bytes.length, mediaType: m.mediaType };
+    }
+    return { digest, size, mediaType };
+  }
+
+  /**
+   * Streams a blob into a store writer, checking size and digest as bytes flow. A cut connection
+   * resumes with a Range request from the bytes already written.
+   */
+  async fetchBlob(repo: Repo, writer: BlobWriter): Promise<void> {
+    const desc = writer.expected;
+    const what = `blob ${desc.digest.slice(0, 19)} of ${repo.registry}/${repo.repository}`;
+    let lastErr: unknown;
+    let stalls = 0;
+    while (stalls < this.retries) {
+      const before = writer.offset;
+      try {
+        await this.fetchBlobOnce(repo, writer, what);
+        await writer.commit();
+        return;
+      } catch (e) {
+        if (e instanceof IntegrityError) {
+          await writer.abort();
+          throw e;
+        }
+        lastErr = e;
+        if (!(isTransient(e) || (e instanceof RegistryError && (e.status ?? 0) >= 500))) {
+          await writer.abort();
+          throw e;
+        }
+        // Progress resets the budget: a flaky link that keeps delivering bytes finishes the blob.
+        stalls = writer.offset > before ? 0 : stalls + 1;
+        this.reporter.verbose(`${what}: cut at ${writer.offset}/${desc.size} bytes (${(e as Error).message}); resuming`);
+        await this.backoff(stalls);
+      }
+    }
+    await writer.abort();
+    throw this.netError(this.endpoint(repo.registry), lastErr);
+  }
+
+  private async fetchBlobOnce(repo: Repo, writer: BlobWriter, what: string): Promise<void> {
+    const ep = this.endpoint(repo.registry);
+    const rp = this.repoPath(ep, repo.repository);
+    const offset = writer.offset;
+    const rangeHeaders: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+    let res = await this.request(repo.registry, {
+      method: 'GET',
+      path: `${rp}/blobs/${writer.expected.digest}`,
+      headers: rangeHeaders,
+      scope: this.pullScope(rp),
+      ok: [200, 206, 301, 302, 303, 307, 308],
+      what,
+    });
+    for (let hops = 0; res.status >= 300 && res.status < 400; hops++) {
+      const loc = header(res.headers, 'location');
+      await drain(res);
+      if (!loc || hops >= 5) throw new RegistryError(Codes.regProtocol, `${what}: bad redirect`);
+      const next = new URL(loc, ep.origin);
+      // Storage backends get no registry credentials: a presigned URL carries its own.
+      res = await httpSend({ method: 'GET', url: next, headers: { 'user-agent': USER_AGENT, ...rangeHeaders }, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+      if (res.status >= 400) {
+        await drain(res);
+        throw new RegistryError(res.status >= 500 ? Codes.regHttp : Codes.regNotFound, `${what}: storage at ${next.host} answered ${res.status}`, { status: res.status });
+      }
+    }
+    let skip = 0;
+    if (offset > 0) {
+      if (res.status === 206) {
+        const cr = /bytes (\d+)-/.exec(header(res.headers, 'content-range') ?? '');
+        if (!cr || Number(cr[1]) !== offset) {
+          await drain(res);
+          throw new RegistryError(Codes.regProtocol, `${what}: the server resumed at the wrong offset`);
+        }
+      } else {
+        skip = offset; // the server ignored Range: discard what we already have
+      }
+    }
+    for await (const chunk of res.body) {
+      let c = chunk as Buffer;
+      if (skip > 0) {
+        if (c.length <= skip) {
+          skip -= c.length;
+          continue;
+        }
+        c = c.subarray(skip);
+        skip = 0;
+      }
+      await writer.write(c);
+      this.reporter.bytes(c.length);
+    }
+    if (!res.body.complete) throw Object.assign(new Error('connection closed mid-blob'), { code: 'ECONNRESET' });
+  }
+
+  /** Reads a small blob (an image config) whole, checking its digest. */
+  async getBlobBytes(repo: Repo, digest: string, max = 1 << 20): Promise<Buffer> {
+    const ep = this.endpoint(repo.registry);
+    const rp = this.repoPath(ep, repo.repository);
+    const what = `blob ${digest.slice(0, 19)} of ${repo.registry}/${repo.repository}`;
+    let res = await this.request(repo.registry, { method: 'GET', path: `${rp}/blobs/${digest}`, scope: this.pullScope(rp), ok: [200, 307, 302, 303, 308, 301], what });
+    for (let hops = 0; res.status >= 300 && res.status < 400 && hops < 5; hops++) {
+      const loc = header(res.headers, 'location');
+      await drain(res);
+      if (!loc) throw new RegistryError(Codes.regProtocol, `${what}: bad redirect`);
+      res = await httpSend({ method: 'GET', url: new URL(loc, ep.origin), headers: { 'user-agent': USER_AGENT }, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+    }
+    if (res.status !== 200) {
+      await drain(res);
+      throw new RegistryError(Codes.regHttp, `${what}: answered ${res.status}`, { status: res.status });
+    }
+    const bytes = await readBody(res, max);
+    if (sha256(bytes) !== digest) {
+      throw new IntegrityError(Codes.digestMismatch, `${what}: content hashes to ${sha256(bytes)}`, { hint: 'The registry served corrupt content.' });
+    }
+    return bytes;
+  }
+
+  // ---- push ----
+
+  async blobExists(repo: Repo, digest: string): Promise<boolean> {
+    const ep = this.endpoint(repo.registry);
+    const rp = this.repoPath(ep, repo.repository);
+    const res = await this.request(repo.registry, {
+      method: 'HEAD',
+      path: `${rp}/blobs/${digest}`,
+      scope: `repository:${rp}:pull,push`,
+      ok: [200, 404],
+      what: `blob ${digest.slice(0, 19)} in ${repo.repository}`,
+    });
+    await drain(res);
+    return res.status === 200;
+  }
+
+  /**
+   * Uploads a blob. It first tries a cross-repo mount from `mountFrom` (no bytes move), then a
+   * monolithic PUT for small blobs or PATCH chunks for large ones. `open(start)` streams the blob
+   * from a byte offset, so a retry sends it again from disk.
+   */
+  async pushBlob(repo: Repo, size: number, digest: string, open: (start: number, end: number) => Readable, mountFrom?: string): Promise<'exists' | 'mounted' | 'uploaded'> {
+    const ep = this.endpoint(repo.registry);
+    const rp = this.repoPath(ep, repo.repository);
+    const scope = mountFrom ? `repository:${rp}:pull,push repository:${this.repoPath(ep, mountFrom)}:pull` : `repository:${rp}:pull,push`;
+    if (await this.blobExists(repo, digest)) return 'exists';
+    const what = `upload of ${digest.slice(0, 19)} to ${repo.registry}/${repo.repository}`;
+    const q = mountFrom ? `?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(this.repoPath(ep, mountFrom))}` : '';
+    const start = await this.request(repo.registry, { method: 'POST', path: `${rp}/blobs/uploads/${q}`, headers: { 'content-length': '0' }, scope, ok: [201, 202], what });
+    await drain(start);
+    if (start.status === 201) return 'mounted';
+    let loc = this.location(ep, start, what);
+    if (size <= this.monolithicMax) {
+      loc.searchParams.set('digest', digest);
+      const res = await this.request(repo.registry, {
+        method: 'PUT',
+        url: loc,
+        headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+        body: () => (size === 0 ? Buffer.alloc(0) : open(0, size - 1)),
+        scope,
+        ok: [201],
+        what,
+      });
+      await drain(res);
+      this.reporter.bytes(size);
+      return 'uploaded';
+    }
+    for (let off = 0; off < size; off += this.chunkSize) {
+      const end = Math.min(size, off + this.chunkSize) - 1;
+      const res = await this.request(repo.registry, {
+        method: 'PATCH',
+        url: loc,
+        headers: { 'content-type': 'application/octet-stream', 'content-length': String(end - off + 1), 'content-range': `${off}-${end}` },
+        body: () => open(off, end),
+        scope,
+        ok: [202],
+        what,
+      });
+      await drain(res);
+      loc = this.location(ep, res, what);
+      this.reporter.bytes(end - off + 1);
+    }
+    loc.searchParams.set('digest', digest);
+    const fin = await this.request(repo.registry, { method: 'PUT', url: loc, headers: { 'content-length': '0' }, scope, ok: [201], what });
+    await drain(fin);
+    return 'uploaded';
+  }
+
+  private location(ep: Endpoint, res: HttpResponse, what: string): URL {
+    const loc = header(res.headers, 'location');
+    if (!loc) throw new RegistryError(Codes.regProtocol, `${what}: the registry gave no upload location`);
+    return new URL(loc, ep.origin);
+  }
+
+  async putManifest(repo: Repo, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
+    const ep = this.endpoint(repo.registry);
+    const rp = this.repoPath(ep, repo.repository);
+    const res = await this.request(repo.registry, {
+      method: 'PUT',
+      path: `${rp}/manifests/${reference}`,
+      headers: { 'content-type': mediaType, 'content-length': String(bytes.length) },
+      body: () => bytes,
+      scope: `repository:${rp}:pull,push`,
+      ok: [201, 200],
+      what: `manifest ${repo.registry}/${repo.repository}:${reference}`,
+    });
+    await drain(res);
+    return header(res.headers, 'docker-content-digest') ?? sha256(bytes);
+  }
+}
+
+/** Pulls the first message out of a distribution-spec error body. */
+function errorDetail(body: string): string {
+  try {
+    const j = JSON.parse(body) as { errors?: { code?: string; message?: string }[] };
+    const e = j.errors?.[0];
+    if (e) return ` (${e.code ?? 'ERROR'}: ${e.message ?? ''})`;
+  } catch {
+    /* not JSON */
+  }
+  const t = body.trim().slice(0, 200);
+  return t ? ` (${t})` : '';
+}

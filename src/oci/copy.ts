@@ -1,0 +1,222 @@
+import { Codes, IntegrityError, RegistryError, StoreError } from '../errors.js';
+import { sha256 } from '../util/digest.js';
+import { limiter, SingleFlight } from '../util/limit.js';
+import { silentReporter, type Reporter } from '../util/progress.js';
+import type { RegistryClient, Repo } from './client.js';
+import type { Layout } from './layout.js';
+import { formatPlatform, isIndexType, isManifestType, platformMatches, type Descriptor, type ImageIndex, type ImageManifest, type Platform } from './media.js';
+
+export interface CopyContext {
+  client: RegistryClient;
+  store: Layout;
+  /** A shared cache store: blobs are fetched into it and linked into `store`. */
+  cache?: Layout;
+  reporter?: Reporter;
+  /** Parallel blob transfers across every image of the run. */
+  concurrency?: number;
+}
+
+export interface PullStats {
+  blobsFetched: number;
+  bytesFetched: number;
+  blobsPresent: number;
+}
+
+/** Parses a manifest or index we hold in memory, and says which it is. */
+export function parseManifest(bytes: Buffer, mediaType: string, what: string): { kind: 'index'; index: ImageIndex } | { kind: 'manifest'; manifest: ImageManifest } {
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new RegistryError(Codes.regProtocol, `${what} is not valid JSON`, { cause: e });
+  }
+  const mt = (j.mediaType as string | undefined) ?? mediaType;
+  if (isIndexType(mt) || (Array.isArray(j.manifests) && !j.config)) return { kind: 'index', index: j as unknown as ImageIndex };
+  if (isManifestType(mt) || (j.config && Array.isArray(j.layers))) {
+    if (j.schemaVersion !== 2) throw new RegistryError(Codes.mediaType, `${what} is schema version ${String(j.schemaVersion)}`, { hint: 'Only schema 2 (OCI and Docker v2) manifests are supported.' });
+    return { kind: 'manifest', manifest: j as unknown as ImageManifest };
+  }
+  throw new RegistryError(Codes.mediaType, `${what} has unsupported media type "${mt}"`, {
+    hint: 'ferry copies OCI and Docker v2 schema 2 images and indexes; Docker schema 1 images must be rebuilt.',
+  });
+}
+
+/**
+ * Copies images from registries into the store. Blobs are fetched once per run however many images
+ * share them, and a blob already in the store costs one stat.
+ */
+export class Puller {
+  private readonly limit: ReturnType<typeof limiter>;
+  private readonly flights = new SingleFlight<void>();
+  private readonly reporter: Reporter;
+  readonly stats: PullStats = { blobsFetched: 0, bytesFetched: 0, blobsPresent: 0 };
+
+  constructor(private readonly ctx: CopyContext) {
+    this.limit = limiter(ctx.concurrency ?? 6);
+    this.reporter = ctx.reporter ?? silentReporter;
+  }
+
+  /** Makes sure one blob is in the store, fetching it if needed. */
+  private blob(repo: Repo, desc: Descriptor): Promise<void> {
+    const { store, cache, client } = this.ctx;
+    return this.flights.run(desc.digest, async () => {
+      if ((await store.hasBlob(desc.digest, desc.size)) || (cache && (await store.adopt(cache, desc)))) {
+        this.stats.blobsPresent++;
+        return;
+      }
+      await this.limit(async () => {
+        this.reporter.blobStart(desc.size);
+        const into = cache ?? store;
+        await client.fetchBlob(repo, into.writer(desc));
+        if (cache) await store.adopt(cache, desc);
+        this.reporter.blobDone();
+        this.stats.blobsFetched++;
+        this.stats.bytesFetched += desc.size;
+      });
+    });
+  }
+
+  /** Gets a manifest by digest: from the store when it is there, else from the registry (then stored). */
+  private async manifest(repo: Repo, desc: Pick<Descriptor, 'digest' | 'mediaType'> & { size?: number }): Promise<{ bytes: Buffer; mediaType: string }> {
+    const { store, client, cache } = this.ctx;
+    if ((await store.hasBlob(desc.digest, desc.size)) || (cache && desc.size !== undefined && (await store.adopt(cache, desc as Descriptor)))) {
+      return { bytes: await store.readBlob(desc.digest), mediaType: desc.mediaType };
+    }
+    const m = await client.getManifest(repo, desc.digest);
+    if (desc.size !== undefined && m.bytes.length !== desc.size) {
+      throw new IntegrityError(Codes.sizeMismatch, `manifest ${desc.digest} is ${m.bytes.length} bytes, expected ${desc.size}`);
+    }
+    const md = { mediaType: m.mediaType, digest: m.digest, size: m.bytes.length };
+    await store.putBytes(m.bytes, md);
+    if (cache) await cache.putBytes(m.bytes, md);
+    this.stats.blobsFetched++;
+    this.stats.bytesFetched += m.bytes.length;
+    return { bytes: m.bytes, mediaType: m.mediaType };
+  }
+
+  /**
+   * Copies one image, pinned by digest, into the store and names it. With `platforms`, an index keeps
+   * its upstream bytes (so its digest still matches the lock) but only the chosen platforms' content
+   * is fetched.
+   */
+  async pull(repo: Repo, digest: string, names: string[], platforms?: Platform[]): Promise<Descriptor> {
+    const what = `${repo.registry}/${repo.repository}@${digest}`;
+    const top = await this.manifest(repo, { digest, mediaType: '' });
+    const parsed = parseManifest(top.bytes, top.mediaType, what);
+    const mediaType = parsed.kind === 'index' ? parsed.index.mediaType ?? top.mediaType : parsed.manifest.mediaType ?? top.mediaType;
+    await this.walk(repo, parsed, what, platforms);
+    const desc: Descriptor = { mediaType, digest, size: top.bytes.length };
+    await this.ctx.store.addRefs(names.map((name) => ({ name, descriptor: desc })));
+    return desc;
+  }
+
+  private async walk(repo: Repo, parsed: ReturnType<typeof parseManifest>, what: string, platforms?: Platform[]): Promise<void> {
+    if (parsed.kind === 'manifest') {
+      const m = parsed.manifest;
+      await Promise.all([m.config, ...m.layers].map((d) => this.blob(repo, d)));
+      return;
+    }
+    let children = parsed.index.manifests;
+    if (platforms?.length) {
+      children = children.filter((d) => isIndexType(d.mediaType) || platforms.some((p) => platformMatches(p, d.platform)));
+      const missing = platforms.filter((p) => !parsed.index.manifests.some((d) => platformMatches(p, d.platform)));
+      if (missing.length) {
+        throw new RegistryError(Codes.platformMissing, `${what} has no ${missing.map(formatPlatform).join(', ')} image`, {
+          hint: `It offers ${parsed.index.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : '?')).join(', ')}. Set platforms on this image in the spec.`,
+        });
+      }
+    }
+    await Promise.all(
+      children.map(async (d) => {
+        const child = await this.manifest(repo, d);
+        await this.walk(repo, parseManifest(child.bytes, d.mediaType, `${what} → ${d.digest}`), what, platforms);
+      }),
+    );
+  }
+}
+
+/** Every blob digest an image in the store needs, children first, as far as the store holds them. */
+export async function collectImage(store: Layout, desc: Descriptor): Promise<{ manifests: { desc: Descriptor; bytes: Buffer }[]; blobs: Descriptor[]; missing: Descriptor[] }> {
+  const manifests: { desc: Descriptor; bytes: Buffer }[] = [];
+  const blobs = new Map<string, Descriptor>();
+  const missing: Descriptor[] = [];
+  const visit = async (d: Descriptor): Promise<boolean> => {
+    if (!(await store.hasBlob(d.digest, d.size))) {
+      missing.push(d);
+      return false;
+    }
+    const bytes = await store.readBlob(d.digest);
+    const p = parseManifest(bytes, d.mediaType, d.digest);
+    if (p.kind === 'manifest') {
+      for (const b of [p.manifest.config, ...p.manifest.layers]) {
+        if (!(await store.hasBlob(b.digest, b.size))) {
+          throw new StoreError(Codes.storeMissing, `the store lacks blob ${b.digest} of manifest ${d.digest}`, { hint: 'Re-run `ferry images pull` to complete the store.' });
+        }
+        blobs.set(b.digest, b);
+      }
+    } else {
+      for (const c of p.index.manifests) await visit(c);
+    }
+    manifests.push({ desc: d, bytes });
+    return true;
+  };
+  await visit(desc);
+  return { manifests, blobs: [...blobs.values()], missing };
+}
+
+export interface PushTarget {
+  repo: Repo;
+  tag?: string;
+}
+
+/**
+ * Pushes one image from the store: blobs (mounted from another repo of this run when possible),
+ * then child manifests by digest, then the top by tag. An index whose platforms were filtered at
+ * pull time is pushed as a new index of what the store holds, because registries refuse an index
+ * whose children are missing.
+ */
+export class Pusher {
+  private readonly limit: ReturnType<typeof limiter>;
+  private readonly reporter: Reporter;
+  /** digest → a repository on the target registry that already has it, for cross-repo mounts. */
+  private readonly seen = new Map<string, string>();
+
+  constructor(private readonly ctx: CopyContext) {
+    this.limit = limiter(ctx.concurrency ?? 4);
+    this.reporter = ctx.reporter ?? silentReporter;
+  }
+
+  async push(desc: Descriptor, target: PushTarget): Promise<{ digest: string; filtered: boolean }> {
+    const { store, client } = this.ctx;
+    const { manifests, blobs, missing } = await collectImage(store, desc);
+    if (manifests.length === 0) {
+      throw new StoreError(Codes.storeMissing, `the store lacks manifest ${desc.digest}`, { hint: 'Re-run `ferry images pull` to complete the store.' });
+    }
+    await Promise.all(
+      blobs.map((b) =>
+        this.limit(async () => {
+          this.reporter.blobStart(b.size);
+          const from = this.seen.get(b.digest);
+          await client.pushBlob(target.repo, b.size, b.digest, (s, e) => store.openBlob(b.digest, s, e), from && from !== target.repo.repository ? from : undefined);
+          this.seen.set(b.digest, target.repo.repository);
+          this.reporter.blobDone();
+        }),
+      ),
+    );
+    const top = manifests[manifests.length - 1]!;
+    for (const m of manifests.slice(0, -1)) await client.putManifest(target.repo, m.desc.digest, m.bytes, m.desc.mediaType);
+    let bytes = top.bytes;
+    let filtered = false;
+    if (missing.length && top.desc.digest === desc.digest) {
+      const idx = JSON.parse(top.bytes.toString('utf8')) as ImageIndex;
+      const gone = new Set(missing.map((m) => m.digest));
+      idx.manifests = idx.manifests.filter((m) => !gone.has(m.digest));
+      bytes = Buffer.from(JSON.stringify(idx));
+      filtered = true;
+      this.reporter.warn(`${target.repo.repository}: the store holds ${idx.manifests.length} of the index's platforms; pushing an index of those (digest ${sha256(bytes).slice(0, 19)}…, not the upstream ${desc.digest.slice(0, 19)}…)`);
+    }
+    const digest = sha256(bytes);
+    await client.putManifest(target.repo, target.tag ?? digest, bytes, desc.mediaType);
+    return { digest, filtered };
+  }
+}

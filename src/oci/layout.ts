@@ -1,0 +1,294 @@
+import { createReadStream, createWriteStream, promises as fs, type ReadStream, type WriteStream } from 'node:fs';
+import path from 'node:path';
+import type { Hash } from 'node:crypto';
+import { Codes, IntegrityError, StoreError } from '../errors.js';
+import { digestOf, newHash, sha256 } from '../util/digest.js';
+import { exists, ioError, tempPathFor, withDirLock, writeFileAtomic } from '../util/fsx.js';
+import { assertDigest } from './reference.js';
+import type { Descriptor, ImageIndex } from './media.js';
+import { MediaType } from './media.js';
+
+export const REF_NAME = 'org.opencontainers.image.ref.name';
+export const CONTAINERD_NAME = 'io.containerd.image.name';
+
+/**
+ * Writes one blob: bytes go to a temp file beside the final path while they are hashed, and the
+ * blob becomes visible only through a rename after its digest and size check out. `offset` is how
+ * many bytes are already written, so a cut download can resume with a Range request.
+ */
+export class BlobWriter {
+  private readonly hash: Hash;
+  private stream: WriteStream | undefined;
+  private written = 0;
+  private closed = false;
+
+  constructor(
+    readonly expected: Descriptor,
+    private readonly tmp: string,
+    private readonly final: string,
+  ) {
+    this.hash = newHash(expected.digest);
+  }
+
+  get offset(): number {
+    return this.written;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.written + chunk.length > this.expected.size) {
+      throw new IntegrityError(
+        Codes.sizeMismatch,
+        `blob ${this.expected.digest} is larger than the ${this.expected.size} bytes its descriptor states`,
+        { hint: 'The source serves different content than its manifest describes. Nothing was stored; check the registry or mirror.' },
+      );
+    }
+    if (!this.stream) this.stream = createWriteStream(this.tmp, { flags: 'a' });
+    this.hash.update(chunk);
+    this.written += chunk.length;
+    const s = this.stream;
+    if (!s.write(chunk)) await new Promise<void>((resolve, reject) => {
+      const onErr = (e: Error) => reject(ioError(`cannot write ${this.tmp}`, e));
+      s.once('error', onErr);
+      s.once('drain', () => { s.off('error', onErr); resolve(); });
+    });
+  }
+
+  private async closeStream(): Promise<void> {
+    const s = this.stream;
+    this.stream = undefined;
+    if (!s) {
+      // An empty blob still needs a file.
+      await fs.writeFile(this.tmp, new Uint8Array(), { flag: 'a' });
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', (e) => reject(ioError(`cannot write ${this.tmp}`, e)));
+      s.end(() => resolve());
+    });
+  }
+
+  /** Checks size and digest, then renames into place. A failed check removes the temp file. */
+  async commit(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.closeStream();
+      if (this.written !== this.expected.size) {
+        throw new IntegrityError(
+          Codes.sizeMismatch,
+          `blob ${this.expected.digest}: got ${this.written} bytes, expected ${this.expected.size}`,
+          { hint: 'The transfer ended early or the source is inconsistent. Nothing was stored; re-run to retry.' },
+        );
+      }
+      const actual = digestOf(this.hash, this.expected.digest);
+      if (actual !== this.expected.digest) {
+        throw new IntegrityError(Codes.digestMismatch, `blob digest mismatch: expected ${this.expected.digest}, got ${actual}`, {
+          hint: 'The source served corrupt or tampered content. Nothing was stored. Check the registry or mirror and re-run.',
+          details: { expected: this.expected.digest, actual },
+        });
+      }
+      await fs.mkdir(path.dirname(this.final), { recursive: true });
+      await fs.rename(this.tmp, this.final);
+    } catch (e) {
+      await fs.rm(this.tmp, { force: true });
+      throw e;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await this.closeStream();
+    } catch {
+      /* already failing */
+    }
+    await fs.rm(this.tmp, { force: true });
+  }
+}
+
+/**
+ * The store: an OCI image layout (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`) that skopeo,
+ * containerd and umoci read as is. Blobs are content-addressed and shared by every image in it.
+ */
+export class Layout {
+  constructor(readonly dir: string) {}
+
+  static async open(dir: string): Promise<Layout> {
+    const l = new Layout(path.resolve(dir));
+    await l.init();
+    return l;
+  }
+
+  async init(): Promise<void> {
+    try {
+      await fs.mkdir(path.join(this.dir, 'blobs', 'sha256'), { recursive: true });
+    } catch (e) {
+      throw ioError(`cannot create store ${this.dir}`, e);
+    }
+    const marker = path.join(this.dir, 'oci-layout');
+    if (!(await exists(marker))) await writeFileAtomic(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    const idx = path.join(this.dir, 'index.json');
+    if (!(await exists(idx))) {
+      await withDirLock(this.lockDir(), async () => {
+        if (!(await exists(idx))) await this.writeIndex({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] });
+      });
+    }
+  }
+
+  blobPath(digest: string): string {
+    assertDigest(digest);
+    const [alg, hex] = digest.split(':') as [string, string];
+    return path.join(this.dir, 'blobs', alg, hex);
+  }
+
+  /** True when the blob is present with the expected size (the digest was checked when it was written). */
+  async hasBlob(digest: string, size?: number): Promise<boolean> {
+    try {
+      const st = await fs.stat(this.blobPath(digest));
+      return size === undefined || st.size === size;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Brings a blob in from another store (the cache) by hard link, or by copy across filesystems.
+   * Returns false when the other store does not have it.
+   */
+  async adopt(from: Layout, desc: Descriptor): Promise<boolean> {
+    if (from.dir === this.dir) return this.hasBlob(desc.digest, desc.size);
+    if (!(await from.hasBlob(desc.digest, desc.size))) return false;
+    const src = from.blobPath(desc.digest);
+    const dst = this.blobPath(desc.digest);
+    const tmp = tempPathFor(dst);
+    try {
+      await fs.mkdir(path.dirname(dst), { recursive: true });
+      try {
+        await fs.link(src, tmp);
+      } catch {
+        await fs.copyFile(src, tmp);
+      }
+      await fs.rename(tmp, dst);
+      return true;
+    } catch (e) {
+      await fs.rm(tmp, { force: true });
+      throw ioError(`cannot bring ${desc.digest} into ${this.dir}`, e);
+    }
+  }
+
+  writer(desc: Descriptor): BlobWriter {
+    const final = this.blobPath(desc.digest);
+    return new BlobWriter(desc, tempPathFor(final), final);
+  }
+
+  /** Stores small content (manifests, configs) we already hold in memory. */
+  async putBytes(data: Uint8Array, expected?: Descriptor): Promise<Descriptor> {
+    const desc: Descriptor = expected ?? { mediaType: 'application/octet-stream', digest: sha256(data), size: data.length };
+    if (await this.hasBlob(desc.digest, desc.size)) return desc;
+    const w = this.writer(desc);
+    try {
+      await w.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      await w.commit();
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+    return desc;
+  }
+
+  openBlob(digest: string, start?: number, end?: number): ReadStream {
+    return createReadStream(this.blobPath(digest), { start, end, highWaterMark: 1 << 20 });
+  }
+
+  async readBlob(digest: string, maxSize = 8 << 20): Promise<Buffer> {
+    const p = this.blobPath(digest);
+    let st;
+    try {
+      st = await fs.stat(p);
+    } catch (e) {
+      throw new StoreError(Codes.storeMissing, `the store ${this.dir} has no blob ${digest}`, {
+        hint: 'The store is incomplete. Re-run `ferry images pull` to fill it.',
+        cause: e,
+      });
+    }
+    if (st.size > maxSize) {
+      throw new StoreError(Codes.storeInvalid, `blob ${digest} is ${st.size} bytes, more than the ${maxSize} allowed for a manifest`, {
+        hint: 'The store holds something that is not a manifest under this digest.',
+      });
+    }
+    const buf = await fs.readFile(p);
+    if (sha256(buf) !== digest) {
+      throw new IntegrityError(Codes.digestMismatch, `blob ${digest} in ${this.dir} is corrupt`, {
+        hint: `Delete ${p} and re-run the pull to fetch it again.`,
+      });
+    }
+    return buf;
+  }
+
+  async readJson<T>(digest: string): Promise<T> {
+    const buf = await this.readBlob(digest);
+    try {
+      return JSON.parse(buf.toString('utf8')) as T;
+    } catch (e) {
+      throw new StoreError(Codes.storeInvalid, `blob ${digest} is not valid JSON`, { cause: e, hint: 'The store is damaged; re-pull the image.' });
+    }
+  }
+
+  private lockDir(): string {
+    return path.join(this.dir, '.index.lock');
+  }
+
+  async readIndex(): Promise<ImageIndex> {
+    const p = path.join(this.dir, 'index.json');
+    let text: string;
+    try {
+      text = await fs.readFile(p, 'utf8');
+    } catch (e) {
+      throw new StoreError(Codes.storeInvalid, `${this.dir} is not an OCI image layout (no index.json)`, {
+        hint: 'Point --store at a directory written by `ferry images pull`.',
+        cause: e,
+      });
+    }
+    try {
+      const idx = JSON.parse(text) as ImageIndex;
+      if (!Array.isArray(idx.manifests)) throw new Error('manifests is not a list');
+      return idx;
+    } catch (e) {
+      throw new StoreError(Codes.storeInvalid, `${p} is not a valid image index: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private async writeIndex(idx: ImageIndex): Promise<void> {
+    await writeFileAtomic(path.join(this.dir, 'index.json'), `${JSON.stringify(idx, null, 2)}\n`);
+  }
+
+  /**
+   * Names top-level descriptors. An entry with the same ref name is replaced, so re-tagging moves the
+   * name. Sorted by name so the file is stable. Safe under concurrent writers (a lock around
+   * read-modify-write, and an atomic rename).
+   */
+  async addRefs(entries: { name: string; descriptor: Descriptor }[]): Promise<void> {
+    await withDirLock(this.lockDir(), async () => {
+      const idx = await this.readIndex();
+      const byName = new Map<string, Descriptor>();
+      const unnamed: Descriptor[] = [];
+      for (const d of idx.manifests) {
+        const n = d.annotations?.[REF_NAME];
+        if (n) byName.set(n, d);
+        else unnamed.push(d);
+      }
+      for (const { name, descriptor } of entries) {
+        const { platform: _p, ...d } = descriptor;
+        byName.set(name, { ...d, annotations: { ...(d.annotations ?? {}), [REF_NAME]: name, [CONTAINERD_NAME]: name } });
+      }
+      const manifests = [...unnamed, ...[...byName.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, d]) => d)];
+      await this.writeIndex({ ...idx, schemaVersion: 2, mediaType: MediaType.ociIndex, manifests });
+    });
+  }
+
+  async resolve(name: string): Promise<Descriptor | undefined> {
+    const idx = await this.readIndex();
+    return idx.manifests.find((d) => d.annotations?.[REF_NAME] === name);
+  }
+}

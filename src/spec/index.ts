@@ -1,0 +1,3 @@
+export * from './spec.js';
+export * from './lock.js';
+export * from './schema.js';

@@ -1,0 +1,139 @@
+import { Ajv, type ErrorObject } from 'ajv';
+import { Codes, SpecError } from '../errors.js';
+import { formatPlatform, parsePlatform, type Platform } from '../oci/media.js';
+import { displayName, formatReference, parseReference, type Reference } from '../oci/reference.js';
+import { bundleSpecSchema } from './schema.js';
+import { formatPath, loadYaml, parseYamlText, pointerToPath, positionOf, type LoadedYaml } from './yamlpos.js';
+
+export interface BinarySpec {
+  name: string;
+  version: string;
+  url: string;
+  checksumUrl?: string;
+  checksumFile?: string;
+  sha256?: Record<string, string>;
+  extract?: boolean;
+}
+
+export interface ChartSpec {
+  name: string;
+  repo?: string;
+  version?: string;
+  path?: string;
+}
+
+export interface BundleSpec {
+  apiVersion: 'ferry.dev/v1alpha1';
+  kind: 'BundleSpec';
+  metadata: { name: string; version: string; description?: string };
+  spec: {
+    platforms: string[];
+    kubernetes?: { version: string; imageRepository?: string };
+    images: (string | { ref: string; platforms?: string[] })[];
+    binaries?: BinarySpec[];
+    charts?: ChartSpec[];
+    runtime?: { node?: Record<string, string> };
+  };
+}
+
+/** One image of a spec, normalised: its full name and the platforms to carry. */
+export interface SpecImage {
+  /** What the spec says, as written. */
+  input: string;
+  ref: Reference;
+  /** Normalised name, `registry/repo:tag` or `registry/repo@digest`. */
+  name: string;
+  platforms: Platform[];
+  /** Where in the spec, for errors. */
+  at: string;
+}
+
+export interface LoadedSpec {
+  file: string;
+  spec: BundleSpec;
+  images: SpecImage[];
+}
+
+let validator: ReturnType<Ajv['compile']> | undefined;
+function validate(value: unknown): ErrorObject[] {
+  validator ??= new Ajv({ allErrors: true, verbose: true, strict: false }).compile(bundleSpecSchema);
+  return validator(value) ? [] : [...(validator.errors ?? [])];
+}
+
+/** Turns Ajv's errors into one message per problem, each with file:line:col and the expected shape. */
+function describe(y: LoadedYaml, errors: ErrorObject[]): string[] {
+  // oneOf reports every branch; keep the branch errors that went deepest, and drop the oneOf summary.
+  const out = new Map<string, string>();
+  const sorted = [...errors].sort((a, b) => b.instancePath.length - a.instancePath.length);
+  for (const e of sorted) {
+    if (e.keyword === 'oneOf') continue;
+    let path = pointerToPath(e.instancePath);
+    let msg = e.message ?? 'is invalid';
+    if (e.keyword === 'additionalProperties') {
+      const key = (e.params as { additionalProperty: string }).additionalProperty;
+      path = [...path, key];
+      msg = `is not a known field`;
+    } else if (e.keyword === 'required') {
+      msg = `is missing required field "${(e.params as { missingProperty: string }).missingProperty}"`;
+    } else if (e.keyword === 'const') {
+      msg = `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
+    }
+    const desc = (e.parentSchema as { description?: string } | undefined)?.description;
+    const key = formatPath(path);
+    // A string-vs-object oneOf: when the object branch failed deeper, skip the "must be string" noise.
+    if (e.keyword === 'type' && [...out.keys()].some((k) => k.startsWith(`${key}.`) || k.startsWith(`${key}[`))) continue;
+    if (out.has(key)) continue;
+    out.set(key, `${positionOf(y, path)}: ${key} ${msg}${desc ? ` (expected: ${desc})` : ''}`);
+  }
+  return [...out.values()];
+}
+
+export async function loadSpec(file: string): Promise<LoadedSpec> {
+  return checkSpec(await loadYaml(file, 'spec'));
+}
+
+export function parseSpecText(text: string, file = 'spec.yaml'): LoadedSpec {
+  return checkSpec(parseYamlText(text, file, 'spec'));
+}
+
+function checkSpec(y: LoadedYaml): LoadedSpec {
+  const problems = describe(y, validate(y.value));
+  if (problems.length) throw specInvalid(y.file, problems);
+  const spec = y.value as BundleSpec;
+  const images: SpecImage[] = [];
+  const seen = new Map<string, string>();
+  spec.spec.images.forEach((entry, i) => {
+    const input = typeof entry === 'string' ? entry : entry.ref;
+    const at = positionOf(y, typeof entry === 'string' ? ['spec', 'images', i] : ['spec', 'images', i, 'ref']);
+    let ref: Reference;
+    try {
+      ref = parseReference(input);
+    } catch (e) {
+      problems.push(`${at}: spec.images[${i}] ${(e as Error).message} (expected: an image reference like registry.k8s.io/pause:3.10)`);
+      return;
+    }
+    const plats = (typeof entry === 'string' ? undefined : entry.platforms) ?? spec.spec.platforms;
+    const name = displayName(ref);
+    const prev = seen.get(name);
+    if (prev) {
+      problems.push(`${at}: spec.images[${i}] "${input}" is the same image as ${prev}; list it once`);
+      return;
+    }
+    seen.set(name, at);
+    images.push({ input, ref, name: ref.tag && ref.digest ? formatReference(ref) : name, platforms: plats.map(parsePlatform), at });
+  });
+  if (problems.length) throw specInvalid(y.file, problems);
+  images.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { file: y.file, spec, images };
+}
+
+function specInvalid(file: string, problems: string[]): SpecError {
+  return new SpecError(Codes.specInvalid, `${file} is not a valid bundle spec:\n  ${problems.join('\n  ')}`, {
+    hint: 'Fix each field above. The shape is in bundle-spec/bundle-spec.schema.json (add it to your editor for completion).',
+    details: { problems },
+  });
+}
+
+export function platformKey(ps: Platform[]): string[] {
+  return ps.map(formatPlatform).sort();
+}

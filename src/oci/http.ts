@@ -28,6 +28,7 @@ const agents = {
 
 /** One HTTP exchange over node:http(s): no redirects, no buffering; the caller owns the body. */
 export function httpSend(req: HttpRequest): Promise<HttpResponse> {
+  if (process.env.FERRY_HTTP_DEBUG) process.stderr.write(`http: ${req.method} ${req.url.href}\n`);
   return new Promise((resolve, reject) => {
     const isHttps = req.url.protocol === 'https:';
     const lib = isHttps ? https : http;
@@ -42,6 +43,7 @@ export function httpSend(req: HttpRequest): Promise<HttpResponse> {
       },
       (res) => {
         res.setTimeout(req.timeoutMs ?? 60_000, () => res.destroy(Object.assign(new Error('idle timeout while reading the response'), { code: 'ETIMEDOUT' })));
+        if (process.env.FERRY_HTTP_DEBUG) process.stderr.write(`http: <- ${res.statusCode} ${req.method} ${req.url.pathname}\n`);
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res });
       },
     );
@@ -71,9 +73,10 @@ export async function readBody(res: HttpResponse, max = 4 << 20): Promise<Buffer
   return Buffer.concat(chunks);
 }
 
+/** Consumes an unwanted body, so the keep-alive socket goes back to the pool. */
 export function drain(res: HttpResponse): Promise<void> {
   return new Promise((resolve) => {
-    if (res.body.complete || res.body.destroyed) return resolve();
+    if (res.body.readableEnded || res.body.destroyed) return resolve();
     res.body.on('end', resolve).on('error', () => resolve()).on('close', resolve);
     res.body.resume();
   });

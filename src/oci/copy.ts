@@ -79,8 +79,13 @@ export class Puller {
   /** Gets a manifest by digest: from the store when it is there, else from the registry (then stored). */
   private async manifest(repo: Repo, desc: Pick<Descriptor, 'digest' | 'mediaType'> & { size?: number }): Promise<{ bytes: Buffer; mediaType: string }> {
     const { store, client, cache } = this.ctx;
-    if ((await store.hasBlob(desc.digest, desc.size)) || (cache && desc.size !== undefined && (await store.adopt(cache, desc as Descriptor)))) {
+    if (await store.hasBlob(desc.digest, desc.size)) {
       return { bytes: await store.readBlob(desc.digest), mediaType: desc.mediaType };
+    }
+    if (cache && (await cache.hasBlob(desc.digest, desc.size))) {
+      const bytes = await cache.readBlob(desc.digest);
+      await store.putBytes(bytes, { mediaType: desc.mediaType, digest: desc.digest, size: bytes.length });
+      return { bytes, mediaType: desc.mediaType };
     }
     const m = await client.getManifest(repo, desc.digest);
     if (desc.size !== undefined && m.bytes.length !== desc.size) {

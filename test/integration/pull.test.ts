@@ -165,7 +165,9 @@ describe('network faults', () => {
 
   it('resumes a blob cut mid-transfer with a Range request', async () => {
     const { dir, spec, lock, lockFile } = await specAndLock(reg.host, [{ ref: `${reg.host}/fx/single:v1`, platforms: ['linux/amd64'] }]);
-    proxy.faults.push({ kind: 'cut', match: /GET .*\/blobs\//, afterBytes: 100_000, times: 1 });
+    const man = JSON.parse((await new RegistryClient(fast).getManifest({ registry: reg.host, repository: 'fx/single' }, 'v1')).bytes.toString()) as { layers: { digest: string; size: number }[] };
+    expect(man.layers[1]!.size).toBeGreaterThan(200_000);
+    proxy.faults.push({ kind: 'cut', match: new RegExp(`GET .*/blobs/${man.layers[1]!.digest}`), afterBytes: 100_000, times: 1 });
     const before = proxy.requests.length;
     const store = await Layout.open(path.join(dir, 'store'));
     await pullImages({ client: viaProxy(), store }, spec, lock, lockFile);

@@ -62,11 +62,13 @@ export async function pushStore(ctx: CopyContext, to: string, only?: (name: stri
     let ref: Reference;
     try {
       ref = parseReference(name);
-    } catch {
-      // A plain tag-like name (a layout written by other tools) goes under the prefix as is.
-      ref = parseReference(`localhost/${name.replace(/^.*\//, '')}`);
+    } catch (e) {
+      throw new UsageError(C.usage, `the store names an image "${name}" that is not a valid reference`, { hint: 'Re-pull the store with ferry, or fix index.json.', cause: e });
     }
-    const repository = prefix ? `${prefix}/${ref.repository}` : ref.repository;
+    // ferry stores full names; a short name from another tool keeps its path as written (no library/).
+    const short = ref.registry === 'docker.io' && !/^(docker\.io|index\.docker\.io)\//.test(name);
+    const path = short ? name.replace(/[:@].*$/, '') : ref.repository;
+    const repository = prefix ? `${prefix}/${path}` : path;
     const key = `${repository}:${ref.tag ?? d.digest}`;
     const other = targets.get(key);
     if (other && other !== name) {

@@ -50,8 +50,8 @@ export class CredentialStore {
     const m = new Map<string, Credential>();
     for (const v of values) {
       const eq = v.indexOf('=');
-      const colon = v.indexOf(':');
-      const hasHost = eq > 0 && (colon < 0 || eq < colon);
+      // A registry may carry a port (127.0.0.1:5000=user:pass), so look at what stands before '='.
+      const hasHost = eq > 0 && /^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(v.slice(0, eq));
       const host = hasHost ? v.slice(0, eq) : '*';
       const up = hasHost ? v.slice(eq + 1) : v;
       const c = up.indexOf(':');

@@ -69,10 +69,12 @@ function describe(y: LoadedYaml, errors: ErrorObject[]): string[] {
     if (e.keyword === 'oneOf') continue;
     let path = pointerToPath(e.instancePath);
     let msg = e.message ?? 'is invalid';
+    let at: 'key' | 'value' = 'value';
     if (e.keyword === 'additionalProperties') {
       const key = (e.params as { additionalProperty: string }).additionalProperty;
       path = [...path, key];
       msg = `is not a known field`;
+      at = 'key';
     } else if (e.keyword === 'required') {
       msg = `is missing required field "${(e.params as { missingProperty: string }).missingProperty}"`;
     } else if (e.keyword === 'const') {
@@ -83,7 +85,7 @@ function describe(y: LoadedYaml, errors: ErrorObject[]): string[] {
     // A string-vs-object oneOf: when the object branch failed deeper, skip the "must be string" noise.
     if (e.keyword === 'type' && [...out.keys()].some((k) => k.startsWith(`${key}.`) || k.startsWith(`${key}[`))) continue;
     if (out.has(key)) continue;
-    out.set(key, `${positionOf(y, path)}: ${key} ${msg}${desc ? ` (expected: ${desc})` : ''}`);
+    out.set(key, `${positionOf(y, path, at)}: ${key} ${msg}${desc ? ` (expected: ${desc})` : ''}`);
   }
   return [...out.values()];
 }

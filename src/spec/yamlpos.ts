@@ -1,5 +1,5 @@
 import { promises as fs } from 'node:fs';
-import { isNode, LineCounter, parseDocument, type Document } from 'yaml';
+import { isMap, isNode, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import { Codes, SpecError } from '../errors.js';
 
 export interface LoadedYaml {
@@ -37,7 +37,17 @@ export function parseYamlText(text: string, file: string, what: string): LoadedY
 }
 
 /** `file:line:col` of the node at a path (or the nearest parent that exists). */
-export function positionOf(y: LoadedYaml, path: (string | number)[]): string {
+export function positionOf(y: LoadedYaml, path: (string | number)[], at: 'value' | 'key' = 'value'): string {
+  if (at === 'key' && path.length) {
+    const parent = path.length === 1 ? y.doc.contents : y.doc.getIn(path.slice(0, -1), true);
+    if (isMap(parent)) {
+      const pair = parent.items.find((p) => isScalar(p.key) && p.key.value === path[path.length - 1]);
+      if (pair && isNode(pair.key) && pair.key.range) {
+        const p = y.lines.linePos(pair.key.range[0]);
+        return `${y.file}:${p.line}:${p.col}`;
+      }
+    }
+  }
   for (let n = path.length; n >= 0; n--) {
     const node = n === 0 ? y.doc.contents : y.doc.getIn(path.slice(0, n), true);
     if (isNode(node) && node.range) {

@@ -202,7 +202,8 @@ export class Pusher {
         this.limit(async () => {
           this.reporter.blobStart(b.size);
           const from = this.seen.get(b.digest);
-          await client.pushBlob(target.repo, b.size, b.digest, (s, e) => store.openBlob(b.digest, s, e), from && from !== target.repo.repository ? from : undefined);
+          const how = await client.pushBlob(target.repo, b.size, b.digest, (s, e) => store.openBlob(b.digest, s, e), from && from !== target.repo.repository ? from : undefined);
+          if (how !== 'uploaded') this.reporter.bytes(b.size); // done without moving bytes
           this.seen.set(b.digest, target.repo.repository);
           this.reporter.blobDone();
         }),

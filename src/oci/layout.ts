@@ -1,4 +1,5 @@
-import { createReadStream, createWriteStream, promises as fs, type ReadStream, type WriteStream } from 'node:fs';
+import { createReadStream, promises as fs, type ReadStream } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Hash } from 'node:crypto';
 import { Codes, IntegrityError, StoreError } from '../errors.js';
@@ -18,9 +19,13 @@ export const CONTAINERD_NAME = 'io.containerd.image.name';
  */
 export class BlobWriter {
   private readonly hash: Hash;
-  private stream: WriteStream | undefined;
+  private fh: FileHandle | undefined;
   private written = 0;
   private closed = false;
+  /** Chunks hashed but not yet on disk; flushed with one writev per ~1 MiB. */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private flushing: Promise<void> | undefined;
 
   constructor(
     readonly expected: Descriptor,
@@ -42,29 +47,41 @@ export class BlobWriter {
         { hint: 'The source serves different content than its manifest describes. Nothing was stored; check the registry or mirror.' },
       );
     }
-    if (!this.stream) this.stream = createWriteStream(this.tmp, { flags: 'a' });
     this.hash.update(chunk);
     this.written += chunk.length;
-    const s = this.stream;
-    if (!s.write(chunk)) await new Promise<void>((resolve, reject) => {
-      const onErr = (e: Error) => reject(ioError(`cannot write ${this.tmp}`, e));
-      s.once('error', onErr);
-      s.once('drain', () => { s.off('error', onErr); resolve(); });
-    });
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= FLUSH_BYTES) {
+      // At most one write in flight: the disk works while the next MiB arrives and is hashed.
+      if (this.flushing) await this.flushing;
+      this.flushing = this.flush();
+    }
   }
 
-  private async closeStream(): Promise<void> {
-    const s = this.stream;
-    this.stream = undefined;
-    if (!s) {
-      // An empty blob still needs a file.
-      await fs.writeFile(this.tmp, new Uint8Array(), { flag: 'a' });
-      return;
+  private async flush(): Promise<void> {
+    const chunks = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (!chunks.length) return;
+    try {
+      this.fh ??= await fs.open(this.tmp, 'a');
+      await this.fh.writev(chunks);
+    } catch (e) {
+      throw ioError(`cannot write ${this.tmp}`, e);
     }
-    await new Promise<void>((resolve, reject) => {
-      s.once('error', (e) => reject(ioError(`cannot write ${this.tmp}`, e)));
-      s.end(() => resolve());
-    });
+  }
+
+  private async closeFile(): Promise<void> {
+    try {
+      if (this.flushing) await this.flushing;
+      this.flushing = undefined;
+      await this.flush();
+      // An empty blob still needs a file.
+      this.fh ??= await fs.open(this.tmp, 'a');
+    } finally {
+      await this.fh?.close();
+      this.fh = undefined;
+    }
   }
 
   /** Checks size and digest, then renames into place. A failed check removes the temp file. */
@@ -72,7 +89,7 @@ export class BlobWriter {
     if (this.closed) return;
     this.closed = true;
     try {
-      await this.closeStream();
+      await this.closeFile();
       if (this.written !== this.expected.size) {
         throw new IntegrityError(
           Codes.sizeMismatch,
@@ -99,13 +116,15 @@ export class BlobWriter {
     if (this.closed) return;
     this.closed = true;
     try {
-      await this.closeStream();
+      await this.closeFile();
     } catch {
       /* already failing */
     }
     await fs.rm(this.tmp, { force: true });
   }
 }
+
+const FLUSH_BYTES = 1 << 20;
 
 /**
  * The store: an OCI image layout (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`) that skopeo,

@@ -155,6 +155,28 @@ describe('network faults', () => {
     proxy.faults.length = 0;
   });
 
+  it('waits out a 429 with Retry-After, and never runs more transfers than its limit', async () => {
+    const { dir, spec, lock, lockFile } = await specAndLock(reg.host, allImages(reg.host));
+    proxy.faults.push({ kind: 'status', status: 429, match: /GET .*\/blobs\//, times: 1, headers: { 'retry-after': '0' } });
+    let active = 0;
+    let peak = 0;
+    const client = viaProxy();
+    const store = await Layout.open(path.join(dir, 'store'));
+    const orig = client.fetchBlob.bind(client);
+    client.fetchBlob = async (...a) => {
+      peak = Math.max(peak, ++active);
+      try {
+        return await orig(...a);
+      } finally {
+        active--;
+      }
+    };
+    await pullImages({ client, store, concurrency: 2 }, spec, lock, lockFile);
+    expect(proxy.faults[0]!.times).toBe(0);
+    expect(peak).toBe(2);
+    proxy.faults.length = 0;
+  });
+
   it('gives up after its retries with a clear error when the registry stays down', async () => {
     const { dir, spec, lock, lockFile } = await specAndLock(reg.host, [{ ref: `${reg.host}/fx/single:v1`, platforms: ['linux/amd64'] }]);
     proxy.faults.push({ kind: 'status', status: 502, match: /./, times: 1000 });

@@ -1,4 +1,5 @@
 import { Codes, IntegrityError } from '../errors.js';
+import { allOrAbort } from '../util/limit.js';
 import { assertNoDrift, type ImagesLock } from '../spec/lock.js';
 import type { LoadedSpec } from '../spec/spec.js';
 import { parsePlatform } from '../oci/media.js';
@@ -17,7 +18,7 @@ export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: Image
   assertNoDrift(spec, lock, lockFile);
   const locked = new Map(lock.images.map((i) => [i.name, i]));
   const puller = new Puller(ctx);
-  const images = await Promise.all(
+  const images = await allOrAbort(
     spec.images.map(async (img) => {
       const l = locked.get(img.name)!;
       const desc = await puller.pull({ registry: img.ref.registry, repository: img.ref.repository }, l.digest, [img.name], l.platforms.map((p) => parsePlatform(p.platform)));
@@ -27,6 +28,7 @@ export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: Image
       ctx.reporter?.verbose(`pulled ${img.name}@${l.digest}`);
       return { name: img.name, digest: l.digest, platforms: l.platforms.map((p) => p.platform) };
     }),
+    puller.ac,
   );
   return { images, stats: puller.stats };
 }

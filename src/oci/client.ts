@@ -397,7 +397,7 @@ export class RegistryClient {
    * Streams a blob into a store writer, checking size and digest as bytes flow. A cut connection
    * resumes with a Range request from the bytes already written.
    */
-  async fetchBlob(repo: Repo, writer: BlobWriter): Promise<void> {
+  async fetchBlob(repo: Repo, writer: BlobWriter, signal?: AbortSignal): Promise<void> {
     const desc = writer.expected;
     const what = `blob ${desc.digest.slice(0, 19)} of ${repo.registry}/${repo.repository}`;
     let lastErr: unknown;
@@ -405,11 +405,12 @@ export class RegistryClient {
     while (stalls < this.retries) {
       const before = writer.offset;
       try {
-        await this.fetchBlobOnce(repo, writer, what);
+        signal?.throwIfAborted();
+        await this.fetchBlobOnce(repo, writer, what, signal);
         await writer.commit();
         return;
       } catch (e) {
-        if (e instanceof IntegrityError) {
+        if (e instanceof IntegrityError || signal?.aborted) {
           await writer.abort();
           throw e;
         }
@@ -428,7 +429,7 @@ export class RegistryClient {
     throw this.netError(this.endpoint(repo.registry), lastErr);
   }
 
-  private async fetchBlobOnce(repo: Repo, writer: BlobWriter, what: string): Promise<void> {
+  private async fetchBlobOnce(repo: Repo, writer: BlobWriter, what: string, signal?: AbortSignal): Promise<void> {
     const ep = this.endpoint(repo.registry);
     const rp = this.repoPath(ep, repo.repository);
     const offset = writer.offset;
@@ -453,6 +454,17 @@ export class RegistryClient {
         throw new RegistryError(res.status >= 500 ? Codes.regHttp : Codes.regNotFound, `${what}: storage at ${next.host} answered ${res.status}`, { status: res.status });
       }
     }
+    const body = res.body;
+    const onAbort = () => body.destroy(new Error('cancelled: another transfer failed'));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.copyBody(res, writer, what, offset);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async copyBody(res: HttpResponse, writer: BlobWriter, what: string, offset: number): Promise<void> {
     let skip = 0;
     if (offset > 0) {
       if (res.status === 206) {

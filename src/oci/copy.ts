@@ -1,6 +1,6 @@
 import { Codes, IntegrityError, RegistryError, StoreError } from '../errors.js';
 import { sha256 } from '../util/digest.js';
-import { limiter, SingleFlight } from '../util/limit.js';
+import { allOrAbort, limiter, SingleFlight } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import type { RegistryClient, Repo } from './client.js';
 import type { Layout } from './layout.js';
@@ -49,6 +49,8 @@ export class Puller {
   private readonly limit: ReturnType<typeof limiter>;
   private readonly flights = new SingleFlight<void>();
   private readonly reporter: Reporter;
+  /** Aborted on the first failure, so sibling transfers stop and clean up before we report. */
+  readonly ac = new AbortController();
   readonly stats: PullStats = { blobsFetched: 0, bytesFetched: 0, blobsPresent: 0 };
 
   constructor(private readonly ctx: CopyContext) {
@@ -65,9 +67,10 @@ export class Puller {
         return;
       }
       await this.limit(async () => {
+        this.ac.signal.throwIfAborted();
         this.reporter.blobStart(desc.size);
         const into = cache ?? store;
-        await client.fetchBlob(repo, into.writer(desc));
+        await client.fetchBlob(repo, into.writer(desc), this.ac.signal);
         if (cache) await store.adopt(cache, desc);
         this.reporter.blobDone();
         this.stats.blobsFetched++;
@@ -118,7 +121,7 @@ export class Puller {
   private async walk(repo: Repo, parsed: ReturnType<typeof parseManifest>, what: string, platforms?: Platform[]): Promise<void> {
     if (parsed.kind === 'manifest') {
       const m = parsed.manifest;
-      await Promise.all([m.config, ...m.layers].map((d) => this.blob(repo, d)));
+      await allOrAbort([m.config, ...m.layers].map((d) => this.blob(repo, d)), this.ac);
       return;
     }
     let children = parsed.index.manifests;
@@ -131,11 +134,12 @@ export class Puller {
         });
       }
     }
-    await Promise.all(
+    await allOrAbort(
       children.map(async (d) => {
         const child = await this.manifest(repo, d);
         await this.walk(repo, parseManifest(child.bytes, d.mediaType, `${what} → ${d.digest}`), what, platforms);
       }),
+      this.ac,
     );
   }
 }

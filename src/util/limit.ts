@@ -37,3 +37,24 @@ export class SingleFlight<T> {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Promise.all that, on the first failure, aborts the others through `ac` and waits for them to
+ * settle before it rethrows, so no transfer is still writing when the caller cleans up or reports.
+ */
+export async function allOrAbort<T>(ps: Promise<T>[], ac: AbortController): Promise<T[]> {
+  let first: { e: unknown } | undefined;
+  const results = await Promise.allSettled(
+    ps.map((p) =>
+      p.catch((e: unknown) => {
+        if (!first) {
+          first = { e };
+          ac.abort(e);
+        }
+        throw e;
+      }),
+    ),
+  );
+  if (first) throw first.e;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+}

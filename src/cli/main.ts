@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { ExitCode, UsageError, Codes } from '../errors.js';
+import { bundleCommand, keyCommand } from './bundle-commands.js';
 import { imagesCommand, lockCommand, specCommand } from './commands.js';
 import { reportError } from './output.js';
 
@@ -33,11 +34,16 @@ Examples:
   $ ferry lock bundle-spec/kubernetes.yaml                 # pin every image to a digest
   $ ferry images pull bundle-spec/kubernetes.yaml --out store
   $ ferry images push --store store --to harbor.site.example/ferry
+  $ ferry key generate --out keys
+  $ ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --split-size
+  $ ferry bundle verify kubernetes-0.1.0.ferry.tar --trust keys/ferry.pub
 ${EXIT_CODES}`,
     );
   program.addCommand(lockCommand());
   program.addCommand(imagesCommand());
   program.addCommand(specCommand());
+  program.addCommand(keyCommand());
+  program.addCommand(bundleCommand());
   const exitOverride = (c: Command) => {
     c.exitOverride();
     c.commands.forEach(exitOverride);

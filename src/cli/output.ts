@@ -26,7 +26,7 @@ export function makeOutput(g: GlobalOptions): Output {
     reporter,
     result(human, data) {
       if (json) process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
-      else if (human) process.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
+      else if (human && verbosity !== 'quiet') process.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
     },
   };
 }

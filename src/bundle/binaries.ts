@@ -1,0 +1,82 @@
+import path from 'node:path';
+import { Codes, FerryError, IntegrityError } from '../errors.js';
+import type { BinarySpec } from '../spec/spec.js';
+import { limiter } from '../util/limit.js';
+import { fetchText, fetchToCache, type FetchOptions } from './fetch.js';
+
+export interface FetchedFile {
+  name: string;
+  version: string;
+  platform: string;
+  url: string;
+  sha256: string;
+  size: number;
+  /** Where it sits in the cache. */
+  source: string;
+  /** Where it goes in the bundle: files/<name>/<version>/linux-<arch>/<file>. */
+  bundlePath: string;
+  archive: boolean;
+}
+
+/** Expands {version}, {semver} (no leading v), {os} and {arch}. */
+export function expandTemplate(t: string, version: string, platform: string): string {
+  const [os, arch] = platform.split('/') as [string, string];
+  return t.replaceAll('{version}', version).replaceAll('{semver}', version.replace(/^v/, '')).replaceAll('{os}', os).replaceAll('{arch}', arch);
+}
+
+/**
+ * Finds the sha256 for `fileName` in a checksum document: a bare hex digest (kubeadm.sha256), or
+ * `sha256sum` lines where the entry for the file name wins (SHA256SUMS, runc.sha256sum).
+ */
+export function pickChecksum(doc: string, fileName: string, docUrl: string): string {
+  const lines = doc.split('\n').map((l) => l.trim()).filter(Boolean);
+  const entries = lines.map((l) => /^([a-fA-F0-9]{64})(?:\s+\*?(.+))?$/.exec(l)).filter((m): m is RegExpExecArray => !!m);
+  if (entries.length === 1 && !entries[0]![2]) return entries[0]![1]!.toLowerCase();
+  const hit = entries.find((m) => m[2] && path.posix.basename(m[2].trim()) === fileName);
+  if (hit) return hit[1]!.toLowerCase();
+  if (entries.length === 1) return entries[0]![1]!.toLowerCase();
+  throw new IntegrityError(Codes.checksumMissing, `${docUrl} has no sha256 for ${fileName}`, {
+    hint: 'Check checksumUrl in the spec: it must list the downloaded file by name, or hold a single digest.',
+  });
+}
+
+export async function fetchBinaries(bins: BinarySpec[], platforms: string[], fileCache: string, o: FetchOptions = {}): Promise<FetchedFile[]> {
+  const limit = limiter(4);
+  const jobs: Promise<FetchedFile>[] = [];
+  for (const b of bins) {
+    for (const platform of platforms) {
+      jobs.push(
+        limit(async () => {
+          const url = expandTemplate(b.url, b.version, platform);
+          const fileName = path.posix.basename(new URL(url, 'file:///').pathname);
+          let sha = b.sha256?.[platform]?.toLowerCase();
+          if (!sha && b.checksumUrl) {
+            const cu = expandTemplate(b.checksumUrl, b.version, platform);
+            sha = pickChecksum(await fetchText(cu, o, 1 << 20), fileName, cu);
+          }
+          if (!sha) {
+            throw new FerryError(Codes.checksumMissing, `binary ${b.name} ${b.version} for ${platform} has no checksum`, {
+              exit: 'usage',
+              hint: `Give it sha256: {${platform}: <hex>} or a checksumUrl in the spec; ferry never packs an unchecked binary.`,
+            });
+          }
+          const got = await fetchToCache(url, sha, fileCache, o);
+          const [, arch] = platform.split('/');
+          const archive = !!b.extract;
+          return {
+            name: b.name,
+            version: b.version,
+            platform,
+            url,
+            sha256: sha,
+            size: got.size,
+            source: got.path,
+            bundlePath: `files/${b.name}/${b.version}/linux-${arch}/${archive ? fileName : b.name}`,
+            archive,
+          };
+        }),
+      );
+    }
+  }
+  return Promise.all(jobs);
+}

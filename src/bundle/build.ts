@@ -1,0 +1,267 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Codes, FerryError } from '../errors.js';
+import type { RegistryClient } from '../oci/client.js';
+import { collectImage } from '../oci/copy.js';
+import { Layout } from '../oci/layout.js';
+import { MediaType, type Descriptor } from '../oci/media.js';
+import { fingerprint, signBytes, verifyBytes } from '../sign/keys.js';
+import { writeFileAtomic } from '../util/fsx.js';
+import { createPublicKey } from 'node:crypto';
+
+const publicOf = (k: KeyObject) => createPublicKey(k);
+import { assertNoDrift, readLock, resolveAll, writeLock } from '../spec/lock.js';
+import { loadSpec } from '../spec/spec.js';
+import { hashFile, sha256 } from '../util/digest.js';
+import { cacheDir, cacheStoreDir } from '../util/paths.js';
+import { silentReporter, type Reporter } from '../util/progress.js';
+import type { KeyObject } from 'node:crypto';
+import { writeArchive, writePartsManifest, partsSigningBytes, sha256Hex, type ArchiveEntry, type PartsManifest } from './archive.js';
+import { fetchBinaries, type FetchedFile } from './binaries.js';
+import { fetchCharts, type PackedChart } from './charts.js';
+import { pullImages } from './images.js';
+import { fetchRuntimes, type FetchedRuntime } from './runtime.js';
+
+export const FORMAT_VERSION = 1;
+export const FERRY_VERSION = '0.1.0';
+/** Just under 4 GiB: the largest file FAT32 holds is 4 GiB - 1 byte. */
+export const DEFAULT_PART_SIZE = 4 * 1024 ** 3 - 64 * 1024;
+
+export interface BundleManifest {
+  formatVersion: number;
+  name: string;
+  version: string;
+  description?: string;
+  created: string;
+  ferryVersion: string;
+  platforms: string[];
+  kubernetes?: { version: string; imageRepository?: string };
+  images: { ref: string; digest: string; mediaType: string; platforms: string[] }[];
+  charts: { name: string; version: string; ref: string; digest: string }[];
+  files: { name: string; version: string; platform: string; path: string; sha256: string; size: number; archive: boolean; url: string }[];
+  runtime: { platform: string; version: string; path: string; sha256: string; size: number }[];
+  /** The signing key, so a site without --trust can be shown its fingerprint to confirm. */
+  signer: { fingerprint: string; publicKey: string };
+  /** Bytes of every entry's content, for the unpack disk-space preflight. */
+  contentSize: number;
+  entries: number;
+}
+
+/** Where the single-file ferry CLI lives: dist/ferry.mjs beside the compiled sources. */
+export function defaultFerryMjs(): string {
+  const here = fileURLToPath(import.meta.url);
+  // Running as the single file already: a bundle carries the very ferry that built it.
+  if (path.basename(here) === 'ferry.mjs') return here;
+  return path.resolve(path.dirname(here), '..', 'ferry.mjs');
+}
+
+export const INSTALL_SH = `#!/bin/sh
+# ferry bundle entry point: runs the bundled ferry with the bundled Node.js for this machine.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+case "$(uname -m)" in
+  x86_64|amd64) arch=amd64 ;;
+  aarch64|arm64) arch=arm64 ;;
+  *) echo "ferry: unsupported architecture $(uname -m)" >&2; exit 2 ;;
+esac
+node="$here/runtime/linux-$arch/node"
+if [ ! -x "$node" ]; then
+  echo "ferry: this bundle carries no runtime for linux/$arch" >&2
+  exit 2
+fi
+exec "$node" "$here/ferry/ferry.mjs" install "$@"
+`;
+
+/** Relative paths in a spec (charts/x, bins/…) are read from the project: bundle-spec/'s parent. */
+export function specBaseDir(specFile: string): string {
+  const dir = path.dirname(path.resolve(specFile));
+  return path.basename(dir) === 'bundle-spec' ? path.dirname(dir) : dir;
+}
+
+export interface BuildOptions {
+  specFile: string;
+  lockFile: string;
+  key: KeyObject;
+  out: string;
+  partSize?: number;
+  client: RegistryClient;
+  reporter?: Reporter;
+  updateLock?: boolean;
+  ferryMjs?: string;
+  /** Override the creation time (also from SOURCE_DATE_EPOCH). */
+  created?: Date;
+}
+
+export interface BuildResult {
+  out: string;
+  parts?: string;
+  size: number;
+  entries: number;
+  manifest: BundleManifest;
+}
+
+function modeFor(p: string): number {
+  return p === 'install.sh' || p.startsWith('runtime/') || (p.startsWith('files/') && p !== 'files/versions.json') ? 0o755 : 0o644;
+}
+
+/** Every store blob the bundle's images and charts need, from the cache. */
+async function storeEntries(cache: Layout, named: { name: string; desc: Descriptor }[]): Promise<{ entries: ArchiveEntry[]; index: Buffer }> {
+  const blobs = new Map<string, ArchiveEntry>();
+  for (const { desc } of named) {
+    const { manifests, blobs: layers } = await collectImage(cache, desc);
+    for (const d of [...manifests.map((m) => m.desc), ...layers]) {
+      const hex = d.digest.slice('sha256:'.length);
+      blobs.set(hex, { path: `images/blobs/sha256/${hex}`, size: d.size, sha256: hex, source: cache.blobPath(d.digest) });
+    }
+  }
+  const manifests = [...named]
+    .sort((a, b) => (a.name < b.name ? -1 : 1))
+    .map(({ name, desc }) => ({
+      mediaType: desc.mediaType,
+      digest: desc.digest,
+      size: desc.size,
+      ...(desc.artifactType ? { artifactType: desc.artifactType } : {}),
+      annotations: { 'io.containerd.image.name': name, 'org.opencontainers.image.ref.name': name },
+    }));
+  const index = Buffer.from(`${JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests }, null, 2)}\n`);
+  return { entries: [...blobs.values()], index };
+}
+
+async function createdAt(files: string[], override?: Date): Promise<string> {
+  if (override) return override.toISOString();
+  const sde = process.env.SOURCE_DATE_EPOCH;
+  if (sde && /^\d+$/.test(sde)) return new Date(Number(sde) * 1000).toISOString();
+  // The newest input, so two builds from the same inputs agree.
+  let t = 0;
+  for (const f of files) t = Math.max(t, Math.floor((await fs.stat(f)).mtimeMs / 1000) * 1000);
+  return new Date(t).toISOString();
+}
+
+/**
+ * ECDSA signatures are randomised, so the same checksums signed twice differ. Reusing the
+ * signature made earlier for identical bytes and key keeps rebuilds from one cache byte-identical.
+ */
+async function cachedSignature(key: KeyObject, data: Buffer): Promise<string> {
+  const dir = path.join(cacheDir(), 'signatures');
+  const file = path.join(dir, `${sha256Hex(Buffer.concat([Buffer.from(fingerprint(publicOf(key))), data]))}.sig`);
+  try {
+    const sig = (await fs.readFile(file, 'utf8')).trim();
+    verifyBytes(publicOf(key), data, sig, 'a cached signature');
+    return sig;
+  } catch {
+    const sig = signBytes(key, data);
+    await writeFileAtomic(file, `${sig}\n`);
+    return sig;
+  }
+}
+
+export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
+  const reporter = o.reporter ?? silentReporter;
+  const spec = await loadSpec(o.specFile);
+  const specDir = specBaseDir(o.specFile);
+  let lock;
+  if (o.updateLock) {
+    reporter.info('resolving tags (--update-lock)');
+    lock = await resolveAll(o.client, spec);
+    await writeLock(o.lockFile, lock);
+  } else {
+    lock = await readLock(o.lockFile);
+    assertNoDrift(spec, lock, o.lockFile);
+  }
+  const cache = await Layout.open(cacheStoreDir());
+  const fileCache = path.join(cacheDir(), 'files');
+  const fetchOpts = { reporter, baseDir: specDir };
+
+  reporter.info(`images: ${spec.images.length}`);
+  await pullImages({ client: o.client, store: cache, reporter }, spec, lock, o.lockFile);
+  const platforms = spec.spec.spec.platforms;
+  reporter.info(`binaries: ${spec.spec.spec.binaries?.length ?? 0} × ${platforms.length} platforms`);
+  const files: FetchedFile[] = await fetchBinaries(spec.spec.spec.binaries ?? [], platforms, fileCache, fetchOpts);
+  reporter.info(`charts: ${spec.spec.spec.charts?.length ?? 0}`);
+  const charts: PackedChart[] = await fetchCharts(spec.spec.spec.charts ?? [], { store: cache, client: o.client, fileCache, specDir, fetch: fetchOpts });
+  reporter.info(`runtime: Node.js for ${platforms.join(', ')}`);
+  const runtimes: FetchedRuntime[] = await fetchRuntimes(platforms, spec.spec.spec.runtime?.node ?? {}, fileCache, fetchOpts);
+
+  const ferryMjs = o.ferryMjs ?? defaultFerryMjs();
+  let ferryHash;
+  try {
+    ferryHash = await hashFile(ferryMjs);
+  } catch (e) {
+    throw new FerryError(Codes.bundleBuild, `the single-file ferry (${ferryMjs}) is missing`, { exit: 'io', hint: 'Run `npm run build` (npm ci does it) to make dist/ferry.mjs.', cause: e });
+  }
+
+  const named: { name: string; desc: Descriptor }[] = [];
+  for (const img of lock.images) named.push({ name: img.name, desc: { mediaType: img.mediaType, digest: img.digest, size: img.size } });
+  for (const c of charts) {
+    const d = await cache.resolve(c.ref);
+    if (d) named.push({ name: c.ref, desc: d });
+  }
+  const store = await storeEntries(cache, named);
+  const ociLayout = Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  const versions = Buffer.from(
+    `${JSON.stringify(
+      files.map((f) => ({ name: f.name, version: f.version, platform: f.platform, path: f.bundlePath.slice('files/'.length), sha256: f.sha256, size: f.size, archive: f.archive, url: f.url })).sort((a, b) => (a.path < b.path ? -1 : 1)),
+      null,
+      2,
+    )}\n`,
+  );
+  const install = Buffer.from(INSTALL_SH);
+  const bytesEntry = (p: string, b: Buffer): ArchiveEntry => ({ path: p, size: b.length, sha256: sha256Hex(b), source: b, mode: modeFor(p) });
+  const content: ArchiveEntry[] = [
+    bytesEntry('install.sh', install),
+    { path: 'ferry/ferry.mjs', size: ferryHash.size, sha256: ferryHash.digest.slice(7), source: ferryMjs, mode: 0o644 },
+    bytesEntry('images/oci-layout', ociLayout),
+    bytesEntry('images/index.json', store.index),
+    ...store.entries,
+    bytesEntry('files/versions.json', versions),
+    ...files.map((f) => ({ path: f.bundlePath, size: f.size, sha256: f.sha256, source: f.source, mode: 0o755 })),
+    ...runtimes.map((r) => ({ path: r.bundlePath, size: r.size, sha256: r.sha256, source: r.source, mode: 0o755 })),
+  ];
+  const seen = new Set<string>();
+  for (const e of content) {
+    if (seen.has(e.path)) throw new FerryError(Codes.bundleBuild, `two entries would share the path ${e.path}`, { exit: 'usage', hint: 'Two binaries in the spec have the same name and version; rename one.' });
+    seen.add(e.path);
+  }
+  const manifest: BundleManifest = {
+    formatVersion: FORMAT_VERSION,
+    name: spec.spec.metadata.name,
+    version: spec.spec.metadata.version,
+    ...(spec.spec.metadata.description ? { description: spec.spec.metadata.description } : {}),
+    created: await createdAt([o.specFile, o.lockFile], o.created),
+    ferryVersion: FERRY_VERSION,
+    platforms,
+    ...(spec.spec.spec.kubernetes ? { kubernetes: spec.spec.spec.kubernetes } : {}),
+    images: lock.images.map((i) => ({ ref: i.name, digest: i.digest, mediaType: i.mediaType, platforms: i.platforms.map((p) => p.platform) })),
+    charts: charts.map((c) => ({ name: c.name, version: c.version, ref: c.ref, digest: c.digest })),
+    files: files.map((f) => ({ name: f.name, version: f.version, platform: f.platform, path: f.bundlePath, sha256: f.sha256, size: f.size, archive: f.archive, url: f.url })).sort((a, b) => (a.path < b.path ? -1 : 1)),
+    runtime: runtimes.map((r) => ({ platform: r.platform, version: r.version, path: r.bundlePath, sha256: r.sha256, size: r.size })),
+    signer: { fingerprint: fingerprint(publicOf(o.key)), publicKey: publicOf(o.key).export({ type: 'spki', format: 'pem' }) as string },
+    contentSize: 0,
+    entries: content.length + 3,
+  };
+  const manifestBytes = () => Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
+  manifest.contentSize = content.reduce((n, e) => n + e.size, 0);
+  // contentSize includes bundle.json itself; settle its length (it changes with its own digits).
+  for (let i = 0; i < 3; i++) manifest.contentSize = content.reduce((n, e) => n + e.size, 0) + manifestBytes().length;
+  const bundleJson = manifestBytes();
+  const sums = [bytesEntry('bundle.json', bundleJson), ...content]
+    .map((e) => `${e.sha256}  ${e.path}`)
+    .sort((a, b) => (a.slice(66) < b.slice(66) ? -1 : 1))
+    .join('\n');
+  const checksums = Buffer.from(`${sums}\n`);
+  const sig = Buffer.from(`${await cachedSignature(o.key, checksums)}\n`);
+  const head = [bytesEntry('bundle.json', bundleJson), bytesEntry('checksums.txt', checksums), bytesEntry('checksums.txt.sig', sig)];
+  reporter.info(`writing ${o.out}: ${content.length + 3} entries`);
+  const r = await writeArchive(o.out, head, content, { partSize: o.partSize, reporter });
+  let partsFile: string | undefined;
+  if (o.partSize) {
+    partsFile = `${o.out}.parts.json`;
+    const pm: PartsManifest = { formatVersion: 1, bundle: `${manifest.name}-${manifest.version}`, checksums: sha256Hex(checksums), size: r.size, parts: r.parts, signer: manifest.signer };
+    pm.signature = await cachedSignature(o.key, partsSigningBytes(pm));
+    await writePartsManifest(partsFile, pm);
+  }
+  return { out: o.out, ...(partsFile ? { parts: partsFile } : {}), size: r.size, entries: content.length + 3, manifest };
+}
+
+export { sha256 };

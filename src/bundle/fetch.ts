@@ -1,0 +1,192 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Codes, FerryError, IntegrityError, RegistryError } from '../errors.js';
+import { header, httpSend, isTransient, readBody, drain, type HttpResponse } from '../oci/http.js';
+import { exists, ioError, tempPathFor } from '../util/fsx.js';
+import { sleep } from '../util/limit.js';
+import { silentReporter, type Reporter } from '../util/progress.js';
+
+/** A source that is a local path or file:// URL, else undefined. */
+export function localPath(src: string, baseDir = process.cwd()): string | undefined {
+  if (src.startsWith('file://')) return fileURLToPath(src);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(src)) return undefined;
+  return path.resolve(baseDir, src);
+}
+
+export interface FetchOptions {
+  reporter?: Reporter;
+  retries?: number;
+  backoffMs?: number;
+  ca?: string | Buffer;
+  /** Relative paths resolve against this (the spec's directory). */
+  baseDir?: string;
+}
+
+/** Opens an HTTP(S) GET, following redirects; retries transient faults. */
+async function open(url: URL, headers: Record<string, string>, o: FetchOptions): Promise<HttpResponse> {
+  let lastErr: unknown;
+  const retries = o.retries ?? 5;
+  for (let attempt = 0; attempt < retries; attempt++) {
+    let u = url;
+    try {
+      for (let hops = 0; ; hops++) {
+        const res = await httpSend({ method: 'GET', url: u, headers: { 'user-agent': 'ferry/0.1', ...headers }, ca: o.ca, timeoutMs: 60_000 });
+        if (res.status >= 300 && res.status < 400 && header(res.headers, 'location') && hops < 10) {
+          await drain(res);
+          u = new URL(header(res.headers, 'location')!, u);
+          continue;
+        }
+        if (res.status === 429 || res.status >= 500) {
+          await drain(res);
+          throw Object.assign(new Error(`${u.host} answered ${res.status}`), { code: 'ETRANSIENT' });
+        }
+        return res;
+      }
+    } catch (e) {
+      lastErr = e;
+      if (!(isTransient(e) || (e as NodeJS.ErrnoException).code === 'ETRANSIENT')) break;
+      await sleep(Math.min(8000, (o.backoffMs ?? 250) * 2 ** attempt));
+    }
+  }
+  throw new RegistryError(Codes.downloadFailed, `cannot download ${url.href}: ${(lastErr as Error)?.message ?? lastErr}`, {
+    hint: 'Check that the URL is reachable from here (proxy, firewall), or point the spec at a mirror or a local file. Finished downloads are kept.',
+    cause: lastErr,
+  });
+}
+
+/** Plain http:// is allowed for downloads because every one is checked against a sha256. */
+function checkScheme(u: URL): void {
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+    throw new FerryError(Codes.downloadFailed, `unsupported URL scheme in ${u.href}`, { exit: 'usage', hint: 'Use https://, http://, file:// or a plain path.' });
+  }
+}
+
+/** Reads a small text document (a checksum file, a Helm index) from a URL or path. */
+export async function fetchText(src: string, o: FetchOptions = {}, max = 32 << 20): Promise<string> {
+  const local = localPath(src, o.baseDir);
+  if (local) {
+    try {
+      const st = await fs.stat(local);
+      if (st.size > max) throw new Error(`larger than ${max} bytes`);
+      return await fs.readFile(local, 'utf8');
+    } catch (e) {
+      throw new FerryError(Codes.downloadFailed, `cannot read ${local}: ${(e as Error).message}`, { exit: 'io', hint: 'Check the path in the spec.', cause: e });
+    }
+  }
+  const u = new URL(src);
+  checkScheme(u);
+  const res = await open(u, {}, o);
+  if (res.status !== 200) {
+    await drain(res);
+    throw new RegistryError(Codes.downloadFailed, `cannot download ${src}: the server answered ${res.status}`, { status: res.status, hint: 'Check the URL and the version in the spec.' });
+  }
+  return (await readBody(res, max)).toString('utf8');
+}
+
+/**
+ * Fetches `src` into a content-addressed file cache (`<dir>/sha256/<hex>`), checking it against
+ * `sha256` while bytes stream. A cut download resumes from its partial file; a mismatch leaves
+ * nothing behind and names the URL and both hashes.
+ */
+export async function fetchToCache(src: string, expected: string, cacheDir: string, o: FetchOptions = {}): Promise<{ path: string; size: number }> {
+  const [alg, want] = expected.includes(':') ? (expected.split(':') as ['sha256' | 'sha512', string]) : (['sha256', expected] as const);
+  if ((alg !== 'sha256' && alg !== 'sha512') || !/^[a-f0-9]+$/.test(want)) throw new FerryError(Codes.checksumMissing, `"${expected}" is not a sha256 or sha512 digest`, { exit: 'usage' });
+  const final = path.join(cacheDir, alg, want);
+  try {
+    const st = await fs.stat(final);
+    return { path: final, size: st.size };
+  } catch {
+    /* not cached yet */
+  }
+  await fs.mkdir(path.dirname(final), { recursive: true });
+  const partialDir = path.join(cacheDir, 'partial');
+  await fs.mkdir(partialDir, { recursive: true });
+  const partial = path.join(partialDir, `${alg}-${want}.partial`);
+  const reporter = o.reporter ?? silentReporter;
+  let hash = createHash(alg);
+  let have = 0;
+  // Re-hash what an earlier run left, then ask only for the rest.
+  if (await exists(partial)) {
+    for await (const c of createReadStream(partial)) {
+      hash.update(c as Buffer);
+      have += (c as Buffer).length;
+    }
+  }
+  const local = localPath(src, o.baseDir);
+  const fh = await fs.open(partial, 'a');
+  try {
+    if (local) {
+      try {
+        await fs.access(local);
+      } catch (e) {
+        throw new FerryError(Codes.downloadFailed, `cannot read ${local}: ${(e as Error).message}`, { exit: 'usage', hint: 'Check the path in the spec; relative paths are read from the directory that holds bundle-spec/.', cause: e });
+      }
+      let i = 0;
+      for await (const c of createReadStream(local, { start: have })) {
+        hash.update(c as Buffer);
+        await fh.write(c as Buffer);
+        i += (c as Buffer).length;
+      }
+      have += i;
+    } else {
+      const u = new URL(src);
+      checkScheme(u);
+      let stalls = 0;
+      for (;;) {
+        const res = await open(u, have > 0 ? { range: `bytes=${have}-` } : {}, o);
+        if (res.status === 416 && have > 0) {
+          await drain(res);
+          break; // we already have it all
+        }
+        if (res.status !== 200 && res.status !== 206) {
+          await drain(res);
+          throw new RegistryError(Codes.downloadFailed, `cannot download ${src}: the server answered ${res.status}`, { status: res.status, hint: 'Check the URL and the version in the spec.' });
+        }
+        if (res.status === 200 && have > 0) {
+          // No Range support: start over.
+          await fh.truncate(0);
+          hash = createHash(alg);
+          have = 0;
+        }
+        const len = Number(header(res.headers, 'content-length'));
+        if (Number.isFinite(len)) reporter.blobStart(len);
+        const before = have;
+        try {
+          for await (const c of res.body) {
+            hash.update(c as Buffer);
+            await fh.write(c as Buffer);
+            have += (c as Buffer).length;
+            reporter.bytes((c as Buffer).length);
+          }
+          if (!res.body.complete) throw Object.assign(new Error('connection closed mid-download'), { code: 'ECONNRESET' });
+          reporter.blobDone();
+          break;
+        } catch (e) {
+          if (!isTransient(e)) throw e;
+          stalls = have > before ? 0 : stalls + 1;
+          if (stalls >= (o.retries ?? 5)) throw new RegistryError(Codes.downloadFailed, `download of ${src} keeps failing: ${(e as Error).message}`, { cause: e, hint: 'Re-run later; the partial download is kept and resumes.' });
+          await sleep(Math.min(8000, (o.backoffMs ?? 250) * 2 ** stalls));
+        }
+      }
+    }
+  } catch (e) {
+    await fh.close();
+    if (e instanceof FerryError) throw e;
+    throw ioError(`cannot fetch ${src}`, e);
+  }
+  await fh.close();
+  const actual = hash.digest('hex');
+  if (actual !== want) {
+    await fs.rm(partial, { force: true });
+    throw new IntegrityError(Codes.checksumMismatch, `checksum mismatch for ${src}: expected ${alg} ${want}, got ${actual}`, {
+      hint: 'The download is not what the checksum promises. Nothing was kept. Check the URL, the version and the pinned sha256 in the spec.',
+      details: { url: src, expected: want, actual },
+    });
+  }
+  const tmp = tempPathFor(final);
+  await fs.rename(partial, tmp);
+  await fs.rename(tmp, final);
+  return { path: final, size: have };
+}

@@ -1,0 +1,140 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { createGunzip } from 'node:zlib';
+import semver from 'semver';
+import { Parser, type ReadEntry } from 'tar';
+import { Codes, FerryError } from '../errors.js';
+import { hashFile } from '../util/digest.js';
+import { tempPathFor } from '../util/fsx.js';
+import { fetchText, fetchToCache, localPath, type FetchOptions } from './fetch.js';
+
+export const RUNTIME_MAJOR = 24;
+
+export interface FetchedRuntime {
+  platform: string;
+  version: string;
+  sha256: string;
+  size: number;
+  source: string;
+  bundlePath: string;
+  from: string;
+}
+
+const NPM_ARCH: Record<string, string> = { 'linux/amd64': 'x64', 'linux/arm64': 'arm64' };
+
+export function npmRegistry(env: NodeJS.ProcessEnv = process.env): string {
+  const r = env.FERRY_NPM_REGISTRY || env.npm_config_registry || 'https://registry.npmjs.org/';
+  return r.endsWith('/') ? r : `${r}/`;
+}
+
+/** Pulls `package/bin/node` out of an npm tarball into the file cache, hashing it as it streams. */
+async function extractNode(tgz: string, fileCache: string): Promise<{ sha256: string; size: number; path: string }> {
+  const dir = path.join(fileCache, 'sha256');
+  await fs.mkdir(dir, { recursive: true });
+  const tmp = tempPathFor(path.join(dir, 'node'));
+  let found = false;
+  const hash = createHash('sha256');
+  let size = 0;
+  let written: Promise<void> = Promise.resolve();
+  await new Promise<void>((resolve, reject) => {
+    const p = new Parser({
+      onReadEntry: (e: ReadEntry) => {
+        if (e.path === 'package/bin/node' && e.type === 'File') {
+          found = true;
+          const out = createWriteStream(tmp, { mode: 0o755 });
+          e.on('data', (c: Buffer) => {
+            hash.update(c);
+            size += c.length;
+          });
+          written = new Promise<void>((res, rej) => out.on('finish', res).on('error', rej));
+          e.pipe(out);
+        } else e.resume();
+      },
+    });
+    p.on('error', reject);
+    p.on('end', () => resolve());
+    createReadStream(tgz).pipe(createGunzip()).on('error', reject).pipe(p);
+  });
+  await written;
+  if (!found) {
+    await fs.rm(tmp, { force: true });
+    throw new FerryError(Codes.runtimeNotFound, `${tgz} has no package/bin/node`, { exit: 'integrity', hint: 'The runtime package is not a Node.js binary package.' });
+  }
+  const sha = hash.digest('hex');
+  const final = path.join(dir, sha);
+  await fs.rename(tmp, final);
+  return { sha256: sha, size, path: final };
+}
+
+interface Packument {
+  versions?: Record<string, { dist?: { tarball?: string; integrity?: string } }>;
+}
+
+/**
+ * Node for each target platform: from the npm registry's node-linux-<arch> packages (integrity
+ * checked), or from `spec.runtime.node[platform]` (a node binary, an npm tarball, or a URL with
+ * #sha256=<hex>).
+ */
+export async function fetchRuntimes(platforms: string[], overrides: Record<string, string>, fileCache: string, o: FetchOptions & { npmRegistry?: string } = {}): Promise<FetchedRuntime[]> {
+  const out: FetchedRuntime[] = [];
+  for (const platform of platforms) {
+    const arch = platform.split('/')[1]!;
+    const bundlePath = `runtime/linux-${arch}/node`;
+    const ov = overrides[platform];
+    if (ov) {
+      const local = localPath(ov.replace(/#.*$/, ''), o.baseDir);
+      let file: string;
+      let sha: string;
+      let size: number;
+      if (local) {
+        const h = await hashFile(local).catch((e: unknown) => {
+          throw new FerryError(Codes.runtimeNotFound, `cannot read runtime ${local} for ${platform}: ${(e as Error).message}`, { exit: 'usage', hint: 'Check spec.runtime.node.', cause: e });
+        });
+        const got = await fetchToCache(local, h.digest, fileCache, o);
+        file = got.path;
+        sha = h.digest.slice(7);
+        size = got.size;
+      } else {
+        const m = /#sha256=([a-f0-9]{64})$/.exec(ov);
+        if (!m) throw new FerryError(Codes.checksumMissing, `runtime URL ${ov} for ${platform} has no #sha256=<hex>`, { exit: 'usage', hint: 'Append #sha256=<hex of the file> so the download can be checked.' });
+        const got = await fetchToCache(ov.replace(/#.*$/, ''), m[1]!, fileCache, o);
+        file = got.path;
+        sha = m[1]!;
+        size = got.size;
+      }
+      if (/\.t(ar\.)?gz$/.test(ov.replace(/#.*$/, ''))) {
+        const x = await extractNode(file, fileCache);
+        file = x.path;
+        sha = x.sha256;
+        size = x.size;
+      }
+      out.push({ platform, version: 'override', sha256: sha, size, source: file, bundlePath, from: ov });
+      continue;
+    }
+    const npmArch = NPM_ARCH[platform];
+    if (!npmArch) throw new FerryError(Codes.runtimeNotFound, `no Node.js runtime package for ${platform}`, { exit: 'usage', hint: 'Set spec.runtime.node for that platform.' });
+    const reg = o.npmRegistry ?? npmRegistry();
+    const pkg = `node-linux-${npmArch}`;
+    let doc: Packument;
+    try {
+      doc = JSON.parse(await fetchText(`${reg}${pkg}`, o, 64 << 20)) as Packument;
+    } catch (e) {
+      if (e instanceof FerryError) throw e;
+      throw new FerryError(Codes.runtimeNotFound, `${reg}${pkg} is not an npm packument`, { exit: 'remote', cause: e });
+    }
+    const version = semver.maxSatisfying(Object.keys(doc.versions ?? {}), `${RUNTIME_MAJOR}.x`);
+    const dist = version ? doc.versions![version]!.dist : undefined;
+    if (!version || !dist?.tarball || !dist.integrity?.startsWith('sha512-')) {
+      throw new FerryError(Codes.runtimeNotFound, `${reg}${pkg} has no Node ${RUNTIME_MAJOR} release with an integrity hash`, {
+        exit: 'remote',
+        hint: `Mirror ${pkg} into your npm registry (FERRY_NPM_REGISTRY), or set spec.runtime.node.${platform}.`,
+      });
+    }
+    const sha512 = Buffer.from(dist.integrity.slice(7), 'base64').toString('hex');
+    const tgz = await fetchToCache(dist.tarball, `sha512:${sha512}`, fileCache, o);
+    const x = await extractNode(tgz.path, fileCache);
+    out.push({ platform, version: `v${version}`, sha256: x.sha256, size: x.size, source: x.path, bundlePath, from: `${pkg}@${version}` });
+  }
+  return out;
+}

@@ -1,0 +1,328 @@
+import { createHash, createPublicKey, type Hash, type KeyObject } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { Parser, type ReadEntry } from 'tar';
+import { Codes, FerryError, IntegrityError } from '../errors.js';
+import { fingerprint, verifyBytes } from '../sign/keys.js';
+import { silentReporter, type Reporter } from '../util/progress.js';
+import { partsSigningBytes, sha256Hex, type PartsManifest } from './archive.js';
+import type { BundleManifest } from './build.js';
+
+export interface VerifyOptions {
+  /** The trusted public key (`--trust ferry.pub`). */
+  trust?: KeyObject;
+  /** Without a trusted key: shown the fingerprint, says whether the operator accepts it. */
+  confirm?: (fingerprint: string) => Promise<boolean>;
+  reporter?: Reporter;
+  /**
+   * Unpack: called for each content entry once it is known to be listed; returns the file to
+   * write into (a staging path). The bytes are hashed as they are written.
+   */
+  extractTo?: (entryPath: string, mode: number) => Promise<string>;
+}
+
+export interface VerifyResult {
+  manifest: BundleManifest;
+  /** The signed table's bytes, so an unpacked tree keeps them. */
+  table: { 'bundle.json': Buffer; 'checksums.txt': Buffer; 'checksums.txt.sig': Buffer };
+  fingerprint: string;
+  entries: number;
+  bytes: number;
+}
+
+const bad = (code: string, msg: string, hint = 'Do not use this bundle. Get a fresh copy from its source and verify it again.') => new IntegrityError(code, msg, { hint });
+
+const MAX_TABLE = 64 << 20;
+const HEAD = ['bundle.json', 'checksums.txt', 'checksums.txt.sig'] as const;
+
+/** Refuses anything but a plain relative path: no absolute, no `..`, no `.`, no empty parts. */
+export function checkEntryPath(p: string): void {
+  if (p.includes('\0') || p.includes('\\')) throw bad(Codes.bundleTraversal, `entry "${p.replace(/\0/g, '\\0')}" has a NUL or backslash in its path`);
+  if (p.startsWith('/') || /^[A-Za-z]:/.test(p)) throw bad(Codes.bundleAbsolute, `entry "${p}" has an absolute path`);
+  const parts = p.replace(/\/$/, '').split('/');
+  if (parts.some((s) => s === '..')) throw bad(Codes.bundleTraversal, `entry "${p}" climbs out of the bundle with ..`);
+  if (parts.some((s) => s === '' || s === '.')) throw bad(Codes.bundleTraversal, `entry "${p}" is not a canonical path`);
+}
+
+function linkEscapes(entryPath: string, target: string): boolean {
+  if (target.startsWith('/')) return true;
+  const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(entryPath), target));
+  return resolved === '..' || resolved.startsWith('../');
+}
+
+/** The archive as one byte stream: a file, or parts checked against a signed parts manifest. */
+interface Source {
+  stream: Readable;
+  /** For parts: after a failure, says whether the part being read is not the one listed. */
+  partProblem(): Promise<FerryError | undefined>;
+  parts?: PartsManifest;
+}
+
+async function readParts(file: string): Promise<PartsManifest> {
+  let m: PartsManifest;
+  try {
+    m = JSON.parse(await fs.readFile(file, 'utf8')) as PartsManifest;
+  } catch (e) {
+    throw new FerryError(Codes.bundleFormat, `cannot read parts manifest ${file}: ${(e as Error).message}`, { exit: 'integrity', hint: 'Copy FILE.parts.json from the source again.', cause: e });
+  }
+  if (m.formatVersion !== 1 || !Array.isArray(m.parts) || !m.parts.every((p) => typeof p.name === 'string' && /^[^/\\]+\.part\d{3}$/.test(p.name) && /^[a-f0-9]{64}$/.test(p.sha256))) {
+    throw bad(Codes.bundleFormat, `${file} is not a ferry parts manifest`);
+  }
+  return m;
+}
+
+async function openSource(input: string): Promise<Source> {
+  if (!input.endsWith('.parts.json')) {
+    try {
+      await fs.access(input);
+    } catch (e) {
+      throw new FerryError(Codes.bundleFormat, `cannot read bundle ${input}: ${(e as Error).message}`, { exit: 'usage', hint: 'Check the path; for a split bundle pass FILE.parts.json.', cause: e });
+    }
+    return { stream: createReadStream(input, { highWaterMark: 1 << 20 }), partProblem: async () => undefined };
+  }
+  const m = await readParts(input);
+  const dir = path.dirname(input);
+  for (const p of m.parts) {
+    let st;
+    try {
+      st = await fs.stat(path.join(dir, p.name));
+    } catch {
+      throw new IntegrityError(Codes.bundlePartMissing, `part ${p.name} of ${m.bundle} is missing beside ${input}`, {
+        hint: `Copy every part (${m.parts.map((x) => x.name).join(', ')}) into ${dir} and run again.`,
+      });
+    }
+    if (st.size !== p.size) throw new IntegrityError(Codes.bundlePartMismatch, `part ${p.name} is ${st.size} bytes, ${m.bundle} lists ${p.size}`, { hint: 'That part is damaged or belongs to another bundle. Copy it again.' });
+  }
+  let current: { name: string; hash: Hash; fh: FileHandle; expect: string } | undefined;
+  async function* gen(): AsyncGenerator<Buffer> {
+    for (const p of m.parts) {
+      const fh = await fs.open(path.join(dir, p.name), 'r');
+      current = { name: p.name, hash: createHash('sha256'), fh, expect: p.sha256 };
+      try {
+        for (;;) {
+          const buf = Buffer.allocUnsafe(1 << 20);
+          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+          if (!bytesRead) break;
+          const chunk = buf.subarray(0, bytesRead);
+          current.hash.update(chunk);
+          yield chunk;
+        }
+        if (current.hash.digest('hex') !== p.sha256) {
+          throw new IntegrityError(Codes.bundlePartMismatch, `part ${p.name} does not match ${m.bundle}'s parts manifest`, { hint: 'That part is damaged or belongs to another bundle. Copy it again from the source.' });
+        }
+      } finally {
+        await fh.close();
+        current = undefined;
+      }
+    }
+  }
+  return {
+    stream: Readable.from(gen(), { objectMode: false }),
+    parts: m,
+    // Finish hashing the part that was being read: a foreign part explains the failure better.
+    async partProblem() {
+      const c = current;
+      if (!c) return undefined;
+      try {
+        const buf = Buffer.allocUnsafe(1 << 20);
+        for (;;) {
+          const { bytesRead } = await c.fh.read(buf, 0, buf.length, null);
+          if (!bytesRead) break;
+          c.hash.update(buf.subarray(0, bytesRead));
+        }
+        if (c.hash.digest('hex') !== c.expect) {
+          return new IntegrityError(Codes.bundlePartMismatch, `part ${c.name} does not match ${m.bundle}'s parts manifest`, { hint: 'That part is damaged or belongs to another bundle. Copy it again from the source.' });
+        }
+      } catch {
+        /* the stream is closing */
+      }
+      return undefined;
+    },
+  };
+}
+
+/** Decides which key to trust: --trust, or the bundle's own key once the operator confirms it. */
+async function trustedKey(o: VerifyOptions, signerPem: string | undefined, what: string): Promise<KeyObject> {
+  if (o.trust) return o.trust;
+  if (!signerPem) throw new IntegrityError(Codes.bundleUnsigned, `${what} names no signing key`, { hint: 'Pass --trust ferry.pub.' });
+  let key: KeyObject;
+  try {
+    key = createPublicKey(signerPem);
+  } catch (e) {
+    throw bad(Codes.bundleFormat, `${what} carries an unreadable signing key: ${(e as Error).message}`);
+  }
+  const fp = fingerprint(key);
+  if (!o.confirm || !(await o.confirm(fp))) {
+    throw new FerryError(Codes.bundleUntrusted, `the bundle is signed by key ${fp}, which was not confirmed`, {
+      exit: 'integrity',
+      hint: 'Compare the fingerprint with the one the bundle\'s maker gave you, then confirm it, or pass --trust ferry.pub.',
+    });
+  }
+  return key;
+}
+
+/**
+ * Checks a bundle as it streams: the signature over checksums.txt first, then every entry against
+ * it. Refuses unlisted, duplicate and missing entries, unsafe paths, links and device nodes. With
+ * `extractTo`, verified bytes land in staging files as they stream; nothing else is written.
+ */
+export async function verifyBundle(input: string, o: VerifyOptions = {}): Promise<VerifyResult> {
+  const reporter = o.reporter ?? silentReporter;
+  const src = await openSource(input);
+  let key: KeyObject | undefined;
+  if (src.parts) {
+    key = await trustedKey(o, src.parts.signer?.publicKey, input);
+    if (!src.parts.signature) throw new IntegrityError(Codes.bundleUnsigned, `${input} is not signed`, { hint: 'Split bundles carry a signed parts manifest; copy it again from the source.' });
+    verifyBytes(key, partsSigningBytes(src.parts), src.parts.signature, input);
+  }
+
+  let index = 0;
+  let manifestBytes: Buffer | undefined;
+  let manifest: BundleManifest | undefined;
+  let checksumsBytes: Buffer | undefined;
+  let sigBytes: Buffer | undefined;
+  let sums: Map<string, string> | undefined;
+  const seen = new Set<string>();
+  let bytes = 0;
+  let failure: unknown;
+  let queue: Promise<void> = Promise.resolve();
+
+  let stop: () => void = () => {};
+  const fail = (e: unknown) => {
+    failure ??= e;
+    src.stream.destroy();
+    stop();
+  };
+
+  const readSmall = (e: ReadEntry, max: number): Promise<Buffer> =>
+    new Promise((resolve, reject) => {
+      if (e.size > max) return reject(bad(Codes.bundleFormat, `entry ${e.path} is ${e.size} bytes, more than ${max} allowed`));
+      const chunks: Buffer[] = [];
+      e.on('data', (c: Buffer) => chunks.push(c));
+      e.on('end', () => resolve(Buffer.concat(chunks)));
+      e.on('error', reject);
+    });
+
+  const onHead = async (e: ReadEntry, name: (typeof HEAD)[number]) => {
+    const b = await readSmall(e, name === 'checksums.txt.sig' ? 4096 : MAX_TABLE);
+    if (name === 'bundle.json') {
+      manifestBytes = b;
+      try {
+        manifest = JSON.parse(b.toString('utf8')) as BundleManifest;
+      } catch {
+        throw bad(Codes.bundleFormat, 'bundle.json is not JSON');
+      }
+      if (manifest.formatVersion !== 1) throw new FerryError(Codes.bundleFormat, `bundle format ${String(manifest.formatVersion)} is not supported by this ferry (format 1)`, { exit: 'integrity', hint: 'Use the ferry that came with the bundle: sh install.sh.' });
+    } else if (name === 'checksums.txt') {
+      checksumsBytes = b;
+      if (src.parts && sha256Hex(b) !== src.parts.checksums) {
+        throw new IntegrityError(Codes.bundlePartMismatch, `the parts do not belong to ${src.parts.bundle}: its checksums differ`, { hint: 'A part from another bundle is mixed in. Copy the parts again.' });
+      }
+    } else {
+      sigBytes = b;
+      key ??= await trustedKey(o, manifest?.signer?.publicKey, input);
+      verifyBytes(key, checksumsBytes!, b.toString('utf8'), 'checksums.txt');
+      sums = new Map();
+      for (const line of checksumsBytes!.toString('utf8').split('\n')) {
+        if (!line) continue;
+        const m = /^([a-f0-9]{64}) {2}(.+)$/.exec(line);
+        if (!m) throw bad(Codes.bundleFormat, `checksums.txt has a malformed line: ${line.slice(0, 100)}`);
+        checkEntryPath(m[2]!);
+        if (sums.has(m[2]!)) throw bad(Codes.bundleDuplicate, `checksums.txt lists ${m[2]} twice`);
+        sums.set(m[2]!, m[1]!);
+      }
+      if (sums.get('bundle.json') !== sha256Hex(manifestBytes!)) throw bad(Codes.bundleChecksum, 'bundle.json does not match its signed checksum');
+      seen.add('bundle.json');
+      reporter.info(`signature ok: signed by ${fingerprint(key)}; ${sums.size} entries listed`);
+    }
+  };
+
+  const onContent = async (e: ReadEntry, p: string) => {
+    const want = sums!.get(p);
+    if (!want) throw bad(Codes.bundleUnlisted, `entry ${p} is not listed in checksums.txt`);
+    if (seen.has(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
+    seen.add(p);
+    const h = createHash('sha256');
+    const target = o.extractTo ? await o.extractTo(p, e.mode ?? 0o644) : undefined;
+    const fh = target ? await fs.open(target, 'wx', (e.mode ?? 0o644) & 0o755) : undefined;
+    reporter.blobStart(e.size);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let chain = Promise.resolve();
+        e.on('data', (c: Buffer) => {
+          h.update(c);
+          bytes += c.length;
+          reporter.bytes(c.length);
+          if (fh) {
+            const copy = Buffer.from(c);
+            e.pause();
+            chain = chain.then(() => fh.write(copy)).then(() => void e.resume(), reject);
+          }
+        });
+        e.on('end', () => chain.then(resolve, reject));
+        e.on('error', reject);
+      });
+    } finally {
+      await fh?.close();
+    }
+    reporter.blobDone();
+    const got = h.digest('hex');
+    if (got !== want) throw bad(Codes.bundleChecksum, `entry ${p} does not match its checksum (expected ${want}, got ${got})`);
+  };
+
+  const parser = new Parser({
+    strict: true,
+    onReadEntry: (e: ReadEntry) => {
+      const i = index++;
+      const p = e.path;
+      const task = async () => {
+        if (failure) return void e.resume();
+        checkEntryPath(p);
+        const t = e.type;
+        if (t === 'SymbolicLink' || t === 'Link') {
+          if (linkEscapes(p, e.linkpath ?? '')) throw bad(Codes.bundleLink, `entry ${p} is a link to ${e.linkpath}, outside the bundle`);
+          throw bad(Codes.bundleLinkUnsupported, `entry ${p} is a link; ferry bundles hold only files`);
+        }
+        if (t === 'CharacterDevice' || t === 'BlockDevice' || t === 'FIFO' || t === 'ContiguousFile') throw bad(Codes.bundleSpecial, `entry ${p} is a ${t}, not a file`);
+        if (t !== 'File' && t !== 'OldFile') throw bad(Codes.bundleSpecial, `entry ${p} has unsupported type ${t}`);
+        if (i < HEAD.length) {
+          if (p !== HEAD[i]) throw bad(Codes.bundleFormat, `entry ${i + 1} is ${p}; a bundle starts with ${HEAD.join(', ')}`);
+          await onHead(e, HEAD[i]!);
+        } else {
+          if ((HEAD as readonly string[]).includes(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
+          await onContent(e, p);
+        }
+      };
+      // One entry at a time, in archive order: the signature is checked before any content.
+      queue = queue.then(task).catch((err: unknown) => {
+        e.resume();
+        fail(err);
+      });
+    },
+  });
+  await new Promise<void>((resolve) => {
+    stop = resolve;
+    parser.on('error', (e: Error) => fail(bad(Codes.bundleTruncated, `the archive is damaged or cut short: ${e.message}`)));
+    parser.on('warn', (_code: string, msg: string) => fail(bad(Codes.bundleTruncated, `the archive is damaged or cut short: ${msg}`)));
+    parser.on('end', () => resolve());
+    parser.on('close', () => resolve());
+    src.stream.on('error', (e: unknown) => {
+      fail(e instanceof FerryError ? e : bad(Codes.bundleTruncated, `cannot read the archive: ${(e as Error).message}`));
+      resolve();
+    });
+    src.stream.pipe(parser);
+  });
+  await queue;
+  if (failure) {
+    const partErr = await src.partProblem();
+    throw partErr ?? failure;
+  }
+  if (!sums || !manifest) throw bad(Codes.bundleTruncated, `${input} ends before its signed table: it is empty, cut short, or not a ferry bundle`);
+  const missing = [...sums.keys()].filter((p) => !seen.has(p));
+  if (missing.length) {
+    throw bad(Codes.bundleTruncated, `the archive ends before ${missing.length} listed entries (first: ${missing[0]}): it was cut short`, 'Copy the bundle again; check free space on the medium it came on.');
+  }
+  return { manifest, table: { 'bundle.json': manifestBytes!, 'checksums.txt': checksumsBytes!, 'checksums.txt.sig': sigBytes! }, fingerprint: fingerprint(key!), entries: seen.size + 2, bytes };
+}

@@ -1,0 +1,130 @@
+import path from 'node:path';
+import { Command } from 'commander';
+import { buildBundle, DEFAULT_PART_SIZE } from '../bundle/build.js';
+import { readBundleManifest } from '../bundle/inspect.js';
+import { unpackBundle } from '../bundle/unpack.js';
+import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
+import { generateKey, loadPrivateKey, loadPublicKey, readPassphrase } from '../sign/keys.js';
+import { formatBytes, parseSize } from '../util/size.js';
+import { makeOutput, type GlobalOptions } from './output.js';
+import { confirm } from './prompt.js';
+import { addRegistryOptions, clientFrom, type RegistryFlags } from './registry-options.js';
+
+const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals() as GlobalOptions;
+const defaultLock = (spec: string) => path.join(path.dirname(path.dirname(path.resolve(spec))), 'images.lock');
+
+export function keyCommand(): Command {
+  const key = new Command('key').description('the bundle signing key');
+  key.addCommand(
+    new Command('generate')
+      .description('make an ECDSA P-256 signing key pair: ferry.key (PKCS#8 PEM) and ferry.pub (SPKI PEM)')
+      .requiredOption('--out <dir>', 'directory for ferry.key and ferry.pub')
+      .option('--passphrase-file <file>', 'encrypt ferry.key with the passphrase in this file')
+      .addHelpText('after', examples(['ferry key generate --out keys', 'ferry key generate --out keys --passphrase-file ~/.ferry-pass']))
+      .action(async (o: { out: string; passphraseFile?: string }, c: Command) => {
+        const out = makeOutput(globals(c));
+        const r = await generateKey(o.out, await readPassphrase(o.passphraseFile));
+        out.result(`wrote ${r.key} (keep it secret${o.passphraseFile ? ', encrypted' : ''}) and ${r.pub}\nfingerprint ${r.fingerprint}`, r);
+      }),
+  );
+  return key;
+}
+
+async function verifyOptions(o: { trust?: string }, out: ReturnType<typeof makeOutput>): Promise<VerifyOptions> {
+  return {
+    trust: o.trust ? await loadPublicKey(o.trust) : undefined,
+    confirm: async (fp) => {
+      out.reporter.warn(`no --trust key given; the bundle is signed by ${fp}`);
+      return confirm(`Trust the key ${fp}? Compare it with the fingerprint its maker gave you.`, '--trust ferry.pub');
+    },
+    reporter: out.reporter,
+  };
+}
+
+export function bundleCommand(): Command {
+  const bundle = new Command('bundle').description('build, verify, inspect and unpack signed bundles');
+  const build = new Command('build')
+    .description('pack everything a spec names into one signed archive')
+    .argument('<spec>', 'bundle spec, e.g. bundle-spec/kubernetes.yaml')
+    .option('--lock <file>', 'lock file (default: images.lock beside bundle-spec/)')
+    .requiredOption('--key <file>', 'signing key (ferry.key)')
+    .option('--passphrase-file <file>', 'passphrase for an encrypted key')
+    .option('--out <file>', 'archive to write (default: <name>-<version>.ferry.tar)')
+    .option('--split-size [size]', `also cut the archive into parts of at most SIZE (default ${formatBytes(DEFAULT_PART_SIZE)}, for FAT32)`)
+    .option('--update-lock', 're-resolve tags and rewrite the lock before building')
+    .addHelpText('after', examples(['ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key', 'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --out k8s.ferry.tar --split-size']));
+  addRegistryOptions(build).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean }, c: Command) => {
+    const out = makeOutput(globals(c));
+    const key = await loadPrivateKey(o.key, await readPassphrase(o.passphraseFile));
+    const partSize = o.splitSize === undefined || o.splitSize === false ? undefined : o.splitSize === true ? DEFAULT_PART_SIZE : parseSize(o.splitSize);
+    const client = await clientFrom(o, out.reporter);
+    let outFile = o.out;
+    if (!outFile) {
+      const { loadSpec } = await import('../spec/spec.js');
+      const s = await loadSpec(specFile);
+      outFile = `${s.spec.metadata.name}-${s.spec.metadata.version}.ferry.tar`;
+    }
+    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock });
+    out.reporter.done();
+    out.result(
+      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}`,
+      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint },
+    );
+  });
+  const verify = new Command('verify')
+    .description('check the signature, then every entry, as the archive streams; writes nothing')
+    .argument('<bundle>', 'FILE or FILE.parts.json')
+    .option('--trust <pub>', 'the trusted public key (ferry.pub); without it, confirm the fingerprint at the prompt')
+    .addHelpText('after', examples(['ferry bundle verify kubernetes-0.1.0.ferry.tar --trust ferry.pub', 'ferry bundle verify kubernetes-0.1.0.ferry.tar.parts.json --trust ferry.pub --json']));
+  verify.action(async (file: string, o: { trust?: string }, c: Command) => {
+    const out = makeOutput(globals(c));
+    const r = await verifyBundle(file, await verifyOptions(o, out));
+    out.reporter.done();
+    out.result(`${file}: ok — ${r.manifest.name} ${r.manifest.version}, ${r.entries} entries, ${formatBytes(r.bytes)} checked, signed by ${r.fingerprint}`, {
+      ok: true,
+      name: r.manifest.name,
+      version: r.manifest.version,
+      entries: r.entries,
+      bytes: r.bytes,
+      fingerprint: r.fingerprint,
+    });
+  });
+  const unpack = new Command('unpack')
+    .description('verify and extract a bundle into a directory; nothing lands there unless all of it checks out')
+    .argument('<bundle>', 'FILE or FILE.parts.json')
+    .requiredOption('--to <dir>', 'directory to create or replace')
+    .option('--trust <pub>', 'the trusted public key (ferry.pub)')
+    .addHelpText('after', examples(['ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle']));
+  unpack.action(async (file: string, o: { trust?: string; to: string }, c: Command) => {
+    const out = makeOutput(globals(c));
+    const r = await unpackBundle(file, o.to, await verifyOptions(o, out));
+    out.reporter.done();
+    out.result(`unpacked ${r.manifest.name} ${r.manifest.version} into ${r.dir}: ${r.entries} entries, ${formatBytes(r.bytes)}`, { dir: r.dir, entries: r.entries, bytes: r.bytes, fingerprint: r.fingerprint });
+  });
+  const inspect = new Command('inspect')
+    .description('list what a bundle holds (reads bundle.json only; use verify to check it)')
+    .argument('<bundle>', 'FILE or FILE.parts.json')
+    .addHelpText('after', examples(['ferry bundle inspect kubernetes-0.1.0.ferry.tar', 'ferry bundle inspect kubernetes-0.1.0.ferry.tar --json | jq .images']));
+  inspect.action(async (file: string, _o: unknown, c: Command) => {
+    const out = makeOutput(globals(c));
+    const m = await readBundleManifest(file);
+    const lines = [
+      `${m.name} ${m.version} (format ${m.formatVersion}, ferry ${m.ferryVersion}, created ${m.created})`,
+      `signed by ${m.signer?.fingerprint ?? '(unknown)'}`,
+      `platforms: ${m.platforms.join(', ')}${m.kubernetes ? `; Kubernetes ${m.kubernetes.version}` : ''}`,
+      `content: ${formatBytes(m.contentSize)} in ${m.entries} entries`,
+      `images (${m.images.length}):`,
+      ...m.images.map((i) => `  ${i.ref}  ${i.digest.slice(0, 19)}…  [${i.platforms.join(', ')}]`),
+      `charts (${m.charts.length}):`,
+      ...m.charts.map((ch) => `  ${ch.name} ${ch.version}  ${ch.ref}`),
+      `files (${m.files.length}):`,
+      ...m.files.map((f) => `  ${f.path}  ${formatBytes(f.size)}`),
+      `runtime (${m.runtime.length}):`,
+      ...m.runtime.map((r) => `  ${r.path}  Node.js ${r.version}  ${formatBytes(r.size)}`),
+    ];
+    out.result(lines.join('\n'), m);
+  });
+  for (const cmd of [build, verify, unpack, inspect]) bundle.addCommand(cmd);
+  return bundle;
+}

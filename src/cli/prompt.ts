@@ -1,0 +1,34 @@
+import { Codes, FerryError } from '../errors.js';
+
+/**
+ * Every question ferry asks goes through here. Without a terminal it refuses, and says which flag
+ * answers the question instead, so automation never hangs on a prompt.
+ */
+export function canPrompt(): boolean {
+  return !!process.stdin.isTTY && !!process.stderr.isTTY && !process.env.CI;
+}
+
+function noTty(question: string, instead: string): FerryError {
+  return new FerryError(Codes.promptNoTty, `ferry needs an answer to "${question}" but there is no terminal to ask on`, {
+    exit: 'usage',
+    hint: `Give the answer with ${instead}.`,
+  });
+}
+
+export async function confirm(question: string, instead: string, dflt = false): Promise<boolean> {
+  if (!canPrompt()) throw noTty(question, instead);
+  const { confirm: ask } = await import('@inquirer/prompts');
+  return ask({ message: question, default: dflt }, { output: process.stderr });
+}
+
+export async function input(question: string, instead: string, opts: { default?: string; validate?: (v: string) => true | string } = {}): Promise<string> {
+  if (!canPrompt()) throw noTty(question, instead);
+  const { input: ask } = await import('@inquirer/prompts');
+  return ask({ message: question, default: opts.default, validate: opts.validate }, { output: process.stderr });
+}
+
+export async function select<T extends string>(question: string, instead: string, choices: { value: T; name?: string; description?: string }[], dflt?: T): Promise<T> {
+  if (!canPrompt()) throw noTty(question, instead);
+  const { select: ask } = await import('@inquirer/prompts');
+  return ask<T>({ message: question, choices, default: dflt }, { output: process.stderr });
+}

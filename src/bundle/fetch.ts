@@ -4,8 +4,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Codes, FerryError, IntegrityError, RegistryError } from '../errors.js';
 import { header, httpSend, isTransient, readBody, drain, type HttpResponse } from '../oci/http.js';
-import { exists, ioError, tempPathFor } from '../util/fsx.js';
-import { sleep } from '../util/limit.js';
+import { exists, ioError, tempPathFor, withDirLock } from '../util/fsx.js';
+import { SingleFlight, sleep } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 
 /** A source that is a local path or file:// URL, else undefined. */
@@ -90,7 +90,18 @@ export async function fetchText(src: string, o: FetchOptions = {}, max = 32 << 2
  * `sha256` while bytes stream. A cut download resumes from its partial file; a mismatch leaves
  * nothing behind and names the URL and both hashes.
  */
-export async function fetchToCache(src: string, expected: string, cacheDir: string, o: FetchOptions = {}): Promise<{ path: string; size: number }> {
+const inflight = new SingleFlight<{ path: string; size: number }>();
+
+export function fetchToCache(src: string, expected: string, cacheDir: string, o: FetchOptions = {}): Promise<{ path: string; size: number }> {
+  // Two entries with the same content (one binary for two platforms) share one download; another
+  // ferry process on the same cache waits on the lock.
+  const key = `${cacheDir}|${expected}`;
+  return inflight.run(key, () =>
+    withDirLock(path.join(cacheDir, 'locks', `${expected.replace(':', '-')}.lock`), () => fetchToCacheOnce(src, expected, cacheDir, o), 10 * 60_000),
+  );
+}
+
+async function fetchToCacheOnce(src: string, expected: string, cacheDir: string, o: FetchOptions): Promise<{ path: string; size: number }> {
   const [alg, want] = expected.includes(':') ? (expected.split(':') as ['sha256' | 'sha512', string]) : (['sha256', expected] as const);
   if ((alg !== 'sha256' && alg !== 'sha512') || !/^[a-f0-9]+$/.test(want)) throw new FerryError(Codes.checksumMissing, `"${expected}" is not a sha256 or sha512 digest`, { exit: 'usage' });
   const final = path.join(cacheDir, alg, want);

@@ -2,13 +2,13 @@ import { createHash, createPublicKey, type Hash, type KeyObject } from 'node:cry
 import { createReadStream, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { Parser, type ReadEntry } from 'tar';
 import { Codes, FerryError, IntegrityError } from '../errors.js';
 import { fingerprint, verifyBytes } from '../sign/keys.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { partsSigningBytes, sha256Hex, type PartsManifest } from './archive.js';
 import type { BundleManifest } from './build.js';
+import { readTar, TarFormatError, type TarEntry } from './tarread.js';
+import { fileHeader } from './tarwriter.js';
 
 export interface VerifyOptions {
   /** The trusted public key (`--trust ferry.pub`). */
@@ -54,7 +54,9 @@ function linkEscapes(entryPath: string, target: string): boolean {
 
 /** The archive as one byte stream: a file, or parts checked against a signed parts manifest. */
 interface Source {
-  stream: Readable;
+  /** Pulled directly, without read-ahead, so a failure is blamed on the part being read. */
+  stream: AsyncIterable<Buffer>;
+  close(): void;
   /** For parts: after a failure, says whether the part being read is not the one listed. */
   partProblem(): Promise<FerryError | undefined>;
   parts?: PartsManifest;
@@ -80,7 +82,8 @@ async function openSource(input: string): Promise<Source> {
     } catch (e) {
       throw new FerryError(Codes.bundleFormat, `cannot read bundle ${input}: ${(e as Error).message}`, { exit: 'usage', hint: 'Check the path; for a split bundle pass FILE.parts.json.', cause: e });
     }
-    return { stream: createReadStream(input, { highWaterMark: 1 << 20 }), partProblem: async () => undefined };
+    const stream = createReadStream(input, { highWaterMark: 1 << 20 });
+    return { stream, close: () => stream.destroy(), partProblem: async () => undefined };
   }
   const m = await readParts(input);
   const dir = path.dirname(input);
@@ -96,6 +99,7 @@ async function openSource(input: string): Promise<Source> {
     if (st.size !== p.size) throw new IntegrityError(Codes.bundlePartMismatch, `part ${p.name} is ${st.size} bytes, ${m.bundle} lists ${p.size}`, { hint: 'That part is damaged or belongs to another bundle. Copy it again.' });
   }
   let current: { name: string; hash: Hash; fh: FileHandle; expect: string } | undefined;
+  let partFailure: FerryError | undefined;
   async function* gen(): AsyncGenerator<Buffer> {
     for (const p of m.parts) {
       const fh = await fs.open(path.join(dir, p.name), 'r');
@@ -110,7 +114,7 @@ async function openSource(input: string): Promise<Source> {
           yield chunk;
         }
         if (current.hash.digest('hex') !== p.sha256) {
-          throw new IntegrityError(Codes.bundlePartMismatch, `part ${p.name} does not match ${m.bundle}'s parts manifest`, { hint: 'That part is damaged or belongs to another bundle. Copy it again from the source.' });
+          throw (partFailure = new IntegrityError(Codes.bundlePartMismatch, `part ${p.name} does not match ${m.bundle}'s parts manifest`, { hint: 'That part is damaged or belongs to another bundle. Copy it again from the source.' }));
         }
       } finally {
         await fh.close();
@@ -118,11 +122,14 @@ async function openSource(input: string): Promise<Source> {
       }
     }
   }
+  const it = gen();
   return {
-    stream: Readable.from(gen(), { objectMode: false }),
+    stream: it,
+    close: () => void it.return(undefined).catch(() => {}),
     parts: m,
     // Finish hashing the part that was being read: a foreign part explains the failure better.
     async partProblem() {
+      if (partFailure) return partFailure;
       const c = current;
       if (!c) return undefined;
       try {
@@ -178,7 +185,6 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     verifyBytes(key, partsSigningBytes(src.parts), src.parts.signature, input);
   }
 
-  let index = 0;
   let manifestBytes: Buffer | undefined;
   let manifest: BundleManifest | undefined;
   let checksumsBytes: Buffer | undefined;
@@ -186,26 +192,15 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
   let sums: Map<string, string> | undefined;
   const seen = new Set<string>();
   let bytes = 0;
-  let failure: unknown;
-  let queue: Promise<void> = Promise.resolve();
 
-  let stop: () => void = () => {};
-  const fail = (e: unknown) => {
-    failure ??= e;
-    src.stream.destroy();
-    stop();
+  const readSmall = async (e: TarEntry, max: number): Promise<Buffer> => {
+    if (e.size > max) throw bad(Codes.bundleFormat, `entry ${e.path} is ${e.size} bytes, more than ${max} allowed`);
+    const chunks: Buffer[] = [];
+    for await (const c of e.data) chunks.push(c);
+    return Buffer.concat(chunks);
   };
 
-  const readSmall = (e: ReadEntry, max: number): Promise<Buffer> =>
-    new Promise((resolve, reject) => {
-      if (e.size > max) return reject(bad(Codes.bundleFormat, `entry ${e.path} is ${e.size} bytes, more than ${max} allowed`));
-      const chunks: Buffer[] = [];
-      e.on('data', (c: Buffer) => chunks.push(c));
-      e.on('end', () => resolve(Buffer.concat(chunks)));
-      e.on('error', reject);
-    });
-
-  const onHead = async (e: ReadEntry, name: (typeof HEAD)[number]) => {
+  const onHead = async (e: TarEntry, name: (typeof HEAD)[number]) => {
     const b = await readSmall(e, name === 'checksums.txt.sig' ? 4096 : MAX_TABLE);
     if (name === 'bundle.json') {
       manifestBytes = b;
@@ -239,31 +234,23 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     }
   };
 
-  const onContent = async (e: ReadEntry, p: string) => {
+  const onContent = async (e: TarEntry) => {
+    const p = e.path;
     const want = sums!.get(p);
     if (!want) throw bad(Codes.bundleUnlisted, `entry ${p} is not listed in checksums.txt`);
     if (seen.has(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
     seen.add(p);
     const h = createHash('sha256');
-    const target = o.extractTo ? await o.extractTo(p, e.mode ?? 0o644) : undefined;
-    const fh = target ? await fs.open(target, 'wx', (e.mode ?? 0o644) & 0o755) : undefined;
+    const target = o.extractTo ? await o.extractTo(p, e.mode) : undefined;
+    const fh = target ? await fs.open(target, 'wx', e.mode & 0o755) : undefined;
     reporter.blobStart(e.size);
     try {
-      await new Promise<void>((resolve, reject) => {
-        let chain = Promise.resolve();
-        e.on('data', (c: Buffer) => {
-          h.update(c);
-          bytes += c.length;
-          reporter.bytes(c.length);
-          if (fh) {
-            const copy = Buffer.from(c);
-            e.pause();
-            chain = chain.then(() => fh.write(copy)).then(() => void e.resume(), reject);
-          }
-        });
-        e.on('end', () => chain.then(resolve, reject));
-        e.on('error', reject);
-      });
+      for await (const c of e.data) {
+        h.update(c);
+        bytes += c.length;
+        reporter.bytes(c.length);
+        if (fh) await fh.write(c);
+      }
     } finally {
       await fh?.close();
     }
@@ -272,52 +259,45 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     if (got !== want) throw bad(Codes.bundleChecksum, `entry ${p} does not match its checksum (expected ${want}, got ${got})`);
   };
 
-  const parser = new Parser({
-    strict: true,
-    onReadEntry: (e: ReadEntry) => {
-      const i = index++;
+  try {
+    let i = 0;
+    for await (const e of readTar(src.stream)) {
       const p = e.path;
-      const task = async () => {
-        if (failure) return void e.resume();
-        checkEntryPath(p);
-        const t = e.type;
-        if (t === 'SymbolicLink' || t === 'Link') {
-          if (linkEscapes(p, e.linkpath ?? '')) throw bad(Codes.bundleLink, `entry ${p} is a link to ${e.linkpath}, outside the bundle`);
-          throw bad(Codes.bundleLinkUnsupported, `entry ${p} is a link; ferry bundles hold only files`);
-        }
-        if (t === 'CharacterDevice' || t === 'BlockDevice' || t === 'FIFO' || t === 'ContiguousFile') throw bad(Codes.bundleSpecial, `entry ${p} is a ${t}, not a file`);
-        if (t !== 'File' && t !== 'OldFile') throw bad(Codes.bundleSpecial, `entry ${p} has unsupported type ${t}`);
-        if (i < HEAD.length) {
-          if (p !== HEAD[i]) throw bad(Codes.bundleFormat, `entry ${i + 1} is ${p}; a bundle starts with ${HEAD.join(', ')}`);
-          await onHead(e, HEAD[i]!);
-        } else {
-          if ((HEAD as readonly string[]).includes(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
-          await onContent(e, p);
-        }
-      };
-      // One entry at a time, in archive order: the signature is checked before any content.
-      queue = queue.then(task).catch((err: unknown) => {
-        e.resume();
-        fail(err);
-      });
-    },
-  });
-  await new Promise<void>((resolve) => {
-    stop = resolve;
-    parser.on('error', (e: Error) => fail(bad(Codes.bundleTruncated, `the archive is damaged or cut short: ${e.message}`)));
-    parser.on('warn', (_code: string, msg: string) => fail(bad(Codes.bundleTruncated, `the archive is damaged or cut short: ${msg}`)));
-    parser.on('end', () => resolve());
-    parser.on('close', () => resolve());
-    src.stream.on('error', (e: unknown) => {
-      fail(e instanceof FerryError ? e : bad(Codes.bundleTruncated, `cannot read the archive: ${(e as Error).message}`));
-      resolve();
-    });
-    src.stream.pipe(parser);
-  });
-  await queue;
-  if (failure) {
+      checkEntryPath(p);
+      const t = e.type;
+      if (t === 'SymbolicLink' || t === 'Link') {
+        if (linkEscapes(p, e.linkpath)) throw bad(Codes.bundleLink, `entry ${p} is a link to ${e.linkpath}, outside the bundle`);
+        throw bad(Codes.bundleLinkUnsupported, `entry ${p} is a link; ferry bundles hold only files`);
+      }
+      if (t === 'CharacterDevice' || t === 'BlockDevice' || t === 'FIFO' || t === 'ContiguousFile') throw bad(Codes.bundleSpecial, `entry ${p} is a ${t}, not a file`);
+      if (t !== 'File') throw bad(Codes.bundleSpecial, `entry ${p} has unsupported type ${t}`);
+      // ferry writes one canonical header per entry; any other byte there is tampering.
+      if ((e.mode !== 0o644 && e.mode !== 0o755) || !e.raw.equals(fileHeader(p, e.size, e.mode))) {
+        throw bad(Codes.bundleFormat, `the header of entry ${p} is not the one ferry writes`);
+      }
+      if (i < HEAD.length) {
+        if (p !== HEAD[i]) throw bad(Codes.bundleFormat, `entry ${i + 1} is ${p}; a bundle starts with ${HEAD.join(', ')}`);
+        await onHead(e, HEAD[i]!);
+      } else {
+        if ((HEAD as readonly string[]).includes(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
+        await onContent(e);
+      }
+      i++;
+    }
+  } catch (err) {
+    // Ask about the part before closing the stream: closing ends the part being read.
     const partErr = await src.partProblem();
-    throw partErr ?? failure;
+    src.close();
+    if (partErr) throw partErr;
+    if (err instanceof TarFormatError) {
+      if (err.kind === 'truncated' && sums) {
+        const missing = [...sums.keys()].filter((q) => !seen.has(q));
+        throw bad(Codes.bundleTruncated, `the archive is cut short: ${err.message}${missing.length ? `; ${missing.length} listed entries never came (first: ${missing[0]})` : ''}`, 'Copy the bundle again; check free space on the medium it came on.');
+      }
+      throw bad(err.kind === 'truncated' ? Codes.bundleTruncated : Codes.bundleFormat, `the archive is ${err.kind === 'truncated' ? 'cut short' : 'malformed'}: ${err.message}`);
+    }
+    if (err instanceof FerryError) throw err;
+    throw bad(Codes.bundleTruncated, `cannot read the archive: ${(err as Error).message}`);
   }
   if (!sums || !manifest) throw bad(Codes.bundleTruncated, `${input} ends before its signed table: it is empty, cut short, or not a ferry bundle`);
   const missing = [...sums.keys()].filter((p) => !seen.has(p));

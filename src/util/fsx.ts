@@ -54,6 +54,7 @@ export function ioError(what: string, cause: unknown): StoreError {
 export async function withDirLock<T>(lockDir: string, fn: () => Promise<T>, staleMs = 30_000): Promise<T> {
   const start = Date.now();
   let delay = 2;
+  await fs.mkdir(path.dirname(lockDir), { recursive: true });
   for (;;) {
     try {
       await fs.mkdir(lockDir);

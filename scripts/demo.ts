@@ -1,9 +1,12 @@
 /**
- * The embedded demo: build fixture images, serve them from a real registry on loopback, then run
- * ferry's main connected-side job on them (push, lock, pull into a store) with no internet.
+ * The embedded demo: build fixture images, binaries and a chart, serve them on loopback (a real
+ * registry and a web server), then run ferry's connected-side job on them with no internet: push,
+ * lock, pull, and pack a signed bundle, which it then verifies.
  *   npm run demo [-- --keep]    (--keep leaves ./demo-out and its store in place)
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -17,9 +20,12 @@ const keep = process.argv.includes('--keep');
 function step(msg: string) {
   process.stdout.write(`\n==> ${msg}\n`);
 }
-function ferry(args: string[], env: NodeJS.ProcessEnv = {}) {
+/** Runs ferry as a child; asynchronously, because this process also serves the downloads. */
+async function ferry(args: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
   process.stdout.write(`$ ferry ${args.join(' ')}\n`);
-  execFileSync(process.execPath, [path.join(root, 'bin/ferry'), ...args], { stdio: 'inherit', env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [path.join(root, 'bin/ferry'), ...args], { stdio: 'inherit', env: { ...process.env, ...env } });
+  const code = await new Promise<number | null>((r) => child.on('exit', r));
+  if (code !== 0) throw new Error(`ferry ${args[0]} failed with exit code ${code}`);
 }
 function have(cmd: string): boolean {
   try {
@@ -44,7 +50,9 @@ const port = await new Promise<number>((r) => {
   });
 });
 const host = `127.0.0.1:${port}`;
+const stops: (() => Promise<void>)[] = [];
 
+await fs.rm(path.join(out, 'keys'), { recursive: true, force: true });
 step('building fixture images (multi-arch OCI index, Docker manifest list, busybox) in code');
 const fx = await buildFixtureSet(path.join(out, 'fixtures'), 4);
 await buildBusyboxImage(fx.store, 'tools/busybox:1');
@@ -64,7 +72,26 @@ try {
   }
 
   step('loading the fixtures into the registry with ferry images push');
-  ferry(['images', 'push', '--store', fx.store.dir, '--to', `${host}/demo`]);
+  await ferry(['images', 'push', '--store', fx.store.dir, '--to', `${host}/demo`]);
+
+  step('serving two node binaries and their checksums from a loopback web server');
+  const dl = path.join(out, 'downloads');
+  await fs.mkdir(dl, { recursive: true });
+  for (const name of ['kubeadm', 'crictl']) {
+    const body = Buffer.from(`#!/bin/sh\necho "${name} (demo build)"\n`);
+    await fs.writeFile(path.join(dl, name), body);
+    await fs.writeFile(path.join(dl, `${name}.sha256`), `${createHash('sha256').update(body).digest('hex')}  ${name}\n`);
+  }
+  const web = http.createServer((req, res) => {
+    const f = path.join(dl, path.basename(req.url ?? ''));
+    fs.readFile(f).then((b) => res.end(b), () => res.writeHead(404).end());
+  });
+  await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
+  const webUrl = `http://127.0.0.1:${(web.address() as net.AddressInfo).port}`;
+  stops.push(() => new Promise<void>((r) => web.close(() => r())));
+  await fs.mkdir(path.join(out, 'charts', 'hello', 'templates'), { recursive: true });
+  await fs.writeFile(path.join(out, 'charts', 'hello', 'Chart.yaml'), 'apiVersion: v2\nname: hello\nversion: 0.1.0\n');
+  await fs.writeFile(path.join(out, 'charts', 'hello', 'templates', 'cm.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hello}\ndata: {greeting: hello}\n');
 
   step('writing a bundle spec for them');
   const spec = path.join(out, 'bundle-spec', 'demo.yaml');
@@ -81,17 +108,32 @@ spec:
     - ${host}/demo/dockerlist:v1
     - {ref: ${host}/demo/single:v1, platforms: [linux/amd64]}
     - {ref: ${host}/demo/tools/busybox:1, platforms: [linux/amd64]}
+  binaries:
+    - {name: kubeadm, version: v1.31.2, url: '${webUrl}/kubeadm', checksumUrl: '${webUrl}/kubeadm.sha256'}
+    - {name: crictl, version: v1.31.1, url: '${webUrl}/crictl', checksumUrl: '${webUrl}/crictl.sha256'}
+  charts:
+    - {name: hello, path: charts/hello}
+  runtime:
+    # This machine's own Node.js stands in for both targets, so the demo needs no download.
+    node: {linux/amd64: ${process.execPath}, linux/arm64: ${process.execPath}}
 `,
   );
   process.stdout.write(await fs.readFile(spec, 'utf8'));
 
   const env = { FERRY_CACHE_DIR: path.join(out, 'cache') };
   step('pinning every tag to a digest');
-  ferry(['lock', spec, '--lock', path.join(out, 'images.lock')], env);
+  await ferry(['lock', spec, '--lock', path.join(out, 'images.lock')], env);
   step('pulling every image into a store (an OCI image layout)');
-  ferry(['images', 'pull', spec, '--lock', path.join(out, 'images.lock'), '--out', path.join(out, 'store')], env);
+  await ferry(['images', 'pull', spec, '--lock', path.join(out, 'images.lock'), '--out', path.join(out, 'store')], env);
   step('pulling again: everything is already there');
-  ferry(['images', 'pull', spec, '--lock', path.join(out, 'images.lock'), '--out', path.join(out, 'store')], env);
+  await ferry(['images', 'pull', spec, '--lock', path.join(out, 'images.lock'), '--out', path.join(out, 'store')], env);
+  step('making a signing key and packing the signed bundle');
+  await ferry(['key', 'generate', '--out', path.join(out, 'keys')]);
+  const bundle = path.join(out, 'demo-0.1.0.ferry.tar');
+  await ferry(['bundle', 'build', spec, '--lock', path.join(out, 'images.lock'), '--key', path.join(out, 'keys', 'ferry.key'), '--out', bundle], env);
+  step('checking it the way the site will: signature first, then every entry');
+  await ferry(['bundle', 'verify', bundle, '--trust', path.join(out, 'keys', 'ferry.pub')]);
+  await ferry(['bundle', 'inspect', bundle]);
   if (have('skopeo')) {
     step('skopeo reads the store');
     const ref = `oci:${out}/store:${host}/demo/multi:v1`;
@@ -99,8 +141,9 @@ spec:
     const info = JSON.parse(execFileSync('skopeo', ['inspect', ref], { encoding: 'utf8' })) as { Digest: string; Architecture: string };
     process.stdout.write(`digest ${info.Digest}, architecture ${info.Architecture}\n`);
   }
-  step(`done: the store is in ${path.relative(process.cwd(), path.join(out, 'store'))}`);
+  step(`done: the bundle is ${path.relative(process.cwd(), bundle)}, the store ${path.relative(process.cwd(), path.join(out, 'store'))}`);
 } finally {
+  for (const s of stops) await s();
   reg.kill('SIGTERM');
   if (!keep) {
     await new Promise((r) => reg.once('exit', r));

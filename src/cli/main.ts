@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, UsageError, Codes } from '../errors.js';
 import { bundleCommand, keyCommand } from './bundle-commands.js';
 import { imagesCommand, lockCommand, specCommand } from './commands.js';
+import { containerdCommand, pkiCommand, serveCommand } from './site-commands.js';
 import { reportError } from './output.js';
 
 export const VERSION = '0.1.0';
@@ -44,6 +45,9 @@ ${EXIT_CODES}`,
   program.addCommand(specCommand());
   program.addCommand(keyCommand());
   program.addCommand(bundleCommand());
+  program.addCommand(serveCommand());
+  program.addCommand(pkiCommand());
+  program.addCommand(containerdCommand());
   const exitOverride = (c: Command) => {
     c.exitOverride();
     c.commands.forEach(exitOverride);

@@ -63,7 +63,10 @@ describe('basic auth against the htpasswd registry', () => {
 
   it('says that credentials were rejected, without echoing the password', async () => {
     const client = new RegistryClient({ ...fast, credentials: new CredentialStore(CredentialStore.parseCreds(['alice:wrong-password']), '/nonexistent') });
-    const err = await client.getManifest({ registry: secured.host, repository: 'team/multi' }, 'v1').catch((e: unknown) => e as Error & { code: string; hint: string });
+    const err = (await client.getManifest({ registry: secured.host, repository: 'team/multi' }, 'v1').then(
+      () => expect.unreachable(),
+      (e: unknown) => e,
+    )) as Error & { code: string; hint: string };
     expect(err.code).toBe('REGISTRY_AUTH');
     expect(err.hint).toMatch(/rejected/);
     expect(`${err.message} ${err.hint}`).not.toContain('wrong-password');

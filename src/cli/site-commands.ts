@@ -1,0 +1,146 @@
+import path from 'node:path';
+import { Command } from 'commander';
+import { Codes, UsageError } from '../errors.js';
+import { writeContainerdConfig } from '../install/containerd.js';
+import { startServer } from '../oci/server.js';
+import { initPki, issueServerCert } from '../sign/pki.js';
+import { makeOutput, type GlobalOptions } from './output.js';
+import { intOption } from './registry-options.js';
+
+const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals() as GlobalOptions;
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function serveCommand(): Command {
+  return new Command('serve')
+    .description('serve an unpacked bundle: the OCI pull API (tags, digests, Range, catalog) and the binary repository at /files/')
+    .requiredOption('--bundle <dir>', 'unpacked bundle directory (holds images/, files/ and checksums.txt)')
+    .option('--listen <host:port>', 'address to listen on', '0.0.0.0:5443')
+    .option('--tls-cert <pem>', 'server certificate (from `ferry pki init`: registry.crt)')
+    .option('--tls-key <pem>', 'server key (registry.key)')
+    .option('--shutdown-timeout <seconds>', 'on SIGTERM/SIGINT, how long in-flight requests may finish', '10')
+    .addHelpText(
+      'after',
+      examples([
+        'ferry serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key',
+        'ferry serve --bundle ./unpacked --listen 127.0.0.1:5000          # plain HTTP on loopback, for a look',
+        'curl --cacert /etc/ferry/pki/ca.crt https://registry.site.example:5443/v2/_catalog',
+        'curl --cacert /etc/ferry/pki/ca.crt https://registry.site.example:5443/files/',
+      ]),
+    )
+    .action(async (o: { bundle: string; listen: string; tlsCert?: string; tlsKey?: string; shutdownTimeout: string }, c: Command) => {
+      const out = makeOutput(globals(c));
+      if (!!o.tlsCert !== !!o.tlsKey) {
+        throw new UsageError(Codes.usage, `--tls-cert and --tls-key go together; only ${o.tlsCert ? '--tls-cert' : '--tls-key'} was given`, {
+          hint: 'Pass both (from `ferry pki init`), or neither for plain HTTP.',
+        });
+      }
+      const shutdownMs = intOption('--shutdown-timeout', o.shutdownTimeout, 10, 0) * 1000;
+      // Access log lines go to stderr (the journal under systemd); stdout keeps the final result.
+      const log = out.verbosity === 'quiet' ? undefined : (line: string) => process.stderr.write(`${line}\n`);
+      const srv = await startServer({
+        bundleDir: o.bundle,
+        listen: o.listen,
+        ...(o.tlsCert && o.tlsKey ? { tls: { cert: o.tlsCert, key: o.tlsKey } } : {}),
+        ...(log ? { log } : {}),
+        limits: { shutdownTimeoutMs: shutdownMs },
+      });
+      log?.(`ferry serve: ${path.resolve(o.bundle)} on ${srv.url} (listening on ${o.listen})`);
+      const signal = await new Promise<NodeJS.Signals>((resolve) => {
+        const on = (s: NodeJS.Signals) => {
+          process.off('SIGTERM', on);
+          process.off('SIGINT', on);
+          resolve(s);
+        };
+        process.on('SIGTERM', on);
+        process.on('SIGINT', on);
+      });
+      log?.(`ferry serve: ${signal}: finishing in-flight requests (up to ${shutdownMs / 1000} s)`);
+      await srv.close(shutdownMs);
+      out.result(`ferry serve stopped on ${signal}`, { stopped: true, signal, url: srv.url });
+    });
+}
+
+export function pkiCommand(): Command {
+  const pki = new Command('pki').description('the site CA and the site service certificates');
+  pki.addCommand(
+    new Command('init')
+      .description('make the site CA (kept if it exists) and the certificate for registry.<domain>')
+      .requiredOption('--domain <domain>', 'site domain; the certificate names registry.<domain>')
+      .option('--ip <address>', 'an IP the site service answers on (repeatable)', collect)
+      .requiredOption('--out <dir>', 'directory for ca.crt, ca.key, registry.crt, registry.key')
+      .addHelpText(
+        'after',
+        examples([
+          'ferry pki init --domain site.example --ip 10.0.0.11 --ip 10.0.0.12 --out /etc/ferry/pki',
+          'openssl verify -CAfile /etc/ferry/pki/ca.crt /etc/ferry/pki/registry.crt',
+        ]),
+      )
+      .action(async (o: { domain: string; ip?: string[]; out: string }, c: Command) => {
+        const out = makeOutput(globals(c));
+        const r = await initPki({ domain: o.domain, ips: o.ip ?? [], outDir: o.out });
+        out.result(
+          [
+            `${r.caReused ? 'kept the existing site CA' : 'made a new site CA'}: ${r.caCert} (key ${r.caKey}, mode 0600)`,
+            `  SHA-256 fingerprint ${r.caFingerprint}`,
+            `${r.serverCert === 'issued' ? 'issued' : 'kept'} ${r.cert} for ${[...r.names, ...r.ips].join(', ')}`,
+          ].join('\n'),
+          r,
+        );
+      }),
+  );
+  pki.addCommand(
+    new Command('issue')
+      .description('issue another server certificate from the site CA (a new server, or a renewal)')
+      .requiredOption('--ca-dir <dir>', 'directory holding ca.crt and ca.key')
+      .option('--name <dns>', 'a DNS name for the certificate (repeatable)', collect)
+      .option('--ip <address>', 'an IP address for the certificate (repeatable)', collect)
+      .requiredOption('--out <prefix>', 'writes <prefix>.crt and <prefix>.key')
+      .option('--days <n>', 'validity in days', '1095')
+      .addHelpText('after', examples(['ferry pki issue --ca-dir /etc/ferry/pki --name registry.site.example --name s2.site.example --ip 10.0.0.12 --out /etc/ferry/pki/s2']))
+      .action(async (o: { caDir: string; name?: string[]; ip?: string[]; out: string; days: string }, c: Command) => {
+        const out = makeOutput(globals(c));
+        const r = await issueServerCert({ caDir: o.caDir, names: o.name ?? [], ips: o.ip ?? [], outPrefix: o.out, days: intOption('--days', o.days, 1095) });
+        out.result(`issued ${r.cert} (key ${r.key}) for ${[...r.names, ...r.ips].join(', ')}, valid until ${r.notAfter}`, r);
+      }),
+  );
+  return pki;
+}
+
+export function containerdCommand(): Command {
+  const ctd = new Command('containerd').description('containerd configuration for the site');
+  ctd.addCommand(
+    new Command('config')
+      .description('write certs.d/<registry>/hosts.toml for every registry in a bundle, pointing at the site service only')
+      .requiredOption('--bundle <dir>', 'unpacked bundle directory (its images/index.json names the registries)')
+      .requiredOption('--mirror <url>', 'site service URL, in the order nodes should try them (repeatable)', collect)
+      .requiredOption('--ca <file>', 'the site CA as nodes see it (absolute path)')
+      .requiredOption('--out <dir>', 'writes <dir>/certs.d/… and the config_path snippets')
+      .option('--config-path <dir>', 'config_path in the snippets (default: <out>/certs.d)')
+      .option('--registry <host>', 'also configure this registry (repeatable)', collect)
+      .addHelpText(
+        'after',
+        examples([
+          'ferry containerd config --bundle /var/lib/ferry/bundle --mirror https://registry.site.example:5443 --ca /etc/ferry/pki/ca.crt --out /etc/containerd',
+          'ferry containerd config --bundle ./unpacked --mirror https://10.0.0.11:5443 --mirror https://10.0.0.12:5443 --ca /etc/ferry/pki/ca.crt --out ./ctd',
+          'ctr images pull --hosts-dir /etc/containerd/certs.d registry.k8s.io/pause:3.10',
+        ]),
+      )
+      .action(async (o: { bundle: string; mirror: string[]; ca: string; out: string; configPath?: string; registry?: string[] }, c: Command) => {
+        const out = makeOutput(globals(c));
+        const r = await writeContainerdConfig({
+          bundleDir: o.bundle,
+          mirrors: o.mirror,
+          caFile: o.ca,
+          outDir: o.out,
+          ...(o.configPath ? { configPath: o.configPath } : {}),
+          ...(o.registry ? { extraRegistries: o.registry } : {}),
+        });
+        out.result(
+          [`wrote hosts.toml for ${r.registries.length} registries (${r.registries.join(', ')}) under ${path.join(path.resolve(o.out), 'certs.d')}`, `config_path snippets: ${r.snippets.v2} (containerd 1.6/1.7), ${r.snippets.v3} (containerd 2.x)`].join('\n'),
+          r,
+        );
+      }),
+  );
+  return ctd;
+}

@@ -1,0 +1,2 @@
+export * from './containerd.js';
+export * from './units.js';

@@ -1,0 +1,99 @@
+import { Codes, UsageError } from '../errors.js';
+
+/* systemd units ferry installs on the nodes. */
+
+export const FERRY_ROOT = '/var/lib/ferry';
+
+export interface ServeUnitOptions {
+  /** --listen of the site service, e.g. 0.0.0.0:5443 */
+  listen: string;
+  tlsCert: string;
+  tlsKey: string;
+  bundleDir?: string;
+  /** The bundled Node.js runtime. */
+  node?: string;
+  /** The single-file CLI. */
+  ferry?: string;
+  /** Run as this user instead of root (it must be able to read the TLS key). */
+  user?: string;
+}
+
+/** One ExecStart argument, quoted for systemd: `%` and `$` would otherwise expand. */
+export function systemdArg(a: string): string {
+  if (!a || /[\x00-\x1f\x7f]/.test(a)) {
+    throw new UsageError(Codes.unitInvalid, `cannot put ${JSON.stringify(a)} in a systemd unit`, { hint: 'Paths and addresses in units must be non-empty and free of control characters.' });
+  }
+  const escaped = a.replace(/%/g, '%%').replace(/\$/g, '$$$$');
+  return /[\s"'\\;]/.test(escaped) ? `"${escaped.replace(/[\\"]/g, (c) => `\\${c}`)}"` : escaped;
+}
+
+function absolute(p: string, what: string): string {
+  if (!p.startsWith('/')) throw new UsageError(Codes.unitInvalid, `${what} must be an absolute path, not "${p}"`, { hint: 'systemd needs absolute paths in units.' });
+  return p;
+}
+
+/**
+ * ferry-serve.service: the site service on a server, up before kubelet so that image pulls for the
+ * control plane find it. Hardened: read-only view of the system and of ferry's own files, no new
+ * privileges, no kernel or device access. MemoryDenyWriteExecute stays off because V8 needs it.
+ */
+export function renderServeUnit(o: ServeUnitOptions): string {
+  const node = absolute(o.node ?? `${FERRY_ROOT}/runtime/node`, 'the runtime');
+  const ferry = absolute(o.ferry ?? `${FERRY_ROOT}/ferry/ferry.mjs`, 'ferry.mjs');
+  const bundle = absolute(o.bundleDir ?? `${FERRY_ROOT}/bundle`, 'the bundle directory');
+  const cert = absolute(o.tlsCert, 'the TLS certificate');
+  const key = absolute(o.tlsKey, 'the TLS key');
+  const port = Number(/:(\d+)$/.exec(o.listen)?.[1] ?? NaN);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError(Codes.unitInvalid, `--listen "${o.listen}" needs a fixed port for a unit`, { hint: 'Write it as HOST:PORT, e.g. 0.0.0.0:5443.' });
+  }
+  const exec = [node, ferry, 'serve', '--bundle', bundle, '--listen', o.listen, '--tls-cert', cert, '--tls-key', key].map(systemdArg).join(' ');
+  const lowPort = port < 1024;
+  const paths = [...new Set([FERRY_ROOT, bundle, cert, key])];
+  const readOnly = paths.filter((p) => !paths.some((q) => q !== p && p.startsWith(`${q}/`))).map(systemdArg).join(' ');
+  const user = o.user ? systemdArg(o.user) : undefined;
+  return [
+    '# Written by ferry. The site service: OCI images and node binaries for this site.',
+    '[Unit]',
+    'Description=ferry site service (OCI registry and file repository)',
+    'Wants=network-online.target',
+    'After=network-online.target',
+    'Before=kubelet.service',
+    '',
+    '[Service]',
+    'Type=simple',
+    `ExecStart=${exec}`,
+    ...(user ? [`User=${user}`, `Group=${user}`] : []),
+    'Restart=always',
+    'RestartSec=2s',
+    'TimeoutStopSec=20s',
+    'KillSignal=SIGTERM',
+    'LimitNOFILE=65536',
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    'ProtectHome=yes',
+    `ReadOnlyPaths=${readOnly}`,
+    'PrivateTmp=yes',
+    'PrivateDevices=yes',
+    'ProtectKernelTunables=yes',
+    'ProtectKernelModules=yes',
+    'ProtectKernelLogs=yes',
+    'ProtectControlGroups=yes',
+    'ProtectClock=yes',
+    'ProtectHostname=yes',
+    'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX',
+    'RestrictNamespaces=yes',
+    'RestrictRealtime=yes',
+    'RestrictSUIDSGID=yes',
+    'LockPersonality=yes',
+    'SystemCallArchitectures=native',
+    'UMask=0077',
+    // Only the capability to bind a low port, and only when asked for one.
+    `CapabilityBoundingSet=${lowPort ? 'CAP_NET_BIND_SERVICE' : ''}`,
+    ...(lowPort && user ? ['AmbientCapabilities=CAP_NET_BIND_SERVICE'] : []),
+    '',
+    '[Install]',
+    'WantedBy=multi-user.target',
+    '',
+  ].join('\n');
+}

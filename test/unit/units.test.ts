@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { renderServeUnit, systemdArg } from '../../src/install/units.js';
+
+const base = { listen: '0.0.0.0:5443', tlsCert: '/etc/ferry/pki/registry.crt', tlsKey: '/etc/ferry/pki/registry.key' };
+const key = (unit: string, k: string) => unit.split('\n').filter((l) => l.startsWith(`${k}=`)).map((l) => l.slice(k.length + 1));
+
+describe('ferry-serve.service', () => {
+  it('runs the bundled runtime on the bundle, before kubelet, restarting, hardened', () => {
+    const u = renderServeUnit(base);
+    expect(key(u, 'ExecStart')).toEqual(['/var/lib/ferry/runtime/node /var/lib/ferry/ferry/ferry.mjs serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key']);
+    expect(key(u, 'Before')).toEqual(['kubelet.service']);
+    expect(key(u, 'Restart')).toEqual(['always']);
+    expect(key(u, 'NoNewPrivileges')).toEqual(['yes']);
+    expect(key(u, 'ProtectSystem')).toEqual(['strict']);
+    expect(key(u, 'ReadOnlyPaths')).toEqual(['/var/lib/ferry /etc/ferry/pki/registry.crt /etc/ferry/pki/registry.key']);
+    expect(key(u, 'CapabilityBoundingSet')).toEqual(['']);
+    expect(key(u, 'WantedBy')).toEqual(['multi-user.target']);
+    expect(u.indexOf('[Unit]')).toBeLessThan(u.indexOf('[Service]'));
+    expect(u.indexOf('[Service]')).toBeLessThan(u.indexOf('[Install]'));
+  });
+
+  it('keeps only CAP_NET_BIND_SERVICE for a low port, and grants it to a non-root user', () => {
+    expect(key(renderServeUnit({ ...base, listen: '0.0.0.0:443' }), 'CapabilityBoundingSet')).toEqual(['CAP_NET_BIND_SERVICE']);
+    const u = renderServeUnit({ ...base, listen: '0.0.0.0:443', user: 'ferry' });
+    expect(key(u, 'User')).toEqual(['ferry']);
+    expect(key(u, 'AmbientCapabilities')).toEqual(['CAP_NET_BIND_SERVICE']);
+  });
+
+  it('quotes arguments so systemd neither splits nor expands them', () => {
+    expect(systemdArg('/plain/path')).toBe('/plain/path');
+    expect(systemdArg('/with space/x')).toBe('"/with space/x"');
+    expect(systemdArg('/100%/$HOME')).toBe('/100%%/$$HOME');
+    expect(systemdArg('/a"b\\c')).toBe('"/a\\"b\\\\c"');
+    const u = renderServeUnit({ ...base, bundleDir: '/srv/my bundle' });
+    expect(key(u, 'ExecStart')[0]).toContain('--bundle "/srv/my bundle" --listen');
+  });
+
+  it('refuses relative paths, control characters and a listen address without a port', () => {
+    expect(() => renderServeUnit({ ...base, tlsKey: 'registry.key' })).toThrow(expect.objectContaining({ code: 'UNIT_INVALID' }));
+    expect(() => renderServeUnit({ ...base, bundleDir: '/a\nExecStartPre=/bin/rm' })).toThrow(expect.objectContaining({ code: 'UNIT_INVALID' }));
+    expect(() => renderServeUnit({ ...base, listen: '0.0.0.0' })).toThrow(expect.objectContaining({ code: 'UNIT_INVALID' }));
+  });
+});

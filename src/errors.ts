@@ -156,6 +156,15 @@ export const Codes = {
   bundlePartMismatch: 'BUNDLE_PART_MISMATCH',
   bundleBuild: 'BUNDLE_BUILD',
   promptNoTty: 'PROMPT_NO_TTY',
+  // Install and join.
+  installStep: 'INSTALL_STEP_FAILED',
+  preflight: 'PREFLIGHT_FAILED',
+  sshHostKey: 'SSH_HOST_KEY_MISMATCH',
+  sshHostUnknown: 'SSH_HOST_KEY_UNKNOWN',
+  sshConnect: 'SSH_CONNECT',
+  joinFailed: 'JOIN_FAILED',
+  kubeApi: 'KUBE_API',
+  rolloutTimeout: 'ROLLOUT_TIMEOUT',
   // The site service, its PKI and the node configuration it needs.
   serveListen: 'SERVE_LISTEN',
   serveBundle: 'SERVE_BUNDLE',

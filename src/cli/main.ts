@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, UsageError, Codes } from '../errors.js';
 import { bundleCommand, keyCommand } from './bundle-commands.js';
 import { imagesCommand, lockCommand, specCommand } from './commands.js';
+import { installCommand } from './install-commands.js';
 import { containerdCommand, pkiCommand, serveCommand } from './site-commands.js';
 import { reportError } from './output.js';
 
@@ -48,6 +49,7 @@ ${EXIT_CODES}`,
   program.addCommand(serveCommand());
   program.addCommand(pkiCommand());
   program.addCommand(containerdCommand());
+  program.addCommand(installCommand());
   const exitOverride = (c: Command) => {
     c.exitOverride();
     c.commands.forEach(exitOverride);

@@ -1,0 +1,137 @@
+import os from 'node:os';
+import path from 'node:path';
+import { Command } from 'commander';
+import { readBundleManifest } from '../bundle/inspect.js';
+import { Codes, FerryError } from '../errors.js';
+import { answerProblems, checkCidr, clusterFqdn, DEFAULTS, detectAddresses, loadAnswers, saveAnswers, type InstallAnswers } from '../install/answers.js';
+import { firstServerSteps } from '../install/first-server.js';
+import { Host } from '../install/host.js';
+import { describePlan, formatPlan, runPlan } from '../install/plan.js';
+import { loadPublicKey } from '../sign/keys.js';
+import { makeOutput, type GlobalOptions } from './output.js';
+import { canPrompt, confirm, input, select } from './prompt.js';
+
+const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals() as GlobalOptions;
+const collect = (v: string, prev: string[] = []) => [...prev, ...v.split(',')];
+
+const KNOWN_CNIS = ['flannel', 'calico', 'tigera-operator', 'cilium'];
+
+/** Asks every question an answers file would hold; refuses without a terminal. */
+async function askAnswers(bundle: string): Promise<InstallAnswers> {
+  const hint = '--answers FILE';
+  const m = await readBundleManifest(bundle);
+  const check = (probe: Partial<InstallAnswers>, field: string) => (v: string): true | string => {
+    const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'a.example', node: { name: 'n', ip: '10.0.0.1' }, podCidr: DEFAULTS.podCidr, serviceCidr: '10.96.0.0/12', ...probe }).find((x) => x.path.join('.') === field);
+    return p ? `${field} ${p.msg}` : true;
+  };
+  const domain = await input('Site DNS domain', hint, { default: 'site.example', validate: (v) => check({ domain: v }, 'domain')(v) });
+  const fqdn = await input('Cluster FQDN (every node reaches the API by this name)', hint, { default: `k8s-cluster.${domain}`, validate: (v) => check({ clusterFqdn: v }, 'clusterFqdn')(v) });
+  const name = await input("This node's name", hint, { default: os.hostname().toLowerCase().split('.')[0], validate: (v) => check({ node: { name: v, ip: '10.0.0.1' } }, 'node.name')(v) });
+  const ips = detectAddresses();
+  const ip = ips.length
+    ? await select("This node's IP", hint, [...ips.map((a) => ({ value: a })), { value: 'other', name: 'another address…' }], ips[0])
+    : 'other';
+  const nodeIp = ip === 'other' ? await input("This node's IP", hint, { validate: (v) => check({ node: { name: 'n', ip: v } }, 'node.ip')(v) }) : ip;
+  const podCidr = await input('Pod CIDR', hint, { default: DEFAULTS.podCidr, validate: (v) => checkCidr(v) ?? true });
+  const serviceCidr = await input('Service CIDR', hint, { default: DEFAULTS.serviceCidr, validate: (v) => check({ podCidr, serviceCidr: v }, 'serviceCidr')(v) });
+  const cnis = m.charts.filter((c) => KNOWN_CNIS.includes(c.name)).map((c) => c.name);
+  const cni = cnis.length ? await select('CNI', hint, cnis.map((c) => ({ value: c }))) : undefined;
+  const recordsText = await input('Extra site DNS records, as name=ip separated by commas (empty for none)', hint, {
+    default: '',
+    validate: (v) => {
+      const recs = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0] ?? '', ip: s.split('=')[1] ?? '' }));
+      const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain, node: { name, ip: nodeIp }, podCidr, serviceCidr, records: recs });
+      return p.length ? p.map((x) => `${x.path.join('.')} ${x.msg}`).join('; ') : true;
+    },
+  });
+  const records = recordsText.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0]!, ip: s.split('=')[1]! }));
+  return {
+    apiVersion: 'ferry.dev/v1alpha1',
+    kind: 'InstallAnswers',
+    domain,
+    ...(fqdn !== `k8s-cluster.${domain}` ? { clusterFqdn: fqdn } : {}),
+    node: { name, ip: nodeIp },
+    podCidr,
+    serviceCidr,
+    ...(cni ? { cni } : {}),
+    ...(records.length ? { records } : {}),
+  };
+}
+
+function summary(a: InstallAnswers): string {
+  return [
+    `domain          ${a.domain}`,
+    `cluster FQDN    ${clusterFqdn(a)}`,
+    `this node       ${a.node.name} (${a.node.ip})`,
+    `pod CIDR        ${a.podCidr}`,
+    `service CIDR    ${a.serviceCidr}`,
+    `CNI             ${a.cni ?? '(none in the bundle)'}`,
+    `extra records   ${(a.records ?? []).map((r) => `${r.name}=${r.ip}`).join(', ') || '(none)'}`,
+    `nodes to join   ${(a.join ?? []).map((j) => `${j.name} (${j.role}, ${j.host})`).join(', ') || '(none)'}`,
+  ].join('\n');
+}
+
+export function installCommand(): Command {
+  return new Command('install')
+    .description('install the first server of a cluster from a verified bundle')
+    .argument('<bundle>', 'the bundle: FILE or FILE.parts.json')
+    .option('--trust <pub>', 'the trusted public key (ferry.pub); without it, confirm the fingerprint at the prompt')
+    .option('--answers <file>', 'answers file (InstallAnswers YAML): no questions asked')
+    .option('--save-answers <file>', 'where to save the answers given at the prompts', '/etc/ferry/answers.yaml')
+    .option('--dry-run', 'print the plan (with --json as JSON) and change nothing')
+    .option('--root <dir>', 'put every host file under this prefix (for tests and image builds)', '/')
+    .option('--ignore-preflight <checks>', 'skip these preflight checks (root,arch,swap,ports,disk,clock)', collect)
+    .option('--yes', 'do not ask for confirmation of the summary')
+    .addHelpText('after', examples([
+      'tar -xf site.ferry.tar install.sh ferry runtime && sudo sh install.sh site.ferry.tar --trust ferry.pub',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json',
+    ]))
+    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; root: string; ignorePreflight?: string[]; yes?: boolean }, c: Command) => {
+      const out = makeOutput(globals(c));
+      let answers: InstallAnswers;
+      if (o.answers) answers = await loadAnswers(o.answers);
+      else {
+        if (!canPrompt()) {
+          throw new FerryError(Codes.promptNoTty, 'ferry install needs answers, and there is no terminal to ask them on', {
+            exit: 'usage',
+            hint: 'Pass --answers FILE (an InstallAnswers YAML; see the README), or run on a terminal.',
+          });
+        }
+        answers = await askAnswers(bundle);
+      }
+      if (!o.answers && !o.dryRun) {
+        process.stderr.write(`\n${summary(answers)}\n\n`);
+        if (!o.yes && !(await confirm('Install with these answers?', '--yes', true))) {
+          throw new FerryError(Codes.usage, 'installation cancelled', { exit: 'usage', hint: 'Run again to answer differently.' });
+        }
+      }
+      const trust = o.trust ? await loadPublicKey(o.trust) : undefined;
+      const host = new Host(path.resolve(o.root));
+      const steps = firstServerSteps({
+        host,
+        bundle,
+        answers,
+        reporter: out.reporter,
+        ignorePreflight: o.ignorePreflight,
+        verify: {
+          trust,
+          reporter: out.reporter,
+          confirm: (fp) => confirm(`Trust the bundle signed by ${fp}?`, '--trust ferry.pub'),
+        },
+      });
+      if (o.dryRun) {
+        const plan = await describePlan(steps);
+        out.result(`ferry install plan for ${answers.node.name} (${answers.node.ip}), root ${host.root}:\n${formatPlan(plan)}`, { node: answers.node, root: host.root, steps: plan });
+        return;
+      }
+      if (!o.answers) {
+        await saveAnswers(host.p(o.saveAnswers), answers);
+        out.reporter.info(`answers saved to ${host.p(o.saveAnswers)}: re-run with --answers to repeat without questions`);
+      }
+      const r = await runPlan(host, 'install', steps, out.reporter);
+      out.reporter.done();
+      out.result(`installed ${answers.node.name}: ${r.applied.length} steps applied, ${r.skipped.length} already done; log ${r.logFile}`, r);
+    });
+}

@@ -1,0 +1,254 @@
+import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
+import { createReadStream, promises as fs, statfsSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { x as untar } from 'tar';
+import type { BundleManifest } from '../bundle/build.js';
+import { unpackBundle } from '../bundle/unpack.js';
+import type { VerifyOptions } from '../bundle/verify.js';
+import { Codes, FerryError } from '../errors.js';
+import { initPki } from '../sign/pki.js';
+import type { Reporter } from '../util/progress.js';
+import { clusterFqdn, type InstallAnswers } from './answers.js';
+import { writeContainerdConfig } from './containerd.js';
+import type { Host } from './host.js';
+import { API_PORT, renderKubeadmInit } from './kubeadm.js';
+import type { Step } from './plan.js';
+import { CONTAINERD_UNIT, containerdConfig, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
+import { FERRY_ROOT, renderServeUnit } from './units.js';
+
+export const BUNDLE_DIR = `${FERRY_ROOT}/bundle`;
+export const PKI_DIR = '/etc/ferry/pki';
+export const KUBEADM_CONFIG = '/etc/ferry/kubeadm.yaml';
+export const ADMIN_CONF = '/etc/kubernetes/admin.conf';
+const STATE = `${FERRY_ROOT}/state`;
+
+export interface InstallContext {
+  host: Host;
+  bundle: string;
+  answers: InstallAnswers;
+  verify: VerifyOptions;
+  reporter: Reporter;
+  /** Preflight checks to skip by name (root, arch, swap, ports, disk, clock). */
+  ignorePreflight?: string[];
+}
+
+/** A step whose completion is a marker recording what it was applied with. */
+function markerStep(ctx: InstallContext, id: string, title: string, fingerprint: () => Promise<string>, apply: (log: (l: string) => void) => Promise<void>): Step {
+  const marker = `${STATE}/${id}`;
+  return {
+    id,
+    title,
+    check: async () => (await ctx.host.read(marker)) === (await fingerprint()),
+    apply: async (log) => {
+      await apply(log);
+      await ctx.host.write(marker, await fingerprint());
+    },
+  };
+}
+
+export async function bundleManifest(host: Host): Promise<BundleManifest | undefined> {
+  const t = await host.read(`${BUNDLE_DIR}/bundle.json`);
+  return t ? (JSON.parse(t) as BundleManifest) : undefined;
+}
+
+const archOf = () => ({ x64: 'amd64', arm64: 'arm64' })[os.arch() as 'x64' | 'arm64'] ?? os.arch();
+
+/** Checks ferry cannot fix by itself, each with what to do. */
+export async function preflight(ctx: InstallContext, manifest: Pick<BundleManifest, 'platforms' | 'contentSize' | 'created'>): Promise<string[]> {
+  const skip = new Set(ctx.ignorePreflight ?? []);
+  const problems: string[] = [];
+  const add = (name: string, msg: string) => !skip.has(name) && problems.push(`${name}: ${msg}`);
+  if (process.getuid?.() !== 0) add('root', 'ferry install must run as root (sudo sh install.sh …)');
+  const arch = `linux/${archOf()}`;
+  if (!manifest.platforms.includes(arch)) add('arch', `this machine is ${arch}, the bundle carries ${manifest.platforms.join(', ')}`);
+  const swaps = (await fs.readFile('/proc/swaps', 'utf8').catch(() => '')).trim().split('\n').slice(1).filter(Boolean);
+  if (swaps.length) add('swap', `swap is on (${swaps.map((l) => l.split(/\s+/)[0]).join(', ')}); kubelet needs it off: swapoff -a, and remove it from /etc/fstab`);
+  if (!(await ctx.host.read(ADMIN_CONF))) {
+    for (const port of [API_PORT, 10250, 10257, 10259, 2379, 2380, SITE_PORT]) {
+      const free = await new Promise<boolean>((resolve) => {
+        const s = net.createServer();
+        s.once('error', () => resolve(false));
+        s.listen(port, ctx.answers.node.ip, () => s.close(() => resolve(true)));
+      });
+      if (!free) add('ports', `port ${port} on ${ctx.answers.node.ip} is in use; stop what holds it (ss -ltnp 'sport = :${port}')`);
+    }
+  }
+  try {
+    const dir = ctx.host.p('/var/lib');
+    await fs.mkdir(dir, { recursive: true });
+    const st = statfsSync(dir);
+    const free = Number(st.bavail) * Number(st.bsize);
+    const need = manifest.contentSize * 2 + 2 * 1024 ** 3;
+    if (free < need) add('disk', `${dir} has ${(free / 1024 ** 3).toFixed(1)} GiB free; the bundle and the images unpacked need about ${(need / 1024 ** 3).toFixed(1)} GiB`);
+  } catch {
+    /* not a filesystem we can measure */
+  }
+  if (Date.now() < Date.parse(manifest.created) - 5 * 60_000) add('clock', `the clock says ${new Date().toISOString()}, before the bundle was made (${manifest.created}); set the time (certificates depend on it)`);
+  return problems;
+}
+
+async function fileSha(p: string): Promise<string | undefined> {
+  try {
+    const h = createHash('sha256');
+    for await (const c of createReadStream(p)) h.update(c as Buffer);
+    return h.digest('hex');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Installs the bundle's binaries: plain files to /usr/local/bin, archives unpacked (executables flattened; CNI plugins to /opt/cni/bin). */
+export async function installBinaries(host: Host, bundleDir: string, manifest: BundleManifest, log: (l: string) => void): Promise<void> {
+  const arch = `linux/${archOf()}`;
+  for (const f of manifest.files.filter((x) => x.platform === arch)) {
+    const src = path.join(bundleDir, f.path);
+    if (!f.archive) {
+      const dest = f.name === 'runc' ? '/usr/local/sbin/runc' : `/usr/local/bin/${f.name}`;
+      await fs.mkdir(path.dirname(host.p(dest)), { recursive: true });
+      await fs.copyFile(src, `${host.p(dest)}.ferry-new`);
+      await fs.chmod(`${host.p(dest)}.ferry-new`, 0o755);
+      await fs.rename(`${host.p(dest)}.ferry-new`, host.p(dest));
+      log(`installed ${dest} (${f.name} ${f.version})`);
+      continue;
+    }
+    const cni = f.name === 'cni-plugins';
+    const destDir = host.p(cni ? '/opt/cni/bin' : '/usr/local/bin');
+    await fs.mkdir(destDir, { recursive: true });
+    await untar({
+      file: src,
+      cwd: destDir,
+      // Only regular executables, flattened to their names: archives differ in their layout.
+      filter: (p, e) => (e as { type?: string }).type === 'File' && ((e as { mode?: number }).mode ?? 0) & 0o111 ? true : false,
+      strip: 0,
+      onReadEntry: (e) => {
+        e.path = path.basename(e.path);
+      },
+    } as Parameters<typeof untar>[0]);
+    log(`unpacked ${f.name} ${f.version} into ${cni ? '/opt/cni/bin' : '/usr/local/bin'}`);
+  }
+}
+
+/** The steps of the first server, in order. */
+export function firstServerSteps(ctx: InstallContext): Step[] {
+  const { host, answers } = ctx;
+  const fqdn = clusterFqdn(answers);
+  const registry = `registry.${answers.domain}`;
+  const manifestOf = async () => {
+    const m = await bundleManifest(host);
+    if (!m) throw new FerryError(Codes.installStep, 'the bundle is not unpacked', { exit: 'io', hint: 'Re-run ferry install; it unpacks the bundle first.' });
+    return m;
+  };
+  const bundleId = async () => (await host.read(`${BUNDLE_DIR}/checksums.txt`)) ?? 'none';
+  return [
+    {
+      id: 'preflight',
+      title: 'check this machine (root, arch, swap, ports, disk, clock)',
+      always: true,
+      check: async () => false,
+      apply: async (log) => {
+        const { readBundleManifest } = await import('../bundle/inspect.js');
+        const problems = await preflight(ctx, await readBundleManifest(ctx.bundle));
+        if (problems.length) {
+          throw new FerryError(Codes.preflight, `this machine is not ready:\n  ${problems.join('\n  ')}`, {
+            exit: 'usage',
+            hint: 'Fix each problem, or skip a check you accept with --ignore-preflight NAME (e.g. --ignore-preflight swap).',
+          });
+        }
+        log('preflight passed');
+      },
+    },
+    {
+      id: 'unpack',
+      title: `verify and unpack the bundle into ${BUNDLE_DIR}`,
+      check: async () => {
+        const { readBundleManifest } = await import('../bundle/inspect.js');
+        const want = await readBundleManifest(ctx.bundle).catch(() => undefined);
+        const have = await bundleManifest(host);
+        return !!want && !!have && JSON.stringify(want) === JSON.stringify(have);
+      },
+      apply: async (log) => {
+        const r = await unpackBundle(ctx.bundle, host.p(BUNDLE_DIR), { ...ctx.verify, force: true });
+        log(`unpacked ${r.manifest.name} ${r.manifest.version}: ${r.entries} entries, signed by ${r.fingerprint}`);
+      },
+    },
+    markerStep(ctx, 'binaries', 'install kubeadm, kubelet, kubectl, containerd, runc, CNI plugins, crictl, helm', bundleId, async (log) => {
+      const m = await manifestOf();
+      await installBinaries(host, host.p(BUNDLE_DIR), m, log);
+      // The runtime and ferry itself, for the site service unit and for joining nodes.
+      const rt = m.runtime.find((r) => r.platform === `linux/${archOf()}`);
+      if (rt) {
+        await fs.mkdir(host.p(`${FERRY_ROOT}/runtime`), { recursive: true });
+        await fs.copyFile(host.p(`${BUNDLE_DIR}/${rt.path}`), host.p(`${FERRY_ROOT}/runtime/node`));
+        await fs.chmod(host.p(`${FERRY_ROOT}/runtime/node`), 0o755);
+      }
+      await fs.mkdir(host.p(`${FERRY_ROOT}/ferry`), { recursive: true });
+      await fs.copyFile(host.p(`${BUNDLE_DIR}/ferry/ferry.mjs`), host.p(`${FERRY_ROOT}/ferry/ferry.mjs`));
+    }),
+    markerStep(ctx, 'kernel', 'load kernel modules and set sysctls for Kubernetes networking', async () => MODULES_CONF + SYSCTL_CONF, async (log) => {
+      await host.write('/etc/modules-load.d/ferry-kubernetes.conf', MODULES_CONF);
+      await host.write('/etc/sysctl.d/99-ferry-kubernetes.conf', SYSCTL_CONF);
+      for (const m of MODULES) await host.run('modprobe', [m]);
+      await host.run('sysctl', ['--system']);
+      log(`loaded ${MODULES.join(', ')}; applied sysctls`);
+    }),
+    markerStep(ctx, 'pki', `site CA and the certificate for ${registry}`, async () => `${answers.domain} ${answers.node.ip}`, async (log) => {
+      const r = await initPki({ domain: answers.domain, ips: [answers.node.ip], outDir: host.p(PKI_DIR) });
+      log(`site CA ${r.caReused ? 'kept' : 'created'} (${r.caFingerprint}); registry certificate ${r.serverCert}`);
+    }),
+    markerStep(ctx, 'hosts', `map ${fqdn} and ${registry} to this server in /etc/hosts`, async () => `${fqdn} ${registry} ${answers.node.ip}`, async (log) => {
+      const cur = (await host.read('/etc/hosts')) ?? '127.0.0.1\tlocalhost\n';
+      await host.write('/etc/hosts', hostsWithBlock(cur, [{ ip: answers.node.ip, names: [fqdn, registry, `${answers.node.name}.${answers.domain}`, answers.node.name] }]));
+      log(`/etc/hosts: ${fqdn} → ${answers.node.ip}`);
+    }),
+    markerStep(ctx, 'containerd-config', 'configure containerd: systemd cgroups, mirrors to the site service only', bundleId, async (log) => {
+      const m = await manifestOf();
+      const pause = m.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10';
+      await host.write('/etc/containerd/config.toml', containerdConfig(pause));
+      const r = await writeContainerdConfig({ bundleDir: host.p(BUNDLE_DIR), mirrors: [`https://${registry}:${SITE_PORT}`], caFile: `${PKI_DIR}/ca.crt`, outDir: host.p('/etc/containerd'), configPath: '/etc/containerd/certs.d' });
+      log(`hosts.toml for ${r.registries.join(', ')}`);
+    }),
+    markerStep(ctx, 'units', 'install systemd units for containerd, kubelet and the site service', async () => `${answers.node.ip}`, async (log) => {
+      await host.write('/etc/systemd/system/containerd.service', CONTAINERD_UNIT);
+      await host.write('/etc/systemd/system/kubelet.service', KUBELET_UNIT);
+      await host.write('/etc/systemd/system/kubelet.service.d/10-kubeadm.conf', KUBELET_KUBEADM_DROPIN);
+      await host.write('/etc/systemd/system/ferry-serve.service', renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: `${PKI_DIR}/registry.crt`, tlsKey: `${PKI_DIR}/registry.key` }));
+      await host.run('systemctl', ['daemon-reload']);
+      await host.run('systemctl', ['enable', 'containerd.service', 'kubelet.service', 'ferry-serve.service']);
+      log('units written and enabled');
+    }),
+    markerStep(ctx, 'services', 'start containerd and the site service', async () => 'started', async (log) => {
+      await host.run('systemctl', ['restart', 'ferry-serve.service']);
+      await host.run('systemctl', ['restart', 'containerd.service']);
+      log('containerd and ferry-serve started');
+    }),
+    markerStep(ctx, 'kubeadm-config', `write ${KUBEADM_CONFIG}`, async () => {
+      const m = await manifestOf();
+      return renderKubeadmInit({ answers, kubernetesVersion: m.kubernetes?.version ?? 'v1.31.2', imageRepository: m.kubernetes?.imageRepository });
+    }, async (log) => {
+      const m = await manifestOf();
+      await host.write(KUBEADM_CONFIG, renderKubeadmInit({ answers, kubernetesVersion: m.kubernetes?.version ?? 'v1.31.2', imageRepository: m.kubernetes?.imageRepository }), 0o600);
+      log(`kubeadm config for Kubernetes ${m.kubernetes?.version}, endpoint ${fqdn}:${API_PORT}`);
+    }),
+    {
+      id: 'kubeadm-init',
+      title: `kubeadm init (control plane behind ${fqdn}:${API_PORT})`,
+      check: async () => !!(await host.read(ADMIN_CONF)),
+      apply: async (log) => {
+        const r = await host.run('kubeadm', ['init', '--config', KUBEADM_CONFIG, '--upload-certs'], { timeoutMs: 15 * 60_000 });
+        log(r.stdout.split('\n').filter((l) => /initialized|Your Kubernetes/.test(l)).join(' ') || 'kubeadm init done');
+      },
+    },
+  ];
+}
+
+/** sha256:<hex> of the cluster CA's public key, the form --discovery-token-ca-cert-hash takes. */
+export async function caCertHash(host: Host): Promise<string> {
+  const pem = await host.read('/etc/kubernetes/pki/ca.crt');
+  if (!pem) throw new FerryError(Codes.joinFailed, 'the cluster CA /etc/kubernetes/pki/ca.crt is missing', { exit: 'io', hint: 'Run ferry join on a server where ferry install finished.' });
+  const spki = createPublicKey(new X509Certificate(pem).publicKey).export({ type: 'spki', format: 'der' });
+  return `sha256:${createHash('sha256').update(spki).digest('hex')}`;
+}
+
+export { fileSha };

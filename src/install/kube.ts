@@ -1,0 +1,77 @@
+import { KubeConfig, KubernetesObjectApi, PatchStrategy, type KubernetesObject } from '@kubernetes/client-node';
+import { Codes, FerryError } from '../errors.js';
+import { sleep } from '../util/limit.js';
+import { silentReporter, type Reporter } from '../util/progress.js';
+
+export const FIELD_MANAGER = 'ferry';
+
+function client(kubeconfig: string): KubernetesObjectApi {
+  const kc = new KubeConfig();
+  try {
+    kc.loadFromFile(kubeconfig);
+  } catch (e) {
+    throw new FerryError(Codes.kubeApi, `cannot read kubeconfig ${kubeconfig}: ${(e as Error).message}`, { exit: 'io', hint: 'kubeadm init writes /etc/kubernetes/admin.conf; re-run ferry install.', cause: e });
+  }
+  return KubernetesObjectApi.makeApiClient(kc);
+}
+
+function kubeError(what: string, e: unknown): FerryError {
+  const body = (e as { body?: unknown }).body;
+  const msg = typeof body === 'string' ? body : body ? JSON.stringify(body) : (e as Error)?.message;
+  return new FerryError(Codes.kubeApi, `${what}: ${String(msg).slice(0, 500)}`, { exit: 'remote', hint: 'Check that the API server is up (crictl ps; journalctl -u kubelet), then re-run ferry install.', cause: e });
+}
+
+/** Server-side apply of each object, in order, as field manager "ferry" (forcing ownership). */
+export async function applyObjects(kubeconfig: string, objects: KubernetesObject[], log: (l: string) => void = () => {}): Promise<void> {
+  const api = client(kubeconfig);
+  for (const o of objects) {
+    const id = `${o.kind}/${o.metadata?.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata?.name}`;
+    try {
+      await api.patch(o, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+      log(`applied ${id}`);
+    } catch (e) {
+      throw kubeError(`server-side apply of ${id} failed`, e);
+    }
+  }
+}
+
+interface DaemonSetStatus {
+  status?: { desiredNumberScheduled?: number; numberReady?: number; updatedNumberScheduled?: number; observedGeneration?: number };
+  metadata?: { generation?: number };
+}
+
+/** Waits until every DaemonSet has rolled out on every node it targets, or times out clearly. */
+export async function waitForDaemonSets(kubeconfig: string, sets: { namespace: string; name: string }[], opts: { timeoutMs?: number; intervalMs?: number; reporter?: Reporter } = {}): Promise<void> {
+  const api = client(kubeconfig);
+  const reporter = opts.reporter ?? silentReporter;
+  const deadline = Date.now() + (opts.timeoutMs ?? 300_000);
+  let last = '';
+  for (;;) {
+    const states = await Promise.all(
+      sets.map(async (s) => {
+        try {
+          const ds = (await api.read({ apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: s.name, namespace: s.namespace } })) as DaemonSetStatus;
+          const want = ds.status?.desiredNumberScheduled ?? 0;
+          const ready = ds.status?.numberReady ?? 0;
+          const updated = ds.status?.updatedNumberScheduled ?? 0;
+          const current = (ds.status?.observedGeneration ?? 0) >= (ds.metadata?.generation ?? 0);
+          return { s, want, ready, ok: current && want > 0 && ready >= want && updated >= want };
+        } catch (e) {
+          throw kubeError(`cannot read DaemonSet ${s.namespace}/${s.name}`, e);
+        }
+      }),
+    );
+    const line = states.map((x) => `${x.s.name} ${x.ready}/${x.want}`).join(', ');
+    if (line !== last) reporter.info(`rollout: ${line}`);
+    last = line;
+    if (states.every((x) => x.ok)) return;
+    if (Date.now() > deadline) {
+      const stuck = states.filter((x) => !x.ok).map((x) => `${x.s.namespace}/${x.s.name} (${x.ready} of ${x.want} ready)`);
+      throw new FerryError(Codes.rolloutTimeout, `timed out waiting for ${stuck.join(', ')}`, {
+        exit: 'remote',
+        hint: `Look at the pods: kubectl -n ${stuck.length ? states.find((x) => !x.ok)!.s.namespace : 'ferry-system'} get pods -o wide; kubectl describe pod … Images come from the site service; check it with curl https://registry.<domain>:5443/v2/. Then re-run ferry install.`,
+      });
+    }
+    await sleep(opts.intervalMs ?? 2000);
+  }
+}

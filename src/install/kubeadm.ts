@@ -1,0 +1,69 @@
+import { stringify } from 'yaml';
+import { clusterFqdn, type InstallAnswers } from './answers.js';
+
+export const CRI_SOCKET = 'unix:///run/containerd/containerd.sock';
+export const API_PORT = 6443;
+
+/** kubeadm v1beta4 arrived with Kubernetes 1.31; older releases take v1beta3. */
+export function kubeadmApiVersion(k8sVersion: string): 'kubeadm.k8s.io/v1beta4' | 'kubeadm.k8s.io/v1beta3' {
+  const m = /^v?(\d+)\.(\d+)/.exec(k8sVersion);
+  const minor = m ? Number(m[1]) * 1000 + Number(m[2]) : 0;
+  return minor >= 1031 ? 'kubeadm.k8s.io/v1beta4' : 'kubeadm.k8s.io/v1beta3';
+}
+
+/** v1beta4 writes extra args as a list of {name, value}; v1beta3 as a map. */
+function args(api: string, m: Record<string, string>): unknown {
+  return api.endsWith('v1beta4') ? Object.entries(m).map(([name, value]) => ({ name, value })) : m;
+}
+
+export interface KubeadmInput {
+  answers: InstallAnswers;
+  kubernetesVersion: string;
+  imageRepository?: string;
+}
+
+/** InitConfiguration, ClusterConfiguration and KubeletConfiguration for the first server. */
+export function renderKubeadmInit(i: KubeadmInput): string {
+  const api = kubeadmApiVersion(i.kubernetesVersion);
+  const a = i.answers;
+  const fqdn = clusterFqdn(a);
+  const init = {
+    apiVersion: api,
+    kind: 'InitConfiguration',
+    localAPIEndpoint: { advertiseAddress: a.node.ip, bindPort: API_PORT },
+    nodeRegistration: {
+      name: a.node.name,
+      criSocket: CRI_SOCKET,
+      kubeletExtraArgs: args(api, { 'node-ip': a.node.ip }),
+    },
+  };
+  const cluster = {
+    apiVersion: api,
+    kind: 'ClusterConfiguration',
+    kubernetesVersion: i.kubernetesVersion,
+    controlPlaneEndpoint: `${fqdn}:${API_PORT}`,
+    imageRepository: i.imageRepository ?? 'registry.k8s.io',
+    apiServer: { certSANs: [fqdn, a.node.name, a.node.ip, '127.0.0.1', 'localhost'] },
+    networking: { podSubnet: a.podCidr, serviceSubnet: a.serviceCidr, dnsDomain: 'cluster.local' },
+  };
+  const kubelet = { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', cgroupDriver: 'systemd' };
+  return [init, cluster, kubelet].map((d) => stringify(d)).join('---\n');
+}
+
+export interface JoinCommand {
+  fqdn: string;
+  token: string;
+  caCertHash: string;
+  nodeName: string;
+  nodeIp: string;
+  controlPlane?: { certificateKey: string };
+}
+
+/** The exact `kubeadm join` a joining node runs: by FQDN, never by an IP. */
+export function joinArgs(j: JoinCommand): string[] {
+  const out = ['join', `${j.fqdn}:${API_PORT}`, '--token', j.token, '--discovery-token-ca-cert-hash', j.caCertHash, '--node-name', j.nodeName, '--cri-socket', CRI_SOCKET];
+  if (j.controlPlane) out.push('--control-plane', '--certificate-key', j.controlPlane.certificateKey, '--apiserver-advertise-address', j.nodeIp);
+  return out;
+}
+
+export const TOKEN_RE = /^[a-z0-9]{6}\.[a-z0-9]{16}$/;

@@ -1,0 +1,96 @@
+/** Files ferry puts on every node besides the site service unit. */
+
+export const CONTAINERD_UNIT = `# Written by ferry (containerd's upstream unit).
+[Unit]
+Description=containerd container runtime
+Documentation=https://containerd.io
+After=network.target local-fs.target
+
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+RestartSec=5
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+export const KUBELET_UNIT = `# Written by ferry (the kubelet unit Kubernetes releases ship).
+[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target containerd.service ferry-serve.service
+
+[Service]
+ExecStart=/usr/local/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+export const KUBELET_KUBEADM_DROPIN = `# Written by ferry (kubeadm's drop-in for kubelet).
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+`;
+
+export const MODULES = ['overlay', 'br_netfilter'];
+export const MODULES_CONF = `# Written by ferry: modules Kubernetes networking needs.\n${MODULES.join('\n')}\n`;
+export const SYSCTL_CONF = `# Written by ferry: settings Kubernetes networking needs.
+net.bridge.bridge-nf-call-iptables = 1
+net.bridge.bridge-nf-call-ip6tables = 1
+net.ipv4.ip_forward = 1
+`;
+
+export const SITE_PORT = 5443;
+
+/** containerd's config: CRI with the systemd cgroup driver, mirrors from certs.d, our pause image. */
+export function containerdConfig(pauseImage: string): string {
+  return `# Written by ferry.
+version = 2
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "${pauseImage}"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = true
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
+`;
+}
+
+const BEGIN = '# BEGIN ferry';
+const END = '# END ferry';
+
+/** Replaces (or appends) ferry's managed block in /etc/hosts, keeping every other line. */
+export function hostsWithBlock(current: string, entries: { ip: string; names: string[] }[]): string {
+  const lines = current.split('\n');
+  const start = lines.indexOf(BEGIN);
+  const end = lines.indexOf(END);
+  const kept = start >= 0 && end > start ? [...lines.slice(0, start), ...lines.slice(end + 1)] : lines;
+  while (kept.length && kept[kept.length - 1] === '') kept.pop();
+  const block = [BEGIN, ...entries.map((e) => `${e.ip}\t${e.names.join(' ')}`), END];
+  return `${[...kept, ...block].join('\n')}\n`;
+}
+
+/** resolv.conf listing the given name servers first, keeping search lines. */
+export function resolvConf(current: string, nameservers: string[], domain: string): string {
+  const keep = current.split('\n').filter((l) => l.trim() && !/^\s*(nameserver|search|domain)\b/.test(l));
+  return `# Written by ferry: the site's own DNS first.\n${[`search ${domain}`, ...nameservers.map((n) => `nameserver ${n}`), ...keep].join('\n')}\n`;
+}

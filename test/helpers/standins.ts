@@ -1,0 +1,41 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+
+/**
+ * Stand-ins for programs that cannot run here: kubeadm, kubelet, systemctl, modprobe and sysctl.
+ * Each is a small shell script that appends its name and arguments to $FERRY_ROOT/standins.log
+ * (one line per call) and, for kubeadm, leaves the files the real one would. They never touch the
+ * real host. `failOnce` makes the named command fail the first time it runs.
+ */
+export async function writeStandins(dir: string, opts: { failOnce?: string } = {}): Promise<string> {
+  await fs.mkdir(dir, { recursive: true });
+  const record = 'printf "%s %s\\n" "$(basename "$0")" "$*" >> "$FERRY_ROOT/standins.log"';
+  const failOnce = (name: string) =>
+    opts.failOnce === name ? `if [ ! -e "$FERRY_ROOT/.failed-${name}" ]; then touch "$FERRY_ROOT/.failed-${name}"; echo "${name}: stand-in failing once" >&2; exit 1; fi\n` : '';
+  const scripts: Record<string, string> = {
+    kubeadm: `#!/bin/sh
+${record}
+${failOnce('kubeadm')}case "$1" in
+  init)
+    mkdir -p "$FERRY_ROOT/etc/kubernetes/pki"
+    printf 'apiVersion: v1\\nkind: Config\\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\\ncontexts: [{name: k, context: {cluster: k, user: a}}]\\ncurrent-context: k\\nusers: [{name: a, user: {token: x}}]\\n' > "$FERRY_ROOT/etc/kubernetes/admin.conf"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$FERRY_ROOT/etc/kubernetes/pki/ca.key" -out "$FERRY_ROOT/etc/kubernetes/pki/ca.crt" -subj /CN=kubernetes -days 1 2>/dev/null
+    echo "Your Kubernetes control-plane has initialized successfully!" ;;
+  token) echo "abcdef.0123456789abcdef" ;;
+  join) mkdir -p "$FERRY_ROOT/etc/kubernetes"; echo "kubelet" > "$FERRY_ROOT/etc/kubernetes/kubelet.conf"; echo "This node has joined the cluster" ;;
+esac
+`,
+    systemctl: `#!/bin/sh\n${record}\n${failOnce('systemctl')}exit 0\n`,
+    modprobe: `#!/bin/sh\n${record}\nexit 0\n`,
+    sysctl: `#!/bin/sh\n${record}\nexit 0\n`,
+    kubelet: `#!/bin/sh\n${record}\nexit 0\n`,
+  };
+  for (const [name, body] of Object.entries(scripts)) {
+    await fs.writeFile(path.join(dir, name), body, { mode: 0o755 });
+  }
+  return dir;
+}
+
+export async function standinCalls(root: string): Promise<string[]> {
+  return (await fs.readFile(path.join(root, 'standins.log'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+}

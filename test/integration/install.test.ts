@@ -1,0 +1,181 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { buildBusyboxImage, buildFixtureSet } from '../../fixtures/images.js';
+import { ferry, FERRY, ROOT } from '../helpers/cli.js';
+import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
+import { standinCalls, writeStandins } from '../helpers/standins.js';
+
+let work: string;
+let reg: RegistryPeer;
+let bundle: string;
+let pub: string;
+let answers: string;
+
+async function write(p: string, data: string | Buffer, mode = 0o644) {
+  await fs.mkdir(path.dirname(p), { recursive: true });
+  await fs.writeFile(p, data, { mode });
+}
+
+/** Runs bin/ferry with no network but loopback (unshare -n), stand-ins first on PATH. */
+function ferryOffline(args: string[], standins: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const cmd = `ip link set lo up && exec "${process.execPath}" "${FERRY}" ${args.map((a) => `'${a}'`).join(' ')}`;
+    execFile('unshare', ['-n', 'sh', '-c', cmd], { cwd: ROOT, env: { ...process.env, PATH: `${standins}:${process.env.PATH}` }, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+beforeAll(async () => {
+  work = await tmpdir('ferry-install-');
+  reg = await startRegistry();
+  const fx = await buildFixtureSet(path.join(work, 'fx'), 0.05);
+  await buildBusyboxImage(fx.store, 'pause:3.10');
+  fx.images['pause:3.10'] = (await fx.store.resolve('pause:3.10'))!;
+  await pushFixtures(fx, reg.host, 'k8s');
+  // Node binaries and archives the way upstream ships them.
+  const v = path.join(work, 'vendor');
+  await write(`${v}/kubeadm`, '#!/bin/sh\necho real-kubeadm\n', 0o755);
+  await write(`${v}/kubelet`, '#!/bin/sh\necho real-kubelet\n', 0o755);
+  await write(`${v}/ctd/bin/containerd`, '#!/bin/sh\necho containerd\n', 0o755);
+  await write(`${v}/ctd/bin/ctr`, '#!/bin/sh\necho ctr\n', 0o755);
+  await write(`${v}/cni/bridge`, '#!/bin/sh\n', 0o755);
+  await write(`${v}/cni/loopback`, '#!/bin/sh\n', 0o755);
+  await execFileP('tar', ['-czf', `${v}/containerd-1.7.23-linux-amd64.tar.gz`, '-C', `${v}/ctd`, 'bin']);
+  await execFileP('tar', ['-czf', `${v}/cni-plugins-linux-amd64-v1.5.1.tgz`, '-C', `${v}/cni`, 'bridge', 'loopback']);
+  const sha = async (f: string) => createHash('sha256').update(await fs.readFile(f)).digest('hex');
+  const spec = path.join(work, 'bundle-spec', 'k8s.yaml');
+  await write(
+    spec,
+    `apiVersion: ferry.dev/v1alpha1
+kind: BundleSpec
+metadata: {name: k8s, version: 0.1.0}
+spec:
+  platforms: [linux/amd64]
+  kubernetes: {version: v1.31.2}
+  images:
+    - ${reg.host}/k8s/pause:3.10
+    - ${reg.host}/k8s/multi:v1
+  binaries:
+    - {name: kubeadm, version: v1.31.2, url: vendor/kubeadm, sha256: {linux/amd64: ${await sha(`${v}/kubeadm`)}}}
+    - {name: kubelet, version: v1.31.2, url: vendor/kubelet, sha256: {linux/amd64: ${await sha(`${v}/kubelet`)}}}
+    - {name: containerd, version: v1.7.23, url: 'vendor/containerd-{semver}-{os}-{arch}.tar.gz', sha256: {linux/amd64: ${await sha(`${v}/containerd-1.7.23-linux-amd64.tar.gz`)}}, extract: true}
+    - {name: cni-plugins, version: v1.5.1, url: 'vendor/cni-plugins-{os}-{arch}-{version}.tgz', sha256: {linux/amd64: ${await sha(`${v}/cni-plugins-linux-amd64-v1.5.1.tgz`)}}, extract: true}
+  runtime:
+    node: {linux/amd64: ${process.execPath}}
+`,
+  );
+  const env = { FERRY_CACHE_DIR: path.join(work, 'cache') };
+  expect((await ferry(['key', 'generate', '--out', path.join(work, 'keys')])).code).toBe(0);
+  expect((await ferry(['lock', spec], { env })).code).toBe(0);
+  bundle = path.join(work, 'k8s.ferry.tar');
+  const b = await ferry(['bundle', 'build', spec, '--key', path.join(work, 'keys', 'ferry.key'), '--out', bundle], { env });
+  expect(b.stderr).not.toMatch(/error/);
+  pub = path.join(work, 'keys', 'ferry.pub');
+  answers = path.join(work, 'answers.yaml');
+  await write(
+    answers,
+    `apiVersion: ferry.dev/v1alpha1
+kind: InstallAnswers
+domain: site.test
+node: {name: k8s-server-01, ip: 127.0.0.1}
+podCidr: 10.244.0.0/16
+serviceCidr: 10.96.0.0/12
+records: [{name: gitlab.site.test, ip: 10.0.0.50}]
+`,
+  );
+}, 120_000);
+
+afterAll(async () => {
+  await reg?.stop();
+  await fs.rm(work, { recursive: true, force: true });
+});
+
+describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysctl are stand-ins)', () => {
+  it('prints its plan with --dry-run and changes nothing', async () => {
+    const root = path.join(work, 'dry');
+    await fs.mkdir(root);
+    const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--json']);
+    expect(r.code).toBe(0);
+    const plan = JSON.parse(r.stdout) as { steps: { id: string; done: boolean }[] };
+    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'kubeadm-init']);
+    expect(plan.steps.every((s) => !s.done)).toBe(true);
+    expect(await fs.readdir(root)).toEqual([]);
+  });
+
+  it('brings up the first server with no network, and a re-run does nothing twice', async () => {
+    const root = path.join(work, 'node1');
+    const standins = await writeStandins(path.join(work, 'standins1'));
+    const r = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(r.code).toBe(0);
+    const calls = await standinCalls(root);
+    expect(calls).toContain('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs');
+    expect(calls).toContain('systemctl enable containerd.service kubelet.service ferry-serve.service');
+    expect(calls).toContain('modprobe br_netfilter');
+    // Binaries from the bundle, archives unpacked.
+    expect(await fs.readFile(path.join(root, 'usr/local/bin/kubeadm'), 'utf8')).toContain('real-kubeadm');
+    expect(await fs.readFile(path.join(root, 'usr/local/bin/containerd'), 'utf8')).toContain('containerd');
+    expect((await fs.readdir(path.join(root, 'opt/cni/bin'))).sort()).toEqual(['bridge', 'loopback']);
+    expect((await fs.stat(path.join(root, 'usr/local/bin/kubelet'))).mode & 0o777).toBe(0o755);
+    // The FQDN resolves to this server from /etc/hosts.
+    expect(await fs.readFile(path.join(root, 'etc/hosts'), 'utf8')).toMatch(/^127\.0\.0\.1\tk8s-cluster\.site\.test registry\.site\.test /m);
+    // kubeadm v1beta4 for 1.31, endpoint by FQDN, SANs, CIDRs, systemd cgroups.
+    const docs = parseAllDocuments(await fs.readFile(path.join(root, 'etc/ferry/kubeadm.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>);
+    const cluster = docs.find((d) => d.kind === 'ClusterConfiguration')!;
+    expect(cluster.apiVersion).toBe('kubeadm.k8s.io/v1beta4');
+    expect(cluster.controlPlaneEndpoint).toBe('k8s-cluster.site.test:6443');
+    expect(cluster.kubernetesVersion).toBe('v1.31.2');
+    expect(cluster.apiServer.certSANs).toContain('k8s-cluster.site.test');
+    expect(cluster.networking).toMatchObject({ podSubnet: '10.244.0.0/16', serviceSubnet: '10.96.0.0/12' });
+    expect(docs.find((d) => d.kind === 'KubeletConfiguration')!.cgroupDriver).toBe('systemd');
+    expect(docs.find((d) => d.kind === 'InitConfiguration')!.nodeRegistration.kubeletExtraArgs).toEqual([{ name: 'node-ip', value: '127.0.0.1' }]);
+    // containerd mirrors point only at the site service, with the site CA.
+    const toml = await fs.readFile(path.join(root, 'etc/containerd/certs.d', reg.host, 'hosts.toml'), 'utf8');
+    expect(toml).toMatch(/^server = "https:\/\/registry\.site\.test:5443/m);
+    expect(toml).toContain('ca = "/etc/ferry/pki/ca.crt"');
+    expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toContain(`sandbox_image = "${reg.host}/k8s/pause:3.10"`);
+    expect((await fs.stat(path.join(root, 'etc/ferry/pki/ca.key'))).mode & 0o777).toBe(0o600);
+    expect(await fs.readFile(path.join(root, 'etc/systemd/system/ferry-serve.service'), 'utf8')).toMatch(/ExecStart=\/var\/lib\/ferry\/runtime\/node \/var\/lib\/ferry\/ferry\/ferry\.mjs serve/);
+    expect((await fs.readdir(path.join(root, 'var/log/ferry'))).some((f) => f.startsWith('install-'))).toBe(true);
+
+    const again = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
+    expect(again.code).toBe(0);
+    expect(again.stderr).toMatch(/kubeadm init .*: already done/);
+    expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(1);
+  });
+
+  it('continues where it stopped after a failed step', async () => {
+    const root = path.join(work, 'node2');
+    const standins = await writeStandins(path.join(work, 'standins2'), { failOnce: 'kubeadm' });
+    const first = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
+    expect(first.code).toBe(6);
+    expect(first.stderr).toMatch(/error\[INSTALL_STEP_FAILED\]: step "kubeadm init .*" failed: kubeadm init .* failed \(exit 1\): kubeadm: stand-in failing once/);
+    expect(first.stderr).toMatch(/hint: .*re-run/i);
+    const second = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
+    expect(second.code).toBe(0);
+    for (const s of ['verify and unpack', 'install kubeadm', 'site CA', 'configure containerd']) expect(second.stderr).toMatch(new RegExp(`${s}.*: already done`));
+    expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(2);
+  });
+
+  it('stops without a terminal and without --answers, naming --answers', async () => {
+    const r = await ferry(['install', bundle, '--trust', pub]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[PROMPT_NO_TTY\]: ferry install needs answers/);
+    expect(r.stderr).toMatch(/hint: Pass --answers FILE/);
+  });
+
+  it('refuses an answers file with bad fields, naming each with its position', async () => {
+    const bad = path.join(work, 'bad-answers.yaml');
+    await write(bad, 'apiVersion: ferry.dev/v1alpha1\nkind: InstallAnswers\ndomain: site.test\nnode: {name: Bad_Name, ip: 300.1.1.1}\npodCidr: 10.96.0.0/16\nserviceCidr: 10.96.0.0/12\n');
+    const r = await ferry(['install', bundle, '--trust', pub, '--answers', bad, '--dry-run']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/bad-answers\.yaml:4:\d+: node\.name must be a node name/);
+    expect(r.stderr).toMatch(/node\.ip must be an IP address/);
+    expect(r.stderr).toMatch(/bad-answers\.yaml:6:\d+: serviceCidr overlaps podCidr 10\.96\.0\.0\/16/);
+  });
+});

@@ -135,3 +135,66 @@ export function installCommand(): Command {
       out.result(`installed ${answers.node.name}: ${r.applied.length} steps applied, ${r.skipped.length} already done; log ${r.logFile}`, r);
     });
 }
+
+export function joinCommand(): Command {
+  return new Command('join')
+    .description('join servers and agents to the cluster over SSH, by the cluster FQDN, using only bundled content')
+    .requiredOption('--answers <file>', 'answers file with join: hosts and ssh: settings')
+    .option('--bundle <file>', 'the bundle file, for joining servers (they verify and serve it too)')
+    .option('--only <names>', 'join only these nodes (comma-separated)', collect)
+    .option('--accept-new-host-keys', 'record host keys that known_hosts has never seen (never a changed one)')
+    .option('--root <dir>', "this server's host-file prefix (for tests)", '/')
+    .option('--remote-root <dir>', 'host-file prefix on each joining node, {name} is replaced (for tests)')
+    .option('--remote-path <dirs>', 'directories put first on the remote PATH (for tests)')
+    .addHelpText('after', examples([
+      'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar',
+      'ferry join --answers answers.yaml --only k8s-agent-01 --json',
+    ]))
+    .action(async (o: { answers: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string }, c: Command) => {
+      const out = makeOutput(globals(c));
+      const { joinNodes, formatJoinTable } = await import('../install/join.js');
+      const answers = await loadAnswers(o.answers);
+      const host = new Host(path.resolve(o.root));
+      const rows = await joinNodes({
+        host,
+        answers,
+        bundle: o.bundle,
+        reporter: out.reporter,
+        only: o.only,
+        remoteRoot: o.remoteRoot,
+        remotePath: o.remotePath,
+        confirmHostKey: async (h, fp) => {
+          if (o.acceptNewHostKeys) return true;
+          out.reporter.warn(`${h} offers host key ${fp}, which known_hosts has never seen`);
+          return confirm(`Trust the host key ${fp} of ${h}?`, '--accept-new-host-keys (after checking the fingerprint), or add the key to known_hosts');
+        },
+      });
+      out.reporter.done();
+      out.result(formatJoinTable(rows), { nodes: rows });
+      const failed = rows.filter((r) => !r.ok);
+      if (failed.length) {
+        throw new FerryError(Codes.joinFailed, `${failed.length} of ${rows.length} nodes did not join: ${failed.map((f) => f.name).join(', ')}`, {
+          exit: 'remote',
+          hint: `Fix each cause above, then run ferry join --only ${failed.map((f) => f.name).join(',')}.`,
+        });
+      }
+    });
+}
+
+/** Run by ferry join on the joining node over SSH; reads its orders (and secrets) from stdin. */
+export function nodeJoinCommand(): Command {
+  return new Command('node-join')
+    .description('(internal) the plan a joining node runs on itself; started by ferry join')
+    .option('--root <dir>', 'host-file prefix', '/')
+    .option('--bundle <file>', 'bundle uploaded for a joining server')
+    .action(async (o: { root: string; bundle?: string }, c: Command) => {
+      const out = makeOutput(globals(c));
+      const { nodeJoinSteps } = await import('../install/node-join.js');
+      let text = '';
+      for await (const chunk of process.stdin) text += (chunk as Buffer).toString('utf8');
+      const payload = JSON.parse(text) as import('../install/node-join.js').NodeJoinPayload;
+      const host = new Host(path.resolve(o.root), process.env, [payload.join.token, payload.join.certificateKey ?? ''].filter(Boolean));
+      const r = await runPlan(host, 'join', nodeJoinSteps(host, payload, { bundleFile: o.bundle }), out.reporter);
+      out.result(`joined ${payload.name}: ${r.applied.length} steps applied`, r);
+    });
+}

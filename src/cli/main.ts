@@ -2,7 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, UsageError, Codes } from '../errors.js';
 import { bundleCommand, keyCommand } from './bundle-commands.js';
 import { imagesCommand, lockCommand, specCommand } from './commands.js';
-import { installCommand } from './install-commands.js';
+import { installCommand, joinCommand, nodeJoinCommand } from './install-commands.js';
 import { containerdCommand, pkiCommand, serveCommand } from './site-commands.js';
 import { reportError } from './output.js';
 
@@ -50,6 +50,8 @@ ${EXIT_CODES}`,
   program.addCommand(pkiCommand());
   program.addCommand(containerdCommand());
   program.addCommand(installCommand());
+  program.addCommand(joinCommand());
+  program.addCommand(nodeJoinCommand(), { hidden: true });
   const exitOverride = (c: Command) => {
     c.exitOverride();
     c.commands.forEach(exitOverride);

@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { createReadStream, promises as fs, statfsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -247,7 +247,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
 export async function caCertHash(host: Host): Promise<string> {
   const pem = await host.read('/etc/kubernetes/pki/ca.crt');
   if (!pem) throw new FerryError(Codes.joinFailed, 'the cluster CA /etc/kubernetes/pki/ca.crt is missing', { exit: 'io', hint: 'Run ferry join on a server where ferry install finished.' });
-  const spki = createPublicKey(new X509Certificate(pem).publicKey).export({ type: 'spki', format: 'der' });
+  const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
   return `sha256:${createHash('sha256').update(spki).digest('hex')}`;
 }
 

@@ -17,6 +17,7 @@ export async function writeStandins(dir: string, opts: { failOnce?: string } = {
 ${record}
 ${failOnce('kubeadm')}case "$1" in
   init)
+    if [ "$2" = phase ]; then echo "[upload-certs] Using certificate key:"; echo "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; exit 0; fi
     mkdir -p "$FERRY_ROOT/etc/kubernetes/pki"
     printf 'apiVersion: v1\\nkind: Config\\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\\ncontexts: [{name: k, context: {cluster: k, user: a}}]\\ncurrent-context: k\\nusers: [{name: a, user: {token: x}}]\\n' > "$FERRY_ROOT/etc/kubernetes/admin.conf"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$FERRY_ROOT/etc/kubernetes/pki/ca.key" -out "$FERRY_ROOT/etc/kubernetes/pki/ca.crt" -subj /CN=kubernetes -days 1 2>/dev/null

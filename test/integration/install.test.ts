@@ -179,3 +179,96 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(r.stderr).toMatch(/bad-answers\.yaml:6:\d+: serviceCidr overlaps podCidr 10\.96\.0\.0\/16/);
   });
 });
+
+describe('ferry join over SSH to hosts in network namespaces (kubeadm and systemctl are stand-ins)', () => {
+  it('joins an agent and a server by FQDN, with fresh tokens, and never logs a secret', async () => {
+    const { startLab, knownHostsLine } = await import('../helpers/netns.js');
+    const { startNamed } = await import('../helpers/dns.js');
+    const labDir = path.join(work, 'lab');
+    await fs.mkdir(labDir);
+    const lab = await startLab(labDir, ['k8s-agent-01', 'k8s-server-02']);
+    const stops: (() => Promise<void>)[] = [lab.down];
+    try {
+      const [agent, server2] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0]];
+      const ip = lab.gatewayIp;
+      // The first server: a real ferry install under --root on the bridge address.
+      const root = path.join(work, 'first');
+      const standins = await writeStandins(path.join(work, 'standins-join'));
+      const ans = path.join(work, 'join-answers.yaml');
+      await write(
+        ans,
+        `apiVersion: ferry.dev/v1alpha1
+kind: InstallAnswers
+domain: site.test
+node: {name: k8s-server-01, ip: ${ip}}
+podCidr: 10.244.0.0/16
+serviceCidr: 10.96.0.0/12
+ssh: {user: root, identityFile: ${lab.identity}, knownHosts: ${lab.knownHosts}}
+join:
+  - {host: ${agent.ip}, name: k8s-agent-01, role: agent}
+  - {host: ${server2.ip}, name: k8s-server-02, role: server}
+`,
+      );
+      const inst = await ferryOffline(['install', bundle, '--trust', pub, '--answers', ans, '--root', root, '--ignore-preflight', 'ports'], standins);
+      expect(inst.stderr).not.toMatch(/error\[/);
+      // What systemd does on a real server: start the site service and serve the site DNS.
+      const serve = (await import('node:child_process')).spawn(process.execPath, [FERRY, 'serve', '--bundle', path.join(root, 'var/lib/ferry/bundle'), '--listen', `${ip}:5443`, '--tls-cert', path.join(root, 'etc/ferry/pki/registry.crt'), '--tls-key', path.join(root, 'etc/ferry/pki/registry.key')], { stdio: 'ignore' });
+      stops.push(async () => void serve.kill('SIGTERM'));
+      const dns = await startNamed(path.join(work, 'named'), { ip, port: 53 }, 'site.test', [
+        { name: 'registry.site.test', ip },
+        { name: 'k8s-cluster.site.test', ip },
+      ]);
+      stops.push(dns.stop);
+      // The agent's key is known; the new server's is not yet, and is accepted explicitly.
+      await fs.writeFile(lab.knownHosts, `${knownHostsLine(agent)}\n`);
+      const remoteRoot = path.join(work, 'nodes', '{name}');
+      const j = await ferry(['join', '--answers', ans, '--bundle', bundle, '--root', root, '--remote-root', remoteRoot, '--remote-path', standins, '--accept-new-host-keys'], { env: { PATH: `${standins}:${process.env.PATH}` } });
+      expect(j.stderr).not.toMatch(/error\[/);
+      expect(j.code).toBe(0);
+      expect(j.stdout).toMatch(/^NODE\s+HOST\s+ROLE\s+RESULT/m);
+      expect(j.stdout).toMatch(/^k8s-agent-01\s+\S+\s+agent\s+joined/m);
+      expect(j.stdout).toMatch(/^k8s-server-02\s+\S+\s+server\s+joined/m);
+      expect(await fs.readFile(lab.knownHosts, 'utf8')).toContain(server2.hostKeyPub.split(' ')[1]!);
+
+      const first = await standinCalls(root);
+      expect(first).toContain('kubeadm token create --ttl 1h');
+      const caHash = `sha256:${createHash('sha256').update(new (await import('node:crypto')).X509Certificate(await fs.readFile(path.join(root, 'etc/kubernetes/pki/ca.crt'))).publicKey.export({ type: 'spki', format: 'der' })).digest('hex')}`;
+      const agentRoot = path.join(work, 'nodes', 'k8s-agent-01');
+      const serverRoot = path.join(work, 'nodes', 'k8s-server-02');
+      const agentJoin = (await standinCalls(agentRoot)).filter((c) => c.startsWith('kubeadm join'));
+      expect(agentJoin).toEqual([`kubeadm join k8s-cluster.site.test:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash ${caHash} --node-name k8s-agent-01 --cri-socket unix:///run/containerd/containerd.sock`]);
+      const serverJoin = (await standinCalls(serverRoot)).filter((c) => c.startsWith('kubeadm join'));
+      expect(serverJoin).toEqual([
+        `kubeadm join k8s-cluster.site.test:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash ${caHash} --node-name k8s-server-02 --cri-socket unix:///run/containerd/containerd.sock --control-plane --certificate-key 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --apiserver-advertise-address ${server2.ip}`,
+      ]);
+      // Binaries came from the site service by FQDN, checksums checked.
+      for (const r of [agentRoot, serverRoot]) {
+        expect(await fs.readFile(path.join(r, 'usr/local/bin/kubeadm'), 'utf8')).toContain('real-kubeadm');
+        expect((await fs.readdir(path.join(r, 'opt/cni/bin'))).sort()).toEqual(['bridge', 'loopback']);
+        expect(await fs.readFile(path.join(r, 'etc/containerd/certs.d', reg.host, 'hosts.toml'), 'utf8')).toMatch(/^server = "https:\/\/registry\.site\.test:5443/m);
+      }
+      expect(await fs.readFile(path.join(agentRoot, 'etc/resolv.conf'), 'utf8')).toMatch(new RegExp(`nameserver ${agent.ip}\\nnameserver ${ip}`));
+      // The new server serves the bundle too, with its own registry certificate, and maps the FQDN to itself.
+      expect(JSON.parse(await fs.readFile(path.join(serverRoot, 'var/lib/ferry/bundle/bundle.json'), 'utf8')).name).toBe('k8s');
+      await execFileP('openssl', ['verify', '-CAfile', path.join(root, 'etc/ferry/pki/ca.crt'), path.join(serverRoot, 'etc/ferry/pki/registry.crt')]);
+      expect(await fs.readFile(path.join(serverRoot, 'etc/hosts'), 'utf8')).toMatch(new RegExp(`^${server2.ip.replace(/\./g, '\\.')}\\tk8s-cluster\\.site\\.test`, 'm'));
+      // Tokens and certificate keys never reach a log, here or there.
+      const logs = (await execFileP('sh', ['-c', `cat ${root}/var/log/ferry/* ${agentRoot}/var/log/ferry/* ${serverRoot}/var/log/ferry/*`])).stdout;
+      expect(logs.length).toBeGreaterThan(100);
+      expect(logs).not.toContain('abcdef.0123456789abcdef');
+      expect(logs).not.toContain('0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef');
+      expect(j.stdout + j.stderr).not.toContain('abcdef.0123456789abcdef');
+
+      // A changed host key is refused before anything runs on that host.
+      await fs.writeFile(lab.knownHosts, `${agent.ip} ${server2.hostKeyPub.split(' ').slice(0, 2).join(' ')}\n`);
+      const fresh = path.join(work, 'nodes-mismatch', '{name}');
+      const bad = await ferry(['join', '--answers', ans, '--root', root, '--only', 'k8s-agent-01', '--remote-root', fresh, '--remote-path', standins], { env: { PATH: `${standins}:${process.env.PATH}` } });
+      expect(bad.code).toBe(4);
+      expect(bad.stdout).toMatch(/^k8s-agent-01\s+\S+\s+agent\s+FAILED SSH_HOST_KEY_MISMATCH/m);
+      expect(bad.stderr).toMatch(/does not match .*known_hosts/);
+      await expect(fs.access(path.join(work, 'nodes-mismatch'))).rejects.toThrow();
+    } finally {
+      for (const s of stops.reverse()) await s().catch(() => {});
+    }
+  }, 180_000);
+});

@@ -1,0 +1,146 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Codes, FerryError } from '../errors.js';
+import type { Reporter } from '../util/progress.js';
+import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
+import { bundleRegistries } from './containerd.js';
+import { BUNDLE_DIR, bundleManifest, caCertHash, PKI_DIR } from './first-server.js';
+import type { Host } from './host.js';
+import { TOKEN_RE } from './kubeadm.js';
+import type { NodeJoinPayload } from './node-join.js';
+import { SshSession, type SshTarget } from './ssh.js';
+import { FERRY_ROOT } from './units.js';
+
+export interface JoinOptions {
+  host: Host;
+  answers: InstallAnswers;
+  /** The bundle file, uploaded to joining servers so they verify and serve it too. */
+  bundle?: string;
+  reporter: Reporter;
+  confirmHostKey: (host: string, fingerprint: string) => Promise<boolean>;
+  /** For tests and image builds: the root prefix on each remote host ({name} is replaced). */
+  remoteRoot?: string;
+  /** For tests: directories put first on the remote PATH (stand-ins). */
+  remotePath?: string;
+  only?: string[];
+}
+
+export interface JoinOutcome {
+  name: string;
+  host: string;
+  role: string;
+  ok: boolean;
+  seconds: number;
+  error?: { code: string; message: string; hint?: string };
+}
+
+const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const expandHome = (p: string) => (p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p);
+
+/** A fresh bootstrap token (TTL 1h) and, for servers, a certificate key; never logged. */
+async function credentials(host: Host, servers: boolean): Promise<{ token: string; certificateKey?: string }> {
+  const t = await host.run('kubeadm', ['token', 'create', '--ttl', '1h']);
+  const token = t.stdout.trim().split('\n').pop() ?? '';
+  if (!TOKEN_RE.test(token)) throw new FerryError(Codes.joinFailed, 'kubeadm token create did not print a token', { exit: 'remote', hint: 'Check that this is a server where ferry install finished (kubectl get nodes).' });
+  host.secrets.push(token);
+  if (!servers) return { token };
+  const u = await host.run('kubeadm', ['init', 'phase', 'upload-certs', '--upload-certs']);
+  const certificateKey = u.stdout.trim().split('\n').pop()?.trim() ?? '';
+  if (!/^[a-f0-9]{64}$/.test(certificateKey)) throw new FerryError(Codes.joinFailed, 'kubeadm init phase upload-certs did not print a certificate key', { exit: 'remote', hint: 'Check the control plane, then run ferry join again.' });
+  host.secrets.push(certificateKey);
+  return { token, certificateKey };
+}
+
+async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload, 'role' | 'name' | 'ip'>, say: (l: string) => void): Promise<void> {
+  const ssh = o.answers.ssh ?? {};
+  const target: SshTarget = {
+    host: j.host,
+    port: ssh.port ?? 22,
+    user: ssh.user ?? 'root',
+    identityFile: expandHome(ssh.identityFile ?? '~/.ssh/id_ed25519'),
+    knownHosts: expandHome(ssh.knownHosts ?? '~/.ssh/known_hosts'),
+    confirmUnknown: o.confirmHostKey,
+  };
+  say('connecting');
+  const s = await SshSession.connect(target);
+  try {
+    const root = o.remoteRoot ? o.remoteRoot.replaceAll('{name}', j.name) : '/';
+    const rp = (p: string) => path.posix.join(root, p);
+    const uname = await s.exec('uname -m');
+    const arch = { x86_64: 'amd64', amd64: 'amd64', aarch64: 'arm64', arm64: 'arm64' }[uname.stdout.trim()];
+    const manifest = (await bundleManifest(o.host))!;
+    const rt = manifest.runtime.find((r) => r.platform === `linux/${arch}`);
+    if (!rt) throw new FerryError(Codes.joinFailed, `${j.name} is ${uname.stdout.trim()}; the bundle has no runtime for it`, { exit: 'usage', hint: `The bundle carries ${manifest.platforms.join(', ')}.` });
+    say('uploading the runtime and ferry');
+    await s.upload(o.host.p(`${BUNDLE_DIR}/${rt.path}`), rp(`${FERRY_ROOT}/runtime/node`), 0o755);
+    await s.upload(o.host.p(`${BUNDLE_DIR}/ferry/ferry.mjs`), rp(`${FERRY_ROOT}/ferry/ferry.mjs`));
+    await s.upload(o.host.p(`${PKI_DIR}/ca.crt`), rp(`${PKI_DIR}/ca.crt`));
+    let bundleArg = '';
+    if (j.role === 'server') {
+      if (!o.bundle) throw new FerryError(Codes.joinFailed, `joining server ${j.name} needs the bundle file`, { exit: 'usage', hint: 'Pass --bundle FILE to ferry join.' });
+      say('uploading the bundle and the site CA key');
+      await s.upload(o.host.p(`${PKI_DIR}/ca.key`), rp(`${PKI_DIR}/ca.key`), 0o600);
+      const pub = o.host.p('/etc/ferry/bundle.pub');
+      await fs.mkdir(path.dirname(pub), { recursive: true });
+      await fs.writeFile(pub, manifest.signer.publicKey);
+      await s.upload(pub, rp('/etc/ferry/bundle.pub'));
+      const remoteBundle = rp(`${FERRY_ROOT}/incoming/${path.basename(o.bundle)}`);
+      await s.upload(o.bundle, remoteBundle);
+      bundleArg = ` --bundle ${sq(remoteBundle)}`;
+    }
+    const payload: NodeJoinPayload = { ...common, role: j.role, name: j.name, ip: j.ip ?? j.host };
+    const env = o.remotePath ? `PATH=${sq(o.remotePath)}:"$PATH" ` : '';
+    const cmd = `${env}${sq(rp(`${FERRY_ROOT}/runtime/node`))} ${sq(rp(`${FERRY_ROOT}/ferry/ferry.mjs`))} node-join --root ${sq(root)}${bundleArg}`;
+    say('running the join plan');
+    const r = await s.exec(cmd, { input: JSON.stringify(payload), onLine: (l) => l.trim() && say(o.host.redact(l.trim())) });
+    if (r.code !== 0) {
+      const last = o.host.redact(r.stderr.trim().split('\n').filter(Boolean).slice(-2).join(' / '));
+      throw new FerryError(Codes.joinFailed, `${j.name}: ${last || `exit ${r.code}`}`, { exit: 'remote', hint: `See /var/log/ferry/ on ${j.name}; fix the cause and run ferry join again for it (--only ${j.name}).` });
+    }
+  } finally {
+    s.close();
+  }
+}
+
+/** Joins every host of the answers in parallel; one failure does not stop the others. */
+export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
+  const hosts = (o.answers.join ?? []).filter((j) => !o.only?.length || o.only.includes(j.name));
+  if (!hosts.length) throw new FerryError(Codes.usage, 'there are no hosts to join', { exit: 'usage', hint: 'List them under join: in the answers file (host, name, role).' });
+  const manifest = await bundleManifest(o.host);
+  if (!manifest) throw new FerryError(Codes.joinFailed, 'this machine has no unpacked bundle', { exit: 'usage', hint: 'Run ferry join on a server where ferry install finished.' });
+  const creds = await credentials(o.host, hosts.some((h) => h.role === 'server'));
+  const serverIps = [o.answers.node.ip];
+  const common = {
+    domain: o.answers.domain,
+    fqdn: clusterFqdn(o.answers),
+    serverIps,
+    firstServerIp: o.answers.node.ip,
+    registries: await bundleRegistries(o.host.p(BUNDLE_DIR)),
+    pauseImage: manifest.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10',
+    join: { token: creds.token, caCertHash: await caCertHash(o.host), ...(creds.certificateKey ? { certificateKey: creds.certificateKey } : {}) },
+  };
+  const width = Math.max(...hosts.map((h) => h.name.length));
+  return Promise.all(
+    hosts.map(async (j) => {
+      const t0 = Date.now();
+      const say = (l: string) => o.reporter.info(`${j.name.padEnd(width)}  ${l}`);
+      try {
+        await joinOne(o, j, { ...common, join: { ...common.join, ...(j.role === 'agent' ? { certificateKey: undefined } : {}) } }, say);
+        say('joined');
+        return { name: j.name, host: j.host, role: j.role, ok: true, seconds: (Date.now() - t0) / 1000 };
+      } catch (e) {
+        const fe = e instanceof FerryError ? e : new FerryError(Codes.joinFailed, (e as Error).message, { exit: 'remote' });
+        say(`failed: ${o.host.redact(fe.message)}`);
+        return { name: j.name, host: j.host, role: j.role, ok: false, seconds: (Date.now() - t0) / 1000, error: { code: fe.code, message: o.host.redact(fe.message), hint: fe.hint } };
+      }
+    }),
+  );
+}
+
+export function formatJoinTable(rows: JoinOutcome[]): string {
+  const head = ['NODE', 'HOST', 'ROLE', 'RESULT', 'TIME'];
+  const body = rows.map((r) => [r.name, r.host, r.role, r.ok ? 'joined' : `FAILED ${r.error?.code}`, `${r.seconds.toFixed(1)}s`]);
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  return [head, ...body].map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n');
+}

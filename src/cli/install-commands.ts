@@ -83,12 +83,13 @@ export function installCommand(): Command {
     .option('--root <dir>', 'put every host file under this prefix (for tests and image builds)', '/')
     .option('--ignore-preflight <checks>', 'skip these preflight checks (root,arch,swap,ports,disk,clock)', collect)
     .option('--yes', 'do not ask for confirmation of the summary')
+    .option('--rollout-timeout <seconds>', 'how long to wait for the DNS and LB DaemonSets', '300')
     .addHelpText('after', examples([
       'tar -xf site.ferry.tar install.sh ferry runtime && sudo sh install.sh site.ferry.tar --trust ferry.pub',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json',
     ]))
-    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; root: string; ignorePreflight?: string[]; yes?: boolean }, c: Command) => {
+    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string }, c: Command) => {
       const out = makeOutput(globals(c));
       let answers: InstallAnswers;
       if (o.answers) answers = await loadAnswers(o.answers);
@@ -115,6 +116,7 @@ export function installCommand(): Command {
         answers,
         reporter: out.reporter,
         ignorePreflight: o.ignorePreflight,
+        rolloutTimeoutMs: Number(o.rolloutTimeout) * 1000,
         verify: {
           trust,
           reporter: out.reporter,

@@ -14,6 +14,9 @@ import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
 import { API_PORT, renderKubeadmInit } from './kubeadm.js';
+import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
+import { applyObjects, waitForDaemonSets } from './kube.js';
+import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Step } from './plan.js';
 import { CONTAINERD_UNIT, containerdConfig, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
 import { FERRY_ROOT, renderServeUnit } from './units.js';
@@ -24,6 +27,44 @@ export const KUBEADM_CONFIG = '/etc/ferry/kubeadm.yaml';
 export const ADMIN_CONF = '/etc/kubernetes/admin.conf';
 const STATE = `${FERRY_ROOT}/state`;
 
+export const NODES_FILE = '/etc/ferry/nodes.json';
+
+/** The nodes of the cluster as ferry knows them: what the DNS records and LB backends list. */
+export async function clusterNodes(host: Host, answers: InstallAnswers): Promise<BootstrapNode[]> {
+  const t = await host.read(NODES_FILE);
+  const known = t ? (JSON.parse(t) as BootstrapNode[]) : [];
+  const self: BootstrapNode = { name: answers.node.name, ip: answers.node.ip, role: 'server' };
+  return [self, ...known.filter((n) => n.name !== self.name)];
+}
+
+export async function saveClusterNodes(host: Host, nodes: BootstrapNode[]): Promise<void> {
+  await host.write(NODES_FILE, `${JSON.stringify(nodes, null, 2)}\n`);
+}
+
+/** Values for the bootstrap chart from the answers, the bundle's images and the known nodes. */
+export function bootstrapValues(answers: InstallAnswers, manifest: BundleManifest, nodes: BootstrapNode[]): BootstrapValues {
+  const img = (re: RegExp) => manifest.images.find((i) => re.test(i.ref))?.ref;
+  const coredns = img(/\/coredns(\/coredns)?:/);
+  const haproxy = img(/\/haproxy:/);
+  return {
+    domain: answers.domain,
+    clusterFqdn: clusterFqdn(answers),
+    nodes,
+    records: answers.records ?? [],
+    ...(coredns || haproxy ? { images: { ...(coredns ? { coredns } : {}), ...(haproxy ? { haproxy } : {}) } } : {}),
+  };
+}
+
+/** Applies the DNS and LB DaemonSets (server-side apply) and waits for them to roll out. */
+export async function applyBootstrap(host: Host, values: BootstrapValues, reporter: Reporter, log: (l: string) => void, timeoutMs: number): Promise<void> {
+  const objects = renderBootstrap(values);
+  const kubeconfig = host.p(ADMIN_CONF);
+  await applyObjects(kubeconfig, objects as KubernetesObject[], log);
+  const sets = objects.filter((o) => o.kind === 'DaemonSet').map((o) => ({ namespace: o.metadata.namespace ?? BOOTSTRAP_NAMESPACE, name: o.metadata.name }));
+  await waitForDaemonSets(kubeconfig, sets, { timeoutMs, reporter });
+  log(`rolled out ${sets.map((x) => x.name).join(', ')}`);
+}
+
 export interface InstallContext {
   host: Host;
   bundle: string;
@@ -32,6 +73,7 @@ export interface InstallContext {
   reporter: Reporter;
   /** Preflight checks to skip by name (root, arch, swap, ports, disk, clock). */
   ignorePreflight?: string[];
+  rolloutTimeoutMs?: number;
 }
 
 /** A step whose completion is a marker recording what it was applied with. */
@@ -240,7 +282,35 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         log(r.stdout.split('\n').filter((l) => /initialized|Your Kubernetes/.test(l)).join(' ') || 'kubeadm init done');
       },
     },
+    markerStep(ctx, 'cni', `apply the CNI${answers.cni ? ` (${answers.cni})` : ''} from the bundle`, async () => `${answers.cni ?? 'none'} ${answers.podCidr}`, async (log) => {
+      const m = await manifestOf();
+      const chart = answers.cni ? m.charts.find((c) => c.name === answers.cni) : undefined;
+      if (!answers.cni) return log('no CNI chosen: none in the bundle; apply one before pods can run');
+      if (!chart) throw new FerryError(Codes.installStep, `the bundle carries no chart named ${answers.cni}`, { exit: 'usage', hint: `Choose one of: ${m.charts.map((c) => c.name).join(', ') || '(none)'}.` });
+      const tgz = await chartBlob(host, chart.digest);
+      const ns = answers.cni === 'flannel' ? 'kube-flannel' : 'kube-system';
+      await host.run('helm', ['upgrade', '--install', answers.cni, tgz, '--namespace', ns, '--create-namespace', '--kubeconfig', host.p(ADMIN_CONF), '--set', `podCidr=${answers.podCidr}`, '--wait', '--timeout', '10m']);
+      log(`${answers.cni} ${chart.version} installed in ${ns}`);
+    }),
+    markerStep(ctx, 'bootstrap', 'apply the DNS and load-balancer DaemonSets (ferry-bootstrap) and wait for them', async () => {
+      const m = await manifestOf();
+      return JSON.stringify(bootstrapValues(answers, m, await clusterNodes(host, answers)));
+    }, async (log) => {
+      const m = await manifestOf();
+      const nodes = await clusterNodes(host, answers);
+      await saveClusterNodes(host, nodes);
+      await applyBootstrap(host, bootstrapValues(answers, m, nodes), ctx.reporter, log, ctx.rolloutTimeoutMs ?? 300_000);
+    }),
   ];
+}
+
+/** The chart .tgz of a chart manifest in the unpacked store. */
+async function chartBlob(host: Host, manifestDigest: string): Promise<string> {
+  const blobs = host.p(`${BUNDLE_DIR}/images/blobs/sha256`);
+  const man = JSON.parse(await fs.readFile(path.join(blobs, manifestDigest.slice(7)), 'utf8')) as { layers: { mediaType: string; digest: string }[] };
+  const layer = man.layers.find((l) => l.mediaType === 'application/vnd.cncf.helm.chart.content.v1.tar+gzip');
+  if (!layer) throw new FerryError(Codes.installStep, `manifest ${manifestDigest} is not a Helm chart`, { exit: 'integrity' });
+  return path.join(blobs, layer.digest.slice(7));
 }
 
 /** sha256:<hex> of the cluster CA's public key, the form --discovery-token-ca-cert-hash takes. */

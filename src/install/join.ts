@@ -5,7 +5,7 @@ import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
 import { bundleRegistries } from './containerd.js';
-import { BUNDLE_DIR, bundleManifest, caCertHash, PKI_DIR } from './first-server.js';
+import { applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, PKI_DIR, saveClusterNodes } from './first-server.js';
 import type { Host } from './host.js';
 import { TOKEN_RE } from './kubeadm.js';
 import type { NodeJoinPayload } from './node-join.js';
@@ -24,6 +24,7 @@ export interface JoinOptions {
   /** For tests: directories put first on the remote PATH (stand-ins). */
   remotePath?: string;
   only?: string[];
+  rolloutTimeoutMs?: number;
 }
 
 export interface JoinOutcome {
@@ -121,7 +122,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     join: { token: creds.token, caCertHash: await caCertHash(o.host), ...(creds.certificateKey ? { certificateKey: creds.certificateKey } : {}) },
   };
   const width = Math.max(...hosts.map((h) => h.name.length));
-  return Promise.all(
+  const rows = await Promise.all(
     hosts.map(async (j) => {
       const t0 = Date.now();
       const say = (l: string) => o.reporter.info(`${j.name.padEnd(width)}  ${l}`);
@@ -132,10 +133,25 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
       } catch (e) {
         const fe = e instanceof FerryError ? e : new FerryError(Codes.joinFailed, (e as Error).message, { exit: 'remote' });
         say(`failed: ${o.host.redact(fe.message)}`);
-        return { name: j.name, host: j.host, role: j.role, ok: false, seconds: (Date.now() - t0) / 1000, error: { code: fe.code, message: o.host.redact(fe.message), hint: fe.hint } };
+        return { name: j.name, host: j.host, role: j.role, ok: false, seconds: (Date.now() - t0) / 1000, error: { code: fe.code, message: o.host.redact(fe.message), hint: fe.hint } } as JoinOutcome;
       }
     }),
   );
+  const joined = hosts.filter((h) => rows.find((r) => r.name === h.name)?.ok);
+  if (joined.length) {
+    // New nodes get DNS records; new servers become LB backends. The pods roll on the new ConfigMaps.
+    const nodes = await clusterNodes(o.host, o.answers);
+    for (const h of joined) {
+      const n = { name: h.name, ip: h.ip ?? h.host, role: h.role };
+      const i = nodes.findIndex((x) => x.name === h.name);
+      if (i >= 0) nodes[i] = n;
+      else nodes.push(n);
+    }
+    await saveClusterNodes(o.host, nodes);
+    o.reporter.info(`updating the site DNS records and LB backends for ${nodes.length} nodes`);
+    await applyBootstrap(o.host, bootstrapValues(o.answers, manifest, nodes), o.reporter, (l) => o.reporter.verbose(l), o.rolloutTimeoutMs ?? 300_000);
+  }
+  return rows;
 }
 
 export function formatJoinTable(rows: JoinOutcome[]): string {

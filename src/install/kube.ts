@@ -55,7 +55,8 @@ export async function waitForDaemonSets(kubeconfig: string, sets: { namespace: s
           const ready = ds.status?.numberReady ?? 0;
           const updated = ds.status?.updatedNumberScheduled ?? 0;
           const current = (ds.status?.observedGeneration ?? 0) >= (ds.metadata?.generation ?? 0);
-          return { s, want, ready, ok: current && want > 0 && ready >= want && updated >= want };
+          // A DaemonSet that targets no node (the LB before any agent joins) has nothing to roll out.
+          return { s, want, ready, ok: current && ready >= want && updated >= want };
         } catch (e) {
           throw kubeError(`cannot read DaemonSet ${s.namespace}/${s.name}`, e);
         }

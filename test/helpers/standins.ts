@@ -19,7 +19,8 @@ ${failOnce('kubeadm')}case "$1" in
   init)
     if [ "$2" = phase ]; then echo "[upload-certs] Using certificate key:"; echo "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; exit 0; fi
     mkdir -p "$FERRY_ROOT/etc/kubernetes/pki"
-    printf 'apiVersion: v1\\nkind: Config\\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\\ncontexts: [{name: k, context: {cluster: k, user: a}}]\\ncurrent-context: k\\nusers: [{name: a, user: {token: x}}]\\n' > "$FERRY_ROOT/etc/kubernetes/admin.conf"
+    api="https://127.0.0.1:1"; if [ -n "$FAKE_API_PORT_FILE" ]; then api="http://127.0.0.1:$(cat "$FAKE_API_PORT_FILE")"; fi
+    printf 'apiVersion: v1\\nkind: Config\\nclusters: [{name: k, cluster: {server: "%s", insecure-skip-tls-verify: true}}]\\ncontexts: [{name: k, context: {cluster: k, user: a}}]\\ncurrent-context: k\\nusers: [{name: a, user: {token: x}}]\\n' "$api" > "$FERRY_ROOT/etc/kubernetes/admin.conf"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$FERRY_ROOT/etc/kubernetes/pki/ca.key" -out "$FERRY_ROOT/etc/kubernetes/pki/ca.crt" -subj /CN=kubernetes -days 1 2>/dev/null
     echo "Your Kubernetes control-plane has initialized successfully!" ;;
   token) echo "abcdef.0123456789abcdef" ;;
@@ -30,6 +31,7 @@ esac
     modprobe: `#!/bin/sh\n${record}\nexit 0\n`,
     sysctl: `#!/bin/sh\n${record}\nexit 0\n`,
     kubelet: `#!/bin/sh\n${record}\nexit 0\n`,
+    helm: `#!/bin/sh\n${record}\nexit 0\n`,
   };
   for (const [name, body] of Object.entries(scripts)) {
     await fs.writeFile(path.join(dir, name), body, { mode: 0o755 });

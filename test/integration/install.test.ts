@@ -20,14 +20,24 @@ async function write(p: string, data: string | Buffer, mode = 0o644) {
   await fs.writeFile(p, data, { mode });
 }
 
-/** Runs bin/ferry with no network but loopback (unshare -n), stand-ins first on PATH. */
-function ferryOffline(args: string[], standins: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/**
+ * Runs bin/ferry with no network but loopback (unshare -n), stand-ins first on PATH, and the fake
+ * API server (test/helpers/fake-apiserver.mjs) inside the same namespace; its requests are
+ * recorded in `<standins>/api.jsonl`.
+ */
+function ferryOffline(args: string[], standins: string, apiMode = ''): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const cmd = `ip link set lo up && exec "${process.execPath}" "${FERRY}" ${args.map((a) => `'${a}'`).join(' ')}`;
-    execFile('unshare', ['-n', 'sh', '-c', cmd], { cwd: ROOT, env: { ...process.env, PATH: `${standins}:${process.env.PATH}` }, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+    const portFile = path.join(standins, `api-port-${Math.random().toString(36).slice(2)}`);
+    const api = `"${process.execPath}" "${ROOT}/test/helpers/fake-apiserver.mjs" "${portFile}" "${standins}/api.jsonl" ${apiMode} & api=$!; while [ ! -s "${portFile}" ]; do sleep 0.05; done`;
+    const cmd = `ip link set lo up && ${api}; "${process.execPath}" "${FERRY}" ${args.map((a) => `'${a}'`).join(' ')}; rc=$?; kill $api; exit $rc`;
+    execFile('unshare', ['-n', 'sh', '-c', cmd], { cwd: ROOT, env: { ...process.env, PATH: `${standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile }, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
+}
+
+async function apiRequests(standins: string): Promise<{ method: string; path: string; query: Record<string, string>; contentType?: string; body: string }[]> {
+  return (await fs.readFile(path.join(standins, 'api.jsonl'), 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
 }
 
 beforeAll(async () => {
@@ -102,7 +112,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--json']);
     expect(r.code).toBe(0);
     const plan = JSON.parse(r.stdout) as { steps: { id: string; done: boolean }[] };
-    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'kubeadm-init']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'kubeadm-init', 'cni', 'bootstrap']);
     expect(plan.steps.every((s) => !s.done)).toBe(true);
     expect(await fs.readdir(root)).toEqual([]);
   });
@@ -142,6 +152,14 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect((await fs.stat(path.join(root, 'etc/ferry/pki/ca.key'))).mode & 0o777).toBe(0o600);
     expect(await fs.readFile(path.join(root, 'etc/systemd/system/ferry-serve.service'), 'utf8')).toMatch(/ExecStart=\/var\/lib\/ferry\/runtime\/node \/var\/lib\/ferry\/ferry\/ferry\.mjs serve/);
     expect((await fs.readdir(path.join(root, 'var/log/ferry'))).some((f) => f.startsWith('install-'))).toBe(true);
+    // The DNS and LB DaemonSets went in by server-side apply, field manager ferry, then rolled out.
+    const api = await apiRequests(standins);
+    const applies = api.filter((q) => q.method === 'PATCH');
+    expect(applies.map((q) => q.path)).toEqual(expect.arrayContaining(['/api/v1/namespaces/ferry-system', '/apis/apps/v1/namespaces/ferry-system/daemonsets/ferry-dns', '/apis/apps/v1/namespaces/ferry-system/daemonsets/ferry-lb']));
+    expect(applies.every((q) => q.contentType === 'application/apply-patch+yaml' && q.query.fieldManager === 'ferry' && q.query.force === 'true')).toBe(true);
+    const corefile = applies.map((q) => JSON.parse(q.body) as { kind: string; data?: Record<string, string> }).find((o) => o.kind === 'ConfigMap' && o.data?.Corefile);
+    expect(corefile?.data?.Corefile).toContain('{$HOST_IP}');
+    expect(api.some((q) => q.method === 'GET' && q.path.endsWith('/daemonsets/ferry-dns'))).toBe(true);
 
     const again = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
     expect(again.code).toBe(0);
@@ -160,6 +178,16 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(second.code).toBe(0);
     for (const s of ['verify and unpack', 'install kubeadm', 'site CA', 'configure containerd']) expect(second.stderr).toMatch(new RegExp(`${s}.*: already done`));
     expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(2);
+  });
+
+  it('ends a rollout that never completes with a clear timeout', async () => {
+    const root = path.join(work, 'node3');
+    const standins = await writeStandins(path.join(work, 'standins3'));
+    const r = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--rollout-timeout', '3'], standins, 'never-ready');
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(/error\[ROLLOUT_TIMEOUT\]: step "apply the DNS .*" failed: timed out waiting for ferry-system\/ferry-dns \(0 of 1 ready\)/);
+    expect(r.stderr).toMatch(/hint: Look at the pods: kubectl -n ferry-system get pods/);
+    expect(r.stderr).toMatch(/rollout: ferry-dns 0\/1/);
   });
 
   it('stops without a terminal and without --answers, naming --answers', async () => {
@@ -219,6 +247,14 @@ join:
         { name: 'k8s-cluster.site.test', ip },
       ]);
       stops.push(dns.stop);
+      // The API server is a fake here too, now reachable from where ferry join runs.
+      const portFile = path.join(work, 'join-api-port');
+      const fakeApi = (await import('node:child_process')).spawn(process.execPath, [path.join(ROOT, 'test/helpers/fake-apiserver.mjs'), portFile, path.join(work, 'join-api.jsonl')], { stdio: 'ignore' });
+      stops.push(async () => void fakeApi.kill('SIGTERM'));
+      const { waitFor } = await import('../helpers/peers.js');
+      await waitFor(async () => (await fs.readFile(portFile, 'utf8').catch(() => '')).length > 0, 'the fake API server');
+      const adminConf = path.join(root, 'etc/kubernetes/admin.conf');
+      await fs.writeFile(adminConf, (await fs.readFile(adminConf, 'utf8')).replace(/http:\/\/127\.0\.0\.1:\d+/, `http://127.0.0.1:${await fs.readFile(portFile, 'utf8')}`));
       // The agent's key is known; the new server's is not yet, and is accepted explicitly.
       await fs.writeFile(lab.knownHosts, `${knownHostsLine(agent)}\n`);
       const remoteRoot = path.join(work, 'nodes', '{name}');
@@ -229,6 +265,14 @@ join:
       expect(j.stdout).toMatch(/^k8s-agent-01\s+\S+\s+agent\s+joined/m);
       expect(j.stdout).toMatch(/^k8s-server-02\s+\S+\s+server\s+joined/m);
       expect(await fs.readFile(lab.knownHosts, 'utf8')).toContain(server2.hostKeyPub.split(' ')[1]!);
+      // The DNS records and LB backends now list the joined nodes.
+      const applied = (await fs.readFile(path.join(work, 'join-api.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { method: string; body: string }).filter((q) => q.method === 'PATCH').map((q) => JSON.parse(q.body) as { kind: string; metadata: { name: string }; data?: Record<string, string> });
+      const lbCfg = applied.filter((x) => x.kind === 'ConfigMap').map((x) => Object.values(x.data ?? {}).join('\n')).join('\n');
+      expect(lbCfg).toContain(`${server2.ip}:6443`);
+      expect(lbCfg).toContain(`${ip}:6443`);
+      expect(lbCfg).not.toContain(`${agent.ip}:6443`);
+      expect(lbCfg).toMatch(/k8s-agent-01/);
+      expect(JSON.parse(await fs.readFile(path.join(root, 'etc/ferry/nodes.json'), 'utf8')).map((n: { name: string }) => n.name)).toEqual(['k8s-server-01', 'k8s-agent-01', 'k8s-server-02']);
 
       const first = await standinCalls(root);
       expect(first).toContain('kubeadm token create --ttl 1h');

@@ -1,0 +1,52 @@
+// A FAKE Kubernetes API server: no real apiserver can run here. It knows just enough to be a
+// target for server-side apply (discovery for v1 and apps/v1, PATCH with
+// application/apply-patch+yaml) and to report DaemonSet rollout status. Every request is
+// appended to a JSONL record file so tests can check exactly what ferry sent.
+//   node fake-apiserver.mjs PORTFILE RECORDFILE [never-ready]
+import { appendFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+
+const [portFile, recordFile, mode] = process.argv.slice(2);
+const store = new Map();
+const resources = {
+  '/api/v1': { groupVersion: 'v1', resources: [
+    { name: 'namespaces', namespaced: false, kind: 'Namespace', verbs: ['get', 'patch'] },
+    { name: 'configmaps', namespaced: true, kind: 'ConfigMap', verbs: ['get', 'patch'] },
+    { name: 'serviceaccounts', namespaced: true, kind: 'ServiceAccount', verbs: ['get', 'patch'] },
+  ] },
+  '/apis/apps/v1': { groupVersion: 'apps/v1', resources: [{ name: 'daemonsets', namespaced: true, kind: 'DaemonSet', verbs: ['get', 'patch'] }] },
+};
+
+const server = http.createServer((req, res) => {
+  let body = '';
+  req.on('data', (d) => (body += d));
+  req.on('end', () => {
+    const url = new URL(req.url, 'http://x');
+    appendFileSync(recordFile, `${JSON.stringify({ method: req.method, path: url.pathname, query: Object.fromEntries(url.searchParams), contentType: req.headers['content-type'], body })}\n`);
+    const send = (code, obj) => {
+      res.writeHead(code, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(obj));
+    };
+    if (req.method === 'GET' && resources[url.pathname]) return send(200, { kind: 'APIResourceList', ...resources[url.pathname] });
+    if (req.method === 'PATCH') {
+      if (req.headers['content-type'] !== 'application/apply-patch+yaml') return send(415, { kind: 'Status', status: 'Failure', message: 'only server-side apply here', code: 415 });
+      const obj = JSON.parse(body);
+      obj.metadata = { ...obj.metadata, generation: 1, uid: 'fake' };
+      store.set(url.pathname, obj);
+      return send(200, obj);
+    }
+    if (req.method === 'GET' && store.has(url.pathname)) {
+      const obj = structuredClone(store.get(url.pathname));
+      if (obj.kind === 'DaemonSet') {
+        const n = obj.metadata.name === 'ferry-lb' ? 0 : 1;
+        obj.status = mode === 'never-ready'
+          ? { desiredNumberScheduled: 1, numberReady: 0, updatedNumberScheduled: 0, observedGeneration: 1 }
+          : { desiredNumberScheduled: n, numberReady: n, updatedNumberScheduled: n, observedGeneration: 1 };
+      }
+      return send(200, obj);
+    }
+    send(404, { kind: 'Status', status: 'Failure', reason: 'NotFound', code: 404, message: `${url.pathname} not found` });
+  });
+});
+server.listen(0, '127.0.0.1', () => writeFileSync(portFile, String(server.address().port)));
+process.on('SIGTERM', () => process.exit(0));

@@ -172,4 +172,6 @@ export const Codes = {
   pkiMissing: 'PKI_MISSING',
   mirrorInvalid: 'MIRROR_INVALID',
   unitInvalid: 'UNIT_INVALID',
+  // The bootstrap chart's values (site DNS and API load balancer).
+  bootstrapValues: 'BOOTSTRAP_VALUES_INVALID',
 } as const;

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { Command } from 'commander';
 import { buildBundle, DEFAULT_PART_SIZE } from '../bundle/build.js';
 import { readBundleManifest } from '../bundle/inspect.js';
@@ -6,13 +5,11 @@ import { unpackBundle } from '../bundle/unpack.js';
 import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
 import { generateKey, loadPrivateKey, loadPublicKey, readPassphrase } from '../sign/keys.js';
 import { formatBytes, parseSize } from '../util/size.js';
-import { makeOutput, type GlobalOptions } from './output.js';
+import { makeOutput } from './output.js';
 import { confirm } from './prompt.js';
 import { addRegistryOptions, clientFrom, type RegistryFlags } from './registry-options.js';
+import { defaultLock, examples, globals } from './shared.js';
 
-const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
-const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals() as GlobalOptions;
-const defaultLock = (spec: string) => path.join(path.dirname(path.dirname(path.resolve(spec))), 'images.lock');
 
 export function keyCommand(): Command {
   const key = new Command('key').description('the bundle signing key');

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { Command } from 'commander';
 import { pullImages, pushStore } from '../bundle/images.js';
 import { Codes, DriftError } from '../errors.js';
@@ -8,12 +7,10 @@ import { bundleSpecSchema } from '../spec/schema.js';
 import { loadSpec } from '../spec/spec.js';
 import { cacheStoreDir } from '../util/paths.js';
 import { formatBytes } from '../util/size.js';
-import { makeOutput, type GlobalOptions } from './output.js';
+import { makeOutput } from './output.js';
 import { addRegistryOptions, clientFrom, intOption, type RegistryFlags } from './registry-options.js';
+import { defaultLock, examples, globals } from './shared.js';
 
-const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
-const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals() as GlobalOptions;
-const defaultLock = (spec: string) => path.join(path.dirname(path.dirname(path.resolve(spec))), 'images.lock');
 
 export function lockCommand(): Command {
   const cmd = new Command('lock')

@@ -8,12 +8,10 @@ import { firstServerSteps } from '../install/first-server.js';
 import { Host } from '../install/host.js';
 import { describePlan, formatPlan, runPlan } from '../install/plan.js';
 import { loadPublicKey } from '../sign/keys.js';
-import { makeOutput, type GlobalOptions } from './output.js';
+import { makeOutput } from './output.js';
 import { canPrompt, confirm, input, select } from './prompt.js';
+import { collectCsv, examples, globals } from './shared.js';
 
-const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
-const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals() as GlobalOptions;
-const collect = (v: string, prev: string[] = []) => [...prev, ...v.split(',')];
 
 const KNOWN_CNIS = ['flannel', 'calico', 'tigera-operator', 'cilium'];
 
@@ -81,7 +79,7 @@ export function installCommand(): Command {
     .option('--save-answers <file>', 'where to save the answers given at the prompts', '/etc/ferry/answers.yaml')
     .option('--dry-run', 'print the plan (with --json as JSON) and change nothing')
     .option('--root <dir>', 'put every host file under this prefix (for tests and image builds)', '/')
-    .option('--ignore-preflight <checks>', 'skip these preflight checks (root,arch,swap,ports,disk,clock)', collect)
+    .option('--ignore-preflight <checks>', 'skip these preflight checks (root,arch,swap,ports,disk,clock)', collectCsv)
     .option('--yes', 'do not ask for confirmation of the summary')
     .option('--rollout-timeout <seconds>', 'how long to wait for the DNS and LB DaemonSets', '300')
     .addHelpText('after', examples([
@@ -143,7 +141,7 @@ export function joinCommand(): Command {
     .description('join servers and agents to the cluster over SSH, by the cluster FQDN, using only bundled content')
     .requiredOption('--answers <file>', 'answers file with join: hosts and ssh: settings')
     .option('--bundle <file>', 'the bundle file, for joining servers (they verify and serve it too)')
-    .option('--only <names>', 'join only these nodes (comma-separated)', collect)
+    .option('--only <names>', 'join only these nodes (comma-separated)', collectCsv)
     .option('--accept-new-host-keys', 'record host keys that known_hosts has never seen (never a changed one)')
     .option('--root <dir>', "this server's host-file prefix (for tests)", '/')
     .option('--remote-root <dir>', 'host-file prefix on each joining node, {name} is replaced (for tests)')

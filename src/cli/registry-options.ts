@@ -4,8 +4,8 @@ import { Codes, UsageError } from '../errors.js';
 import { CredentialStore } from '../oci/auth.js';
 import { RegistryClient } from '../oci/client.js';
 import type { Reporter } from '../util/progress.js';
+import { collect } from './shared.js';
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export interface RegistryFlags {
   creds?: string[];

@@ -4,12 +4,10 @@ import { Codes, UsageError } from '../errors.js';
 import { writeContainerdConfig } from '../install/containerd.js';
 import { startServer } from '../oci/server.js';
 import { initPki, issueServerCert } from '../sign/pki.js';
-import { makeOutput, type GlobalOptions } from './output.js';
+import { makeOutput } from './output.js';
 import { intOption } from './registry-options.js';
+import { collect, examples, globals } from './shared.js';
 
-const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
-const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals() as GlobalOptions;
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function serveCommand(): Command {
   return new Command('serve')

@@ -139,7 +139,7 @@ export function installCommand(): Command {
 export function joinCommand(): Command {
   return new Command('join')
     .description('join servers and agents to the cluster over SSH, by the cluster FQDN, using only bundled content')
-    .requiredOption('--answers <file>', 'answers file with join: hosts and ssh: settings')
+    .option('--answers <file>', 'answers file with join: hosts and ssh: settings (default: the one ferry install saved)')
     .option('--bundle <file>', 'the bundle file, for joining servers (they verify and serve it too)')
     .option('--only <names>', 'join only these nodes (comma-separated)', collectCsv)
     .option('--accept-new-host-keys', 'record host keys that known_hosts has never seen (never a changed one)')
@@ -150,11 +150,15 @@ export function joinCommand(): Command {
       'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar',
       'ferry join --answers answers.yaml --only k8s-agent-01 --json',
     ]))
-    .action(async (o: { answers: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string }, c: Command) => {
+    .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string }, c: Command) => {
       const out = makeOutput(globals(c));
       const { joinNodes, formatJoinTable } = await import('../install/join.js');
-      const answers = await loadAnswers(o.answers);
       const host = new Host(path.resolve(o.root));
+      const answers = await loadAnswers(o.answers ?? host.p('/etc/ferry/answers.yaml'));
+      if (!answers.join?.length) {
+        if (!canPrompt()) throw new FerryError(Codes.promptNoTty, 'no hosts to join, and no terminal to ask for them', { exit: 'usage', hint: 'List them under join: in an answers file and pass --answers FILE.' });
+        answers.join = await askJoinHosts(answers);
+      }
       const rows = await joinNodes({
         host,
         answers,
@@ -179,6 +183,24 @@ export function joinCommand(): Command {
         });
       }
     });
+}
+
+/** Asks for the hosts to join, one at a time, until an empty address. */
+async function askJoinHosts(a: InstallAnswers): Promise<NonNullable<InstallAnswers['join']>> {
+  const hint = '--answers FILE with a join: list';
+  const out: NonNullable<InstallAnswers['join']> = [];
+  for (;;) {
+    const host = await input(`Address of node ${out.length + 1} to join (empty when done)`, hint, { default: '' });
+    if (!host) return out;
+    const name = await input(`Node name for ${host}`, hint, {
+      validate: (v) => {
+        const probs = answerProblems({ ...a, join: [...out, { host, name: v, role: 'agent' }] }).filter((p) => p.path[0] === 'join');
+        return probs.length ? probs.map((p) => p.msg).join('; ') : true;
+      },
+    });
+    const role = await select(`Role of ${name}`, hint, [{ value: 'agent' as const, name: 'agent (worker)' }, { value: 'server' as const, name: 'server (control plane)' }]);
+    out.push({ host, name, role });
+  }
 }
 
 /** Run by ferry join on the joining node over SSH; reads its orders (and secrets) from stdin. */

@@ -78,6 +78,8 @@ export class Host {
           );
         } else resolve(r);
       });
+      // A command that exits without reading its input must not crash us with EPIPE.
+      child.stdin.on('error', () => {});
       child.stdin.end(opts.input ?? '');
     });
   }

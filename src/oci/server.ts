@@ -814,6 +814,8 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = process.hrtime.bigint();
+    // Read the peer now: once the socket closes, remoteAddress is gone.
+    const peer = req.socket.remoteAddress ?? '-';
     const c: Ctx = { req, res, route: 'other', sent: 0, head: req.method === 'HEAD' };
     metrics.inFlight++;
     res.once('close', () => {
@@ -822,7 +824,7 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
       metrics.count(c.route, req.method ?? '', status, c.sent);
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       log(
-        `${clean(req.socket.remoteAddress ?? '-', 64)} "${clean(req.method ?? '-', 20)} ${clean(req.url ?? '')} HTTP/${req.httpVersion}" ${status} ${c.sent} ${ms.toFixed(1)}ms${res.writableFinished ? '' : ' aborted'} "${clean(String(req.headers['user-agent'] ?? '-'), 200)}"`,
+        `${clean(peer, 64)} "${clean(req.method ?? '-', 20)} ${clean(req.url ?? '')} HTTP/${req.httpVersion}" ${status} ${c.sent} ${ms.toFixed(1)}ms${res.writableFinished ? '' : ' aborted'} "${clean(String(req.headers['user-agent'] ?? '-'), 200)}"`,
       );
     });
     req.on('error', () => {});

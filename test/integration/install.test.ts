@@ -30,7 +30,7 @@ function ferryOffline(args: string[], standins: string, apiMode = ''): Promise<{
     const portFile = path.join(standins, `api-port-${Math.random().toString(36).slice(2)}`);
     const api = `"${process.execPath}" "${ROOT}/test/helpers/fake-apiserver.mjs" "${portFile}" "${standins}/api.jsonl" ${apiMode} & api=$!; while [ ! -s "${portFile}" ]; do sleep 0.05; done`;
     const cmd = `ip link set lo up && ${api}; "${process.execPath}" "${FERRY}" ${args.map((a) => `'${a}'`).join(' ')}; rc=$?; kill $api; exit $rc`;
-    execFile('unshare', ['-n', 'sh', '-c', cmd], { cwd: ROOT, env: { ...process.env, PATH: `${standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile }, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+    execFile('unshare', ['-n', 'sh', '-c', cmd], { cwd: ROOT, env: { ...process.env, PATH: `${standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile }, timeout: 170_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
@@ -239,6 +239,7 @@ join:
       );
       const inst = await ferryOffline(['install', bundle, '--trust', pub, '--answers', ans, '--root', root, '--ignore-preflight', 'ports'], standins);
       expect(inst.stderr).not.toMatch(/error\[/);
+      expect(inst.code, inst.stderr).toBe(0);
       // What systemd does on a real server: start the site service and serve the site DNS.
       const serve = (await import('node:child_process')).spawn(process.execPath, [FERRY, 'serve', '--bundle', path.join(root, 'var/lib/ferry/bundle'), '--listen', `${ip}:5443`, '--tls-cert', path.join(root, 'etc/ferry/pki/registry.crt'), '--tls-key', path.join(root, 'etc/ferry/pki/registry.key')], { stdio: 'ignore' });
       stops.push(async () => void serve.kill('SIGTERM'));

@@ -1,11 +1,13 @@
-import { KubeConfig, KubernetesObjectApi, PatchStrategy, type KubernetesObject } from '@kubernetes/client-node';
+import type { KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
 import { Codes, FerryError } from '../errors.js';
 import { sleep } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 
 export const FIELD_MANAGER = 'ferry';
 
-function client(kubeconfig: string): KubernetesObjectApi {
+/** The client library is large: it loads only when ferry talks to a cluster. */
+async function client(kubeconfig: string): Promise<KubernetesObjectApi> {
+  const { KubeConfig, KubernetesObjectApi } = await import('@kubernetes/client-node');
   const kc = new KubeConfig();
   try {
     kc.loadFromFile(kubeconfig);
@@ -23,7 +25,8 @@ function kubeError(what: string, e: unknown): FerryError {
 
 /** Server-side apply of each object, in order, as field manager "ferry" (forcing ownership). */
 export async function applyObjects(kubeconfig: string, objects: KubernetesObject[], log: (l: string) => void = () => {}): Promise<void> {
-  const api = client(kubeconfig);
+  const api = await client(kubeconfig);
+  const { PatchStrategy } = await import('@kubernetes/client-node');
   for (const o of objects) {
     const id = `${o.kind}/${o.metadata?.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata?.name}`;
     try {
@@ -42,7 +45,7 @@ interface DaemonSetStatus {
 
 /** Waits until every DaemonSet has rolled out on every node it targets, or times out clearly. */
 export async function waitForDaemonSets(kubeconfig: string, sets: { namespace: string; name: string }[], opts: { timeoutMs?: number; intervalMs?: number; reporter?: Reporter } = {}): Promise<void> {
-  const api = client(kubeconfig);
+  const api = await client(kubeconfig);
   const reporter = opts.reporter ?? silentReporter;
   const deadline = Date.now() + (opts.timeoutMs ?? 300_000);
   let last = '';

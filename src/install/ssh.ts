@@ -1,7 +1,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Client, type ConnectConfig, type SFTPWrapper } from 'ssh2';
+import type { Client, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { Codes, FerryError } from '../errors.js';
 
 /** `SHA256:<base64>` without padding, as `ssh-keygen -l` prints it. */
@@ -83,6 +83,8 @@ export class SshSession {
     } catch (e) {
       throw new FerryError(Codes.sshConnect, `cannot read SSH identity ${t.identityFile}: ${(e as Error).message}`, { exit: 'usage', hint: 'Set ssh.identityFile in the answers to a private key the nodes accept.', cause: e });
     }
+    // ssh2 loads only when ferry joins nodes.
+    const { Client } = await import('ssh2');
     const c = new Client();
     let refusal: FerryError | undefined;
     const cfg: ConnectConfig = {

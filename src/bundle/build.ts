@@ -48,12 +48,33 @@ export interface BundleManifest {
   entries: number;
 }
 
-/** Where the single-file ferry CLI lives: dist/ferry.mjs beside the compiled sources. */
-export function defaultFerryMjs(): string {
+/**
+ * Where the bundled ferry lives: dist/ferry/ (ferry.mjs and its lazily loaded chunks) beside the
+ * compiled sources, or the directory of the running ferry.mjs, so a bundle carries the very ferry
+ * that built it.
+ */
+export function defaultFerryDir(): string {
   const here = fileURLToPath(import.meta.url);
-  // Running as the single file already: a bundle carries the very ferry that built it.
-  if (path.basename(here) === 'ferry.mjs') return here;
-  return path.resolve(path.dirname(here), '..', 'ferry.mjs');
+  if (path.basename(here) === 'ferry.mjs') return path.dirname(here);
+  return path.resolve(path.dirname(here), '..', 'ferry');
+}
+
+/** Every file of the bundled ferry, as archive entries under ferry/. */
+async function ferryEntries(dir: string): Promise<ArchiveEntry[]> {
+  const out: ArchiveEntry[] = [];
+  const walk = async (rel: string) => {
+    for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) await walk(r);
+      else if (e.isFile() && r.endsWith('.mjs')) {
+        const h = await hashFile(path.join(dir, r));
+        out.push({ path: `ferry/${r}`, size: h.size, sha256: h.digest.slice(7), source: path.join(dir, r), mode: 0o644 });
+      }
+    }
+  };
+  await walk('');
+  if (!out.some((e) => e.path === 'ferry/ferry.mjs')) throw new Error(`${dir} has no ferry.mjs`);
+  return out;
 }
 
 export const INSTALL_SH = `#!/bin/sh
@@ -88,7 +109,8 @@ export interface BuildOptions {
   client: RegistryClient;
   reporter?: Reporter;
   updateLock?: boolean;
-  ferryMjs?: string;
+  /** The bundled ferry's directory (ferry.mjs and chunks/); default dist/ferry. */
+  ferryDir?: string;
   /** Override the creation time (also from SOURCE_DATE_EPOCH). */
   created?: Date;
 }
@@ -183,12 +205,12 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   reporter.info(`runtime: Node.js for ${platforms.join(', ')}`);
   const runtimes: FetchedRuntime[] = await fetchRuntimes(platforms, spec.spec.spec.runtime?.node ?? {}, fileCache, fetchOpts);
 
-  const ferryMjs = o.ferryMjs ?? defaultFerryMjs();
-  let ferryHash;
+  const ferryDir = o.ferryDir ?? defaultFerryDir();
+  let ferryFiles: ArchiveEntry[];
   try {
-    ferryHash = await hashFile(ferryMjs);
+    ferryFiles = await ferryEntries(ferryDir);
   } catch (e) {
-    throw new FerryError(Codes.bundleBuild, `the single-file ferry (${ferryMjs}) is missing`, { exit: 'io', hint: 'Run `npm run build` (npm ci does it) to make dist/ferry.mjs.', cause: e });
+    throw new FerryError(Codes.bundleBuild, `the bundled ferry (${ferryDir}/ferry.mjs) is missing`, { exit: 'io', hint: 'Run `npm run build` (npm ci does it) to make dist/ferry/.', cause: e });
   }
 
   const named: { name: string; desc: Descriptor }[] = [];
@@ -210,7 +232,7 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   const bytesEntry = (p: string, b: Buffer): ArchiveEntry => ({ path: p, size: b.length, sha256: sha256Hex(b), source: b, mode: modeFor(p) });
   const content: ArchiveEntry[] = [
     bytesEntry('install.sh', install),
-    { path: 'ferry/ferry.mjs', size: ferryHash.size, sha256: ferryHash.digest.slice(7), source: ferryMjs, mode: 0o644 },
+    ...ferryFiles,
     bytesEntry('images/oci-layout', ociLayout),
     bytesEntry('images/index.json', store.index),
     ...store.entries,

@@ -225,8 +225,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         await fs.copyFile(host.p(`${BUNDLE_DIR}/${rt.path}`), host.p(`${FERRY_ROOT}/runtime/node`));
         await fs.chmod(host.p(`${FERRY_ROOT}/runtime/node`), 0o755);
       }
-      await fs.mkdir(host.p(`${FERRY_ROOT}/ferry`), { recursive: true });
-      await fs.copyFile(host.p(`${BUNDLE_DIR}/ferry/ferry.mjs`), host.p(`${FERRY_ROOT}/ferry/ferry.mjs`));
+      await fs.rm(host.p(`${FERRY_ROOT}/ferry`), { recursive: true, force: true });
+      await fs.cp(host.p(`${BUNDLE_DIR}/ferry`), host.p(`${FERRY_ROOT}/ferry`), { recursive: true });
     }),
     markerStep(ctx, 'kernel', 'load kernel modules and set sysctls for Kubernetes networking', async () => MODULES_CONF + SYSCTL_CONF, async (log) => {
       await host.write('/etc/modules-load.d/ferry-kubernetes.conf', MODULES_CONF);

@@ -36,6 +36,17 @@ export interface JoinOutcome {
   error?: { code: string; message: string; hint?: string };
 }
 
+/** Files below a directory, relative, sorted. */
+async function listFiles(dir: string, rel = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
+    const r = rel ? `${rel}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...(await listFiles(dir, r)));
+    else if (e.isFile()) out.push(r);
+  }
+  return out.sort();
+}
+
 const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const expandHome = (p: string) => (p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p);
 
@@ -75,7 +86,7 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
     if (!rt) throw new FerryError(Codes.joinFailed, `${j.name} is ${uname.stdout.trim()}; the bundle has no runtime for it`, { exit: 'usage', hint: `The bundle carries ${manifest.platforms.join(', ')}.` });
     say('uploading the runtime and ferry');
     await s.upload(o.host.p(`${BUNDLE_DIR}/${rt.path}`), rp(`${FERRY_ROOT}/runtime/node`), 0o755);
-    await s.upload(o.host.p(`${BUNDLE_DIR}/ferry/ferry.mjs`), rp(`${FERRY_ROOT}/ferry/ferry.mjs`));
+    for (const f of await listFiles(o.host.p(`${BUNDLE_DIR}/ferry`))) await s.upload(o.host.p(`${BUNDLE_DIR}/ferry/${f}`), rp(`${FERRY_ROOT}/ferry/${f}`));
     await s.upload(o.host.p(`${PKI_DIR}/ca.crt`), rp(`${PKI_DIR}/ca.crt`));
     let bundleArg = '';
     if (j.role === 'server') {

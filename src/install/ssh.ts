@@ -84,7 +84,9 @@ export class SshSession {
       throw new FerryError(Codes.sshConnect, `cannot read SSH identity ${t.identityFile}: ${(e as Error).message}`, { exit: 'usage', hint: 'Set ssh.identityFile in the answers to a private key the nodes accept.', cause: e });
     }
     // ssh2 loads only when ferry joins nodes.
-    const { Client } = await import('ssh2');
+    // ssh2 is CommonJS: bundlers put its exports on the default export.
+    const mod = (await import('ssh2')) as typeof import('ssh2') & { default?: typeof import('ssh2') };
+    const Client = mod.Client ?? mod.default!.Client;
     const c = new Client();
     let refusal: FerryError | undefined;
     const cfg: ConnectConfig = {

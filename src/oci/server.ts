@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
 import net from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
@@ -857,7 +858,19 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
   let server: http.Server | https.Server;
   try {
     server = tlsOpts
-      ? https.createServer({ ...common, ...tlsOpts, minVersion: 'TLSv1.2', handshakeTimeout: Math.min(10_000, limits.requestTimeoutMs) }, onRequest)
+      ? https.createServer(
+          {
+            ...common,
+            ...tlsOpts,
+            minVersion: 'TLSv1.2',
+            handshakeTimeout: Math.min(10_000, limits.requestTimeoutMs),
+            // AES-128-GCM first: as strong as any site needs and cheaper per byte than AES-256,
+            // which matters because every blob byte is encrypted on one thread.
+            ciphers: `TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:${tls.DEFAULT_CIPHERS}`,
+            honorCipherOrder: true,
+          },
+          onRequest,
+        )
       : http.createServer(common, onRequest);
   } catch (e) {
     throw new UsageError(Codes.pkiInvalid, `cannot use the TLS certificate and key: ${(e as Error).message}`, {

@@ -293,6 +293,13 @@ join:
         expect(await fs.readFile(path.join(r, 'etc/containerd/certs.d', reg.host, 'hosts.toml'), 'utf8')).toMatch(/^server = "https:\/\/registry\.site\.test:5443/m);
       }
       expect(await fs.readFile(path.join(agentRoot, 'etc/resolv.conf'), 'utf8')).toMatch(new RegExp(`nameserver ${agent.ip}\\nnameserver ${ip}`));
+      // From inside each host's namespace, the site DNS its resolver lists answers the cluster FQDN.
+      for (const [h, r] of [[agent, agentRoot], [server2, serverRoot]] as const) {
+        const servers = (await fs.readFile(path.join(r, 'etc/resolv.conf'), 'utf8')).split('\n').filter((l) => l.startsWith('nameserver ')).map((l) => l.slice(11));
+        expect(servers).toContain(ip);
+        const { stdout } = await execFileP('ip', ['netns', 'exec', h.ns, 'dig', '+short', '+time=2', '+tries=1', `@${ip}`, 'k8s-cluster.site.test']);
+        expect(stdout.trim()).toBe(ip);
+      }
       // The new server serves the bundle too, with its own registry certificate, and maps the FQDN to itself.
       expect(JSON.parse(await fs.readFile(path.join(serverRoot, 'var/lib/ferry/bundle/bundle.json'), 'utf8')).name).toBe('k8s');
       await execFileP('openssl', ['verify', '-CAfile', path.join(root, 'etc/ferry/pki/ca.crt'), path.join(serverRoot, 'etc/ferry/pki/registry.crt')]);

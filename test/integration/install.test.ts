@@ -311,6 +311,23 @@ join:
       expect(logs).not.toContain('0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef');
       expect(j.stdout + j.stderr).not.toContain('abcdef.0123456789abcdef');
 
+      // containerd on the joined agent, with the files ferry wrote there (resolver, site CA,
+      // hosts.toml), pulls by upstream name from the site service, which it finds by FQDN.
+      const ctd = path.join(work, 'agent-containerd');
+      await write(path.join(ctd, 'config.toml'), `version = 2\nroot = "${ctd}/root"\nstate = "${ctd}/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "${ctd}/sock"\n[ttrpc]\n  address = "${ctd}/sock.ttrpc"\n`);
+      const inAgent = [
+        `mount --bind ${agentRoot}/etc/resolv.conf /etc/resolv.conf`,
+        `mkdir -p /etc/ferry && mount --bind ${agentRoot}/etc/ferry /etc/ferry`,
+        `containerd --config ${ctd}/config.toml > ${ctd}/containerd.log 2>&1 & c=$!`,
+        `for i in $(seq 100); do ctr -a ${ctd}/sock version >/dev/null 2>&1 && break; sleep 0.1; done`,
+        `ctr -a ${ctd}/sock images pull --hosts-dir ${agentRoot}/etc/containerd/certs.d ${reg.host}/k8s/pause:3.10; rc=$?`,
+        `ctr -a ${ctd}/sock images ls -q`,
+        'kill $c; wait $c; exit $rc',
+      ].join('\n');
+      const pulled = await execFileP('ip', ['netns', 'exec', agent.ns, 'unshare', '-m', '--propagation', 'private', 'sh', '-c', inAgent], { timeout: 90_000 });
+      expect(pulled.stdout).toContain(`${reg.host}/k8s/pause:3.10`);
+      await execFileP('sh', ['-c', `grep -o '${ctd}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l`]).catch(() => {});
+
       // A changed host key is refused before anything runs on that host.
       await fs.writeFile(lab.knownHosts, `${agent.ip} ${server2.hostKeyPub.split(' ').slice(0, 2).join(' ')}\n`);
       const fresh = path.join(work, 'nodes-mismatch', '{name}');

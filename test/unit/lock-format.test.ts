@@ -52,3 +52,17 @@ describe('the lock file', () => {
     ]);
   });
 });
+
+describe('the shipped images.lock', () => {
+  it('parses, pins nothing yet, and makes pulls name every image it lacks', async () => {
+    const { readLock } = await import('../../src/spec/lock.js');
+    const { loadSpec } = await import('../../src/spec/spec.js');
+    const { ROOT } = await import('../helpers/cli.js');
+    const lock = await readLock(`${ROOT}/images.lock`);
+    const spec = await loadSpec(`${ROOT}/bundle-spec/kubernetes.yaml`);
+    expect(lock.spec.name).toBe(spec.spec.metadata.name);
+    const drift = specLockDrift(spec, lock);
+    expect(drift.map((d) => d.name).sort()).toEqual(spec.images.map((i) => i.name).sort());
+    expect(drift.every((d) => d.problem === 'is in the spec but not in the lock')).toBe(true);
+  });
+});

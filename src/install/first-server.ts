@@ -107,7 +107,8 @@ export async function preflight(ctx: InstallContext, manifest: Pick<BundleManife
   if (!manifest.platforms.includes(arch)) add('arch', `this machine is ${arch}, the bundle carries ${manifest.platforms.join(', ')}`);
   const swaps = (await fs.readFile('/proc/swaps', 'utf8').catch(() => '')).trim().split('\n').slice(1).filter(Boolean);
   if (swaps.length) add('swap', `swap is on (${swaps.map((l) => l.split(/\s+/)[0]).join(', ')}); kubelet needs it off: swapoff -a, and remove it from /etc/fstab`);
-  if (!(await ctx.host.read(ADMIN_CONF))) {
+  // Once ferry has started its services (a re-run after a failure), the ports are ours.
+  if (!(await ctx.host.read(ADMIN_CONF)) && !(await ctx.host.read(`${STATE}/services`))) {
     for (const port of [API_PORT, 10250, 10257, 10259, 2379, 2380, SITE_PORT]) {
       const free = await new Promise<boolean>((resolve) => {
         const s = net.createServer();

@@ -1,0 +1,44 @@
+import net from 'node:net';
+import path from 'node:path';
+import { promises as fs } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { preflight } from '../../src/install/first-server.js';
+import { Host } from '../../src/install/host.js';
+import { silentReporter } from '../../src/util/progress.js';
+import { tmpdir } from '../helpers/peers.js';
+
+const manifest = { platforms: ['linux/amd64', 'linux/arm64'], contentSize: 1000, created: new Date(0).toISOString() };
+
+async function ctxFor(root: string) {
+  return {
+    host: new Host(root),
+    bundle: 'unused',
+    answers: { apiVersion: 'ferry.dev/v1alpha1' as const, kind: 'InstallAnswers' as const, domain: 'site.test', node: { name: 'n1', ip: '127.0.0.1' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12' },
+    verify: {},
+    reporter: silentReporter,
+    ignorePreflight: ['root', 'swap', 'disk'],
+  };
+}
+
+describe('preflight', () => {
+  it('names a port that is taken, and stops checking ports once ferry runs its own services', async () => {
+    const root = await tmpdir();
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(10259, '127.0.0.1', r));
+    try {
+      const first = await preflight(await ctxFor(root), manifest);
+      expect(first.join('\n')).toMatch(/ports: port 10259 on 127\.0\.0\.1 is in use/);
+      await fs.mkdir(path.join(root, 'var/lib/ferry/state'), { recursive: true });
+      await fs.writeFile(path.join(root, 'var/lib/ferry/state/services'), 'started');
+      expect((await preflight(await ctxFor(root), manifest)).filter((p) => p.startsWith('ports'))).toEqual([]);
+    } finally {
+      holder.close();
+    }
+  });
+
+  it('refuses a machine whose architecture the bundle does not carry, and a clock before the bundle', async () => {
+    const p = await preflight(await ctxFor(await tmpdir()), { platforms: ['linux/s390x'], contentSize: 1, created: new Date(Date.now() + 86_400_000).toISOString() });
+    expect(p.join('\n')).toMatch(/arch: this machine is linux\/\w+, the bundle carries linux\/s390x/);
+    expect(p.join('\n')).toMatch(/clock: the clock says .* before the bundle was made/);
+  });
+});

@@ -2,11 +2,11 @@
 // target for server-side apply (discovery for v1 and apps/v1, PATCH with
 // application/apply-patch+yaml) and to report DaemonSet rollout status. Every request is
 // appended to a JSONL record file so tests can check exactly what ferry sent.
-//   node fake-apiserver.mjs PORTFILE RECORDFILE [never-ready]
+//   node fake-apiserver.mjs PORTFILE RECORDFILE [never-ready|ready] [PORT]
 import { appendFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 
-const [portFile, recordFile, mode] = process.argv.slice(2);
+const [portFile, recordFile, mode, port] = process.argv.slice(2);
 const store = new Map();
 const resources = {
   '/api/v1': { groupVersion: 'v1', resources: [
@@ -48,5 +48,5 @@ const server = http.createServer((req, res) => {
     send(404, { kind: 'Status', status: 'Failure', reason: 'NotFound', code: 404, message: `${url.pathname} not found` });
   });
 });
-server.listen(0, '127.0.0.1', () => writeFileSync(portFile, String(server.address().port)));
+server.listen(Number(port ?? 0), '127.0.0.1', () => writeFileSync(portFile, String(server.address().port)));
 process.on('SIGTERM', () => process.exit(0));

@@ -21,20 +21,24 @@ async function write(p: string, data: string | Buffer, mode = 0o644) {
 }
 
 /**
- * Runs bin/ferry with no network but loopback (unshare -n), stand-ins first on PATH, and the fake
- * API server (test/helpers/fake-apiserver.mjs) inside the same namespace; its requests are
- * recorded in `<standins>/api.jsonl`.
+ * Runs bin/ferry with no route beyond this machine: in a fresh network namespace with only
+ * loopback (unshare -n), or in a lab host's namespace (no route beyond the test bridge). Stand-ins
+ * come first on PATH, and the fake API server (test/helpers/fake-apiserver.mjs) runs in the same
+ * namespace, recording its requests in `record` (default `<standins>/api.jsonl`).
  */
-function ferryOffline(args: string[], standins: string, apiMode = ''): Promise<{ code: number; stdout: string; stderr: string }> {
+function runFerry(o: { args: string[]; standins: string; apiMode?: string; netns?: string; apiPort?: number; record?: string }): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const portFile = path.join(standins, `api-port-${Math.random().toString(36).slice(2)}`);
-    const api = `"${process.execPath}" "${ROOT}/test/helpers/fake-apiserver.mjs" "${portFile}" "${standins}/api.jsonl" ${apiMode} & api=$!; while [ ! -s "${portFile}" ]; do sleep 0.05; done`;
-    const cmd = `ip link set lo up && ${api}; "${process.execPath}" "${FERRY}" ${args.map((a) => `'${a}'`).join(' ')}; rc=$?; kill $api; exit $rc`;
-    execFile('unshare', ['-n', 'sh', '-c', cmd], { cwd: ROOT, env: { ...process.env, PATH: `${standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile }, timeout: 170_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+    const portFile = path.join(o.standins, `api-port-${Math.random().toString(36).slice(2)}`);
+    const api = `"${process.execPath}" "${ROOT}/test/helpers/fake-apiserver.mjs" "${portFile}" "${o.record ?? `${o.standins}/api.jsonl`}" ${o.apiMode ?? 'ready'} ${o.apiPort ?? 0} & api=$!; while [ ! -s "${portFile}" ]; do sleep 0.05; done`;
+    const cmd = `ip link set lo up && ${api}; "${process.execPath}" "${FERRY}" ${o.args.map((a) => `'${a}'`).join(' ')}; rc=$?; kill $api; exit $rc`;
+    const argv = o.netns ? ['ip', ['netns', 'exec', o.netns, 'sh', '-c', cmd]] as const : ['unshare', ['-n', 'sh', '-c', cmd]] as const;
+    execFile(argv[0], [...argv[1]], { cwd: ROOT, env: { ...process.env, PATH: `${o.standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile }, timeout: 170_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
+
+const ferryOffline = (args: string[], standins: string, apiMode = '') => runFerry({ args, standins, apiMode: apiMode || 'ready' });
 
 async function apiRequests(standins: string): Promise<{ method: string; path: string; query: Record<string, string>; contentType?: string; body: string }[]> {
   return (await fs.readFile(path.join(standins, 'api.jsonl'), 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
@@ -214,12 +218,14 @@ describe('ferry join over SSH to hosts in network namespaces (kubeadm and system
     const { startNamed } = await import('../helpers/dns.js');
     const labDir = path.join(work, 'lab');
     await fs.mkdir(labDir);
-    const lab = await startLab(labDir, ['k8s-agent-01', 'k8s-server-02']);
+    // Three hosts, each a network namespace on a bridge with its own sshd: nothing routes further.
+    const lab = await startLab(labDir, ['k8s-server-01', 'k8s-agent-01', 'k8s-server-02']);
     const stops: (() => Promise<void>)[] = [lab.down];
     try {
-      const [agent, server2] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0]];
-      const ip = lab.gatewayIp;
-      // The first server: a real ferry install under --root on the bridge address.
+      const [first1, agent, server2] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0], typeof lab.hosts[0]];
+      const ip = first1.ip;
+      const apiPort = 16443;
+      // The first server: a real ferry install in its namespace, under --root.
       const root = path.join(work, 'first');
       const standins = await writeStandins(path.join(work, 'standins-join'));
       const ans = path.join(work, 'join-answers.yaml');
@@ -237,29 +243,22 @@ join:
   - {host: ${server2.ip}, name: k8s-server-02, role: server}
 `,
       );
-      const inst = await ferryOffline(['install', bundle, '--trust', pub, '--answers', ans, '--root', root, '--ignore-preflight', 'ports'], standins);
+      const inst = await runFerry({ args: ['install', bundle, '--trust', pub, '--answers', ans, '--root', root], standins, netns: first1.ns, apiPort });
       expect(inst.stderr).not.toMatch(/error\[/);
       expect(inst.code, inst.stderr).toBe(0);
       // What systemd does on a real server: start the site service and serve the site DNS.
-      const serve = (await import('node:child_process')).spawn(process.execPath, [FERRY, 'serve', '--bundle', path.join(root, 'var/lib/ferry/bundle'), '--listen', `${ip}:5443`, '--tls-cert', path.join(root, 'etc/ferry/pki/registry.crt'), '--tls-key', path.join(root, 'etc/ferry/pki/registry.key')], { stdio: 'ignore' });
+      const serve = (await import('node:child_process')).spawn('ip', ['netns', 'exec', first1.ns, process.execPath, FERRY, 'serve', '--bundle', path.join(root, 'var/lib/ferry/bundle'), '--listen', `${ip}:5443`, '--tls-cert', path.join(root, 'etc/ferry/pki/registry.crt'), '--tls-key', path.join(root, 'etc/ferry/pki/registry.key')], { stdio: 'ignore' });
       stops.push(async () => void serve.kill('SIGTERM'));
       const dns = await startNamed(path.join(work, 'named'), { ip, port: 53 }, 'site.test', [
         { name: 'registry.site.test', ip },
         { name: 'k8s-cluster.site.test', ip },
-      ]);
+      ], first1.ns);
       stops.push(dns.stop);
-      // The API server is a fake here too, now reachable from where ferry join runs.
-      const portFile = path.join(work, 'join-api-port');
-      const fakeApi = (await import('node:child_process')).spawn(process.execPath, [path.join(ROOT, 'test/helpers/fake-apiserver.mjs'), portFile, path.join(work, 'join-api.jsonl')], { stdio: 'ignore' });
-      stops.push(async () => void fakeApi.kill('SIGTERM'));
-      const { waitFor } = await import('../helpers/peers.js');
-      await waitFor(async () => (await fs.readFile(portFile, 'utf8').catch(() => '')).length > 0, 'the fake API server');
-      const adminConf = path.join(root, 'etc/kubernetes/admin.conf');
-      await fs.writeFile(adminConf, (await fs.readFile(adminConf, 'utf8')).replace(/http:\/\/127\.0\.0\.1:\d+/, `http://127.0.0.1:${await fs.readFile(portFile, 'utf8')}`));
       // The agent's key is known; the new server's is not yet, and is accepted explicitly.
       await fs.writeFile(lab.knownHosts, `${knownHostsLine(agent)}\n`);
       const remoteRoot = path.join(work, 'nodes', '{name}');
-      const j = await ferry(['join', '--answers', ans, '--bundle', bundle, '--root', root, '--remote-root', remoteRoot, '--remote-path', standins, '--accept-new-host-keys'], { env: { PATH: `${standins}:${process.env.PATH}` } });
+      // ferry join runs on the first server, in its namespace, with the (fake) API on the same port.
+      const j = await runFerry({ args: ['join', '--answers', ans, '--bundle', bundle, '--root', root, '--remote-root', remoteRoot, '--remote-path', standins, '--accept-new-host-keys'], standins, netns: first1.ns, apiPort, record: path.join(work, 'join-api.jsonl') });
       expect(j.stderr).not.toMatch(/error\[/);
       expect(j.code).toBe(0);
       expect(j.stdout).toMatch(/^NODE\s+HOST\s+ROLE\s+RESULT/m);
@@ -331,7 +330,7 @@ join:
       // A changed host key is refused before anything runs on that host.
       await fs.writeFile(lab.knownHosts, `${agent.ip} ${server2.hostKeyPub.split(' ').slice(0, 2).join(' ')}\n`);
       const fresh = path.join(work, 'nodes-mismatch', '{name}');
-      const bad = await ferry(['join', '--answers', ans, '--root', root, '--only', 'k8s-agent-01', '--remote-root', fresh, '--remote-path', standins], { env: { PATH: `${standins}:${process.env.PATH}` } });
+      const bad = await runFerry({ args: ['join', '--answers', ans, '--root', root, '--only', 'k8s-agent-01', '--remote-root', fresh, '--remote-path', standins], standins, netns: first1.ns, apiPort, record: path.join(work, 'join-api-2.jsonl') });
       expect(bad.code).toBe(4);
       expect(bad.stdout).toMatch(/^k8s-agent-01\s+\S+\s+agent\s+FAILED SSH_HOST_KEY_MISMATCH/m);
       expect(bad.stderr).toMatch(/does not match .*known_hosts/);

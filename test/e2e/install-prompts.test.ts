@@ -31,7 +31,8 @@ describe('ferry install at a terminal', () => {
     const root = path.join(dir, 'root');
     session = `ferry-${process.pid}`;
     // unshare -n: no network, and so no detected address; the IP question becomes a typed one.
-    const cmd = `unshare -n sh -c 'ip link set lo up; ${process.execPath} ${FERRY} install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock --yes 2>&1; echo EXIT=$?; sleep 30'`;
+    // A person at a terminal: CI=true (set by CI runners) would make ferry refuse to prompt.
+    const cmd = `env -u CI unshare -n sh -c 'ip link set lo up; ${process.execPath} ${FERRY} install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock --yes 2>&1; echo EXIT=$?; sleep 30'`;
     await run('tmux', ['new-session', '-d', '-s', session, '-x', '160', '-y', '50', cmd]);
     const screen = async () => (await run('tmux', ['capture-pane', '-p', '-t', session])).stdout;
     const answer = async (prompt: RegExp, keys: string[]) => {

@@ -311,7 +311,11 @@ async function chartBlob(host: Host, manifestDigest: string): Promise<string> {
   const man = JSON.parse(await fs.readFile(path.join(blobs, manifestDigest.slice(7)), 'utf8')) as { layers: { mediaType: string; digest: string }[] };
   const layer = man.layers.find((l) => l.mediaType === 'application/vnd.cncf.helm.chart.content.v1.tar+gzip');
   if (!layer) throw new FerryError(Codes.installStep, `manifest ${manifestDigest} is not a Helm chart`, { exit: 'integrity' });
-  return path.join(blobs, layer.digest.slice(7));
+  // helm wants a chart archive by its usual name; the store names blobs by digest only.
+  const tgz = host.p(`${FERRY_ROOT}/charts/${layer.digest.slice(7, 19)}.tgz`);
+  await fs.mkdir(path.dirname(tgz), { recursive: true });
+  await fs.copyFile(path.join(blobs, layer.digest.slice(7)), tgz);
+  return tgz;
 }
 
 /** sha256:<hex> of the cluster CA's public key, the form --discovery-token-ca-cert-hash takes. */

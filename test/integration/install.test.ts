@@ -62,6 +62,9 @@ beforeAll(async () => {
   await execFileP('tar', ['-czf', `${v}/containerd-1.7.23-linux-amd64.tar.gz`, '-C', `${v}/ctd`, 'bin']);
   await execFileP('tar', ['-czf', `${v}/cni-plugins-linux-amd64-v1.5.1.tgz`, '-C', `${v}/cni`, 'bridge', 'loopback']);
   const sha = async (f: string) => createHash('sha256').update(await fs.readFile(f)).digest('hex');
+  // A CNI chart in the bundle, the way flannel's would be.
+  await write(path.join(work, 'charts/flannel/Chart.yaml'), 'apiVersion: v2\nname: flannel\nversion: 0.26.1\n');
+  await write(path.join(work, 'charts/flannel/values.yaml'), 'podCidr: 10.244.0.0/16\n');
   const spec = path.join(work, 'bundle-spec', 'k8s.yaml');
   await write(
     spec,
@@ -79,6 +82,8 @@ spec:
     - {name: kubelet, version: v1.31.2, url: vendor/kubelet, sha256: {linux/amd64: ${await sha(`${v}/kubelet`)}}}
     - {name: containerd, version: v1.7.23, url: 'vendor/containerd-{semver}-{os}-{arch}.tar.gz', sha256: {linux/amd64: ${await sha(`${v}/containerd-1.7.23-linux-amd64.tar.gz`)}}, extract: true}
     - {name: cni-plugins, version: v1.5.1, url: 'vendor/cni-plugins-{os}-{arch}-{version}.tgz', sha256: {linux/amd64: ${await sha(`${v}/cni-plugins-linux-amd64-v1.5.1.tgz`)}}, extract: true}
+  charts:
+    - {name: flannel, path: charts/flannel}
   runtime:
     node: {linux/amd64: ${process.execPath}}
 `,
@@ -99,6 +104,7 @@ domain: site.test
 node: {name: k8s-server-01, ip: 127.0.0.1}
 podCidr: 10.244.0.0/16
 serviceCidr: 10.96.0.0/12
+cni: flannel
 records: [{name: gitlab.site.test, ip: 10.0.0.50}]
 `,
   );
@@ -131,6 +137,11 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(calls).toContain('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs');
     expect(calls).toContain('systemctl enable containerd.service kubelet.service ferry-serve.service');
     expect(calls).toContain('modprobe br_netfilter');
+    // The CNI chart from the bundle goes in through the bundled helm (a stand-in here).
+    const helmCall = calls.find((c) => c.startsWith('helm upgrade --install flannel '))!;
+    expect(helmCall).toMatch(new RegExp(`^helm upgrade --install flannel (\\S+\\.tgz) --namespace kube-flannel --create-namespace --kubeconfig ${root}/etc/kubernetes/admin\\.conf --set podCidr=10\\.244\\.0\\.0/16 --wait --timeout 10m$`));
+    const { stdout: chartFiles } = await execFileP('tar', ['-tzf', helmCall.split(' ')[4]!]);
+    expect(chartFiles).toContain('flannel/Chart.yaml');
     // Binaries from the bundle, archives unpacked.
     expect(await fs.readFile(path.join(root, 'usr/local/bin/kubeadm'), 'utf8')).toContain('real-kubeadm');
     expect(await fs.readFile(path.join(root, 'usr/local/bin/containerd'), 'utf8')).toContain('containerd');

@@ -288,6 +288,16 @@ export class Layout {
    * read-modify-write, and an atomic rename).
    */
   async addRefs(entries: { name: string; descriptor: Descriptor }[]): Promise<void> {
+    // Writers in this process queue here; the directory lock is for other processes, and its
+    // polling would otherwise make concurrent pulls in one process wait on each other's sleeps.
+    const run = this.indexQueue.then(() => this.addRefsLocked(entries));
+    this.indexQueue = run.catch(() => {});
+    return run;
+  }
+
+  private indexQueue: Promise<void> = Promise.resolve();
+
+  private async addRefsLocked(entries: { name: string; descriptor: Descriptor }[]): Promise<void> {
     await withDirLock(this.lockDir(), async () => {
       const idx = await this.readIndex();
       const byName = new Map<string, Descriptor>();

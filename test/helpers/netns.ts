@@ -73,7 +73,7 @@ export async function startLab(dir: string, names: string[]): Promise<Lab> {
       sshd.stderr!.on('data', (d: Buffer) => (log += d.toString()));
       hosts.push({ name, ns, ip, hostKeyPub: (await fs.readFile(path.join(hd, 'host_key.pub'), 'utf8')).trim(), sshd });
       await waitFor(async () => {
-        const r = await execFileP('ip', ['netns', 'exec', ns, 'sh', '-c', `exec 3<>/dev/tcp/${ip}/22 2>/dev/null && echo up || true`], { shell: false }).catch(() => ({ stdout: '' }));
+        const r = await execFileP('ip', ['netns', 'exec', ns, 'bash', '-c', `exec 3<>/dev/tcp/${ip}/22 2>/dev/null && echo up || true`], { shell: false }).catch(() => ({ stdout: '' }));
         return r.stdout.includes('up') || /Server listening/.test(log);
       }, `sshd in ${ns} (${log})`);
     }

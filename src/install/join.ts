@@ -36,6 +36,13 @@ export interface JoinOutcome {
   error?: { code: string; message: string; hint?: string };
 }
 
+/** The part files a parts manifest lists (none for a single-file bundle). */
+export async function bundleParts(bundle: string): Promise<string[]> {
+  if (!bundle.endsWith('.parts.json')) return [];
+  const m = JSON.parse(await fs.readFile(bundle, 'utf8')) as { parts?: { name: string }[] };
+  return (m.parts ?? []).map((p) => path.join(path.dirname(bundle), path.basename(p.name)));
+}
+
 /** Files below a directory, relative, sorted. */
 async function listFiles(dir: string, rel = ''): Promise<string[]> {
   const out: string[] = [];
@@ -99,6 +106,8 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
       await s.upload(pub, rp('/etc/ferry/bundle.pub'));
       const remoteBundle = rp(`${FERRY_ROOT}/incoming/${path.basename(o.bundle)}`);
       await s.upload(o.bundle, remoteBundle);
+      // A split bundle travels as its parts beside the parts manifest.
+      for (const part of await bundleParts(o.bundle)) await s.upload(part, rp(`${FERRY_ROOT}/incoming/${path.basename(part)}`));
       bundleArg = ` --bundle ${sq(remoteBundle)}`;
     }
     const payload: NodeJoinPayload = { ...common, role: j.role, name: j.name, ip: j.ip ?? j.host };

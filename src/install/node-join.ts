@@ -162,7 +162,8 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
         if (!opts.bundleFile) throw new FerryError(Codes.joinFailed, 'no bundle was uploaded for this server', { exit: 'io' });
         const trust = await loadPublicKey(host.p('/etc/ferry/bundle.pub'));
         const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, force: true });
-        await fs.rm(opts.bundleFile, { force: true });
+        const { bundleParts } = await import('./join.js');
+        for (const f of [...(await bundleParts(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });
         log(`unpacked ${r.manifest.name} ${r.manifest.version}`);
         const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [`registry.${p.domain}`, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(`${PKI_DIR}/registry`) });
         log(`registry certificate until ${cert.notAfter}`);

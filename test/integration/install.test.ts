@@ -14,6 +14,8 @@ let reg: RegistryPeer;
 let bundle: string;
 let pub: string;
 let answers: string;
+let specPath: string;
+let cacheEnv: NodeJS.ProcessEnv;
 
 async function write(p: string, data: string | Buffer, mode = 0o644) {
   await fs.mkdir(path.dirname(p), { recursive: true });
@@ -89,6 +91,8 @@ spec:
 `,
   );
   const env = { FERRY_CACHE_DIR: path.join(work, 'cache') };
+  specPath = spec;
+  cacheEnv = env;
   expect((await ferry(['key', 'generate', '--out', path.join(work, 'keys')])).code).toBe(0);
   expect((await ferry(['lock', spec], { env })).code).toBe(0);
   bundle = path.join(work, 'k8s.ferry.tar');
@@ -268,8 +272,11 @@ join:
       // The agent's key is known; the new server's is not yet, and is accepted explicitly.
       await fs.writeFile(lab.knownHosts, `${knownHostsLine(agent)}\n`);
       const remoteRoot = path.join(work, 'nodes', '{name}');
+      // The joining server gets the bundle as FAT32-sized parts (here 1 MiB) with their manifest.
+      const split = path.join(work, 'split', 'k8s.ferry.tar');
+      expect((await ferry(['bundle', 'build', specPath, '--key', path.join(work, 'keys', 'ferry.key'), '--out', split, '--split-size', '1MiB'], { env: cacheEnv })).code).toBe(0);
       // ferry join runs on the first server, in its namespace, with the (fake) API on the same port.
-      const j = await runFerry({ args: ['join', '--answers', ans, '--bundle', bundle, '--root', root, '--remote-root', remoteRoot, '--remote-path', standins, '--accept-new-host-keys'], standins, netns: first1.ns, apiPort, record: path.join(work, 'join-api.jsonl') });
+      const j = await runFerry({ args: ['join', '--answers', ans, '--bundle', `${split}.parts.json`, '--root', root, '--remote-root', remoteRoot, '--remote-path', standins, '--accept-new-host-keys'], standins, netns: first1.ns, apiPort, record: path.join(work, 'join-api.jsonl') });
       expect(j.stderr).not.toMatch(/error\[/);
       expect(j.code).toBe(0);
       expect(j.stdout).toMatch(/^NODE\s+HOST\s+ROLE\s+RESULT/m);
@@ -312,6 +319,8 @@ join:
       }
       // The new server serves the bundle too, with its own registry certificate, and maps the FQDN to itself.
       expect(JSON.parse(await fs.readFile(path.join(serverRoot, 'var/lib/ferry/bundle/bundle.json'), 'utf8')).name).toBe('k8s');
+      // The uploaded parts are gone once they are unpacked.
+      expect(await fs.readdir(path.join(serverRoot, 'var/lib/ferry/incoming'))).toEqual([]);
       await execFileP('openssl', ['verify', '-CAfile', path.join(root, 'etc/ferry/pki/ca.crt'), path.join(serverRoot, 'etc/ferry/pki/registry.crt')]);
       expect(await fs.readFile(path.join(serverRoot, 'etc/hosts'), 'utf8')).toMatch(new RegExp(`^${server2.ip.replace(/\./g, '\\.')}\\tk8s-cluster\\.site\\.test`, 'm'));
       // Tokens and certificate keys never reach a log, here or there.

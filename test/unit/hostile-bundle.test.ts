@@ -75,3 +75,23 @@ describe('hostile bundles are refused, each with its own code, and nothing lands
     expect(seen.size).toBe(cases.length);
   });
 });
+
+describe('unpack preflight', () => {
+  it('refuses a bundle larger than the free space, before writing anything', async () => {
+    const dir = await tmpdir();
+    const { tarOf, signedTable, honestContent } = await import('../../fixtures/hostile.js');
+    const table = signedTable(key.privateKey, honestContent);
+    // bundle.json claims a petabyte of content; the preflight reads it before anything else.
+    const m = JSON.parse(table[0]!.data!.toString()) as { contentSize: number };
+    m.contentSize = 2 ** 50;
+    table[0] = { ...table[0]!, data: Buffer.from(JSON.stringify(m)) };
+    const file = path.join(dir, 'huge.tar');
+    await fs.writeFile(file, tarOf([...table, ...honestContent.map((c) => ({ name: c.path, data: c.data }))]));
+    await expect(unpackBundle(file, path.join(dir, 'site', 'bundle'), { trust: key.publicKey })).rejects.toMatchObject({
+      code: 'STORE_IO',
+      message: expect.stringMatching(/not enough space in .*: the bundle needs 1024\.0 TiB/),
+      hint: expect.stringContaining('--to'),
+    });
+    expect(await fs.readdir(path.join(dir, 'site'))).toEqual([]);
+  });
+});

@@ -1,4 +1,3 @@
-import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { stringify } from 'yaml';
@@ -120,8 +119,4 @@ export function detectAddresses(): string[] {
     for (const i of list ?? []) if (!i.internal && i.family === 'IPv4') out.push(i.address);
   }
   return out;
-}
-
-export async function exists(file: string): Promise<boolean> {
-  return fs.access(file).then(() => true, () => false);
 }

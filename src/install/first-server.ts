@@ -1,5 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { createReadStream, promises as fs, statfsSync } from 'node:fs';
+import { promises as fs, statfsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -95,7 +95,8 @@ export async function bundleManifest(host: Host): Promise<BundleManifest | undef
   return t ? (JSON.parse(t) as BundleManifest) : undefined;
 }
 
-const archOf = () => ({ x64: 'amd64', arm64: 'arm64' })[os.arch() as 'x64' | 'arm64'] ?? os.arch();
+/** This machine's architecture as the bundle names platforms (linux/<arch>). */
+export const archOf = () => ({ x64: 'amd64', arm64: 'arm64' })[os.arch() as 'x64' | 'arm64'] ?? os.arch();
 
 /** Checks ferry cannot fix by itself, each with what to do. */
 export async function preflight(ctx: InstallContext, manifest: Pick<BundleManifest, 'platforms' | 'contentSize' | 'created'>): Promise<string[]> {
@@ -130,16 +131,6 @@ export async function preflight(ctx: InstallContext, manifest: Pick<BundleManife
   }
   if (Date.now() < Date.parse(manifest.created) - 5 * 60_000) add('clock', `the clock says ${new Date().toISOString()}, before the bundle was made (${manifest.created}); set the time (certificates depend on it)`);
   return problems;
-}
-
-async function fileSha(p: string): Promise<string | undefined> {
-  try {
-    const h = createHash('sha256');
-    for await (const c of createReadStream(p)) h.update(c as Buffer);
-    return h.digest('hex');
-  } catch {
-    return undefined;
-  }
 }
 
 /** Installs the bundle's binaries: plain files to /usr/local/bin, archives unpacked (executables flattened; CNI plugins to /opt/cni/bin). */
@@ -326,4 +317,3 @@ export async function caCertHash(host: Host): Promise<string> {
   return `sha256:${createHash('sha256').update(spki).digest('hex')}`;
 }
 
-export { fileSha };

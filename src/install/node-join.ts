@@ -3,7 +3,6 @@ import { promises as dns } from 'node:dns';
 import { createWriteStream, promises as fs } from 'node:fs';
 import https from 'node:https';
 import type { LookupFunction } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import type { BundleManifest } from '../bundle/build.js';
 import { unpackBundle } from '../bundle/unpack.js';
@@ -12,7 +11,7 @@ import { issueServerCert } from '../sign/pki.js';
 import { loadPublicKey } from '../sign/keys.js';
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
-import { BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
+import { archOf, BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
 import { joinArgs } from './kubeadm.js';
 import type { Step } from './plan.js';
 import { CONTAINERD_UNIT, containerdConfig, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, resolvConf, SITE_PORT, SYSCTL_CONF } from './system-files.js';
@@ -35,7 +34,6 @@ export interface NodeJoinPayload {
 const STATE = `${FERRY_ROOT}/state`;
 const CA = `${PKI_DIR}/ca.crt`;
 
-const archOf = () => ({ x64: 'amd64', arm64: 'arm64' })[os.arch() as 'x64' | 'arm64'] ?? os.arch();
 
 /**
  * HTTPS from the site service by its FQDN, resolved through the servers' DNS (not the host's

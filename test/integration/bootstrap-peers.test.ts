@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { dnsRecords, renderCorefile, renderHaproxyCfg, renderZoneFiles, type BootstrapValues } from '../../src/install/bootstrap.js';
+import { apiServerStatus, through } from '../helpers/haproxy.js';
 import { execFileP, freePort, tmpdir, waitFor } from '../helpers/peers.js';
 
 /*
@@ -54,18 +55,6 @@ describe('haproxy.cfg with real haproxy', () => {
     return Object.assign(srv, { sockets });
   }
 
-  /** Connects through the balancer and returns what the API server behind it said. */
-  function through(port: number): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const c = net.connect(port, '127.0.0.1');
-      let got = '';
-      c.setTimeout(3000, () => c.destroy(new Error('no answer through haproxy in 3 s')));
-      c.on('data', (d) => (got += d.toString()));
-      c.on('end', () => resolve(got));
-      c.on('error', reject);
-    });
-  }
-
   it('validates, balances across every server, marks a stopped one DOWN and turns unready when none is up', async () => {
     // Two servers on two loopback addresses, one port: the API server port the agents balance.
     const apiPort = await freePort();
@@ -89,17 +78,7 @@ describe('haproxy.cfg with real haproxy', () => {
     const s1 = await standIn('127.0.0.2', apiPort, 's1');
     const s2 = await standIn('127.0.0.3', apiPort, 's2');
     const lb = start('haproxy', ['-db', '-f', cfg], env);
-    const stats = async (): Promise<Record<string, string>> => {
-      const text = await (await fetch(`http://127.0.0.1:${statsPort}/stats;csv`)).text();
-      const [head, ...rows] = text.trim().split('\n');
-      const cols = head!.replace(/^# /, '').split(',');
-      const out: Record<string, string> = {};
-      for (const r of rows) {
-        const f = r.split(',');
-        if (f[0] === 'apiservers') out[f[1]!] = f[cols.indexOf('status')]!;
-      }
-      return out;
-    };
+    const stats = () => apiServerStatus(`http://127.0.0.1:${statsPort}`);
     const readyz = async () => (await fetch(`http://127.0.0.1:${statsPort}/readyz`)).status;
     try {
       await waitFor(async () => {
@@ -110,7 +89,7 @@ describe('haproxy.cfg with real haproxy', () => {
       expect(await readyz()).toBe(200);
 
       const seen: string[] = [];
-      for (let i = 0; i < 6; i++) seen.push(await through(apiPort));
+      for (let i = 0; i < 6; i++) seen.push(await through('127.0.0.1', apiPort));
       // Round robin: both servers get traffic (alternating, so three each unless a check intervened).
       expect(seen.filter((s) => s === 's1').length).toBeGreaterThanOrEqual(2);
       expect(seen.filter((s) => s === 's2').length).toBeGreaterThanOrEqual(2);
@@ -121,7 +100,7 @@ describe('haproxy.cfg with real haproxy', () => {
       await waitFor(async () => (await stats()).s1 === 'DOWN', 'haproxy to mark s1 DOWN', 5_000);
       expect((await stats()).s2).toBe('UP');
       const after: string[] = [];
-      for (let i = 0; i < 6; i++) after.push(await through(apiPort));
+      for (let i = 0; i < 6; i++) after.push(await through('127.0.0.1', apiPort));
       expect(after).toEqual(Array(6).fill('s2'));
       expect(await readyz()).toBe(200);
 

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { renderHaproxyCfg, type BootstrapValues } from '../../src/install/bootstrap.js';
+import { apiServerStatus, through } from '../helpers/haproxy.js';
 import { startLab } from '../helpers/netns.js';
 import { execFileP, tmpdir, waitFor } from '../helpers/peers.js';
 
@@ -15,17 +15,6 @@ import { execFileP, tmpdir, waitFor } from '../helpers/peers.js';
 function standInApi(ns: string, ip: string, name: string): ChildProcess {
   const code = `require('net').createServer((s) => { s.on('error', () => {}); s.end(${JSON.stringify(name)}); }).listen(6443, ${JSON.stringify(ip)}, () => console.log('up'))`;
   return spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'ignore'] });
-}
-
-function through(ip: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = net.connect(6443, ip);
-    let got = '';
-    c.setTimeout(3000, () => c.destroy(new Error('no answer through haproxy in 3 s')));
-    c.on('data', (d) => (got += d.toString()));
-    c.on('end', () => resolve(got));
-    c.on('error', reject);
-  });
 }
 
 describe('the agent load balancer in network namespaces (stand-in API servers)', () => {
@@ -55,29 +44,19 @@ describe('the agent load balancer in network namespaces (stand-in API servers)',
       lb.stdout!.on('data', (d: Buffer) => (lbOut += d.toString()));
       lb.stderr!.on('data', (d: Buffer) => (lbOut += d.toString()));
       procs.push(lb);
-      const stats = async (): Promise<Record<string, string>> => {
-        const text = await (await fetch(`http://${a1.ip}:8404/stats;csv`)).text();
-        const [head, ...rows] = text.trim().split('\n');
-        const cols = head!.replace(/^# /, '').split(',');
-        const out: Record<string, string> = {};
-        for (const r of rows) {
-          const f = r.split(',');
-          if (f[0] === 'apiservers') out[f[1]!] = f[cols.indexOf('status')]!;
-        }
-        return out;
-      };
+      const stats = () => apiServerStatus(`http://${a1.ip}:8404`);
       await waitFor(async () => {
         const s = await stats();
         return s.s1 === 'UP' && s.s2 === 'UP';
       }, `both servers UP (haproxy: ${lbOut})`, 15_000);
       const seen: string[] = [];
-      for (let i = 0; i < 8; i++) seen.push(await through(a1.ip));
+      for (let i = 0; i < 8; i++) seen.push(await through(a1.ip, 6443));
       expect(new Set(seen)).toEqual(new Set(['s1', 's2']));
       // s1's API server dies: haproxy marks it DOWN and sends every new connection to s2.
       api1.kill('SIGKILL');
       await waitFor(async () => (await stats()).s1 === 'DOWN', 'haproxy to mark s1 DOWN', 5_000);
       const after: string[] = [];
-      for (let i = 0; i < 6; i++) after.push(await through(a1.ip));
+      for (let i = 0; i < 6; i++) after.push(await through(a1.ip, 6443));
       expect(after).toEqual(Array(6).fill('s2'));
       // The balancer listens only on the agent's own address, not on every interface.
       await expect(execFileP('ip', ['netns', 'exec', a1.ns, 'bash', '-c', 'exec 3<>/dev/tcp/127.0.0.1/6443'])).rejects.toThrow(/Connection refused/);

@@ -31,3 +31,11 @@ export async function benchSpec(work: string, totalMb: number, files: number): P
   await fs.writeFile(spec, `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: bench, version: 0.1.0}\nspec:\n  platforms: [linux/amd64]\n  images: []\n  runtime: {node: {linux/amd64: vendor/node}}\n  binaries:\n${lines.join('\n')}\n`);
   return spec;
 }
+
+/** A numeric `--name N` flag of a benchmark, `d` when absent; it must be a positive number. */
+export function numArg(name: string, d: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i > 0 ? Number(process.argv[i + 1]) : d;
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} needs a positive number`);
+  return v;
+}

@@ -12,14 +12,11 @@ import { fileURLToPath } from 'node:url';
 import { Layout } from '../src/oci/layout.js';
 import { randomLayer, writeImage } from '../fixtures/images.js';
 import { pushFixtures, startRegistry } from '../test/helpers/peers.js';
+import { numArg } from './content.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const arg = (name: string, d: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : d;
-};
-const totalMb = arg('mb', 200);
-const runs = arg('runs', 3);
+const totalMb = numArg('mb', 200);
+const runs = numArg('runs', 3);
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-bench-'));
 const reg = await startRegistry();

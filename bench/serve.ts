@@ -21,19 +21,14 @@ import type { Descriptor } from '../src/oci/media.js';
 import { initPki } from '../src/sign/pki.js';
 import { freePort, waitFor } from '../test/helpers/peers.js';
 import { cpuSecs, get, hwmBytes, MANIFEST_ACCEPT, rssBytes, newAgent, percentile, runLoad, sampleRss, TLS13_SUITES, type BlobTarget, type LoadResult, type ManifestTarget } from './serve-load.js';
+import { numArg } from './content.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const arg = (name: string, d: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i > 0 ? Number(process.argv[i + 1]) : d;
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} needs a positive number`);
-  return v;
-};
-const totalMb = arg('mb', 1024);
-const clients = arg('clients', 32);
-const rounds = arg('rounds', 1);
-const passes = arg('passes', 1);
-const phaseSecs = arg('phase-secs', 100);
+const totalMb = numArg('mb', 1024);
+const clients = numArg('clients', 32);
+const rounds = numArg('rounds', 1);
+const passes = numArg('passes', 1);
+const phaseSecs = numArg('phase-secs', 100);
 const IMAGES = 8;
 
 const ferryEntry = path.join(root, 'bin', 'ferry');

@@ -9,16 +9,12 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { benchSpec } from './content.js';
+import { benchSpec, numArg } from './content.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const arg = (name: string, d: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : d;
-};
-const totalMb = arg('mb', 512);
-const files = arg('files', 400);
-const runs = arg('runs', 3);
+const totalMb = numArg('mb', 512);
+const files = numArg('files', 400);
+const runs = numArg('runs', 3);
 const ferry = path.join(root, 'bin', 'ferry');
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-bench-verify-'));

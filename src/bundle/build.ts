@@ -20,6 +20,7 @@ import type { KeyObject } from 'node:crypto';
 import { writeArchive, writePartsManifest, partsSigningBytes, sha256Hex, type ArchiveEntry, type PartsManifest } from './archive.js';
 import { fetchBinaries, type FetchedFile } from './binaries.js';
 import { fetchCharts, type PackedChart } from './charts.js';
+import type { BinaryMirror } from './fetch.js';
 import { pullImages } from './images.js';
 import { fetchRuntimes, type FetchedRuntime } from './runtime.js';
 
@@ -113,6 +114,8 @@ export interface BuildOptions {
   ferryDir?: string;
   /** Override the creation time (also from SOURCE_DATE_EPOCH). */
   created?: Date;
+  /** --binary-mirror: where binaries, charts and the runtime are fetched from instead of upstream. */
+  binaryMirrors?: BinaryMirror[];
 }
 
 export interface BuildResult {
@@ -193,7 +196,7 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   }
   const cache = await Layout.open(cacheStoreDir());
   const fileCache = path.join(cacheDir(), 'files');
-  const fetchOpts = { reporter, baseDir: specDir };
+  const fetchOpts = { reporter, baseDir: specDir, mirrors: o.binaryMirrors ?? [] };
 
   reporter.info(`images: ${spec.images.length}`);
   await pullImages({ client: o.client, store: cache, reporter }, spec, lock, o.lockFile);

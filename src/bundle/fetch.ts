@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Codes, FerryError, IntegrityError, RegistryError } from '../errors.js';
+import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
 import { header, httpSend, isTransient, readBody, drain, type HttpResponse } from '../oci/http.js';
 import { exists, ioError, tempPathFor, withDirLock } from '../util/fsx.js';
 import { SingleFlight, sleep } from '../util/limit.js';
@@ -15,8 +15,55 @@ export function localPath(src: string, baseDir = process.cwd()): string | undefi
   return path.resolve(baseDir, src);
 }
 
+/** `--binary-mirror PREFIX=URL`: a download whose URL starts with PREFIX is fetched from URL + the rest. */
+export interface BinaryMirror {
+  prefix: string;
+  url: string;
+}
+
+export function parseBinaryMirror(flag: string): BinaryMirror {
+  const bad = (why: string): never => {
+    throw new UsageError(Codes.usage, `--binary-mirror "${flag}" ${why}`, {
+      hint: 'Write --binary-mirror PREFIX=URL with two http(s) URLs, e.g. --binary-mirror https://dl.k8s.io=https://artifactory.corp/dl.k8s.io.',
+    });
+  };
+  // URLs may hold "=" in a query, but a PREFIX never needs one: split at the first.
+  const i = flag.indexOf('=');
+  if (i <= 0 || i === flag.length - 1) bad('is not PREFIX=URL');
+  const [prefix, url] = [flag.slice(0, i), flag.slice(i + 1)];
+  for (const [what, v] of [['PREFIX', prefix], ['URL', url]] as const) {
+    let u: URL | undefined;
+    try {
+      u = new URL(v);
+    } catch {
+      /* reported below */
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || !u.host) bad(`has ${what} "${v}", which is not an http:// or https:// URL`);
+  }
+  return { prefix, url };
+}
+
+/**
+ * The URL to fetch for `url`: the longest mirrored PREFIX it starts with, replaced. A PREFIX matches
+ * only up to a path boundary, so https://dl.k8s.io does not capture https://dl.k8s.io.evil.example.
+ */
+export function mirrorUrl(url: string, mirrors: readonly BinaryMirror[] = []): string {
+  let best: BinaryMirror | undefined;
+  for (const m of mirrors) {
+    if (!url.startsWith(m.prefix)) continue;
+    const next = url.charAt(m.prefix.length);
+    if (!(m.prefix.endsWith('/') || next === '' || next === '/' || next === '?' || next === '#')) continue;
+    if (!best || m.prefix.length > best.prefix.length) best = m;
+  }
+  if (!best) return url;
+  const rest = url.slice(best.prefix.length);
+  return best.url.endsWith('/') && rest.startsWith('/') ? best.url + rest.slice(1) : best.url + rest;
+}
+
 export interface FetchOptions {
   reporter?: Reporter;
+  /** Download mirrors; every HTTP(S) fetch (and redirect) goes through mirrorUrl. */
+  mirrors?: readonly BinaryMirror[];
   retries?: number;
   backoffMs?: number;
   ca?: string | Buffer;
@@ -25,9 +72,11 @@ export interface FetchOptions {
 }
 
 /** Opens an HTTP(S) GET, following redirects; retries transient faults. */
-async function open(url: URL, headers: Record<string, string>, o: FetchOptions): Promise<HttpResponse> {
+async function open(upstream: URL, headers: Record<string, string>, o: FetchOptions): Promise<HttpResponse> {
   let lastErr: unknown;
   const retries = o.retries ?? 5;
+  const via = (u: URL) => new URL(mirrorUrl(u.href, o.mirrors));
+  const url = via(upstream);
   for (let attempt = 0; attempt < retries; attempt++) {
     let u = url;
     try {
@@ -35,7 +84,7 @@ async function open(url: URL, headers: Record<string, string>, o: FetchOptions):
         const res = await httpSend({ method: 'GET', url: u, headers: { 'user-agent': 'ferry/0.1', ...headers }, ca: o.ca, timeoutMs: 60_000 });
         if (res.status >= 300 && res.status < 400 && header(res.headers, 'location') && hops < 10) {
           await drain(res);
-          u = new URL(header(res.headers, 'location')!, u);
+          u = via(new URL(header(res.headers, 'location')!, u));
           continue;
         }
         if (res.status === 429 || res.status >= 500) {
@@ -50,9 +99,20 @@ async function open(url: URL, headers: Record<string, string>, o: FetchOptions):
       await sleep(Math.min(8000, (o.backoffMs ?? 250) * 2 ** attempt));
     }
   }
-  throw new RegistryError(Codes.downloadFailed, `cannot download ${url.href}: ${(lastErr as Error)?.message ?? lastErr}`, {
-    hint: 'Check that the URL is reachable from here (proxy, firewall), or point the spec at a mirror or a local file. Finished downloads are kept.',
+  const from = url.href === upstream.href ? '' : ` from the mirror ${url.href}`;
+  throw new RegistryError(Codes.downloadFailed, `cannot download ${upstream.href}${from}: ${(lastErr as Error)?.message ?? lastErr}`, {
+    hint: from
+      ? 'Check that the mirror is reachable and holds this path (--binary-mirror PREFIX=URL). Finished downloads are kept.'
+      : 'Check that the URL is reachable from here (proxy, firewall), or fetch through a mirror (--binary-mirror PREFIX=URL) or a local file. Finished downloads are kept.',
     cause: lastErr,
+  });
+}
+
+function notOk(src: string, status: number, o: FetchOptions): RegistryError {
+  const m = mirrorUrl(src, o.mirrors);
+  return new RegistryError(Codes.downloadFailed, `cannot download ${src}${m === src ? '' : ` from the mirror ${m}`}: the server answered ${status}`, {
+    status,
+    hint: m === src ? 'Check the URL and the version in the spec.' : 'Check the URL and the version in the spec, and that the mirror holds the same path as upstream.',
   });
 }
 
@@ -80,7 +140,7 @@ export async function fetchText(src: string, o: FetchOptions = {}, max = 32 << 2
   const res = await open(u, {}, o);
   if (res.status !== 200) {
     await drain(res);
-    throw new RegistryError(Codes.downloadFailed, `cannot download ${src}: the server answered ${res.status}`, { status: res.status, hint: 'Check the URL and the version in the spec.' });
+    throw notOk(src, res.status, o);
   }
   return (await readBody(res, max)).toString('utf8');
 }
@@ -153,7 +213,7 @@ async function fetchToCacheOnce(src: string, expected: string, cacheDir: string,
         }
         if (res.status !== 200 && res.status !== 206) {
           await drain(res);
-          throw new RegistryError(Codes.downloadFailed, `cannot download ${src}: the server answered ${res.status}`, { status: res.status, hint: 'Check the URL and the version in the spec.' });
+          throw notOk(src, res.status, o);
         }
         if (res.status === 200 && have > 0) {
           // No Range support: start over.

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { buildBundle, DEFAULT_PART_SIZE } from '../bundle/build.js';
+import { parseBinaryMirror } from '../bundle/fetch.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
@@ -8,7 +9,7 @@ import { formatBytes, parseSize } from '../util/size.js';
 import { makeOutput } from './output.js';
 import { confirm } from './prompt.js';
 import { addRegistryOptions, clientFrom, type RegistryFlags } from './registry-options.js';
-import { defaultLock, examples, globals } from './shared.js';
+import { collect, defaultLock, examples, globals } from './shared.js';
 
 
 export function keyCommand(): Command {
@@ -50,9 +51,18 @@ export function bundleCommand(): Command {
     .option('--out <file>', 'archive to write (default: <name>-<version>.ferry.tar)')
     .option('--split-size [size]', `also cut the archive into parts of at most SIZE (default ${formatBytes(DEFAULT_PART_SIZE)}, for FAT32)`)
     .option('--update-lock', 're-resolve tags and rewrite the lock before building')
-    .addHelpText('after', examples(['ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key', 'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --out k8s.ferry.tar --split-size']));
-  addRegistryOptions(build).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean }, c: Command) => {
+    .option('--binary-mirror <prefix=url>', 'fetch binaries, charts and the runtime whose URL starts with PREFIX from URL instead; the bundle keeps upstream URLs (repeatable; the longest PREFIX wins)', collect)
+    .addHelpText(
+      'after',
+      examples([
+        'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key',
+        'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --out k8s.ferry.tar --split-size',
+        'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --binary-mirror https://dl.k8s.io=https://artifactory.corp/dl.k8s.io',
+      ]),
+    );
+  addRegistryOptions(build).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean; binaryMirror?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
+    const binaryMirrors = (o.binaryMirror ?? []).map(parseBinaryMirror);
     const key = await loadPrivateKey(o.key, await readPassphrase(o.passphraseFile));
     const partSize = o.splitSize === undefined || o.splitSize === false ? undefined : o.splitSize === true ? DEFAULT_PART_SIZE : parseSize(o.splitSize);
     const client = await clientFrom(o, out.reporter);
@@ -62,7 +72,7 @@ export function bundleCommand(): Command {
       const s = await loadSpec(specFile);
       outFile = `${s.spec.metadata.name}-${s.spec.metadata.version}.ferry.tar`;
     }
-    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock });
+    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, binaryMirrors });
     out.reporter.done();
     out.result(
       `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}`,

@@ -9,7 +9,7 @@ import { buildFixtureSet } from '../../fixtures/images.js';
 import { ferry } from '../helpers/cli.js';
 import { helm } from '../helpers/helm.js';
 import { execFileP, pushFixtures, skopeoInspect, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
-import { serveDir, type StaticServer } from '../helpers/static-server.js';
+import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
 
 let work: string;
 let reg: RegistryPeer;

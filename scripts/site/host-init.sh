@@ -1,0 +1,61 @@
+#!/bin/sh
+# PID 1 of one site host (inside fresh mount, pid, net, uts, ipc and cgroup namespaces), until it
+# becomes systemd: builds the host's root as an overlay of this machine's / (upper on tmpfs, the
+# heavy state directories bind-mounted from the host's own disk directory), waits for its eth0,
+# configures it, and execs real systemd as the host's PID 1.
+#   host-init.sh NAME DIR IP/PREFIX "CONTROLLERS…"
+set -eu
+name=$1 dir=$2 addr=$3 controllers=$4
+root=$dir/root
+
+mkdir -p "$dir/t" "$root"
+mount -t tmpfs -o mode=755 tmpfs "$dir/t"
+mkdir -p "$dir/t/upper" "$dir/t/work"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/t/upper,workdir=$dir/t/work" "$root"
+
+# State that is large or that containerd's overlay snapshotter needs on a real filesystem.
+for d in var/lib/containerd var/lib/kubelet var/lib/etcd var/lib/ferry var/log srv etc/kubernetes; do
+  mkdir -p "$dir/disk/$d" "$root/$d"
+  mount --bind "$dir/disk/$d" "$root/$d"
+done
+mkdir -p "$root/lib/modules"   # kube-proxy mounts it; this kernel has no loadable modules
+
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+mount -t tmpfs -o mode=755 tmpfs "$root/sys/fs/cgroup"
+for c in $controllers; do
+  mkdir -p "$root/sys/fs/cgroup/$c"
+  mount -t cgroup -o "$c" cgroup "$root/sys/fs/cgroup/$c"
+done
+mkdir -p "$root/sys/fs/cgroup/systemd"
+mount -t cgroup -o none,name=systemd cgroup "$root/sys/fs/cgroup/systemd"
+mount -t tmpfs -o mode=755 tmpfs "$root/run"
+mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+
+# This machine's own services stay off in the host; units that would touch real devices are masked.
+for w in "$root"/etc/systemd/system/*.wants; do rm -rf "$w"; done
+for u in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket systemd-udev-trigger.service \
+  systemd-udev-settle.service systemd-modules-load.service systemd-timesyncd.service systemd-hwdb-update.service \
+  getty@.service serial-getty@.service console-getty.service systemd-firstboot.service systemd-pstore.service \
+  systemd-networkd.service systemd-resolved.service; do
+  ln -sf /dev/null "$root/etc/systemd/system/$u"
+done
+echo "$name" > "$root/etc/hostname"
+head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$root/etc/machine-id"
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n' > "$root/etc/hosts"
+# No resolver beyond the site: the host asks its own address, where the site DNS will answer.
+printf 'nameserver %s\n' "${addr%/*}" > "$root/etc/resolv.conf"
+hostname "$name"
+
+i=0
+while ! ip link show eth0 >/dev/null 2>&1; do
+  i=$((i + 1)); [ $i -lt 300 ] || { echo "host-init: eth0 never arrived" >&2; exit 1; }
+  sleep 0.1
+done
+ip link set lo up
+ip addr add "$addr" dev eth0
+ip link set eth0 up
+
+echo "host-init: $name ready, starting systemd"
+exec chroot "$root" /usr/bin/env -i container=ferry-site /lib/systemd/systemd --show-status=no

@@ -1,0 +1,180 @@
+/*
+ * Site hosts: each is Linux namespaces (mount, pid, net, uts, ipc, cgroup) with its own cgroup root
+ * in every v1 hierarchy, its own root (an overlay of this machine's /, see host-init.sh) and real
+ * systemd as its PID 1, on a bridge with no address and so no route beyond it.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, openSync, promises as fs, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { SITE_SCRIPTS } from './config.js';
+
+export interface HostSpec {
+  name: string;
+  ip: string;
+  role: 'server' | 'agent';
+}
+
+export interface HostState extends HostSpec {
+  /** PID 1 of the host (systemd): `nsenter -t PID -a -r -w CMD` runs CMD on the host. */
+  pid: number;
+  dir: string;
+  cgroup: string;
+}
+
+export interface Net {
+  bridge: string;
+  prefix: number;
+}
+
+const sh = (cmd: string, args: string[], allowFail = false) => {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.status !== 0 && !allowFail) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr || r.stdout}`);
+  return r;
+};
+
+/** The v1 controllers this machine mounts, each its own hierarchy (name=systemd apart). */
+export function controllers(): string[] {
+  return readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f[2] === 'cgroup' && !f[3]!.includes('name='))
+    .map((f) => path.basename(f[1]!));
+}
+
+const cgroupDirs = (cg: string) => [...controllers(), 'systemd'].map((c) => `/sys/fs/cgroup/${c}/${cg}`);
+
+export function createBridge(n: Net): void {
+  sh('ip', ['link', 'add', n.bridge, 'type', 'bridge']);
+  sh('ip', ['link', 'set', n.bridge, 'up']);
+}
+
+export function deleteBridge(n: Net): void {
+  sh('ip', ['link', 'del', n.bridge], true);
+}
+
+async function waitFor<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Runs a command on a host (in all its namespaces and its root), in the host's cgroups. */
+export function onHost(h: Pick<HostState, 'pid' | 'cgroup'>, cmd: string[], opts: { input?: string; stdio?: 'inherit' | 'pipe' } = {}) {
+  const join = cgroupDirs(h.cgroup).map((d) => `echo $$ > ${d}/cgroup.procs`).join('; ');
+  return spawn('sh', ['-c', `${join}; exec nsenter -t ${h.pid} -a -r -w env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb "$@"`, 'on-host', ...cmd], {
+    stdio: [opts.input === undefined ? 'ignore' : 'pipe', opts.stdio ?? 'pipe', opts.stdio ?? 'pipe'],
+  });
+}
+
+/** Runs a command on a host and returns its output; throws with stderr on failure. */
+export function hostExec(h: Pick<HostState, 'pid' | 'cgroup'>, cmd: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = onHost(h, cmd, { input });
+    let stdout = '';
+    let stderr = '';
+    c.stdout?.on('data', (d: Buffer) => (stdout += d));
+    c.stderr?.on('data', (d: Buffer) => (stderr += d));
+    if (input !== undefined) c.stdin?.end(input);
+    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+export async function createHost(site: string, work: string, n: Net, h: HostSpec): Promise<HostState> {
+  const dir = path.join(work, 'hosts', h.name);
+  const cgroup = `${site}-${h.name}`;
+  await fs.mkdir(dir, { recursive: true });
+  for (const d of cgroupDirs(cgroup)) {
+    await fs.mkdir(d, { recursive: true });
+    if (d.includes('/cpuset/')) {
+      for (const f of ['cpuset.cpus', 'cpuset.mems']) await fs.writeFile(`${d}/${f}`, await fs.readFile(`/sys/fs/cgroup/cpuset/${f}`));
+    }
+  }
+  const log = openSync(path.join(dir, 'host.log'), 'a');
+  const join = cgroupDirs(cgroup).map((d) => `echo $$ > ${d}/cgroup.procs`).join('; ');
+  const init = path.join(SITE_SCRIPTS, 'host-init.sh');
+  const child = spawn(
+    'sh',
+    ['-c', `${join}; exec unshare --mount --pid --net --uts --ipc --cgroup --fork --propagation private sh "$@"`, 'site-host', init, h.name, dir, `${h.ip}/${n.prefix}`, controllers().join(' ')],
+    { detached: true, stdio: ['ignore', log, log] },
+  );
+  child.unref();
+  const unsharePid = child.pid!;
+  const pid = await waitFor(`${h.name}'s init`, () => {
+    const f = `/proc/${unsharePid}/task/${unsharePid}/children`;
+    const kids = existsSync(f) ? readFileSync(f, 'utf8').trim() : '';
+    return kids ? Number(kids.split(' ')[0]) : undefined;
+  }, 10_000);
+  const veth = `${n.bridge.slice(0, 6)}-${h.name}`.slice(0, 15);
+  sh('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(pid)]);
+  sh('ip', ['link', 'set', veth, 'master', n.bridge, 'up']);
+  const st: HostState = { ...h, pid, dir, cgroup };
+  // systemd is up when it answers; "degraded" still means it runs (some unit of the machine failed).
+  await waitFor(`systemd on ${h.name}`, async () => {
+    const r = await hostExec(st, ['systemctl', 'is-system-running']);
+    return /^(running|degraded)/.test(r.stdout.trim()) ? true : undefined;
+  }, 60_000).catch(async (e) => {
+    throw new Error(`${(e as Error).message}; see ${path.join(dir, 'host.log')}: ${(await fs.readFile(path.join(dir, 'host.log'), 'utf8')).slice(-1500)}`);
+  });
+  return st;
+}
+
+const alive = (pid: number) => existsSync(`/proc/${pid}`);
+
+/** Stops a host as a power cut would: SIGKILL to its PID 1 takes down every process in its pid namespace. */
+export async function killHost(h: HostState): Promise<void> {
+  if (alive(h.pid)) process.kill(h.pid, 'SIGKILL');
+  await waitFor(`${h.name} to stop`, () => (alive(h.pid) ? undefined : true), 30_000);
+  // Processes entered into its cgroups from outside (never expected) go too.
+  for (const d of cgroupDirs(h.cgroup)) {
+    const procs = existsSync(`${d}/cgroup.procs`) ? readFileSync(`${d}/cgroup.procs`, 'utf8').trim().split('\n').filter(Boolean) : [];
+    for (const p of procs) process.kill(Number(p), 'SIGKILL');
+  }
+}
+
+/** Removes a cgroup directory tree, deepest first (cgroupfs only removes empty groups). */
+async function rmCgroup(d: string): Promise<void> {
+  if (!existsSync(d)) return;
+  for (const e of await fs.readdir(d, { withFileTypes: true })) if (e.isDirectory()) await rmCgroup(path.join(d, e.name));
+  for (let i = 0; ; i++) {
+    try {
+      await fs.rmdir(d);
+      return;
+    } catch (e) {
+      if (i > 50) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+export async function removeHost(h: HostState): Promise<void> {
+  await killHost(h);
+  for (const d of cgroupDirs(h.cgroup)) await rmCgroup(d);
+  await fs.rm(h.dir, { recursive: true, force: true });
+}
+
+/** Every cgroup this machine has for a site's hosts, for a `down` that has lost its state. */
+export async function strayCgroups(site: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const c of [...controllers(), 'systemd']) {
+    for (const e of await fs.readdir(`/sys/fs/cgroup/${c}`).catch(() => [] as string[])) if (e.startsWith(`${site}-`)) out.push(`/sys/fs/cgroup/${c}/${e}`);
+  }
+  return out;
+}
+
+export async function removeStray(site: string): Promise<void> {
+  for (const d of await strayCgroups(site)) {
+    for (const p of readFileSync(`${d}/cgroup.procs`, 'utf8').trim().split('\n').filter(Boolean)) {
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  for (const d of await strayCgroups(site)) await rmCgroup(d);
+}

@@ -1,0 +1,240 @@
+/**
+ * The site in a box: real Kubernetes from a signed ferry bundle, on namespace hosts of this machine.
+ *   npm run site -- up [--servers N] [--agents M] [--domain D] [--json]
+ *   npm run site -- down
+ *   npm run site -- status [--json]
+ *   npm run site -- exec NAME -- CMD…
+ * `up` builds (or reuses) the upstream components, builds the signed bundle from
+ * bundle-spec/kubernetes.yaml through loopback mirrors, creates the hosts and runs the bundle's own
+ * install.sh on the first server. See README "The site in a box".
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { buildFileTree, buildImages, pushImages, run, serveFiles, startRegistry } from './content.js';
+import { built, CACHE, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK } from './config.js';
+import { createBridge, createHost, deleteBridge, hostExec, onHost, removeHost, removeStray, type HostState, type Net } from './hosts.js';
+
+const SITE = 'ferry-site';
+const SPEC = path.join(ROOT, 'bundle-spec/kubernetes.yaml');
+
+export interface SiteState {
+  domain: string;
+  fqdn: string;
+  net: Net & { subnet: string };
+  bundle: string;
+  hosts: HostState[];
+}
+
+interface Args {
+  cmd: string;
+  servers: number;
+  agents: number;
+  domain: string;
+  subnet: string;
+  json: boolean;
+  rest: string[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { cmd: argv[0] ?? 'help', servers: 1, agents: 0, domain: 'site.test', subnet: '10.231.0', json: false, rest: [] };
+  for (let i = 1; i < argv.length; i++) {
+    const f = argv[i]!;
+    const val = () => {
+      const v = argv[++i];
+      if (v === undefined) usage(`${f} needs a value`);
+      return v!;
+    };
+    if (f === '--servers') a.servers = Number(val());
+    else if (f === '--agents') a.agents = Number(val());
+    else if (f === '--domain') a.domain = val();
+    else if (f === '--subnet') a.subnet = val().replace(/\.0\/24$/, '');
+    else if (f === '--json') a.json = true;
+    else if (f === '--') {
+      a.rest.push(...argv.slice(i + 1));
+      break;
+    } else a.rest.push(f);
+  }
+  if (!Number.isInteger(a.servers) || a.servers < 1 || a.servers > 5) usage('--servers takes 1 to 5');
+  if (!Number.isInteger(a.agents) || a.agents < 0 || a.agents > 5) usage('--agents takes 0 to 5');
+  return a;
+}
+
+function usage(msg?: string): never {
+  if (msg) process.stderr.write(`error[SITE_USAGE]: ${msg}\n`);
+  process.stderr.write(readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 10).join('\n').replace(/^ \*\/?/gm, '') + '\n');
+  process.exit(2);
+}
+
+let quiet = false;
+const say = (s: string) => {
+  if (!quiet) process.stderr.write(`site: ${s}\n`);
+};
+
+async function freePort(): Promise<number> {
+  return new Promise((r) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => r(p));
+    });
+  });
+}
+
+/** Runs bin/ferry on this machine (the connected side). */
+function ferry(args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+  say(`$ ferry ${args.join(' ')}`);
+  return run(process.execPath, [path.join(ROOT, 'bin/ferry'), ...args], { env: { ...process.env, ...env } });
+}
+
+async function buildComponents(): Promise<void> {
+  const t0 = Date.now();
+  await new Promise<void>((resolve, reject) => {
+    const c = spawn('sh', [path.join(SITE_SCRIPTS, 'build-components.sh')], { stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] });
+    c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`build-components.sh failed (${code})`))));
+  });
+  say(`components ready in ${((Date.now() - t0) / 1000).toFixed(0)} s (cache ${CACHE})`);
+}
+
+/** Builds the signed default bundle through loopback mirrors. Returns the bundle and public key. */
+async function buildBundle(work: string): Promise<{ bundle: string; pub: string }> {
+  const v = versions();
+  const { dir: layout, refs } = await buildImages(v, say);
+  const reg = await startRegistry(path.join(work, 'registry'), await freePort());
+  const files = path.join(work, 'files');
+  await buildFileTree(v, files, path.join(built('helm', v.HELM), 'helm'), say);
+  const fs_ = await serveFiles(files, v);
+  try {
+    say(`pushing ${refs.length} images to ${reg.host} under their upstream names`);
+    await pushImages(layout, refs, reg.host);
+    const mirrors = ['registry.k8s.io', 'ghcr.io', 'docker.io'].flatMap((r) => ['--registry-mirror', `${r}=http://${reg.host}/${r}`]);
+    const binMirrors = ['https://dl.k8s.io', 'https://github.com', 'https://get.helm.sh', 'https://flannel-io.github.io'].flatMap((u) => ['--binary-mirror', `${u}=${fs_.url}/${u.slice(8)}`]);
+    const lock = path.join(work, 'images.lock');
+    const env = { FERRY_NPM_REGISTRY: fs_.npm };
+    await ferry(['key', 'generate', '--out', path.join(work, 'keys')]);
+    await ferry(['lock', SPEC, '--lock', lock, '--platform', 'linux/amd64', ...mirrors], env);
+    const bundle = path.join(work, 'kubernetes-0.1.0.ferry.tar');
+    const t0 = Date.now();
+    await ferry(['bundle', 'build', SPEC, '--lock', lock, '--key', path.join(work, 'keys/ferry.key'), '--out', bundle, '--platform', 'linux/amd64', ...mirrors, ...binMirrors, '--quiet'], env);
+    say(`bundle built in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${bundle}`);
+    return { bundle, pub: path.join(work, 'keys/ferry.pub') };
+  } finally {
+    await fs_.close();
+    await reg.stop();
+  }
+}
+
+async function saveState(s: SiteState): Promise<void> {
+  await fs.mkdir(WORK, { recursive: true });
+  await fs.writeFile(STATE_FILE, JSON.stringify(s, null, 2));
+}
+
+export function loadState(): SiteState | undefined {
+  return existsSync(STATE_FILE) ? (JSON.parse(readFileSync(STATE_FILE, 'utf8')) as SiteState) : undefined;
+}
+
+function answersFor(s: SiteState, h: HostState): string {
+  return [
+    'apiVersion: ferry.dev/v1alpha1',
+    'kind: InstallAnswers',
+    `domain: ${s.domain}`,
+    `node: {name: ${h.name}, ip: ${h.ip}}`,
+    'podCidr: 10.244.0.0/16',
+    'serviceCidr: 10.96.0.0/12',
+    'cni: flannel',
+    // A network namespace cannot set nf_conntrack_max: kube-proxy must leave it alone.
+    'patches:',
+    '  kubeProxy: {conntrack: {maxPerCore: 0}}',
+    '',
+  ].join('\n');
+}
+
+/** Runs the bundle's own install.sh on a host, streaming its output. */
+async function install(s: SiteState, h: HostState, pub: string): Promise<void> {
+  const srv = path.join(h.dir, 'disk/srv');
+  const name = path.basename(s.bundle);
+  await fs.link(s.bundle, path.join(srv, name)).catch(() => fs.copyFile(s.bundle, path.join(srv, name)));
+  await fs.copyFile(pub, path.join(srv, 'ferry.pub'));
+  await fs.writeFile(path.join(srv, 'answers.yaml'), answersFor(s, h));
+  const script = `cd /srv && tar -xf ${name} install.sh ferry runtime && sh install.sh ${name} --trust ferry.pub --answers answers.yaml`;
+  say(`${h.name}: ${script}`);
+  const t0 = Date.now();
+  const code = await new Promise<number>((resolve) => {
+    const c = onHost(h, ['sh', '-c', script], { stdio: quiet ? 'pipe' : 'inherit' });
+    let tail = '';
+    c.stderr?.on('data', (d: Buffer) => (tail = (tail + d).slice(-4000)));
+    c.on('close', (code) => {
+      if (code !== 0 && quiet) process.stderr.write(tail);
+      resolve(code ?? 1);
+    });
+  });
+  if (code !== 0) throw new Error(`ferry install failed on ${h.name} (exit ${code}); logs: ${path.join(h.dir, 'disk/var/log/ferry')}`);
+  say(`${h.name}: installed in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+async function up(a: Args): Promise<SiteState> {
+  if (loadState()) throw new Error(`a site is up (${STATE_FILE}); run: npm run site -- down`);
+  await buildComponents();
+  const work = WORK;
+  await fs.mkdir(work, { recursive: true });
+  const { bundle, pub } = await buildBundle(work);
+  const n = { bridge: 'fsite0', prefix: 24, subnet: `${a.subnet}.0/24` };
+  const specs = [
+    ...Array.from({ length: a.servers }, (_, i) => ({ name: `server-${i + 1}`, ip: `${a.subnet}.${11 + i}`, role: 'server' as const })),
+    ...Array.from({ length: a.agents }, (_, i) => ({ name: `agent-${i + 1}`, ip: `${a.subnet}.${21 + i}`, role: 'agent' as const })),
+  ];
+  const s: SiteState = { domain: a.domain, fqdn: `k8s-cluster.${a.domain}`, net: n, bundle, hosts: [] };
+  await saveState(s);
+  createBridge(n);
+  for (const spec of specs) {
+    say(`creating host ${spec.name} (${spec.ip})`);
+    s.hosts.push(await createHost(SITE, work, n, spec));
+    await saveState(s);
+  }
+  await install(s, s.hosts[0]!, pub);
+  return s;
+}
+
+async function down(): Promise<void> {
+  const s = loadState();
+  for (const h of s?.hosts ?? []) {
+    say(`removing ${h.name}`);
+    await removeHost(h);
+  }
+  await removeStray(SITE);
+  deleteBridge(s?.net ?? { bridge: 'fsite0', prefix: 24 });
+  await fs.rm(WORK, { recursive: true, force: true });
+  say('down');
+}
+
+function summary(s: SiteState) {
+  return { domain: s.domain, fqdn: s.fqdn, hosts: s.hosts.map((h) => ({ name: h.name, ip: h.ip, role: h.role, pid: h.pid })) };
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  quiet = a.json && !process.env.FERRY_SITE_VERBOSE;
+  if (a.cmd === 'up') {
+    const s = await up(a);
+    if (a.json) process.stdout.write(`${JSON.stringify(summary(s))}\n`);
+    else say(`up: ${s.hosts.map((h) => `${h.name} ${h.ip} (nsenter -t ${h.pid} -a -r -w …)`).join(', ')}`);
+  } else if (a.cmd === 'down') await down();
+  else if (a.cmd === 'status') {
+    const s = loadState();
+    if (!s) throw new Error('no site is up');
+    process.stdout.write(a.json ? `${JSON.stringify(summary(s))}\n` : `${s.hosts.map((h) => `${h.name}\t${h.ip}\t${h.role}\tpid ${h.pid}`).join('\n')}\n`);
+  } else if (a.cmd === 'exec') {
+    const s = loadState();
+    const h = s?.hosts.find((x) => x.name === a.rest[0]);
+    if (!h) throw new Error(`no host ${a.rest[0]} is up`);
+    const r = await hostExec(h, a.rest.slice(1));
+    process.stdout.write(r.stdout);
+    process.stderr.write(r.stderr);
+    process.exitCode = r.code;
+  } else usage(a.cmd === 'help' ? undefined : `unknown command ${a.cmd}`);
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`error[SITE_FAILED]: ${e.message}\n  hint: fix the cause, then run: npm run site -- down && npm run site -- up\n`);
+  process.exit(1);
+});

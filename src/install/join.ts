@@ -139,6 +139,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     firstServerIp: o.answers.node.ip,
     registries: await bundleRegistries(o.host.p(BUNDLE_DIR)),
     pauseImage: manifest.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10',
+    kubernetesVersion: manifest.kubernetes?.version ?? 'v1.31.2',
     join: { token: creds.token, caCertHash: await caCertHash(o.host), ...(creds.certificateKey ? { certificateKey: creds.certificateKey } : {}) },
   };
   const width = Math.max(...hosts.map((h) => h.name.length));

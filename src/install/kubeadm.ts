@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { stringify } from 'yaml';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 
@@ -50,7 +51,8 @@ export function renderKubeadmInit(i: KubeadmInput): string {
   return [init, cluster, kubelet].map((d) => stringify(d)).join('---\n');
 }
 
-export interface JoinCommand {
+export interface JoinInput {
+  kubernetesVersion: string;
   fqdn: string;
   token: string;
   caCertHash: string;
@@ -59,11 +61,25 @@ export interface JoinCommand {
   controlPlane?: { certificateKey: string };
 }
 
-/** The exact `kubeadm join` a joining node runs: by FQDN, never by an IP. */
-export function joinArgs(j: JoinCommand): string[] {
-  const out = ['join', `${j.fqdn}:${API_PORT}`, '--token', j.token, '--discovery-token-ca-cert-hash', j.caCertHash, '--node-name', j.nodeName, '--cri-socket', CRI_SOCKET];
-  if (j.controlPlane) out.push('--control-plane', '--certificate-key', j.controlPlane.certificateKey, '--apiserver-advertise-address', j.nodeIp);
-  return out;
+/**
+ * The JoinConfiguration a joining node hands `kubeadm join --config`: by FQDN, never by an IP. It
+ * holds the token and certificate key, which a command line would show to every process.
+ */
+export function renderKubeadmJoin(j: JoinInput): string {
+  const api = kubeadmApiVersion(j.kubernetesVersion);
+  const join = {
+    apiVersion: api,
+    kind: 'JoinConfiguration',
+    discovery: { bootstrapToken: { apiServerEndpoint: `${j.fqdn}:${API_PORT}`, token: j.token, caCertHashes: [j.caCertHash] } },
+    nodeRegistration: {
+      name: j.nodeName,
+      criSocket: CRI_SOCKET,
+      // A join host may be named by DNS; kubelet takes only an address.
+      ...(net.isIP(j.nodeIp) ? { kubeletExtraArgs: args(api, { 'node-ip': j.nodeIp }) } : {}),
+    },
+    ...(j.controlPlane ? { controlPlane: { localAPIEndpoint: { advertiseAddress: j.nodeIp, bindPort: API_PORT }, certificateKey: j.controlPlane.certificateKey } } : {}),
+  };
+  return stringify(join);
 }
 
 export const TOKEN_RE = /^[a-z0-9]{6}\.[a-z0-9]{16}$/;

@@ -12,7 +12,7 @@ import { loadPublicKey } from '../sign/keys.js';
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
 import { archOf, BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
-import { joinArgs } from './kubeadm.js';
+import { renderKubeadmJoin } from './kubeadm.js';
 import type { Step } from './plan.js';
 import { CONTAINERD_UNIT, containerdConfig, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, resolvConf, SITE_PORT, SYSCTL_CONF } from './system-files.js';
 import { FERRY_ROOT, renderServeUnit } from './units.js';
@@ -28,11 +28,13 @@ export interface NodeJoinPayload {
   firstServerIp: string;
   registries: string[];
   pauseImage: string;
+  kubernetesVersion: string;
   join: { token: string; caCertHash: string; certificateKey?: string };
 }
 
 const STATE = `${FERRY_ROOT}/state`;
 const CA = `${PKI_DIR}/ca.crt`;
+export const JOIN_CONFIG = '/etc/ferry/kubeadm-join.yaml';
 
 
 /**
@@ -187,9 +189,23 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       title: `kubeadm join ${p.fqdn}:6443${server ? ' as a control-plane node' : ''}`,
       check: async () => !!(await host.read('/etc/kubernetes/kubelet.conf')),
       apply: async (log) => {
-        const args = joinArgs({ fqdn: p.fqdn, token: p.join.token, caCertHash: p.join.caCertHash, nodeName: p.name, nodeIp: p.ip, ...(server && p.join.certificateKey ? { controlPlane: { certificateKey: p.join.certificateKey } } : {}) });
-        const r = await host.run('kubeadm', args, { timeoutMs: 15 * 60_000 });
-        log(r.stdout.split('\n').find((l) => /joined/.test(l)) ?? 'joined');
+        const config = renderKubeadmJoin({
+          kubernetesVersion: p.kubernetesVersion,
+          fqdn: p.fqdn,
+          token: p.join.token,
+          caCertHash: p.join.caCertHash,
+          nodeName: p.name,
+          nodeIp: p.ip,
+          ...(server && p.join.certificateKey ? { controlPlane: { certificateKey: p.join.certificateKey } } : {}),
+        });
+        await host.write(JOIN_CONFIG, config, 0o600);
+        try {
+          const r = await host.run('kubeadm', ['join', '--config', JOIN_CONFIG], { timeoutMs: 15 * 60_000 });
+          log(r.stdout.split('\n').find((l) => /joined/.test(l)) ?? 'joined');
+        } finally {
+          // The token and certificate key are needed only while kubeadm runs; a re-run brings fresh ones.
+          await fs.rm(host.p(JOIN_CONFIG), { force: true });
+        }
       },
     },
   );

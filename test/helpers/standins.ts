@@ -5,7 +5,8 @@ import path from 'node:path';
  * Stand-ins for programs that cannot run here: kubeadm, kubelet, systemctl, modprobe and sysctl.
  * Each is a small shell script that appends its name and arguments to $FERRY_ROOT/standins.log
  * (one line per call) and, for kubeadm, leaves the files the real one would. They never touch the
- * real host. `failOnce` makes the named command fail the first time it runs.
+ * real host. kubeadm join keeps a copy of its --config file as kubeadm-join.seen.yaml (with its mode
+ * in kubeadm-join.seen.mode). `failOnce` makes the named command fail the first time it runs.
  */
 export async function writeStandins(dir: string, opts: { failOnce?: string } = {}): Promise<string> {
   await fs.mkdir(dir, { recursive: true });
@@ -24,7 +25,10 @@ ${failOnce('kubeadm')}case "$1" in
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$FERRY_ROOT/etc/kubernetes/pki/ca.key" -out "$FERRY_ROOT/etc/kubernetes/pki/ca.crt" -subj /CN=kubernetes -days 1 2>/dev/null
     echo "Your Kubernetes control-plane has initialized successfully!" ;;
   token) echo "abcdef.0123456789abcdef" ;;
-  join) mkdir -p "$FERRY_ROOT/etc/kubernetes"; echo "kubelet" > "$FERRY_ROOT/etc/kubernetes/kubelet.conf"; echo "This node has joined the cluster" ;;
+  join)
+    # What kubeadm was handed, and its mode, for the test to read: ferry removes the file afterwards.
+    if [ "$2" = --config ]; then cp "$FERRY_ROOT$3" "$FERRY_ROOT/kubeadm-join.seen.yaml"; stat -c %a "$FERRY_ROOT$3" > "$FERRY_ROOT/kubeadm-join.seen.mode"; fi
+    mkdir -p "$FERRY_ROOT/etc/kubernetes"; echo "kubelet" > "$FERRY_ROOT/etc/kubernetes/kubelet.conf"; echo "This node has joined the cluster" ;;
 esac
 `,
     systemctl: `#!/bin/sh\n${record}\n${failOnce('systemctl')}exit 0\n`,

@@ -297,11 +297,26 @@ join:
       const caHash = `sha256:${createHash('sha256').update(new (await import('node:crypto')).X509Certificate(await fs.readFile(path.join(root, 'etc/kubernetes/pki/ca.crt'))).publicKey.export({ type: 'spki', format: 'der' })).digest('hex')}`;
       const agentRoot = path.join(work, 'nodes', 'k8s-agent-01');
       const serverRoot = path.join(work, 'nodes', 'k8s-server-02');
-      const agentJoin = (await standinCalls(agentRoot)).filter((c) => c.startsWith('kubeadm join'));
-      expect(agentJoin).toEqual([`kubeadm join k8s-cluster.site.test:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash ${caHash} --node-name k8s-agent-01 --cri-socket unix:///run/containerd/containerd.sock`]);
-      const serverJoin = (await standinCalls(serverRoot)).filter((c) => c.startsWith('kubeadm join'));
-      expect(serverJoin).toEqual([
-        `kubeadm join k8s-cluster.site.test:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash ${caHash} --node-name k8s-server-02 --cri-socket unix:///run/containerd/containerd.sock --control-plane --certificate-key 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --apiserver-advertise-address ${server2.ip}`,
+      // kubeadm join reads a JoinConfiguration (0600, removed afterwards): no secret on a command line.
+      const joinConfig = async (r: string) => {
+        expect((await standinCalls(r)).filter((c) => c.startsWith('kubeadm join'))).toEqual(['kubeadm join --config /etc/ferry/kubeadm-join.yaml']);
+        expect((await fs.readFile(path.join(r, 'kubeadm-join.seen.mode'), 'utf8')).trim()).toBe('600');
+        await expect(fs.access(path.join(r, 'etc/ferry/kubeadm-join.yaml'))).rejects.toThrow();
+        return parseAllDocuments(await fs.readFile(path.join(r, 'kubeadm-join.seen.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>);
+      };
+      const discovery = { bootstrapToken: { apiServerEndpoint: 'k8s-cluster.site.test:6443', token: 'abcdef.0123456789abcdef', caCertHashes: [caHash] } };
+      const cri = 'unix:///run/containerd/containerd.sock';
+      expect(await joinConfig(agentRoot)).toEqual([
+        { apiVersion: 'kubeadm.k8s.io/v1beta4', kind: 'JoinConfiguration', discovery, nodeRegistration: { name: 'k8s-agent-01', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: agent.ip }] } },
+      ]);
+      expect(await joinConfig(serverRoot)).toEqual([
+        {
+          apiVersion: 'kubeadm.k8s.io/v1beta4',
+          kind: 'JoinConfiguration',
+          discovery,
+          nodeRegistration: { name: 'k8s-server-02', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: server2.ip }] },
+          controlPlane: { localAPIEndpoint: { advertiseAddress: server2.ip, bindPort: 6443 }, certificateKey: '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' },
+        },
       ]);
       // Binaries came from the site service by FQDN, checksums checked.
       for (const r of [agentRoot, serverRoot]) {

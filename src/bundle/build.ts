@@ -5,14 +5,14 @@ import { Codes, FerryError } from '../errors.js';
 import type { RegistryClient } from '../oci/client.js';
 import { collectImage } from '../oci/copy.js';
 import { Layout } from '../oci/layout.js';
-import { MediaType, type Descriptor } from '../oci/media.js';
+import { isIndexType, MediaType, type Descriptor } from '../oci/media.js';
 import { fingerprint, signBytes, verifyBytes } from '../sign/keys.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import { createPublicKey } from 'node:crypto';
 
 const publicOf = (k: KeyObject) => createPublicKey(k);
 import { assertNoDrift, readLock, resolveAll, writeLock } from '../spec/lock.js';
-import { loadSpec } from '../spec/spec.js';
+import { loadSpec, narrowPlatforms } from '../spec/spec.js';
 import { hashFile, sha256 } from '../util/digest.js';
 import { cacheDir, cacheStoreDir } from '../util/paths.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
@@ -21,7 +21,7 @@ import { writeArchive, writePartsManifest, partsSigningBytes, sha256Hex, type Ar
 import { fetchBinaries, type FetchedFile } from './binaries.js';
 import { fetchCharts, type PackedChart } from './charts.js';
 import type { BinaryMirror } from './fetch.js';
-import { pullImages } from './images.js';
+import { lockedPlatforms, pullImages } from './images.js';
 import { fetchRuntimes, type FetchedRuntime } from './runtime.js';
 
 export const FORMAT_VERSION = 1;
@@ -116,6 +116,8 @@ export interface BuildOptions {
   created?: Date;
   /** --binary-mirror: where binaries, charts and the runtime are fetched from instead of upstream. */
   binaryMirrors?: BinaryMirror[];
+  /** --platform: carry only these of the spec's platforms. */
+  platforms?: string[];
 }
 
 export interface BuildResult {
@@ -131,10 +133,11 @@ function modeFor(p: string): number {
 }
 
 /** Every store blob the bundle's images and charts need, from the cache. */
-async function storeEntries(cache: Layout, named: { name: string; desc: Descriptor }[]): Promise<{ entries: ArchiveEntry[]; index: Buffer }> {
+async function storeEntries(cache: Layout, named: { name: string; desc: Descriptor; only?: Set<string> }[]): Promise<{ entries: ArchiveEntry[]; index: Buffer }> {
   const blobs = new Map<string, ArchiveEntry>();
-  for (const { desc } of named) {
-    const { manifests, blobs: layers } = await collectImage(cache, desc);
+  for (const { desc, only } of named) {
+    // The cache may hold platforms an earlier, wider build pulled: carry only this build's.
+    const { manifests, blobs: layers } = await collectImage(cache, desc, only && ((c) => only.has(c.digest)));
     for (const d of [...manifests.map((m) => m.desc), ...layers]) {
       const hex = d.digest.slice('sha256:'.length);
       blobs.set(hex, { path: `images/blobs/sha256/${hex}`, size: d.size, sha256: hex, source: cache.blobPath(d.digest) });
@@ -183,7 +186,7 @@ async function cachedSignature(key: KeyObject, data: Buffer): Promise<string> {
 
 export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   const reporter = o.reporter ?? silentReporter;
-  const spec = await loadSpec(o.specFile);
+  const spec = narrowPlatforms(await loadSpec(o.specFile), o.platforms);
   const specDir = specBaseDir(o.specFile);
   let lock;
   if (o.updateLock) {
@@ -216,8 +219,16 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
     throw new FerryError(Codes.bundleBuild, `the bundled ferry (${ferryDir}/ferry.mjs) is missing`, { exit: 'io', hint: 'Run `npm run build` (npm ci does it) to make dist/ferry/.', cause: e });
   }
 
-  const named: { name: string; desc: Descriptor }[] = [];
-  for (const img of lock.images) named.push({ name: img.name, desc: { mediaType: img.mediaType, digest: img.digest, size: img.size } });
+  const locked = new Map(lock.images.map((i) => [i.name, i]));
+  const images = spec.images.map((img) => {
+    const l = locked.get(img.name)!;
+    return { ...l, platforms: lockedPlatforms(img, l) };
+  });
+  const named: { name: string; desc: Descriptor; only?: Set<string> }[] = [];
+  for (const img of images) {
+    const only = spec.narrowed && isIndexType(img.mediaType) ? new Set(img.platforms.map((p) => p.digest)) : undefined;
+    named.push({ name: img.name, desc: { mediaType: img.mediaType, digest: img.digest, size: img.size }, ...(only ? { only } : {}) });
+  }
   for (const c of charts) {
     const d = await cache.resolve(c.ref);
     if (d) named.push({ name: c.ref, desc: d });
@@ -257,7 +268,7 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
     ferryVersion: FERRY_VERSION,
     platforms,
     ...(spec.spec.spec.kubernetes ? { kubernetes: spec.spec.spec.kubernetes } : {}),
-    images: lock.images.map((i) => ({ ref: i.name, digest: i.digest, mediaType: i.mediaType, platforms: i.platforms.map((p) => p.platform) })),
+    images: images.map((i) => ({ ref: i.name, digest: i.digest, mediaType: i.mediaType, platforms: i.platforms.map((p) => p.platform) })),
     charts: charts.map((c) => ({ name: c.name, version: c.version, ref: c.ref, digest: c.digest })),
     files: files.map((f) => ({ name: f.name, version: f.version, platform: f.platform, path: f.bundlePath, sha256: f.sha256, size: f.size, archive: f.archive, url: f.url })).sort((a, b) => (a.path < b.path ? -1 : 1)),
     runtime: runtimes.map((r) => ({ platform: r.platform, version: r.version, path: r.bundlePath, sha256: r.sha256, size: r.size })),

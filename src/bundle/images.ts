@@ -1,8 +1,8 @@
 import { Codes, IntegrityError } from '../errors.js';
 import { allOrAbort } from '../util/limit.js';
-import { assertNoDrift, type ImagesLock } from '../spec/lock.js';
-import type { LoadedSpec } from '../spec/spec.js';
-import { parsePlatform } from '../oci/media.js';
+import { assertNoDrift, type ImagesLock, type LockedImage, type LockedPlatform } from '../spec/lock.js';
+import type { LoadedSpec, SpecImage } from '../spec/spec.js';
+import { formatPlatform, parsePlatform } from '../oci/media.js';
 import { Puller, Pusher, type CopyContext, type PullStats } from '../oci/copy.js';
 import { CONTAINERD_NAME, REF_NAME } from '../oci/layout.js';
 import { parseReference, type Reference } from '../oci/reference.js';
@@ -13,6 +13,12 @@ export interface PullResult {
   stats: PullStats;
 }
 
+/** The lock's platforms of an image that this run wants (all of them, unless --platform narrowed it). */
+export function lockedPlatforms(img: SpecImage, l: LockedImage): LockedPlatform[] {
+  const want = new Set(img.platforms.map(formatPlatform));
+  return l.platforms.filter((p) => want.has(p.platform));
+}
+
 /** Fills a store with every image of a spec, pinned by its lock. Refuses a spec that drifted from the lock. */
 export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: ImagesLock, lockFile: string): Promise<PullResult> {
   assertNoDrift(spec, lock, lockFile);
@@ -21,12 +27,13 @@ export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: Image
   const images = await allOrAbort(
     spec.images.map(async (img) => {
       const l = locked.get(img.name)!;
-      const desc = await puller.pull({ registry: img.ref.registry, repository: img.ref.repository }, l.digest, [img.name], l.platforms.map((p) => parsePlatform(p.platform)));
+      const platforms = lockedPlatforms(img, l);
+      const desc = await puller.pull({ registry: img.ref.registry, repository: img.ref.repository }, l.digest, [img.name], platforms.map((p) => parsePlatform(p.platform)));
       if (desc.digest !== l.digest) {
         throw new IntegrityError(Codes.digestMismatch, `${img.name}: stored ${desc.digest}, lock says ${l.digest}`);
       }
       ctx.reporter?.verbose(`pulled ${img.name}@${l.digest}`);
-      return { name: img.name, digest: l.digest, platforms: l.platforms.map((p) => p.platform) };
+      return { name: img.name, digest: l.digest, platforms: platforms.map((p) => p.platform) };
     }),
     puller.ac,
   );

@@ -9,7 +9,7 @@ import { formatBytes, parseSize } from '../util/size.js';
 import { makeOutput } from './output.js';
 import { confirm } from './prompt.js';
 import { addRegistryOptions, clientFrom, type RegistryFlags } from './registry-options.js';
-import { collect, defaultLock, examples, globals } from './shared.js';
+import { addPlatformOption, collect, defaultLock, examples, globals } from './shared.js';
 
 
 export function keyCommand(): Command {
@@ -58,21 +58,20 @@ export function bundleCommand(): Command {
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key',
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --out k8s.ferry.tar --split-size',
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --binary-mirror https://dl.k8s.io=https://artifactory.corp/dl.k8s.io',
+        'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --platform linux/amd64',
       ]),
     );
-  addRegistryOptions(build).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean; binaryMirror?: string[] }, c: Command) => {
+  addRegistryOptions(addPlatformOption(build)).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean; binaryMirror?: string[]; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
     const binaryMirrors = (o.binaryMirror ?? []).map(parseBinaryMirror);
+    // A bad spec or --platform is reported before the key (and its passphrase) is read.
+    const { loadSpec, narrowPlatforms } = await import('../spec/spec.js');
+    const s = narrowPlatforms(await loadSpec(specFile), o.platform);
     const key = await loadPrivateKey(o.key, await readPassphrase(o.passphraseFile));
     const partSize = o.splitSize === undefined || o.splitSize === false ? undefined : o.splitSize === true ? DEFAULT_PART_SIZE : parseSize(o.splitSize);
     const client = await clientFrom(o, out.reporter);
-    let outFile = o.out;
-    if (!outFile) {
-      const { loadSpec } = await import('../spec/spec.js');
-      const s = await loadSpec(specFile);
-      outFile = `${s.spec.metadata.name}-${s.spec.metadata.version}.ferry.tar`;
-    }
-    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, binaryMirrors });
+    const outFile = o.out ?? `${s.spec.metadata.name}-${s.spec.metadata.version}.ferry.tar`;
+    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, binaryMirrors, platforms: o.platform });
     out.reporter.done();
     out.result(
       `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}`,

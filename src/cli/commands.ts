@@ -4,12 +4,12 @@ import { Codes, DriftError } from '../errors.js';
 import { Layout } from '../oci/layout.js';
 import { formatLock, movedTags, readLock, resolveAll, writeLock } from '../spec/lock.js';
 import { bundleSpecSchema } from '../spec/schema.js';
-import { loadSpec } from '../spec/spec.js';
+import { loadSpec, narrowPlatforms } from '../spec/spec.js';
 import { cacheStoreDir } from '../util/paths.js';
 import { formatBytes } from '../util/size.js';
 import { makeOutput } from './output.js';
 import { addRegistryOptions, clientFrom, intOption, type RegistryFlags } from './registry-options.js';
-import { defaultLock, examples, globals } from './shared.js';
+import { addPlatformOption, defaultLock, examples, globals } from './shared.js';
 
 
 export function lockCommand(): Command {
@@ -18,17 +18,20 @@ export function lockCommand(): Command {
     .argument('<spec>', 'bundle spec, e.g. bundle-spec/kubernetes.yaml')
     .option('--lock <file>', 'lock file (default: images.lock beside bundle-spec/)')
     .option('--check', 'do not write; exit 3 when a tag has moved or the spec changed')
-    .addHelpText('after', examples(['ferry lock bundle-spec/kubernetes.yaml', 'ferry lock bundle-spec/kubernetes.yaml --check --json', 'ferry lock demo.yaml --lock demo.lock --registry-mirror docker.io=https://mirror.corp']));
-  addRegistryOptions(cmd).action(async (specFile: string, o: RegistryFlags & { lock?: string; check?: boolean }, c: Command) => {
+    .addHelpText(
+      'after',
+      examples(['ferry lock bundle-spec/kubernetes.yaml', 'ferry lock bundle-spec/kubernetes.yaml --check --json', 'ferry lock bundle-spec/kubernetes.yaml --platform linux/amd64', 'ferry lock demo.yaml --lock demo.lock --registry-mirror docker.io=https://mirror.corp']),
+    );
+  addRegistryOptions(addPlatformOption(cmd)).action(async (specFile: string, o: RegistryFlags & { lock?: string; check?: boolean; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
-    const spec = await loadSpec(specFile);
+    const spec = narrowPlatforms(await loadSpec(specFile), o.platform);
     const lockFile = o.lock ?? defaultLock(specFile);
     const client = await clientFrom(o, out.reporter);
     out.reporter.info(`resolving ${spec.images.length} images from ${specFile}`);
     const fresh = await resolveAll(client, spec, intOption('--concurrency', o.concurrency, 6));
     out.reporter.done();
     if (o.check) {
-      const moved = movedTags(await readLock(lockFile), fresh);
+      const moved = movedTags(await readLock(lockFile), fresh, spec.narrowed);
       out.result(moved.length ? moved.map((m) => `${m.name} ${m.problem}`).join('\n') : `${lockFile} is up to date (${fresh.images.length} images)`, { lock: lockFile, upToDate: moved.length === 0, moved });
       if (moved.length) {
         throw new DriftError(Codes.lockDrift, `${moved.length} of ${fresh.images.length} images differ from ${lockFile}`, {
@@ -50,10 +53,10 @@ export function imagesCommand(): Command {
     .argument('<spec>', 'bundle spec')
     .option('--lock <file>', 'lock file (default: images.lock beside bundle-spec/)')
     .option('--out <dir>', 'store directory, an OCI image layout (default: the cache store)')
-    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10']));
-  addRegistryOptions(pull).action(async (specFile: string, o: RegistryFlags & { lock?: string; out?: string }, c: Command) => {
+    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10']));
+  addRegistryOptions(addPlatformOption(pull)).action(async (specFile: string, o: RegistryFlags & { lock?: string; out?: string; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
-    const spec = await loadSpec(specFile);
+    const spec = narrowPlatforms(await loadSpec(specFile), o.platform);
     const lockFile = o.lock ?? defaultLock(specFile);
     const lock = await readLock(lockFile);
     const cache = await Layout.open(cacheStoreDir());

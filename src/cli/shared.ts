@@ -16,3 +16,7 @@ export const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** A repeatable option that also takes comma-separated lists. */
 export const collectCsv = (v: string, prev: string[] = []) => [...prev, ...v.split(',').filter(Boolean)];
+
+/** --platform on the commands that read a spec: this run carries only these of spec.platforms. */
+export const addPlatformOption = (cmd: Command): Command =>
+  cmd.option('--platform <os/arch>', "only these of the spec's platforms, e.g. linux/amd64 (repeatable or comma-separated)", collectCsv);

@@ -145,7 +145,8 @@ export class Puller {
 }
 
 /** Every blob digest an image in the store needs, children first, as far as the store holds them. */
-export async function collectImage(store: Layout, desc: Descriptor): Promise<{ manifests: { desc: Descriptor; bytes: Buffer }[]; blobs: Descriptor[]; missing: Descriptor[] }> {
+/** `keep` picks the children of the top index to follow (a build narrowed by --platform); default all. */
+export async function collectImage(store: Layout, desc: Descriptor, keep?: (child: Descriptor) => boolean): Promise<{ manifests: { desc: Descriptor; bytes: Buffer }[]; blobs: Descriptor[]; missing: Descriptor[] }> {
   const manifests: { desc: Descriptor; bytes: Buffer }[] = [];
   const blobs = new Map<string, Descriptor>();
   const missing: Descriptor[] = [];
@@ -164,7 +165,7 @@ export async function collectImage(store: Layout, desc: Descriptor): Promise<{ m
         blobs.set(b.digest, b);
       }
     } else {
-      for (const c of p.index.manifests) await visit(c);
+      for (const c of p.index.manifests) if (d !== desc || !keep || keep(c)) await visit(c);
     }
     manifests.push({ desc: d, bytes });
     return true;

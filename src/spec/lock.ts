@@ -128,10 +128,14 @@ export interface Drift {
   problem: string;
 }
 
-/** What differs between a spec and its lock, without the network. */
+/**
+ * What differs between a spec and its lock, without the network. A spec narrowed by --platform
+ * matches a lock that holds at least its platforms, so one full lock serves every narrowed run.
+ */
 export function specLockDrift(spec: LoadedSpec, lock: ImagesLock): Drift[] {
   const drift: Drift[] = [];
   const locked = new Map(lock.images.map((i) => [i.name, i]));
+  for (const name of spec.narrowed?.skipped ?? []) locked.delete(name);
   for (const img of spec.images) {
     const l = locked.get(img.name);
     if (!l) {
@@ -140,9 +144,10 @@ export function specLockDrift(spec: LoadedSpec, lock: ImagesLock): Drift[] {
     }
     locked.delete(img.name);
     if (img.ref.digest && img.ref.digest !== l.digest) drift.push({ name: img.name, problem: `is pinned to ${img.ref.digest} in the spec but ${l.digest} in the lock` });
-    const want = img.platforms.map(formatPlatform).sort().join(', ');
-    const have = l.platforms.map((p) => p.platform).sort().join(', ');
-    if (want !== have) drift.push({ name: img.name, problem: `wants platforms [${want}] but the lock has [${have}]` });
+    const wantList = img.platforms.map(formatPlatform).sort();
+    const haveList = l.platforms.map((p) => p.platform).sort();
+    const [want, have] = [wantList.join(', '), haveList.join(', ')];
+    if (spec.narrowed ? !wantList.every((p) => haveList.includes(p)) : want !== have) drift.push({ name: img.name, problem: `wants platforms [${want}] but the lock has [${have}]` });
   }
   for (const name of locked.keys()) drift.push({ name, problem: 'is in the lock but no longer in the spec' });
   return drift;
@@ -158,16 +163,23 @@ export function assertNoDrift(spec: LoadedSpec, lock: ImagesLock, lockFile: stri
   }
 }
 
-/** Compares a fresh resolution with the lock: which tags moved upstream. */
-export function movedTags(lock: ImagesLock, fresh: ImagesLock): Drift[] {
+/**
+ * Compares a fresh resolution with the lock: which tags moved upstream. With a spec narrowed by
+ * --platform, only its platforms and images are compared.
+ */
+export function movedTags(lock: ImagesLock, fresh: ImagesLock, narrowed?: LoadedSpec['narrowed']): Drift[] {
   const old = new Map(lock.images.map((i) => [i.name, i]));
   const out: Drift[] = [];
   for (const f of fresh.images) {
     const o = old.get(f.name);
+    const oldPlatforms = narrowed ? o?.platforms.filter((p) => f.platforms.some((x) => x.platform === p.platform)) : o?.platforms;
     if (!o) out.push({ name: f.name, problem: 'is not in the lock' });
     else if (o.digest !== f.digest) out.push({ name: f.name, problem: `moved from ${o.digest} to ${f.digest}` });
-    else if (JSON.stringify(o.platforms) !== JSON.stringify(f.platforms)) out.push({ name: f.name, problem: 'platform manifests changed' });
+    else if (JSON.stringify(oldPlatforms) !== JSON.stringify(f.platforms)) out.push({ name: f.name, problem: 'platform manifests changed' });
   }
-  for (const o of lock.images) if (!fresh.images.some((f) => f.name === o.name)) out.push({ name: o.name, problem: 'is in the lock but not in the spec' });
+  for (const o of lock.images) {
+    if (narrowed?.skipped.includes(o.name)) continue;
+    if (!fresh.images.some((f) => f.name === o.name)) out.push({ name: o.name, problem: 'is in the lock but not in the spec' });
+  }
   return out;
 }

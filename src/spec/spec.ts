@@ -1,5 +1,5 @@
 import { Ajv, type ErrorObject } from 'ajv';
-import { Codes, SpecError } from '../errors.js';
+import { Codes, SpecError, UsageError } from '../errors.js';
 import { formatPlatform, parsePlatform, type Platform } from '../oci/media.js';
 import { displayName, formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { bundleSpecSchema } from './schema.js';
@@ -52,6 +52,12 @@ export interface LoadedSpec {
   file: string;
   spec: BundleSpec;
   images: SpecImage[];
+  /** Set by narrowPlatforms (`--platform`): this run carries only these platforms. */
+  narrowed?: {
+    platforms: string[];
+    /** Images whose own platforms: share none with the narrowed set, left out of this run. */
+    skipped: string[];
+  };
 }
 
 let validator: ReturnType<Ajv['compile']> | undefined;
@@ -134,6 +140,32 @@ function specInvalid(file: string, problems: string[]): SpecError {
     hint: 'Fix each field above. The shape is in bundle-spec/bundle-spec.schema.json (add it to your editor for completion).',
     details: { problems },
   });
+}
+
+/**
+ * `--platform`: narrows the spec to a subset of spec.platforms for one run (a site that is only
+ * amd64 does not carry arm64). Per-image platforms are intersected with the subset; an image left
+ * with none is skipped. The lock may hold more platforms than a narrowed run wants (see lock.ts).
+ */
+export function narrowPlatforms(s: LoadedSpec, wanted: string[] | undefined): LoadedSpec {
+  if (!wanted?.length) return s;
+  const all = s.spec.spec.platforms.map((p) => formatPlatform(parsePlatform(p)));
+  const want = new Set(wanted.map((w) => w.trim()).filter(Boolean));
+  const unknown = [...want].filter((w) => !all.includes(w));
+  if (unknown.length) {
+    throw new UsageError(Codes.usage, `--platform ${unknown.join(', ')} ${unknown.length > 1 ? 'are' : 'is'} not in the platforms of ${s.file}: ${all.join(', ')}`, {
+      hint: `Choose from ${all.join(', ')}, or add the platform to spec.platforms in ${s.file}.`,
+    });
+  }
+  const platforms = all.filter((p) => want.has(p));
+  const images: SpecImage[] = [];
+  const skipped: string[] = [];
+  for (const img of s.images) {
+    const ps = img.platforms.filter((p) => want.has(formatPlatform(p)));
+    if (ps.length) images.push({ ...img, platforms: ps });
+    else skipped.push(img.name);
+  }
+  return { ...s, spec: { ...s.spec, spec: { ...s.spec.spec, platforms } }, images, narrowed: { platforms, skipped } };
 }
 
 export function platformKey(ps: Platform[]): string[] {

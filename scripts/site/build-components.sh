@@ -67,8 +67,8 @@ build_etcd() {
   ld="-X go.etcd.io/etcd/api/v3/version.GitSHA=ferry-site-$v"
   mkdir -p "$OUT/$n-$v"
   gobuild "$OUT/$n-$v" "$ld" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3
-  mv "$OUT/$n-$v/v3" "$OUT/$n-$v/etcd" 2>/dev/null || true
-  [ -x "$OUT/$n-$v/etcd" ] || { for f in "$OUT/$n-$v"/*; do log "etcd produced $f"; done; exit 1; }
+  # go build names a binary after its package's last path element: server/v3 becomes "server".
+  mv "$OUT/$n-$v/server" "$OUT/$n-$v/etcd"
   finish $n "$v"
 }
 

@@ -9,23 +9,16 @@
  * install.sh on the first server. See README "The site in a box".
  */
 import { spawn } from 'node:child_process';
-import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { buildFileTree, buildImages, pushImages, run, serveFiles, startRegistry } from './content.js';
 import { built, CACHE, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK } from './config.js';
-import { createBridge, createHost, deleteBridge, hostExec, onHost, removeHost, removeStray, type HostState, type Net } from './hosts.js';
+import { loadState, saveState, type SiteState } from './state.js';
+import { createBridge, createHost, deleteBridge, hostExec, onHost, removeHost, removeStray, type HostState } from './hosts.js';
 
 const SITE = 'ferry-site';
 const SPEC = path.join(ROOT, 'bundle-spec/kubernetes.yaml');
-
-export interface SiteState {
-  domain: string;
-  fqdn: string;
-  net: Net & { subnet: string };
-  bundle: string;
-  hosts: HostState[];
-}
 
 interface Args {
   cmd: string;
@@ -122,15 +115,6 @@ async function buildBundle(work: string): Promise<{ bundle: string; pub: string 
     await fs_.close();
     await reg.stop();
   }
-}
-
-async function saveState(s: SiteState): Promise<void> {
-  await fs.mkdir(WORK, { recursive: true });
-  await fs.writeFile(STATE_FILE, JSON.stringify(s, null, 2));
-}
-
-export function loadState(): SiteState | undefined {
-  return existsSync(STATE_FILE) ? (JSON.parse(readFileSync(STATE_FILE, 'utf8')) as SiteState) : undefined;
 }
 
 function answersFor(s: SiteState, h: HostState): string {

@@ -24,8 +24,12 @@ export interface PlanEntry {
 }
 
 export interface RunOutcome {
+  /** Steps that changed the host. */
   applied: string[];
+  /** Steps whose check passed: nothing to do. */
   skipped: string[];
+  /** Check-only steps (preflight): they ran, and change nothing. */
+  checked: string[];
   logFile: string;
 }
 
@@ -51,6 +55,7 @@ export async function runPlan(host: Host, name: string, steps: Step[], reporter:
   };
   const applied: string[] = [];
   const skipped: string[] = [];
+  const checked: string[] = [];
   try {
     for (const [i, s] of steps.entries()) {
       const label = `[${i + 1}/${steps.length}] ${s.title}`;
@@ -81,11 +86,11 @@ export async function runPlan(host: Host, name: string, steps: Step[], reporter:
         await write(`step ${s.id}: applied, but its check still fails`);
         throw new FerryError(Codes.installStep, `step "${s.title}" ran but the host is still not as it should be`, { exit: 'io', hint: `See ${logFile}.` });
       }
-      applied.push(s.id);
+      (s.always ? checked : applied).push(s.id);
       await write(`step ${s.id}: done`);
     }
   } finally {
     await log.close();
   }
-  return { applied, skipped, logFile };
+  return { applied, skipped, checked, logFile };
 }

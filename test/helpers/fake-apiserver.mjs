@@ -13,6 +13,7 @@ const resources = {
     { name: 'namespaces', namespaced: false, kind: 'Namespace', verbs: ['get', 'patch'] },
     { name: 'configmaps', namespaced: true, kind: 'ConfigMap', verbs: ['get', 'patch'] },
     { name: 'serviceaccounts', namespaced: true, kind: 'ServiceAccount', verbs: ['get', 'patch'] },
+    { name: 'nodes', namespaced: false, kind: 'Node', verbs: ['get', 'patch'] },
   ] },
   '/apis/apps/v1': { groupVersion: 'apps/v1', resources: [{ name: 'daemonsets', namespaced: true, kind: 'DaemonSet', verbs: ['get', 'patch'] }] },
 };

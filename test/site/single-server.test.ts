@@ -1,0 +1,136 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hostExec, type HostState } from '../../scripts/site/hosts.js';
+import { loadState } from '../../scripts/site/state.js';
+import { ROOT } from '../../scripts/site/config.js';
+import { BOOTSTRAP_CHART, BOOTSTRAP_NAMESPACE, DNS_NAME, LB_NAME } from '../../src/install/bootstrap.js';
+
+/**
+ * The site in a box, one real server: `npm run site -- up --servers 1 --json` builds the default
+ * bundle from upstream components, and ferry install brings up real Kubernetes from it on a
+ * namespace host with real systemd, kubeadm, kubelet, containerd, flannel, CoreDNS and haproxy.
+ */
+interface Up {
+  domain: string;
+  fqdn: string;
+  hosts: { name: string; ip: string; role: string; pid: number }[];
+}
+
+function site(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), path.join(ROOT, 'scripts/site/site.ts'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d));
+    c.stderr.on('data', (d: Buffer) => {
+      stderr += d;
+      process.stderr.write(d);
+    });
+    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+let up: Up;
+let server: HostState;
+const kubectl = async (...args: string[]) => {
+  const r = await hostExec(server, ['kubectl', '--kubeconfig', '/etc/kubernetes/admin.conf', ...args]);
+  if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+};
+const json = async <T>(...args: string[]) => JSON.parse(await kubectl(...args, '-o', 'json')) as T;
+
+interface Pod {
+  metadata: { name: string; namespace: string };
+  status: { phase: string; containerStatuses?: { ready: boolean }[] };
+}
+
+async function podDone(ns: string, name: string, timeoutMs = 300_000): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const p = await json<Pod>('-n', ns, 'get', 'pod', name);
+    if (p.status.phase === 'Succeeded' || p.status.phase === 'Failed') return p.status.phase;
+    if (Date.now() > end) throw new Error(`pod ${name} still ${p.status.phase}: ${await kubectl('-n', ns, 'describe', 'pod', name)}`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+describe('a real single-server site from the signed default bundle', () => {
+  beforeAll(async () => {
+    await site(['down']);
+    const r = await site(['up', '--servers', '1', '--json']);
+    expect(r.code, r.stderr.slice(-3000)).toBe(0);
+    up = JSON.parse(r.stdout.trim().split('\n').pop()!) as Up;
+    server = loadState()!.hosts[0]!;
+  }, 3_600_000);
+
+  afterAll(async () => {
+    if (!process.env.FERRY_SITE_KEEP) await site(['down']);
+  }, 300_000);
+
+  it('prints the domain, the FQDN and each host with a PID inside its namespaces', async () => {
+    expect(up.fqdn).toBe(`k8s-cluster.${up.domain}`);
+    expect(up.hosts).toEqual([{ name: 'server-1', ip: server.ip, role: 'server', pid: server.pid }]);
+    const r = await hostExec(server, ['hostname']);
+    expect(r.stdout.trim()).toBe('server-1');
+  });
+
+  it('has a Ready node', async () => {
+    const nodes = await json<{ items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[] } }[] }>('get', 'nodes');
+    expect(nodes.items.map((n) => n.metadata.name)).toEqual(['server-1']);
+    expect(nodes.items[0]!.status.conditions.find((c) => c.type === 'Ready')?.status).toBe('True');
+  });
+
+  it('runs every kube-system pod and both ferry-bootstrap DaemonSets', async () => {
+    const system = await json<{ items: Pod[] }>('-n', 'kube-system', 'get', 'pods');
+    // etcd, apiserver, controller-manager, scheduler, kube-proxy and two CoreDNS replicas.
+    expect(system.items.length).toBeGreaterThanOrEqual(7);
+    for (const p of system.items) expect(`${p.metadata.name} ${p.status.phase}`).toBe(`${p.metadata.name} Running`);
+    const sets = await json<{ items: { metadata: { name: string }; status: { desiredNumberScheduled: number; numberReady: number } }[] }>('-n', BOOTSTRAP_NAMESPACE, 'get', 'daemonsets', '-l', `app.kubernetes.io/name=${BOOTSTRAP_CHART}`);
+    const byName = Object.fromEntries(sets.items.map((d) => [d.metadata.name, d.status]));
+    expect(Object.keys(byName).sort()).toEqual([DNS_NAME, LB_NAME]);
+    // One server and no agents: DNS runs on it, the agent LB is scheduled nowhere.
+    expect(byName[DNS_NAME]).toMatchObject({ desiredNumberScheduled: 1, numberReady: 1 });
+    expect(byName[LB_NAME]).toMatchObject({ desiredNumberScheduled: 0 });
+    const pods = await json<{ items: Pod[] }>('-n', BOOTSTRAP_NAMESPACE, 'get', 'pods');
+    expect(pods.items.map((p) => p.status.phase)).toEqual(['Running']);
+  });
+
+  it('answers the cluster FQDN with the host\'s own IP from the real CoreDNS on the host network', async () => {
+    const r = await hostExec(server, ['dig', '+short', '+time=2', '+tries=2', `@${server.ip}`, up.fqdn]);
+    expect(r.stdout.trim()).toBe(server.ip);
+    const reg = await hostExec(server, ['dig', '+short', `@${server.ip}`, `registry.${up.domain}`]);
+    expect(reg.stdout.trim()).toBe(server.ip);
+  });
+
+  it('runs a pod from a bundled image that containerd fetched from ferry serve', async () => {
+    await kubectl('run', 'haproxy-version', '--image=docker.io/library/haproxy:3.0', '--restart=Never', '--command', '--', '/usr/sbin/haproxy', '-v');
+    expect(await podDone('default', 'haproxy-version')).toBe('Succeeded');
+    expect(await kubectl('logs', 'haproxy-version')).toMatch(/HAProxy version/);
+    const log = await hostExec(server, ['journalctl', '-u', 'ferry-serve.service', '--no-pager', '-o', 'cat']);
+    expect(log.stdout).toMatch(/GET \/v2\/library\/haproxy\/manifests\/\S+ns=docker\.io\S* 200/);
+  });
+
+  it('resolves a Service name through cluster DNS from a pod', async () => {
+    await kubectl('run', 'dns-probe', '--image=ghcr.io/flannel-io/flannel:v0.28.10', '--restart=Never', '--command', '--', 'nslookup', 'kubernetes.default.svc.cluster.local');
+    expect(await podDone('default', 'dns-probe')).toBe('Succeeded');
+    expect(await kubectl('logs', 'dns-probe')).toMatch(/Address:?\s+10\.96\.0\.1\b/);
+  });
+
+  it('has no route beyond the bridge', async () => {
+    const routes = await hostExec(server, ['ip', '-4', 'route']);
+    expect(routes.stdout.trim().split('\n').filter((l) => !/cni0|flannel/.test(l))).toEqual([expect.stringMatching(/^10\.231\.0\.0\/24 dev eth0/)]);
+    const out = await hostExec(server, ['ip', 'route', 'get', '1.1.1.1']);
+    expect(out.code).not.toBe(0);
+    expect(out.stderr).toMatch(/unreachable/i);
+  });
+
+  it('changes nothing on a second ferry install, and says so', async () => {
+    const name = path.basename(loadState()!.bundle);
+    const r = await hostExec(server, ['sh', '-c', `cd /srv && sh install.sh ${name} --trust ferry.pub --answers answers.yaml --json`]);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as { applied: string[]; skipped: string[] };
+    expect(res.applied).toEqual([]);
+    expect(res.skipped.length).toBeGreaterThan(10);
+  });
+});

@@ -159,6 +159,9 @@ export const Codes = {
   // Install and join.
   installStep: 'INSTALL_STEP_FAILED',
   preflight: 'PREFLIGHT_FAILED',
+  cgroupV1Refused: 'CGROUP_V1_REFUSED',
+  kernelModule: 'KERNEL_MODULE_MISSING',
+  sysctl: 'SYSCTL_NOT_SET',
   sshHostKey: 'SSH_HOST_KEY_MISMATCH',
   sshHostUnknown: 'SSH_HOST_KEY_UNKNOWN',
   sshConnect: 'SSH_CONNECT',

@@ -216,7 +216,7 @@ export function nodeJoinCommand(): Command {
       for await (const chunk of process.stdin) text += (chunk as Buffer).toString('utf8');
       const payload = JSON.parse(text) as import('../install/node-join.js').NodeJoinPayload;
       const host = new Host(path.resolve(o.root), process.env, [payload.join.token, payload.join.certificateKey ?? ''].filter(Boolean));
-      const r = await runPlan(host, 'join', nodeJoinSteps(host, payload, { bundleFile: o.bundle }), out.reporter);
+      const r = await runPlan(host, 'join', nodeJoinSteps(host, payload, { bundleFile: o.bundle, reporter: out.reporter }), out.reporter);
       out.result(`joined ${payload.name}: ${r.applied.length} steps applied`, r);
     });
 }

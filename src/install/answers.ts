@@ -4,6 +4,7 @@ import { stringify } from 'yaml';
 import { Codes, FerryError, SpecError } from '../errors.js';
 import { loadYaml, positionOf, type LoadedYaml } from '../spec/yamlpos.js';
 import { writeFileAtomic } from '../util/fsx.js';
+import { CGROUP_V1_POLICIES, type CgroupV1Policy } from './cgroups.js';
 
 export interface JoinHost {
   host: string;
@@ -25,6 +26,8 @@ export interface InstallAnswers {
   records?: { name: string; ip: string }[];
   ssh?: { user?: string; identityFile?: string; knownHosts?: string; port?: number };
   join?: JoinHost[];
+  /** A node on cgroup v1: allow (default, with a loud warning) or refuse. */
+  cgroupV1?: CgroupV1Policy;
 }
 
 export const DEFAULTS = { podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12' };
@@ -89,6 +92,7 @@ export function answerProblems(a: Partial<InstallAnswers>): { path: (string | nu
     if (j?.role !== 'server' && j?.role !== 'agent') p(['join', i, 'role'], 'must be server or agent');
     if (j?.ip !== undefined && !net.isIP(j.ip)) p(['join', i, 'ip'], 'must be an IP address');
   });
+  if (a.cgroupV1 !== undefined && !CGROUP_V1_POLICIES.includes(a.cgroupV1)) p(['cgroupV1'], `must be ${CGROUP_V1_POLICIES.join(' or ')}`);
   return out;
 }
 

@@ -11,6 +11,7 @@ import { Codes, FerryError } from '../errors.js';
 import { initPki } from '../sign/pki.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
+import { checkCgroupV1, detectCgroups, type NodeCgroups } from './cgroups.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
 import { API_PORT, renderKubeadmInit } from './kubeadm.js';
@@ -89,6 +90,9 @@ function markerStep(ctx: InstallContext, id: string, title: string, fingerprint:
     },
   };
 }
+
+/** The Kubernetes release a bundle installs. */
+export const kubernetesVersionOf = (m: Pick<BundleManifest, 'kubernetes'>) => m.kubernetes?.version ?? 'v1.31.2';
 
 export async function bundleManifest(host: Host): Promise<BundleManifest | undefined> {
   const t = await host.read(`${BUNDLE_DIR}/bundle.json`);
@@ -175,22 +179,31 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
     return m;
   };
   const bundleId = async () => (await host.read(`${BUNDLE_DIR}/checksums.txt`)) ?? 'none';
+  let cgroupsP: Promise<NodeCgroups> | undefined;
+  const cgroups = () => (cgroupsP ??= detectCgroups(host));
+  const kubeadmConfig = async () => {
+    const m = await manifestOf();
+    return renderKubeadmInit({ answers, kubernetesVersion: kubernetesVersionOf(m), imageRepository: m.kubernetes?.imageRepository, cgroups: await cgroups() });
+  };
   return [
     {
       id: 'preflight',
-      title: 'check this machine (root, arch, swap, ports, disk, clock)',
+      title: 'check this machine (root, arch, swap, ports, disk, clock, cgroups)',
       always: true,
       check: async () => false,
       apply: async (log) => {
         const { readBundleManifest } = await import('../bundle/inspect.js');
-        const problems = await preflight(ctx, await readBundleManifest(ctx.bundle));
+        const m = await readBundleManifest(ctx.bundle);
+        const problems = await preflight(ctx, m);
         if (problems.length) {
           throw new FerryError(Codes.preflight, `this machine is not ready:\n  ${problems.join('\n  ')}`, {
             exit: 'usage',
             hint: 'Fix each problem, or skip a check you accept with --ignore-preflight NAME (e.g. --ignore-preflight swap).',
           });
         }
-        log('preflight passed');
+        const cg = await cgroups();
+        checkCgroupV1(cg, answers.cgroupV1, kubernetesVersionOf(m), ctx.reporter, answers.node.name);
+        log(`preflight passed (cgroup v${cg.version})`);
       },
     },
     {
@@ -257,13 +270,9 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await host.run('systemctl', ['restart', 'containerd.service']);
       log('containerd and ferry-serve started');
     }),
-    markerStep(ctx, 'kubeadm-config', `write ${KUBEADM_CONFIG}`, async () => {
-      const m = await manifestOf();
-      return renderKubeadmInit({ answers, kubernetesVersion: m.kubernetes?.version ?? 'v1.31.2', imageRepository: m.kubernetes?.imageRepository });
-    }, async (log) => {
-      const m = await manifestOf();
-      await host.write(KUBEADM_CONFIG, renderKubeadmInit({ answers, kubernetesVersion: m.kubernetes?.version ?? 'v1.31.2', imageRepository: m.kubernetes?.imageRepository }), 0o600);
-      log(`kubeadm config for Kubernetes ${m.kubernetes?.version}, endpoint ${fqdn}:${API_PORT}`);
+    markerStep(ctx, 'kubeadm-config', `write ${KUBEADM_CONFIG}`, kubeadmConfig, async (log) => {
+      await host.write(KUBEADM_CONFIG, await kubeadmConfig(), 0o600);
+      log(`kubeadm config for Kubernetes ${kubernetesVersionOf(await manifestOf())}, endpoint ${fqdn}:${API_PORT}`);
     }),
     {
       id: 'kubeadm-init',

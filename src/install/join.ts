@@ -5,7 +5,7 @@ import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
 import { bundleRegistries } from './containerd.js';
-import { applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, PKI_DIR, saveClusterNodes } from './first-server.js';
+import { applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, kubernetesVersionOf, PKI_DIR, saveClusterNodes } from './first-server.js';
 import type { Host } from './host.js';
 import { TOKEN_RE } from './kubeadm.js';
 import type { NodeJoinPayload } from './node-join.js';
@@ -114,7 +114,8 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
     const env = o.remotePath ? `PATH=${sq(o.remotePath)}:"$PATH" ` : '';
     const cmd = `${env}${sq(rp(`${FERRY_ROOT}/runtime/node`))} ${sq(rp(`${FERRY_ROOT}/ferry/ferry.mjs`))} node-join --root ${sq(root)}${bundleArg}`;
     say('running the join plan');
-    const r = await s.exec(cmd, { input: JSON.stringify(payload), onLine: (l) => l.trim() && say(o.host.redact(l.trim())) });
+    // The node's warnings (cgroup v1) stay warnings here.
+    const r = await s.exec(cmd, { input: JSON.stringify(payload), onLine: (l) => l.trim() && (l.startsWith('warning: ') ? o.reporter.warn(`${j.name}: ${o.host.redact(l.slice(9).trim())}`) : say(o.host.redact(l.trim()))) });
     if (r.code !== 0) {
       const last = o.host.redact(r.stderr.trim().split('\n').filter(Boolean).slice(-2).join(' / '));
       throw new FerryError(Codes.joinFailed, `${j.name}: ${last || `exit ${r.code}`}`, { exit: 'remote', hint: `See /var/log/ferry/ on ${j.name}; fix the cause and run ferry join again for it (--only ${j.name}).` });
@@ -139,7 +140,8 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     firstServerIp: o.answers.node.ip,
     registries: await bundleRegistries(o.host.p(BUNDLE_DIR)),
     pauseImage: manifest.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10',
-    kubernetesVersion: manifest.kubernetes?.version ?? 'v1.31.2',
+    kubernetesVersion: kubernetesVersionOf(manifest),
+    ...(o.answers.cgroupV1 ? { cgroupV1: o.answers.cgroupV1 } : {}),
     join: { token: creds.token, caCertHash: await caCertHash(o.host), ...(creds.certificateKey ? { certificateKey: creds.certificateKey } : {}) },
   };
   const width = Math.max(...hosts.map((h) => h.name.length));

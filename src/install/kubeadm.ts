@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { stringify } from 'yaml';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
+import { cgroupSettings, type NodeCgroups } from './cgroups.js';
 
 export const CRI_SOCKET = 'unix:///run/containerd/containerd.sock';
 export const API_PORT = 6443;
@@ -21,13 +22,19 @@ export interface KubeadmInput {
   answers: InstallAnswers;
   kubernetesVersion: string;
   imageRepository?: string;
+  /** The first server's cgroups (default: v2). */
+  cgroups?: NodeCgroups;
 }
+
+/** kubeadm's ignorePreflightErrors, only when there is one. */
+const ignoring = (checks: string[]) => (checks.length ? { ignorePreflightErrors: [...new Set(checks)] } : {});
 
 /** InitConfiguration, ClusterConfiguration and KubeletConfiguration for the first server. */
 export function renderKubeadmInit(i: KubeadmInput): string {
   const api = kubeadmApiVersion(i.kubernetesVersion);
   const a = i.answers;
   const fqdn = clusterFqdn(a);
+  const cg = cgroupSettings(i.cgroups ?? { version: 2 }, i.kubernetesVersion);
   const init = {
     apiVersion: api,
     kind: 'InitConfiguration',
@@ -36,6 +43,7 @@ export function renderKubeadmInit(i: KubeadmInput): string {
       name: a.node.name,
       criSocket: CRI_SOCKET,
       kubeletExtraArgs: args(api, { 'node-ip': a.node.ip }),
+      ...ignoring(cg.ignorePreflightErrors),
     },
   };
   const cluster = {
@@ -47,7 +55,7 @@ export function renderKubeadmInit(i: KubeadmInput): string {
     apiServer: { certSANs: [fqdn, a.node.name, a.node.ip, '127.0.0.1', 'localhost'] },
     networking: { podSubnet: a.podCidr, serviceSubnet: a.serviceCidr, dnsDomain: 'cluster.local' },
   };
-  const kubelet = { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', cgroupDriver: 'systemd' };
+  const kubelet = { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', cgroupDriver: 'systemd', ...cg.kubelet };
   return [init, cluster, kubelet].map((d) => stringify(d)).join('---\n');
 }
 
@@ -59,6 +67,9 @@ export interface JoinInput {
   nodeName: string;
   nodeIp: string;
   controlPlane?: { certificateKey: string };
+  ignorePreflightErrors?: string[];
+  /** A directory of kubeadm patches (kubeletconfiguration+merge.yaml): kubelet settings of this node. */
+  patchesDir?: string;
 }
 
 /**
@@ -76,8 +87,10 @@ export function renderKubeadmJoin(j: JoinInput): string {
       criSocket: CRI_SOCKET,
       // A join host may be named by DNS; kubelet takes only an address.
       ...(net.isIP(j.nodeIp) ? { kubeletExtraArgs: args(api, { 'node-ip': j.nodeIp }) } : {}),
+      ...ignoring(j.ignorePreflightErrors ?? []),
     },
     ...(j.controlPlane ? { controlPlane: { localAPIEndpoint: { advertiseAddress: j.nodeIp, bindPort: API_PORT }, certificateKey: j.controlPlane.certificateKey } } : {}),
+    ...(j.patchesDir ? { patches: { directory: j.patchesDir } } : {}),
   };
   return stringify(join);
 }

@@ -9,6 +9,9 @@ import { unpackBundle } from '../bundle/unpack.js';
 import { Codes, FerryError, IntegrityError } from '../errors.js';
 import { issueServerCert } from '../sign/pki.js';
 import { loadPublicKey } from '../sign/keys.js';
+import { stringify } from 'yaml';
+import type { Reporter } from '../util/progress.js';
+import { cgroupSettings, checkCgroupV1, detectCgroups, type CgroupV1Policy, type NodeCgroups } from './cgroups.js';
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
 import { archOf, BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
@@ -29,12 +32,16 @@ export interface NodeJoinPayload {
   registries: string[];
   pauseImage: string;
   kubernetesVersion: string;
+  cgroupV1?: CgroupV1Policy;
   join: { token: string; caCertHash: string; certificateKey?: string };
 }
 
 const STATE = `${FERRY_ROOT}/state`;
 const CA = `${PKI_DIR}/ca.crt`;
 export const JOIN_CONFIG = '/etc/ferry/kubeadm-join.yaml';
+/** kubeadm patches of this node: its own kubelet settings over the cluster's kubelet-config. */
+export const PATCHES_DIR = '/etc/ferry/kubeadm-patches';
+const KUBELET_PATCH = `${PATCHES_DIR}/kubeletconfiguration+merge.yaml`;
 
 
 /**
@@ -126,10 +133,23 @@ function marker(host: Host, id: string, fp: string, title: string, apply: (log: 
 }
 
 /** The steps a joining node runs on itself, started by ferry join over SSH. */
-export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile?: string } = {}): Step[] {
+export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile?: string; reporter?: Pick<Reporter, 'warn'> } = {}): Step[] {
   const server = p.role === 'server';
   const nameservers = server ? [...new Set([...p.serverIps])] : [...new Set([p.ip, ...p.serverIps])];
+  let cgroupsP: Promise<NodeCgroups> | undefined;
+  const cgroups = () => (cgroupsP ??= detectCgroups(host));
   const steps: Step[] = [
+    {
+      id: 'preflight',
+      title: 'check this node (cgroups)',
+      always: true,
+      check: async () => false,
+      apply: async (log) => {
+        const cg = await cgroups();
+        checkCgroupV1(cg, p.cgroupV1, p.kubernetesVersion, opts.reporter ?? { warn: (m) => log(`warning: ${m}`) }, p.name);
+        log(`preflight passed (cgroup v${cg.version})`);
+      },
+    },
     marker(host, 'resolver', nameservers.join(','), `point the resolver at the site DNS (${nameservers.join(', ')})`, async (log) => {
       await host.write('/etc/resolv.conf', resolvConf((await host.read('/etc/resolv.conf')) ?? '', nameservers, p.domain));
       log('resolv.conf written');
@@ -189,6 +209,10 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       title: `kubeadm join ${p.fqdn}:6443${server ? ' as a control-plane node' : ''}`,
       check: async () => !!(await host.read('/etc/kubernetes/kubelet.conf')),
       apply: async (log) => {
+        const cg = cgroupSettings(await cgroups(), p.kubernetesVersion);
+        const kubelet = cg.kubelet;
+        if (Object.keys(kubelet).length) await host.write(KUBELET_PATCH, stringify(kubelet));
+        else await fs.rm(host.p(KUBELET_PATCH), { force: true });
         const config = renderKubeadmJoin({
           kubernetesVersion: p.kubernetesVersion,
           fqdn: p.fqdn,
@@ -197,6 +221,8 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
           nodeName: p.name,
           nodeIp: p.ip,
           ...(server && p.join.certificateKey ? { controlPlane: { certificateKey: p.join.certificateKey } } : {}),
+          ignorePreflightErrors: cg.ignorePreflightErrors,
+          ...(Object.keys(kubelet).length ? { patchesDir: PATCHES_DIR } : {}),
         });
         await host.write(JOIN_CONFIG, config, 0o600);
         try {

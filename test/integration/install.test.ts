@@ -137,6 +137,8 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
     expect(r.stderr).not.toMatch(/error\[/);
     expect(r.code).toBe(0);
+    // The node directory has no /sys/fs/cgroup/cgroup.controllers: cgroup v1, allowed by default, loudly.
+    expect(r.stderr).toMatch(/warning: CGROUP V1 ON K8S-SERVER-01: .*systemd\.unified_cgroup_hierarchy=1/);
     const calls = await standinCalls(root);
     expect(calls).toContain('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs');
     expect(calls).toContain('systemctl enable containerd.service kubelet.service ferry-serve.service');
@@ -184,6 +186,22 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(again.code).toBe(0);
     expect(again.stderr).toMatch(/kubeadm init .*: already done/);
     expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(1);
+  });
+
+  it('stops at preflight on a cgroup v1 node when the answers refuse cgroup v1, and goes on with cgroup v2', async () => {
+    const refusing = path.join(work, 'answers-refuse-v1.yaml');
+    await write(refusing, `${await fs.readFile(answers, 'utf8')}cgroupV1: refuse\n`);
+    const v1 = path.join(work, 'node-v1');
+    const r = await ferryOffline(['install', bundle, '--trust', pub, '--answers', refusing, '--root', v1], await writeStandins(path.join(work, 'standins-v1')));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[CGROUP_V1_REFUSED\]: step "check this machine .*" failed: k8s-server-01 runs cgroup v1 .* cgroupV1: refuse/);
+    expect(r.stderr).toMatch(/hint: Move the node to cgroup v2: add systemd\.unified_cgroup_hierarchy=1 to the kernel command line/);
+    expect(await standinCalls(v1)).toEqual([]);
+    const v2 = path.join(work, 'node-v2');
+    await write(path.join(v2, 'sys/fs/cgroup/cgroup.controllers'), 'cpu memory pids\n');
+    const ok = await ferryOffline(['install', bundle, '--trust', pub, '--answers', refusing, '--root', v2], await writeStandins(path.join(work, 'standins-v2')));
+    expect(ok.stderr).not.toMatch(/CGROUP V1/);
+    expect(ok.code).toBe(0);
   });
 
   it('continues where it stopped after a failed step', async () => {
@@ -282,6 +300,8 @@ join:
       expect(j.stdout).toMatch(/^NODE\s+HOST\s+ROLE\s+RESULT/m);
       expect(j.stdout).toMatch(/^k8s-agent-01\s+\S+\s+agent\s+joined/m);
       expect(j.stdout).toMatch(/^k8s-server-02\s+\S+\s+server\s+joined/m);
+      // Each node's own preflight found cgroup v1 (its directory has no cgroup.controllers); the warning reaches the operator.
+      expect(j.stderr).toMatch(/^warning: k8s-agent-01: CGROUP V1 ON K8S-AGENT-01: /m);
       expect(await fs.readFile(lab.knownHosts, 'utf8')).toContain(server2.hostKeyPub.split(' ')[1]!);
       // The DNS records and LB backends now list the joined nodes.
       const applied = (await fs.readFile(path.join(work, 'join-api.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { method: string; body: string }).filter((q) => q.method === 'PATCH').map((q) => JSON.parse(q.body) as { kind: string; metadata: { name: string }; data?: Record<string, string> });

@@ -103,6 +103,7 @@ export const Codes = {
   specParse: 'SPEC_PARSE',
   specInvalid: 'SPEC_INVALID',
   specRead: 'SPEC_READ',
+  kubernetesUnsupported: 'KUBERNETES_VERSION_UNSUPPORTED',
   lockParse: 'LOCK_PARSE',
   lockInvalid: 'LOCK_INVALID',
   lockMissing: 'LOCK_MISSING_ENTRY',

@@ -100,7 +100,7 @@ export const bootstrapDefaults = {
   records: [],
   apiServerPort: 6443,
   images: {
-    coredns: 'registry.k8s.io/coredns/coredns:v1.11.3',
+    coredns: 'registry.k8s.io/coredns/coredns:v1.14.6',
     haproxy: 'docker.io/library/haproxy:3.0',
   },
   upstreamDns: [],

@@ -9,6 +9,7 @@ import { unpackBundle } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';
 import { Codes, FerryError } from '../errors.js';
 import { initPki } from '../sign/pki.js';
+import { bundleKubernetesVersion } from '../spec/kubernetes.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { checkCgroupV1, detectCgroups, type NodeCgroups } from './cgroups.js';
@@ -92,7 +93,7 @@ function markerStep(ctx: InstallContext, id: string, title: string, fingerprint:
 }
 
 /** The Kubernetes release a bundle installs. */
-export const kubernetesVersionOf = (m: Pick<BundleManifest, 'kubernetes'>) => m.kubernetes?.version ?? 'v1.31.2';
+export const kubernetesVersionOf = (m: Pick<BundleManifest, 'kubernetes'>) => bundleKubernetesVersion(m);
 
 export async function bundleManifest(host: Host): Promise<BundleManifest | undefined> {
   const t = await host.read(`${BUNDLE_DIR}/bundle.json`);

@@ -1,21 +1,24 @@
 import net from 'node:net';
 import { stringify } from 'yaml';
+import { assertSupportedKubernetes, KUBEADM_API_VERSION } from '../spec/kubernetes.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { cgroupSettings, type NodeCgroups } from './cgroups.js';
 
 export const CRI_SOCKET = 'unix:///run/containerd/containerd.sock';
 export const API_PORT = 6443;
 
-/** kubeadm v1beta4 arrived with Kubernetes 1.31; older releases take v1beta3. */
-export function kubeadmApiVersion(k8sVersion: string): 'kubeadm.k8s.io/v1beta4' | 'kubeadm.k8s.io/v1beta3' {
-  const m = /^v?(\d+)\.(\d+)/.exec(k8sVersion);
-  const minor = m ? Number(m[1]) * 1000 + Number(m[2]) : 0;
-  return minor >= 1031 ? 'kubeadm.k8s.io/v1beta4' : 'kubeadm.k8s.io/v1beta3';
+/**
+ * ferry renders kubeadm.k8s.io/v1beta4 only. An old bundle may name a release outside the supported
+ * range (src/spec/kubernetes.ts): refused here by the same rule as at build time.
+ */
+export function kubeadmApiVersion(k8sVersion: string): typeof KUBEADM_API_VERSION {
+  assertSupportedKubernetes(k8sVersion, 'the bundle', 'Rebuild the bundle with spec.kubernetes.version');
+  return KUBEADM_API_VERSION;
 }
 
-/** v1beta4 writes extra args as a list of {name, value}; v1beta3 as a map. */
-function args(api: string, m: Record<string, string>): unknown {
-  return api.endsWith('v1beta4') ? Object.entries(m).map(([name, value]) => ({ name, value })) : m;
+/** v1beta4 writes extra args as a list of {name, value}. */
+function args(m: Record<string, string>): { name: string; value: string }[] {
+  return Object.entries(m).map(([name, value]) => ({ name, value }));
 }
 
 export interface KubeadmInput {
@@ -42,7 +45,7 @@ export function renderKubeadmInit(i: KubeadmInput): string {
     nodeRegistration: {
       name: a.node.name,
       criSocket: CRI_SOCKET,
-      kubeletExtraArgs: args(api, { 'node-ip': a.node.ip }),
+      kubeletExtraArgs: args({ 'node-ip': a.node.ip }),
       ...ignoring(cg.ignorePreflightErrors),
     },
   };
@@ -86,7 +89,7 @@ export function renderKubeadmJoin(j: JoinInput): string {
       name: j.nodeName,
       criSocket: CRI_SOCKET,
       // A join host may be named by DNS; kubelet takes only an address.
-      ...(net.isIP(j.nodeIp) ? { kubeletExtraArgs: args(api, { 'node-ip': j.nodeIp }) } : {}),
+      ...(net.isIP(j.nodeIp) ? { kubeletExtraArgs: args({ 'node-ip': j.nodeIp }) } : {}),
       ...ignoring(j.ignorePreflightErrors ?? []),
     },
     ...(j.controlPlane ? { controlPlane: { localAPIEndpoint: { advertiseAddress: j.nodeIp, bindPort: API_PORT }, certificateKey: j.controlPlane.certificateKey } } : {}),

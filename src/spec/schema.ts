@@ -8,7 +8,7 @@ const platform = {
   pattern: '^linux/(amd64|arm64|arm|ppc64le|s390x|riscv64|386)(/v[5-8])?$',
   description: 'A target platform, os/arch[/variant], for example linux/amd64 or linux/arm64.',
 };
-const semverish = { type: 'string', minLength: 1, description: 'A version, for example v1.31.2.' };
+const semverish = { type: 'string', minLength: 1, description: 'A version, for example v1.37.2.' };
 const sha256hex = { type: 'string', pattern: '^[a-f0-9]{64}$', description: 'A sha256 as 64 lowercase hex characters.' };
 const url = {
   type: 'string',
@@ -56,7 +56,7 @@ export const bundleSpecSchema = {
           required: ['version'],
           description: 'The Kubernetes release the bundle installs.',
           properties: {
-            version: { type: 'string', pattern: '^v[0-9]+\\.[0-9]+\\.[0-9]+$', description: 'A Kubernetes release, for example v1.31.2.' },
+            version: { type: 'string', pattern: '^v[0-9]+\\.[0-9]+\\.[0-9]+$', description: 'A Kubernetes release from v1.35 to v1.37, for example v1.37.2.' },
             imageRepository: { type: 'string', description: 'Where kubeadm expects its images; default registry.k8s.io.' },
           },
         },

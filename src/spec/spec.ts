@@ -2,6 +2,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import { Codes, SpecError, UsageError } from '../errors.js';
 import { formatPlatform, parsePlatform, type Platform } from '../oci/media.js';
 import { displayName, formatReference, parseReference, type Reference } from '../oci/reference.js';
+import { assertSupportedKubernetes } from './kubernetes.js';
 import { bundleSpecSchema } from './schema.js';
 import { formatPath, loadYaml, parseYamlText, pointerToPath, positionOf, type LoadedYaml } from './yamlpos.js';
 
@@ -108,6 +109,7 @@ function checkSpec(y: LoadedYaml): LoadedSpec {
   const problems = describe(y, validate(y.value));
   if (problems.length) throw specInvalid(y.file, problems);
   const spec = y.value as BundleSpec;
+  if (spec.spec.kubernetes) assertSupportedKubernetes(spec.spec.kubernetes.version, `${positionOf(y, ['spec', 'kubernetes', 'version'])}: spec.kubernetes.version`, `Set spec.kubernetes.version in ${y.file}`);
   const images: SpecImage[] = [];
   const seen = new Map<string, string>();
   spec.spec.images.forEach((entry, i) => {

@@ -35,8 +35,8 @@ beforeAll(async () => {
   // Binaries the way dl.k8s.io publishes kubeadm: one file and a bare-hex .sha256 beside it.
   for (const arch of ['amd64', 'arm64']) {
     const bin = randomBytes(150_000);
-    await write(`${dl}/release/v1.31.2/bin/linux/${arch}/kubeadm`, bin);
-    await write(`${dl}/release/v1.31.2/bin/linux/${arch}/kubeadm.sha256`, `${sha(bin)}\n`);
+    await write(`${dl}/release/v1.37.2/bin/linux/${arch}/kubeadm`, bin);
+    await write(`${dl}/release/v1.37.2/bin/linux/${arch}/kubeadm.sha256`, `${sha(bin)}\n`);
   }
   // Archives with a SHA256SUMS file, the way the CNI plugins publish them.
   const sums: string[] = [];
@@ -91,13 +91,13 @@ kind: BundleSpec
 metadata: {name: site, version: 1.0.0, description: test bundle}
 spec:
   platforms: [linux/amd64, linux/arm64]
-  kubernetes: {version: v1.31.2}
+  kubernetes: {version: v1.37.2}
   images:
     - ${reg.host}/fx/multi:v1
     - {ref: ${reg.host}/fx/single:v1, platforms: [linux/amd64]}
   binaries:
     - name: kubeadm
-      version: v1.31.2
+      version: v1.37.2
       url: ${web.url}/release/{version}/bin/{os}/{arch}/kubeadm
       checksumUrl: ${web.url}/release/{version}/bin/{os}/{arch}/kubeadm.sha256
     - name: cni-plugins
@@ -149,7 +149,7 @@ describe('ferry bundle build', () => {
     const listed = (await fs.readFile(`${x}/checksums.txt`, 'utf8')).trim().split('\n').map((l) => l.slice(66));
     expect(listed.sort()).toEqual(names.filter((n) => n !== 'checksums.txt' && n !== 'checksums.txt.sig').sort());
 
-    expect(names).toContain('files/kubeadm/v1.31.2/linux-amd64/kubeadm');
+    expect(names).toContain('files/kubeadm/v1.37.2/linux-amd64/kubeadm');
     expect(names).toContain('files/cni-plugins/v1.5.1/linux-arm64/cni-plugins-linux-arm64-v1.5.1.tgz');
     expect(names).toContain('files/crictl/v1.31.1/linux-amd64/crictl');
     expect(names).toContain('runtime/linux-amd64/node');
@@ -157,13 +157,13 @@ describe('ferry bundle build', () => {
     const versions = JSON.parse(await fs.readFile(`${x}/files/versions.json`, 'utf8')) as { path: string; sha256: string }[];
     expect(versions).toHaveLength(6);
     for (const v of versions) expect(await sha256File(`${x}/files/${v.path}`)).toBe(v.sha256);
-    const { stdout: mode } = await execFileP('stat', ['-c', '%a', `${x}/files/kubeadm/v1.31.2/linux-amd64/kubeadm`]);
+    const { stdout: mode } = await execFileP('stat', ['-c', '%a', `${x}/files/kubeadm/v1.37.2/linux-amd64/kubeadm`]);
     expect(mode.trim()).toBe('755');
     // The image store in the bundle is an OCI layout skopeo reads, named by upstream references.
     expect((await skopeoInspect([`oci:${x}/images:${reg.host}/fx/single:v1`])).Architecture).toBe('amd64');
     const m = JSON.parse(await fs.readFile(`${x}/bundle.json`, 'utf8')) as { charts: { name: string; version: string }[]; kubernetes: { version: string } };
     expect(m.charts.map((c) => `${c.name}@${c.version}`).sort()).toEqual(['demo@0.2.0', 'web@1.16.3']);
-    expect(m.kubernetes.version).toBe('v1.31.2');
+    expect(m.kubernetes.version).toBe('v1.37.2');
     const install = await fs.readFile(`${x}/install.sh`, 'utf8');
     expect(install).toContain('node="$here/runtime/linux-$arch/node"');
     expect(install).toContain('exec "$node" "$here/ferry/ferry.mjs" install "$@"');

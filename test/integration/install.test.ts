@@ -75,13 +75,13 @@ kind: BundleSpec
 metadata: {name: k8s, version: 0.1.0}
 spec:
   platforms: [linux/amd64]
-  kubernetes: {version: v1.31.2}
+  kubernetes: {version: v1.37.2}
   images:
     - ${reg.host}/k8s/pause:3.10
     - ${reg.host}/k8s/multi:v1
   binaries:
-    - {name: kubeadm, version: v1.31.2, url: vendor/kubeadm, sha256: {linux/amd64: ${await sha(`${v}/kubeadm`)}}}
-    - {name: kubelet, version: v1.31.2, url: vendor/kubelet, sha256: {linux/amd64: ${await sha(`${v}/kubelet`)}}}
+    - {name: kubeadm, version: v1.37.2, url: vendor/kubeadm, sha256: {linux/amd64: ${await sha(`${v}/kubeadm`)}}}
+    - {name: kubelet, version: v1.37.2, url: vendor/kubelet, sha256: {linux/amd64: ${await sha(`${v}/kubelet`)}}}
     - {name: containerd, version: v1.7.23, url: 'vendor/containerd-{semver}-{os}-{arch}.tar.gz', sha256: {linux/amd64: ${await sha(`${v}/containerd-1.7.23-linux-amd64.tar.gz`)}}, extract: true}
     - {name: cni-plugins, version: v1.5.1, url: 'vendor/cni-plugins-{os}-{arch}-{version}.tgz', sha256: {linux/amd64: ${await sha(`${v}/cni-plugins-linux-amd64-v1.5.1.tgz`)}}, extract: true}
   charts:
@@ -155,12 +155,12 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect((await fs.stat(path.join(root, 'usr/local/bin/kubelet'))).mode & 0o777).toBe(0o755);
     // The FQDN resolves to this server from /etc/hosts.
     expect(await fs.readFile(path.join(root, 'etc/hosts'), 'utf8')).toMatch(/^127\.0\.0\.1\tk8s-cluster\.site\.test registry\.site\.test /m);
-    // kubeadm v1beta4 for 1.31, endpoint by FQDN, SANs, CIDRs, systemd cgroups.
+    // kubeadm v1beta4, endpoint by FQDN, SANs, CIDRs, systemd cgroups.
     const docs = parseAllDocuments(await fs.readFile(path.join(root, 'etc/ferry/kubeadm.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>);
     const cluster = docs.find((d) => d.kind === 'ClusterConfiguration')!;
     expect(cluster.apiVersion).toBe('kubeadm.k8s.io/v1beta4');
     expect(cluster.controlPlaneEndpoint).toBe('k8s-cluster.site.test:6443');
-    expect(cluster.kubernetesVersion).toBe('v1.31.2');
+    expect(cluster.kubernetesVersion).toBe('v1.37.2');
     expect(cluster.apiServer.certSANs).toContain('k8s-cluster.site.test');
     expect(cluster.networking).toMatchObject({ podSubnet: '10.244.0.0/16', serviceSubnet: '10.96.0.0/12' });
     expect(docs.find((d) => d.kind === 'KubeletConfiguration')!.cgroupDriver).toBe('systemd');

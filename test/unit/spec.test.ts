@@ -9,7 +9,7 @@ kind: BundleSpec
 metadata: {name: demo, version: 0.1.0}
 spec:
   platforms: [linux/amd64, linux/arm64]
-  kubernetes: {version: v1.31.2}
+  kubernetes: {version: v1.37.2}
   images:
     - registry.k8s.io/pause:3.10
     - {ref: docker.io/library/haproxy:2.9, platforms: [linux/amd64]}
@@ -59,6 +59,17 @@ describe('bundle spec validation', () => {
   it('refuses the same image listed twice under different spellings', () => {
     const e = errorOf(good.replace('    - nginx', '    - index.docker.io/library/haproxy:2.9'));
     expect(e.message).toMatch(/demo\.yaml:10:7: .* is the same image as bundle-spec\/demo\.yaml:9:\d+/);
+  });
+
+  it('refuses a Kubernetes release outside v1.35 to v1.37 with its position, the range and what to set', () => {
+    for (const v of ['v1.31.2', 'v1.34.9', 'v1.38.0', 'v2.0.0']) {
+      const e = errorOf(good.replace('{version: v1.37.2}', `{version: ${v}}`));
+      expect(e.code, v).toBe('KUBERNETES_VERSION_UNSUPPORTED');
+      expect(e.message).toBe(`bundle-spec/demo.yaml:6:25: spec.kubernetes.version: Kubernetes ${v} is not supported; ferry installs Kubernetes v1.35 to v1.37 (kubeadm config kubeadm.k8s.io/v1beta4)`);
+      expect(e.hint).toMatch(/^Set spec\.kubernetes\.version in bundle-spec\/demo\.yaml to a release from v1\.35\.0 to v1\.37\.x, such as v1\.37\.2/);
+    }
+    expect(errorOf(good.replace('{version: v1.37.2}', '{version: v1.38.0}')).hint).toContain('or use a ferry release that supports v1.38');
+    for (const v of ['v1.35.0', 'v1.36.3', 'v1.37.2']) expect(() => parseSpecText(good.replace('{version: v1.37.2}', `{version: ${v}}`))).not.toThrow();
   });
 
   it('reports YAML syntax errors with their position', () => {

@@ -4,8 +4,11 @@ import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import type { Host } from './host.js';
 
+export type CgroupDriver = 'systemd' | 'cgroupfs';
 export interface NodeCgroups {
   version: 1 | 2;
+  /** Who manages cgroups: kubelet and containerd's runc must agree with the init system. */
+  driver: CgroupDriver;
 }
 
 /**
@@ -18,12 +21,14 @@ export const CGROUP_V1_POLICIES: readonly CgroupV1Policy[] = ['allow', 'refuse']
 
 const exists = (p: string) => fs.access(p).then(() => true, () => false);
 
-/** The node's cgroup hierarchy, read through the root prefix (a test's node is a directory). */
+/** The node's cgroup hierarchy and driver, read through the root prefix (a test's node is a directory). */
 export async function detectCgroups(host: Host): Promise<NodeCgroups> {
   return {
     // Only the unified hierarchy lists controllers at the mount root; a hybrid host's cgroup2 sits at
     // /sys/fs/cgroup/unified and counts as v1, as kubelet sees it.
     version: (await exists(host.p('/sys/fs/cgroup/cgroup.controllers'))) ? 2 : 1,
+    // sd_booted(): systemd runs as PID 1 exactly when this directory exists.
+    driver: (await exists(host.p('/run/systemd/system'))) ? 'systemd' : 'cgroupfs',
   };
 }
 
@@ -34,10 +39,10 @@ export function v1RefusedByDefault(k8sVersion: string): boolean {
 }
 
 /** KubeletConfiguration fields and kubeadm preflight checks to skip that a node's cgroups call for. */
-export function cgroupSettings(cg: NodeCgroups, k8sVersion: string): { kubelet: { failCgroupV1?: false }; ignorePreflightErrors: string[] } {
+export function cgroupSettings(cg: NodeCgroups, k8sVersion: string): { kubelet: { cgroupDriver: CgroupDriver; failCgroupV1?: false }; ignorePreflightErrors: string[] } {
   const optIn = cg.version === 1 && v1RefusedByDefault(k8sVersion);
   return {
-    kubelet: optIn ? { failCgroupV1: false } : {},
+    kubelet: { cgroupDriver: cg.driver, ...(optIn ? { failCgroupV1: false as const } : {}) },
     ignorePreflightErrors: optIn ? ['SystemVerification'] : [],
   };
 }

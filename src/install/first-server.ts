@@ -250,10 +250,12 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await host.write('/etc/hosts', hostsWithBlock(cur, [{ ip: answers.node.ip, names: [fqdn, registry, `${answers.node.name}.${answers.domain}`, answers.node.name] }]));
       log(`/etc/hosts: ${fqdn} → ${answers.node.ip}`);
     }),
-    markerStep(ctx, 'containerd-config', 'configure containerd: systemd cgroups, mirrors to the site service only', bundleId, async (log) => {
+    markerStep(ctx, 'containerd-config', "configure containerd: the node's cgroup driver, mirrors to the site service only", async () => `${await bundleId()} ${(await cgroups()).driver}`, async (log) => {
       const m = await manifestOf();
       const pause = m.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10';
-      await host.write('/etc/containerd/config.toml', containerdConfig(pause));
+      const { driver } = await cgroups();
+      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: pause, cgroupDriver: driver }));
+      log(`config.toml: ${driver} cgroup driver`);
       const r = await writeContainerdConfig({ bundleDir: host.p(BUNDLE_DIR), mirrors: [`https://${registry}:${SITE_PORT}`], caFile: `${PKI_DIR}/ca.crt`, outDir: host.p('/etc/containerd'), configPath: '/etc/containerd/certs.d' });
       log(`hosts.toml for ${r.registries.join(', ')}`);
     }),

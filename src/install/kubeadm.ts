@@ -25,7 +25,7 @@ export interface KubeadmInput {
   answers: InstallAnswers;
   kubernetesVersion: string;
   imageRepository?: string;
-  /** The first server's cgroups (default: v2). */
+  /** The first server's cgroups (default: v2 under systemd). */
   cgroups?: NodeCgroups;
 }
 
@@ -37,7 +37,7 @@ export function renderKubeadmInit(i: KubeadmInput): string {
   const api = kubeadmApiVersion(i.kubernetesVersion);
   const a = i.answers;
   const fqdn = clusterFqdn(a);
-  const cg = cgroupSettings(i.cgroups ?? { version: 2 }, i.kubernetesVersion);
+  const cg = cgroupSettings(i.cgroups ?? { version: 2, driver: 'systemd' }, i.kubernetesVersion);
   const init = {
     apiVersion: api,
     kind: 'InitConfiguration',
@@ -58,7 +58,7 @@ export function renderKubeadmInit(i: KubeadmInput): string {
     apiServer: { certSANs: [fqdn, a.node.name, a.node.ip, '127.0.0.1', 'localhost'] },
     networking: { podSubnet: a.podCidr, serviceSubnet: a.serviceCidr, dnsDomain: 'cluster.local' },
   };
-  const kubelet = { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', cgroupDriver: 'systemd', ...cg.kubelet };
+  const kubelet = { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', ...cg.kubelet };
   return [init, cluster, kubelet].map((d) => stringify(d)).join('---\n');
 }
 

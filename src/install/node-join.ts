@@ -120,14 +120,16 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
   await installBinaries(host, dir, { files: mine.map((v) => ({ ...v, path: `files/${v.path}` })) } as unknown as BundleManifest, log);
 }
 
-function marker(host: Host, id: string, fp: string, title: string, apply: (log: (l: string) => void) => Promise<void>): Step {
+/** A step done once its marker holds `fp` (a string, or what the node's state makes of it). */
+function marker(host: Host, id: string, fp: string | (() => Promise<string>), title: string, apply: (log: (l: string) => void) => Promise<void>): Step {
+  const print = typeof fp === 'string' ? async () => fp : fp;
   return {
     id,
     title,
-    check: async () => (await host.read(`${STATE}/${id}`)) === fp,
+    check: async () => (await host.read(`${STATE}/${id}`)) === (await print()),
     apply: async (log) => {
       await apply(log);
-      await host.write(`${STATE}/${id}`, fp);
+      await host.write(`${STATE}/${id}`, await print());
     },
   };
 }
@@ -167,8 +169,10 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       for (const m of MODULES) await host.run('modprobe', [m]);
       await host.run('sysctl', ['--system']);
     }),
-    marker(host, 'containerd-config', p.registries.join(','), 'configure containerd mirrors to the site service', async (log) => {
-      await host.write('/etc/containerd/config.toml', containerdConfig(p.pauseImage));
+    marker(host, 'containerd-config', async () => `${p.registries.join(',')} ${(await cgroups()).driver}`, "configure containerd: the node's cgroup driver, mirrors to the site service", async (log) => {
+      const { driver } = await cgroups();
+      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: p.pauseImage, cgroupDriver: driver }));
+      log(`config.toml: ${driver} cgroup driver`);
       for (const r of p.registries) await host.write(`/etc/containerd/certs.d/${r}/hosts.toml`, renderHostsToml(r, [`https://registry.${p.domain}:${SITE_PORT}`], CA));
       log(`hosts.toml for ${p.registries.join(', ')}`);
     }),
@@ -210,9 +214,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       check: async () => !!(await host.read('/etc/kubernetes/kubelet.conf')),
       apply: async (log) => {
         const cg = cgroupSettings(await cgroups(), p.kubernetesVersion);
-        const kubelet = cg.kubelet;
-        if (Object.keys(kubelet).length) await host.write(KUBELET_PATCH, stringify(kubelet));
-        else await fs.rm(host.p(KUBELET_PATCH), { force: true });
+        await host.write(KUBELET_PATCH, stringify(cg.kubelet));
         const config = renderKubeadmJoin({
           kubernetesVersion: p.kubernetesVersion,
           fqdn: p.fqdn,
@@ -222,7 +224,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
           nodeIp: p.ip,
           ...(server && p.join.certificateKey ? { controlPlane: { certificateKey: p.join.certificateKey } } : {}),
           ignorePreflightErrors: cg.ignorePreflightErrors,
-          ...(Object.keys(kubelet).length ? { patchesDir: PATCHES_DIR } : {}),
+          patchesDir: PATCHES_DIR,
         });
         await host.write(JOIN_CONFIG, config, 0o600);
         try {

@@ -1,3 +1,5 @@
+import type { CgroupDriver } from './cgroups.js';
+
 /** Files ferry puts on every node besides the site service unit. */
 
 export const CONTAINERD_UNIT = `# Written by ferry (containerd's upstream unit).
@@ -60,16 +62,22 @@ net.ipv4.ip_forward = 1
 
 export const SITE_PORT = 5443;
 
-/** containerd's config: CRI with the systemd cgroup driver, mirrors from certs.d, our pause image. */
-export function containerdConfig(pauseImage: string): string {
+export interface ContainerdNode {
+  pauseImage: string;
+  /** The node's cgroup driver: runc's must be kubelet's. */
+  cgroupDriver: CgroupDriver;
+}
+
+/** containerd's config: CRI with the node's cgroup driver, mirrors from certs.d, our pause image. */
+export function containerdConfig(c: ContainerdNode): string {
   return `# Written by ferry.
 version = 2
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "${pauseImage}"
+  sandbox_image = "${c.pauseImage}"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-  SystemdCgroup = true
+  SystemdCgroup = ${c.cgroupDriver === 'systemd'}
 [plugins."io.containerd.grpc.v1.cri".registry]
   config_path = "/etc/containerd/certs.d"
 `;

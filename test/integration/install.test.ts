@@ -133,6 +133,8 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
 
   it('brings up the first server with no network, and a re-run does nothing twice', async () => {
     const root = path.join(work, 'node1');
+    // systemd is PID 1 on this node: kubelet and runc take the systemd cgroup driver.
+    await fs.mkdir(path.join(root, 'run/systemd/system'), { recursive: true });
     const standins = await writeStandins(path.join(work, 'standins1'));
     const r = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
     expect(r.stderr).not.toMatch(/error\[/);
@@ -170,6 +172,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(toml).toMatch(/^server = "https:\/\/registry\.site\.test:5443/m);
     expect(toml).toContain('ca = "/etc/ferry/pki/ca.crt"');
     expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toContain(`sandbox_image = "${reg.host}/k8s/pause:3.10"`);
+    expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = true$/m);
     expect((await fs.stat(path.join(root, 'etc/ferry/pki/ca.key'))).mode & 0o777).toBe(0o600);
     expect(await fs.readFile(path.join(root, 'etc/systemd/system/ferry-serve.service'), 'utf8')).toMatch(/ExecStart=\/var\/lib\/ferry\/runtime\/node \/var\/lib\/ferry\/ferry\/ferry\.mjs serve/);
     expect((await fs.readdir(path.join(root, 'var/log/ferry'))).some((f) => f.startsWith('install-'))).toBe(true);
@@ -202,6 +205,11 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const ok = await ferryOffline(['install', bundle, '--trust', pub, '--answers', refusing, '--root', v2], await writeStandins(path.join(work, 'standins-v2')));
     expect(ok.stderr).not.toMatch(/CGROUP V1/);
     expect(ok.code).toBe(0);
+    // No /run/systemd/system: the cgroupfs driver, for kubelet and runc alike.
+    const kubelet = parseAllDocuments(await fs.readFile(path.join(v2, 'etc/ferry/kubeadm.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>).find((d) => d.kind === 'KubeletConfiguration')!;
+    expect(kubelet.cgroupDriver).toBe('cgroupfs');
+    expect(kubelet).not.toHaveProperty('failCgroupV1');
+    expect(await fs.readFile(path.join(v2, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = false$/m);
   });
 
   it('continues where it stopped after a failed step', async () => {
@@ -290,6 +298,9 @@ join:
       // The agent's key is known; the new server's is not yet, and is accepted explicitly.
       await fs.writeFile(lab.knownHosts, `${knownHostsLine(agent)}\n`);
       const remoteRoot = path.join(work, 'nodes', '{name}');
+      // k8s-server-02 boots cgroup v2 under systemd; k8s-agent-01 is a cgroup v1 host without systemd.
+      await write(path.join(work, 'nodes', 'k8s-server-02', 'sys/fs/cgroup/cgroup.controllers'), 'cpu memory pids\n');
+      await fs.mkdir(path.join(work, 'nodes', 'k8s-server-02', 'run/systemd/system'), { recursive: true });
       // The joining server gets the bundle as FAT32-sized parts (here 1 MiB) with their manifest.
       const split = path.join(work, 'split', 'k8s.ferry.tar');
       expect((await ferry(['bundle', 'build', specPath, '--key', path.join(work, 'keys', 'ferry.key'), '--out', split, '--split-size', '1MiB'], { env: cacheEnv })).code).toBe(0);
@@ -302,6 +313,7 @@ join:
       expect(j.stdout).toMatch(/^k8s-server-02\s+\S+\s+server\s+joined/m);
       // Each node's own preflight found cgroup v1 (its directory has no cgroup.controllers); the warning reaches the operator.
       expect(j.stderr).toMatch(/^warning: k8s-agent-01: CGROUP V1 ON K8S-AGENT-01: /m);
+      expect(j.stderr).not.toMatch(/CGROUP V1 ON K8S-SERVER-02/);
       expect(await fs.readFile(lab.knownHosts, 'utf8')).toContain(server2.hostKeyPub.split(' ')[1]!);
       // The DNS records and LB backends now list the joined nodes.
       const applied = (await fs.readFile(path.join(work, 'join-api.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { method: string; body: string }).filter((q) => q.method === 'PATCH').map((q) => JSON.parse(q.body) as { kind: string; metadata: { name: string }; data?: Record<string, string> });
@@ -326,8 +338,18 @@ join:
       };
       const discovery = { bootstrapToken: { apiServerEndpoint: 'k8s-cluster.site.test:6443', token: 'abcdef.0123456789abcdef', caCertHashes: [caHash] } };
       const cri = 'unix:///run/containerd/containerd.sock';
+      const patches = { directory: '/etc/ferry/kubeadm-patches' };
+      // A cgroup v1 node opts kubelet and kubeadm in from Kubernetes 1.35: the bundle's version decides.
+      const k8s = (parseAllDocuments(await fs.readFile(path.join(root, 'etc/ferry/kubeadm.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>).find((d) => d.kind === 'ClusterConfiguration')!.kubernetesVersion as string);
+      const v1OptIn = Number(k8s.split('.')[1]) >= 35;
       expect(await joinConfig(agentRoot)).toEqual([
-        { apiVersion: 'kubeadm.k8s.io/v1beta4', kind: 'JoinConfiguration', discovery, nodeRegistration: { name: 'k8s-agent-01', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: agent.ip }] } },
+        {
+          apiVersion: 'kubeadm.k8s.io/v1beta4',
+          kind: 'JoinConfiguration',
+          discovery,
+          nodeRegistration: { name: 'k8s-agent-01', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: agent.ip }], ...(v1OptIn ? { ignorePreflightErrors: ['SystemVerification'] } : {}) },
+          patches,
+        },
       ]);
       expect(await joinConfig(serverRoot)).toEqual([
         {
@@ -336,8 +358,15 @@ join:
           discovery,
           nodeRegistration: { name: 'k8s-server-02', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: server2.ip }] },
           controlPlane: { localAPIEndpoint: { advertiseAddress: server2.ip, bindPort: 6443 }, certificateKey: '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' },
+          patches,
         },
       ]);
+      // Each node's kubelet and runc take that node's cgroup driver, whatever the cluster's kubelet-config says.
+      const kubeletPatch = async (r: string) => parseAllDocuments(await fs.readFile(path.join(r, 'etc/ferry/kubeadm-patches/kubeletconfiguration+merge.yaml'), 'utf8'))[0]!.toJS();
+      expect(await kubeletPatch(agentRoot)).toEqual({ cgroupDriver: 'cgroupfs', ...(v1OptIn ? { failCgroupV1: false } : {}) });
+      expect(await kubeletPatch(serverRoot)).toEqual({ cgroupDriver: 'systemd' });
+      expect(await fs.readFile(path.join(agentRoot, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = false$/m);
+      expect(await fs.readFile(path.join(serverRoot, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = true$/m);
       // Binaries came from the site service by FQDN, checksums checked.
       for (const r of [agentRoot, serverRoot]) {
         expect(await fs.readFile(path.join(r, 'usr/local/bin/kubeadm'), 'utf8')).toContain('real-kubeadm');

@@ -2,10 +2,11 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeContainerdConfig } from '../../src/install/containerd.js';
+import { containerdConfig } from '../../src/install/system-files.js';
 import { startServer, type SiteServer } from '../../src/oci/server.js';
 import { initPki } from '../../src/sign/pki.js';
 import { startContainerd, type ContainerdPeer } from '../helpers/containerd.js';
-import { freePort, tmpdir, waitFor } from '../helpers/peers.js';
+import { execFileP, freePort, tmpdir, waitFor } from '../helpers/peers.js';
 import { buildSiteBundle, type SiteBundle } from '../helpers/site.js';
 
 let work: string;
@@ -43,6 +44,34 @@ const listed = async () => {
     return [name!, digest!] as const;
   }));
 };
+
+/** The lines of one [table] of a TOML dump, up to the next table. */
+function table(toml: string, name: string): string {
+  const lines = toml.split('\n');
+  const start = lines.findIndex((l) => l.trim() === `[${name}]`);
+  if (start < 0) return '';
+  const end = lines.findIndex((l, i) => i > start && l.trim().startsWith('['));
+  return lines.slice(start + 1, end < 0 ? undefined : end).join('\n');
+}
+
+describe("containerd reads ferry's config.toml", () => {
+  // Debian's containerd 1.6 reads config version 2 only; ferry renders that for containerd 1.x bundles.
+  it('takes the pause image, the cgroup driver of runc and certs.d from it, for either driver', async () => {
+    const cri = 'plugins."io.containerd.grpc.v1.cri"';
+    for (const cgroupDriver of ['systemd', 'cgroupfs'] as const) {
+      const dir = path.join(work, `dump-${cgroupDriver}`);
+      await fs.mkdir(dir, { recursive: true });
+      // config dump parses, decodes each plugin's config and prints it; root and state stay in the test.
+      const text = containerdConfig({ pauseImage: 'registry.site.test/pause:3.10', cgroupDriver }).replace('version = 2\n', `version = 2\nroot = "${dir}/root"\nstate = "${dir}/state"\n`);
+      await fs.writeFile(path.join(dir, 'config.toml'), text);
+      const { stdout } = await execFileP('containerd', ['--config', path.join(dir, 'config.toml'), 'config', 'dump']);
+      expect(table(stdout, cri)).toMatch(/^\s*sandbox_image = "registry\.site\.test\/pause:3\.10"$/m);
+      expect(table(stdout, `${cri}.containerd.runtimes.runc`)).toMatch(/^\s*runtime_type = "io\.containerd\.runc\.v2"$/m);
+      expect(table(stdout, `${cri}.containerd.runtimes.runc.options`)).toMatch(new RegExp(`^\\s*SystemdCgroup = ${cgroupDriver === 'systemd'}$`, 'm'));
+      expect(table(stdout, `${cri}.registry`)).toMatch(/^\s*config_path = "\/etc\/containerd\/certs\.d"$/m);
+    }
+  });
+});
 
 describe('containerd pulls through the generated hosts.toml from the site service', () => {
   it('pulls by upstream name over TLS with the site CA, naming the upstream in ?ns=', async () => {

@@ -6,6 +6,7 @@ import { loadAnswers, type InstallAnswers } from '../../src/install/answers.js';
 import { cgroupSettings, checkCgroupV1, detectCgroups } from '../../src/install/cgroups.js';
 import { Host } from '../../src/install/host.js';
 import { renderKubeadmInit, renderKubeadmJoin } from '../../src/install/kubeadm.js';
+import { containerdConfig } from '../../src/install/system-files.js';
 import { tmpdir } from '../helpers/peers.js';
 
 const answers: InstallAnswers = { apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'site.test', node: { name: 'n1', ip: '10.0.0.1' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12' };
@@ -28,7 +29,7 @@ describe('cgroup version', () => {
   });
 
   it('on v1 with Kubernetes 1.35 or later, sets failCgroupV1: false and skips SystemVerification for init and join', () => {
-    const init = renderKubeadmInit({ answers, kubernetesVersion: 'v1.37.2', cgroups: { version: 1 } });
+    const init = renderKubeadmInit({ answers, kubernetesVersion: 'v1.37.2', cgroups: { version: 1, driver: 'systemd' } });
     expect(kind(init, 'KubeletConfiguration').failCgroupV1).toBe(false);
     expect(kind(init, 'InitConfiguration').nodeRegistration.ignorePreflightErrors).toEqual(['SystemVerification']);
     const join = renderKubeadmJoin({ kubernetesVersion: 'v1.37.2', fqdn: 'k8s-cluster.site.test', token: 't', caCertHash: 'h', nodeName: 'n2', nodeIp: '10.0.0.2', ignorePreflightErrors: ['SystemVerification'], patchesDir: '/etc/ferry/kubeadm-patches' });
@@ -37,11 +38,11 @@ describe('cgroup version', () => {
   });
 
   it('leaves kubelet and kubeadm as they are on v2, and on v1 before 1.35', () => {
-    const init = renderKubeadmInit({ answers, kubernetesVersion: 'v1.37.2', cgroups: { version: 2 } });
+    const init = renderKubeadmInit({ answers, kubernetesVersion: 'v1.37.2', cgroups: { version: 2, driver: 'systemd' } });
     expect(kind(init, 'KubeletConfiguration')).not.toHaveProperty('failCgroupV1');
     expect(kind(init, 'InitConfiguration').nodeRegistration).not.toHaveProperty('ignorePreflightErrors');
     // ferry renders no release before 1.35 any more (src/spec/kubernetes.ts); the rule itself still holds.
-    const before = cgroupSettings({ version: 1 }, 'v1.34.3');
+    const before = cgroupSettings({ version: 1, driver: 'systemd' }, 'v1.34.3');
     expect(before.kubelet).not.toHaveProperty('failCgroupV1');
     expect(before.ignorePreflightErrors).toEqual([]);
   });
@@ -49,16 +50,26 @@ describe('cgroup version', () => {
   it('warns loudly on v1, saying how to move to v2, and refuses when the answers say so', () => {
     const warnings: string[] = [];
     const reporter = { warn: (m: string) => warnings.push(m) };
-    checkCgroupV1({ version: 2 }, undefined, 'v1.37.2', reporter, 'n1');
+    checkCgroupV1({ version: 2, driver: 'systemd' }, undefined, 'v1.37.2', reporter, 'n1');
     expect(warnings).toEqual([]);
-    checkCgroupV1({ version: 1 }, 'allow', 'v1.37.2', reporter, 'n1');
+    checkCgroupV1({ version: 1, driver: 'systemd' }, 'allow', 'v1.37.2', reporter, 'n1');
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/^CGROUP V1 ON N1: cgroup v1 is deprecated and Kubernetes will drop it/);
     expect(warnings[0]).toContain('failCgroupV1: false');
     expect(warnings[0]).toContain('systemd.unified_cgroup_hierarchy=1');
-    expect(() => checkCgroupV1({ version: 1 }, 'refuse', 'v1.37.2', reporter, 'n1')).toThrow(
+    expect(() => checkCgroupV1({ version: 1, driver: 'systemd' }, 'refuse', 'v1.37.2', reporter, 'n1')).toThrow(
       expect.objectContaining({ code: 'CGROUP_V1_REFUSED', exit: 'usage', hint: expect.stringContaining('systemd.unified_cgroup_hierarchy=1') }),
     );
+  });
+
+  it('takes the systemd driver where systemd is PID 1 (/run/systemd/system), cgroupfs elsewhere, for kubelet and runc', async () => {
+    const systemd = await detectCgroups(await node(['run/systemd/system/.keep']));
+    const plain = await detectCgroups(await node([]));
+    expect([systemd.driver, plain.driver]).toEqual(['systemd', 'cgroupfs']);
+    for (const cg of [systemd, plain]) {
+      expect(kind(renderKubeadmInit({ answers, kubernetesVersion: 'v1.37.2', cgroups: cg }), 'KubeletConfiguration').cgroupDriver).toBe(cg.driver);
+      expect(containerdConfig({ pauseImage: 'registry.k8s.io/pause:3.10', cgroupDriver: cg.driver })).toContain(`SystemdCgroup = ${cg.driver === 'systemd'}\n`);
+    }
   });
 
   it('takes cgroupV1: allow or refuse in the answers, and names the line of anything else', async () => {

@@ -34,7 +34,7 @@ export interface ContainerdConfigResult {
 }
 
 /** A TOML basic string. */
-const tomlString = (s: string) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`).replace(/[\x00-\x1f\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
+export const tomlString = (s: string) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`).replace(/[\x00-\x1f\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
 
 export function normaliseMirror(u: string): string {
   let url: URL;

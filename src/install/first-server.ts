@@ -20,7 +20,7 @@ import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type Bootstra
 import { applyObjects, waitForDaemonSets } from './kube.js';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
 import { FERRY_ROOT, renderServeUnit } from './units.js';
 
 export const BUNDLE_DIR = `${FERRY_ROOT}/bundle`;
@@ -91,6 +91,9 @@ function markerStep(ctx: InstallContext, id: string, title: string, fingerprint:
     },
   };
 }
+
+/** The version of the bundle's containerd (files[name=containerd]), which picks its config version. */
+export const containerdVersionOf = (m: Pick<BundleManifest, 'files'>) => m.files.find((f) => f.name === 'containerd')?.version;
 
 /** The Kubernetes release a bundle installs. */
 export const kubernetesVersionOf = (m: Pick<BundleManifest, 'kubernetes'>) => bundleKubernetesVersion(m);
@@ -254,8 +257,9 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       const m = await manifestOf();
       const pause = m.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10';
       const { driver } = await cgroups();
-      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: pause, cgroupDriver: driver }));
-      log(`config.toml: ${driver} cgroup driver`);
+      const configVersion = containerdConfigVersion(containerdVersionOf(m));
+      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: pause, cgroupDriver: driver, configVersion }));
+      log(`config.toml: version ${configVersion} for containerd ${containerdVersionOf(m) ?? '(not in the bundle)'}, ${driver} cgroup driver`);
       const r = await writeContainerdConfig({ bundleDir: host.p(BUNDLE_DIR), mirrors: [`https://${registry}:${SITE_PORT}`], caFile: `${PKI_DIR}/ca.crt`, outDir: host.p('/etc/containerd'), configPath: '/etc/containerd/certs.d' });
       log(`hosts.toml for ${r.registries.join(', ')}`);
     }),

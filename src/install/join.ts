@@ -5,7 +5,7 @@ import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
 import { bundleRegistries } from './containerd.js';
-import { applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, kubernetesVersionOf, PKI_DIR, saveClusterNodes } from './first-server.js';
+import { applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, PKI_DIR, saveClusterNodes } from './first-server.js';
 import type { Host } from './host.js';
 import { TOKEN_RE } from './kubeadm.js';
 import type { NodeJoinPayload } from './node-join.js';
@@ -140,6 +140,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     firstServerIp: o.answers.node.ip,
     registries: await bundleRegistries(o.host.p(BUNDLE_DIR)),
     pauseImage: manifest.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10',
+    containerdVersion: containerdVersionOf(manifest),
     kubernetesVersion: kubernetesVersionOf(manifest),
     ...(o.answers.cgroupV1 ? { cgroupV1: o.answers.cgroupV1 } : {}),
     join: { token: creds.token, caCertHash: await caCertHash(o.host), ...(creds.certificateKey ? { certificateKey: creds.certificateKey } : {}) },

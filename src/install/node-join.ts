@@ -17,7 +17,7 @@ import type { Host } from './host.js';
 import { archOf, BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
 import { renderKubeadmJoin } from './kubeadm.js';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, resolvConf, SITE_PORT, SYSCTL_CONF } from './system-files.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, resolvConf, SITE_PORT, SYSCTL_CONF } from './system-files.js';
 import { FERRY_ROOT, renderServeUnit } from './units.js';
 
 /** What a joining node is told over SSH (on stdin, so secrets never show in a process list). */
@@ -31,6 +31,8 @@ export interface NodeJoinPayload {
   firstServerIp: string;
   registries: string[];
   pauseImage: string;
+  /** The bundle's containerd, whose major version picks the config version. */
+  containerdVersion?: string;
   kubernetesVersion: string;
   cgroupV1?: CgroupV1Policy;
   join: { token: string; caCertHash: string; certificateKey?: string };
@@ -169,10 +171,11 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       for (const m of MODULES) await host.run('modprobe', [m]);
       await host.run('sysctl', ['--system']);
     }),
-    marker(host, 'containerd-config', async () => `${p.registries.join(',')} ${(await cgroups()).driver}`, "configure containerd: the node's cgroup driver, mirrors to the site service", async (log) => {
+    marker(host, 'containerd-config', async () => `${p.registries.join(',')} ${(await cgroups()).driver} ${containerdConfigVersion(p.containerdVersion)}`, "configure containerd: the node's cgroup driver, mirrors to the site service", async (log) => {
       const { driver } = await cgroups();
-      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: p.pauseImage, cgroupDriver: driver }));
-      log(`config.toml: ${driver} cgroup driver`);
+      const configVersion = containerdConfigVersion(p.containerdVersion);
+      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: p.pauseImage, cgroupDriver: driver, configVersion }));
+      log(`config.toml: version ${configVersion}, ${driver} cgroup driver`);
       for (const r of p.registries) await host.write(`/etc/containerd/certs.d/${r}/hosts.toml`, renderHostsToml(r, [`https://registry.${p.domain}:${SITE_PORT}`], CA));
       log(`hosts.toml for ${p.registries.join(', ')}`);
     }),

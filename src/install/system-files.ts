@@ -1,4 +1,6 @@
+import semver from 'semver';
 import type { CgroupDriver } from './cgroups.js';
+import { tomlString } from './containerd.js';
 
 /** Files ferry puts on every node besides the site service unit. */
 
@@ -66,20 +68,47 @@ export interface ContainerdNode {
   pauseImage: string;
   /** The node's cgroup driver: runc's must be kubelet's. */
   cgroupDriver: CgroupDriver;
+  /** containerd 2.x reads its native version 3; 1.x only version 2 (see containerdConfigVersion). */
+  configVersion: 2 | 3;
+}
+
+/**
+ * The config version for the bundled containerd (bundle.json files[name=containerd].version):
+ * 3 from containerd 2.0, else 2, which 1.x and (converted) 2.x both read.
+ */
+export function containerdConfigVersion(containerdVersion: string | undefined): 2 | 3 {
+  const v = semver.coerce(containerdVersion ?? '');
+  return v && v.major >= 2 ? 3 : 2;
 }
 
 /** containerd's config: CRI with the node's cgroup driver, mirrors from certs.d, our pause image. */
 export function containerdConfig(c: ContainerdNode): string {
-  return `# Written by ferry.
+  const systemd = c.cgroupDriver === 'systemd';
+  const certs = tomlString('/etc/containerd/certs.d');
+  if (c.configVersion === 3) {
+    // containerd 2.x split CRI into an images and a runtime plugin (docs/cri/config.md).
+    return `# Written by ferry (containerd 2.x).
+version = 3
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = ${tomlString(c.pauseImage)}
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = ${certs}
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+  SystemdCgroup = ${systemd}
+`;
+  }
+  return `# Written by ferry (containerd 1.x).
 version = 2
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "${c.pauseImage}"
+  sandbox_image = ${tomlString(c.pauseImage)}
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-  SystemdCgroup = ${c.cgroupDriver === 'systemd'}
+  SystemdCgroup = ${systemd}
 [plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/containerd/certs.d"
+  config_path = ${certs}
 `;
 }
 

@@ -173,6 +173,8 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(toml).toContain('ca = "/etc/ferry/pki/ca.crt"');
     expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toContain(`sandbox_image = "${reg.host}/k8s/pause:3.10"`);
     expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = true$/m);
+    // The bundle carries containerd 1.7: config version 2, which it reads.
+    expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^version = 2$/m);
     expect((await fs.stat(path.join(root, 'etc/ferry/pki/ca.key'))).mode & 0o777).toBe(0o600);
     expect(await fs.readFile(path.join(root, 'etc/systemd/system/ferry-serve.service'), 'utf8')).toMatch(/ExecStart=\/var\/lib\/ferry\/runtime\/node \/var\/lib\/ferry\/ferry\/ferry\.mjs serve/);
     expect((await fs.readdir(path.join(root, 'var/log/ferry'))).some((f) => f.startsWith('install-'))).toBe(true);

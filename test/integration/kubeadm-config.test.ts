@@ -1,25 +1,18 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { InstallAnswers } from '../../src/install/answers.js';
 import { renderKubeadmInit, renderKubeadmJoin } from '../../src/install/kubeadm.js';
 import { execFileP, tmpdir } from '../helpers/peers.js';
+import { siteBinary } from '../helpers/site-cache.js';
 
 /**
  * ferry's kubeadm documents through the real kubeadm's strict decoding (`kubeadm config validate`:
  * unknown fields and bad values fail). Debian ships no kubeadm: this uses FERRY_KUBEADM, or the one
- * the site suite builds (scripts/site/build-components.sh), and skips when neither exists.
+ * the site suite builds, and skips when neither exists.
  */
-function findKubeadm(): string | undefined {
-  if (process.env.FERRY_KUBEADM) return process.env.FERRY_KUBEADM;
-  const bin = path.join(process.env.FERRY_SITE_CACHE ?? path.join(os.homedir(), '.cache/ferry-site'), 'bin');
-  const dirs = existsSync(bin) ? readdirSync(bin).filter((d) => d.startsWith('kubernetes-')).sort().reverse() : [];
-  return dirs.map((d) => path.join(bin, d, 'kubeadm')).find((k) => existsSync(k));
-}
-const kubeadm = findKubeadm();
+const kubeadm = siteBinary('kubernetes', 'kubeadm', 'FERRY_KUBEADM');
 const version = kubeadm ? execFileSync(kubeadm, ['version', '-o', 'short'], { encoding: 'utf8' }).trim() : '';
 
 const answers: InstallAnswers = { apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'site.test', node: { name: 'k8s-server-01', ip: '10.0.0.11' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12' };

@@ -7,6 +7,7 @@ import { startServer, type SiteServer } from '../../src/oci/server.js';
 import { initPki } from '../../src/sign/pki.js';
 import { startContainerd, type ContainerdPeer } from '../helpers/containerd.js';
 import { execFileP, freePort, tmpdir, waitFor } from '../helpers/peers.js';
+import { siteBinary } from '../helpers/site-cache.js';
 import { buildSiteBundle, type SiteBundle } from '../helpers/site.js';
 
 let work: string;
@@ -48,27 +49,46 @@ const listed = async () => {
 /** The lines of one [table] of a TOML dump, up to the next table. */
 function table(toml: string, name: string): string {
   const lines = toml.split('\n');
-  const start = lines.findIndex((l) => l.trim() === `[${name}]`);
+  // containerd 2.x quotes table keys with ' where 1.x uses ".
+  const start = lines.findIndex((l) => l.trim().replaceAll("'", '"') === `[${name}]`);
   if (start < 0) return '';
   const end = lines.findIndex((l, i) => i > start && l.trim().startsWith('['));
   return lines.slice(start + 1, end < 0 ? undefined : end).join('\n');
 }
 
+/** containerd's own reading of a rendered config: `config dump` parses it, decodes each plugin's config and prints it. */
+async function dump(containerd: string, configVersion: 2 | 3, cgroupDriver: 'systemd' | 'cgroupfs'): Promise<string> {
+  const dir = path.join(work, `dump-v${configVersion}-${cgroupDriver}`);
+  await fs.mkdir(dir, { recursive: true });
+  // root and state stay in the test directory.
+  const text = containerdConfig({ pauseImage: 'registry.site.test/pause:3.10', cgroupDriver, configVersion }).replace(`version = ${configVersion}\n`, `version = ${configVersion}\nroot = "${dir}/root"\nstate = "${dir}/state"\n`);
+  await fs.writeFile(path.join(dir, 'config.toml'), text);
+  return (await execFileP(containerd, ['--config', path.join(dir, 'config.toml'), 'config', 'dump'])).stdout;
+}
+
+// Debian ships containerd 1.6, which reads config version 2 only; containerd 2.x is the site suite's build, when there is one.
+const containerd2 = siteBinary('containerd', 'containerd', 'FERRY_CONTAINERD_V2');
+
 describe("containerd reads ferry's config.toml", () => {
-  // Debian's containerd 1.6 reads config version 2 only; ferry renders that for containerd 1.x bundles.
-  it('takes the pause image, the cgroup driver of runc and certs.d from it, for either driver', async () => {
+  it('containerd 1.6 takes the pause image, the cgroup driver of runc and certs.d from version 2, for either driver', async () => {
     const cri = 'plugins."io.containerd.grpc.v1.cri"';
     for (const cgroupDriver of ['systemd', 'cgroupfs'] as const) {
-      const dir = path.join(work, `dump-${cgroupDriver}`);
-      await fs.mkdir(dir, { recursive: true });
-      // config dump parses, decodes each plugin's config and prints it; root and state stay in the test.
-      const text = containerdConfig({ pauseImage: 'registry.site.test/pause:3.10', cgroupDriver }).replace('version = 2\n', `version = 2\nroot = "${dir}/root"\nstate = "${dir}/state"\n`);
-      await fs.writeFile(path.join(dir, 'config.toml'), text);
-      const { stdout } = await execFileP('containerd', ['--config', path.join(dir, 'config.toml'), 'config', 'dump']);
-      expect(table(stdout, cri)).toMatch(/^\s*sandbox_image = "registry\.site\.test\/pause:3\.10"$/m);
-      expect(table(stdout, `${cri}.containerd.runtimes.runc`)).toMatch(/^\s*runtime_type = "io\.containerd\.runc\.v2"$/m);
-      expect(table(stdout, `${cri}.containerd.runtimes.runc.options`)).toMatch(new RegExp(`^\\s*SystemdCgroup = ${cgroupDriver === 'systemd'}$`, 'm'));
-      expect(table(stdout, `${cri}.registry`)).toMatch(/^\s*config_path = "\/etc\/containerd\/certs\.d"$/m);
+      const out = await dump('containerd', 2, cgroupDriver);
+      expect(table(out, cri)).toMatch(/^\s*sandbox_image = "registry\.site\.test\/pause:3\.10"$/m);
+      expect(table(out, `${cri}.containerd.runtimes.runc`)).toMatch(/^\s*runtime_type = "io\.containerd\.runc\.v2"$/m);
+      expect(table(out, `${cri}.containerd.runtimes.runc.options`)).toMatch(new RegExp(`^\\s*SystemdCgroup = ${cgroupDriver === 'systemd'}$`, 'm'));
+      expect(table(out, `${cri}.registry`)).toMatch(/^\s*config_path = "\/etc\/containerd\/certs\.d"$/m);
+    }
+  });
+
+  it.skipIf(!containerd2)('containerd 2.x takes the same from version 3 (its images and runtime CRI plugins)', async () => {
+    for (const cgroupDriver of ['systemd', 'cgroupfs'] as const) {
+      const out = await dump(containerd2!, 3, cgroupDriver);
+      expect(out).toMatch(/^version = 3$/m);
+      expect(table(out, 'plugins."io.containerd.cri.v1.images".pinned_images')).toMatch(/^\s*sandbox = 'registry\.site\.test\/pause:3\.10'$/m);
+      expect(table(out, 'plugins."io.containerd.cri.v1.images".registry')).toMatch(/^\s*config_path = '\/etc\/containerd\/certs\.d'$/m);
+      expect(table(out, 'plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc')).toMatch(/^\s*runtime_type = 'io\.containerd\.runc\.v2'$/m);
+      expect(table(out, 'plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options')).toMatch(new RegExp(`^\\s*SystemdCgroup = ${cgroupDriver === 'systemd'}$`, 'm'));
     }
   });
 });

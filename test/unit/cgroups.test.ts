@@ -68,7 +68,7 @@ describe('cgroup version', () => {
     expect([systemd.driver, plain.driver]).toEqual(['systemd', 'cgroupfs']);
     for (const cg of [systemd, plain]) {
       expect(kind(renderKubeadmInit({ answers, kubernetesVersion: 'v1.37.2', cgroups: cg }), 'KubeletConfiguration').cgroupDriver).toBe(cg.driver);
-      expect(containerdConfig({ pauseImage: 'registry.k8s.io/pause:3.10', cgroupDriver: cg.driver })).toContain(`SystemdCgroup = ${cg.driver === 'systemd'}\n`);
+      expect(containerdConfig({ pauseImage: 'registry.k8s.io/pause:3.10', cgroupDriver: cg.driver, configVersion: 3 })).toContain(`SystemdCgroup = ${cg.driver === 'systemd'}\n`);
     }
   });
 

@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { normaliseMirror, renderConfigSnippets, renderHostsToml, writeContainerdConfig } from '../../src/install/containerd.js';
+import { containerdConfig, containerdConfigVersion } from '../../src/install/system-files.js';
 import { Layout } from '../../src/oci/layout.js';
 import { MediaType } from '../../src/oci/media.js';
 import { tmpdir } from '../helpers/peers.js';
@@ -14,6 +15,40 @@ async function bundleNaming(names: string[]): Promise<string> {
   await store.addRefs(names.map((name) => ({ name, descriptor: desc })));
   return dir;
 }
+
+describe("containerd's config.toml", () => {
+  it('is config version 3 for containerd 2.x and version 2 for 1.x or an unknown containerd', () => {
+    expect(['v2.2.9', '2.0.0', 'v3.0.1'].map(containerdConfigVersion)).toEqual([3, 3, 3]);
+    expect(['v1.7.23', '1.6.20~ds1', undefined, ''].map(containerdConfigVersion)).toEqual([2, 2, 2, 2]);
+  });
+
+  it('writes version 3 with the CRI images plugin (pause pinned, certs.d) and the runtime plugin (runc, cgroup driver)', () => {
+    expect(containerdConfig({ pauseImage: 'registry.k8s.io/pause:3.10.2', cgroupDriver: 'cgroupfs', configVersion: 3 })).toBe(
+      [
+        '# Written by ferry (containerd 2.x).',
+        'version = 3',
+        '[plugins."io.containerd.cri.v1.images".pinned_images]',
+        '  sandbox = "registry.k8s.io/pause:3.10.2"',
+        '[plugins."io.containerd.cri.v1.images".registry]',
+        '  config_path = "/etc/containerd/certs.d"',
+        '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]',
+        '  runtime_type = "io.containerd.runc.v2"',
+        '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]',
+        '  SystemdCgroup = false',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('keeps version 2 free of the version 3 plugin ids, and the other way round', () => {
+    const v2 = containerdConfig({ pauseImage: 'p:1', cgroupDriver: 'systemd', configVersion: 2 });
+    const v3 = containerdConfig({ pauseImage: 'p:1', cgroupDriver: 'systemd', configVersion: 3 });
+    expect(v2).toMatch(/^version = 2$/m);
+    expect(v2).toContain('sandbox_image = "p:1"');
+    expect(v2).not.toContain('io.containerd.cri.v1');
+    expect(v3).not.toMatch(/io\.containerd\.grpc\.v1\.cri|sandbox_image/);
+  });
+});
 
 describe('containerd hosts.toml for the site', () => {
   it('writes one hosts.toml per registry the bundle names, server the first mirror, hosts in order', async () => {

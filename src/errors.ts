@@ -156,6 +156,7 @@ export const Codes = {
   bundlePartMissing: 'BUNDLE_PART_MISSING',
   bundlePartMismatch: 'BUNDLE_PART_MISMATCH',
   bundleBuild: 'BUNDLE_BUILD',
+  bundleImageMissing: 'BUNDLE_IMAGE_MISSING',
   promptNoTty: 'PROMPT_NO_TTY',
   // Install and join.
   installStep: 'INSTALL_STEP_FAILED',

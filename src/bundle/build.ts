@@ -21,6 +21,7 @@ import { writeArchive, writePartsManifest, partsSigningBytes, sha256Hex, type Ar
 import { fetchBinaries, type FetchedFile } from './binaries.js';
 import { fetchCharts, type PackedChart } from './charts.js';
 import type { BinaryMirror } from './fetch.js';
+import { chartArchive, checkBundleImages, findHelm } from './image-check.js';
 import { lockedPlatforms, pullImages } from './images.js';
 import { fetchRuntimes, type FetchedRuntime } from './runtime.js';
 
@@ -201,13 +202,22 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   const fileCache = path.join(cacheDir(), 'files');
   const fetchOpts = { reporter, baseDir: specDir, mirrors: o.binaryMirrors ?? [] };
 
-  reporter.info(`images: ${spec.images.length}`);
-  await pullImages({ client: o.client, store: cache, reporter }, spec, lock, o.lockFile);
   const platforms = spec.spec.spec.platforms;
-  reporter.info(`binaries: ${spec.spec.spec.binaries?.length ?? 0} × ${platforms.length} platforms`);
-  const files: FetchedFile[] = await fetchBinaries(spec.spec.spec.binaries ?? [], platforms, fileCache, fetchOpts);
   reporter.info(`charts: ${spec.spec.spec.charts?.length ?? 0}`);
   const charts: PackedChart[] = await fetchCharts(spec.spec.spec.charts ?? [], { store: cache, client: o.client, fileCache, specDir, fetch: fetchOpts });
+  // Before the big downloads: does the spec bundle every image kubeadm and the charts will ask for?
+  const lockDigest = new Map(lock.images.map((i) => [i.name, i.digest]));
+  await checkBundleImages({
+    ...(spec.spec.spec.kubernetes ? { kubernetes: spec.spec.spec.kubernetes } : {}),
+    charts: await Promise.all(charts.map(async (c) => ({ name: c.name, version: c.version, tgz: await chartArchive(cache, c.ref) }))),
+    held: spec.images.map((i) => ({ ref: i.name, digest: lockDigest.get(i.name) })),
+    helm: await findHelm(),
+    reporter,
+  });
+  reporter.info(`images: ${spec.images.length}`);
+  await pullImages({ client: o.client, store: cache, reporter }, spec, lock, o.lockFile);
+  reporter.info(`binaries: ${spec.spec.spec.binaries?.length ?? 0} × ${platforms.length} platforms`);
+  const files: FetchedFile[] = await fetchBinaries(spec.spec.spec.binaries ?? [], platforms, fileCache, fetchOpts);
   reporter.info(`runtime: Node.js for ${platforms.join(', ')}`);
   const runtimes: FetchedRuntime[] = await fetchRuntimes(platforms, spec.spec.spec.runtime?.node ?? {}, fileCache, fetchOpts);
 

@@ -15,6 +15,7 @@ import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { checkCgroupV1, detectCgroups, type NodeCgroups } from './cgroups.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
+import { imageCheckStep } from './image-check.js';
 import { API_PORT, renderKubeadmInit } from './kubeadm.js';
 import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
 import { applyObjects, waitForDaemonSets } from './kube.js';
@@ -281,6 +282,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await host.write(KUBEADM_CONFIG, await kubeadmConfig(), 0o600);
       log(`kubeadm config for Kubernetes ${kubernetesVersionOf(await manifestOf())}, endpoint ${fqdn}:${API_PORT}`);
     }),
+    imageCheckStep(host, answers, { kubeadmConfig: KUBEADM_CONFIG, manifest: manifestOf, chartTgz: (d) => chartBlob(host, d), bootstrapValues: async () => bootstrapValues(answers, await manifestOf(), await clusterNodes(host, answers)), bundleId }),
     {
       id: 'kubeadm-init',
       title: `kubeadm init (control plane behind ${fqdn}:${API_PORT})`,

@@ -4,19 +4,31 @@ import path from 'node:path';
 /**
  * Stand-ins for programs that cannot run here: kubeadm, kubelet, systemctl, modprobe and sysctl.
  * Each is a small shell script that appends its name and arguments to $FERRY_ROOT/standins.log
- * (one line per call) and, for kubeadm, leaves the files the real one would. They never touch the
- * real host. kubeadm join keeps a copy of its --config file as kubeadm-join.seen.yaml (with its mode
- * in kubeadm-join.seen.mode). `failOnce` makes the named command fail the first time it runs.
+ * (one line per call) and, for kubeadm, leaves the files the real one would and lists the images
+ * the real one would ask for. They never touch the real host. kubeadm join keeps a copy of its
+ * --config file as kubeadm-join.seen.yaml (with its mode in kubeadm-join.seen.mode). `failOnce`
+ * makes the named command fail the first time it runs.
  */
-export async function writeStandins(dir: string, opts: { failOnce?: string } = {}): Promise<string> {
+export async function writeStandins(dir: string, opts: { failOnce?: string; etcdTag?: string } = {}): Promise<string> {
   await fs.mkdir(dir, { recursive: true });
   const record = 'printf "%s %s\\n" "$(basename "$0")" "$*" >> "$FERRY_ROOT/standins.log"';
   const failOnce = (name: string) =>
     opts.failOnce === name ? `if [ ! -e "$FERRY_ROOT/.failed-${name}" ]; then touch "$FERRY_ROOT/.failed-${name}"; echo "${name}: stand-in failing once" >&2; exit 1; fi\n` : '';
   const scripts: Record<string, string> = {
+    // `kubeadm config images list --config F` answers as kubeadm v1.37 would for F's version and
+    // imageRepository (etcdTag: a kubeadm whose etcd differs from ferry's table). failOnce spares it.
     kubeadm: `#!/bin/sh
 ${record}
-${failOnce('kubeadm')}case "$1" in
+if [ "$1" != config ]; then :
+${failOnce('kubeadm')}fi
+case "$1" in
+  config)
+    cfg=""; prev=""; for a in "$@"; do [ "$prev" = --config ] && cfg="$a"; prev="$a"; done
+    val() { sed -n "s/^$1: *//p" "$FERRY_ROOT$cfg" | tr -d '\\042\\047' | head -n 1; }
+    ver=$(val kubernetesVersion); repo=$(val imageRepository)
+    dns="$repo/coredns"; [ "$repo" = registry.k8s.io ] && dns="$repo/coredns/coredns"
+    for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do echo "$repo/$c:$ver"; done
+    echo "$dns:v1.14.6"; echo "$repo/pause:3.10.2"; echo "$repo/etcd:${opts.etcdTag ?? '3.7.0-0'}" ;;
   init)
     if [ "$2" = phase ]; then echo "[upload-certs] Using certificate key:"; echo "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; exit 0; fi
     mkdir -p "$FERRY_ROOT/etc/kubernetes/pki"

@@ -75,6 +75,11 @@ spec:
   expect((await ferry(['lock', specFile], { env })).code).toBe(0);
 }, 60_000);
 
+const chartMirrors = () => [
+  '--binary-mirror', `https://charts.unreachable.invalid=${mirror.url}/charts`,
+  '--binary-mirror', `${RELEASES}=${mirror.url}/github/flannel-io/flannel/releases/download/`,
+];
+
 afterAll(async () => {
   await mirror?.close();
   await fs.rm(work, { recursive: true, force: true });
@@ -89,8 +94,7 @@ describe('ferry bundle build --binary-mirror', () => {
         // The longer prefix wins over the shorter one that points at a wrong path.
         '--binary-mirror', `${DL}=${mirror.url}/wrong`,
         '--binary-mirror', `${DL}/release=${mirror.url}/dl.k8s.io/release`,
-        '--binary-mirror', `https://charts.unreachable.invalid=${mirror.url}/charts`,
-        '--binary-mirror', `${RELEASES}=${mirror.url}/github/flannel-io/flannel/releases/download/`,
+        ...chartMirrors(),
         '--binary-mirror', `${NPM}=${mirror.url}/npm/`,
       ],
       { env },
@@ -116,7 +120,7 @@ describe('ferry bundle build --binary-mirror', () => {
   }, 60_000);
 
   it('names the mirror it tried when the mirror lacks a file', async () => {
-    const r = await ferry(['bundle', 'build', specFile, '--key', path.join(work, 'keys', 'ferry.key'), '--out', path.join(work, 'x.tar'), '--binary-mirror', `${DL}=${mirror.url}/empty`], {
+    const r = await ferry(['bundle', 'build', specFile, '--key', path.join(work, 'keys', 'ferry.key'), '--out', path.join(work, 'x.tar'), '--binary-mirror', `${DL}=${mirror.url}/empty`, ...chartMirrors()], {
       env: { ...env, FERRY_CACHE_DIR: path.join(work, 'cache-empty') },
     });
     expect(r.code).toBe(4);

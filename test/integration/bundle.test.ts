@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unpackBundle } from '../../src/bundle/unpack.js';
 import { verifyBundle } from '../../src/bundle/verify.js';
 import { loadPublicKey } from '../../src/sign/keys.js';
+import { kubeadmImages } from '../../src/spec/kubernetes.js';
 import { buildFixtureSet } from '../../fixtures/images.js';
 import { ferry } from '../helpers/cli.js';
 import { helm } from '../helpers/helm.js';
@@ -19,6 +20,8 @@ let env: NodeJS.ProcessEnv;
 let bundle: string;
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/** kubeadm v1.37.2's images, as names below the test registry's fx/ prefix. */
+const KUBEADM_NAMES = kubeadmImages('v1.37.2', 'r.invalid').map((r) => r.slice('r.invalid/'.length));
 const sha256File = async (f: string) => sha(await fs.readFile(f));
 
 async function write(p: string, data: string | Buffer) {
@@ -30,6 +33,8 @@ beforeAll(async () => {
   work = await tmpdir('ferry-bundle-');
   reg = await startRegistry();
   const fx = await buildFixtureSet(path.join(work, 'fx'), 0.1);
+  // The images kubeadm v1.37.2 asks for (the spec's imageRepository is this registry): small stand-ins.
+  for (const n of KUBEADM_NAMES) fx.images[n] = fx.images['multi:v1']!;
   await pushFixtures(fx, reg.host, 'fx');
   const dl = path.join(work, 'dl');
   // Binaries the way dl.k8s.io publishes kubeadm: one file and a bare-hex .sha256 beside it.
@@ -91,9 +96,10 @@ kind: BundleSpec
 metadata: {name: site, version: 1.0.0, description: test bundle}
 spec:
   platforms: [linux/amd64, linux/arm64]
-  kubernetes: {version: v1.37.2}
+  kubernetes: {version: v1.37.2, imageRepository: ${reg.host}/fx}
   images:
     - ${reg.host}/fx/multi:v1
+${KUBEADM_NAMES.map((n) => `    - ${reg.host}/fx/${n}`).join('\n')}
     - {ref: ${reg.host}/fx/single:v1, platforms: [linux/amd64]}
   binaries:
     - name: kubeadm

@@ -7,6 +7,7 @@ import { parseAllDocuments } from 'yaml';
 import { buildBusyboxImage, buildFixtureSet } from '../../fixtures/images.js';
 import { ferry, FERRY, ROOT } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
+import { kubeadmImages } from '../../src/spec/kubernetes.js';
 import { standinCalls, writeStandins } from '../helpers/standins.js';
 
 let work: string;
@@ -16,6 +17,8 @@ let pub: string;
 let answers: string;
 let specPath: string;
 let cacheEnv: NodeJS.ProcessEnv;
+/** kubeadm v1.37.2's images, as names below the test registry's k8s/ prefix (the spec's imageRepository). */
+const KUBEADM_NAMES = kubeadmImages('v1.37.2', 'r.invalid').map((r) => r.slice('r.invalid/'.length));
 
 async function write(p: string, data: string | Buffer, mode = 0o644) {
   await fs.mkdir(path.dirname(p), { recursive: true });
@@ -50,8 +53,10 @@ beforeAll(async () => {
   work = await tmpdir('ferry-install-');
   reg = await startRegistry();
   const fx = await buildFixtureSet(path.join(work, 'fx'), 0.05);
-  await buildBusyboxImage(fx.store, 'pause:3.10');
-  fx.images['pause:3.10'] = (await fx.store.resolve('pause:3.10'))!;
+  await buildBusyboxImage(fx.store, 'pause:3.10.2');
+  fx.images['pause:3.10.2'] = (await fx.store.resolve('pause:3.10.2'))!;
+  // Every other image kubeadm v1.37.2 and the DNS and LB DaemonSets ask for, as small stand-ins.
+  for (const n of [...KUBEADM_NAMES, 'haproxy:3.0']) fx.images[n] ??= fx.images['multi:v1']!;
   await pushFixtures(fx, reg.host, 'k8s');
   // Node binaries and archives the way upstream ships them.
   const v = path.join(work, 'vendor');
@@ -75,10 +80,9 @@ kind: BundleSpec
 metadata: {name: k8s, version: 0.1.0}
 spec:
   platforms: [linux/amd64]
-  kubernetes: {version: v1.37.2}
+  kubernetes: {version: v1.37.2, imageRepository: ${reg.host}/k8s}
   images:
-    - ${reg.host}/k8s/pause:3.10
-    - ${reg.host}/k8s/multi:v1
+${[...KUBEADM_NAMES, 'haproxy:3.0', 'multi:v1'].map((n) => `    - ${reg.host}/k8s/${n}`).join('\n')}
   binaries:
     - {name: kubeadm, version: v1.37.2, url: vendor/kubeadm, sha256: {linux/amd64: ${await sha(`${v}/kubeadm`)}}}
     - {name: kubelet, version: v1.37.2, url: vendor/kubelet, sha256: {linux/amd64: ${await sha(`${v}/kubelet`)}}}
@@ -126,7 +130,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--json']);
     expect(r.code).toBe(0);
     const plan = JSON.parse(r.stdout) as { steps: { id: string; done: boolean }[] };
-    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'kubeadm-init', 'cni', 'bootstrap']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'cni', 'bootstrap']);
     expect(plan.steps.every((s) => !s.done)).toBe(true);
     expect(await fs.readdir(root)).toEqual([]);
   });
@@ -143,6 +147,9 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(r.stderr).toMatch(/warning: CGROUP V1 ON K8S-SERVER-01: .*systemd\.unified_cgroup_hierarchy=1/);
     const calls = await standinCalls(root);
     expect(calls).toContain('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs');
+    // Before init, the installed kubeadm and helm said which images they will ask for.
+    expect(calls.indexOf('kubeadm config images list --config /etc/ferry/kubeadm.yaml')).toBeLessThan(calls.indexOf('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs'));
+    expect(calls).toContainEqual(expect.stringMatching(/^helm template flannel \S+\.tgz --namespace kube-flannel --set podCidr=10\.244\.0\.0\/16$/));
     expect(calls).toContain('systemctl enable containerd.service kubelet.service ferry-serve.service');
     expect(calls).toContain('modprobe br_netfilter');
     // The CNI chart from the bundle goes in through the bundled helm (a stand-in here).
@@ -171,7 +178,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const toml = await fs.readFile(path.join(root, 'etc/containerd/certs.d', reg.host, 'hosts.toml'), 'utf8');
     expect(toml).toMatch(/^server = "https:\/\/registry\.site\.test:5443/m);
     expect(toml).toContain('ca = "/etc/ferry/pki/ca.crt"');
-    expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toContain(`sandbox_image = "${reg.host}/k8s/pause:3.10"`);
+    expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toContain(`sandbox_image = "${reg.host}/k8s/pause:3.10.2"`);
     expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = true$/m);
     // The bundle carries containerd 1.7: config version 2, which it reads.
     expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^version = 2$/m);
@@ -225,6 +232,22 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(second.code).toBe(0);
     for (const s of ['verify and unpack', 'install kubeadm', 'site CA', 'configure containerd']) expect(second.stderr).toMatch(new RegExp(`${s}.*: already done`));
     expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(2);
+  });
+
+  it('refuses before kubeadm init when the installed kubeadm asks for an image the bundle lacks', async () => {
+    const root = path.join(work, 'node-missing');
+    // A kubeadm whose etcd is newer than the one ferry's table (and so the bundle) has.
+    const standins = await writeStandins(path.join(work, 'standins-missing'), { etcdTag: '3.7.1-0' });
+    const r = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(
+      `error[BUNDLE_IMAGE_MISSING]: step "check that the bundle holds every image kubeadm and the charts will ask for" failed: 1 image would be missing on the site:\n` +
+        `  kubeadm config images list asks for ${reg.host}/k8s/etcd:3.7.1-0, which the bundle does not carry`,
+    );
+    expect(r.stderr).toMatch(/hint: kubeadm init has not run\. Add each image to spec\.images/);
+    const calls = await standinCalls(root);
+    expect(calls).toContain('kubeadm config images list --config /etc/ferry/kubeadm.yaml');
+    expect(calls.filter((c) => c.startsWith('kubeadm init'))).toEqual([]);
   });
 
   it('ends a rollout that never completes with a clear timeout', async () => {
@@ -405,12 +428,12 @@ join:
         `mkdir -p /etc/ferry && mount --bind ${agentRoot}/etc/ferry /etc/ferry`,
         `containerd --config ${ctd}/config.toml > ${ctd}/containerd.log 2>&1 & c=$!`,
         `for i in $(seq 100); do ctr -a ${ctd}/sock version >/dev/null 2>&1 && break; sleep 0.1; done`,
-        `ctr -a ${ctd}/sock images pull --hosts-dir ${agentRoot}/etc/containerd/certs.d ${reg.host}/k8s/pause:3.10; rc=$?`,
+        `ctr -a ${ctd}/sock images pull --hosts-dir ${agentRoot}/etc/containerd/certs.d ${reg.host}/k8s/pause:3.10.2; rc=$?`,
         `ctr -a ${ctd}/sock images ls -q`,
         'kill $c; wait $c; exit $rc',
       ].join('\n');
       const pulled = await execFileP('ip', ['netns', 'exec', agent.ns, 'unshare', '-m', '--propagation', 'private', 'sh', '-c', inAgent], { timeout: 90_000 });
-      expect(pulled.stdout).toContain(`${reg.host}/k8s/pause:3.10`);
+      expect(pulled.stdout).toContain(`${reg.host}/k8s/pause:3.10.2`);
       await execFileP('sh', ['-c', `grep -o '${ctd}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l`]).catch(() => {});
 
       // A changed host key is refused before anything runs on that host.

@@ -1,0 +1,91 @@
+import type { BundleManifest } from '../bundle/build.js';
+import { imagesInManifests, imagesInObjects, imagesMissingError, missingImages, type ImageNeed } from '../bundle/image-check.js';
+import { parseReference } from '../oci/reference.js';
+import type { InstallAnswers } from './answers.js';
+import { renderBootstrap, type BootstrapValues } from './bootstrap.js';
+import type { Host } from './host.js';
+import type { Step } from './plan.js';
+import { FERRY_ROOT } from './units.js';
+
+/**
+ * The install-side images check: before `kubeadm init`, the *installed* kubeadm and helm say which
+ * images they will ask for, and the unpacked bundle must carry each. ferry's build-time table can
+ * lag a kubeadm patch release; kubeadm itself cannot.
+ */
+export interface ImageCheckDeps {
+  /** Host path of the kubeadm config the init step uses. */
+  kubeadmConfig: string;
+  manifest: () => Promise<BundleManifest>;
+  /** A chart's .tgz (host path, under the root) from its manifest digest in the store. */
+  chartTgz: (manifestDigest: string) => Promise<string>;
+  /** The values ferry applies the DNS and LB DaemonSets with. */
+  bootstrapValues: () => Promise<BootstrapValues>;
+  /** Changes whenever the bundle does. */
+  bundleId: () => Promise<string>;
+}
+
+const BOOTSTRAP_CHART = 'ferry-bootstrap';
+
+/** Lines of `kubeadm config images list` that are image references (it may print warnings too). */
+function refsIn(stdout: string): string[] {
+  return stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => {
+      try {
+        return /^\S+$/.test(l) && !!parseReference(l);
+      } catch {
+        return false;
+      }
+    });
+}
+
+async function imageNeeds(host: Host, answers: InstallAnswers, d: ImageCheckDeps, m: BundleManifest, log: (l: string) => void): Promise<ImageNeed[]> {
+  const needs: ImageNeed[] = [];
+  const k = await host.run('kubeadm', ['config', 'images', 'list', '--config', d.kubeadmConfig]);
+  needs.push(...refsIn(k.stdout).map((ref) => ({ ref, by: 'kubeadm config images list' })));
+  const chart = answers.cni ? m.charts.find((c) => c.name === answers.cni) : undefined;
+  if (chart) {
+    // The same release, namespace and values as the cni step installs.
+    const ns = answers.cni === 'flannel' ? 'kube-flannel' : 'kube-system';
+    const t = await host.run('helm', ['template', chart.name, await d.chartTgz(chart.digest), '--namespace', ns, '--set', `podCidr=${answers.podCidr}`]);
+    needs.push(...imagesInManifests(t.stdout, `chart ${chart.name} ${chart.version}`));
+  }
+  const values = await d.bootstrapValues();
+  // What ferry applies is its own rendering of the bootstrap chart; the bundled chart renders the same.
+  needs.push(...imagesInObjects(renderBootstrap(values), `${BOOTSTRAP_CHART} (the DNS and LB DaemonSets)`));
+  const boot = m.charts.find((c) => c.name === BOOTSTRAP_CHART);
+  if (boot) {
+    const file = `${FERRY_ROOT}/state/bootstrap-values.json`;
+    await host.write(file, `${JSON.stringify(values, null, 2)}\n`, 0o600);
+    const t = await host.run('helm', ['template', boot.name, await d.chartTgz(boot.digest), '--values', host.p(file)]);
+    needs.push(...imagesInManifests(t.stdout, `chart ${boot.name} ${boot.version}`));
+  }
+  log(`asked for: ${[...new Set(needs.map((n) => n.ref))].join(', ')}`);
+  return needs;
+}
+
+export function imageCheckStep(host: Host, answers: InstallAnswers, d: ImageCheckDeps): Step {
+  const marker = `${FERRY_ROOT}/state/images-check`;
+  const fingerprint = async () =>
+    JSON.stringify({ bundle: await d.bundleId(), config: (await host.read(d.kubeadmConfig)) ?? null, cni: answers.cni ?? null, podCidr: answers.podCidr, bootstrap: await d.bootstrapValues() });
+  return {
+    id: 'images-check',
+    title: 'check that the bundle holds every image kubeadm and the charts will ask for',
+    check: async () => (await host.read(marker)) === (await fingerprint()),
+    apply: async (log) => {
+      const m = await d.manifest();
+      const needs = await imageNeeds(host, answers, d, m, log);
+      const missing = missingImages(needs, m.images.map((i) => ({ ref: i.ref, digest: i.digest })));
+      if (missing.length) {
+        throw imagesMissingError(
+          missing,
+          'the bundle does not carry',
+          'kubeadm init has not run. Add each image to spec.images, run `ferry lock` and `ferry bundle build` again (the build checks the same), and install the new bundle; or install a bundle whose kubeadm and charts match its images.',
+        );
+      }
+      log(`the bundle carries all ${new Set(needs.map((n) => n.ref)).size} images`);
+      await host.write(marker, await fingerprint());
+    },
+  };
+}

@@ -90,7 +90,8 @@ export function imagesInManifests(rendered: string, chartLabel: string): ImageNe
 
 /**
  * Without helm: the images values.yaml names, the common shapes only ({registry, repository, tag},
- * `image: name:tag`, a map of images). Partial by nature; the caller warns.
+ * `image: name:tag`, a map of images), skipping blocks with `enabled: false`. Partial by nature;
+ * the caller warns.
  */
 export function imagesInValues(valuesYaml: string, chartLabel: string, appVersion?: string): ImageNeed[] {
   const out: ImageNeed[] = [];
@@ -106,6 +107,8 @@ export function imagesInValues(valuesYaml: string, chartLabel: string, appVersio
     }
     if (!v || typeof v !== 'object') return;
     const o = v as Record<string, unknown>;
+    // A switched-off part (flannel's netpol: {enabled: false, image: …}) renders nothing.
+    if (o.enabled === false) return;
     if (typeof o.repository === 'string' && o.repository) {
       const tag = typeof o.tag === 'string' || typeof o.tag === 'number' ? String(o.tag) : appVersion;
       const digest = typeof o.digest === 'string' && o.digest ? `@${o.digest}` : '';

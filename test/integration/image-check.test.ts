@@ -56,7 +56,7 @@ beforeAll(async () => {
   await write(path.join(work, 'charts/flannel/Chart.yaml'), 'apiVersion: v2\nname: flannel\nversion: v0.28.10\nappVersion: v0.28.10\n');
   await write(
     path.join(work, 'charts/flannel/values.yaml'),
-    `flannel:\n  image: {repository: ${reg.host}/k8s/flannel-io/flannel, tag: v0.28.10}\n  image_cni: {repository: ${reg.host}/k8s/flannel-io/flannel-cni-plugin, tag: v1.9.1-flannel3}\n`,
+    `flannel:\n  image: {repository: ${reg.host}/k8s/flannel-io/flannel, tag: v0.28.10}\n  flannel_cni: {image: {repository: ${reg.host}/k8s/flannel-io/flannel-cni-plugin, tag: v1.9.1-flannel3}}\n`,
   );
   await write(
     path.join(work, 'charts/flannel/templates/daemonset.yaml'),
@@ -70,7 +70,7 @@ spec:
     spec:
       initContainers:
         - name: install-cni-plugin
-          image: {{ .Values.flannel.image_cni.repository }}:{{ .Values.flannel.image_cni.tag }}
+          image: {{ .Values.flannel.flannel_cni.image.repository }}:{{ .Values.flannel.flannel_cni.image.tag }}
       containers:
         - name: kube-flannel
           image: {{ .Values.flannel.image.repository }}:{{ .Values.flannel.image.tag }}

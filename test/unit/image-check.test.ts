@@ -6,16 +6,22 @@ import { checkBundleImages, imagesInManifests, imagesInValues, missingImages } f
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
 import { tmpdir } from '../helpers/peers.js';
 
-// What chart flannel v0.28.10's values.yaml names, in its shape.
+// The images chart flannel v0.28.10's values.yaml names, in its shape (netpol is off by default).
 const flannelValues = `podCidr: "10.244.0.0/16"
 flannel:
   image:
     repository: ghcr.io/flannel-io/flannel
     tag: v0.28.10
-  image_cni:
-    repository: ghcr.io/flannel-io/flannel-cni-plugin
-    tag: v1.9.1-flannel3
+  flannel_cni:
+    image:
+      repository: ghcr.io/flannel-io/flannel-cni-plugin
+      tag: v1.9.1-flannel3
   args: ["--ip-masq", "--kube-subnet-mgr"]
+netpol:
+  enabled: false
+  image:
+    repository: registry.k8s.io/networking/kube-network-policies
+    tag: v1.0.0
 `;
 
 const rendered = `---
@@ -57,7 +63,7 @@ describe('the build-side images check', () => {
     ]);
   });
 
-  it('without helm, reads repository/tag pairs, image strings and image maps from values.yaml', () => {
+  it('without helm, reads repository/tag pairs, image strings and image maps from values.yaml, skipping disabled parts', () => {
     expect(imagesInValues(flannelValues, 'chart flannel v0.28.10').map((n) => n.ref)).toEqual(['ghcr.io/flannel-io/flannel:v0.28.10', 'ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3']);
     const other = imagesInValues('image: {registry: quay.io, repository: team/app}\nimages: {lb: haproxy:3.0}\nsidecarImage: busybox:1.37\nname: not-an-image\n', 'chart x 1.0.0', '2.1.0');
     expect(other).toEqual([
@@ -89,7 +95,7 @@ describe('the build-side images check', () => {
     expect(err!.message).toBe(
       '2 images would be missing on the site:\n' +
         '  kubeadm v1.37.2 asks for registry.k8s.io/etcd:3.7.0-0, which the spec does not bundle\n' +
-        '  chart flannel v0.28.10 (values.yaml flannel.image_cni) asks for ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3, which the spec does not bundle',
+        '  chart flannel v0.28.10 (values.yaml flannel.flannel_cni.image) asks for ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel3, which the spec does not bundle',
     );
     expect(err!.hint).toMatch(/^Add each image to spec\.images and run `ferry lock` again/);
     // Without helm the check is partial, and says so.

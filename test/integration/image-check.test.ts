@@ -2,8 +2,11 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFixtureSet } from '../../fixtures/images.js';
+import { packageChartDir } from '../../src/bundle/charts.js';
+import { checkBundleImages } from '../../src/bundle/image-check.js';
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
-import { ferry } from '../helpers/cli.js';
+import { loadSpec } from '../../src/spec/spec.js';
+import { ferry, ROOT } from '../helpers/cli.js';
 import { helmBinary } from '../helpers/helm.js';
 import { pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 
@@ -117,4 +120,21 @@ describe('ferry bundle build checks that the bundle holds every image kubeadm an
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/warning: the image check read only values\.yaml of chart flannel: no helm found \(set FERRY_HELM or put helm on PATH/);
   }, 60_000);
+
+  it('passes the default spec for kubeadm v1.37.2 and charts/ferry-bootstrap rendered by helm (flannel needs its repository)', async () => {
+    const spec = await loadSpec(path.join(ROOT, 'bundle-spec', 'kubernetes.yaml'));
+    const tgz = path.join(work, 'ferry-bootstrap.tgz');
+    const pkg = await packageChartDir(path.join(ROOT, 'charts', 'ferry-bootstrap'), tgz);
+    const needs = await checkBundleImages({
+      kubernetes: spec.spec.spec.kubernetes,
+      charts: [{ name: 'ferry-bootstrap', version: String(pkg.meta.version), tgz }],
+      held: spec.images.map((i) => ({ ref: i.name })),
+      helm: env.FERRY_HELM,
+    });
+    expect(needs.map((n) => n.by)).toContain('chart ferry-bootstrap 0.1.0 (templates/lb.yaml)');
+    expect([...new Set(needs.map((n) => n.ref))].sort()).toEqual([
+      'docker.io/library/haproxy:3.0',
+      ...kubeadmImages('v1.37.2'),
+    ].sort());
+  });
 });

@@ -5,6 +5,7 @@ import { Codes, FerryError, SpecError } from '../errors.js';
 import { loadYaml, positionOf, type LoadedYaml } from '../spec/yamlpos.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import { CGROUP_V1_POLICIES, type CgroupV1Policy } from './cgroups.js';
+import { patchProblems, type Patches } from './patches.js';
 
 export interface JoinHost {
   host: string;
@@ -28,6 +29,8 @@ export interface InstallAnswers {
   join?: JoinHost[];
   /** A node on cgroup v1: allow (default, with a loud warning) or refuse. */
   cgroupV1?: CgroupV1Policy;
+  /** Merge patches over the documents ferry gives kubeadm (src/install/patches.ts). */
+  patches?: Patches;
 }
 
 export const DEFAULTS = { podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12' };
@@ -93,6 +96,7 @@ export function answerProblems(a: Partial<InstallAnswers>): { path: (string | nu
     if (j?.ip !== undefined && !net.isIP(j.ip)) p(['join', i, 'ip'], 'must be an IP address');
   });
   if (a.cgroupV1 !== undefined && !CGROUP_V1_POLICIES.includes(a.cgroupV1)) p(['cgroupV1'], `must be ${CGROUP_V1_POLICIES.join(' or ')}`);
+  out.push(...patchProblems(a.patches));
   return out;
 }
 

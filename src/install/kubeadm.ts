@@ -3,6 +3,7 @@ import { stringify } from 'yaml';
 import { assertSupportedKubernetes, KUBEADM_API_VERSION } from '../spec/kubernetes.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { cgroupSettings, type NodeCgroups } from './cgroups.js';
+import { mergePatch, type Patch } from './patches.js';
 
 export const CRI_SOCKET = 'unix:///run/containerd/containerd.sock';
 export const API_PORT = 6443;
@@ -32,7 +33,10 @@ export interface KubeadmInput {
 /** kubeadm's ignorePreflightErrors, only when there is one. */
 const ignoring = (checks: string[]) => (checks.length ? { ignorePreflightErrors: [...new Set(checks)] } : {});
 
-/** InitConfiguration, ClusterConfiguration and KubeletConfiguration for the first server. */
+/**
+ * InitConfiguration, ClusterConfiguration and KubeletConfiguration for the first server, each with
+ * the answers' patch over it, and a KubeProxyConfiguration when the answers patch kube-proxy.
+ */
 export function renderKubeadmInit(i: KubeadmInput): string {
   const api = kubeadmApiVersion(i.kubernetesVersion);
   const a = i.answers;
@@ -59,7 +63,10 @@ export function renderKubeadmInit(i: KubeadmInput): string {
     networking: { podSubnet: a.podCidr, serviceSubnet: a.serviceCidr, dnsDomain: 'cluster.local' },
   };
   const kubelet = { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', ...cg.kubelet };
-  return [init, cluster, kubelet].map((d) => stringify(d)).join('---\n');
+  const p = a.patches ?? {};
+  const docs: Patch[] = [mergePatch(init, p.initConfiguration), mergePatch(cluster, p.clusterConfiguration), mergePatch(kubelet, p.kubelet)];
+  if (p.kubeProxy) docs.push(mergePatch({ apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' }, p.kubeProxy));
+  return docs.map((d) => stringify(d)).join('---\n');
 }
 
 export interface JoinInput {
@@ -73,6 +80,8 @@ export interface JoinInput {
   ignorePreflightErrors?: string[];
   /** A directory of kubeadm patches (kubeletconfiguration+merge.yaml): kubelet settings of this node. */
   patchesDir?: string;
+  /** The answers' joinConfiguration patch. */
+  patch?: Patch;
 }
 
 /**
@@ -95,7 +104,7 @@ export function renderKubeadmJoin(j: JoinInput): string {
     ...(j.controlPlane ? { controlPlane: { localAPIEndpoint: { advertiseAddress: j.nodeIp, bindPort: API_PORT }, certificateKey: j.controlPlane.certificateKey } } : {}),
     ...(j.patchesDir ? { patches: { directory: j.patchesDir } } : {}),
   };
-  return stringify(join);
+  return stringify(mergePatch(join, j.patch));
 }
 
 export const TOKEN_RE = /^[a-z0-9]{6}\.[a-z0-9]{16}$/;

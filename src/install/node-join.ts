@@ -12,6 +12,7 @@ import { loadPublicKey } from '../sign/keys.js';
 import { stringify } from 'yaml';
 import type { Reporter } from '../util/progress.js';
 import { cgroupSettings, checkCgroupV1, detectCgroups, type CgroupV1Policy, type NodeCgroups } from './cgroups.js';
+import { combinePatches, type Patches } from './patches.js';
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
 import { archOf, BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
@@ -35,6 +36,8 @@ export interface NodeJoinPayload {
   containerdVersion?: string;
   kubernetesVersion: string;
   cgroupV1?: CgroupV1Policy;
+  /** The answers' patches that apply on a joining node. */
+  patches?: Pick<Patches, 'kubelet' | 'joinConfiguration'>;
   join: { token: string; caCertHash: string; certificateKey?: string };
 }
 
@@ -217,7 +220,8 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       check: async () => !!(await host.read('/etc/kubernetes/kubelet.conf')),
       apply: async (log) => {
         const cg = cgroupSettings(await cgroups(), p.kubernetesVersion);
-        await host.write(KUBELET_PATCH, stringify(cg.kubelet));
+        // This node's cgroup settings, then the operator's kubelet patch.
+        await host.write(KUBELET_PATCH, stringify(combinePatches(cg.kubelet, p.patches?.kubelet)));
         const config = renderKubeadmJoin({
           kubernetesVersion: p.kubernetesVersion,
           fqdn: p.fqdn,
@@ -228,6 +232,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
           ...(server && p.join.certificateKey ? { controlPlane: { certificateKey: p.join.certificateKey } } : {}),
           ignorePreflightErrors: cg.ignorePreflightErrors,
           patchesDir: PATCHES_DIR,
+          patch: p.patches?.joinConfiguration,
         });
         await host.write(JOIN_CONFIG, config, 0o600);
         try {

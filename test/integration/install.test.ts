@@ -307,6 +307,9 @@ ssh: {user: root, identityFile: ${lab.identity}, knownHosts: ${lab.knownHosts}}
 join:
   - {host: ${agent.ip}, name: k8s-agent-01, role: agent}
   - {host: ${server2.ip}, name: k8s-server-02, role: server}
+patches:
+  kubelet: {failSwapOn: false}
+  joinConfiguration: {nodeRegistration: {imagePullSerial: false}}
 `,
       );
       const inst = await runFerry({ args: ['install', bundle, '--trust', pub, '--answers', ans, '--root', root], standins, netns: first1.ns, apiPort });
@@ -372,7 +375,7 @@ join:
           apiVersion: 'kubeadm.k8s.io/v1beta4',
           kind: 'JoinConfiguration',
           discovery,
-          nodeRegistration: { name: 'k8s-agent-01', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: agent.ip }], ...(v1OptIn ? { ignorePreflightErrors: ['SystemVerification'] } : {}) },
+          nodeRegistration: { name: 'k8s-agent-01', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: agent.ip }], ...(v1OptIn ? { ignorePreflightErrors: ['SystemVerification'] } : {}), imagePullSerial: false },
           patches,
         },
       ]);
@@ -381,15 +384,17 @@ join:
           apiVersion: 'kubeadm.k8s.io/v1beta4',
           kind: 'JoinConfiguration',
           discovery,
-          nodeRegistration: { name: 'k8s-server-02', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: server2.ip }] },
+          nodeRegistration: { name: 'k8s-server-02', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: server2.ip }], imagePullSerial: false },
           controlPlane: { localAPIEndpoint: { advertiseAddress: server2.ip, bindPort: 6443 }, certificateKey: '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' },
           patches,
         },
       ]);
-      // Each node's kubelet and runc take that node's cgroup driver, whatever the cluster's kubelet-config says.
+      // Each node's kubelet and runc take that node's cgroup driver, whatever the cluster's kubelet-config
+      // says; the answers' kubelet patch comes on top, here as on the first server.
       const kubeletPatch = async (r: string) => parseAllDocuments(await fs.readFile(path.join(r, 'etc/ferry/kubeadm-patches/kubeletconfiguration+merge.yaml'), 'utf8'))[0]!.toJS();
-      expect(await kubeletPatch(agentRoot)).toEqual({ cgroupDriver: 'cgroupfs', ...(v1OptIn ? { failCgroupV1: false } : {}) });
-      expect(await kubeletPatch(serverRoot)).toEqual({ cgroupDriver: 'systemd' });
+      expect(await kubeletPatch(agentRoot)).toEqual({ cgroupDriver: 'cgroupfs', ...(v1OptIn ? { failCgroupV1: false } : {}), failSwapOn: false });
+      expect(await kubeletPatch(serverRoot)).toEqual({ cgroupDriver: 'systemd', failSwapOn: false });
+      expect(parseAllDocuments(await fs.readFile(path.join(root, 'etc/ferry/kubeadm.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>).find((d) => d.kind === 'KubeletConfiguration')!.failSwapOn).toBe(false);
       expect(await fs.readFile(path.join(agentRoot, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = false$/m);
       expect(await fs.readFile(path.join(serverRoot, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = true$/m);
       // Binaries came from the site service by FQDN, checksums checked.

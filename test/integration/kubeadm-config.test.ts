@@ -33,6 +33,25 @@ describe.skipIf(!kubeadm)(`ferry's kubeadm config against the real kubeadm ${ver
     expect(r.code).toBe(0);
   });
 
+  it('accepts the answers patches of the README: kubelet, kube-proxy (its own document), cluster and init', async () => {
+    const patched = renderKubeadmInit({
+      answers: {
+        ...answers,
+        patches: {
+          kubelet: { failSwapOn: false },
+          kubeProxy: { conntrack: { maxPerCore: 0 } },
+          clusterConfiguration: { apiServer: { extraArgs: [{ name: 'audit-log-maxage', value: '7' }] } },
+          initConfiguration: { nodeRegistration: { taints: [] } },
+        },
+      },
+      kubernetesVersion: version,
+      cgroups: { version: 2, driver: 'systemd' },
+    });
+    expect(patched).toContain('kind: KubeProxyConfiguration');
+    const r = await validate(patched);
+    expect(r.code, r.out).toBe(0);
+  });
+
   it('accepts the JoinConfiguration of a control-plane node', async () => {
     const join = renderKubeadmJoin({
       kubernetesVersion: version,
@@ -44,6 +63,7 @@ describe.skipIf(!kubeadm)(`ferry's kubeadm config against the real kubeadm ${ver
       controlPlane: { certificateKey: '0'.repeat(64) },
       ignorePreflightErrors: ['SystemVerification'],
       patchesDir: '/etc/ferry/kubeadm-patches',
+      patch: { nodeRegistration: { imagePullSerial: false } },
     });
     const r = await validate(join);
     expect(r.code, r.out).toBe(0);

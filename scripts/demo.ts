@@ -109,8 +109,8 @@ spec:
     - {ref: ${host}/demo/single:v1, platforms: [linux/amd64]}
     - {ref: ${host}/demo/tools/busybox:1, platforms: [linux/amd64]}
   binaries:
-    - {name: kubeadm, version: v1.31.2, url: '${webUrl}/kubeadm', checksumUrl: '${webUrl}/kubeadm.sha256'}
-    - {name: crictl, version: v1.31.1, url: '${webUrl}/crictl', checksumUrl: '${webUrl}/crictl.sha256'}
+    - {name: kubeadm, version: v1.37.2, url: '${webUrl}/kubeadm', checksumUrl: '${webUrl}/kubeadm.sha256'}
+    - {name: crictl, version: v1.37.0, url: '${webUrl}/crictl', checksumUrl: '${webUrl}/crictl.sha256'}
   charts:
     - {name: hello, path: charts/hello}
   runtime:

@@ -15,13 +15,14 @@ import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { checkCgroupV1, detectCgroups, type NodeCgroups } from './cgroups.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
+import { applySysctls, loadModules } from './kernel.js';
 import { imageCheckStep } from './image-check.js';
 import { API_PORT, renderKubeadmInit } from './kubeadm.js';
 import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
 import { applyObjects, waitForDaemonSets } from './kube.js';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
 import { FERRY_ROOT, renderServeUnit } from './units.js';
 
 export const BUNDLE_DIR = `${FERRY_ROOT}/bundle`;
@@ -239,11 +240,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await fs.cp(host.p(`${BUNDLE_DIR}/ferry`), host.p(`${FERRY_ROOT}/ferry`), { recursive: true });
     }),
     markerStep(ctx, 'kernel', 'load kernel modules and set sysctls for Kubernetes networking', async () => MODULES_CONF + SYSCTL_CONF, async (log) => {
-      await host.write('/etc/modules-load.d/ferry-kubernetes.conf', MODULES_CONF);
-      await host.write('/etc/sysctl.d/99-ferry-kubernetes.conf', SYSCTL_CONF);
-      for (const m of MODULES) await host.run('modprobe', [m]);
-      await host.run('sysctl', ['--system']);
-      log(`loaded ${MODULES.join(', ')}; applied sysctls`);
+      await loadModules(host, log);
+      await applySysctls(host, log);
     }),
     markerStep(ctx, 'pki', `site CA and the certificate for ${registry}`, async () => `${answers.domain} ${answers.node.ip}`, async (log) => {
       const r = await initPki({ domain: answers.domain, ips: [answers.node.ip], outDir: host.p(PKI_DIR) });

@@ -15,10 +15,11 @@ import { cgroupSettings, checkCgroupV1, detectCgroups, type CgroupV1Policy, type
 import { combinePatches, type Patches } from './patches.js';
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
+import { applySysctls, loadModules } from './kernel.js';
 import { archOf, BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
 import { renderKubeadmJoin } from './kubeadm.js';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES, MODULES_CONF, resolvConf, SITE_PORT, SYSCTL_CONF } from './system-files.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, SITE_PORT, SYSCTL_CONF } from './system-files.js';
 import { FERRY_ROOT, renderServeUnit } from './units.js';
 
 /** What a joining node is told over SSH (on stdin, so secrets never show in a process list). */
@@ -168,11 +169,9 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       log('site CA installed');
     }),
     marker(host, 'binaries', 'v1', `fetch the node binaries from registry.${p.domain} by FQDN, checking every checksum`, (log) => fetchBinaries(host, p, log)),
-    marker(host, 'kernel', MODULES_CONF + SYSCTL_CONF, 'load kernel modules and set sysctls', async () => {
-      await host.write('/etc/modules-load.d/ferry-kubernetes.conf', MODULES_CONF);
-      await host.write('/etc/sysctl.d/99-ferry-kubernetes.conf', SYSCTL_CONF);
-      for (const m of MODULES) await host.run('modprobe', [m]);
-      await host.run('sysctl', ['--system']);
+    marker(host, 'kernel', MODULES_CONF + SYSCTL_CONF, 'load kernel modules and set sysctls', async (log) => {
+      await loadModules(host, log);
+      await applySysctls(host, log);
     }),
     marker(host, 'containerd-config', async () => `${p.registries.join(',')} ${(await cgroups()).driver} ${containerdConfigVersion(p.containerdVersion)}`, "configure containerd: the node's cgroup driver, mirrors to the site service", async (log) => {
       const { driver } = await cgroups();

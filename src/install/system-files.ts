@@ -55,12 +55,12 @@ ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $
 `;
 
 export const MODULES = ['overlay', 'br_netfilter'];
-export const MODULES_CONF = `# Written by ferry: modules Kubernetes networking needs.\n${MODULES.join('\n')}\n`;
-export const SYSCTL_CONF = `# Written by ferry: settings Kubernetes networking needs.
-net.bridge.bridge-nf-call-iptables = 1
-net.bridge.bridge-nf-call-ip6tables = 1
-net.ipv4.ip_forward = 1
-`;
+/** modules-load.d lists what to load at boot; a built-in module is named in a comment only. */
+export const modulesConf = (load: string[], builtIn: string[] = []) =>
+  `# Written by ferry: modules Kubernetes networking needs.\n${load.map((m) => `${m}\n`).join('')}${builtIn.length ? `# built into this kernel: ${builtIn.join(', ')}\n` : ''}`;
+export const MODULES_CONF = modulesConf(MODULES);
+export const SYSCTLS: Record<string, string> = { 'net.bridge.bridge-nf-call-iptables': '1', 'net.bridge.bridge-nf-call-ip6tables': '1', 'net.ipv4.ip_forward': '1' };
+export const SYSCTL_CONF = `# Written by ferry: settings Kubernetes networking needs.\n${Object.entries(SYSCTLS).map(([k, v]) => `${k} = ${v}\n`).join('')}`;
 
 export const SITE_PORT = 5443;
 

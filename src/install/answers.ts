@@ -29,6 +29,8 @@ export interface InstallAnswers {
   join?: JoinHost[];
   /** A node on cgroup v1: allow (default, with a loud warning) or refuse. */
   cgroupV1?: CgroupV1Policy;
+  /** kubeadm preflight checks to skip on init and joins (ferry's own are --ignore-preflight). */
+  ignoreKubeadmPreflight?: string[];
   /** Merge patches over the documents ferry gives kubeadm (src/install/patches.ts). */
   patches?: Patches;
 }
@@ -37,6 +39,8 @@ export const DEFAULTS = { podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12' 
 
 const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 const NODE_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** kubeadm's check names: NumCPU, Port-6443, FileContent--proc-sys-net-ipv4-ip_forward, all. */
+const KUBEADM_CHECK = /^[A-Za-z][A-Za-z0-9._-]*$/;
 
 export function clusterFqdn(a: Pick<InstallAnswers, 'domain' | 'clusterFqdn'>): string {
   return a.clusterFqdn ?? `k8s-cluster.${a.domain}`;
@@ -96,6 +100,14 @@ export function answerProblems(a: Partial<InstallAnswers>): { path: (string | nu
     if (j?.ip !== undefined && !net.isIP(j.ip)) p(['join', i, 'ip'], 'must be an IP address');
   });
   if (a.cgroupV1 !== undefined && !CGROUP_V1_POLICIES.includes(a.cgroupV1)) p(['cgroupV1'], `must be ${CGROUP_V1_POLICIES.join(' or ')}`);
+  if (a.ignoreKubeadmPreflight !== undefined) {
+    if (!Array.isArray(a.ignoreKubeadmPreflight)) p(['ignoreKubeadmPreflight'], 'must be a list of kubeadm preflight check names, such as [NumCPU, Mem]');
+    else {
+      a.ignoreKubeadmPreflight.forEach((c, i) => {
+        if (typeof c !== 'string' || !KUBEADM_CHECK.test(c)) p(['ignoreKubeadmPreflight', i], 'must be a kubeadm preflight check name, such as NumCPU or Port-6443');
+      });
+    }
+  }
   out.push(...patchProblems(a.patches));
   return out;
 }

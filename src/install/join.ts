@@ -143,6 +143,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     containerdVersion: containerdVersionOf(manifest),
     kubernetesVersion: kubernetesVersionOf(manifest),
     ...(o.answers.cgroupV1 ? { cgroupV1: o.answers.cgroupV1 } : {}),
+    ...(o.answers.ignoreKubeadmPreflight ? { ignoreKubeadmPreflight: o.answers.ignoreKubeadmPreflight } : {}),
     patches: { kubelet: o.answers.patches?.kubelet, joinConfiguration: o.answers.patches?.joinConfiguration },
     join: { token: creds.token, caCertHash: await caCertHash(o.host), ...(creds.certificateKey ? { certificateKey: creds.certificateKey } : {}) },
   };

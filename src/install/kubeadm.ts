@@ -30,8 +30,11 @@ export interface KubeadmInput {
   cgroups?: NodeCgroups;
 }
 
-/** kubeadm's ignorePreflightErrors, only when there is one. */
-const ignoring = (checks: string[]) => (checks.length ? { ignorePreflightErrors: [...new Set(checks)] } : {});
+/** kubeadm's ignorePreflightErrors, only when there is one; kubeadm refuses `all` beside single checks. */
+function ignoring(checks: string[]): { ignorePreflightErrors?: string[] } {
+  if (checks.some((c) => c.toLowerCase() === 'all')) return { ignorePreflightErrors: ['all'] };
+  return checks.length ? { ignorePreflightErrors: [...new Set(checks)] } : {};
+}
 
 /**
  * InitConfiguration, ClusterConfiguration and KubeletConfiguration for the first server, each with
@@ -50,7 +53,7 @@ export function renderKubeadmInit(i: KubeadmInput): string {
       name: a.node.name,
       criSocket: CRI_SOCKET,
       kubeletExtraArgs: args({ 'node-ip': a.node.ip }),
-      ...ignoring(cg.ignorePreflightErrors),
+      ...ignoring([...cg.ignorePreflightErrors, ...(a.ignoreKubeadmPreflight ?? [])]),
     },
   };
   const cluster = {

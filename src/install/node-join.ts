@@ -37,6 +37,7 @@ export interface NodeJoinPayload {
   containerdVersion?: string;
   kubernetesVersion: string;
   cgroupV1?: CgroupV1Policy;
+  ignoreKubeadmPreflight?: string[];
   /** The answers' patches that apply on a joining node. */
   patches?: Pick<Patches, 'kubelet' | 'joinConfiguration'>;
   join: { token: string; caCertHash: string; certificateKey?: string };
@@ -229,7 +230,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
           nodeName: p.name,
           nodeIp: p.ip,
           ...(server && p.join.certificateKey ? { controlPlane: { certificateKey: p.join.certificateKey } } : {}),
-          ignorePreflightErrors: cg.ignorePreflightErrors,
+          ignorePreflightErrors: [...cg.ignorePreflightErrors, ...(p.ignoreKubeadmPreflight ?? [])],
           patchesDir: PATCHES_DIR,
           patch: p.patches?.joinConfiguration,
         });

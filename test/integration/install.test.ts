@@ -307,6 +307,7 @@ ssh: {user: root, identityFile: ${lab.identity}, knownHosts: ${lab.knownHosts}}
 join:
   - {host: ${agent.ip}, name: k8s-agent-01, role: agent}
   - {host: ${server2.ip}, name: k8s-server-02, role: server}
+ignoreKubeadmPreflight: [NumCPU]
 patches:
   kubelet: {failSwapOn: false}
   joinConfiguration: {nodeRegistration: {imagePullSerial: false}}
@@ -375,7 +376,7 @@ patches:
           apiVersion: 'kubeadm.k8s.io/v1beta4',
           kind: 'JoinConfiguration',
           discovery,
-          nodeRegistration: { name: 'k8s-agent-01', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: agent.ip }], ...(v1OptIn ? { ignorePreflightErrors: ['SystemVerification'] } : {}), imagePullSerial: false },
+          nodeRegistration: { name: 'k8s-agent-01', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: agent.ip }], ignorePreflightErrors: [...(v1OptIn ? ['SystemVerification'] : []), 'NumCPU'], imagePullSerial: false },
           patches,
         },
       ]);
@@ -384,7 +385,7 @@ patches:
           apiVersion: 'kubeadm.k8s.io/v1beta4',
           kind: 'JoinConfiguration',
           discovery,
-          nodeRegistration: { name: 'k8s-server-02', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: server2.ip }], imagePullSerial: false },
+          nodeRegistration: { name: 'k8s-server-02', criSocket: cri, kubeletExtraArgs: [{ name: 'node-ip', value: server2.ip }], ignorePreflightErrors: ['NumCPU'], imagePullSerial: false },
           controlPlane: { localAPIEndpoint: { advertiseAddress: server2.ip, bindPort: 6443 }, certificateKey: '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' },
           patches,
         },
@@ -394,7 +395,9 @@ patches:
       const kubeletPatch = async (r: string) => parseAllDocuments(await fs.readFile(path.join(r, 'etc/ferry/kubeadm-patches/kubeletconfiguration+merge.yaml'), 'utf8'))[0]!.toJS();
       expect(await kubeletPatch(agentRoot)).toEqual({ cgroupDriver: 'cgroupfs', ...(v1OptIn ? { failCgroupV1: false } : {}), failSwapOn: false });
       expect(await kubeletPatch(serverRoot)).toEqual({ cgroupDriver: 'systemd', failSwapOn: false });
-      expect(parseAllDocuments(await fs.readFile(path.join(root, 'etc/ferry/kubeadm.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>).find((d) => d.kind === 'KubeletConfiguration')!.failSwapOn).toBe(false);
+      const initDocs = parseAllDocuments(await fs.readFile(path.join(root, 'etc/ferry/kubeadm.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>);
+      expect(initDocs.find((d) => d.kind === 'KubeletConfiguration')!.failSwapOn).toBe(false);
+      expect(initDocs.find((d) => d.kind === 'InitConfiguration')!.nodeRegistration.ignorePreflightErrors).toEqual([...(v1OptIn ? ['SystemVerification'] : []), 'NumCPU']);
       expect(await fs.readFile(path.join(agentRoot, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = false$/m);
       expect(await fs.readFile(path.join(serverRoot, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = true$/m);
       // Binaries came from the site service by FQDN, checksums checked.

@@ -69,6 +69,13 @@ describe.skipIf(!kubeadm)(`ferry's kubeadm config against the real kubeadm ${ver
     expect(r.code, r.out).toBe(0);
   });
 
+  it("accepts the answers' ignoreKubeadmPreflight, all included", async () => {
+    for (const ignoreKubeadmPreflight of [['NumCPU', 'Mem'], ['all']]) {
+      const r = await validate(renderKubeadmInit({ answers: { ...answers, ignoreKubeadmPreflight }, kubernetesVersion: version, cgroups: { version: 1, driver: 'cgroupfs' } }));
+      expect(r.code, r.out).toBe(0);
+    }
+  });
+
   it('is strict: a field kubeadm does not know fails (so the checks above can fail)', async () => {
     const r = await validate(renderKubeadmInit({ answers, kubernetesVersion: version }).replace('kind: KubeletConfiguration', 'kind: KubeletConfiguration\nnoSuchField: 1'));
     expect(r.code).not.toBe(0);

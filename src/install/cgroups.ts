@@ -1,6 +1,6 @@
-import { promises as fs } from 'node:fs';
 import semver from 'semver';
 import { Codes, FerryError } from '../errors.js';
+import { exists } from '../util/fsx.js';
 import type { Reporter } from '../util/progress.js';
 import type { Host } from './host.js';
 
@@ -18,8 +18,6 @@ export interface NodeCgroups {
  */
 export type CgroupV1Policy = 'allow' | 'refuse';
 export const CGROUP_V1_POLICIES: readonly CgroupV1Policy[] = ['allow', 'refuse'];
-
-const exists = (p: string) => fs.access(p).then(() => true, () => false);
 
 /** The node's cgroup hierarchy and driver, read through the root prefix (a test's node is a directory). */
 export async function detectCgroups(host: Host): Promise<NodeCgroups> {

@@ -1,5 +1,5 @@
-import { promises as fs } from 'node:fs';
 import { Codes, FerryError } from '../errors.js';
+import { exists } from '../util/fsx.js';
 import type { Host } from './host.js';
 import { MODULES, modulesConf, SYSCTL_CONF, SYSCTLS } from './system-files.js';
 
@@ -21,7 +21,6 @@ const SIGNS: Record<string, { file: string; line?: RegExp }> = {
   br_netfilter: { file: '/proc/sys/net/bridge/bridge-nf-call-iptables' },
 };
 
-const exists = (p: string) => fs.access(p).then(() => true, () => false);
 const lastLine = (s: string) => s.trim().split('\n').filter(Boolean).slice(-1)[0] ?? '';
 
 export async function moduleState(host: Host, name: string): Promise<'loaded' | 'built in' | undefined> {

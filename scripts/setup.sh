@@ -5,7 +5,7 @@ set -eu
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 PKGS="docker-registry skopeo umoci containerd runc busybox-static iproute2 iputils-ping openssh-server \
-openssh-client haproxy bind9 bind9-dnsutils bind9-utils jq curl openssl apache2-utils unzip time tmux iptables"
+openssh-client haproxy bind9 bind9-dnsutils bind9-utils jq curl openssl apache2-utils unzip time tmux iptables libseccomp-dev pkg-config"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -29,7 +29,7 @@ module() {
 
 gobuild() { # gobuild OUTDIR LDFLAGS PKG…
   o=$1 ld=$2; shift 2
-  CGO_ENABLED=${CGO:-0} go build -trimpath -ldflags "-s -w $ld" -o "$o/" "$@"
+  CGO_ENABLED=${CGO:-0} go build -trimpath ${TAGS:+-tags "$TAGS"} -ldflags "-s -w $ld" -o "$o/" "$@"
 }
 
 build_kubernetes() {
@@ -94,10 +94,11 @@ build_containerd() {
 
 build_runc() {
   v=$RUNC n=runc; built $n "$v" && return 0
-  log "$n $v (cgo: its nsenter is C)"
+  log "$n $v (cgo: its nsenter is C; seccomp from libseccomp, static)"
   w=$WORK/$n-$v; module "$w" github.com/opencontainers/runc "$v"
   mkdir -p "$OUT/$n-$v"
-  CGO=1 gobuild "$OUT/$n-$v" "-X main.version=${v#v} -X main.gitCommit=ferry-site -extldflags -static" \
+  # Without seccomp, runc refuses every pod that asks for RuntimeDefault (kubeadm's static pods do).
+  CGO=1 TAGS=seccomp,netgo,osusergo gobuild "$OUT/$n-$v" "-X main.version=${v#v} -X main.gitCommit=ferry-site -extldflags -static" \
     github.com/opencontainers/runc
   finish $n "$v"
 }
@@ -118,6 +119,8 @@ build_flannel_cni() {
   v=$FLANNEL_CNI_PLUGIN n=flannel-cni-plugin; built $n "$v" && return 0
   log "$n $v (from containernetworking/plugins $FLANNEL_CNI_SOURCE)"
   w=$WORK/$n-$v; module "$w" github.com/containernetworking/plugins "$FLANNEL_CNI_SOURCE"
+  # flannel's chart writes a CNI 1.0.0 conflist; the plugin speaks what its CNI library does.
+  go mod edit -require="github.com/containernetworking/cni@$FLANNEL_CNI_LIBCNI"
   mkdir -p "$OUT/$n-$v"
   gobuild "$OUT/$n-$v" "" github.com/containernetworking/plugins/plugins/meta/flannel
   finish $n "$v"
@@ -144,15 +147,19 @@ build_helm() {
 
 build_flannel() {
   v=$FLANNEL n=flannel; built $n "$v" && return 0
-  log "$n $v"
+  log "$n $v (flanneld and install-conf)"
   w=$WORK/$n-$v; module "$w" github.com/flannel-io/flannel "$v"
-  mkdir -p "$OUT/$n-$v"
-  gobuild "$OUT/$n-$v" "-X github.com/flannel-io/flannel/pkg/version.Version=$v" github.com/flannel-io/flannel \
-    github.com/flannel-io/flannel/cmd/install_conf
-  mv "$OUT/$n-$v/flannel" "$OUT/$n-$v/flanneld"
-  mv "$OUT/$n-$v/install_conf" "$OUT/$n-$v/install-conf"
-  # Its chart, as the flannel project publishes it, packaged by the site's file server later.
   d=$(go mod download -json "github.com/flannel-io/flannel@$v" | jq -r .Dir)
+  # flanneld's main package links the tencentvpc backend, whose SDK module the Go module proxy does
+  # not serve. Build the same main.go without that one cloud backend (the site uses vxlan).
+  mkdir -p "$w/flanneld"
+  grep -v 'flannel/pkg/backend/tencentvpc"' "$d/main.go" > "$w/flanneld/main.go"
+  mkdir -p "$OUT/$n-$v"
+  # Its udp backend is cgo, as upstream builds it; linked statically for an image with no libc.
+  CGO=1 TAGS=netgo,osusergo gobuild "$OUT/$n-$v" "-X github.com/flannel-io/flannel/pkg/version.Version=$v -extldflags -static" ./flanneld \
+    github.com/flannel-io/flannel/cmd/install_conf
+  mv "$OUT/$n-$v/install_conf" "$OUT/$n-$v/install-conf"
+  # Its chart, as the flannel project publishes it; the site's file server packages it.
   rm -rf "$OUT/$n-$v/chart" && cp -r "$d/chart/kube-flannel" "$OUT/$n-$v/chart" && chmod -R u+w "$OUT/$n-$v/chart"
   finish $n "$v"
 }

@@ -58,4 +58,5 @@ ip addr add "$addr" dev eth0
 ip link set eth0 up
 
 echo "host-init: $name ready, starting systemd"
-exec chroot "$root" /usr/bin/env -i container=ferry-site /lib/systemd/systemd --show-status=no
+exec chroot "$root" /usr/bin/env -i container=ferry-site /lib/systemd/systemd --show-status=no \
+  systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1

@@ -103,7 +103,8 @@ async function buildBundle(work: string): Promise<{ bundle: string; pub: string 
     const mirrors = ['registry.k8s.io', 'ghcr.io', 'docker.io'].flatMap((r) => ['--registry-mirror', `${r}=http://${reg.host}/${r}`]);
     const binMirrors = ['https://dl.k8s.io', 'https://github.com', 'https://get.helm.sh', 'https://flannel-io.github.io'].flatMap((u) => ['--binary-mirror', `${u}=${fs_.url}/${u.slice(8)}`]);
     const lock = path.join(work, 'images.lock');
-    const env = { FERRY_NPM_REGISTRY: fs_.npm };
+    // helm renders the charts for the image check: values.yaml alone lists images a chart never uses.
+    const env = { FERRY_NPM_REGISTRY: fs_.npm, FERRY_HELM: path.join(built('helm', v.HELM), 'helm') };
     await ferry(['key', 'generate', '--out', path.join(work, 'keys')]);
     await ferry(['lock', SPEC, '--lock', lock, '--platform', 'linux/amd64', ...mirrors], env);
     const bundle = path.join(work, 'kubernetes-0.1.0.ferry.tar');

@@ -108,7 +108,9 @@ describe('a real single-server site from the signed default bundle', () => {
     expect(await podDone('default', 'haproxy-version')).toBe('Succeeded');
     expect(await kubectl('logs', 'haproxy-version')).toMatch(/HAProxy version/);
     const log = await hostExec(server, ['journalctl', '-u', 'ferry-serve.service', '--no-pager', '-o', 'cat']);
-    expect(log.stdout).toMatch(/GET \/v2\/library\/haproxy\/manifests\/\S+ns=docker\.io\S* 200/);
+    // containerd asked the site service, by the upstream name (ns=docker.io), for the manifest and its blobs.
+    expect(log.stdout).toMatch(/"(GET|HEAD) \/v2\/library\/haproxy\/manifests\/[^" ]*ns=docker\.io[^" ]* HTTP\/[\d.]+" 200/);
+    expect(log.stdout).toMatch(/"GET \/v2\/library\/haproxy\/blobs\/sha256:[0-9a-f]{64}[^" ]* HTTP\/[\d.]+" 200/);
   });
 
   it('resolves a Service name through cluster DNS from a pod', async () => {
@@ -119,7 +121,12 @@ describe('a real single-server site from the signed default bundle', () => {
 
   it('has no route beyond the bridge', async () => {
     const routes = await hostExec(server, ['ip', '-4', 'route']);
-    expect(routes.stdout.trim().split('\n').filter((l) => !/cni0|flannel/.test(l))).toEqual([expect.stringMatching(/^10\.231\.0\.0\/24 dev eth0/)]);
+    // The bridge's subnet, and the Service CIDR that ferry routes to eth0 because there is no
+    // default route (Service IPs never leave the host: kube-proxy translates them); pod routes aside.
+    expect(routes.stdout.trim().split('\n').filter((l) => !/cni0|flannel/.test(l)).sort()).toEqual([
+      expect.stringMatching(/^10\.231\.0\.0\/24 dev eth0/),
+      expect.stringMatching(/^10\.96\.0\.0\/12 dev eth0 .*src 10\.231\.0\.11/),
+    ]);
     const out = await hostExec(server, ['ip', 'route', 'get', '1.1.1.1']);
     expect(out.code).not.toBe(0);
     expect(out.stderr).toMatch(/unreachable/i);

@@ -1,7 +1,7 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 
-/** The annotation flannel reads to pick its public IP, and so its interface, for a node. */
-export const FLANNEL_PUBLIC_IP = 'flannel.alpha.coreos.com/public-ip-overwrite';
+/** The annotation flannel reads at start to pick a node's IP, and so its interface (GetStoredPublicIP). */
+export const FLANNEL_PUBLIC_IP = 'flannel.alpha.coreos.com/node-public-ip';
 
 /**
  * What a CNI needs to know about a node before its pod runs there. flannel otherwise takes the

@@ -19,7 +19,10 @@ import { applySysctls, loadModules } from './kernel.js';
 import { imageCheckStep } from './image-check.js';
 import { API_PORT, renderKubeadmInit } from './kubeadm.js';
 import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
-import { applyObjects, waitForDaemonSets } from './kube.js';
+import { mayLowerOomScore } from './capabilities.js';
+import { cniNodeObjects } from './cni.js';
+import { serviceRouteStep } from './routes.js';
+import { applyObjects, listDaemonSets, waitForDaemonSets } from './kube.js';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Step } from './plan.js';
 import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
@@ -243,6 +246,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await loadModules(host, log);
       await applySysctls(host, log);
     }),
+    serviceRouteStep(host, answers.serviceCidr, answers.node.ip),
     markerStep(ctx, 'pki', `site CA and the certificate for ${registry}`, async () => `${answers.domain} ${answers.node.ip}`, async (log) => {
       const r = await initPki({ domain: answers.domain, ips: [answers.node.ip], outDir: host.p(PKI_DIR) });
       log(`site CA ${r.caReused ? 'kept' : 'created'} (${r.caFingerprint}); registry certificate ${r.serverCert}`);
@@ -257,8 +261,10 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       const pause = m.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10';
       const { driver } = await cgroups();
       const configVersion = containerdConfigVersion(containerdVersionOf(m));
-      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: pause, cgroupDriver: driver, configVersion }));
-      log(`config.toml: version ${configVersion} for containerd ${containerdVersionOf(m) ?? '(not in the bundle)'}, ${driver} cgroup driver`);
+      const restrictOomScoreAdj = !(await mayLowerOomScore());
+      if (restrictOomScoreAdj) ctx.reporter.warn(`${answers.node.name} denies CAP_SYS_RESOURCE (a container or sandbox?): containerd will keep pods' OOM scores at or above its own (restrict_oom_score_adj)`);
+      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: pause, cgroupDriver: driver, configVersion, restrictOomScoreAdj }));
+      log(`config.toml: version ${configVersion} for containerd ${containerdVersionOf(m) ?? '(not in the bundle)'}, ${driver} cgroup driver${restrictOomScoreAdj ? ', OOM scores restricted' : ''}`);
       const r = await writeContainerdConfig({ bundleDir: host.p(BUNDLE_DIR), mirrors: [`https://${registry}:${SITE_PORT}`], caFile: `${PKI_DIR}/ca.crt`, outDir: host.p('/etc/containerd'), configPath: '/etc/containerd/certs.d' });
       log(`hosts.toml for ${r.registries.join(', ')}`);
     }),
@@ -296,9 +302,13 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       if (!answers.cni) return log('no CNI chosen: none in the bundle; apply one before pods can run');
       if (!chart) throw new FerryError(Codes.installStep, `the bundle carries no chart named ${answers.cni}`, { exit: 'usage', hint: `Choose one of: ${m.charts.map((c) => c.name).join(', ') || '(none)'}.` });
       const tgz = await chartBlob(host, chart.digest);
+      await applyObjects(host.p(ADMIN_CONF), cniNodeObjects(answers.cni, answers.node), log);
       const ns = answers.cni === 'flannel' ? 'kube-flannel' : 'kube-system';
       await host.run('helm', ['upgrade', '--install', answers.cni, tgz, '--namespace', ns, '--create-namespace', '--kubeconfig', host.p(ADMIN_CONF), '--set', `podCidr=${answers.podCidr}`, '--wait', '--timeout', '10m']);
-      log(`${answers.cni} ${chart.version} installed in ${ns}`);
+      // helm --wait lets a DaemonSet be maxUnavailable short: on one node, that is all of it.
+      const sets = (await listDaemonSets(host.p(ADMIN_CONF), ns)).map((name) => ({ namespace: ns, name }));
+      await waitForDaemonSets(host.p(ADMIN_CONF), sets, { timeoutMs: ctx.rolloutTimeoutMs ?? 300_000, reporter: ctx.reporter });
+      log(`${answers.cni} ${chart.version} installed in ${ns}; ${sets.map((x) => x.name).join(', ')} ready`);
     }),
     markerStep(ctx, 'bootstrap', 'apply the DNS and load-balancer DaemonSets (ferry-bootstrap) and wait for them', async () => {
       const m = await manifestOf();

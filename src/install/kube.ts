@@ -38,6 +38,17 @@ export async function applyObjects(kubeconfig: string, objects: KubernetesObject
   }
 }
 
+/** The DaemonSets of a namespace, by name (what a chart such as a CNI installed there). */
+export async function listDaemonSets(kubeconfig: string, namespace: string): Promise<string[]> {
+  const api = await client(kubeconfig);
+  try {
+    const list = await api.list('apps/v1', 'DaemonSet', namespace);
+    return list.items.map((d) => d.metadata?.name ?? '').filter(Boolean);
+  } catch (e) {
+    throw kubeError(`cannot list DaemonSets in ${namespace}`, e);
+  }
+}
+
 interface DaemonSetStatus {
   status?: { desiredNumberScheduled?: number; numberReady?: number; updatedNumberScheduled?: number; observedGeneration?: number };
   metadata?: { generation?: number };

@@ -11,6 +11,7 @@ import { issueServerCert } from '../sign/pki.js';
 import { loadPublicKey } from '../sign/keys.js';
 import { stringify } from 'yaml';
 import type { Reporter } from '../util/progress.js';
+import { mayLowerOomScore } from './capabilities.js';
 import { cgroupSettings, checkCgroupV1, detectCgroups, type CgroupV1Policy, type NodeCgroups } from './cgroups.js';
 import { combinePatches, type Patches } from './patches.js';
 import { renderHostsToml } from './containerd.js';
@@ -177,8 +178,9 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
     marker(host, 'containerd-config', async () => `${p.registries.join(',')} ${(await cgroups()).driver} ${containerdConfigVersion(p.containerdVersion)}`, "configure containerd: the node's cgroup driver, mirrors to the site service", async (log) => {
       const { driver } = await cgroups();
       const configVersion = containerdConfigVersion(p.containerdVersion);
-      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: p.pauseImage, cgroupDriver: driver, configVersion }));
-      log(`config.toml: version ${configVersion}, ${driver} cgroup driver`);
+      const restrictOomScoreAdj = !(await mayLowerOomScore());
+      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: p.pauseImage, cgroupDriver: driver, configVersion, restrictOomScoreAdj }));
+      log(`config.toml: version ${configVersion}, ${driver} cgroup driver${restrictOomScoreAdj ? ', OOM scores restricted: this host denies CAP_SYS_RESOURCE' : ''}`);
       for (const r of p.registries) await host.write(`/etc/containerd/certs.d/${r}/hosts.toml`, renderHostsToml(r, [`https://registry.${p.domain}:${SITE_PORT}`], CA));
       log(`hosts.toml for ${p.registries.join(', ')}`);
     }),

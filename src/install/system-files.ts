@@ -70,6 +70,8 @@ export interface ContainerdNode {
   cgroupDriver: CgroupDriver;
   /** containerd 2.x reads its native version 3; 1.x only version 2 (see containerdConfigVersion). */
   configVersion: 2 | 3;
+  /** The host cannot lower OOM scores (no CAP_SYS_RESOURCE): clamp pods' scores to containerd's own. */
+  restrictOomScoreAdj?: boolean;
 }
 
 /**
@@ -85,6 +87,7 @@ export function containerdConfigVersion(containerdVersion: string | undefined): 
 export function containerdConfig(c: ContainerdNode): string {
   const systemd = c.cgroupDriver === 'systemd';
   const certs = tomlString('/etc/containerd/certs.d');
+  const oom = c.restrictOomScoreAdj ? '  restrict_oom_score_adj = true\n' : '';
   if (c.configVersion === 3) {
     // containerd 2.x split CRI into an images and a runtime plugin (docs/cri/config.md).
     return `# Written by ferry (containerd 2.x).
@@ -93,7 +96,7 @@ version = 3
   sandbox = ${tomlString(c.pauseImage)}
 [plugins."io.containerd.cri.v1.images".registry]
   config_path = ${certs}
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+${oom ? `[plugins."io.containerd.cri.v1.runtime"]\n${oom}` : ''}[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
   SystemdCgroup = ${systemd}
@@ -103,7 +106,7 @@ version = 3
 version = 2
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = ${tomlString(c.pauseImage)}
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+${oom}[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
   SystemdCgroup = ${systemd}

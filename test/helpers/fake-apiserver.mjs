@@ -15,7 +15,7 @@ const resources = {
     { name: 'serviceaccounts', namespaced: true, kind: 'ServiceAccount', verbs: ['get', 'patch'] },
     { name: 'nodes', namespaced: false, kind: 'Node', verbs: ['get', 'patch'] },
   ] },
-  '/apis/apps/v1': { groupVersion: 'apps/v1', resources: [{ name: 'daemonsets', namespaced: true, kind: 'DaemonSet', verbs: ['get', 'patch'] }] },
+  '/apis/apps/v1': { groupVersion: 'apps/v1', resources: [{ name: 'daemonsets', namespaced: true, kind: 'DaemonSet', verbs: ['get', 'list', 'patch'] }] },
 };
 
 const server = http.createServer((req, res) => {
@@ -45,6 +45,11 @@ const server = http.createServer((req, res) => {
           : { desiredNumberScheduled: n, numberReady: n, updatedNumberScheduled: n, observedGeneration: 1 };
       }
       return send(200, obj);
+    }
+    // A list of a collection ferry reads (the DaemonSets a CNI chart made): whatever was applied under it.
+    if (req.method === 'GET' && /\/daemonsets$/.test(url.pathname)) {
+      const items = [...store.entries()].filter(([k]) => k.startsWith(`${url.pathname}/`)).map(([, v]) => v);
+      return send(200, { kind: 'DaemonSetList', apiVersion: 'apps/v1', metadata: {}, items });
     }
     send(404, { kind: 'Status', status: 'Failure', reason: 'NotFound', code: 404, message: `${url.pathname} not found` });
   });

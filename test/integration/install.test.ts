@@ -130,7 +130,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--json']);
     expect(r.code).toBe(0);
     const plan = JSON.parse(r.stdout) as { steps: { id: string; done: boolean }[] };
-    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'cni', 'bootstrap']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'cni', 'bootstrap']);
     expect(plan.steps.every((s) => !s.done)).toBe(true);
     expect(await fs.readdir(root)).toEqual([]);
   });
@@ -190,6 +190,9 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const applies = api.filter((q) => q.method === 'PATCH');
     expect(applies.map((q) => q.path)).toEqual(expect.arrayContaining(['/api/v1/namespaces/ferry-system', '/apis/apps/v1/namespaces/ferry-system/daemonsets/ferry-dns', '/apis/apps/v1/namespaces/ferry-system/daemonsets/ferry-lb']));
     expect(applies.every((q) => q.contentType === 'application/apply-patch+yaml' && q.query.fieldManager === 'ferry' && q.query.force === 'true')).toBe(true);
+    // flannel takes the answers' node IP, not the default route's interface (a site may have none).
+    const nodePatch = applies.find((q) => q.path === '/api/v1/nodes/k8s-server-01');
+    expect(JSON.parse(nodePatch!.body).metadata.annotations).toEqual({ 'flannel.alpha.coreos.com/node-public-ip': '127.0.0.1' });
     const corefile = applies.map((q) => JSON.parse(q.body) as { kind: string; data?: Record<string, string> }).find((o) => o.kind === 'ConfigMap' && o.data?.Corefile);
     expect(corefile?.data?.Corefile).toContain('{$HOST_IP}');
     expect(api.some((q) => q.method === 'GET' && q.path.endsWith('/daemonsets/ferry-dns'))).toBe(true);
@@ -197,6 +200,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const again = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
     expect(again.code).toBe(0);
     expect(again.stderr).toMatch(/kubeadm init .*: already done/);
+    expect(again.stdout).toMatch(/nothing changed/);
     expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(1);
   });
 

@@ -132,7 +132,12 @@ export function installCommand(): Command {
       }
       const r = await runPlan(host, 'install', steps, out.reporter);
       out.reporter.done();
-      out.result(`installed ${answers.node.name}: ${r.applied.length} steps applied, ${r.skipped.length} already done; log ${r.logFile}`, r);
+      out.result(
+        r.applied.length
+          ? `installed ${answers.node.name}: ${r.applied.length} steps applied, ${r.skipped.length} already done; log ${r.logFile}`
+          : `${answers.node.name} is already installed as these answers say: nothing changed (${r.skipped.length} steps already done); log ${r.logFile}`,
+        r,
+      );
     });
 }
 

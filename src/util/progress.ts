@@ -96,6 +96,13 @@ export class ConsoleReporter implements Reporter {
     this.timer.unref();
   }
   private tick() {
+    // Idle once every blob started so far is done: later work (an install's next steps) is not a transfer.
+    if (this.blobsDone >= this.blobsTotal) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.clear();
+      return;
+    }
     if (this.tty) {
       this.out.write(`\r\x1b[2K${this.status()}`);
       this.drawn = true;

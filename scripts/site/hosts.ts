@@ -122,6 +122,16 @@ export async function createHost(site: string, work: string, n: Net, h: HostSpec
   return st;
 }
 
+/**
+ * The host's own sshd (Debian's ssh.service under the host's systemd), with fresh host keys and
+ * `pubKey` authorized for root: what `ferry join` reaches the host by.
+ */
+export async function startSshd(h: HostState, pubKey: string): Promise<void> {
+  const script = 'ssh-keygen -A -q && mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && systemctl start ssh.service';
+  const r = await hostExec(h, ['sh', '-c', script], pubKey);
+  if (r.code !== 0) throw new Error(`sshd on ${h.name}: ${r.stderr}`);
+}
+
 const alive = (pid: number) => existsSync(`/proc/${pid}`);
 
 /** Stops a host as a power cut would: SIGKILL to its PID 1 takes down every process in its pid namespace. */

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { buildFileTree, buildImages, pushImages, run, serveFiles, startRegistry } from './content.js';
 import { built, CACHE, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK } from './config.js';
 import { loadState, saveState, type SiteState } from './state.js';
-import { createBridge, createHost, deleteBridge, hostExec, onHost, removeHost, removeStray, type HostState } from './hosts.js';
+import { createBridge, createHost, deleteBridge, hostExec, onHost, removeHost, removeStray, startSshd, type HostState } from './hosts.js';
 
 const SITE = 'ferry-site';
 const SPEC = path.join(ROOT, 'bundle-spec/kubernetes.yaml');
@@ -130,6 +130,8 @@ function answersFor(s: SiteState, h: HostState): string {
     // A network namespace cannot set nf_conntrack_max: kube-proxy must leave it alone.
     'patches:',
     '  kubeProxy: {conntrack: {maxPerCore: 0}}',
+    // With no agents the servers run the workloads: no control-plane taint.
+    ...(s.hosts.some((x) => x.role === 'agent') ? [] : ['  initConfiguration: {nodeRegistration: {taints: []}}']),
     '',
   ].join('\n');
 }
@@ -171,10 +173,16 @@ async function up(a: Args): Promise<SiteState> {
   const s: SiteState = { domain: a.domain, fqdn: `k8s-cluster.${a.domain}`, net: n, bundle, hosts: [] };
   await saveState(s);
   createBridge(n);
+  // One SSH key for the site: each host authorizes it for root, as an operator's hosts would.
+  const key = path.join(work, 'ssh/id_ed25519');
+  await fs.mkdir(path.dirname(key), { recursive: true });
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ferry-site', '-f', key]);
   for (const spec of specs) {
     say(`creating host ${spec.name} (${spec.ip})`);
-    s.hosts.push(await createHost(SITE, work, n, spec));
+    const h = await createHost(SITE, work, n, spec);
+    s.hosts.push(h);
     await saveState(s);
+    await startSshd(h, await fs.readFile(`${key}.pub`, 'utf8'));
   }
   await install(s, s.hosts[0]!, pub);
   return s;

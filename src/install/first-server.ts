@@ -22,7 +22,7 @@ import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type Bootstra
 import { mayLowerOomScore } from './capabilities.js';
 import { cniNodeObjects } from './cni.js';
 import { serviceRouteStep } from './routes.js';
-import { applyObjects, listDaemonSets, waitForDaemonSets } from './kube.js';
+import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from './kube.js';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Step } from './plan.js';
 import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
@@ -319,6 +319,15 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await saveClusterNodes(host, nodes);
       await applyBootstrap(host, bootstrapValues(answers, m, nodes), ctx.reporter, log, ctx.rolloutTimeoutMs ?? 300_000);
     }),
+    {
+      id: 'ready',
+      title: `wait until ${answers.node.name} is Ready and kube-system's Deployments (CoreDNS) are available`,
+      check: async () => !!(await host.read(ADMIN_CONF)) && (await clusterNotReady(host.p(ADMIN_CONF), answers.node.name).catch(() => ['unknown'])).length === 0,
+      apply: async (log) => {
+        await waitForClusterReady(host.p(ADMIN_CONF), answers.node.name, { timeoutMs: ctx.rolloutTimeoutMs ?? 300_000, reporter: ctx.reporter });
+        log(`${answers.node.name} Ready; kube-system Deployments available`);
+      },
+    },
   ];
 }
 

@@ -90,3 +90,51 @@ export async function waitForDaemonSets(kubeconfig: string, sets: { namespace: s
     await sleep(opts.intervalMs ?? 2000);
   }
 }
+
+interface NodeLike {
+  status?: { conditions?: { type: string; status: string }[] };
+}
+interface DeploymentLike {
+  metadata?: { name?: string; generation?: number };
+  spec?: { replicas?: number };
+  status?: { availableReplicas?: number; observedGeneration?: number };
+}
+
+/** What still keeps the cluster from being usable: the node not Ready, a kube-system Deployment (CoreDNS) not available. */
+export async function clusterNotReady(kubeconfig: string, nodeName: string): Promise<string[]> {
+  const api = await client(kubeconfig);
+  const out: string[] = [];
+  try {
+    const node = (await api.read({ apiVersion: 'v1', kind: 'Node', metadata: { name: nodeName } })) as NodeLike;
+    if (node.status?.conditions?.find((c) => c.type === 'Ready')?.status !== 'True') out.push(`node ${nodeName} is not Ready`);
+    const deps = (await api.list('apps/v1', 'Deployment', 'kube-system')).items as DeploymentLike[];
+    for (const d of deps) {
+      const want = d.spec?.replicas ?? 1;
+      const current = (d.status?.observedGeneration ?? 0) >= (d.metadata?.generation ?? 0);
+      if (!current || (d.status?.availableReplicas ?? 0) < want) out.push(`kube-system/${d.metadata?.name} has ${d.status?.availableReplicas ?? 0} of ${want} available`);
+    }
+  } catch (e) {
+    throw kubeError('cannot read the cluster state', e);
+  }
+  return out;
+}
+
+/** Waits until clusterNotReady has nothing left to say, or times out naming what is still not ready. */
+export async function waitForClusterReady(kubeconfig: string, nodeName: string, opts: { timeoutMs?: number; intervalMs?: number; reporter?: Reporter } = {}): Promise<void> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 300_000);
+  let last = '';
+  for (;;) {
+    const left = await clusterNotReady(kubeconfig, nodeName);
+    if (!left.length) return;
+    const line = left.join('; ');
+    if (line !== last) (opts.reporter ?? silentReporter).info(`waiting: ${line}`);
+    last = line;
+    if (Date.now() > deadline) {
+      throw new FerryError(Codes.rolloutTimeout, `timed out waiting for the cluster: ${line}`, {
+        exit: 'remote',
+        hint: 'Look at kubectl get nodes and kubectl -n kube-system get pods -o wide (describe the pending ones), then re-run ferry install.',
+      });
+    }
+    await sleep(opts.intervalMs ?? 2000);
+  }
+}

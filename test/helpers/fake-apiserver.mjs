@@ -15,7 +15,10 @@ const resources = {
     { name: 'serviceaccounts', namespaced: true, kind: 'ServiceAccount', verbs: ['get', 'patch'] },
     { name: 'nodes', namespaced: false, kind: 'Node', verbs: ['get', 'patch'] },
   ] },
-  '/apis/apps/v1': { groupVersion: 'apps/v1', resources: [{ name: 'daemonsets', namespaced: true, kind: 'DaemonSet', verbs: ['get', 'list', 'patch'] }] },
+  '/apis/apps/v1': { groupVersion: 'apps/v1', resources: [
+    { name: 'daemonsets', namespaced: true, kind: 'DaemonSet', verbs: ['get', 'list', 'patch'] },
+    { name: 'deployments', namespaced: true, kind: 'Deployment', verbs: ['get', 'list', 'patch'] },
+  ] },
 };
 
 const server = http.createServer((req, res) => {
@@ -38,6 +41,7 @@ const server = http.createServer((req, res) => {
     }
     if (req.method === 'GET' && store.has(url.pathname)) {
       const obj = structuredClone(store.get(url.pathname));
+      if (obj.kind === 'Node') obj.status = { conditions: [{ type: 'Ready', status: mode === 'never-ready' ? 'False' : 'True' }] };
       if (obj.kind === 'DaemonSet') {
         const n = obj.metadata.name === 'ferry-lb' ? 0 : 1;
         obj.status = mode === 'never-ready'
@@ -47,9 +51,9 @@ const server = http.createServer((req, res) => {
       return send(200, obj);
     }
     // A list of a collection ferry reads (the DaemonSets a CNI chart made): whatever was applied under it.
-    if (req.method === 'GET' && /\/daemonsets$/.test(url.pathname)) {
+    if (req.method === 'GET' && /\/(daemonsets|deployments)$/.test(url.pathname)) {
       const items = [...store.entries()].filter(([k]) => k.startsWith(`${url.pathname}/`)).map(([, v]) => v);
-      return send(200, { kind: 'DaemonSetList', apiVersion: 'apps/v1', metadata: {}, items });
+      return send(200, { kind: url.pathname.endsWith('daemonsets') ? 'DaemonSetList' : 'DeploymentList', apiVersion: 'apps/v1', metadata: {}, items });
     }
     send(404, { kind: 'Status', status: 'Failure', reason: 'NotFound', code: 404, message: `${url.pathname} not found` });
   });

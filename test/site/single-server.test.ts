@@ -45,7 +45,7 @@ interface Pod {
   status: { phase: string; containerStatuses?: { ready: boolean }[] };
 }
 
-async function podDone(ns: string, name: string, timeoutMs = 300_000): Promise<string> {
+async function podDone(ns: string, name: string, timeoutMs = 180_000): Promise<string> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const p = await json<Pod>('-n', ns, 'get', 'pod', name);
@@ -73,6 +73,12 @@ describe('a real single-server site from the signed default bundle', () => {
     expect(up.hosts).toEqual([{ name: 'server-1', ip: server.ip, role: 'server', pid: server.pid }]);
     const r = await hostExec(server, ['hostname']);
     expect(r.stdout.trim()).toBe('server-1');
+  });
+
+  it('runs its own sshd, which lets root in with the site key', async () => {
+    const key = path.join(path.dirname(loadState()!.bundle), 'ssh/id_ed25519');
+    const r = await hostExec(server, ['ssh', '-i', key, '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', `root@${server.ip}`, 'hostname']);
+    expect(r.stdout.trim(), r.stderr).toBe('server-1');
   });
 
   it('has a Ready node', async () => {

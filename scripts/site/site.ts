@@ -156,7 +156,16 @@ async function install(s: SiteState, h: HostState, pub: string): Promise<void> {
     });
   });
   if (code !== 0) throw new Error(`ferry install failed on ${h.name} (exit ${code}); logs: ${path.join(h.dir, 'disk/var/log/ferry')}`);
-  say(`${h.name}: installed in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  say(`${h.name}: installed in ${((Date.now() - t0) / 1000).toFixed(0)} s; peak memory of the host ${peakMiB(h)} MiB`);
+}
+
+/** The host's peak memory (its memory cgroup, page cache included), for the operator's sizing. */
+function peakMiB(h: HostState): string {
+  try {
+    return (Number(readFileSync(`/sys/fs/cgroup/memory/${h.cgroup}/memory.max_usage_in_bytes`, 'utf8')) / 2 ** 20).toFixed(0);
+  } catch {
+    return '?';
+  }
 }
 
 async function up(a: Args): Promise<SiteState> {
@@ -215,7 +224,7 @@ async function main(): Promise<void> {
   else if (a.cmd === 'status') {
     const s = loadState();
     if (!s) throw new Error('no site is up');
-    process.stdout.write(a.json ? `${JSON.stringify(summary(s))}\n` : `${s.hosts.map((h) => `${h.name}\t${h.ip}\t${h.role}\tpid ${h.pid}`).join('\n')}\n`);
+    process.stdout.write(a.json ? `${JSON.stringify(summary(s))}\n` : `${s.hosts.map((h) => `${h.name}\t${h.ip}\t${h.role}\tpid ${h.pid}\tpeak ${peakMiB(h)} MiB`).join('\n')}\n`);
   } else if (a.cmd === 'exec') {
     const s = loadState();
     const h = s?.hosts.find((x) => x.name === a.rest[0]);

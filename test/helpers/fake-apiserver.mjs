@@ -39,6 +39,11 @@ const server = http.createServer((req, res) => {
       store.set(url.pathname, obj);
       return send(200, obj);
     }
+    // The node kubeadm init registered (the kubeadm stand-in registers none): Ready unless never-ready.
+    const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(url.pathname);
+    if (req.method === 'GET' && node && !store.has(url.pathname)) {
+      return send(200, { apiVersion: 'v1', kind: 'Node', metadata: { name: node[1] }, status: { conditions: [{ type: 'Ready', status: mode === 'never-ready' ? 'False' : 'True' }] } });
+    }
     if (req.method === 'GET' && store.has(url.pathname)) {
       const obj = structuredClone(store.get(url.pathname));
       if (obj.kind === 'Node') obj.status = { conditions: [{ type: 'Ready', status: mode === 'never-ready' ? 'False' : 'True' }] };

@@ -132,6 +132,9 @@ function answersFor(s: SiteState, h: HostState): string {
     '  kubeProxy: {conntrack: {maxPerCore: 0}}',
     // With no agents the servers run the workloads: no control-plane taint.
     ...(s.hosts.some((x) => x.role === 'agent') ? [] : ['  initConfiguration: {nodeRegistration: {taints: []}}']),
+    // The other hosts, joined from this one over SSH with the site key, host keys checked.
+    'ssh: {user: root, identityFile: /root/.ssh/id_ed25519, knownHosts: /root/.ssh/known_hosts}',
+    ...(s.hosts.length > 1 ? ['join:', ...s.hosts.filter((x) => x !== h).map((x) => `  - {host: ${x.ip}, name: ${x.name}, role: ${x.role}}`)] : []),
     '',
   ].join('\n');
 }
@@ -168,6 +171,34 @@ function peakMiB(h: HostState): string {
   }
 }
 
+/** `ferry join` on the first server for every other host: the site key and known host keys first. */
+async function join(s: SiteState, key: string): Promise<void> {
+  const [first, ...rest] = s.hosts as [HostState, ...HostState[]];
+  const known: string[] = [];
+  for (const h of rest) {
+    const k = await hostExec(h, ['cat', '/etc/ssh/ssh_host_ed25519_key.pub']);
+    known.push(`${h.ip} ${k.stdout.trim().split(' ').slice(0, 2).join(' ')}`);
+  }
+  const setup = 'mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/id_ed25519 && chmod 600 /root/.ssh/id_ed25519';
+  await hostExec(first, ['sh', '-c', setup], await fs.readFile(key, 'utf8'));
+  await hostExec(first, ['sh', '-c', 'cat > /root/.ssh/known_hosts'], `${known.join('\n')}\n`);
+  const cmd = `/var/lib/ferry/runtime/node /var/lib/ferry/ferry/ferry.mjs join --answers /srv/answers.yaml --bundle /srv/${path.basename(s.bundle)}`;
+  say(`${first.name}: ${cmd}`);
+  const t0 = Date.now();
+  const code = await new Promise<number>((resolve) => {
+    const c = onHost(first, ['sh', '-c', cmd], { stdio: quiet ? 'pipe' : 'inherit' });
+    let tail = '';
+    c.stderr?.on('data', (d: Buffer) => (tail = (tail + d).slice(-4000)));
+    c.stdout?.on('data', (d: Buffer) => (tail = (tail + d).slice(-4000)));
+    c.on('close', (code) => {
+      if (code !== 0 && quiet) process.stderr.write(tail);
+      resolve(code ?? 1);
+    });
+  });
+  if (code !== 0) throw new Error(`ferry join failed (exit ${code}); logs under each host's /var/log/ferry`);
+  say(`joined ${rest.map((h) => h.name).join(', ')} in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+
 async function up(a: Args): Promise<SiteState> {
   if (loadState()) throw new Error(`a site is up (${STATE_FILE}); run: npm run site -- down`);
   await buildComponents();
@@ -194,6 +225,7 @@ async function up(a: Args): Promise<SiteState> {
     await startSshd(h, await fs.readFile(`${key}.pub`, 'utf8'));
   }
   await install(s, s.hosts[0]!, pub);
+  if (s.hosts.length > 1) await join(s, key);
   return s;
 }
 

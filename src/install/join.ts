@@ -5,7 +5,9 @@ import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
 import { bundleRegistries } from './containerd.js';
-import { applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, PKI_DIR, saveClusterNodes } from './first-server.js';
+import { ADMIN_CONF, applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, PKI_DIR, saveClusterNodes } from './first-server.js';
+import { cniNodeObjects } from './cni.js';
+import { applyObjects } from './kube.js';
 import type { Host } from './host.js';
 import { TOKEN_RE } from './kubeadm.js';
 import type { NodeJoinPayload } from './node-join.js';
@@ -142,6 +144,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     pauseImage: manifest.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10',
     containerdVersion: containerdVersionOf(manifest),
     kubernetesVersion: kubernetesVersionOf(manifest),
+    serviceCidr: o.answers.serviceCidr,
     ...(o.answers.cgroupV1 ? { cgroupV1: o.answers.cgroupV1 } : {}),
     ...(o.answers.ignoreKubeadmPreflight ? { ignoreKubeadmPreflight: o.answers.ignoreKubeadmPreflight } : {}),
     patches: { kubelet: o.answers.patches?.kubelet, joinConfiguration: o.answers.patches?.joinConfiguration },
@@ -154,6 +157,8 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
       const say = (l: string) => o.reporter.info(`${j.name.padEnd(width)}  ${l}`);
       try {
         await joinOne(o, j, { ...common, join: { ...common.join, ...(j.role === 'agent' ? { certificateKey: undefined } : {}) } }, say);
+        // The CNI learns the node's IP now, before its pod there gives up on a missing default route.
+        await applyObjects(o.host.p(ADMIN_CONF), cniNodeObjects(o.answers.cni, { name: j.name, ip: j.ip ?? j.host }), (l) => o.reporter.verbose(l));
         say('joined');
         return { name: j.name, host: j.host, role: j.role, ok: true, seconds: (Date.now() - t0) / 1000 };
       } catch (e) {

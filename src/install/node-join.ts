@@ -12,6 +12,7 @@ import { loadPublicKey } from '../sign/keys.js';
 import { stringify } from 'yaml';
 import type { Reporter } from '../util/progress.js';
 import { mayLowerOomScore } from './capabilities.js';
+import { serviceRouteStep } from './routes.js';
 import { cgroupSettings, checkCgroupV1, detectCgroups, type CgroupV1Policy, type NodeCgroups } from './cgroups.js';
 import { combinePatches, type Patches } from './patches.js';
 import { renderHostsToml } from './containerd.js';
@@ -39,6 +40,8 @@ export interface NodeJoinPayload {
   kubernetesVersion: string;
   cgroupV1?: CgroupV1Policy;
   ignoreKubeadmPreflight?: string[];
+  /** The Service CIDR, routed through the node's interface where no default route covers it. */
+  serviceCidr?: string;
   /** The answers' patches that apply on a joining node. */
   patches?: Pick<Patches, 'kubelet' | 'joinConfiguration'>;
   join: { token: string; caCertHash: string; certificateKey?: string };
@@ -175,6 +178,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       await loadModules(host, log);
       await applySysctls(host, log);
     }),
+    ...(p.serviceCidr ? [serviceRouteStep(host, p.serviceCidr, p.ip)] : []),
     marker(host, 'containerd-config', async () => `${p.registries.join(',')} ${(await cgroups()).driver} ${containerdConfigVersion(p.containerdVersion)}`, "configure containerd: the node's cgroup driver, mirrors to the site service", async (log) => {
       const { driver } = await cgroups();
       const configVersion = containerdConfigVersion(p.containerdVersion);

@@ -232,7 +232,7 @@ async function up(a: Args): Promise<SiteState> {
 async function down(): Promise<void> {
   const s = loadState();
   for (const h of s?.hosts ?? []) {
-    say(`removing ${h.name}`);
+    say(`removing ${h.name} (its peak memory: ${peakMiB(h)} MiB)`);
     await removeHost(h);
   }
   await removeStray(SITE);

@@ -139,6 +139,21 @@ function answersFor(s: SiteState, h: HostState): string {
   ].join('\n');
 }
 
+/** Runs a shell command on a host, its output streamed (or, with --json, shown only if it fails). */
+function runOnHost(h: HostState, script: string): Promise<number> {
+  return new Promise((resolve) => {
+    const c = onHost(h, ['sh', '-c', script], { stdio: quiet ? 'pipe' : 'inherit' });
+    let tail = '';
+    const keep = (d: Buffer) => (tail = (tail + d).slice(-4000));
+    c.stderr?.on('data', keep);
+    c.stdout?.on('data', keep);
+    c.on('close', (code) => {
+      if (code !== 0 && quiet) process.stderr.write(tail);
+      resolve(code ?? 1);
+    });
+  });
+}
+
 /** Runs the bundle's own install.sh on a host, streaming its output. */
 async function install(s: SiteState, h: HostState, pub: string): Promise<void> {
   const srv = path.join(h.dir, 'disk/srv');
@@ -149,15 +164,7 @@ async function install(s: SiteState, h: HostState, pub: string): Promise<void> {
   const script = `cd /srv && tar -xf ${name} install.sh ferry runtime && sh install.sh ${name} --trust ferry.pub --answers answers.yaml`;
   say(`${h.name}: ${script}`);
   const t0 = Date.now();
-  const code = await new Promise<number>((resolve) => {
-    const c = onHost(h, ['sh', '-c', script], { stdio: quiet ? 'pipe' : 'inherit' });
-    let tail = '';
-    c.stderr?.on('data', (d: Buffer) => (tail = (tail + d).slice(-4000)));
-    c.on('close', (code) => {
-      if (code !== 0 && quiet) process.stderr.write(tail);
-      resolve(code ?? 1);
-    });
-  });
+  const code = await runOnHost(h, script);
   if (code !== 0) throw new Error(`ferry install failed on ${h.name} (exit ${code}); logs: ${path.join(h.dir, 'disk/var/log/ferry')}`);
   say(`${h.name}: installed in ${((Date.now() - t0) / 1000).toFixed(0)} s; peak memory of the host ${peakMiB(h)} MiB`);
 }
@@ -185,16 +192,7 @@ async function join(s: SiteState, key: string): Promise<void> {
   const cmd = `/var/lib/ferry/runtime/node /var/lib/ferry/ferry/ferry.mjs join --answers /srv/answers.yaml --bundle /srv/${path.basename(s.bundle)}`;
   say(`${first.name}: ${cmd}`);
   const t0 = Date.now();
-  const code = await new Promise<number>((resolve) => {
-    const c = onHost(first, ['sh', '-c', cmd], { stdio: quiet ? 'pipe' : 'inherit' });
-    let tail = '';
-    c.stderr?.on('data', (d: Buffer) => (tail = (tail + d).slice(-4000)));
-    c.stdout?.on('data', (d: Buffer) => (tail = (tail + d).slice(-4000)));
-    c.on('close', (code) => {
-      if (code !== 0 && quiet) process.stderr.write(tail);
-      resolve(code ?? 1);
-    });
-  });
+  const code = await runOnHost(first, cmd);
   if (code !== 0) throw new Error(`ferry join failed (exit ${code}); logs under each host's /var/log/ferry`);
   say(`joined ${rest.map((h) => h.name).join(', ')} in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }

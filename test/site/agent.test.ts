@@ -1,27 +1,12 @@
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT } from '../../scripts/site/config.js';
 import { hostExec, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
+import { site } from './harness.js';
 
 /**
  * One real server and one real agent: `npm run site -- up --servers 1 --agents 1` installs server-1,
  * then `ferry join` on it joins agent-1 over SSH, by the cluster FQDN, with bundled content only.
  */
-function site(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), path.join(ROOT, 'scripts/site/site.ts'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d));
-    c.stderr.on('data', (d: Buffer) => {
-      stderr += d;
-      process.stderr.write(d);
-    });
-    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
-}
 
 let server: HostState;
 let agent: HostState;

@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostExec, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
+import { site } from './harness.js';
 import { ROOT } from '../../scripts/site/config.js';
 import { BOOTSTRAP_CHART, BOOTSTRAP_NAMESPACE, DNS_NAME, LB_NAME } from '../../src/install/bootstrap.js';
 
@@ -17,19 +17,6 @@ interface Up {
   hosts: { name: string; ip: string; role: string; pid: number }[];
 }
 
-function site(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [path.join(ROOT, 'node_modules/tsx/dist/cli.mjs'), path.join(ROOT, 'scripts/site/site.ts'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d));
-    c.stderr.on('data', (d: Buffer) => {
-      stderr += d;
-      process.stderr.write(d);
-    });
-    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
-}
 
 let up: Up;
 let server: HostState;

@@ -129,8 +129,18 @@ export function hostsWithBlock(current: string, entries: { ip: string; names: st
   return `${[...kept, ...block].join('\n')}\n`;
 }
 
-/** resolv.conf listing the given name servers first, keeping search lines. */
+const RESOLV_HEADER = "# Written by ferry: the site's own DNS first, then what this node had.";
+
+/**
+ * resolv.conf with the site's name servers first and the site domain first in `search`, keeping
+ * what the node had after them: its own name servers (the site DNS answers only site names unless
+ * it forwards) and search domains, and every other line (options). Re-running changes nothing.
+ */
 export function resolvConf(current: string, nameservers: string[], domain: string): string {
-  const keep = current.split('\n').filter((l) => l.trim() && !/^\s*(nameserver|search|domain)\b/.test(l));
-  return `# Written by ferry: the site's own DNS first.\n${[`search ${domain}`, ...nameservers.map((n) => `nameserver ${n}`), ...keep].join('\n')}\n`;
+  const lines = current.split('\n').map((l) => l.trim());
+  const had = lines.filter((l) => /^nameserver\s/.test(l)).map((l) => l.split(/\s+/)[1]!);
+  const search = lines.filter((l) => /^(search|domain)\s/.test(l)).flatMap((l) => l.split(/\s+/).slice(1));
+  const keep = lines.filter((l) => l && l !== RESOLV_HEADER && !/^(nameserver|search|domain)\s/.test(l));
+  const servers = [...new Set([...nameservers, ...had])];
+  return `${[RESOLV_HEADER, `search ${[...new Set([domain, ...search])].join(' ')}`, ...servers.map((n) => `nameserver ${n}`), ...keep].join('\n')}\n`;
 }

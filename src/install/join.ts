@@ -5,7 +5,7 @@ import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
 import { bundleRegistries } from './containerd.js';
-import { ADMIN_CONF, applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, PKI_DIR, saveClusterNodes } from './first-server.js';
+import { ADMIN_CONF, applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, KUBEADM_CONFIG, kubernetesVersionOf, PKI_DIR, saveClusterNodes } from './first-server.js';
 import { cniNodeObjects } from './cni.js';
 import { applyObjects } from './kube.js';
 import type { Host } from './host.js';
@@ -66,7 +66,8 @@ async function credentials(host: Host, servers: boolean): Promise<{ token: strin
   if (!TOKEN_RE.test(token)) throw new FerryError(Codes.joinFailed, 'kubeadm token create did not print a token', { exit: 'remote', hint: 'Check that this is a server where ferry install finished (kubectl get nodes).' });
   host.secrets.push(token);
   if (!servers) return { token };
-  const u = await host.run('kubeadm', ['init', 'phase', 'upload-certs', '--upload-certs']);
+  // With its own config: without one kubeadm guesses the API address, and on a host without a default route it guesses 0.0.0.0.
+  const u = await host.run('kubeadm', ['init', 'phase', 'upload-certs', '--upload-certs', '--config', KUBEADM_CONFIG]);
   const certificateKey = u.stdout.trim().split('\n').pop()?.trim() ?? '';
   if (!/^[a-f0-9]{64}$/.test(certificateKey)) throw new FerryError(Codes.joinFailed, 'kubeadm init phase upload-certs did not print a certificate key', { exit: 'remote', hint: 'Check the control plane, then run ferry join again.' });
   host.secrets.push(certificateKey);

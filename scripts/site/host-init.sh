@@ -4,13 +4,16 @@
 # heavy state directories bind-mounted from the host's own disk directory), waits for its eth0,
 # configures it, and execs real systemd as the host's PID 1.
 #   host-init.sh NAME DIR IP/PREFIX "CONTROLLERS…"
+# DIR/t is a tmpfs mounted by the harness in this machine's own mount namespace, so the host's
+# root survives a power cut (`site kill`) and a boot (`site start`) finds what was installed.
 set -eu
 name=$1 dir=$2 addr=$3 controllers=$4
 root=$dir/root
 
-mkdir -p "$dir/t" "$root"
-mount -t tmpfs -o mode=755 tmpfs "$dir/t"
-mkdir -p "$dir/t/upper" "$dir/t/work"
+mountpoint -q "$dir/t" || { echo "host-init: $dir/t is not mounted" >&2; exit 1; }
+mkdir -p "$root" "$dir/t/upper" "$dir/t/work"
+first_boot=true
+[ -e "$dir/t/booted" ] && first_boot=false
 mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/t/upper,workdir=$dir/t/work" "$root"
 
 # State that is large or that containerd's overlay snapshotter needs on a real filesystem.
@@ -33,19 +36,22 @@ mount -t cgroup -o none,name=systemd cgroup "$root/sys/fs/cgroup/systemd"
 mount -t tmpfs -o mode=755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 
-# This machine's own services stay off in the host; units that would touch real devices are masked.
-for w in "$root"/etc/systemd/system/*.wants; do rm -rf "$w"; done
-for u in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket systemd-udev-trigger.service \
-  systemd-udev-settle.service systemd-modules-load.service systemd-timesyncd.service systemd-hwdb-update.service \
-  getty@.service serial-getty@.service console-getty.service systemd-firstboot.service systemd-pstore.service \
-  systemd-networkd.service systemd-resolved.service; do
-  ln -sf /dev/null "$root/etc/systemd/system/$u"
-done
-echo "$name" > "$root/etc/hostname"
-head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$root/etc/machine-id"
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n' > "$root/etc/hosts"
-# No resolver beyond the site: the host asks its own address, where the site DNS will answer.
-printf 'nameserver %s\n' "${addr%/*}" > "$root/etc/resolv.conf"
+if $first_boot; then
+  # This machine's own services stay off in the host; units that would touch real devices are masked.
+  for w in "$root"/etc/systemd/system/*.wants; do rm -rf "$w"; done
+  for u in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket systemd-udev-trigger.service \
+    systemd-udev-settle.service systemd-modules-load.service systemd-timesyncd.service systemd-hwdb-update.service \
+    getty@.service serial-getty@.service console-getty.service systemd-firstboot.service systemd-pstore.service \
+    systemd-networkd.service systemd-resolved.service; do
+    ln -sf /dev/null "$root/etc/systemd/system/$u"
+  done
+  echo "$name" > "$root/etc/hostname"
+  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$root/etc/machine-id"
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n' > "$root/etc/hosts"
+  # No resolver beyond the site: the host asks its own address, where the site DNS will answer.
+  printf 'nameserver %s\n' "${addr%/*}" > "$root/etc/resolv.conf"
+  touch "$dir/t/booted"
+fi
 hostname "$name"
 
 i=0

@@ -83,10 +83,21 @@ export function hostExec(h: Pick<HostState, 'pid' | 'cgroup'>, cmd: string[], in
   });
 }
 
+const isMountpoint = (d: string) => spawnSync('mountpoint', ['-q', d]).status === 0;
+
+/** The bridge port of a host (this machine's end of its veth). */
+const portOf = (n: Net, name: string) => `${n.bridge.slice(0, 6)}-${name}`.slice(0, 15);
+
+/**
+ * Boots a host: the first time on a fresh root, later (`site start`) on the root it had when it
+ * was killed, as a machine boots from its disk after a power cut.
+ */
 export async function createHost(site: string, work: string, n: Net, h: HostSpec): Promise<HostState> {
   const dir = path.join(work, 'hosts', h.name);
   const cgroup = `${site}-${h.name}`;
-  await fs.mkdir(dir, { recursive: true });
+  await fs.mkdir(path.join(dir, 't'), { recursive: true });
+  // The host's root lives here, in this machine's mount namespace, so that killing the host keeps it.
+  if (!isMountpoint(path.join(dir, 't'))) sh('mount', ['-t', 'tmpfs', '-o', 'mode=755', 'tmpfs', path.join(dir, 't')]);
   for (const d of cgroupDirs(cgroup)) {
     await fs.mkdir(d, { recursive: true });
     if (d.includes('/cpuset/')) {
@@ -108,7 +119,7 @@ export async function createHost(site: string, work: string, n: Net, h: HostSpec
     const kids = existsSync(f) ? readFileSync(f, 'utf8').trim() : '';
     return kids ? Number(kids.split(' ')[0]) : undefined;
   }, 10_000);
-  const veth = `${n.bridge.slice(0, 6)}-${h.name}`.slice(0, 15);
+  const veth = portOf(n, h.name);
   sh('ip', ['link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(pid)]);
   sh('ip', ['link', 'set', veth, 'master', n.bridge, 'up']);
   const st: HostState = { ...h, pid, dir, cgroup };
@@ -127,15 +138,21 @@ export async function createHost(site: string, work: string, n: Net, h: HostSpec
  * `pubKey` authorized for root: what `ferry join` reaches the host by.
  */
 export async function startSshd(h: HostState, pubKey: string): Promise<void> {
-  const script = 'ssh-keygen -A -q && mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && systemctl start ssh.service';
+  const script = 'ssh-keygen -A -q && mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh.service';
   const r = await hostExec(h, ['sh', '-c', script], pubKey);
   if (r.code !== 0) throw new Error(`sshd on ${h.name}: ${r.stderr}`);
 }
 
 const alive = (pid: number) => existsSync(`/proc/${pid}`);
 
-/** Stops a host as a power cut would: SIGKILL to its PID 1 takes down every process in its pid namespace. */
-export async function killHost(h: HostState): Promise<void> {
+export const isUp = (h: HostState) => alive(h.pid);
+
+/**
+ * Stops a host as a power cut would: its bridge port goes down, and SIGKILL to its PID 1 takes down
+ * every process in its pid namespace at once. Its disk (and root) stay for `startHost`.
+ */
+export async function killHost(h: HostState, n: Net): Promise<void> {
+  sh('ip', ['link', 'set', portOf(n, h.name), 'down'], true);
   if (alive(h.pid)) process.kill(h.pid, 'SIGKILL');
   await waitFor(`${h.name} to stop`, () => (alive(h.pid) ? undefined : true), 30_000);
   // Processes entered into its cgroups from outside (never expected) go too.
@@ -143,6 +160,10 @@ export async function killHost(h: HostState): Promise<void> {
     const procs = existsSync(`${d}/cgroup.procs`) ? readFileSync(`${d}/cgroup.procs`, 'utf8').trim().split('\n').filter(Boolean) : [];
     for (const p of procs) process.kill(Number(p), 'SIGKILL');
   }
+  // The net namespace went with its last process, and the veth pair with it.
+  sh('ip', ['link', 'del', portOf(n, h.name)], true);
+  // The next boot gets fresh cgroups, as after a power cut.
+  for (const d of cgroupDirs(h.cgroup)) await rmCgroup(d);
 }
 
 /** Removes a cgroup directory tree, deepest first (cgroupfs only removes empty groups). */
@@ -160,10 +181,15 @@ async function rmCgroup(d: string): Promise<void> {
   }
 }
 
-export async function removeHost(h: HostState): Promise<void> {
-  await killHost(h);
-  for (const d of cgroupDirs(h.cgroup)) await rmCgroup(d);
+export async function removeHost(h: HostState, n: Net): Promise<void> {
+  await killHost(h, n);
+  unmountRoot(h.dir);
   await fs.rm(h.dir, { recursive: true, force: true });
+}
+
+function unmountRoot(dir: string): void {
+  const t = path.join(dir, 't');
+  if (isMountpoint(t)) sh('umount', ['-l', t]);
 }
 
 /** Every cgroup this machine has for a site's hosts, for a `down` that has lost its state. */
@@ -187,4 +213,46 @@ export async function removeStray(site: string): Promise<void> {
   }
   await new Promise((r) => setTimeout(r, 500));
   for (const d of await strayCgroups(site)) await rmCgroup(d);
+}
+
+/** Unmounts the hosts' roots under `work` that a lost state no longer names. */
+export function unmountStray(work: string): void {
+  const mounts = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '');
+  for (const m of mounts.filter((x) => x.startsWith(`${work}/`)).sort().reverse()) sh('umount', ['-l', m], true);
+}
+
+/**
+ * The site's own internal resolver (the kind a real site has for its corporate names): CoreDNS in a
+ * bare network namespace on the bridge, answering one zone. Nodes have it in resolv.conf before
+ * ferry comes, and the `upstreamDns` answer makes the site DNS forward to it.
+ */
+export interface Resolver {
+  netns: string;
+  ip: string;
+  pid: number;
+}
+
+export async function startResolver(n: Net, work: string, coredns: string, r: { ip: string; zone: string; records: Record<string, string> }): Promise<Resolver> {
+  const netns = 'ferry-site-dns';
+  const dir = path.join(work, 'resolver');
+  await fs.mkdir(dir, { recursive: true });
+  const hosts = Object.entries(r.records).map(([name, ip]) => `        ${ip} ${name}`);
+  await fs.writeFile(path.join(dir, 'Corefile'), [`${r.zone}:53 {`, `    bind ${r.ip}`, '    hosts {', ...hosts, '    }', '}', ''].join('\n'));
+  sh('ip', ['netns', 'add', netns]);
+  const port = portOf(n, 'dns');
+  sh('ip', ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
+  sh('ip', ['link', 'set', port, 'master', n.bridge, 'up']);
+  for (const a of [['addr', 'add', `${r.ip}/${n.prefix}`, 'dev', 'eth0'], ['link', 'set', 'eth0', 'up'], ['link', 'set', 'lo', 'up']]) sh('ip', ['netns', 'exec', netns, 'ip', ...a]);
+  const log = openSync(path.join(dir, 'coredns.log'), 'a');
+  const c = spawn('ip', ['netns', 'exec', netns, coredns, '-conf', path.join(dir, 'Corefile')], { detached: true, stdio: ['ignore', log, log], cwd: dir });
+  c.unref();
+  await waitFor('the internal resolver', () => (sh('ip', ['netns', 'exec', netns, 'ss', '-Hlun', `sport = :53`]).stdout.includes(r.ip) ? true : undefined), 15_000);
+  return { netns, ip: r.ip, pid: c.pid! };
+}
+
+export function stopResolver(n: Net, r?: Resolver): void {
+  if (r && alive(r.pid)) process.kill(r.pid, 'SIGKILL');
+  for (const p of sh('ip', ['netns', 'pids', 'ferry-site-dns'], true).stdout.split('\n').filter(Boolean)) process.kill(Number(p), 'SIGKILL');
+  sh('ip', ['netns', 'del', 'ferry-site-dns'], true);
+  sh('ip', ['link', 'del', portOf(n, 'dns')], true);
 }

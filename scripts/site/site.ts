@@ -4,6 +4,8 @@
  *   npm run site -- down
  *   npm run site -- status [--json]
  *   npm run site -- exec NAME -- CMD…
+ *   npm run site -- kill NAME      (a power cut: every process SIGKILLed, bridge port down)
+ *   npm run site -- start NAME     (boots it again from its disk; its units and kubelet come back)
  * `up` builds (or reuses) the upstream components, builds the signed bundle from
  * bundle-spec/kubernetes.yaml through loopback mirrors, creates the hosts and runs the bundle's own
  * install.sh on the first server. See README "The site in a box".
@@ -15,9 +17,11 @@ import path from 'node:path';
 import { buildFileTree, buildImages, pushImages, run, serveFiles, startRegistry } from './content.js';
 import { built, CACHE, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK } from './config.js';
 import { loadState, saveState, type SiteState } from './state.js';
-import { createBridge, createHost, deleteBridge, hostExec, onHost, removeHost, removeStray, startSshd, type HostState } from './hosts.js';
+import { createBridge, createHost, deleteBridge, hostExec, isUp, killHost, onHost, removeHost, removeStray, startResolver, startSshd, stopResolver, unmountStray, type HostState } from './hosts.js';
 
 const SITE = 'ferry-site';
+/** The site's internal resolver and the corporate zone it answers (see startResolver). */
+const CORP = { zone: 'corp.test', records: { 'intranet.corp.test': '10.231.0.99' } };
 const SPEC = path.join(ROOT, 'bundle-spec/kubernetes.yaml');
 
 interface Args {
@@ -56,7 +60,7 @@ function parseArgs(argv: string[]): Args {
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`error[SITE_USAGE]: ${msg}\n`);
-  process.stderr.write(readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 10).join('\n').replace(/^ \*\/?/gm, '') + '\n');
+  process.stderr.write(readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 12).join('\n').replace(/^ \*\/?/gm, '') + '\n');
   process.exit(2);
 }
 
@@ -127,6 +131,8 @@ function answersFor(s: SiteState, h: HostState): string {
     'podCidr: 10.244.0.0/16',
     'serviceCidr: 10.96.0.0/12',
     'cni: flannel',
+    // Names outside the site domain go to the site's internal resolver.
+    ...(s.resolver ? [`upstreamDns: [${s.resolver.ip}]`] : []),
     // A network namespace cannot set nf_conntrack_max: kube-proxy must leave it alone.
     'patches:',
     '  kubeProxy: {conntrack: {maxPerCore: 0}}',
@@ -211,6 +217,8 @@ async function up(a: Args): Promise<SiteState> {
   const s: SiteState = { domain: a.domain, fqdn: `k8s-cluster.${a.domain}`, net: n, bundle, hosts: [] };
   await saveState(s);
   createBridge(n);
+  s.resolver = await startResolver(n, work, path.join(built('coredns', versions().COREDNS), 'coredns'), { ip: `${a.subnet}.2`, ...CORP });
+  await saveState(s);
   // One SSH key for the site: each host authorizes it for root, as an operator's hosts would.
   const key = path.join(work, 'ssh/id_ed25519');
   await fs.mkdir(path.dirname(key), { recursive: true });
@@ -221,6 +229,8 @@ async function up(a: Args): Promise<SiteState> {
     s.hosts.push(h);
     await saveState(s);
     await startSshd(h, await fs.readFile(`${key}.pub`, 'utf8'));
+    // What the node's resolver had before ferry: the internal resolver and its search domain.
+    await hostExec(h, ['sh', '-c', 'cat > /etc/resolv.conf'], `search ${CORP.zone}\nnameserver ${s.resolver.ip}\n`);
   }
   await install(s, s.hosts[0]!, pub);
   if (s.hosts.length > 1) await join(s, key);
@@ -231,16 +241,18 @@ async function down(): Promise<void> {
   const s = loadState();
   for (const h of s?.hosts ?? []) {
     say(`removing ${h.name} (its peak memory: ${peakMiB(h)} MiB)`);
-    await removeHost(h);
+    await removeHost(h, s!.net);
   }
   await removeStray(SITE);
+  unmountStray(WORK);
+  stopResolver(s?.net ?? { bridge: 'fsite0', prefix: 24 }, s?.resolver);
   deleteBridge(s?.net ?? { bridge: 'fsite0', prefix: 24 });
   await fs.rm(WORK, { recursive: true, force: true });
   say('down');
 }
 
 function summary(s: SiteState) {
-  return { domain: s.domain, fqdn: s.fqdn, hosts: s.hosts.map((h) => ({ name: h.name, ip: h.ip, role: h.role, pid: h.pid })) };
+  return { domain: s.domain, fqdn: s.fqdn, hosts: s.hosts.map((h) => ({ name: h.name, ip: h.ip, role: h.role, pid: h.pid, up: isUp(h) })) };
 }
 
 async function main(): Promise<void> {
@@ -254,7 +266,23 @@ async function main(): Promise<void> {
   else if (a.cmd === 'status') {
     const s = loadState();
     if (!s) throw new Error('no site is up');
-    process.stdout.write(a.json ? `${JSON.stringify(summary(s))}\n` : `${s.hosts.map((h) => `${h.name}\t${h.ip}\t${h.role}\tpid ${h.pid}\tpeak ${peakMiB(h)} MiB`).join('\n')}\n`);
+    process.stdout.write(a.json ? `${JSON.stringify(summary(s))}\n` : `${s.hosts.map((h) => `${h.name}\t${h.ip}\t${h.role}\t${isUp(h) ? `up, pid ${h.pid}` : 'down'}\tpeak ${peakMiB(h)} MiB`).join('\n')}\n`);
+  } else if (a.cmd === 'kill' || a.cmd === 'start') {
+    const s = loadState();
+    const h = s?.hosts.find((x) => x.name === a.rest[0]);
+    if (!s || !h) throw new Error(`the site has no host ${a.rest[0] ?? '(name missing)'}`);
+    if (a.cmd === 'kill') {
+      await killHost(h, s.net);
+      say(`${h.name} killed (power cut): its disk stays; npm run site -- start ${h.name}`);
+    } else {
+      if (isUp(h)) throw new Error(`${h.name} is running (pid ${h.pid}); kill it first`);
+      const t0 = Date.now();
+      const b = await createHost(SITE, WORK, s.net, h);
+      Object.assign(h, b);
+      await saveState(s);
+      say(`${h.name} booted in ${((Date.now() - t0) / 1000).toFixed(1)} s (pid ${h.pid}); its units start on their own`);
+    }
+    if (a.json) process.stdout.write(`${JSON.stringify({ name: h.name, up: isUp(h), pid: h.pid })}\n`);
   } else if (a.cmd === 'exec') {
     const s = loadState();
     const h = s?.hosts.find((x) => x.name === a.rest[0]);

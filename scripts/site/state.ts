@@ -1,7 +1,7 @@
 /* What `npm run site -- up` made, so that `down`, `exec` and the tests can find it. */
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import { STATE_FILE, WORK } from './config.js';
-import type { HostState, Net } from './hosts.js';
+import type { HostState, Net, Resolver } from './hosts.js';
 
 export interface SiteState {
   domain: string;
@@ -9,6 +9,7 @@ export interface SiteState {
   net: Net & { subnet: string };
   bundle: string;
   hosts: HostState[];
+  resolver?: Resolver;
 }
 
 export async function saveState(s: SiteState): Promise<void> {

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { ROOT } from '../../scripts/site/config.js';
+import { loadState } from '../../scripts/site/state.js';
 
 /** Runs `npm run site -- ARGS` (through tsx), passing its progress through to the test's stderr. */
 export function site(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -15,4 +16,18 @@ export function site(args: string[]): Promise<{ code: number; stdout: string; st
     });
     c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
   });
+}
+
+/**
+ * `site up ARGS`, after a `down`; with FERRY_SITE_REUSE=1 a site that is up with the same hosts is
+ * used as it is (for working on one test file against a site kept by FERRY_SITE_KEEP=1).
+ */
+export async function siteUp(servers: number, agents: number): Promise<{ code: number; stdout: string; stderr: string }> {
+  const s = loadState();
+  const want = [...Array.from({ length: servers }, (_, i) => `server-${i + 1}`), ...Array.from({ length: agents }, (_, i) => `agent-${i + 1}`)];
+  if (process.env.FERRY_SITE_REUSE && s && JSON.stringify(s.hosts.map((h) => h.name)) === JSON.stringify(want)) {
+    return site(['status', '--json']);
+  }
+  await site(['down']);
+  return site(['up', '--servers', String(servers), '--agents', String(agents), '--json']);
 }

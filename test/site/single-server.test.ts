@@ -2,7 +2,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostExec, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
-import { site } from './harness.js';
+import { site, siteUp } from './harness.js';
 import { ROOT } from '../../scripts/site/config.js';
 import { BOOTSTRAP_CHART, BOOTSTRAP_NAMESPACE, DNS_NAME, LB_NAME } from '../../src/install/bootstrap.js';
 
@@ -44,8 +44,7 @@ async function podDone(ns: string, name: string, timeoutMs = 180_000): Promise<s
 
 describe('a real single-server site from the signed default bundle', () => {
   beforeAll(async () => {
-    await site(['down']);
-    const r = await site(['up', '--servers', '1', '--json']);
+    const r = await siteUp(1, 0);
     expect(r.code, r.stderr.slice(-3000)).toBe(0);
     up = JSON.parse(r.stdout.trim().split('\n').pop()!) as Up;
     server = loadState()!.hosts[0]!;
@@ -57,7 +56,7 @@ describe('a real single-server site from the signed default bundle', () => {
 
   it('prints the domain, the FQDN and each host with a PID inside its namespaces', async () => {
     expect(up.fqdn).toBe(`k8s-cluster.${up.domain}`);
-    expect(up.hosts).toEqual([{ name: 'server-1', ip: server.ip, role: 'server', pid: server.pid }]);
+    expect(up.hosts).toEqual([{ name: 'server-1', ip: server.ip, role: 'server', pid: server.pid, up: true }]);
     const r = await hostExec(server, ['hostname']);
     expect(r.stdout.trim()).toBe('server-1');
   });

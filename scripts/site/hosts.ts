@@ -19,6 +19,8 @@ export interface HostState extends HostSpec {
   pid: number;
   dir: string;
   cgroup: string;
+  /** The peak memory of its boots before the last kill, in MiB. */
+  peakMiB?: number | undefined;
 }
 
 export interface Net {

@@ -177,11 +177,14 @@ async function install(s: SiteState, h: HostState, pub: string): Promise<void> {
 
 /** The host's peak memory (its memory cgroup, page cache included), for the operator's sizing. */
 function peakMiB(h: HostState): string {
+  let now = 0;
   try {
-    return (Number(readFileSync(`/sys/fs/cgroup/memory/${h.cgroup}/memory.max_usage_in_bytes`, 'utf8')) / 2 ** 20).toFixed(0);
+    now = Number(readFileSync(`/sys/fs/cgroup/memory/${h.cgroup}/memory.max_usage_in_bytes`, 'utf8')) / 2 ** 20;
   } catch {
-    return '?';
+    /* killed: its cgroup is gone, the peak before the kill was kept */
   }
+  const peak = Math.max(now, h.peakMiB ?? 0);
+  return peak ? peak.toFixed(0) : '?';
 }
 
 /** `ferry join` on the first server for every other host: the site key and known host keys first. */
@@ -272,7 +275,9 @@ async function main(): Promise<void> {
     const h = s?.hosts.find((x) => x.name === a.rest[0]);
     if (!s || !h) throw new Error(`the site has no host ${a.rest[0] ?? '(name missing)'}`);
     if (a.cmd === 'kill') {
+      h.peakMiB = Number(peakMiB(h)) || undefined;
       await killHost(h, s.net);
+      await saveState(s);
       say(`${h.name} killed (power cut): its disk stays; npm run site -- start ${h.name}`);
     } else {
       if (isUp(h)) throw new Error(`${h.name} is running (pid ${h.pid}); kill it first`);

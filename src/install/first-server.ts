@@ -17,7 +17,7 @@ import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
 import { applySysctls, loadModules } from './kernel.js';
 import { imageCheckStep } from './image-check.js';
-import { API_PORT, renderKubeadmInit } from './kubeadm.js';
+import { renderKubeadmInit } from './kubeadm.js';
 import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
 import { mayLowerOomScore } from './capabilities.js';
 import { cniNodeObjects } from './cni.js';
@@ -25,16 +25,9 @@ import { serviceRouteStep } from './routes.js';
 import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from './kube.js';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SITE_PORT, SYSCTL_CONF } from './system-files.js';
-import { FERRY_ROOT, renderServeUnit } from './units.js';
-
-export const BUNDLE_DIR = `${FERRY_ROOT}/bundle`;
-export const PKI_DIR = '/etc/ferry/pki';
-export const KUBEADM_CONFIG = '/etc/ferry/kubeadm.yaml';
-export const ADMIN_CONF = '/etc/kubernetes/admin.conf';
-const STATE = `${FERRY_ROOT}/state`;
-
-export const NODES_FILE = '/etc/ferry/nodes.json';
+import { ADMIN_CONF, API_PORT, BIN_DIR, BUNDLE_DIR, CLUSTER_CA, CNI_BIN_DIR, CONTAINERD_CERTS_D, CONTAINERD_CONFIG, CONTAINERD_DIR, CONTROL_PLANE_PORTS, ETC_HOSTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, NODES_FILE, PKI_DIR, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SYSCTL_CONF } from './system-files.js';
+import { renderServeUnit } from './units.js';
 
 /** The nodes of the cluster as ferry knows them: what the DNS records and LB backends list. */
 export async function clusterNodes(host: Host, answers: InstallAnswers): Promise<BootstrapNode[]> {
@@ -85,7 +78,7 @@ export interface InstallContext {
 
 /** A step whose completion is a marker recording what it was applied with. */
 function markerStep(ctx: InstallContext, id: string, title: string, fingerprint: () => Promise<string>, apply: (log: (l: string) => void) => Promise<void>): Step {
-  const marker = `${STATE}/${id}`;
+  const marker = `${STATE_DIR}/${id}`;
   return {
     id,
     title,
@@ -122,8 +115,8 @@ export async function preflight(ctx: InstallContext, manifest: Pick<BundleManife
   const swaps = (await fs.readFile('/proc/swaps', 'utf8').catch(() => '')).trim().split('\n').slice(1).filter(Boolean);
   if (swaps.length) add('swap', `swap is on (${swaps.map((l) => l.split(/\s+/)[0]).join(', ')}); kubelet needs it off: swapoff -a, and remove it from /etc/fstab`);
   // Once ferry has started its services (a re-run after a failure), the ports are ours.
-  if (!(await ctx.host.read(ADMIN_CONF)) && !(await ctx.host.read(`${STATE}/services`))) {
-    for (const port of [API_PORT, 10250, 10257, 10259, 2379, 2380, SITE_PORT]) {
+  if (!(await ctx.host.read(ADMIN_CONF)) && !(await ctx.host.read(`${STATE_DIR}/services`))) {
+    for (const port of [API_PORT, ...CONTROL_PLANE_PORTS, SITE_PORT]) {
       const free = await new Promise<boolean>((resolve) => {
         const s = net.createServer();
         s.once('error', () => resolve(false));
@@ -152,7 +145,7 @@ export async function installBinaries(host: Host, bundleDir: string, manifest: B
   for (const f of manifest.files.filter((x) => x.platform === arch)) {
     const src = path.join(bundleDir, f.path);
     if (!f.archive) {
-      const dest = f.name === 'runc' ? '/usr/local/sbin/runc' : `/usr/local/bin/${f.name}`;
+      const dest = f.name === 'runc' ? RUNC_PATH : `${BIN_DIR}/${f.name}`;
       await fs.mkdir(path.dirname(host.p(dest)), { recursive: true });
       await fs.copyFile(src, `${host.p(dest)}.ferry-new`);
       await fs.chmod(`${host.p(dest)}.ferry-new`, 0o755);
@@ -161,7 +154,8 @@ export async function installBinaries(host: Host, bundleDir: string, manifest: B
       continue;
     }
     const cni = f.name === 'cni-plugins';
-    const destDir = host.p(cni ? '/opt/cni/bin' : '/usr/local/bin');
+    const dir = cni ? CNI_BIN_DIR : BIN_DIR;
+    const destDir = host.p(dir);
     await fs.mkdir(destDir, { recursive: true });
     await untar({
       file: src,
@@ -173,7 +167,7 @@ export async function installBinaries(host: Host, bundleDir: string, manifest: B
         e.path = path.basename(e.path);
       },
     } as Parameters<typeof untar>[0]);
-    log(`unpacked ${f.name} ${f.version} into ${cni ? '/opt/cni/bin' : '/usr/local/bin'}`);
+    log(`unpacked ${f.name} ${f.version} into ${dir}`);
   }
 }
 
@@ -235,12 +229,12 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       // The runtime and ferry itself, for the site service unit and for joining nodes.
       const rt = m.runtime.find((r) => r.platform === `linux/${archOf()}`);
       if (rt) {
-        await fs.mkdir(host.p(`${FERRY_ROOT}/runtime`), { recursive: true });
-        await fs.copyFile(host.p(`${BUNDLE_DIR}/${rt.path}`), host.p(`${FERRY_ROOT}/runtime/node`));
-        await fs.chmod(host.p(`${FERRY_ROOT}/runtime/node`), 0o755);
+        await fs.mkdir(host.p(RUNTIME_DIR), { recursive: true });
+        await fs.copyFile(host.p(`${BUNDLE_DIR}/${rt.path}`), host.p(RUNTIME_NODE));
+        await fs.chmod(host.p(RUNTIME_NODE), 0o755);
       }
-      await fs.rm(host.p(`${FERRY_ROOT}/ferry`), { recursive: true, force: true });
-      await fs.cp(host.p(`${BUNDLE_DIR}/ferry`), host.p(`${FERRY_ROOT}/ferry`), { recursive: true });
+      await fs.rm(host.p(FERRY_DIR), { recursive: true, force: true });
+      await fs.cp(host.p(`${BUNDLE_DIR}/ferry`), host.p(FERRY_DIR), { recursive: true });
     }),
     markerStep(ctx, 'kernel', 'load kernel modules and set sysctls for Kubernetes networking', async () => MODULES_CONF + SYSCTL_CONF, async (log) => {
       await loadModules(host, log);
@@ -252,8 +246,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       log(`site CA ${r.caReused ? 'kept' : 'created'} (${r.caFingerprint}); registry certificate ${r.serverCert}`);
     }),
     markerStep(ctx, 'hosts', `map ${fqdn} and ${registry} to this server in /etc/hosts`, async () => `${fqdn} ${registry} ${answers.node.ip}`, async (log) => {
-      const cur = (await host.read('/etc/hosts')) ?? '127.0.0.1\tlocalhost\n';
-      await host.write('/etc/hosts', hostsWithBlock(cur, [{ ip: answers.node.ip, names: [fqdn, registry, `${answers.node.name}.${answers.domain}`, answers.node.name] }]));
+      const cur = (await host.read(ETC_HOSTS)) ?? '127.0.0.1\tlocalhost\n';
+      await host.write(ETC_HOSTS, hostsWithBlock(cur, [{ ip: answers.node.ip, names: [fqdn, registry, `${answers.node.name}.${answers.domain}`, answers.node.name] }]));
       log(`/etc/hosts: ${fqdn} → ${answers.node.ip}`);
     }),
     markerStep(ctx, 'containerd-config', "configure containerd: the node's cgroup driver, mirrors to the site service only", async () => `${await bundleId()} ${(await cgroups()).driver}`, async (log) => {
@@ -263,16 +257,16 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       const configVersion = containerdConfigVersion(containerdVersionOf(m));
       const restrictOomScoreAdj = !(await mayLowerOomScore());
       if (restrictOomScoreAdj) ctx.reporter.warn(`${answers.node.name} denies CAP_SYS_RESOURCE (a container or sandbox?): containerd will keep pods' OOM scores at or above its own (restrict_oom_score_adj)`);
-      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: pause, cgroupDriver: driver, configVersion, restrictOomScoreAdj }));
+      await host.write(CONTAINERD_CONFIG, containerdConfig({ pauseImage: pause, cgroupDriver: driver, configVersion, restrictOomScoreAdj }));
       log(`config.toml: version ${configVersion} for containerd ${containerdVersionOf(m) ?? '(not in the bundle)'}, ${driver} cgroup driver${restrictOomScoreAdj ? ', OOM scores restricted' : ''}`);
-      const r = await writeContainerdConfig({ bundleDir: host.p(BUNDLE_DIR), mirrors: [`https://${registry}:${SITE_PORT}`], caFile: `${PKI_DIR}/ca.crt`, outDir: host.p('/etc/containerd'), configPath: '/etc/containerd/certs.d' });
+      const r = await writeContainerdConfig({ bundleDir: host.p(BUNDLE_DIR), mirrors: [`https://${registry}:${SITE_PORT}`], caFile: SITE_CA, outDir: host.p(CONTAINERD_DIR), configPath: CONTAINERD_CERTS_D });
       log(`hosts.toml for ${r.registries.join(', ')}`);
     }),
     markerStep(ctx, 'units', 'install systemd units for containerd, kubelet and the site service', async () => `${answers.node.ip}`, async (log) => {
-      await host.write('/etc/systemd/system/containerd.service', CONTAINERD_UNIT);
-      await host.write('/etc/systemd/system/kubelet.service', KUBELET_UNIT);
-      await host.write('/etc/systemd/system/kubelet.service.d/10-kubeadm.conf', KUBELET_KUBEADM_DROPIN);
-      await host.write('/etc/systemd/system/ferry-serve.service', renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: `${PKI_DIR}/registry.crt`, tlsKey: `${PKI_DIR}/registry.key` }));
+      await host.write(`${SYSTEMD_DIR}/containerd.service`, CONTAINERD_UNIT);
+      await host.write(`${SYSTEMD_DIR}/kubelet.service`, KUBELET_UNIT);
+      await host.write(`${SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf`, KUBELET_KUBEADM_DROPIN);
+      await host.write(`${SYSTEMD_DIR}/ferry-serve.service`, renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: REGISTRY_CERT, tlsKey: REGISTRY_KEY }));
       await host.run('systemctl', ['daemon-reload']);
       await host.run('systemctl', ['enable', 'containerd.service', 'kubelet.service', 'ferry-serve.service']);
       log('units written and enabled');
@@ -346,8 +340,8 @@ async function chartBlob(host: Host, manifestDigest: string): Promise<string> {
 
 /** sha256:<hex> of the cluster CA's public key, the form --discovery-token-ca-cert-hash takes. */
 export async function caCertHash(host: Host): Promise<string> {
-  const pem = await host.read('/etc/kubernetes/pki/ca.crt');
-  if (!pem) throw new FerryError(Codes.joinFailed, 'the cluster CA /etc/kubernetes/pki/ca.crt is missing', { exit: 'io', hint: 'Run ferry join on a server where ferry install finished.' });
+  const pem = await host.read(CLUSTER_CA);
+  if (!pem) throw new FerryError(Codes.joinFailed, `the cluster CA ${CLUSTER_CA} is missing`, { exit: 'io', hint: 'Run ferry join on a server where ferry install finished.' });
   const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
   return `sha256:${createHash('sha256').update(spki).digest('hex')}`;
 }

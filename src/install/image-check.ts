@@ -4,8 +4,8 @@ import { parseReference } from '../oci/reference.js';
 import type { InstallAnswers } from './answers.js';
 import { renderBootstrap, type BootstrapValues } from './bootstrap.js';
 import type { Host } from './host.js';
+import { STATE_DIR } from './paths.js';
 import type { Step } from './plan.js';
-import { FERRY_ROOT } from './units.js';
 
 /**
  * The install-side images check: before `kubeadm init`, the *installed* kubeadm and helm say which
@@ -56,7 +56,7 @@ async function imageNeeds(host: Host, answers: InstallAnswers, d: ImageCheckDeps
   needs.push(...imagesInObjects(renderBootstrap(values), `${BOOTSTRAP_CHART} (the DNS and LB DaemonSets)`));
   const boot = m.charts.find((c) => c.name === BOOTSTRAP_CHART);
   if (boot) {
-    const file = `${FERRY_ROOT}/state/bootstrap-values.json`;
+    const file = `${STATE_DIR}/bootstrap-values.json`;
     await host.write(file, `${JSON.stringify(values, null, 2)}\n`, 0o600);
     const t = await host.run('helm', ['template', boot.name, await d.chartTgz(boot.digest), '--values', host.p(file)]);
     needs.push(...imagesInManifests(t.stdout, `chart ${boot.name} ${boot.version}`));
@@ -66,7 +66,7 @@ async function imageNeeds(host: Host, answers: InstallAnswers, d: ImageCheckDeps
 }
 
 export function imageCheckStep(host: Host, answers: InstallAnswers, d: ImageCheckDeps): Step {
-  const marker = `${FERRY_ROOT}/state/images-check`;
+  const marker = `${STATE_DIR}/images-check`;
   const fingerprint = async () =>
     JSON.stringify({ bundle: await d.bundleId(), config: (await host.read(d.kubeadmConfig)) ?? null, cni: answers.cni ?? null, podCidr: answers.podCidr, bootstrap: await d.bootstrapValues() });
   return {

@@ -18,11 +18,12 @@ import { combinePatches, type Patches } from './patches.js';
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
 import { applySysctls, loadModules } from './kernel.js';
-import { archOf, BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
+import { archOf, installBinaries } from './first-server.js';
 import { renderKubeadmJoin } from './kubeadm.js';
+import { API_PORT, BUNDLE_DIR, BUNDLE_PUB, CONTAINERD_CERTS_D, CONTAINERD_CONFIG, DOWNLOADS_DIR, ETC_HOSTS, JOIN_CONFIG, KUBELET_CONF, PATCHES_DIR, PKI_DIR, REGISTRY_CERT, REGISTRY_CERT_PREFIX, REGISTRY_KEY, RESOLV_CONF, SITE_CA, SITE_PORT, STATE_DIR, SYSTEM_SITE_CA, SYSTEMD_DIR } from './paths.js';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, SITE_PORT, SYSCTL_CONF } from './system-files.js';
-import { FERRY_ROOT, renderServeUnit } from './units.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, SYSCTL_CONF } from './system-files.js';
+import { renderServeUnit } from './units.js';
 
 /** What a joining node is told over SSH (on stdin, so secrets never show in a process list). */
 export interface NodeJoinPayload {
@@ -47,21 +48,15 @@ export interface NodeJoinPayload {
   join: { token: string; caCertHash: string; certificateKey?: string };
 }
 
-const STATE = `${FERRY_ROOT}/state`;
-const CA = `${PKI_DIR}/ca.crt`;
-export const JOIN_CONFIG = '/etc/ferry/kubeadm-join.yaml';
-/** kubeadm patches of this node: its own kubelet settings over the cluster's kubelet-config. */
-export const PATCHES_DIR = '/etc/ferry/kubeadm-patches';
 const KUBELET_PATCH = `${PATCHES_DIR}/kubeletconfiguration+merge.yaml`;
-
 
 /**
  * HTTPS from the site service by its FQDN, resolved through the servers' DNS (not the host's
  * resolver, which may not know the site yet) and checked against the site CA.
  */
 async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: (res: NodeJS.ReadableStream) => Promise<void>): Promise<void> {
-  const ca = await host.read(CA);
-  if (!ca) throw new FerryError(Codes.joinFailed, `the site CA ${CA} is missing`, { exit: 'io', hint: 'ferry join uploads it; run it again.' });
+  const ca = await host.read(SITE_CA);
+  if (!ca) throw new FerryError(Codes.joinFailed, `the site CA ${SITE_CA} is missing`, { exit: 'io', hint: 'ferry join uploads it; run it again.' });
   const resolver = new dns.Resolver({ timeout: 2000, tries: 2 });
   resolver.setServers(p.serverIps);
   const lookup: LookupFunction = (hostname, _opts, cb) => {
@@ -105,7 +100,7 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
     versions = JSON.parse(text) as VersionEntry[];
   });
   const arch = `linux/${archOf()}`;
-  const dir = host.p(`${FERRY_ROOT}/downloads`);
+  const dir = host.p(DOWNLOADS_DIR);
   const mine = versions.filter((v) => v.platform === arch);
   for (const v of mine) {
     const dest = path.join(dir, 'files', v.path);
@@ -137,10 +132,10 @@ function marker(host: Host, id: string, fp: string | (() => Promise<string>), ti
   return {
     id,
     title,
-    check: async () => (await host.read(`${STATE}/${id}`)) === (await print()),
+    check: async () => (await host.read(`${STATE_DIR}/${id}`)) === (await print()),
     apply: async (log) => {
       await apply(log);
-      await host.write(`${STATE}/${id}`, await print());
+      await host.write(`${STATE_DIR}/${id}`, await print());
     },
   };
 }
@@ -164,13 +159,13 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       },
     },
     marker(host, 'resolver', nameservers.join(','), `point the resolver at the site DNS (${nameservers.join(', ')})`, async (log) => {
-      await host.write('/etc/resolv.conf', resolvConf((await host.read('/etc/resolv.conf')) ?? '', nameservers, p.domain));
+      await host.write(RESOLV_CONF, resolvConf((await host.read(RESOLV_CONF)) ?? '', nameservers, p.domain));
       log('resolv.conf written');
     }),
     marker(host, 'site-ca', 'ca', 'trust the site CA', async (log) => {
-      const ca = await host.read(CA);
+      const ca = await host.read(SITE_CA);
       if (!ca) throw new FerryError(Codes.joinFailed, 'the site CA was not uploaded', { exit: 'io', hint: 'Run ferry join again.' });
-      await host.write('/usr/local/share/ca-certificates/ferry-site-ca.crt', ca);
+      await host.write(SYSTEM_SITE_CA, ca);
       log('site CA installed');
     }),
     marker(host, 'binaries', 'v1', `fetch the node binaries from registry.${p.domain} by FQDN, checking every checksum`, (log) => fetchBinaries(host, p, log)),
@@ -183,37 +178,37 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       const { driver } = await cgroups();
       const configVersion = containerdConfigVersion(p.containerdVersion);
       const restrictOomScoreAdj = !(await mayLowerOomScore());
-      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: p.pauseImage, cgroupDriver: driver, configVersion, restrictOomScoreAdj }));
+      await host.write(CONTAINERD_CONFIG, containerdConfig({ pauseImage: p.pauseImage, cgroupDriver: driver, configVersion, restrictOomScoreAdj }));
       log(`config.toml: version ${configVersion}, ${driver} cgroup driver${restrictOomScoreAdj ? ', OOM scores restricted: this host denies CAP_SYS_RESOURCE' : ''}`);
-      for (const r of p.registries) await host.write(`/etc/containerd/certs.d/${r}/hosts.toml`, renderHostsToml(r, [`https://registry.${p.domain}:${SITE_PORT}`], CA));
+      for (const r of p.registries) await host.write(`${CONTAINERD_CERTS_D}/${r}/hosts.toml`, renderHostsToml(r, [`https://registry.${p.domain}:${SITE_PORT}`], SITE_CA));
       log(`hosts.toml for ${p.registries.join(', ')}`);
     }),
   ];
   if (server) {
     steps.push(
       marker(host, 'hosts-join', p.firstServerIp, `map ${p.fqdn} to the first server while joining`, async () => {
-        await host.write('/etc/hosts', hostsWithBlock((await host.read('/etc/hosts')) ?? '127.0.0.1\tlocalhost\n', [{ ip: p.firstServerIp, names: [p.fqdn] }]));
+        await host.write(ETC_HOSTS, hostsWithBlock((await host.read(ETC_HOSTS)) ?? '127.0.0.1\tlocalhost\n', [{ ip: p.firstServerIp, names: [p.fqdn] }]));
       }),
       marker(host, 'store', 'v1', 'verify and unpack the bundle: this server serves it too', async (log) => {
         if (!opts.bundleFile) throw new FerryError(Codes.joinFailed, 'no bundle was uploaded for this server', { exit: 'io' });
-        const trust = await loadPublicKey(host.p('/etc/ferry/bundle.pub'));
+        const trust = await loadPublicKey(host.p(BUNDLE_PUB));
         const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, force: true });
         const { bundleParts } = await import('./join.js');
         for (const f of [...(await bundleParts(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });
         log(`unpacked ${r.manifest.name} ${r.manifest.version}`);
-        const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [`registry.${p.domain}`, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(`${PKI_DIR}/registry`) });
+        const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [`registry.${p.domain}`, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(REGISTRY_CERT_PREFIX) });
         log(`registry certificate until ${cert.notAfter}`);
       }),
     );
   }
   steps.push(
     marker(host, 'units', p.role, 'install and enable the systemd units', async () => {
-      await host.write('/etc/systemd/system/containerd.service', CONTAINERD_UNIT);
-      await host.write('/etc/systemd/system/kubelet.service', KUBELET_UNIT);
-      await host.write('/etc/systemd/system/kubelet.service.d/10-kubeadm.conf', KUBELET_KUBEADM_DROPIN);
+      await host.write(`${SYSTEMD_DIR}/containerd.service`, CONTAINERD_UNIT);
+      await host.write(`${SYSTEMD_DIR}/kubelet.service`, KUBELET_UNIT);
+      await host.write(`${SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf`, KUBELET_KUBEADM_DROPIN);
       const units = ['containerd.service', 'kubelet.service'];
       if (server) {
-        await host.write('/etc/systemd/system/ferry-serve.service', renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: `${PKI_DIR}/registry.crt`, tlsKey: `${PKI_DIR}/registry.key` }));
+        await host.write(`${SYSTEMD_DIR}/ferry-serve.service`, renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: REGISTRY_CERT, tlsKey: REGISTRY_KEY }));
         units.push('ferry-serve.service');
       }
       await host.run('systemctl', ['daemon-reload']);
@@ -222,8 +217,8 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
     }),
     {
       id: 'kubeadm-join',
-      title: `kubeadm join ${p.fqdn}:6443${server ? ' as a control-plane node' : ''}`,
-      check: async () => !!(await host.read('/etc/kubernetes/kubelet.conf')),
+      title: `kubeadm join ${p.fqdn}:${API_PORT}${server ? ' as a control-plane node' : ''}`,
+      check: async () => !!(await host.read(KUBELET_CONF)),
       apply: async (log) => {
         const cg = cgroupSettings(await cgroups(), p.kubernetesVersion);
         // This node's cgroup settings, then the operator's kubelet patch.
@@ -254,7 +249,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
   if (server) {
     steps.push(
       marker(host, 'hosts-self', p.ip, `map ${p.fqdn} and registry.${p.domain} to this server`, async () => {
-        await host.write('/etc/hosts', hostsWithBlock((await host.read('/etc/hosts')) ?? '', [{ ip: p.ip, names: [p.fqdn, `registry.${p.domain}`, `${p.name}.${p.domain}`, p.name] }]));
+        await host.write(ETC_HOSTS, hostsWithBlock((await host.read(ETC_HOSTS)) ?? '', [{ ip: p.ip, names: [p.fqdn, `registry.${p.domain}`, `${p.name}.${p.domain}`, p.name] }]));
       }),
     );
   }

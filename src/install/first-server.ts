@@ -1,4 +1,3 @@
-import { createHash, X509Certificate } from 'node:crypto';
 import { promises as fs, statfsSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -9,61 +8,23 @@ import { unpackBundle } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';
 import { Codes, FerryError } from '../errors.js';
 import { initPki } from '../sign/pki.js';
-import { bundleKubernetesVersion } from '../spec/kubernetes.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { checkCgroupV1, detectCgroups, type NodeCgroups } from './cgroups.js';
+import { applyBootstrap, bootstrapValues, bundleManifest, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
 import { applySysctls, loadModules } from './kernel.js';
 import { imageCheckStep } from './image-check.js';
 import { renderKubeadmInit } from './kubeadm.js';
-import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
 import { mayLowerOomScore } from './capabilities.js';
 import { cniNodeObjects } from './cni.js';
 import { serviceRouteStep } from './routes.js';
 import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from './kube.js';
-import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Step } from './plan.js';
-import { ADMIN_CONF, API_PORT, BIN_DIR, BUNDLE_DIR, CLUSTER_CA, CNI_BIN_DIR, CONTAINERD_CERTS_D, CONTAINERD_CONFIG, CONTAINERD_DIR, CONTROL_PLANE_PORTS, ETC_HOSTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, NODES_FILE, PKI_DIR, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
+import { ADMIN_CONF, API_PORT, BIN_DIR, BUNDLE_DIR, CNI_BIN_DIR, CONTAINERD_CERTS_D, CONTAINERD_CONFIG, CONTAINERD_DIR, CONTROL_PLANE_PORTS, ETC_HOSTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
 import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SYSCTL_CONF } from './system-files.js';
 import { renderServeUnit } from './units.js';
-
-/** The nodes of the cluster as ferry knows them: what the DNS records and LB backends list. */
-export async function clusterNodes(host: Host, answers: InstallAnswers): Promise<BootstrapNode[]> {
-  const t = await host.read(NODES_FILE);
-  const known = t ? (JSON.parse(t) as BootstrapNode[]) : [];
-  const self: BootstrapNode = { name: answers.node.name, ip: answers.node.ip, role: 'server' };
-  return [self, ...known.filter((n) => n.name !== self.name)];
-}
-
-export async function saveClusterNodes(host: Host, nodes: BootstrapNode[]): Promise<void> {
-  await host.write(NODES_FILE, `${JSON.stringify(nodes, null, 2)}\n`);
-}
-
-/** Values for the bootstrap chart from the answers, the bundle's images and the known nodes. */
-export function bootstrapValues(answers: InstallAnswers, manifest: BundleManifest, nodes: BootstrapNode[]): BootstrapValues {
-  const img = (re: RegExp) => manifest.images.find((i) => re.test(i.ref))?.ref;
-  const coredns = img(/\/coredns(\/coredns)?:/);
-  const haproxy = img(/\/haproxy:/);
-  return {
-    domain: answers.domain,
-    clusterFqdn: clusterFqdn(answers),
-    nodes,
-    records: answers.records ?? [],
-    ...(coredns || haproxy ? { images: { ...(coredns ? { coredns } : {}), ...(haproxy ? { haproxy } : {}) } } : {}),
-  };
-}
-
-/** Applies the DNS and LB DaemonSets (server-side apply) and waits for them to roll out. */
-export async function applyBootstrap(host: Host, values: BootstrapValues, reporter: Reporter, log: (l: string) => void, timeoutMs: number): Promise<void> {
-  const objects = renderBootstrap(values);
-  const kubeconfig = host.p(ADMIN_CONF);
-  await applyObjects(kubeconfig, objects as KubernetesObject[], log);
-  const sets = objects.filter((o) => o.kind === 'DaemonSet').map((o) => ({ namespace: o.metadata.namespace ?? BOOTSTRAP_NAMESPACE, name: o.metadata.name }));
-  await waitForDaemonSets(kubeconfig, sets, { timeoutMs, reporter });
-  log(`rolled out ${sets.map((x) => x.name).join(', ')}`);
-}
 
 export interface InstallContext {
   host: Host;
@@ -88,17 +49,6 @@ function markerStep(ctx: InstallContext, id: string, title: string, fingerprint:
       await ctx.host.write(marker, await fingerprint());
     },
   };
-}
-
-/** The version of the bundle's containerd (files[name=containerd]), which picks its config version. */
-export const containerdVersionOf = (m: Pick<BundleManifest, 'files'>) => m.files.find((f) => f.name === 'containerd')?.version;
-
-/** The Kubernetes release a bundle installs. */
-export const kubernetesVersionOf = (m: Pick<BundleManifest, 'kubernetes'>) => bundleKubernetesVersion(m);
-
-export async function bundleManifest(host: Host): Promise<BundleManifest | undefined> {
-  const t = await host.read(`${BUNDLE_DIR}/bundle.json`);
-  return t ? (JSON.parse(t) as BundleManifest) : undefined;
 }
 
 /** This machine's architecture as the bundle names platforms (linux/<arch>). */
@@ -252,7 +202,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
     }),
     markerStep(ctx, 'containerd-config', "configure containerd: the node's cgroup driver, mirrors to the site service only", async () => `${await bundleId()} ${(await cgroups()).driver}`, async (log) => {
       const m = await manifestOf();
-      const pause = m.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10';
+      const pause = pauseImageOf(m);
       const { driver } = await cgroups();
       const configVersion = containerdConfigVersion(containerdVersionOf(m));
       const restrictOomScoreAdj = !(await mayLowerOomScore());
@@ -337,12 +287,3 @@ async function chartBlob(host: Host, manifestDigest: string): Promise<string> {
   await fs.copyFile(path.join(blobs, layer.digest.slice(7)), tgz);
   return tgz;
 }
-
-/** sha256:<hex> of the cluster CA's public key, the form --discovery-token-ca-cert-hash takes. */
-export async function caCertHash(host: Host): Promise<string> {
-  const pem = await host.read(CLUSTER_CA);
-  if (!pem) throw new FerryError(Codes.joinFailed, `the cluster CA ${CLUSTER_CA} is missing`, { exit: 'io', hint: 'Run ferry join on a server where ferry install finished.' });
-  const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
-  return `sha256:${createHash('sha256').update(spki).digest('hex')}`;
-}
-

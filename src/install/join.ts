@@ -4,9 +4,9 @@ import path from 'node:path';
 import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
-import { bundleRegistries } from './containerd.js';
-import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, saveClusterNodes } from './first-server.js';
+import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
 import { cniNodeObjects } from './cni.js';
+import { bundleRegistries } from './containerd.js';
 import { applyObjects } from './kube.js';
 import type { Host } from './host.js';
 import { TOKEN_RE } from './kubeadm.js';
@@ -141,7 +141,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     serverIps,
     firstServerIp: o.answers.node.ip,
     registries: await bundleRegistries(o.host.p(BUNDLE_DIR)),
-    pauseImage: manifest.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10',
+    pauseImage: pauseImageOf(manifest),
     containerdVersion: containerdVersionOf(manifest),
     kubernetesVersion: kubernetesVersionOf(manifest),
     serviceCidr: o.answers.serviceCidr,

@@ -10,7 +10,7 @@ import { bundleRegistries } from './containerd.js';
 import { applyObjects } from './kube.js';
 import type { Host } from './host.js';
 import { TOKEN_RE } from './kubeadm.js';
-import type { NodeJoinPayload } from './node-join.js';
+import { bundleParts, type NodeJoinPayload } from './node-join.js';
 import { ADMIN_CONF, BUNDLE_DIR, BUNDLE_PUB, FERRY_DIR, FERRY_MJS, INCOMING_DIR, RUNTIME_NODE, SITE_CA, SITE_CA_KEY } from './paths.js';
 import { SshSession, type SshTarget } from './ssh.js';
 
@@ -36,13 +36,6 @@ export interface JoinOutcome {
   ok: boolean;
   seconds: number;
   error?: { code: string; message: string; hint?: string };
-}
-
-/** The part files a parts manifest lists (none for a single-file bundle). */
-export async function bundleParts(bundle: string): Promise<string[]> {
-  if (!bundle.endsWith('.parts.json')) return [];
-  const m = JSON.parse(await fs.readFile(bundle, 'utf8')) as { parts?: { name: string }[] };
-  return (m.parts ?? []).map((p) => path.join(path.dirname(bundle), path.basename(p.name)));
 }
 
 /** Files below a directory, relative, sorted. */

@@ -50,6 +50,13 @@ export interface NodeJoinPayload {
 
 const KUBELET_PATCH = `${PATCHES_DIR}/kubeletconfiguration+merge.yaml`;
 
+/** The part files a parts manifest lists (none for a single-file bundle): join uploads them, the store step removes them. */
+export async function bundleParts(bundle: string): Promise<string[]> {
+  if (!bundle.endsWith('.parts.json')) return [];
+  const m = JSON.parse(await fs.readFile(bundle, 'utf8')) as { parts?: { name: string }[] };
+  return (m.parts ?? []).map((p) => path.join(path.dirname(bundle), path.basename(p.name)));
+}
+
 /**
  * HTTPS from the site service by its FQDN, resolved through the servers' DNS (not the host's
  * resolver, which may not know the site yet) and checked against the site CA.
@@ -193,7 +200,6 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
         if (!opts.bundleFile) throw new FerryError(Codes.joinFailed, 'no bundle was uploaded for this server', { exit: 'io' });
         const trust = await loadPublicKey(host.p(BUNDLE_PUB));
         const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, force: true });
-        const { bundleParts } = await import('./join.js');
         for (const f of [...(await bundleParts(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });
         log(`unpacked ${r.manifest.name} ${r.manifest.version}`);
         const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [`registry.${p.domain}`, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(REGISTRY_CERT_PREFIX) });

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { x as untar } from 'tar';
 import type { BundleManifest } from '../bundle/build.js';
+import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';
 import { Codes, FerryError } from '../errors.js';
@@ -145,7 +146,6 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       always: true,
       check: async () => false,
       apply: async (log) => {
-        const { readBundleManifest } = await import('../bundle/inspect.js');
         const m = await readBundleManifest(ctx.bundle);
         const problems = await preflight(ctx, m);
         if (problems.length) {
@@ -163,7 +163,6 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       id: 'unpack',
       title: `verify and unpack the bundle into ${BUNDLE_DIR}`,
       check: async () => {
-        const { readBundleManifest } = await import('../bundle/inspect.js');
         const want = await readBundleManifest(ctx.bundle).catch(() => undefined);
         const have = await bundleManifest(host);
         return !!want && !!have && JSON.stringify(want) === JSON.stringify(have);

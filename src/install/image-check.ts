@@ -4,6 +4,7 @@ import { parseReference } from '../oci/reference.js';
 import type { InstallAnswers } from './answers.js';
 import { renderBootstrap, type BootstrapValues } from './bootstrap.js';
 import type { Host } from './host.js';
+import { markerStep } from './node-steps.js';
 import { STATE_DIR } from './paths.js';
 import type { Step } from './plan.js';
 
@@ -66,26 +67,19 @@ async function imageNeeds(host: Host, answers: InstallAnswers, d: ImageCheckDeps
 }
 
 export function imageCheckStep(host: Host, answers: InstallAnswers, d: ImageCheckDeps): Step {
-  const marker = `${STATE_DIR}/images-check`;
   const fingerprint = async () =>
     JSON.stringify({ bundle: await d.bundleId(), config: (await host.read(d.kubeadmConfig)) ?? null, cni: answers.cni ?? null, podCidr: answers.podCidr, bootstrap: await d.bootstrapValues() });
-  return {
-    id: 'images-check',
-    title: 'check that the bundle holds every image kubeadm and the charts will ask for',
-    check: async () => (await host.read(marker)) === (await fingerprint()),
-    apply: async (log) => {
-      const m = await d.manifest();
-      const needs = await imageNeeds(host, answers, d, m, log);
-      const missing = missingImages(needs, m.images.map((i) => ({ ref: i.ref, digest: i.digest })));
-      if (missing.length) {
-        throw imagesMissingError(
-          missing,
-          'the bundle does not carry',
-          'kubeadm init has not run. Add each image to spec.images, run `ferry lock` and `ferry bundle build` again (the build checks the same), and install the new bundle; or install a bundle whose kubeadm and charts match its images.',
-        );
-      }
-      log(`the bundle carries all ${new Set(needs.map((n) => n.ref)).size} images`);
-      await host.write(marker, await fingerprint());
-    },
-  };
+  return markerStep(host, 'images-check', 'check that the bundle holds every image kubeadm and the charts will ask for', fingerprint, async (log) => {
+    const m = await d.manifest();
+    const needs = await imageNeeds(host, answers, d, m, log);
+    const missing = missingImages(needs, m.images.map((i) => ({ ref: i.ref, digest: i.digest })));
+    if (missing.length) {
+      throw imagesMissingError(
+        missing,
+        'the bundle does not carry',
+        'kubeadm init has not run. Add each image to spec.images, run `ferry lock` and `ferry bundle build` again (the build checks the same), and install the new bundle; or install a bundle whose kubeadm and charts match its images.',
+      );
+    }
+    log(`the bundle carries all ${new Set(needs.map((n) => n.ref)).size} images`);
+  });
 }

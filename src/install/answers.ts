@@ -46,6 +46,9 @@ export function clusterFqdn(a: Pick<InstallAnswers, 'domain' | 'clusterFqdn'>): 
   return a.clusterFqdn ?? `k8s-cluster.${a.domain}`;
 }
 
+/** The site service's name: servers answer it in DNS, and their certificates carry it. */
+export const registryFqdn = (domain: string) => `registry.${domain}`;
+
 export function checkCidr(s: string): string | undefined {
   const m = /^([0-9.]+|[0-9a-fA-F:]+)\/(\d{1,3})$/.exec(s);
   if (!m || !net.isIP(m[1]!)) return `"${s}" is not a CIDR such as 10.244.0.0/16`;

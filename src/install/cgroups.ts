@@ -30,6 +30,12 @@ export async function detectCgroups(host: Host): Promise<NodeCgroups> {
   };
 }
 
+/** detectCgroups once: several steps of a plan ask, and the answer does not change while it runs. */
+export function cgroupsOnce(host: Host): () => Promise<NodeCgroups> {
+  let cached: Promise<NodeCgroups> | undefined;
+  return () => (cached ??= detectCgroups(host));
+}
+
 /** From 1.35 kubelet (failCgroupV1) and kubeadm (SystemVerification) refuse cgroup v1 unless told otherwise. */
 export function v1RefusedByDefault(k8sVersion: string): boolean {
   const v = semver.coerce(k8sVersion);

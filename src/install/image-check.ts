@@ -4,8 +4,9 @@ import { parseReference } from '../oci/reference.js';
 import type { InstallAnswers } from './answers.js';
 import { renderBootstrap, type BootstrapValues } from './bootstrap.js';
 import type { Host } from './host.js';
+import { markerStep } from './node-steps.js';
+import { STATE_DIR } from './paths.js';
 import type { Step } from './plan.js';
-import { FERRY_ROOT } from './units.js';
 
 /**
  * The install-side images check: before `kubeadm init`, the *installed* kubeadm and helm say which
@@ -56,7 +57,7 @@ async function imageNeeds(host: Host, answers: InstallAnswers, d: ImageCheckDeps
   needs.push(...imagesInObjects(renderBootstrap(values), `${BOOTSTRAP_CHART} (the DNS and LB DaemonSets)`));
   const boot = m.charts.find((c) => c.name === BOOTSTRAP_CHART);
   if (boot) {
-    const file = `${FERRY_ROOT}/state/bootstrap-values.json`;
+    const file = `${STATE_DIR}/bootstrap-values.json`;
     await host.write(file, `${JSON.stringify(values, null, 2)}\n`, 0o600);
     const t = await host.run('helm', ['template', boot.name, await d.chartTgz(boot.digest), '--values', host.p(file)]);
     needs.push(...imagesInManifests(t.stdout, `chart ${boot.name} ${boot.version}`));
@@ -66,26 +67,19 @@ async function imageNeeds(host: Host, answers: InstallAnswers, d: ImageCheckDeps
 }
 
 export function imageCheckStep(host: Host, answers: InstallAnswers, d: ImageCheckDeps): Step {
-  const marker = `${FERRY_ROOT}/state/images-check`;
   const fingerprint = async () =>
     JSON.stringify({ bundle: await d.bundleId(), config: (await host.read(d.kubeadmConfig)) ?? null, cni: answers.cni ?? null, podCidr: answers.podCidr, bootstrap: await d.bootstrapValues() });
-  return {
-    id: 'images-check',
-    title: 'check that the bundle holds every image kubeadm and the charts will ask for',
-    check: async () => (await host.read(marker)) === (await fingerprint()),
-    apply: async (log) => {
-      const m = await d.manifest();
-      const needs = await imageNeeds(host, answers, d, m, log);
-      const missing = missingImages(needs, m.images.map((i) => ({ ref: i.ref, digest: i.digest })));
-      if (missing.length) {
-        throw imagesMissingError(
-          missing,
-          'the bundle does not carry',
-          'kubeadm init has not run. Add each image to spec.images, run `ferry lock` and `ferry bundle build` again (the build checks the same), and install the new bundle; or install a bundle whose kubeadm and charts match its images.',
-        );
-      }
-      log(`the bundle carries all ${new Set(needs.map((n) => n.ref)).size} images`);
-      await host.write(marker, await fingerprint());
-    },
-  };
+  return markerStep(host, 'images-check', 'check that the bundle holds every image kubeadm and the charts will ask for', fingerprint, async (log) => {
+    const m = await d.manifest();
+    const needs = await imageNeeds(host, answers, d, m, log);
+    const missing = missingImages(needs, m.images.map((i) => ({ ref: i.ref, digest: i.digest })));
+    if (missing.length) {
+      throw imagesMissingError(
+        missing,
+        'the bundle does not carry',
+        'kubeadm init has not run. Add each image to spec.images, run `ferry lock` and `ferry bundle build` again (the build checks the same), and install the new bundle; or install a bundle whose kubeadm and charts match its images.',
+      );
+    }
+    log(`the bundle carries all ${new Set(needs.map((n) => n.ref)).size} images`);
+  });
 }

@@ -4,15 +4,15 @@ import path from 'node:path';
 import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
-import { bundleRegistries } from './containerd.js';
-import { ADMIN_CONF, applyBootstrap, bootstrapValues, BUNDLE_DIR, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, KUBEADM_CONFIG, kubernetesVersionOf, PKI_DIR, saveClusterNodes } from './first-server.js';
+import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
 import { cniNodeObjects } from './cni.js';
-import { applyObjects } from './kube.js';
+import { bundleRegistries } from './containerd.js';
 import type { Host } from './host.js';
+import { applyObjects } from './kube.js';
 import { TOKEN_RE } from './kubeadm.js';
-import type { NodeJoinPayload } from './node-join.js';
+import { bundleParts, type NodeJoinPayload } from './node-join.js';
+import { ADMIN_CONF, BUNDLE_DIR, BUNDLE_PUB, FERRY_DIR, FERRY_MJS, INCOMING_DIR, KUBEADM_CONFIG, RUNTIME_NODE, SITE_CA, SITE_CA_KEY } from './paths.js';
 import { SshSession, type SshTarget } from './ssh.js';
-import { FERRY_ROOT } from './units.js';
 
 export interface JoinOptions {
   host: Host;
@@ -36,13 +36,6 @@ export interface JoinOutcome {
   ok: boolean;
   seconds: number;
   error?: { code: string; message: string; hint?: string };
-}
-
-/** The part files a parts manifest lists (none for a single-file bundle). */
-export async function bundleParts(bundle: string): Promise<string[]> {
-  if (!bundle.endsWith('.parts.json')) return [];
-  const m = JSON.parse(await fs.readFile(bundle, 'utf8')) as { parts?: { name: string }[] };
-  return (m.parts ?? []).map((p) => path.join(path.dirname(bundle), path.basename(p.name)));
 }
 
 /** Files below a directory, relative, sorted. */
@@ -95,27 +88,27 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
     const rt = manifest.runtime.find((r) => r.platform === `linux/${arch}`);
     if (!rt) throw new FerryError(Codes.joinFailed, `${j.name} is ${uname.stdout.trim()}; the bundle has no runtime for it`, { exit: 'usage', hint: `The bundle carries ${manifest.platforms.join(', ')}.` });
     say('uploading the runtime and ferry');
-    await s.upload(o.host.p(`${BUNDLE_DIR}/${rt.path}`), rp(`${FERRY_ROOT}/runtime/node`), 0o755);
-    for (const f of await listFiles(o.host.p(`${BUNDLE_DIR}/ferry`))) await s.upload(o.host.p(`${BUNDLE_DIR}/ferry/${f}`), rp(`${FERRY_ROOT}/ferry/${f}`));
-    await s.upload(o.host.p(`${PKI_DIR}/ca.crt`), rp(`${PKI_DIR}/ca.crt`));
+    await s.upload(o.host.p(`${BUNDLE_DIR}/${rt.path}`), rp(RUNTIME_NODE), 0o755);
+    for (const f of await listFiles(o.host.p(`${BUNDLE_DIR}/ferry`))) await s.upload(o.host.p(`${BUNDLE_DIR}/ferry/${f}`), rp(`${FERRY_DIR}/${f}`));
+    await s.upload(o.host.p(SITE_CA), rp(SITE_CA));
     let bundleArg = '';
     if (j.role === 'server') {
       if (!o.bundle) throw new FerryError(Codes.joinFailed, `joining server ${j.name} needs the bundle file`, { exit: 'usage', hint: 'Pass --bundle FILE to ferry join.' });
       say('uploading the bundle and the site CA key');
-      await s.upload(o.host.p(`${PKI_DIR}/ca.key`), rp(`${PKI_DIR}/ca.key`), 0o600);
-      const pub = o.host.p('/etc/ferry/bundle.pub');
+      await s.upload(o.host.p(SITE_CA_KEY), rp(SITE_CA_KEY), 0o600);
+      const pub = o.host.p(BUNDLE_PUB);
       await fs.mkdir(path.dirname(pub), { recursive: true });
       await fs.writeFile(pub, manifest.signer.publicKey);
-      await s.upload(pub, rp('/etc/ferry/bundle.pub'));
-      const remoteBundle = rp(`${FERRY_ROOT}/incoming/${path.basename(o.bundle)}`);
+      await s.upload(pub, rp(BUNDLE_PUB));
+      const remoteBundle = rp(`${INCOMING_DIR}/${path.basename(o.bundle)}`);
       await s.upload(o.bundle, remoteBundle);
       // A split bundle travels as its parts beside the parts manifest.
-      for (const part of await bundleParts(o.bundle)) await s.upload(part, rp(`${FERRY_ROOT}/incoming/${path.basename(part)}`));
+      for (const part of await bundleParts(o.bundle)) await s.upload(part, rp(`${INCOMING_DIR}/${path.basename(part)}`));
       bundleArg = ` --bundle ${sq(remoteBundle)}`;
     }
     const payload: NodeJoinPayload = { ...common, role: j.role, name: j.name, ip: j.ip ?? j.host };
     const env = o.remotePath ? `PATH=${sq(o.remotePath)}:"$PATH" ` : '';
-    const cmd = `${env}${sq(rp(`${FERRY_ROOT}/runtime/node`))} ${sq(rp(`${FERRY_ROOT}/ferry/ferry.mjs`))} node-join --root ${sq(root)}${bundleArg}`;
+    const cmd = `${env}${sq(rp(RUNTIME_NODE))} ${sq(rp(FERRY_MJS))} node-join --root ${sq(root)}${bundleArg}`;
     say('running the join plan');
     // The node's warnings (cgroup v1) stay warnings here.
     const r = await s.exec(cmd, { input: JSON.stringify(payload), onLine: (l) => l.trim() && (l.startsWith('warning: ') ? o.reporter.warn(`${j.name}: ${o.host.redact(l.slice(9).trim())}`) : say(o.host.redact(l.trim()))) });
@@ -142,7 +135,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     serverIps,
     firstServerIp: o.answers.node.ip,
     registries: await bundleRegistries(o.host.p(BUNDLE_DIR)),
-    pauseImage: manifest.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10',
+    pauseImage: pauseImageOf(manifest),
     containerdVersion: containerdVersionOf(manifest),
     kubernetesVersion: kubernetesVersionOf(manifest),
     serviceCidr: o.answers.serviceCidr,

@@ -1,6 +1,7 @@
 import { Codes, FerryError } from '../errors.js';
 import { exists } from '../util/fsx.js';
 import type { Host } from './host.js';
+import { MODULES_LOAD_FILE, SYSCTL_FILE } from './paths.js';
 import { MODULES, modulesConf, SYSCTL_CONF, SYSCTLS } from './system-files.js';
 
 /*
@@ -60,7 +61,7 @@ export async function loadModules(host: Host, log: (l: string) => void): Promise
     }
     log(`${name}: loaded`);
   }
-  await host.write('/etc/modules-load.d/ferry-kubernetes.conf', modulesConf(load, builtIn));
+  await host.write(MODULES_LOAD_FILE, modulesConf(load, builtIn));
 }
 
 /** The keys a sysctl run could not set, from its messages (procps: `setting key "k"`, `permission denied on key 'k'`, `cannot stat /proc/sys/…`). */
@@ -76,7 +77,7 @@ export function sysctlFailures(stderr: string): string[] {
  * is another file's; any other failure names the key.
  */
 export async function applySysctls(host: Host, log: (l: string) => void): Promise<void> {
-  await host.write('/etc/sysctl.d/99-ferry-kubernetes.conf', SYSCTL_CONF);
+  await host.write(SYSCTL_FILE, SYSCTL_CONF);
   const r = await host.run('sysctl', ['--system'], { allowFail: true });
   const failed = sysctlFailures(r.stderr);
   const wrong: string[] = [];

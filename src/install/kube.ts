@@ -2,6 +2,7 @@ import type { KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-n
 import { Codes, FerryError } from '../errors.js';
 import { sleep } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
+import { ADMIN_CONF, SITE_PORT } from './paths.js';
 
 export const FIELD_MANAGER = 'ferry';
 
@@ -12,7 +13,7 @@ async function client(kubeconfig: string): Promise<KubernetesObjectApi> {
   try {
     kc.loadFromFile(kubeconfig);
   } catch (e) {
-    throw new FerryError(Codes.kubeApi, `cannot read kubeconfig ${kubeconfig}: ${(e as Error).message}`, { exit: 'io', hint: 'kubeadm init writes /etc/kubernetes/admin.conf; re-run ferry install.', cause: e });
+    throw new FerryError(Codes.kubeApi, `cannot read kubeconfig ${kubeconfig}: ${(e as Error).message}`, { exit: 'io', hint: `kubeadm init writes ${ADMIN_CONF}; re-run ferry install.`, cause: e });
   }
   return KubernetesObjectApi.makeApiClient(kc);
 }
@@ -84,7 +85,7 @@ export async function waitForDaemonSets(kubeconfig: string, sets: { namespace: s
       const stuck = states.filter((x) => !x.ok).map((x) => `${x.s.namespace}/${x.s.name} (${x.ready} of ${x.want} ready)`);
       throw new FerryError(Codes.rolloutTimeout, `timed out waiting for ${stuck.join(', ')}`, {
         exit: 'remote',
-        hint: `Look at the pods: kubectl -n ${stuck.length ? states.find((x) => !x.ok)!.s.namespace : 'ferry-system'} get pods -o wide; kubectl describe pod … Images come from the site service; check it with curl https://registry.<domain>:5443/v2/. Then re-run ferry install.`,
+        hint: `Look at the pods: kubectl -n ${stuck.length ? states.find((x) => !x.ok)!.s.namespace : 'ferry-system'} get pods -o wide; kubectl describe pod … Images come from the site service; check it with curl https://registry.<domain>:${SITE_PORT}/v2/. Then re-run ferry install.`,
       });
     }
     await sleep(opts.intervalMs ?? 2000);

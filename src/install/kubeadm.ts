@@ -4,9 +4,7 @@ import { assertSupportedKubernetes, KUBEADM_API_VERSION } from '../spec/kubernet
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { cgroupSettings, type NodeCgroups } from './cgroups.js';
 import { mergePatch, type Patch } from './patches.js';
-
-export const CRI_SOCKET = 'unix:///run/containerd/containerd.sock';
-export const API_PORT = 6443;
+import { API_PORT, CRI_SOCKET } from './paths.js';
 
 /**
  * ferry renders kubeadm.k8s.io/v1beta4 only. An old bundle may name a release outside the supported

@@ -4,25 +4,24 @@ import { createWriteStream, promises as fs } from 'node:fs';
 import https from 'node:https';
 import type { LookupFunction } from 'node:net';
 import path from 'node:path';
+import { stringify } from 'yaml';
 import type { BundleManifest } from '../bundle/build.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { Codes, FerryError, IntegrityError } from '../errors.js';
-import { issueServerCert } from '../sign/pki.js';
 import { loadPublicKey } from '../sign/keys.js';
-import { stringify } from 'yaml';
+import { issueServerCert } from '../sign/pki.js';
 import type { Reporter } from '../util/progress.js';
-import { mayLowerOomScore } from './capabilities.js';
-import { serviceRouteStep } from './routes.js';
-import { cgroupSettings, checkCgroupV1, detectCgroups, type CgroupV1Policy, type NodeCgroups } from './cgroups.js';
-import { combinePatches, type Patches } from './patches.js';
+import { registryFqdn } from './answers.js';
+import { cgroupSettings, cgroupsOnce, checkCgroupV1, type CgroupV1Policy } from './cgroups.js';
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
-import { applySysctls, loadModules } from './kernel.js';
-import { archOf, BUNDLE_DIR, installBinaries, PKI_DIR } from './first-server.js';
 import { renderKubeadmJoin } from './kubeadm.js';
+import { archOf, installBinaries, installUnits, kernelStep, mapHosts, markerStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
+import { combinePatches, type Patches } from './patches.js';
+import { API_PORT, BUNDLE_DIR, BUNDLE_PUB, CONTAINERD_CERTS_D, DOWNLOADS_DIR, JOIN_CONFIG, KUBELET_CONF, PATCHES_DIR, PKI_DIR, REGISTRY_CERT_PREFIX, RESOLV_CONF, SITE_CA, SYSTEM_SITE_CA } from './paths.js';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, SITE_PORT, SYSCTL_CONF } from './system-files.js';
-import { FERRY_ROOT, renderServeUnit } from './units.js';
+import { serviceRouteStep } from './routes.js';
+import { containerdConfigVersion, resolvConf } from './system-files.js';
 
 /** What a joining node is told over SSH (on stdin, so secrets never show in a process list). */
 export interface NodeJoinPayload {
@@ -47,21 +46,22 @@ export interface NodeJoinPayload {
   join: { token: string; caCertHash: string; certificateKey?: string };
 }
 
-const STATE = `${FERRY_ROOT}/state`;
-const CA = `${PKI_DIR}/ca.crt`;
-export const JOIN_CONFIG = '/etc/ferry/kubeadm-join.yaml';
-/** kubeadm patches of this node: its own kubelet settings over the cluster's kubelet-config. */
-export const PATCHES_DIR = '/etc/ferry/kubeadm-patches';
 const KUBELET_PATCH = `${PATCHES_DIR}/kubeletconfiguration+merge.yaml`;
 
+/** The part files a parts manifest lists (none for a single-file bundle): join uploads them, the store step removes them. */
+export async function bundleParts(bundle: string): Promise<string[]> {
+  if (!bundle.endsWith('.parts.json')) return [];
+  const m = JSON.parse(await fs.readFile(bundle, 'utf8')) as { parts?: { name: string }[] };
+  return (m.parts ?? []).map((p) => path.join(path.dirname(bundle), path.basename(p.name)));
+}
 
 /**
  * HTTPS from the site service by its FQDN, resolved through the servers' DNS (not the host's
  * resolver, which may not know the site yet) and checked against the site CA.
  */
 async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: (res: NodeJS.ReadableStream) => Promise<void>): Promise<void> {
-  const ca = await host.read(CA);
-  if (!ca) throw new FerryError(Codes.joinFailed, `the site CA ${CA} is missing`, { exit: 'io', hint: 'ferry join uploads it; run it again.' });
+  const ca = await host.read(SITE_CA);
+  if (!ca) throw new FerryError(Codes.joinFailed, `the site CA ${SITE_CA} is missing`, { exit: 'io', hint: 'ferry join uploads it; run it again.' });
   const resolver = new dns.Resolver({ timeout: 2000, tries: 2 });
   resolver.setServers(p.serverIps);
   const lookup: LookupFunction = (hostname, _opts, cb) => {
@@ -70,7 +70,7 @@ async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: 
       (e: Error) => cb(Object.assign(e, { code: 'ENOTFOUND' }) as NodeJS.ErrnoException, '', 4),
     );
   };
-  const url = new URL(`https://registry.${p.domain}:${SITE_PORT}${urlPath}`);
+  const url = new URL(`${siteServiceUrl(p.domain)}${urlPath}`);
   await new Promise<void>((resolve, reject) => {
     const req = https.get(url, { ca, lookup, timeout: 30_000 }, (res) => {
       if (res.statusCode !== 200) {
@@ -105,7 +105,7 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
     versions = JSON.parse(text) as VersionEntry[];
   });
   const arch = `linux/${archOf()}`;
-  const dir = host.p(`${FERRY_ROOT}/downloads`);
+  const dir = host.p(DOWNLOADS_DIR);
   const mine = versions.filter((v) => v.platform === arch);
   for (const v of mine) {
     const dest = path.join(dir, 'files', v.path);
@@ -131,26 +131,12 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
   await installBinaries(host, dir, { files: mine.map((v) => ({ ...v, path: `files/${v.path}` })) } as unknown as BundleManifest, log);
 }
 
-/** A step done once its marker holds `fp` (a string, or what the node's state makes of it). */
-function marker(host: Host, id: string, fp: string | (() => Promise<string>), title: string, apply: (log: (l: string) => void) => Promise<void>): Step {
-  const print = typeof fp === 'string' ? async () => fp : fp;
-  return {
-    id,
-    title,
-    check: async () => (await host.read(`${STATE}/${id}`)) === (await print()),
-    apply: async (log) => {
-      await apply(log);
-      await host.write(`${STATE}/${id}`, await print());
-    },
-  };
-}
-
 /** The steps a joining node runs on itself, started by ferry join over SSH. */
 export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile?: string; reporter?: Pick<Reporter, 'warn'> } = {}): Step[] {
   const server = p.role === 'server';
+  const registry = registryFqdn(p.domain);
   const nameservers = server ? [...new Set([...p.serverIps])] : [...new Set([p.ip, ...p.serverIps])];
-  let cgroupsP: Promise<NodeCgroups> | undefined;
-  const cgroups = () => (cgroupsP ??= detectCgroups(host));
+  const cgroups = cgroupsOnce(host);
   const steps: Step[] = [
     {
       id: 'preflight',
@@ -163,67 +149,52 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
         log(`preflight passed (cgroup v${cg.version})`);
       },
     },
-    marker(host, 'resolver', nameservers.join(','), `point the resolver at the site DNS (${nameservers.join(', ')})`, async (log) => {
-      await host.write('/etc/resolv.conf', resolvConf((await host.read('/etc/resolv.conf')) ?? '', nameservers, p.domain));
+    markerStep(host, 'resolver', `point the resolver at the site DNS (${nameservers.join(', ')})`, nameservers.join(','), async (log) => {
+      await host.write(RESOLV_CONF, resolvConf((await host.read(RESOLV_CONF)) ?? '', nameservers, p.domain));
       log('resolv.conf written');
     }),
-    marker(host, 'site-ca', 'ca', 'trust the site CA', async (log) => {
-      const ca = await host.read(CA);
+    markerStep(host, 'site-ca', 'trust the site CA', 'ca', async (log) => {
+      const ca = await host.read(SITE_CA);
       if (!ca) throw new FerryError(Codes.joinFailed, 'the site CA was not uploaded', { exit: 'io', hint: 'Run ferry join again.' });
-      await host.write('/usr/local/share/ca-certificates/ferry-site-ca.crt', ca);
+      await host.write(SYSTEM_SITE_CA, ca);
       log('site CA installed');
     }),
-    marker(host, 'binaries', 'v1', `fetch the node binaries from registry.${p.domain} by FQDN, checking every checksum`, (log) => fetchBinaries(host, p, log)),
-    marker(host, 'kernel', MODULES_CONF + SYSCTL_CONF, 'load kernel modules and set sysctls', async (log) => {
-      await loadModules(host, log);
-      await applySysctls(host, log);
-    }),
+    markerStep(host, 'binaries', `fetch the node binaries from ${registry} by FQDN, checking every checksum`, 'v1', (log) => fetchBinaries(host, p, log)),
+    kernelStep(host, 'load kernel modules and set sysctls'),
     ...(p.serviceCidr ? [serviceRouteStep(host, p.serviceCidr, p.ip)] : []),
-    marker(host, 'containerd-config', async () => `${p.registries.join(',')} ${(await cgroups()).driver} ${containerdConfigVersion(p.containerdVersion)}`, "configure containerd: the node's cgroup driver, mirrors to the site service", async (log) => {
+    markerStep(host, 'containerd-config', "configure containerd: the node's cgroup driver, mirrors to the site service", async () => `${p.registries.join(',')} ${(await cgroups()).driver} ${containerdConfigVersion(p.containerdVersion)}`, async (log) => {
       const { driver } = await cgroups();
-      const configVersion = containerdConfigVersion(p.containerdVersion);
-      const restrictOomScoreAdj = !(await mayLowerOomScore());
-      await host.write('/etc/containerd/config.toml', containerdConfig({ pauseImage: p.pauseImage, cgroupDriver: driver, configVersion, restrictOomScoreAdj }));
+      const { configVersion, restrictOomScoreAdj } = await writeContainerdToml(host, { pauseImage: p.pauseImage, cgroupDriver: driver, containerdVersion: p.containerdVersion });
       log(`config.toml: version ${configVersion}, ${driver} cgroup driver${restrictOomScoreAdj ? ', OOM scores restricted: this host denies CAP_SYS_RESOURCE' : ''}`);
-      for (const r of p.registries) await host.write(`/etc/containerd/certs.d/${r}/hosts.toml`, renderHostsToml(r, [`https://registry.${p.domain}:${SITE_PORT}`], CA));
+      for (const r of p.registries) await host.write(`${CONTAINERD_CERTS_D}/${r}/hosts.toml`, renderHostsToml(r, [siteServiceUrl(p.domain)], SITE_CA));
       log(`hosts.toml for ${p.registries.join(', ')}`);
     }),
   ];
   if (server) {
     steps.push(
-      marker(host, 'hosts-join', p.firstServerIp, `map ${p.fqdn} to the first server while joining`, async () => {
-        await host.write('/etc/hosts', hostsWithBlock((await host.read('/etc/hosts')) ?? '127.0.0.1\tlocalhost\n', [{ ip: p.firstServerIp, names: [p.fqdn] }]));
+      markerStep(host, 'hosts-join', `map ${p.fqdn} to the first server while joining`, p.firstServerIp, async () => {
+        await mapHosts(host, [{ ip: p.firstServerIp, names: [p.fqdn] }]);
       }),
-      marker(host, 'store', 'v1', 'verify and unpack the bundle: this server serves it too', async (log) => {
+      markerStep(host, 'store', 'verify and unpack the bundle: this server serves it too', 'v1', async (log) => {
         if (!opts.bundleFile) throw new FerryError(Codes.joinFailed, 'no bundle was uploaded for this server', { exit: 'io' });
-        const trust = await loadPublicKey(host.p('/etc/ferry/bundle.pub'));
+        const trust = await loadPublicKey(host.p(BUNDLE_PUB));
         const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, force: true });
-        const { bundleParts } = await import('./join.js');
         for (const f of [...(await bundleParts(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });
         log(`unpacked ${r.manifest.name} ${r.manifest.version}`);
-        const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [`registry.${p.domain}`, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(`${PKI_DIR}/registry`) });
+        const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [registry, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(REGISTRY_CERT_PREFIX) });
         log(`registry certificate until ${cert.notAfter}`);
       }),
     );
   }
   steps.push(
-    marker(host, 'units', p.role, 'install and enable the systemd units', async () => {
-      await host.write('/etc/systemd/system/containerd.service', CONTAINERD_UNIT);
-      await host.write('/etc/systemd/system/kubelet.service', KUBELET_UNIT);
-      await host.write('/etc/systemd/system/kubelet.service.d/10-kubeadm.conf', KUBELET_KUBEADM_DROPIN);
-      const units = ['containerd.service', 'kubelet.service'];
-      if (server) {
-        await host.write('/etc/systemd/system/ferry-serve.service', renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: `${PKI_DIR}/registry.crt`, tlsKey: `${PKI_DIR}/registry.key` }));
-        units.push('ferry-serve.service');
-      }
-      await host.run('systemctl', ['daemon-reload']);
-      await host.run('systemctl', ['enable', ...units]);
+    markerStep(host, 'units', 'install and enable the systemd units', p.role, async () => {
+      const units = await installUnits(host, server);
       await host.run('systemctl', ['restart', ...units.filter((u) => u !== 'kubelet.service')]);
     }),
     {
       id: 'kubeadm-join',
-      title: `kubeadm join ${p.fqdn}:6443${server ? ' as a control-plane node' : ''}`,
-      check: async () => !!(await host.read('/etc/kubernetes/kubelet.conf')),
+      title: `kubeadm join ${p.fqdn}:${API_PORT}${server ? ' as a control-plane node' : ''}`,
+      check: async () => !!(await host.read(KUBELET_CONF)),
       apply: async (log) => {
         const cg = cgroupSettings(await cgroups(), p.kubernetesVersion);
         // This node's cgroup settings, then the operator's kubelet patch.
@@ -253,8 +224,8 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
   );
   if (server) {
     steps.push(
-      marker(host, 'hosts-self', p.ip, `map ${p.fqdn} and registry.${p.domain} to this server`, async () => {
-        await host.write('/etc/hosts', hostsWithBlock((await host.read('/etc/hosts')) ?? '', [{ ip: p.ip, names: [p.fqdn, `registry.${p.domain}`, `${p.name}.${p.domain}`, p.name] }]));
+      markerStep(host, 'hosts-self', `map ${p.fqdn} and ${registry} to this server`, p.ip, async () => {
+        await mapHosts(host, [{ ip: p.ip, names: serverHostNames(p, p.domain, p.fqdn) }]);
       }),
     );
   }

@@ -1,4 +1,5 @@
 import type { Host } from './host.js';
+import { SYSTEMD_DIR } from './paths.js';
 import type { Step } from './plan.js';
 
 /*
@@ -55,7 +56,7 @@ export function serviceRouteStep(host: Host, serviceCidr: string, nodeIp: string
     apply: async (log) => {
       const dev = interfaceOf((await host.run('ip', ['-o', '-4', 'addr', 'show'])).stdout, nodeIp);
       if (!dev) throw new Error(`no interface holds the node IP ${nodeIp}; check the answers' node.ip`);
-      await host.write(`/etc/systemd/system/${SERVICE_ROUTE_UNIT}`, serviceRouteUnit(serviceCidr, dev, nodeIp));
+      await host.write(`${SYSTEMD_DIR}/${SERVICE_ROUTE_UNIT}`, serviceRouteUnit(serviceCidr, dev, nodeIp));
       await host.run('ip', ['route', 'replace', serviceCidr, 'dev', dev, 'src', nodeIp]);
       await host.run('systemctl', ['daemon-reload']);
       await host.run('systemctl', ['enable', SERVICE_ROUTE_UNIT]);

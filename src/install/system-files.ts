@@ -1,6 +1,7 @@
 import semver from 'semver';
 import type { CgroupDriver } from './cgroups.js';
 import { tomlString } from './containerd.js';
+import { CONTAINERD_CERTS_D } from './paths.js';
 
 /** Files ferry puts on every node besides the site service unit. */
 
@@ -62,8 +63,6 @@ export const MODULES_CONF = modulesConf(MODULES);
 export const SYSCTLS: Record<string, string> = { 'net.bridge.bridge-nf-call-iptables': '1', 'net.bridge.bridge-nf-call-ip6tables': '1', 'net.ipv4.ip_forward': '1' };
 export const SYSCTL_CONF = `# Written by ferry: settings Kubernetes networking needs.\n${Object.entries(SYSCTLS).map(([k, v]) => `${k} = ${v}\n`).join('')}`;
 
-export const SITE_PORT = 5443;
-
 export interface ContainerdNode {
   pauseImage: string;
   /** The node's cgroup driver: runc's must be kubelet's. */
@@ -86,7 +85,7 @@ export function containerdConfigVersion(containerdVersion: string | undefined): 
 /** containerd's config: CRI with the node's cgroup driver, mirrors from certs.d, our pause image. */
 export function containerdConfig(c: ContainerdNode): string {
   const systemd = c.cgroupDriver === 'systemd';
-  const certs = tomlString('/etc/containerd/certs.d');
+  const certs = tomlString(CONTAINERD_CERTS_D);
   const oom = c.restrictOomScoreAdj ? '  restrict_oom_score_adj = true\n' : '';
   if (c.configVersion === 3) {
     // containerd 2.x split CRI into an images and a runtime plugin (docs/cri/config.md).

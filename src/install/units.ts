@@ -1,8 +1,7 @@
 import { Codes, UsageError } from '../errors.js';
+import { BUNDLE_DIR, FERRY_MJS, FERRY_ROOT, RUNTIME_NODE } from './paths.js';
 
 /* systemd units ferry installs on the nodes. */
-
-export const FERRY_ROOT = '/var/lib/ferry';
 
 export interface ServeUnitOptions {
   /** --listen of the site service, e.g. 0.0.0.0:5443 */
@@ -38,9 +37,9 @@ function absolute(p: string, what: string): string {
  * privileges, no kernel or device access. MemoryDenyWriteExecute stays off because V8 needs it.
  */
 export function renderServeUnit(o: ServeUnitOptions): string {
-  const node = absolute(o.node ?? `${FERRY_ROOT}/runtime/node`, 'the runtime');
-  const ferry = absolute(o.ferry ?? `${FERRY_ROOT}/ferry/ferry.mjs`, 'ferry.mjs');
-  const bundle = absolute(o.bundleDir ?? `${FERRY_ROOT}/bundle`, 'the bundle directory');
+  const node = absolute(o.node ?? RUNTIME_NODE, 'the runtime');
+  const ferry = absolute(o.ferry ?? FERRY_MJS, 'ferry.mjs');
+  const bundle = absolute(o.bundleDir ?? BUNDLE_DIR, 'the bundle directory');
   const cert = absolute(o.tlsCert, 'the TLS certificate');
   const key = absolute(o.tlsKey, 'the TLS key');
   const port = Number(/:(\d+)$/.exec(o.listen)?.[1] ?? NaN);

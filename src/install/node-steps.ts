@@ -1,0 +1,115 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { x as untar } from 'tar';
+import type { BundleManifest } from '../bundle/build.js';
+import { registryFqdn } from './answers.js';
+import { mayLowerOomScore } from './capabilities.js';
+import type { CgroupDriver } from './cgroups.js';
+import type { Host } from './host.js';
+import { applySysctls, loadModules } from './kernel.js';
+import { BIN_DIR, CNI_BIN_DIR, CONTAINERD_CONFIG, ETC_HOSTS, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
+import type { Step } from './plan.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SYSCTL_CONF } from './system-files.js';
+import { renderServeUnit } from './units.js';
+
+/*
+ * What the first server's plan and a joining node's plan both do to their host. Where the two
+ * steps differ only in their id, title, marker or log lines, the shared part is a function here and
+ * each plan wraps it in its own markerStep, so that what each prints stays its own.
+ */
+
+/** A step done once its marker under STATE_DIR holds `fingerprint` (a string, or what the host's state makes of it). */
+export function markerStep(host: Host, id: string, title: string, fingerprint: string | (() => Promise<string>), apply: (log: (l: string) => void) => Promise<void>): Step {
+  const print = typeof fingerprint === 'string' ? async () => fingerprint : fingerprint;
+  const marker = `${STATE_DIR}/${id}`;
+  return {
+    id,
+    title,
+    check: async () => (await host.read(marker)) === (await print()),
+    apply: async (log) => {
+      await apply(log);
+      await host.write(marker, await print());
+    },
+  };
+}
+
+/** This machine's architecture as the bundle names platforms (linux/<arch>). */
+export const archOf = () => ({ x64: 'amd64', arm64: 'arm64' })[os.arch() as 'x64' | 'arm64'] ?? os.arch();
+
+/** Installs the bundle's binaries: plain files to /usr/local/bin, archives unpacked (executables flattened; CNI plugins to /opt/cni/bin). */
+export async function installBinaries(host: Host, bundleDir: string, manifest: BundleManifest, log: (l: string) => void): Promise<void> {
+  const arch = `linux/${archOf()}`;
+  for (const f of manifest.files.filter((x) => x.platform === arch)) {
+    const src = path.join(bundleDir, f.path);
+    if (!f.archive) {
+      const dest = f.name === 'runc' ? RUNC_PATH : `${BIN_DIR}/${f.name}`;
+      await fs.mkdir(path.dirname(host.p(dest)), { recursive: true });
+      await fs.copyFile(src, `${host.p(dest)}.ferry-new`);
+      await fs.chmod(`${host.p(dest)}.ferry-new`, 0o755);
+      await fs.rename(`${host.p(dest)}.ferry-new`, host.p(dest));
+      log(`installed ${dest} (${f.name} ${f.version})`);
+      continue;
+    }
+    const cni = f.name === 'cni-plugins';
+    const dir = cni ? CNI_BIN_DIR : BIN_DIR;
+    const destDir = host.p(dir);
+    await fs.mkdir(destDir, { recursive: true });
+    await untar({
+      file: src,
+      cwd: destDir,
+      // Only regular executables, flattened to their names: archives differ in their layout.
+      filter: (p, e) => (e as { type?: string }).type === 'File' && ((e as { mode?: number }).mode ?? 0) & 0o111 ? true : false,
+      strip: 0,
+      onReadEntry: (e) => {
+        e.path = path.basename(e.path);
+      },
+    } as Parameters<typeof untar>[0]);
+    log(`unpacked ${f.name} ${f.version} into ${dir}`);
+  }
+}
+
+/** Kernel modules and sysctls for Kubernetes networking (kernel.ts); redone when ferry's lists change. */
+export function kernelStep(host: Host, title: string): Step {
+  return markerStep(host, 'kernel', title, MODULES_CONF + SYSCTL_CONF, async (log) => {
+    await loadModules(host, log);
+    await applySysctls(host, log);
+  });
+}
+
+/** The site service as containerd and a joining node reach it: by its FQDN, never by an IP. */
+export const siteServiceUrl = (domain: string) => `https://${registryFqdn(domain)}:${SITE_PORT}`;
+
+/**
+ * Writes containerd's config.toml for this node: its cgroup driver, the config version its
+ * containerd reads, and restricted OOM scores where the host denies CAP_SYS_RESOURCE.
+ */
+export async function writeContainerdToml(host: Host, o: { pauseImage: string; cgroupDriver: CgroupDriver; containerdVersion: string | undefined }): Promise<{ configVersion: 2 | 3; restrictOomScoreAdj: boolean }> {
+  const configVersion = containerdConfigVersion(o.containerdVersion);
+  const restrictOomScoreAdj = !(await mayLowerOomScore());
+  await host.write(CONTAINERD_CONFIG, containerdConfig({ pauseImage: o.pauseImage, cgroupDriver: o.cgroupDriver, configVersion, restrictOomScoreAdj }));
+  return { configVersion, restrictOomScoreAdj };
+}
+
+/** The names a server answers for itself in /etc/hosts: the cluster FQDN, the site service, its own. */
+export const serverHostNames = (node: { name: string }, domain: string, fqdn: string) => [fqdn, registryFqdn(domain), `${node.name}.${domain}`, node.name];
+
+/** Replaces ferry's block in /etc/hosts with `entries`, keeping every other line. */
+export async function mapHosts(host: Host, entries: { ip: string; names: string[] }[]): Promise<void> {
+  await host.write(ETC_HOSTS, hostsWithBlock((await host.read(ETC_HOSTS)) ?? '127.0.0.1\tlocalhost\n', entries));
+}
+
+/** Writes and enables the units of containerd and kubelet, and of the site service on a server; returns their names. */
+export async function installUnits(host: Host, siteService: boolean): Promise<string[]> {
+  await host.write(`${SYSTEMD_DIR}/containerd.service`, CONTAINERD_UNIT);
+  await host.write(`${SYSTEMD_DIR}/kubelet.service`, KUBELET_UNIT);
+  await host.write(`${SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf`, KUBELET_KUBEADM_DROPIN);
+  const units = ['containerd.service', 'kubelet.service'];
+  if (siteService) {
+    await host.write(`${SYSTEMD_DIR}/ferry-serve.service`, renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: REGISTRY_CERT, tlsKey: REGISTRY_KEY }));
+    units.push('ferry-serve.service');
+  }
+  await host.run('systemctl', ['daemon-reload']);
+  await host.run('systemctl', ['enable', ...units]);
+  return units;
+}

@@ -25,6 +25,8 @@ export interface InstallAnswers {
   serviceCidr: string;
   cni?: string;
   records?: { name: string; ip: string }[];
+  /** The site's own resolvers: the site DNS forwards names outside the site domain to them. */
+  upstreamDns?: string[];
   ssh?: { user?: string; identityFile?: string; knownHosts?: string; port?: number };
   join?: JoinHost[];
   /** A node on cgroup v1: allow (default, with a loud warning) or refuse. */
@@ -93,6 +95,14 @@ export function answerProblems(a: Partial<InstallAnswers>): { path: (string | nu
     if (!DNS_NAME.test(r?.name ?? '')) p(['records', i, 'name'], 'must be a DNS name');
     if (!net.isIP(r?.ip ?? '')) p(['records', i, 'ip'], 'must be an IP address');
   });
+  if (a.upstreamDns !== undefined) {
+    if (!Array.isArray(a.upstreamDns)) p(['upstreamDns'], 'must be a list of resolver addresses, such as [10.0.0.53]');
+    else a.upstreamDns.forEach((r, i) => {
+      const m = typeof r === 'string' ? /^([0-9.]+)(?::(\d{1,5}))?$/.exec(r) : null;
+      if (!m || !net.isIPv4(m[1]!) || (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 65535))) p(['upstreamDns', i], 'must be the IPv4 address of a resolver, optionally with a port: 10.0.0.53 or 10.0.0.53:5353');
+      else if (m[1] === a.node?.ip && m[2] === undefined) p(['upstreamDns', i], 'is this node: the site DNS would forward to itself');
+    });
+  }
   const names = new Set<string>([a.node?.name ?? '']);
   (a.join ?? []).forEach((j, i) => {
     if (!j?.host) p(['join', i, 'host'], 'must be a host name or IP to reach over SSH');

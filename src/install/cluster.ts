@@ -38,6 +38,7 @@ export function bootstrapValues(answers: InstallAnswers, manifest: BundleManifes
     clusterFqdn: clusterFqdn(answers),
     nodes,
     records: answers.records ?? [],
+    ...(answers.upstreamDns?.length ? { upstreamDns: answers.upstreamDns } : {}),
     ...(coredns || haproxy ? { images: { ...(coredns ? { coredns } : {}), ...(haproxy ? { haproxy } : {}) } } : {}),
   };
 }

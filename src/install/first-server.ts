@@ -17,7 +17,7 @@ import type { Host } from './host.js';
 import { imageCheckStep } from './image-check.js';
 import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from './kube.js';
 import { renderKubeadmInit } from './kubeadm.js';
-import { archOf, installBinaries, installUnits, kernelStep, mapHosts, markerStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
+import { archOf, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { serviceRouteStep } from './routes.js';
@@ -195,6 +195,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await saveClusterNodes(host, nodes);
       await applyBootstrap(host, bootstrapValues(answers, m, nodes), ctx.reporter, log, ctx.rolloutTimeoutMs ?? 300_000);
     }),
+    // After the site DNS runs here: this server's resolver asks it first.
+    resolverStep(host, [answers.node.ip], answers.domain),
     {
       id: 'ready',
       title: `wait until ${answers.node.name} is Ready and kube-system's Deployments (CoreDNS) are available`,

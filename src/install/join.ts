@@ -128,7 +128,8 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
   const manifest = await bundleManifest(o.host);
   if (!manifest) throw new FerryError(Codes.joinFailed, 'this machine has no unpacked bundle', { exit: 'usage', hint: 'Run ferry join on a server where ferry install finished.' });
   const creds = await credentials(o.host, hosts.some((h) => h.role === 'server'));
-  const serverIps = [o.answers.node.ip];
+  // Every known server: a joining node's resolver and binary fetches must outlive any one of them.
+  const serverIps = (await clusterNodes(o.host, o.answers)).filter((n) => n.role === 'server').map((n) => n.ip);
   const common = {
     domain: o.answers.domain,
     fqdn: clusterFqdn(o.answers),

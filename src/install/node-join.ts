@@ -16,12 +16,12 @@ import { cgroupSettings, cgroupsOnce, checkCgroupV1, type CgroupV1Policy } from 
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
 import { renderKubeadmJoin } from './kubeadm.js';
-import { archOf, installBinaries, installUnits, kernelStep, mapHosts, markerStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
+import { archOf, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { combinePatches, type Patches } from './patches.js';
-import { API_PORT, BUNDLE_DIR, BUNDLE_PUB, CONTAINERD_CERTS_D, DOWNLOADS_DIR, JOIN_CONFIG, KUBELET_CONF, PATCHES_DIR, PKI_DIR, REGISTRY_CERT_PREFIX, RESOLV_CONF, SITE_CA, SYSTEM_SITE_CA } from './paths.js';
+import { API_PORT, BUNDLE_DIR, BUNDLE_PUB, CONTAINERD_CERTS_D, DOWNLOADS_DIR, JOIN_CONFIG, KUBELET_CONF, PATCHES_DIR, PKI_DIR, REGISTRY_CERT_PREFIX, SITE_CA, SYSTEM_SITE_CA } from './paths.js';
 import type { Step } from './plan.js';
 import { serviceRouteStep } from './routes.js';
-import { containerdConfigVersion, resolvConf } from './system-files.js';
+import { containerdConfigVersion } from './system-files.js';
 
 /** What a joining node is told over SSH (on stdin, so secrets never show in a process list). */
 export interface NodeJoinPayload {
@@ -135,7 +135,6 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
 export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile?: string; reporter?: Pick<Reporter, 'warn'> } = {}): Step[] {
   const server = p.role === 'server';
   const registry = registryFqdn(p.domain);
-  const nameservers = server ? [...new Set([...p.serverIps])] : [...new Set([p.ip, ...p.serverIps])];
   const cgroups = cgroupsOnce(host);
   const steps: Step[] = [
     {
@@ -149,10 +148,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
         log(`preflight passed (cgroup v${cg.version})`);
       },
     },
-    markerStep(host, 'resolver', `point the resolver at the site DNS (${nameservers.join(', ')})`, nameservers.join(','), async (log) => {
-      await host.write(RESOLV_CONF, resolvConf((await host.read(RESOLV_CONF)) ?? '', nameservers, p.domain));
-      log('resolv.conf written');
-    }),
+    resolverStep(host, [p.ip, ...p.serverIps], p.domain),
     markerStep(host, 'site-ca', 'trust the site CA', 'ca', async (log) => {
       const ca = await host.read(SITE_CA);
       if (!ca) throw new FerryError(Codes.joinFailed, 'the site CA was not uploaded', { exit: 'io', hint: 'Run ferry join again.' });

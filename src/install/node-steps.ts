@@ -8,9 +8,9 @@ import { mayLowerOomScore } from './capabilities.js';
 import type { CgroupDriver } from './cgroups.js';
 import type { Host } from './host.js';
 import { applySysctls, loadModules } from './kernel.js';
-import { BIN_DIR, CNI_BIN_DIR, CONTAINERD_CONFIG, ETC_HOSTS, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
+import { BIN_DIR, CNI_BIN_DIR, CONTAINERD_CONFIG, ETC_HOSTS, RESOLV_CONF, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SYSCTL_CONF } from './system-files.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, SYSCTL_CONF } from './system-files.js';
 import { renderServeUnit } from './units.js';
 
 /*
@@ -78,6 +78,18 @@ export function kernelStep(host: Host, title: string): Step {
 }
 
 /** The site service as containerd and a joining node reach it: by its FQDN, never by an IP. */
+/**
+ * The node's resolver: its own IP first (the site DNS runs on every node), then the servers', then
+ * what the node had. A node whose own DNS is not up yet falls through to the next at once.
+ */
+export function resolverStep(host: Host, nameservers: string[], domain: string): Step {
+  const list = [...new Set(nameservers)];
+  return markerStep(host, 'resolver', `point the resolver at the site DNS (${list.join(', ')})`, list.join(','), async (log) => {
+    await host.write(RESOLV_CONF, resolvConf((await host.read(RESOLV_CONF)) ?? '', list, domain));
+    log('resolv.conf written');
+  });
+}
+
 export const siteServiceUrl = (domain: string) => `https://${registryFqdn(domain)}:${SITE_PORT}`;
 
 /**

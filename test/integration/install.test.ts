@@ -132,7 +132,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--json']);
     expect(r.code).toBe(0);
     const plan = JSON.parse(r.stdout) as { steps: { id: string; done: boolean }[] };
-    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'cni', 'bootstrap', 'ready']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'cni', 'bootstrap', 'resolver', 'ready']);
     // service-route reads the live routing table, which the machine running the test already has.
     expect(plan.steps.filter((s) => s.id !== 'service-route').every((s) => !s.done)).toBe(true);
     expect(await fs.readdir(root)).toEqual([]);
@@ -416,6 +416,9 @@ patches:
         expect(await fs.readFile(path.join(r, 'etc/containerd/certs.d', reg.host, 'hosts.toml'), 'utf8')).toMatch(/^server = "https:\/\/registry\.site\.test:5443/m);
       }
       expect(await fs.readFile(path.join(agentRoot, 'etc/resolv.conf'), 'utf8')).toMatch(new RegExp(`nameserver ${agent.ip}\\nnameserver ${ip}`));
+      // Every node asks its own site DNS first, then the servers': a server too, so losing another server costs it nothing.
+      expect(await fs.readFile(path.join(serverRoot, 'etc/resolv.conf'), 'utf8')).toMatch(new RegExp(`nameserver ${server2.ip}\\nnameserver ${ip}`));
+      expect((await fs.readFile(path.join(root, 'etc/resolv.conf'), 'utf8')).split('\n').find((l) => l.startsWith('nameserver '))).toBe(`nameserver ${ip}`);
       // From inside each host's namespace, the site DNS its resolver lists answers the cluster FQDN.
       for (const [h, r] of [[agent, agentRoot], [server2, serverRoot]] as const) {
         const servers = (await fs.readFile(path.join(r, 'etc/resolv.conf'), 'utf8')).split('\n').filter((l) => l.startsWith('nameserver ')).map((l) => l.slice(11));

@@ -3,7 +3,7 @@ import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
-import { header, httpSend, isTransient, readBody, drain, type HttpResponse } from '../oci/http.js';
+import { header, httpSend, isTransient, readBody, drain, type HttpResponse } from '../util/http.js';
 import { exists, ioError, tempPathFor, withDirLock } from '../util/fsx.js';
 import { SingleFlight, sleep } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';

@@ -4,7 +4,7 @@ import { sha256 } from '../util/digest.js';
 import { sleep } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { authError, CredentialStore, parseChallenge, type Credential } from './auth.js';
-import { drain, header, httpSend, isTlsToPlain, isTransient, readBody, type HttpResponse } from './http.js';
+import { drain, header, httpSend, isTlsToPlain, isTransient, readBody, type HttpResponse } from '../util/http.js';
 import type { BlobWriter } from './layout.js';
 import { MANIFEST_ACCEPT } from './media.js';
 import { apiHost, isLoopbackHost } from './reference.js';

@@ -27,6 +27,10 @@ export function isDigest(s: string): boolean {
   return DIGEST.test(s);
 }
 
+/** One component of a repository path: lowercase letters and digits, with `.`, `_`, `__` or dashes between. */
+export const isPathComponent = (s: string): boolean => COMPONENT.test(s);
+export const isTag = (s: string): boolean => TAG.test(s);
+
 export function assertDigest(s: string, what = 'digest'): string {
   if (!DIGEST.test(s)) {
     throw new UsageError(Codes.digestInvalid, `invalid ${what} "${s}"`, {

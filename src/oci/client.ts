@@ -5,7 +5,7 @@ import { backoff, drain, header, httpSend, isRetryableStatus, isTlsToPlain, isTr
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { authError, CredentialStore, RegistryAuth } from './auth.js';
 import type { BlobWriter } from './layout.js';
-import { MANIFEST_ACCEPT } from './media.js';
+import { MANIFEST_ACCEPT, MediaType } from './media.js';
 import { apiHost, isLoopbackHost } from './reference.js';
 
 export interface Repo {
@@ -238,19 +238,15 @@ export class RegistryClient {
     return `repository:${repo}:pull`;
   }
 
+  private manifestRequest(repo: Repo, method: 'GET' | 'HEAD', reference: string, what: string): Promise<HttpResponse> {
+    const rp = this.repoPath(this.endpoint(repo.registry), repo.repository);
+    return this.request(repo.registry, { method, path: `${rp}/manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, scope: this.pullScope(rp), ok: [200], what });
+  }
+
   /** GETs a manifest or index, checking its digest when asked for one by digest. */
   async getManifest(repo: Repo, reference: string): Promise<FetchedManifest> {
-    const ep = this.endpoint(repo.registry);
-    const rp = this.repoPath(ep, repo.repository);
     const what = `manifest ${repo.registry}/${repo.repository}${reference.includes(':') ? '@' : ':'}${reference}`;
-    const res = await this.request(repo.registry, {
-      method: 'GET',
-      path: `${rp}/manifests/${reference}`,
-      headers: { accept: MANIFEST_ACCEPT },
-      scope: this.pullScope(rp),
-      ok: [200],
-      what,
-    });
+    const res = await this.manifestRequest(repo, 'GET', reference, what);
     const bytes = await readBody(res, 4 << 20);
     const digest = sha256(bytes);
     if (reference.startsWith('sha256:') && digest !== reference) {
@@ -258,12 +254,12 @@ export class RegistryClient {
         hint: 'The registry served a different manifest than the digest names. Nothing was stored.',
       });
     }
-    let mediaType = (header(res.headers, 'content-type') ?? '').split(';')[0]!.trim();
+    let mediaType = contentType(res);
     try {
       const j = JSON.parse(bytes.toString('utf8')) as { mediaType?: string };
       if (j.mediaType) mediaType = j.mediaType;
       else if (!mediaType || mediaType === 'application/json') {
-        mediaType = 'manifests' in (j as object) ? 'application/vnd.oci.image.index.v1+json' : 'application/vnd.oci.image.manifest.v1+json';
+        mediaType = 'manifests' in (j as object) ? MediaType.ociIndex : MediaType.ociManifest;
       }
     } catch (e) {
       throw new RegistryError(Codes.regProtocol, `${what} is not JSON`, { cause: e });
@@ -273,20 +269,11 @@ export class RegistryClient {
 
   /** HEADs a manifest: its digest, size and type without the body. Falls back to GET when the registry hides the digest. */
   async headManifest(repo: Repo, reference: string): Promise<{ digest: string; size: number; mediaType: string }> {
-    const ep = this.endpoint(repo.registry);
-    const rp = this.repoPath(ep, repo.repository);
-    const res = await this.request(repo.registry, {
-      method: 'HEAD',
-      path: `${rp}/manifests/${reference}`,
-      headers: { accept: MANIFEST_ACCEPT },
-      scope: this.pullScope(rp),
-      ok: [200],
-      what: `manifest ${repo.registry}/${repo.repository}:${reference}`,
-    });
+    const res = await this.manifestRequest(repo, 'HEAD', reference, `manifest ${repo.registry}/${repo.repository}:${reference}`);
     await drain(res);
     const digest = header(res.headers, 'docker-content-digest');
     const size = Number(header(res.headers, 'content-length'));
-    const mediaType = (header(res.headers, 'content-type') ?? '').split(';')[0]!.trim();
+    const mediaType = contentType(res);
     if (!digest || !Number.isFinite(size) || !mediaType) {
       const m = await this.getManifest(repo, reference);
       return { digest: m.digest, size: m.bytes.length, mediaType: m.mediaType };
@@ -507,6 +494,9 @@ export class RegistryClient {
     return header(res.headers, 'docker-content-digest') ?? sha256(bytes);
   }
 }
+
+/** The media type a response names, without parameters. */
+const contentType = (res: HttpResponse) => (header(res.headers, 'content-type') ?? '').split(';')[0]!.trim();
 
 /** Pulls the first message out of a distribution-spec error body. */
 function errorDetail(body: string): string {

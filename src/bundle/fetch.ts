@@ -3,9 +3,9 @@ import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
-import { header, httpSend, isTransient, readBody, drain, type HttpResponse } from '../oci/http.js';
+import { backoff, DEFAULT_RETRY, drain, getWithRetries, header, isTransient, readBody, type HttpResponse, type RetryPolicy } from '../util/http.js';
 import { exists, ioError, tempPathFor, withDirLock } from '../util/fsx.js';
-import { SingleFlight, sleep } from '../util/limit.js';
+import { SingleFlight } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 
 /** A source that is a local path or file:// URL, else undefined. */
@@ -71,42 +71,24 @@ export interface FetchOptions {
   baseDir?: string;
 }
 
-/** Opens an HTTP(S) GET, following redirects; retries transient faults. */
+/** Opens an HTTP(S) GET, following redirects (each through the mirrors); retries transient faults. */
 async function open(upstream: URL, headers: Record<string, string>, o: FetchOptions): Promise<HttpResponse> {
-  let lastErr: unknown;
-  const retries = o.retries ?? 5;
   const via = (u: URL) => new URL(mirrorUrl(u.href, o.mirrors));
-  const url = via(upstream);
-  for (let attempt = 0; attempt < retries; attempt++) {
-    let u = url;
-    try {
-      for (let hops = 0; ; hops++) {
-        const res = await httpSend({ method: 'GET', url: u, headers: { 'user-agent': 'ferry/0.1', ...headers }, ca: o.ca, timeoutMs: 60_000 });
-        if (res.status >= 300 && res.status < 400 && header(res.headers, 'location') && hops < 10) {
-          await drain(res);
-          u = via(new URL(header(res.headers, 'location')!, u));
-          continue;
-        }
-        if (res.status === 429 || res.status >= 500) {
-          await drain(res);
-          throw Object.assign(new Error(`${u.host} answered ${res.status}`), { code: 'ETRANSIENT' });
-        }
-        return res;
-      }
-    } catch (e) {
-      lastErr = e;
-      if (!(isTransient(e) || (e as NodeJS.ErrnoException).code === 'ETRANSIENT')) break;
-      await sleep(Math.min(8000, (o.backoffMs ?? 250) * 2 ** attempt));
-    }
+  try {
+    return await getWithRetries(upstream, { headers: { 'user-agent': 'ferry/0.1', ...headers }, ca: o.ca, timeoutMs: 60_000, redirects: 10, via, retry: policyOf(o) });
+  } catch (lastErr) {
+    const url = via(upstream);
+    const from = url.href === upstream.href ? '' : ` from the mirror ${url.href}`;
+    throw new RegistryError(Codes.downloadFailed, `cannot download ${upstream.href}${from}: ${(lastErr as Error)?.message ?? lastErr}`, {
+      hint: from
+        ? 'Check that the mirror is reachable and holds this path (--binary-mirror PREFIX=URL). Finished downloads are kept.'
+        : 'Check that the URL is reachable from here (proxy, firewall), or fetch through a mirror (--binary-mirror PREFIX=URL) or a local file. Finished downloads are kept.',
+      cause: lastErr,
+    });
   }
-  const from = url.href === upstream.href ? '' : ` from the mirror ${url.href}`;
-  throw new RegistryError(Codes.downloadFailed, `cannot download ${upstream.href}${from}: ${(lastErr as Error)?.message ?? lastErr}`, {
-    hint: from
-      ? 'Check that the mirror is reachable and holds this path (--binary-mirror PREFIX=URL). Finished downloads are kept.'
-      : 'Check that the URL is reachable from here (proxy, firewall), or fetch through a mirror (--binary-mirror PREFIX=URL) or a local file. Finished downloads are kept.',
-    cause: lastErr,
-  });
 }
+
+const policyOf = (o: FetchOptions): RetryPolicy => ({ ...DEFAULT_RETRY, retries: o.retries ?? DEFAULT_RETRY.retries, backoffMs: o.backoffMs ?? DEFAULT_RETRY.backoffMs });
 
 function notOk(src: string, status: number, o: FetchOptions): RegistryError {
   const m = mirrorUrl(src, o.mirrors);
@@ -237,8 +219,8 @@ async function fetchToCacheOnce(src: string, expected: string, cacheDir: string,
         } catch (e) {
           if (!isTransient(e)) throw e;
           stalls = have > before ? 0 : stalls + 1;
-          if (stalls >= (o.retries ?? 5)) throw new RegistryError(Codes.downloadFailed, `download of ${src} keeps failing: ${(e as Error).message}`, { cause: e, hint: 'Re-run later; the partial download is kept and resumes.' });
-          await sleep(Math.min(8000, (o.backoffMs ?? 250) * 2 ** stalls));
+          if (stalls >= policyOf(o).retries) throw new RegistryError(Codes.downloadFailed, `download of ${src} keeps failing: ${(e as Error).message}`, { cause: e, hint: 'Re-run later; the partial download is kept and resumes.' });
+          await backoff(policyOf(o), stalls);
         }
       }
     }

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, UsageError } from '../errors.js';
 import { writeContainerdConfig } from '../install/containerd.js';
-import { startServer } from '../oci/server.js';
+import { startServer } from '../site/server.js';
 import { initPki, issueServerCert } from '../sign/pki.js';
 import { makeOutput } from './output.js';
 import { intOption } from './registry-options.js';

@@ -3,7 +3,13 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Codes, RegistryError, UsageError } from '../errors.js';
-import { DOCKER_HUB } from './reference.js';
+import { getWithRetries, readBody, RetryableStatusError, type HttpResponse, type RetryPolicy } from '../util/http.js';
+import { DOCKER_HUB, DOCKER_HUB_API, isLoopbackHost, normalizeRegistry } from './reference.js';
+
+/*
+ * Registry auth, the whole flow: credentials (--creds, the docker config, credential helpers),
+ * WWW-Authenticate challenges, and bearer tokens from the realm a challenge names.
+ */
 
 export interface Credential {
   username: string;
@@ -22,10 +28,13 @@ interface DockerConfig {
   credsStore?: string;
 }
 
+/** The key docker itself writes for Docker Hub, and gives its credential helpers. */
+const DOCKER_HUB_KEY = 'https://index.docker.io/v1/';
+
 /** docker config keys come in many spellings: with scheme, with /v1/, with index.docker.io. */
 function configKeysFor(registry: string): string[] {
   const keys = [registry, `https://${registry}`, `http://${registry}`, `https://${registry}/v1/`, `https://${registry}/v2/`];
-  if (registry === DOCKER_HUB) keys.push('https://index.docker.io/v1/', 'index.docker.io', 'registry-1.docker.io');
+  if (registry === DOCKER_HUB) keys.push(DOCKER_HUB_KEY, 'index.docker.io', DOCKER_HUB_API);
   return keys;
 }
 
@@ -60,7 +69,7 @@ export class CredentialStore {
           hint: 'Write --creds user:password, or --creds registry.example=user:password for one registry.',
         });
       }
-      m.set(host === 'index.docker.io' ? DOCKER_HUB : host, { username: up.slice(0, c), password: up.slice(c + 1) });
+      m.set(normalizeRegistry(host), { username: up.slice(0, c), password: up.slice(c + 1) });
     }
     return m;
   }
@@ -93,7 +102,7 @@ export class CredentialStore {
     const keys = configKeysFor(registry);
     const helper = cfg.credHelpers?.[registry] ?? cfg.credsStore;
     if (helper) {
-      const c = await runCredHelper(helper, registry === DOCKER_HUB ? 'https://index.docker.io/v1/' : registry);
+      const c = await runCredHelper(helper, registry === DOCKER_HUB ? DOCKER_HUB_KEY : registry);
       if (c) return c;
     }
     for (const [k, v] of Object.entries(cfg.auths ?? {})) {
@@ -156,4 +165,116 @@ export function authError(registry: string, status: number, detail: string, hadC
         : `${registry} needs credentials. Pass --creds ${registry}=USER:PASSWORD, or log in so that ${dockerConfigPath()} holds them.`,
     },
   );
+}
+
+const basic = (c: Credential) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+
+interface AuthState {
+  scheme: 'basic' | 'bearer';
+  realm?: string;
+  service?: string;
+}
+
+export interface AuthTransport {
+  retry: RetryPolicy;
+  ca?: string | Buffer;
+  timeoutMs: number;
+  userAgent: string;
+  /** Hosts that may be reached over plain HTTP (`--insecure-registry`): here, token realms. */
+  insecure: ReadonlySet<string>;
+}
+
+/**
+ * How each registry wants to be asked, learnt from its 401 challenges, and the answer: basic
+ * credentials, or a bearer token from the challenge's realm, cached per scope and fetched once
+ * however many requests wait for it. Keyed by the host whose credentials apply.
+ */
+export class RegistryAuth {
+  private readonly states = new Map<string, AuthState>();
+  private readonly tokens = new Map<string, { token: string; expires: number }>();
+  private readonly tokenFetches = new Map<string, Promise<string>>();
+
+  constructor(
+    readonly creds: CredentialStore,
+    private readonly net: AuthTransport,
+  ) {}
+
+  /** The Authorization header for a request under `scope`, or undefined until the host asked for one. */
+  async header(authHost: string, scope: string, insecureTls: boolean): Promise<string | undefined> {
+    const state = this.states.get(authHost);
+    if (!state) return undefined;
+    const cred = await this.creds.get(authHost);
+    if (state.scheme === 'basic') return cred ? basic(cred) : undefined;
+    return `Bearer ${await this.token(authHost, insecureTls, state, scope, cred)}`;
+  }
+
+  /**
+   * Learns from a 401's WWW-Authenticate how `authHost` wants to be asked, and returns the scope to
+   * ask again under. Throws when asking again cannot help.
+   */
+  async challenged(authHost: string, wwwAuthenticate: string, scope: string | undefined, what: string): Promise<string> {
+    const ch = parseChallenge(wwwAuthenticate);
+    if (ch?.scheme === 'bearer') {
+      this.states.set(authHost, { scheme: 'bearer', realm: ch.params.realm, service: ch.params.service });
+      // Use the scope the server asked for when we had none in mind (e.g. /v2/ ping).
+      return scope === undefined || scope === '' ? (ch.params.scope ?? '') : scope;
+    }
+    if (ch?.scheme === 'basic') {
+      this.states.set(authHost, { scheme: 'basic' });
+      if (!(await this.creds.get(authHost))) throw authError(authHost, 401, `${what} needs a login`, false);
+      return scope ?? '';
+    }
+    throw authError(authHost, 401, `${what} was refused with no usable challenge`, false);
+  }
+
+  private token(authHost: string, insecureTls: boolean, state: AuthState, scope: string, cred: Credential | undefined): Promise<string> {
+    const key = `${authHost}|${scope}`;
+    const cached = this.tokens.get(key);
+    if (cached && cached.expires > Date.now()) return Promise.resolve(cached.token);
+    const inflight = this.tokenFetches.get(key);
+    if (inflight) return inflight;
+    const p = this.fetchToken(authHost, insecureTls, state, scope, cred)
+      .then(({ token, ttl }) => {
+        this.tokens.set(key, { token, expires: Date.now() + ttl * 1000 });
+        return token;
+      })
+      .finally(() => this.tokenFetches.delete(key));
+    this.tokenFetches.set(key, p);
+    return p;
+  }
+
+  /** Asks the realm for a token. Transport failures are thrown as they are, for the caller to name. */
+  private async fetchToken(authHost: string, insecureTls: boolean, state: AuthState, scope: string, cred: Credential | undefined): Promise<{ token: string; ttl: number }> {
+    if (!state.realm) throw new RegistryError(Codes.regProtocol, `${authHost} asked for a bearer token without a realm`);
+    const u = new URL(state.realm);
+    if (state.service) u.searchParams.set('service', state.service);
+    for (const s of scope.split(' ').filter(Boolean)) u.searchParams.append('scope', s);
+    if (u.protocol === 'http:' && !isLoopbackHost(u.host) && !this.net.insecure.has(u.host)) {
+      throw new RegistryError(Codes.regInsecure, `token realm ${u.origin} uses plain HTTP`, {
+        hint: `Refusing to send credentials in the clear. Pass --insecure-registry ${u.host} to allow it.`,
+      });
+    }
+    const headers: Record<string, string> = { 'user-agent': this.net.userAgent, accept: 'application/json' };
+    if (cred) headers.authorization = basic(cred);
+    let res: HttpResponse;
+    try {
+      res = await getWithRetries(u, { headers, insecureTls, ca: this.net.ca, timeoutMs: this.net.timeoutMs, retry: this.net.retry });
+    } catch (e) {
+      throw e instanceof RetryableStatusError ? new Error(`token endpoint answered ${e.status}`) : e;
+    }
+    const body = await readBody(res, 1 << 20);
+    const where = `token endpoint ${u.origin}${u.pathname}`;
+    if (res.status === 401 || res.status === 403) throw authError(authHost, res.status, `${where} refused ${cred ? 'the credentials' : 'anonymous access'}`, !!cred);
+    if (res.status !== 200) throw new RegistryError(Codes.regAuth, `${where} answered ${res.status}`, { status: res.status });
+    let j: { token?: string; access_token?: string; expires_in?: number };
+    try {
+      j = JSON.parse(body.toString('utf8'));
+    } catch (e) {
+      throw new RegistryError(Codes.regProtocol, `${where} did not answer JSON`, { cause: e });
+    }
+    const token = j.token ?? j.access_token;
+    if (!token) throw new RegistryError(Codes.regProtocol, `${where} answered without a token`);
+    // Refresh a little early; the spec's default lifetime is 60 s.
+    return { token, ttl: Math.max(10, (j.expires_in ?? 60) - 10) };
+  }
 }

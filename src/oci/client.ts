@@ -1,12 +1,11 @@
 import { Readable } from 'node:stream';
 import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
 import { sha256 } from '../util/digest.js';
-import { sleep } from '../util/limit.js';
+import { backoff, drain, header, httpSend, isRetryableStatus, isTlsToPlain, isTransient, readBody, type HttpResponse, type RetryPolicy } from '../util/http.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
-import { authError, CredentialStore, parseChallenge, type Credential } from './auth.js';
-import { drain, header, httpSend, isTlsToPlain, isTransient, readBody, type HttpResponse } from './http.js';
+import { authError, CredentialStore, RegistryAuth } from './auth.js';
 import type { BlobWriter } from './layout.js';
-import { MANIFEST_ACCEPT } from './media.js';
+import { MANIFEST_ACCEPT, MediaType } from './media.js';
 import { apiHost, isLoopbackHost } from './reference.js';
 
 export interface Repo {
@@ -50,12 +49,6 @@ interface Endpoint {
   plainHttpAllowed: boolean;
 }
 
-interface AuthState {
-  scheme: 'basic' | 'bearer';
-  realm?: string;
-  service?: string;
-}
-
 interface RequestOptions {
   method: string;
   /** Path below /v2/ (already including the repository), or an absolute URL (upload locations). */
@@ -78,24 +71,18 @@ const USER_AGENT = 'ferry/0.1';
  * cut blob downloads with Range, and never holds a blob in memory.
  */
 export class RegistryClient {
-  readonly creds: CredentialStore;
+  private readonly auth: RegistryAuth;
   private readonly insecure: Set<string>;
   private readonly mirrors: Map<string, URL>;
-  private readonly retries: number;
-  private readonly backoffMs: number;
-  private readonly maxBackoffMs: number;
+  private readonly retry: RetryPolicy;
   private readonly reporter: Reporter;
   private readonly monolithicMax: number;
   private readonly chunkSize: number;
   private readonly timeoutMs: number;
   private readonly ca: string | Buffer | undefined;
   private readonly schemes = new Map<string, 'https:' | 'http:'>();
-  private readonly authStates = new Map<string, AuthState>();
-  private readonly tokens = new Map<string, { token: string; expires: number }>();
-  private readonly tokenFetches = new Map<string, Promise<string>>();
 
   constructor(opts: ClientOptions = {}) {
-    this.creds = opts.credentials ?? new CredentialStore();
     this.insecure = new Set(opts.insecure ?? []);
     this.mirrors = new Map();
     for (const [reg, url] of Object.entries(opts.mirrors ?? {})) {
@@ -112,14 +99,13 @@ export class RegistryClient {
       }
       this.mirrors.set(reg, u);
     }
-    this.retries = Math.max(1, opts.retries ?? 5);
-    this.backoffMs = opts.backoffMs ?? 250;
-    this.maxBackoffMs = opts.maxBackoffMs ?? 8000;
+    this.retry = { retries: Math.max(1, opts.retries ?? 5), backoffMs: opts.backoffMs ?? 250, maxBackoffMs: opts.maxBackoffMs ?? 8000 };
     this.reporter = opts.reporter ?? silentReporter;
     this.monolithicMax = opts.monolithicMax ?? 32 << 20;
     this.chunkSize = opts.chunkSize ?? 16 << 20;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.ca = opts.ca;
+    this.auth = new RegistryAuth(opts.credentials ?? new CredentialStore(), { retry: this.retry, ca: this.ca, timeoutMs: this.timeoutMs, userAgent: USER_AGENT, insecure: this.insecure });
   }
 
   private endpoint(registry: string): Endpoint {
@@ -156,87 +142,6 @@ export class RegistryClient {
     return ep.prefix ? `${ep.prefix}/${repository}` : repository;
   }
 
-  private async backoff(attempt: number, retryAfter?: string): Promise<void> {
-    let ms = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** attempt);
-    const ra = retryAfter ? Number(retryAfter) : NaN;
-    if (Number.isFinite(ra) && ra >= 0) ms = Math.min(Math.max(ms, ra * 1000), 30_000);
-    await sleep(ms / 2 + Math.random() * (ms / 2));
-  }
-
-  private async token(ep: Endpoint, state: AuthState, scope: string, cred: Credential | undefined): Promise<string> {
-    const key = `${ep.authHost}|${scope}`;
-    const cached = this.tokens.get(key);
-    if (cached && cached.expires > Date.now()) return cached.token;
-    const inflight = this.tokenFetches.get(key);
-    if (inflight) return inflight;
-    const p = (async () => {
-      if (!state.realm) throw new RegistryError(Codes.regProtocol, `${ep.authHost} asked for a bearer token without a realm`);
-      const u = new URL(state.realm);
-      if (state.service) u.searchParams.set('service', state.service);
-      for (const s of scope.split(' ').filter(Boolean)) u.searchParams.append('scope', s);
-      if (u.protocol === 'http:' && !isLoopbackHost(u.host) && !this.insecure.has(u.host)) {
-        throw new RegistryError(Codes.regInsecure, `token realm ${u.origin} uses plain HTTP`, {
-          hint: `Refusing to send credentials in the clear. Pass --insecure-registry ${u.host} to allow it.`,
-        });
-      }
-      const headers: Record<string, string> = { 'user-agent': USER_AGENT, accept: 'application/json' };
-      if (cred) headers.authorization = `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
-      let lastErr: unknown;
-      for (let attempt = 0; attempt < this.retries; attempt++) {
-        let res: HttpResponse;
-        try {
-          res = await httpSend({ method: 'GET', url: u, headers, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
-        } catch (e) {
-          lastErr = e;
-          if (isTransient(e)) {
-            await this.backoff(attempt);
-            continue;
-          }
-          throw this.netError(ep, e);
-        }
-        if (res.status === 429 || res.status >= 500) {
-          await drain(res);
-          lastErr = new Error(`token endpoint answered ${res.status}`);
-          await this.backoff(attempt, header(res.headers, 'retry-after'));
-          continue;
-        }
-        const body = await readBody(res, 1 << 20);
-        if (res.status === 401 || res.status === 403) {
-          throw authError(ep.authHost, res.status, `token endpoint ${u.origin}${u.pathname} refused ${cred ? 'the credentials' : 'anonymous access'}`, !!cred);
-        }
-        if (res.status !== 200) {
-          throw new RegistryError(Codes.regAuth, `token endpoint ${u.origin}${u.pathname} answered ${res.status}`, { status: res.status });
-        }
-        let j: { token?: string; access_token?: string; expires_in?: number };
-        try {
-          j = JSON.parse(body.toString('utf8'));
-        } catch (e) {
-          throw new RegistryError(Codes.regProtocol, `token endpoint ${u.origin}${u.pathname} did not answer JSON`, { cause: e });
-        }
-        const token = j.token ?? j.access_token;
-        if (!token) throw new RegistryError(Codes.regProtocol, `token endpoint ${u.origin}${u.pathname} answered without a token`);
-        // Refresh a little early; the spec's default lifetime is 60 s.
-        const ttl = Math.max(10, (j.expires_in ?? 60) - 10);
-        this.tokens.set(key, { token, expires: Date.now() + ttl * 1000 });
-        return token;
-      }
-      throw this.netError(ep, lastErr);
-    })().finally(() => this.tokenFetches.delete(key));
-    this.tokenFetches.set(key, p);
-    return p;
-  }
-
-  private async authHeader(ep: Endpoint, scope: string): Promise<string | undefined> {
-    const state = this.authStates.get(ep.authHost);
-    if (!state) return undefined;
-    const cred = await this.creds.get(ep.authHost);
-    if (state.scheme === 'basic') {
-      if (!cred) return undefined;
-      return `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
-    }
-    return `Bearer ${await this.token(ep, state, scope, cred)}`;
-  }
-
   private netError(ep: Endpoint, e: unknown): FerryError {
     if (e instanceof FerryError) return e;
     const code = (e as NodeJS.ErrnoException | undefined)?.code;
@@ -253,12 +158,19 @@ export class RegistryClient {
   private async request(registry: string, o: RequestOptions): Promise<HttpResponse> {
     let authRetried = false;
     let lastErr: unknown;
-    for (let attempt = 0; attempt < this.retries; attempt++) {
+    for (let attempt = 0; attempt < this.retry.retries; attempt++) {
       const ep = this.endpoint(registry);
       const url = o.url ?? new URL(`/v2/${o.path ?? ''}`, ep.origin);
       const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...o.headers };
-      const auth = o.scope !== undefined ? await this.authHeader(ep, o.scope) : undefined;
-      if (auth) headers.authorization = auth;
+      if (o.scope !== undefined) {
+        let auth: string | undefined;
+        try {
+          auth = await this.auth.header(ep.authHost, o.scope, ep.insecure);
+        } catch (e) {
+          throw this.netError(ep, e); // a token endpoint that cannot be reached
+        }
+        if (auth) headers.authorization = auth;
+      }
       let res: HttpResponse;
       try {
         res = await httpSend({ method: o.method, url, headers, body: o.body?.(), insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
@@ -270,43 +182,32 @@ export class RegistryClient {
           continue;
         }
         lastErr = e;
-        if (isTransient(e) && attempt + 1 < this.retries) {
+        if (isTransient(e) && attempt + 1 < this.retry.retries) {
           this.reporter.verbose(`${o.what}: ${(e as Error).message}; retrying`);
-          await this.backoff(attempt);
+          await backoff(this.retry, attempt);
           continue;
         }
         throw this.netError(ep, e);
       }
       if (res.status === 401 && !authRetried) {
         authRetried = true;
-        const ch = parseChallenge(header(res.headers, 'www-authenticate') ?? '');
+        const challenge = header(res.headers, 'www-authenticate') ?? '';
         await drain(res);
-        if (ch?.scheme === 'bearer') {
-          const state: AuthState = { scheme: 'bearer', realm: ch.params.realm, service: ch.params.service };
-          this.authStates.set(ep.authHost, state);
-          // Use the scope the server asked for when we had none in mind (e.g. /v2/ ping).
-          if (o.scope === undefined || o.scope === '') o = { ...o, scope: ch.params.scope ?? '' };
-        } else if (ch?.scheme === 'basic') {
-          this.authStates.set(ep.authHost, { scheme: 'basic' });
-          if (o.scope === undefined) o = { ...o, scope: '' };
-          if (!(await this.creds.get(ep.authHost))) throw authError(ep.authHost, 401, `${o.what} needs a login`, false);
-        } else {
-          throw authError(ep.authHost, 401, `${o.what} was refused with no usable challenge`, false);
-        }
+        o = { ...o, scope: await this.auth.challenged(ep.authHost, challenge, o.scope, o.what) };
         attempt--;
         continue;
       }
       if (res.status === 401 || res.status === 403) {
         const body = (await readBody(res, 64 << 10).catch(() => Buffer.alloc(0))).toString('utf8');
-        const hadCreds = !!(await this.creds.get(ep.authHost));
+        const hadCreds = !!(await this.auth.creds.get(ep.authHost));
         throw authError(ep.authHost, res.status, `${o.what}${errorDetail(body)}`, hadCreds);
       }
-      if ((res.status === 429 || res.status >= 500) && !o.ok.includes(res.status)) {
+      if (isRetryableStatus(res.status) && !o.ok.includes(res.status)) {
         await drain(res);
         lastErr = new RegistryError(Codes.regHttp, `${o.what}: ${ep.origin.host} answered ${res.status}`, { status: res.status });
-        if (attempt + 1 < this.retries) {
+        if (attempt + 1 < this.retry.retries) {
           this.reporter.verbose(`${o.what}: ${ep.origin.host} answered ${res.status}; retrying`);
-          await this.backoff(attempt, header(res.headers, 'retry-after'));
+          await backoff(this.retry, attempt, header(res.headers, 'retry-after'));
           continue;
         }
         break;
@@ -325,7 +226,7 @@ export class RegistryClient {
     }
     const ep = this.endpoint(registry);
     if (lastErr instanceof FerryError) {
-      throw new RegistryError(lastErr.code, `${lastErr.message} after ${this.retries} attempts`, {
+      throw new RegistryError(lastErr.code, `${lastErr.message} after ${this.retry.retries} attempts`, {
         status: (lastErr as RegistryError).status,
         hint: 'The registry keeps failing. Try again later; blobs already fetched are kept, so a re-run resumes.',
       });
@@ -337,19 +238,15 @@ export class RegistryClient {
     return `repository:${repo}:pull`;
   }
 
+  private manifestRequest(repo: Repo, method: 'GET' | 'HEAD', reference: string, what: string): Promise<HttpResponse> {
+    const rp = this.repoPath(this.endpoint(repo.registry), repo.repository);
+    return this.request(repo.registry, { method, path: `${rp}/manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, scope: this.pullScope(rp), ok: [200], what });
+  }
+
   /** GETs a manifest or index, checking its digest when asked for one by digest. */
   async getManifest(repo: Repo, reference: string): Promise<FetchedManifest> {
-    const ep = this.endpoint(repo.registry);
-    const rp = this.repoPath(ep, repo.repository);
     const what = `manifest ${repo.registry}/${repo.repository}${reference.includes(':') ? '@' : ':'}${reference}`;
-    const res = await this.request(repo.registry, {
-      method: 'GET',
-      path: `${rp}/manifests/${reference}`,
-      headers: { accept: MANIFEST_ACCEPT },
-      scope: this.pullScope(rp),
-      ok: [200],
-      what,
-    });
+    const res = await this.manifestRequest(repo, 'GET', reference, what);
     const bytes = await readBody(res, 4 << 20);
     const digest = sha256(bytes);
     if (reference.startsWith('sha256:') && digest !== reference) {
@@ -357,12 +254,12 @@ export class RegistryClient {
         hint: 'The registry served a different manifest than the digest names. Nothing was stored.',
       });
     }
-    let mediaType = (header(res.headers, 'content-type') ?? '').split(';')[0]!.trim();
+    let mediaType = contentType(res);
     try {
       const j = JSON.parse(bytes.toString('utf8')) as { mediaType?: string };
       if (j.mediaType) mediaType = j.mediaType;
       else if (!mediaType || mediaType === 'application/json') {
-        mediaType = 'manifests' in (j as object) ? 'application/vnd.oci.image.index.v1+json' : 'application/vnd.oci.image.manifest.v1+json';
+        mediaType = 'manifests' in (j as object) ? MediaType.ociIndex : MediaType.ociManifest;
       }
     } catch (e) {
       throw new RegistryError(Codes.regProtocol, `${what} is not JSON`, { cause: e });
@@ -372,20 +269,11 @@ export class RegistryClient {
 
   /** HEADs a manifest: its digest, size and type without the body. Falls back to GET when the registry hides the digest. */
   async headManifest(repo: Repo, reference: string): Promise<{ digest: string; size: number; mediaType: string }> {
-    const ep = this.endpoint(repo.registry);
-    const rp = this.repoPath(ep, repo.repository);
-    const res = await this.request(repo.registry, {
-      method: 'HEAD',
-      path: `${rp}/manifests/${reference}`,
-      headers: { accept: MANIFEST_ACCEPT },
-      scope: this.pullScope(rp),
-      ok: [200],
-      what: `manifest ${repo.registry}/${repo.repository}:${reference}`,
-    });
+    const res = await this.manifestRequest(repo, 'HEAD', reference, `manifest ${repo.registry}/${repo.repository}:${reference}`);
     await drain(res);
     const digest = header(res.headers, 'docker-content-digest');
     const size = Number(header(res.headers, 'content-length'));
-    const mediaType = (header(res.headers, 'content-type') ?? '').split(';')[0]!.trim();
+    const mediaType = contentType(res);
     if (!digest || !Number.isFinite(size) || !mediaType) {
       const m = await this.getManifest(repo, reference);
       return { digest: m.digest, size: m.bytes.length, mediaType: m.mediaType };
@@ -402,7 +290,7 @@ export class RegistryClient {
     const what = `blob ${desc.digest.slice(0, 19)} of ${repo.registry}/${repo.repository}`;
     let lastErr: unknown;
     let stalls = 0;
-    while (stalls < this.retries) {
+    while (stalls < this.retry.retries) {
       const before = writer.offset;
       try {
         signal?.throwIfAborted();
@@ -422,7 +310,7 @@ export class RegistryClient {
         // Progress resets the budget: a flaky link that keeps delivering bytes finishes the blob.
         stalls = writer.offset > before ? 0 : stalls + 1;
         this.reporter.verbose(`${what}: cut at ${writer.offset}/${desc.size} bytes (${(e as Error).message}); resuming`);
-        await this.backoff(stalls);
+        await backoff(this.retry, stalls);
       }
     }
     await writer.abort();
@@ -606,6 +494,9 @@ export class RegistryClient {
     return header(res.headers, 'docker-content-digest') ?? sha256(bytes);
   }
 }
+
+/** The media type a response names, without parameters. */
+const contentType = (res: HttpResponse) => (header(res.headers, 'content-type') ?? '').split(';')[0]!.trim();
 
 /** Pulls the first message out of a distribution-spec error body. */
 function errorDetail(body: string): string {

@@ -4,7 +4,8 @@ import { allOrAbort, limiter, SingleFlight } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import type { RegistryClient, Repo } from './client.js';
 import type { Layout } from './layout.js';
-import { formatPlatform, isIndexType, isManifestType, platformMatches, type Descriptor, type ImageIndex, type ImageManifest, type Platform } from './media.js';
+import { walkManifests, walkStore, type ManifestRef } from './graph.js';
+import { formatPlatform, isIndexType, parseManifest, platformMatches, type Descriptor, type ImageIndex, type ParsedManifest, type Platform } from './media.js';
 
 export interface CopyContext {
   client: RegistryClient;
@@ -20,25 +21,6 @@ export interface PullStats {
   blobsFetched: number;
   bytesFetched: number;
   blobsPresent: number;
-}
-
-/** Parses a manifest or index we hold in memory, and says which it is. */
-export function parseManifest(bytes: Buffer, mediaType: string, what: string): { kind: 'index'; index: ImageIndex } | { kind: 'manifest'; manifest: ImageManifest } {
-  let j: Record<string, unknown>;
-  try {
-    j = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new RegistryError(Codes.regProtocol, `${what} is not valid JSON`, { cause: e });
-  }
-  const mt = (j.mediaType as string | undefined) ?? mediaType;
-  if (isIndexType(mt) || (Array.isArray(j.manifests) && !j.config)) return { kind: 'index', index: j as unknown as ImageIndex };
-  if (isManifestType(mt) || (j.config && Array.isArray(j.layers))) {
-    if (j.schemaVersion !== 2) throw new RegistryError(Codes.mediaType, `${what} is schema version ${String(j.schemaVersion)}`, { hint: 'Only schema 2 (OCI and Docker v2) manifests are supported.' });
-    return { kind: 'manifest', manifest: j as unknown as ImageManifest };
-  }
-  throw new RegistryError(Codes.mediaType, `${what} has unsupported media type "${mt}"`, {
-    hint: 'ferry copies OCI and Docker v2 schema 2 images and indexes; Docker schema 1 images must be rebuilt.',
-  });
 }
 
 /**
@@ -80,7 +62,7 @@ export class Puller {
   }
 
   /** Gets a manifest by digest: from the store when it is there, else from the registry (then stored). */
-  private async manifest(repo: Repo, desc: Pick<Descriptor, 'digest' | 'mediaType'> & { size?: number }): Promise<{ bytes: Buffer; mediaType: string }> {
+  private async manifest(repo: Repo, desc: ManifestRef): Promise<{ bytes: Buffer; mediaType: string }> {
     const { store, client, cache } = this.ctx;
     if (await store.hasBlob(desc.digest, desc.size)) {
       return { bytes: await store.readBlob(desc.digest), mediaType: desc.mediaType };
@@ -109,69 +91,62 @@ export class Puller {
    */
   async pull(repo: Repo, digest: string, names: string[], platforms?: Platform[]): Promise<Descriptor> {
     const what = `${repo.registry}/${repo.repository}@${digest}`;
-    const top = await this.manifest(repo, { digest, mediaType: '' });
-    const parsed = parseManifest(top.bytes, top.mediaType, what);
-    const mediaType = parsed.kind === 'index' ? parsed.index.mediaType ?? top.mediaType : parsed.manifest.mediaType ?? top.mediaType;
-    await this.walk(repo, parsed, what, platforms);
+    const nodes = await walkManifests<PulledNode, ManifestRef>([{ digest, mediaType: '' }], {
+      read: async (d, parent) => {
+        const m = await this.manifest(repo, d);
+        // The top is judged by what the registry says it is; a child by its parent's entry.
+        const parsed = parseManifest(m.bytes, parent ? d.mediaType : m.mediaType, parent ? `${what} → ${d.digest}` : what);
+        if (parsed.kind === 'manifest') await allOrAbort([parsed.manifest.config, ...parsed.manifest.layers].map((b) => this.blob(repo, b)), this.ac);
+        return { bytes: m.bytes, mediaType: m.mediaType, parsed };
+      },
+      next: (n) => (n.parsed.kind === 'index' ? this.wanted(n.parsed.index, what, platforms) : []),
+      concurrency: Infinity,
+      abort: this.ac,
+    });
+    const top = nodes[nodes.length - 1]!;
+    const mediaType = (top.parsed.kind === 'index' ? top.parsed.index.mediaType : top.parsed.manifest.mediaType) ?? top.mediaType;
     const desc: Descriptor = { mediaType, digest, size: top.bytes.length };
     await this.ctx.store.addRefs(names.map((name) => ({ name, descriptor: desc })));
     return desc;
   }
 
-  private async walk(repo: Repo, parsed: ReturnType<typeof parseManifest>, what: string, platforms?: Platform[]): Promise<void> {
-    if (parsed.kind === 'manifest') {
-      const m = parsed.manifest;
-      await allOrAbort([m.config, ...m.layers].map((d) => this.blob(repo, d)), this.ac);
-      return;
+  /** The entries of an index to fetch: those of the chosen platforms (and nested indexes), else all. */
+  private wanted(index: ImageIndex, what: string, platforms?: Platform[]): Descriptor[] {
+    if (!platforms?.length) return index.manifests;
+    const missing = platforms.filter((p) => !index.manifests.some((d) => platformMatches(p, d.platform)));
+    if (missing.length) {
+      throw new RegistryError(Codes.platformMissing, `${what} has no ${missing.map(formatPlatform).join(', ')} image`, {
+        hint: `It offers ${index.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : '?')).join(', ')}. Set platforms on this image in the spec.`,
+      });
     }
-    let children = parsed.index.manifests;
-    if (platforms?.length) {
-      children = children.filter((d) => isIndexType(d.mediaType) || platforms.some((p) => platformMatches(p, d.platform)));
-      const missing = platforms.filter((p) => !parsed.index.manifests.some((d) => platformMatches(p, d.platform)));
-      if (missing.length) {
-        throw new RegistryError(Codes.platformMissing, `${what} has no ${missing.map(formatPlatform).join(', ')} image`, {
-          hint: `It offers ${parsed.index.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : '?')).join(', ')}. Set platforms on this image in the spec.`,
-        });
-      }
-    }
-    await allOrAbort(
-      children.map(async (d) => {
-        const child = await this.manifest(repo, d);
-        await this.walk(repo, parseManifest(child.bytes, d.mediaType, `${what} → ${d.digest}`), what, platforms);
-      }),
-      this.ac,
-    );
+    return index.manifests.filter((d) => isIndexType(d.mediaType) || platforms.some((p) => platformMatches(p, d.platform)));
   }
 }
 
-/** Every blob digest an image in the store needs, children first, as far as the store holds them. */
-/** `keep` picks the children of the top index to follow (a build narrowed by --platform); default all. */
+interface PulledNode {
+  bytes: Buffer;
+  mediaType: string;
+  parsed: ParsedManifest;
+}
+
+/**
+ * Every manifest and blob an image in the store needs, children first, as far as the store holds
+ * them. `keep` picks the children of the top index to follow (a build narrowed by --platform).
+ */
 export async function collectImage(store: Layout, desc: Descriptor, keep?: (child: Descriptor) => boolean): Promise<{ manifests: { desc: Descriptor; bytes: Buffer }[]; blobs: Descriptor[]; missing: Descriptor[] }> {
-  const manifests: { desc: Descriptor; bytes: Buffer }[] = [];
-  const blobs = new Map<string, Descriptor>();
   const missing: Descriptor[] = [];
-  const visit = async (d: Descriptor): Promise<boolean> => {
-    if (!(await store.hasBlob(d.digest, d.size))) {
-      missing.push(d);
-      return false;
-    }
-    const bytes = await store.readBlob(d.digest);
-    const p = parseManifest(bytes, d.mediaType, d.digest);
-    if (p.kind === 'manifest') {
-      for (const b of [p.manifest.config, ...p.manifest.layers]) {
-        if (!(await store.hasBlob(b.digest, b.size))) {
-          throw new StoreError(Codes.storeMissing, `the store lacks blob ${b.digest} of manifest ${d.digest}`, { hint: 'Re-run `ferry images pull` to complete the store.' });
-        }
-        blobs.set(b.digest, b);
+  const nodes = await walkStore(store, [desc], { follow: (c, parent) => parent.desc !== desc || !keep || keep(c), onMissing: (d) => missing.push(d) });
+  const blobs = new Map<string, Descriptor>();
+  for (const { desc: d, parsed } of nodes) {
+    if (parsed.kind !== 'manifest') continue;
+    for (const b of [parsed.manifest.config, ...parsed.manifest.layers]) {
+      if (!(await store.hasBlob(b.digest, b.size))) {
+        throw new StoreError(Codes.storeMissing, `the store lacks blob ${b.digest} of manifest ${d.digest}`, { hint: 'Re-run `ferry images pull` to complete the store.' });
       }
-    } else {
-      for (const c of p.index.manifests) if (d !== desc || !keep || keep(c)) await visit(c);
+      blobs.set(b.digest, b);
     }
-    manifests.push({ desc: d, bytes });
-    return true;
-  };
-  await visit(desc);
-  return { manifests, blobs: [...blobs.values()], missing };
+  }
+  return { manifests: nodes.map(({ desc: d, bytes }) => ({ desc: d, bytes })), blobs: [...blobs.values()], missing };
 }
 
 export interface PushTarget {

@@ -1,3 +1,5 @@
+import { Codes, RegistryError } from '../errors.js';
+
 /** Media types ferry reads and writes. */
 export const MediaType = {
   ociIndex: 'application/vnd.oci.image.index.v1+json',
@@ -55,6 +57,27 @@ export interface ImageManifest {
   layers: Descriptor[];
   subject?: Descriptor;
   annotations?: Record<string, string>;
+}
+
+export type ParsedManifest = { kind: 'index'; index: ImageIndex } | { kind: 'manifest'; manifest: ImageManifest };
+
+/** Parses a manifest or index we hold in memory, and says which it is. */
+export function parseManifest(bytes: Buffer, mediaType: string, what: string): ParsedManifest {
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new RegistryError(Codes.regProtocol, `${what} is not valid JSON`, { cause: e });
+  }
+  const mt = (j.mediaType as string | undefined) ?? mediaType;
+  if (isIndexType(mt) || (Array.isArray(j.manifests) && !j.config)) return { kind: 'index', index: j as unknown as ImageIndex };
+  if (isManifestType(mt) || (j.config && Array.isArray(j.layers))) {
+    if (j.schemaVersion !== 2) throw new RegistryError(Codes.mediaType, `${what} is schema version ${String(j.schemaVersion)}`, { hint: 'Only schema 2 (OCI and Docker v2) manifests are supported.' });
+    return { kind: 'manifest', manifest: j as unknown as ImageManifest };
+  }
+  throw new RegistryError(Codes.mediaType, `${what} has unsupported media type "${mt}"`, {
+    hint: 'ferry copies OCI and Docker v2 schema 2 images and indexes; Docker schema 1 images must be rebuilt.',
+  });
 }
 
 export function parsePlatform(s: string): Platform {

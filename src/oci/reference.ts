@@ -9,6 +9,11 @@ const TAG = /^[\w][\w.-]{0,127}$/;
 const DIGEST = /^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$/;
 const DOMAIN = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$/;
 
+/** Docker Hub's other names, as users and configs write them, become `docker.io`. */
+export function normalizeRegistry(host: string): string {
+  return host === 'index.docker.io' || host === DOCKER_HUB_API ? DOCKER_HUB : host;
+}
+
 export interface Reference {
   /** Registry host as users write it, normalised (`docker.io`, `registry.k8s.io`, `127.0.0.1:5000`). */
   registry: string;
@@ -21,6 +26,10 @@ export interface Reference {
 export function isDigest(s: string): boolean {
   return DIGEST.test(s);
 }
+
+/** One component of a repository path: lowercase letters and digits, with `.`, `_`, `__` or dashes between. */
+export const isPathComponent = (s: string): boolean => COMPONENT.test(s);
+export const isTag = (s: string): boolean => TAG.test(s);
 
 export function assertDigest(s: string, what = 'digest'): string {
   if (!DIGEST.test(s)) {
@@ -68,7 +77,7 @@ export function parseReference(input: string, opts: { defaultTag?: boolean } = {
     registry = parts.shift()!;
     if (!DOMAIN.test(registry)) bad(`"${registry}" is not a valid registry host`);
   }
-  if (registry === 'index.docker.io' || registry === 'registry-1.docker.io') registry = DOCKER_HUB;
+  registry = normalizeRegistry(registry);
   if (parts.length === 0 || (parts.length === 1 && parts[0] === '')) bad('it has no repository');
   for (const p of parts) {
     if (!COMPONENT.test(p)) bad(`"${p}" is not a valid path component (lowercase letters, digits, and . _ - between them)`);

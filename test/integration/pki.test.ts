@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Layout } from '../../src/oci/layout.js';
-import { startServer } from '../../src/oci/server.js';
+import { startServer } from '../../src/site/server.js';
 import { initPki, issueServerCert } from '../../src/sign/pki.js';
 import { execFileP, tmpdir } from '../helpers/peers.js';
 

@@ -32,7 +32,7 @@ beforeAll(async () => {
   const script = path.join(work, 'serve-child.mjs');
   await fs.writeFile(
     script,
-    `import { startServer } from ${JSON.stringify(path.join(ROOT, 'dist/oci/server.js'))};
+    `import { startServer } from ${JSON.stringify(path.join(ROOT, 'dist/site/server.js'))};
 const s = await startServer({ bundleDir: process.argv[2], listen: '127.0.0.1:0' });
 process.stdout.write(JSON.stringify({ url: s.url }) + '\\n');
 process.on('SIGTERM', () => s.close(2000).then(() => process.exit(0)));

@@ -5,7 +5,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaType } from '../../src/oci/media.js';
-import { startServer, type SiteServer } from '../../src/oci/server.js';
+import { startServer, type SiteServer } from '../../src/site/server.js';
 import { initPki } from '../../src/sign/pki.js';
 import { execFileP, freePort, tmpdir, waitFor } from '../helpers/peers.js';
 import { buildSiteBundle, extractHelm, helmEnv, metric, raw, request, type SiteBundle } from '../helpers/site.js';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeContainerdConfig } from '../../src/install/containerd.js';
 import { containerdConfig } from '../../src/install/system-files.js';
-import { startServer, type SiteServer } from '../../src/oci/server.js';
+import { startServer, type SiteServer } from '../../src/site/server.js';
 import { initPki } from '../../src/sign/pki.js';
 import { startContainerd, type ContainerdPeer } from '../helpers/containerd.js';
 import { execFileP, freePort, tmpdir, waitFor } from '../helpers/peers.js';

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { checkRelPath, isValidDigest, isValidRepoName, isValidTag, paginate, parseListen, parseRange } from '../../src/oci/server.js';
+import { checkRelPath } from '../../src/site/files.js';
+import { isValidDigest, isValidRepoName, isValidTag, paginate } from '../../src/site/registry.js';
+import { parseRange } from '../../src/site/respond.js';
+import { parseListen } from '../../src/site/server.js';
 
 describe('site service request grammar', () => {
   it('accepts repository names by the distribution grammar only', () => {

@@ -1,6 +1,13 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';
+import type { LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
+import { sleep } from './limit.js';
+
+/*
+ * The one HTTP client transport: single exchanges over node:http(s) with keep-alive agents, and a
+ * retrying GET on top. The OCI client adds auth and its own request loop; downloads use the GET.
+ */
 
 export interface HttpRequest {
   method: string;
@@ -12,6 +19,8 @@ export interface HttpRequest {
   ca?: string | Buffer;
   /** Idle socket timeout; a stalled transfer fails and is retried. */
   timeoutMs?: number;
+  /** Resolves the host name instead of the system resolver (a site's own DNS servers). */
+  lookup?: LookupFunction;
 }
 
 export interface HttpResponse {
@@ -40,6 +49,7 @@ export function httpSend(req: HttpRequest): Promise<HttpResponse> {
         headers: req.headers,
         agent,
         ...(isHttps && req.ca ? { ca: req.ca, rejectUnauthorized: !req.insecureTls } : {}),
+        ...(req.lookup ? { lookup: req.lookup } : {}),
       },
       (res) => {
         res.setTimeout(req.timeoutMs ?? 60_000, () => res.destroy(Object.assign(new Error('idle timeout while reading the response'), { code: 'ETIMEDOUT' })));
@@ -101,4 +111,82 @@ export function isTlsToPlain(e: unknown): boolean {
   const msg = (e as Error | undefined)?.message ?? '';
   const code = (e as NodeJS.ErrnoException | undefined)?.code ?? '';
   return code === 'EPROTO' || code === 'ERR_SSL_WRONG_VERSION_NUMBER' || /wrong version number|packet length too long|http request/i.test(msg);
+}
+
+export interface RetryPolicy {
+  /** Attempts in all, at least 1. */
+  retries: number;
+  /** First backoff delay; doubles each attempt, with jitter. */
+  backoffMs: number;
+  maxBackoffMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { retries: 5, backoffMs: 250, maxBackoffMs: 8000 };
+
+/** A status worth asking again for: the server is overloaded or failing, not refusing. */
+export const isRetryableStatus = (status: number): boolean => status === 429 || status >= 500;
+
+/** Waits before attempt `attempt + 1`; a Retry-After in seconds stretches the wait, up to 30 s. */
+export async function backoff(policy: RetryPolicy, attempt: number, retryAfter?: string): Promise<void> {
+  let ms = Math.min(policy.maxBackoffMs, policy.backoffMs * 2 ** attempt);
+  const ra = retryAfter ? Number(retryAfter) : NaN;
+  if (Number.isFinite(ra) && ra >= 0) ms = Math.min(Math.max(ms, ra * 1000), 30_000);
+  await sleep(ms / 2 + Math.random() * (ms / 2));
+}
+
+/** The last retryable status of a GET whose attempts ran out. */
+export class RetryableStatusError extends Error {
+  readonly code = 'ETRANSIENT';
+  constructor(
+    readonly status: number,
+    readonly url: URL,
+  ) {
+    super(`${url.host} answered ${status}`);
+  }
+}
+
+export interface GetOptions extends Omit<HttpRequest, 'method' | 'url' | 'body'> {
+  retry?: Partial<RetryPolicy>;
+  /** Redirects to follow per attempt (0: hand 3xx back to the caller). */
+  redirects?: number;
+  /** Rewrites every URL asked for, the first and each redirect's (download mirrors). */
+  via?: (u: URL) => URL;
+}
+
+/**
+ * A GET that retries cut connections and retryable statuses with backoff, following redirects.
+ * It returns the first other answer, whatever its status; when attempts run out, or a failure is
+ * not transient, it throws that failure as is (a RetryableStatusError for a status).
+ */
+export async function getWithRetries(url: URL, o: GetOptions = {}): Promise<HttpResponse> {
+  const policy = { ...DEFAULT_RETRY, ...o.retry };
+  const { retry: _r, redirects = 0, via = (u: URL) => u, ...req } = o;
+  const first = via(url);
+  let lastErr: unknown;
+  for (let attempt = 0; attempt < Math.max(1, policy.retries); attempt++) {
+    let u = first;
+    let retryAfter: string | undefined;
+    try {
+      for (let hops = 0; ; hops++) {
+        const res = await httpSend({ ...req, method: 'GET', url: u });
+        const loc = header(res.headers, 'location');
+        if (res.status >= 300 && res.status < 400 && loc && hops < redirects) {
+          await drain(res);
+          u = via(new URL(loc, u));
+          continue;
+        }
+        if (isRetryableStatus(res.status)) {
+          await drain(res);
+          retryAfter = header(res.headers, 'retry-after');
+          throw new RetryableStatusError(res.status, u);
+        }
+        return res;
+      }
+    } catch (e) {
+      lastErr = e;
+      if (!(e instanceof RetryableStatusError || isTransient(e)) || attempt + 1 >= policy.retries) break;
+      await backoff(policy, attempt, retryAfter);
+    }
+  }
+  throw lastErr;
 }

@@ -1,0 +1,155 @@
+import { promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import type http from 'node:http';
+import path from 'node:path';
+import { pipeline } from 'node:stream';
+import type { Route } from './metrics.js';
+
+// How the site service answers: one request's context, errors as the distribution spec words them,
+// bodies, files with ranges and ETags, and the log-safe form of what a client sent.
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly detail?: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+export const API_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+
+/** Log-safe: no control characters, bounded length. */
+export const clean = (s: string, max = 512) => {
+  const t = s.replace(/[\x00-\x1f\x7f"\\]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return t.length > max ? `${t.slice(0, max)}…` : t;
+};
+
+export interface Ctx {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  route: Route;
+  sent: number;
+  head: boolean;
+  /** The server is shutting down: answers ask the client to close the connection. */
+  closing: () => boolean;
+}
+
+export type RangeResult = { kind: 'full' } | { kind: 'partial'; start: number; end: number } | { kind: 'unsatisfiable' };
+
+/**
+ * One `bytes=` range is honoured. Other units and multi-range requests are ignored (RFC 9110 lets a
+ * server do so, and it spares us multipart bodies and their amplification). A single byte range
+ * that is malformed or lies outside the content is refused with 416.
+ */
+export function parseRange(header: string | undefined, size: number): RangeResult {
+  if (header === undefined) return { kind: 'full' };
+  const m = /^\s*bytes\s*=\s*(.*)$/i.exec(header);
+  if (!m) return { kind: 'full' };
+  const spec = m[1]!.trim();
+  if (spec.includes(',')) return { kind: 'full' };
+  const r = /^(\d*)-(\d*)$/.exec(spec);
+  if (!r || (r[1] === '' && r[2] === '')) return { kind: 'unsatisfiable' };
+  // Numbers are compared as exact integers: a 30-digit position is just "past the end".
+  const num = (s: string) => (s.length > 15 ? Number.MAX_SAFE_INTEGER : Number(s));
+  if (r[1] === '') {
+    const n = num(r[2]!);
+    if (n === 0 || size === 0) return { kind: 'unsatisfiable' };
+    return { kind: 'partial', start: Math.max(0, size - n), end: size - 1 };
+  }
+  const start = num(r[1]!);
+  const last = r[2] === '' ? undefined : num(r[2]!);
+  if (start >= size || (last !== undefined && last < start)) return { kind: 'unsatisfiable' };
+  return { kind: 'partial', start, end: last === undefined ? size - 1 : Math.min(last, size - 1) };
+}
+
+export const setCommon = (c: Ctx) => {
+  c.res.setHeader('X-Content-Type-Options', 'nosniff');
+  if (c.closing()) c.res.setHeader('Connection', 'close');
+};
+
+export const sendBody = (c: Ctx, status: number, body: Buffer | string, headers: Record<string, string | number>) => {
+  const buf = typeof body === 'string' ? Buffer.from(body) : body;
+  setCommon(c);
+  c.res.writeHead(status, { 'Content-Length': buf.length, ...headers });
+  if (c.head) c.res.end();
+  else {
+    c.sent += buf.length;
+    c.res.end(buf);
+  }
+};
+
+export const sendError = (c: Ctx, err: HttpError) => {
+  const body = JSON.stringify({ errors: [{ code: err.code, message: err.message, ...(err.detail !== undefined ? { detail: err.detail } : {}) }] });
+  const api = c.route === 'files' || c.route === 'files_index' ? {} : API_HEADER;
+  sendBody(c, err.status, body, { 'Content-Type': 'application/json', ...api, ...err.headers });
+};
+
+export const notModified = (c: Ctx, etag: string): boolean => {
+  const inm = c.req.headers['if-none-match'];
+  if (!inm || !inm.split(',').some((t) => t.trim() === etag || t.trim() === '*')) return false;
+  setCommon(c);
+  c.res.writeHead(304, { ETag: etag });
+  c.res.end();
+  return true;
+};
+
+/** Streams a file (or a range of it) from an open handle; never holds it in memory. */
+export const sendFile = async (c: Ctx, file: string, headers: Record<string, string>, etag: string, onMissing: () => HttpError) => {
+  let fh: FileHandle;
+  try {
+    fh = await fs.open(file, 'r');
+  } catch {
+    throw onMissing();
+  }
+  let handedOff = false;
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw onMissing();
+    if (notModified(c, etag)) return;
+    const range = parseRange(c.req.headers.range, st.size);
+    if (range.kind === 'unsatisfiable') {
+      throw new HttpError(416, 'RANGE_INVALID', 'the requested range cannot be satisfied', { size: st.size, range: clean(c.req.headers.range ?? '', 100) }, { 'Content-Range': `bytes */${st.size}` });
+    }
+    const start = range.kind === 'partial' ? range.start : 0;
+    const end = range.kind === 'partial' ? range.end : st.size - 1;
+    const len = st.size === 0 ? 0 : end - start + 1;
+    setCommon(c);
+    c.res.writeHead(range.kind === 'partial' ? 206 : 200, {
+      ...headers,
+      ETag: etag,
+      'Accept-Ranges': 'bytes',
+      'Content-Length': len,
+      ...(range.kind === 'partial' ? { 'Content-Range': `bytes ${start}-${end}/${st.size}` } : {}),
+    });
+    if (c.head || len === 0) {
+      c.res.end();
+      return;
+    }
+    const stream = fh.createReadStream({ start, end, highWaterMark: 256 << 10, autoClose: true });
+    handedOff = true;
+    stream.on('data', (chunk: string | Buffer) => {
+      c.sent += chunk.length;
+    });
+    await new Promise<void>((resolve) => {
+      // A client that goes away mid-transfer is normal: pipeline destroys the file stream.
+      pipeline(stream, c.res, () => resolve());
+    });
+  } finally {
+    if (!handedOff) await fh.close().catch(() => {});
+  }
+};
+
+/** The real path of a regular file under `rootReal`, or undefined: symlinks may not lead outside. */
+export async function realFileUnder(rootReal: string, candidate: string): Promise<string | undefined> {
+  try {
+    const real = await fs.realpath(candidate);
+    if (real !== rootReal && !real.startsWith(rootReal + path.sep)) return undefined;
+    return (await fs.stat(real)).isFile() ? real : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Codes, StoreError, UsageError } from '../errors.js';
 import { Layout, REF_NAME } from '../oci/layout.js';
 import { MediaType } from '../oci/media.js';
-import { DOCKER_HUB, parseReference } from '../oci/reference.js';
+import { normalizeRegistry, parseReference } from '../oci/reference.js';
 import { writeFileAtomic } from '../util/fsx.js';
 
 /*
@@ -115,7 +115,7 @@ export async function writeContainerdConfig(o: ContainerdConfigOptions): Promise
   if (!o.caFile || !path.isAbsolute(o.caFile)) {
     throw new UsageError(Codes.usage, `the CA file must be an absolute path, not "${o.caFile}"`, { hint: 'containerd reads it on every node: give the path it has there, e.g. --ca /etc/ferry/pki/ca.crt.' });
   }
-  const registries = [...new Set([...(await bundleRegistries(o.bundleDir)), ...(o.extraRegistries ?? [])].map((r) => (r === 'index.docker.io' ? DOCKER_HUB : r)))].sort().map(checkRegistryDir);
+  const registries = [...new Set([...(await bundleRegistries(o.bundleDir)), ...(o.extraRegistries ?? [])].map(normalizeRegistry))].sort().map(checkRegistryDir);
   const outDir = path.resolve(o.outDir);
   const certsDir = path.join(outDir, 'certs.d');
   const hostsFiles: string[] = [];

@@ -6,6 +6,8 @@ import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';
 import { Codes, FerryError } from '../errors.js';
+import { Layout } from '../oci/layout.js';
+import { MediaType, parseManifest } from '../oci/media.js';
 import { initPki } from '../sign/pki.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, registryFqdn, type InstallAnswers } from './answers.js';
@@ -211,13 +213,13 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
 
 /** The chart .tgz of a chart manifest in the unpacked store. */
 async function chartBlob(host: Host, manifestDigest: string): Promise<string> {
-  const blobs = host.p(`${BUNDLE_DIR}/images/blobs/sha256`);
-  const man = JSON.parse(await fs.readFile(path.join(blobs, manifestDigest.slice(7)), 'utf8')) as { layers: { mediaType: string; digest: string }[] };
-  const layer = man.layers.find((l) => l.mediaType === 'application/vnd.cncf.helm.chart.content.v1.tar+gzip');
+  const store = new Layout(host.p(`${BUNDLE_DIR}/images`));
+  const parsed = parseManifest(await store.readBlob(manifestDigest), '', manifestDigest);
+  const layer = parsed.kind === 'manifest' ? parsed.manifest.layers.find((l) => l.mediaType === MediaType.helmChart) : undefined;
   if (!layer) throw new FerryError(Codes.installStep, `manifest ${manifestDigest} is not a Helm chart`, { exit: 'integrity' });
   // helm wants a chart archive by its usual name; the store names blobs by digest only.
   const tgz = host.p(`${FERRY_ROOT}/charts/${layer.digest.slice(7, 19)}.tgz`);
   await fs.mkdir(path.dirname(tgz), { recursive: true });
-  await fs.copyFile(path.join(blobs, layer.digest.slice(7)), tgz);
+  await fs.copyFile(store.blobPath(layer.digest), tgz);
   return tgz;
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { promises as dns } from 'node:dns';
 import { createWriteStream, promises as fs } from 'node:fs';
-import https from 'node:https';
+import { drain, getWithRetries } from '../util/http.js';
 import type { LookupFunction } from 'node:net';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -71,19 +71,17 @@ async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: 
     );
   };
   const url = new URL(`${siteServiceUrl(p.domain)}${urlPath}`);
-  await new Promise<void>((resolve, reject) => {
-    const req = https.get(url, { ca, lookup, timeout: 30_000 }, (res) => {
-      if (res.statusCode !== 200) {
-        res.resume();
-        return reject(new FerryError(Codes.joinFailed, `${url.href} answered ${res.statusCode}`, { exit: 'remote', hint: 'Check the site service on the servers: systemctl status ferry-serve.' }));
-      }
-      onBody(res).then(resolve, reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', (e) =>
-      reject(e instanceof FerryError ? e : new FerryError(Codes.joinFailed, `cannot fetch ${url.href}: ${e.message}`, { exit: 'remote', hint: `The node resolves registry.${p.domain} through ${p.serverIps.join(', ')}; check that their DNS and the site service answer.`, cause: e })),
-    );
-  });
+  let res;
+  try {
+    res = await getWithRetries(url, { ca, lookup, timeoutMs: 30_000 });
+  } catch (e) {
+    throw new FerryError(Codes.joinFailed, `cannot fetch ${url.href}: ${(e as Error).message}`, { exit: 'remote', hint: `The node resolves registry.${p.domain} through ${p.serverIps.join(', ')}; check that their DNS and the site service answer.`, cause: e });
+  }
+  if (res.status !== 200) {
+    await drain(res);
+    throw new FerryError(Codes.joinFailed, `${url.href} answered ${res.status}`, { exit: 'remote', hint: 'Check the site service on the servers: systemctl status ferry-serve.' });
+  }
+  await onBody(res.body);
 }
 
 interface VersionEntry {

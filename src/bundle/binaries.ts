@@ -3,6 +3,7 @@ import { Codes, FerryError, IntegrityError } from '../errors.js';
 import type { BinarySpec } from '../spec/spec.js';
 import { limiter } from '../util/limit.js';
 import { fetchText, fetchToCache, type FetchOptions } from './fetch.js';
+import { binaryPath } from './format.js';
 
 export interface FetchedFile {
   name: string;
@@ -13,7 +14,7 @@ export interface FetchedFile {
   size: number;
   /** Where it sits in the cache. */
   source: string;
-  /** Where it goes in the bundle: files/<name>/<version>/linux-<arch>/<file>. */
+  /** Where it goes in the bundle (binaryPath). */
   bundlePath: string;
   archive: boolean;
 }
@@ -61,7 +62,7 @@ export async function fetchBinaries(bins: BinarySpec[], platforms: string[], fil
             });
           }
           const got = await fetchToCache(url, sha, fileCache, o);
-          const [, arch] = platform.split('/');
+          const arch = platform.split('/')[1]!;
           const archive = !!b.extract;
           return {
             name: b.name,
@@ -71,7 +72,7 @@ export async function fetchBinaries(bins: BinarySpec[], platforms: string[], fil
             sha256: sha,
             size: got.size,
             source: got.path,
-            bundlePath: `files/${b.name}/${b.version}/linux-${arch}/${archive ? fileName : b.name}`,
+            bundlePath: binaryPath({ name: b.name, version: b.version, arch, file: archive ? fileName : b.name }),
             archive,
           };
         }),

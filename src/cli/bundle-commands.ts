@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { buildBundle, DEFAULT_PART_SIZE } from '../bundle/build.js';
 import { parseBinaryMirror } from '../bundle/fetch.js';
+import { bundleFileName } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
@@ -70,7 +71,7 @@ export function bundleCommand(): Command {
     const key = await loadPrivateKey(o.key, await readPassphrase(o.passphraseFile));
     const partSize = o.splitSize === undefined || o.splitSize === false ? undefined : o.splitSize === true ? DEFAULT_PART_SIZE : parseSize(o.splitSize);
     const client = await clientFrom(o, out.reporter);
-    const outFile = o.out ?? `${s.spec.metadata.name}-${s.spec.metadata.version}.ferry.tar`;
+    const outFile = o.out ?? bundleFileName(s.spec.metadata);
     const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, binaryMirrors, platforms: o.platform });
     out.reporter.done();
     out.result(

@@ -4,7 +4,7 @@ import { createWriteStream, promises as fs } from 'node:fs';
 import https from 'node:https';
 import type { LookupFunction } from 'node:net';
 import path from 'node:path';
-import type { BundleManifest } from '../bundle/build.js';
+import type { BundleManifest } from '../bundle/format.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { Codes, FerryError, IntegrityError } from '../errors.js';
 import { issueServerCert } from '../sign/pki.js';

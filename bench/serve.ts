@@ -7,7 +7,6 @@
  * ratio, p50/p99 blob latency, and each server's peak RSS from /proc/<pid>/status every 100 ms.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +18,7 @@ import { Pusher } from '../src/oci/copy.js';
 import { Layout } from '../src/oci/layout.js';
 import type { Descriptor } from '../src/oci/media.js';
 import { initPki } from '../src/sign/pki.js';
+import { sha256Hex } from '../src/util/digest.js';
 import { freePort, waitFor } from '../test/helpers/peers.js';
 import { cpuSecs, get, hwmBytes, MANIFEST_ACCEPT, rssBytes, newAgent, percentile, runLoad, sampleRss, TLS13_SUITES, type BlobTarget, type LoadResult, type ManifestTarget } from './serve-load.js';
 import { numArg } from './content.js';
@@ -114,8 +114,7 @@ try {
   // What an unpacked bundle also holds (ferry serve needs only images/index.json).
   await fs.mkdir(path.join(bundle, 'files'), { recursive: true });
   await fs.writeFile(path.join(bundle, 'files', 'versions.json'), '{}\n');
-  const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
-  await fs.writeFile(path.join(bundle, 'checksums.txt'), `${sha('{}\n')}  files/versions.json\n${sha(await fs.readFile(path.join(bundle, 'images', 'index.json')))}  images/index.json\n`);
+  await fs.writeFile(path.join(bundle, 'checksums.txt'), `${sha256Hex('{}\n')}  files/versions.json\n${sha256Hex(await fs.readFile(path.join(bundle, 'images', 'index.json')))}  images/index.json\n`);
 
   // Every blob once (the shared base and middles are pulled once per pass, as a real client would),
   // under the first repository that holds it.

@@ -6,6 +6,7 @@ import { unpackBundle } from '../../src/bundle/unpack.js';
 import { verifyBundle } from '../../src/bundle/verify.js';
 import { loadPublicKey } from '../../src/sign/keys.js';
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
+import { sha256Hex } from '../../src/util/digest.js';
 import { buildFixtureSet } from '../../fixtures/images.js';
 import { ferry } from '../helpers/cli.js';
 import { helm } from '../helpers/helm.js';
@@ -19,10 +20,9 @@ let specFile: string;
 let env: NodeJS.ProcessEnv;
 let bundle: string;
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 /** kubeadm v1.37.2's images, as names below the test registry's fx/ prefix. */
 const KUBEADM_NAMES = kubeadmImages('v1.37.2', 'r.invalid').map((r) => r.slice('r.invalid/'.length));
-const sha256File = async (f: string) => sha(await fs.readFile(f));
+const sha256File = async (f: string) => sha256Hex(await fs.readFile(f));
 
 async function write(p: string, data: string | Buffer) {
   await fs.mkdir(path.dirname(p), { recursive: true });
@@ -41,7 +41,7 @@ beforeAll(async () => {
   for (const arch of ['amd64', 'arm64']) {
     const bin = randomBytes(150_000);
     await write(`${dl}/release/v1.37.2/bin/linux/${arch}/kubeadm`, bin);
-    await write(`${dl}/release/v1.37.2/bin/linux/${arch}/kubeadm.sha256`, `${sha(bin)}\n`);
+    await write(`${dl}/release/v1.37.2/bin/linux/${arch}/kubeadm.sha256`, `${sha256Hex(bin)}\n`);
   }
   // Archives with a SHA256SUMS file, the way the CNI plugins publish them.
   const sums: string[] = [];
@@ -115,7 +115,7 @@ ${KUBEADM_NAMES.map((n) => `    - ${reg.host}/fx/${n}`).join('\n')}
     - name: crictl
       version: v1.31.1
       url: vendor/crictl-{arch}
-      sha256: {linux/amd64: ${sha(crictl)}, linux/arm64: ${sha(crictl)}}
+      sha256: {linux/amd64: ${sha256Hex(crictl)}, linux/arm64: ${sha256Hex(crictl)}}
   charts:
     - {name: web, repo: ${web.url}/charts, version: 1.16.x}
     - {name: demo, path: charts/demo}

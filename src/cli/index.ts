@@ -1,1 +1,0 @@
-export { main, buildProgram } from './main.js';

@@ -20,7 +20,7 @@ export interface FetchedFile {
 }
 
 /** Expands {version}, {semver} (no leading v), {os} and {arch}. */
-export function expandTemplate(t: string, version: string, platform: string): string {
+function expandTemplate(t: string, version: string, platform: string): string {
   const [os, arch] = platform.split('/') as [string, string];
   return t.replaceAll('{version}', version).replaceAll('{semver}', version.replace(/^v/, '')).replaceAll('{os}', os).replaceAll('{arch}', arch);
 }
@@ -29,7 +29,7 @@ export function expandTemplate(t: string, version: string, platform: string): st
  * Finds the sha256 for `fileName` in a checksum document: a bare hex digest (kubeadm.sha256), or
  * `sha256sum` lines where the entry for the file name wins (SHA256SUMS, runc.sha256sum).
  */
-export function pickChecksum(doc: string, fileName: string, docUrl: string): string {
+function pickChecksum(doc: string, fileName: string, docUrl: string): string {
   const lines = doc.split('\n').map((l) => l.trim()).filter(Boolean);
   const entries = lines.map((l) => /^([a-fA-F0-9]{64})(?:\s+\*?(.+))?$/.exec(l)).filter((m): m is RegExpExecArray => !!m);
   if (entries.length === 1 && !entries[0]![2]) return entries[0]![1]!.toLowerCase();

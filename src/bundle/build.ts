@@ -49,7 +49,7 @@ export const DEFAULT_PART_SIZE = 4 * 1024 ** 3 - 64 * 1024;
  * compiled sources, or the directory of the running ferry.mjs, so a bundle carries the very ferry
  * that built it.
  */
-export function defaultFerryDir(): string {
+function defaultFerryDir(): string {
   const here = fileURLToPath(import.meta.url);
   if (path.basename(here) === 'ferry.mjs') return path.dirname(here);
   return path.resolve(path.dirname(here), '..', 'ferry');

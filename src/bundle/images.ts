@@ -45,7 +45,7 @@ export interface PushResult {
 }
 
 /** Splits `host[:port][/prefix]` into a registry and a repository prefix. */
-export function parsePushTarget(to: string): { registry: string; prefix: string } {
+function parsePushTarget(to: string): { registry: string; prefix: string } {
   const s = to.replace(/^[a-z]+:\/\//, '').replace(/\/+$/, '');
   const slash = s.indexOf('/');
   const registry = slash < 0 ? s : s.slice(0, slash);

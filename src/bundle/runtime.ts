@@ -10,7 +10,7 @@ import { tempPathFor } from '../util/fsx.js';
 import { fetchText, fetchToCache, localPath, type FetchOptions } from './fetch.js';
 import { runtimePath } from './format.js';
 
-export const RUNTIME_MAJOR = 24;
+const RUNTIME_MAJOR = 24;
 
 export interface FetchedRuntime {
   platform: string;
@@ -24,7 +24,7 @@ export interface FetchedRuntime {
 
 const NPM_ARCH: Record<string, string> = { 'linux/amd64': 'x64', 'linux/arm64': 'arm64' };
 
-export function npmRegistry(env: NodeJS.ProcessEnv = process.env): string {
+function npmRegistry(env: NodeJS.ProcessEnv = process.env): string {
   const r = env.FERRY_NPM_REGISTRY || env.npm_config_registry || 'https://registry.npmjs.org/';
   return r.endsWith('/') ? r : `${r}/`;
 }

@@ -8,12 +8,12 @@ import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
 import { loadSpec, narrowPlatforms } from '../spec/spec.js';
 import { loadPrivateKey, loadPublicKey, readPassphrase } from '../sign/keys.js';
 import { formatBytes, parseSize } from '../util/size.js';
-import { makeOutput } from './output.js';
+import { makeOutput, type Output } from './output.js';
 import { confirm } from './prompt.js';
 import { addRegistryOptions, clientFrom, type RegistryFlags } from './registry-options.js';
 import { addPlatformOption, collect, defaultLock, examples, globals } from './shared.js';
 
-async function verifyOptions(o: { trust?: string }, out: ReturnType<typeof makeOutput>): Promise<VerifyOptions> {
+async function verifyOptions(o: { trust?: string }, out: Output): Promise<VerifyOptions> {
   return {
     trust: o.trust ? await loadPublicKey(o.trust) : undefined,
     confirm: async (fp) => {

@@ -23,7 +23,7 @@ Exit codes:
 Errors print as "error[CODE]: message" and a hint; with --json also as {"error": {...}} on stdout.
 `;
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Carry a whole Kubernetes installation across an air gap.')
     .version(FERRY_VERSION, '-V, --version')

@@ -169,7 +169,3 @@ export function narrowPlatforms(s: LoadedSpec, wanted: string[] | undefined): Lo
   }
   return { ...s, spec: { ...s.spec, spec: { ...s.spec.spec, platforms } }, images, narrowed: { platforms, skipped } };
 }
-
-export function platformKey(ps: Platform[]): string[] {
-  return ps.map(formatPlatform).sort();
-}

@@ -11,7 +11,6 @@ import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { randomLayer, writeImage, type Layer } from '../fixtures/images.js';
 import { RegistryClient } from '../src/oci/client.js';
 import { Pusher } from '../src/oci/copy.js';
@@ -19,11 +18,10 @@ import { Layout } from '../src/oci/layout.js';
 import type { Descriptor } from '../src/oci/media.js';
 import { initPki } from '../src/sign/pki.js';
 import { sha256Hex } from '../src/util/digest.js';
-import { freePort, waitFor } from '../test/helpers/peers.js';
+import { freePort, waitFor } from '../fixtures/peers.js';
 import { cpuSecs, get, hwmBytes, MANIFEST_ACCEPT, rssBytes, newAgent, percentile, runLoad, sampleRss, TLS13_SUITES, type BlobTarget, type LoadResult, type ManifestTarget } from './serve-load.js';
-import { numArg } from './content.js';
+import { FERRY as ferryEntry, numArg, ROOT as root } from './content.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const totalMb = numArg('mb', 1024);
 const clients = numArg('clients', 32);
 const rounds = numArg('rounds', 1);
@@ -31,7 +29,6 @@ const passes = numArg('passes', 1);
 const phaseSecs = numArg('phase-secs', 100);
 const IMAGES = 8;
 
-const ferryEntry = path.join(root, 'bin', 'ferry');
 if (!existsSync(path.join(root, 'dist', 'ferry', 'ferry.mjs'))) throw new Error('dist/ferry/ferry.mjs is missing: run `npm run build` first');
 
 const MiB = 1024 * 1024;

@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseVersionsJson, type BundleManifest } from '../../src/bundle/format.js';
 import { unpackBundle } from '../../src/bundle/unpack.js';
 import { verifyBundle } from '../../src/bundle/verify.js';
 import { loadPublicKey } from '../../src/sign/keys.js';
@@ -160,16 +161,16 @@ describe('ferry bundle build', () => {
     expect(names).toContain('files/crictl/v1.31.1/linux-amd64/crictl');
     expect(names).toContain('runtime/linux-amd64/node');
     expect(await fs.readFile(`${x}/runtime/linux-amd64/node`, 'utf8')).toContain('v24.1.0');
-    const versions = JSON.parse(await fs.readFile(`${x}/files/versions.json`, 'utf8')) as { path: string; sha256: string }[];
+    const versions = parseVersionsJson(await fs.readFile(`${x}/files/versions.json`, 'utf8'));
     expect(versions).toHaveLength(6);
     for (const v of versions) expect(await sha256File(`${x}/files/${v.path}`)).toBe(v.sha256);
     const { stdout: mode } = await execFileP('stat', ['-c', '%a', `${x}/files/kubeadm/v1.37.2/linux-amd64/kubeadm`]);
     expect(mode.trim()).toBe('755');
     // The image store in the bundle is an OCI layout skopeo reads, named by upstream references.
     expect((await skopeoInspect([`oci:${x}/images:${reg.host}/fx/single:v1`])).Architecture).toBe('amd64');
-    const m = JSON.parse(await fs.readFile(`${x}/bundle.json`, 'utf8')) as { charts: { name: string; version: string }[]; kubernetes: { version: string } };
+    const m = JSON.parse(await fs.readFile(`${x}/bundle.json`, 'utf8')) as BundleManifest;
     expect(m.charts.map((c) => `${c.name}@${c.version}`).sort()).toEqual(['demo@0.2.0', 'web@1.16.3']);
-    expect(m.kubernetes.version).toBe('v1.37.2');
+    expect(m.kubernetes?.version).toBe('v1.37.2');
     const install = await fs.readFile(`${x}/install.sh`, 'utf8');
     expect(install).toContain('node="$here/runtime/linux-$arch/node"');
     expect(install).toContain('exec "$node" "$here/ferry/ferry.mjs" install "$@"');

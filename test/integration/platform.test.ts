@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { buildFixtureSet, type FixtureSet } from '../../fixtures/images.js';
+import type { BundleManifest } from '../../src/bundle/format.js';
 import { sha256Hex } from '../../src/util/digest.js';
 import { ferry } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
@@ -20,17 +21,10 @@ async function write(p: string, data: string | Buffer) {
   await fs.writeFile(p, data);
 }
 
-interface Manifest {
-  platforms: string[];
-  images: { ref: string; platforms: string[] }[];
-  files: { platform: string }[];
-  runtime: { platform: string }[];
-}
-
-async function bundleOf(file: string): Promise<{ manifest: Manifest; entries: string[] }> {
+async function bundleOf(file: string): Promise<{ manifest: BundleManifest; entries: string[] }> {
   const { stdout } = await execFileP('tar', ['-xOf', file, 'bundle.json'], { maxBuffer: 16 << 20 });
   const { stdout: list } = await execFileP('tar', ['-tf', file], { maxBuffer: 16 << 20 });
-  return { manifest: JSON.parse(stdout) as Manifest, entries: list.trim().split('\n') };
+  return { manifest: JSON.parse(stdout) as BundleManifest, entries: list.trim().split('\n') };
 }
 
 /** The digests of the children of a fixture index, by platform. */

@@ -10,6 +10,10 @@ import { writeFileAtomic } from '../util/fsx.js';
 
 export const FORMAT_VERSION = 1;
 
+/** The binary repository's directory, and its index of every binary. */
+const FILES = 'files/';
+export const VERSIONS_JSON = `${FILES}versions.json`;
+
 /** A refusal of a bundle's content: the bytes are wrong, and no flag makes them right. */
 export const refuse = (code: string, msg: string, hint = 'Do not use this bundle. Get a fresh copy from its source and verify it again.') => new IntegrityError(code, msg, { hint });
 
@@ -80,9 +84,6 @@ export const runtimePath = (platform: string) => `runtime/linux-${platform.split
 
 // ---------------------------------------------------------------------------------------------
 // files/: the binary repository, served by the site at /files/.
-
-const FILES = 'files/';
-export const VERSIONS_JSON = `${FILES}versions.json`;
 
 /** One binary: its spec name and version, and the arch and file name it has in the bundle. */
 export interface BinaryCoords {

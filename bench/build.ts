@@ -7,22 +7,15 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { benchSpec, numArg } from './content.js';
+import { FERRY as ferry, lockedBenchSpec, median as med, numArg } from './content.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const totalMb = numArg('mb', 1024);
 const files = numArg('files', 200);
 const runs = numArg('runs', 3);
-const ferry = path.join(root, 'bin', 'ferry');
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-bench-build-'));
 try {
-  const spec = await benchSpec(work, totalMb, files);
-  const env = { ...process.env, FERRY_CACHE_DIR: path.join(work, 'cache') };
-  execFileSync(ferry, ['key', 'generate', '--out', path.join(work, 'keys'), '-q'], { env });
-  execFileSync(ferry, ['lock', spec, '-q'], { env });
-  const key = path.join(work, 'keys', 'ferry.key');
+  const { spec, env, key } = await lockedBenchSpec(work, totalMb, files);
   const out = path.join(work, 'out.ferry.tar');
   // Warm the cache (downloads, i.e. local copies, happen here, untimed).
   execFileSync(ferry, ['bundle', 'build', spec, '--key', key, '--out', out, '-q'], { env });
@@ -42,7 +35,6 @@ try {
     rows.push({ ferry: f.secs, tar: t.secs, rss: f.rssMb });
   }
   const size = (await fs.stat(out)).size;
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const fm = med(rows.map((r) => r.ferry));
   const tm = med(rows.map((r) => r.tar));
   console.log(`bench/build: ${(size / 1024 / 1024).toFixed(0)} MiB bundle, ${files + 1} content files, warm cache, median of ${runs}`);

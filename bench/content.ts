@@ -1,7 +1,14 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { randomChunks } from '../fixtures/images.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const FERRY = path.join(ROOT, 'bin', 'ferry');
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
  * A spec whose bundle holds `files` binaries of equal size plus one runtime-sized file, `totalMb`
@@ -30,6 +37,15 @@ export async function benchSpec(work: string, totalMb: number, files: number): P
   const spec = path.join(work, 'bundle-spec', 'bench.yaml');
   await fs.writeFile(spec, `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: bench, version: 0.1.0}\nspec:\n  platforms: [linux/amd64]\n  images: []\n  runtime: {node: {linux/amd64: vendor/node}}\n  binaries:\n${lines.join('\n')}\n`);
   return spec;
+}
+
+/** benchSpec, plus a signing key and the lock: what a bundle build of it needs, with its own cache. */
+export async function lockedBenchSpec(work: string, totalMb: number, files: number): Promise<{ spec: string; env: NodeJS.ProcessEnv; key: string; pub: string }> {
+  const spec = await benchSpec(work, totalMb, files);
+  const env = { ...process.env, FERRY_CACHE_DIR: path.join(work, 'cache') };
+  execFileSync(FERRY, ['key', 'generate', '--out', path.join(work, 'keys'), '-q'], { env });
+  execFileSync(FERRY, ['lock', spec, '-q'], { env });
+  return { spec, env, key: path.join(work, 'keys', 'ferry.key'), pub: path.join(work, 'keys', 'ferry.pub') };
 }
 
 /** A numeric `--name N` flag of a benchmark, `d` when absent; it must be a positive number. */

@@ -8,13 +8,11 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Layout } from '../src/oci/layout.js';
 import { randomLayer, writeImage } from '../fixtures/images.js';
-import { pushFixtures, startRegistry } from '../test/helpers/peers.js';
-import { numArg } from './content.js';
+import { pushFixtures, startRegistry } from '../fixtures/peers.js';
+import { FERRY, median as med, numArg } from './content.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const totalMb = numArg('mb', 200);
 const runs = numArg('runs', 3);
 
@@ -36,7 +34,7 @@ try {
   await fs.mkdir(path.dirname(spec), { recursive: true });
   await fs.writeFile(spec, `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: bench, version: 0.1.0}\nspec:\n  platforms: [linux/amd64]\n  images:\n${names.map((n) => `    - ${reg.host}/bench/${n}`).join('\n')}\n`);
   const lock = path.join(work, 'images.lock');
-  execFileSync(process.execPath, [path.join(root, 'bin/ferry'), 'lock', spec, '--lock', lock, '-q']);
+  execFileSync(process.execPath, [FERRY, 'lock', spec, '--lock', lock, '-q']);
 
   const timed = (cmd: string[], env: NodeJS.ProcessEnv = {}) => {
     const t0 = process.hrtime.bigint();
@@ -50,7 +48,7 @@ try {
   const rows: { ferry: number; skopeo: number; rss: number }[] = [];
   for (let run = 0; run < runs; run++) {
     const fdir = path.join(work, `ferry-${run}`);
-    const f = timed([process.execPath, path.join(root, 'bin/ferry'), 'images', 'pull', spec, '--lock', lock, '--out', fdir, '-q'], { FERRY_CACHE_DIR: path.join(work, `cache-${run}`) });
+    const f = timed([process.execPath, FERRY, 'images', 'pull', spec, '--lock', lock, '--out', fdir, '-q'], { FERRY_CACHE_DIR: path.join(work, `cache-${run}`) });
     const sdir = path.join(work, `skopeo-${run}`);
     const t0 = process.hrtime.bigint();
     for (const n of names) execFileSync('skopeo', ['copy', '-q', '--src-tls-verify=false', `docker://${reg.host}/bench/${n}`, `oci:${sdir}:${n}`]);
@@ -60,7 +58,6 @@ try {
     await fs.rm(sdir, { recursive: true, force: true });
     await fs.rm(path.join(work, `cache-${run}`), { recursive: true, force: true });
   }
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const fm = med(rows.map((r) => r.ferry));
   const sm = med(rows.map((r) => r.skopeo));
   console.log(`bench/pull: ${names.length} images, ~${totalMb} MB, ${runs} runs (median)`);

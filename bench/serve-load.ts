@@ -124,7 +124,7 @@ function childCpuSecs(): number {
 }
 
 /** Busy CPU seconds of the whole machine so far (everything but idle and iowait). */
-export function machineBusySecs(): number {
+function machineBusySecs(): number {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
   const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
   return (v.reduce((a, b) => a + b, 0) - v[3]! - v[4]!) / 100;

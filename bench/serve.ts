@@ -7,23 +7,21 @@
  * ratio, p50/p99 blob latency, and each server's peak RSS from /proc/<pid>/status every 100 ms.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { randomLayer, writeImage, type Layer } from '../fixtures/images.js';
 import { RegistryClient } from '../src/oci/client.js';
 import { Pusher } from '../src/oci/copy.js';
 import { Layout } from '../src/oci/layout.js';
 import type { Descriptor } from '../src/oci/media.js';
 import { initPki } from '../src/sign/pki.js';
-import { freePort, waitFor } from '../test/helpers/peers.js';
+import { sha256Hex } from '../src/util/digest.js';
+import { freePort, waitFor } from '../fixtures/peers.js';
 import { cpuSecs, get, hwmBytes, MANIFEST_ACCEPT, rssBytes, newAgent, percentile, runLoad, sampleRss, TLS13_SUITES, type BlobTarget, type LoadResult, type ManifestTarget } from './serve-load.js';
-import { numArg } from './content.js';
+import { FERRY as ferryEntry, numArg, ROOT as root } from './content.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const totalMb = numArg('mb', 1024);
 const clients = numArg('clients', 32);
 const rounds = numArg('rounds', 1);
@@ -31,7 +29,6 @@ const passes = numArg('passes', 1);
 const phaseSecs = numArg('phase-secs', 100);
 const IMAGES = 8;
 
-const ferryEntry = path.join(root, 'bin', 'ferry');
 if (!existsSync(path.join(root, 'dist', 'ferry', 'ferry.mjs'))) throw new Error('dist/ferry/ferry.mjs is missing: run `npm run build` first');
 
 const MiB = 1024 * 1024;
@@ -114,8 +111,7 @@ try {
   // What an unpacked bundle also holds (ferry serve needs only images/index.json).
   await fs.mkdir(path.join(bundle, 'files'), { recursive: true });
   await fs.writeFile(path.join(bundle, 'files', 'versions.json'), '{}\n');
-  const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
-  await fs.writeFile(path.join(bundle, 'checksums.txt'), `${sha('{}\n')}  files/versions.json\n${sha(await fs.readFile(path.join(bundle, 'images', 'index.json')))}  images/index.json\n`);
+  await fs.writeFile(path.join(bundle, 'checksums.txt'), `${sha256Hex('{}\n')}  files/versions.json\n${sha256Hex(await fs.readFile(path.join(bundle, 'images', 'index.json')))}  images/index.json\n`);
 
   // Every blob once (the shared base and middles are pulled once per pass, as a real client would),
   // under the first repository that holds it.

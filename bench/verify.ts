@@ -8,23 +8,17 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { benchSpec, numArg } from './content.js';
+import { FERRY as ferry, lockedBenchSpec, median as med, numArg } from './content.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const totalMb = numArg('mb', 512);
 const files = numArg('files', 400);
 const runs = numArg('runs', 3);
-const ferry = path.join(root, 'bin', 'ferry');
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-bench-verify-'));
 try {
-  const spec = await benchSpec(work, totalMb, files);
-  const env = { ...process.env, FERRY_CACHE_DIR: path.join(work, 'cache') };
-  execFileSync(ferry, ['key', 'generate', '--out', path.join(work, 'keys'), '-q'], { env });
-  execFileSync(ferry, ['lock', spec, '-q'], { env });
+  const { spec, env, key, pub } = await lockedBenchSpec(work, totalMb, files);
   const bundle = path.join(work, 'bench.ferry.tar');
-  execFileSync(ferry, ['bundle', 'build', spec, '--key', path.join(work, 'keys', 'ferry.key'), '--out', bundle, '-q'], { env });
+  execFileSync(ferry, ['bundle', 'build', spec, '--key', key, '--out', bundle, '-q'], { env });
   const x = path.join(work, 'x');
   await fs.mkdir(x);
   execFileSync('tar', ['-xf', bundle, '-C', x]);
@@ -36,9 +30,8 @@ try {
     if (r.status !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`);
     return Number(process.hrtime.bigint() - t0) / 1e9;
   };
-  const ferryCmd = [process.execPath, ferry, 'bundle', 'verify', bundle, '--trust', path.join(work, 'keys', 'ferry.pub'), '-q'];
+  const ferryCmd = [process.execPath, ferry, 'bundle', 'verify', bundle, '--trust', pub, '-q'];
   const sumCmd = ['sha256sum', '-c', '--quiet', 'checksums.txt'];
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const mbps = (s: number) => size / 1024 / 1024 / s;
   const report = (label: string, pin: string[]) => {
     time([...pin, ...ferryCmd]);

@@ -3,8 +3,9 @@ import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Codes, FerryError } from '../errors.js';
-import { ioError, tempPathFor, writeFileAtomic } from '../util/fsx.js';
+import { ioError, tempPathFor } from '../util/fsx.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
+import { partFileOf, type PartInfo } from './format.js';
 import { END_OF_ARCHIVE, fileHeader, padding } from './tarwriter.js';
 
 export interface ArchiveEntry {
@@ -14,12 +15,6 @@ export interface ArchiveEntry {
   mode?: number;
   /** A file to stream from (the cache), or bytes we made. */
   source: string | Buffer;
-}
-
-export interface PartInfo {
-  name: string;
-  size: number;
-  sha256: string;
 }
 
 /**
@@ -44,7 +39,7 @@ class Sink {
 
   private async openNext(): Promise<void> {
     await this.closeCurrent();
-    const final = this.partSize ? `${this.out}.part${String(this.parts.length + 1).padStart(3, '0')}` : this.out;
+    const final = this.partSize ? partFileOf(this.out, this.parts.length + 1) : this.out;
     const tmp = tempPathFor(final);
     this.temps.push({ tmp, final });
     this.fh = await fs.open(tmp, 'w');
@@ -157,35 +152,4 @@ export async function writeArchive(out: string, head: ArchiveEntry[], content: A
     throw ioError(`cannot write ${out}`, e);
   }
   return { parts: sink.parts, size };
-}
-
-export interface PartsManifest {
-  formatVersion: 1;
-  bundle: string;
-  /** sha256 of the bundle's checksums.txt: ties the parts to one bundle. */
-  checksums: string;
-  size: number;
-  parts: PartInfo[];
-  signer?: { fingerprint: string; publicKey: string };
-  signature?: string;
-}
-
-/** The bytes that parts.json's signature covers: the manifest without its signature, keys sorted. */
-export function partsSigningBytes(m: PartsManifest): Buffer {
-  const { signature: _s, ...rest } = m;
-  return Buffer.from(JSON.stringify(sortKeys(rest)));
-}
-
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys((v as Record<string, unknown>)[k])]));
-  return v;
-}
-
-export async function writePartsManifest(file: string, m: PartsManifest): Promise<void> {
-  await writeFileAtomic(file, `${JSON.stringify(m, null, 2)}\n`);
-}
-
-export function sha256Hex(b: Buffer | string): string {
-  return createHash('sha256').update(b).digest('hex');
 }

@@ -3,6 +3,7 @@ import { Codes, FerryError, IntegrityError } from '../errors.js';
 import type { BinarySpec } from '../spec/spec.js';
 import { limiter } from '../util/limit.js';
 import { fetchText, fetchToCache, type FetchOptions } from './fetch.js';
+import { binaryPath } from './format.js';
 
 export interface FetchedFile {
   name: string;
@@ -13,13 +14,13 @@ export interface FetchedFile {
   size: number;
   /** Where it sits in the cache. */
   source: string;
-  /** Where it goes in the bundle: files/<name>/<version>/linux-<arch>/<file>. */
+  /** Where it goes in the bundle (binaryPath). */
   bundlePath: string;
   archive: boolean;
 }
 
 /** Expands {version}, {semver} (no leading v), {os} and {arch}. */
-export function expandTemplate(t: string, version: string, platform: string): string {
+function expandTemplate(t: string, version: string, platform: string): string {
   const [os, arch] = platform.split('/') as [string, string];
   return t.replaceAll('{version}', version).replaceAll('{semver}', version.replace(/^v/, '')).replaceAll('{os}', os).replaceAll('{arch}', arch);
 }
@@ -28,7 +29,7 @@ export function expandTemplate(t: string, version: string, platform: string): st
  * Finds the sha256 for `fileName` in a checksum document: a bare hex digest (kubeadm.sha256), or
  * `sha256sum` lines where the entry for the file name wins (SHA256SUMS, runc.sha256sum).
  */
-export function pickChecksum(doc: string, fileName: string, docUrl: string): string {
+function pickChecksum(doc: string, fileName: string, docUrl: string): string {
   const lines = doc.split('\n').map((l) => l.trim()).filter(Boolean);
   const entries = lines.map((l) => /^([a-fA-F0-9]{64})(?:\s+\*?(.+))?$/.exec(l)).filter((m): m is RegExpExecArray => !!m);
   if (entries.length === 1 && !entries[0]![2]) return entries[0]![1]!.toLowerCase();
@@ -61,7 +62,7 @@ export async function fetchBinaries(bins: BinarySpec[], platforms: string[], fil
             });
           }
           const got = await fetchToCache(url, sha, fileCache, o);
-          const [, arch] = platform.split('/');
+          const arch = platform.split('/')[1]!;
           const archive = !!b.extract;
           return {
             name: b.name,
@@ -71,7 +72,7 @@ export async function fetchBinaries(bins: BinarySpec[], platforms: string[], fil
             sha256: sha,
             size: got.size,
             source: got.path,
-            bundlePath: `files/${b.name}/${b.version}/linux-${arch}/${archive ? fileName : b.name}`,
+            bundlePath: binaryPath({ name: b.name, version: b.version, arch, file: archive ? fileName : b.name }),
             archive,
           };
         }),

@@ -1,3 +1,4 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,55 +8,48 @@ import { collectImage } from '../oci/copy.js';
 import { Layout } from '../oci/layout.js';
 import { isIndexType, MediaType, type Descriptor } from '../oci/media.js';
 import { fingerprint, signBytes, verifyBytes } from '../sign/keys.js';
-import { writeFileAtomic } from '../util/fsx.js';
-import { createPublicKey } from 'node:crypto';
-
-const publicOf = (k: KeyObject) => createPublicKey(k);
 import { assertNoDrift, readLock, resolveAll, writeLock } from '../spec/lock.js';
 import { loadSpec, narrowPlatforms } from '../spec/spec.js';
-import { hashFile, sha256 } from '../util/digest.js';
+import { hashFile, sha256Hex } from '../util/digest.js';
+import { writeFileAtomic } from '../util/fsx.js';
 import { cacheDir, cacheStoreDir } from '../util/paths.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
-import type { KeyObject } from 'node:crypto';
-import { writeArchive, writePartsManifest, partsSigningBytes, sha256Hex, type ArchiveEntry, type PartsManifest } from './archive.js';
+import { writeArchive, type ArchiveEntry } from './archive.js';
 import { fetchBinaries, type FetchedFile } from './binaries.js';
 import { fetchCharts, type PackedChart } from './charts.js';
 import type { BinaryMirror } from './fetch.js';
+import {
+  bundleId,
+  checksumsText,
+  entryMode,
+  FORMAT_VERSION,
+  INSTALL_SH,
+  manifestBytes,
+  partsFileOf,
+  partsSigningBytes,
+  TABLE,
+  VERSIONS_JSON,
+  versionsJson,
+  writePartsManifest,
+  type BundleManifest,
+  type PartsManifest,
+} from './format.js';
 import { chartArchive, checkBundleImages, findHelm } from './image-check.js';
 import { lockedPlatforms, pullImages } from './images.js';
 import { fetchRuntimes, type FetchedRuntime } from './runtime.js';
 
-export const FORMAT_VERSION = 1;
+const publicOf = (k: KeyObject) => createPublicKey(k);
+
 export const FERRY_VERSION = '0.1.0';
 /** Just under 4 GiB: the largest file FAT32 holds is 4 GiB - 1 byte. */
 export const DEFAULT_PART_SIZE = 4 * 1024 ** 3 - 64 * 1024;
-
-export interface BundleManifest {
-  formatVersion: number;
-  name: string;
-  version: string;
-  description?: string;
-  created: string;
-  ferryVersion: string;
-  platforms: string[];
-  kubernetes?: { version: string; imageRepository?: string };
-  images: { ref: string; digest: string; mediaType: string; platforms: string[] }[];
-  charts: { name: string; version: string; ref: string; digest: string }[];
-  files: { name: string; version: string; platform: string; path: string; sha256: string; size: number; archive: boolean; url: string }[];
-  runtime: { platform: string; version: string; path: string; sha256: string; size: number }[];
-  /** The signing key, so a site without --trust can be shown its fingerprint to confirm. */
-  signer: { fingerprint: string; publicKey: string };
-  /** Bytes of every entry's content, for the unpack disk-space preflight. */
-  contentSize: number;
-  entries: number;
-}
 
 /**
  * Where the bundled ferry lives: dist/ferry/ (ferry.mjs and its lazily loaded chunks) beside the
  * compiled sources, or the directory of the running ferry.mjs, so a bundle carries the very ferry
  * that built it.
  */
-export function defaultFerryDir(): string {
+function defaultFerryDir(): string {
   const here = fileURLToPath(import.meta.url);
   if (path.basename(here) === 'ferry.mjs') return path.dirname(here);
   return path.resolve(path.dirname(here), '..', 'ferry');
@@ -78,23 +72,6 @@ async function ferryEntries(dir: string): Promise<ArchiveEntry[]> {
   if (!out.some((e) => e.path === 'ferry/ferry.mjs')) throw new Error(`${dir} has no ferry.mjs`);
   return out;
 }
-
-export const INSTALL_SH = `#!/bin/sh
-# ferry bundle entry point: runs the bundled ferry with the bundled Node.js for this machine.
-set -eu
-here=$(cd "$(dirname "$0")" && pwd)
-case "$(uname -m)" in
-  x86_64|amd64) arch=amd64 ;;
-  aarch64|arm64) arch=arm64 ;;
-  *) echo "ferry: unsupported architecture $(uname -m)" >&2; exit 2 ;;
-esac
-node="$here/runtime/linux-$arch/node"
-if [ ! -x "$node" ]; then
-  echo "ferry: this bundle carries no runtime for linux/$arch" >&2
-  exit 2
-fi
-exec "$node" "$here/ferry/ferry.mjs" install "$@"
-`;
 
 /** Relative paths in a spec (charts/x, bins/…) are read from the project: bundle-spec/'s parent. */
 export function specBaseDir(specFile: string): string {
@@ -127,10 +104,6 @@ export interface BuildResult {
   size: number;
   entries: number;
   manifest: BundleManifest;
-}
-
-function modeFor(p: string): number {
-  return p === 'install.sh' || p.startsWith('runtime/') || (p.startsWith('files/') && p !== 'files/versions.json') ? 0o755 : 0o644;
 }
 
 /** Every store blob the bundle's images and charts need, from the cache. */
@@ -245,22 +218,16 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   }
   const store = await storeEntries(cache, named);
   const ociLayout = Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  const versions = Buffer.from(
-    `${JSON.stringify(
-      files.map((f) => ({ name: f.name, version: f.version, platform: f.platform, path: f.bundlePath.slice('files/'.length), sha256: f.sha256, size: f.size, archive: f.archive, url: f.url })).sort((a, b) => (a.path < b.path ? -1 : 1)),
-      null,
-      2,
-    )}\n`,
-  );
+  const bundleFiles = files.map((f) => ({ name: f.name, version: f.version, platform: f.platform, path: f.bundlePath, sha256: f.sha256, size: f.size, archive: f.archive, url: f.url })).sort((a, b) => (a.path < b.path ? -1 : 1));
   const install = Buffer.from(INSTALL_SH);
-  const bytesEntry = (p: string, b: Buffer): ArchiveEntry => ({ path: p, size: b.length, sha256: sha256Hex(b), source: b, mode: modeFor(p) });
+  const bytesEntry = (p: string, b: Buffer): ArchiveEntry => ({ path: p, size: b.length, sha256: sha256Hex(b), source: b, mode: entryMode(p) });
   const content: ArchiveEntry[] = [
     bytesEntry('install.sh', install),
     ...ferryFiles,
     bytesEntry('images/oci-layout', ociLayout),
     bytesEntry('images/index.json', store.index),
     ...store.entries,
-    bytesEntry('files/versions.json', versions),
+    bytesEntry(VERSIONS_JSON, versionsJson(bundleFiles)),
     ...files.map((f) => ({ path: f.bundlePath, size: f.size, sha256: f.sha256, source: f.source, mode: 0o755 })),
     ...runtimes.map((r) => ({ path: r.bundlePath, size: r.size, sha256: r.sha256, source: r.source, mode: 0o755 })),
   ];
@@ -280,34 +247,28 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
     ...(spec.spec.spec.kubernetes ? { kubernetes: spec.spec.spec.kubernetes } : {}),
     images: images.map((i) => ({ ref: i.name, digest: i.digest, mediaType: i.mediaType, platforms: i.platforms.map((p) => p.platform) })),
     charts: charts.map((c) => ({ name: c.name, version: c.version, ref: c.ref, digest: c.digest })),
-    files: files.map((f) => ({ name: f.name, version: f.version, platform: f.platform, path: f.bundlePath, sha256: f.sha256, size: f.size, archive: f.archive, url: f.url })).sort((a, b) => (a.path < b.path ? -1 : 1)),
+    files: bundleFiles,
     runtime: runtimes.map((r) => ({ platform: r.platform, version: r.version, path: r.bundlePath, sha256: r.sha256, size: r.size })),
     signer: { fingerprint: fingerprint(publicOf(o.key)), publicKey: publicOf(o.key).export({ type: 'spki', format: 'pem' }) as string },
     contentSize: 0,
-    entries: content.length + 3,
+    entries: content.length + TABLE.length,
   };
-  const manifestBytes = () => Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
   manifest.contentSize = content.reduce((n, e) => n + e.size, 0);
   // contentSize includes bundle.json itself; settle its length (it changes with its own digits).
-  for (let i = 0; i < 3; i++) manifest.contentSize = content.reduce((n, e) => n + e.size, 0) + manifestBytes().length;
-  const bundleJson = manifestBytes();
-  const sums = [bytesEntry('bundle.json', bundleJson), ...content]
-    .map((e) => `${e.sha256}  ${e.path}`)
-    .sort((a, b) => (a.slice(66) < b.slice(66) ? -1 : 1))
-    .join('\n');
-  const checksums = Buffer.from(`${sums}\n`);
+  for (let i = 0; i < 3; i++) manifest.contentSize = content.reduce((n, e) => n + e.size, 0) + manifestBytes(manifest).length;
+  const bundleJson = manifestBytes(manifest);
+  const [manifestName, checksumsName, sigName] = TABLE;
+  const checksums = checksumsText([bytesEntry(manifestName, bundleJson), ...content]);
   const sig = Buffer.from(`${await cachedSignature(o.key, checksums)}\n`);
-  const head = [bytesEntry('bundle.json', bundleJson), bytesEntry('checksums.txt', checksums), bytesEntry('checksums.txt.sig', sig)];
-  reporter.info(`writing ${o.out}: ${content.length + 3} entries`);
+  const head = [bytesEntry(manifestName, bundleJson), bytesEntry(checksumsName, checksums), bytesEntry(sigName, sig)];
+  reporter.info(`writing ${o.out}: ${content.length + head.length} entries`);
   const r = await writeArchive(o.out, head, content, { partSize: o.partSize, reporter });
   let partsFile: string | undefined;
   if (o.partSize) {
-    partsFile = `${o.out}.parts.json`;
-    const pm: PartsManifest = { formatVersion: 1, bundle: `${manifest.name}-${manifest.version}`, checksums: sha256Hex(checksums), size: r.size, parts: r.parts, signer: manifest.signer };
+    partsFile = partsFileOf(o.out);
+    const pm: PartsManifest = { formatVersion: 1, bundle: bundleId(manifest), checksums: sha256Hex(checksums), size: r.size, parts: r.parts, signer: manifest.signer };
     pm.signature = await cachedSignature(o.key, partsSigningBytes(pm));
     await writePartsManifest(partsFile, pm);
   }
-  return { out: o.out, ...(partsFile ? { parts: partsFile } : {}), size: r.size, entries: content.length + 3, manifest };
+  return { out: o.out, ...(partsFile ? { parts: partsFile } : {}), size: r.size, entries: content.length + TABLE.length, manifest };
 }
-
-export { sha256 };

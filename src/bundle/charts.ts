@@ -17,7 +17,7 @@ import { fetchText, fetchToCache, localPath, type FetchOptions } from './fetch.j
 import { END_OF_ARCHIVE, dirHeader, fileHeader, padding } from './tarwriter.js';
 
 /** Charts without an upstream OCI name are stored under this pseudo-registry: charts/<name>:<version>. */
-export const LOCAL_CHART_REGISTRY = 'charts.ferry.local';
+const LOCAL_CHART_REGISTRY = 'charts.ferry.local';
 
 export interface PackedChart {
   name: string;
@@ -38,7 +38,7 @@ interface ChartMeta {
 const chartErr = (msg: string, hint: string, cause?: unknown) => new FerryError(Codes.chartInvalid, msg, { exit: 'usage', hint, cause });
 
 /** Reads Chart.yaml out of a chart .tgz without unpacking it. */
-export async function readChartMeta(tgz: string): Promise<ChartMeta> {
+async function readChartMeta(tgz: string): Promise<ChartMeta> {
   let meta: string | undefined;
   await new Promise<void>((resolve, reject) => {
     const p = new Parser({
@@ -64,7 +64,7 @@ export async function readChartMeta(tgz: string): Promise<ChartMeta> {
 }
 
 /** Stores a chart .tgz in the store as an OCI artifact with Helm's media types, and names it. */
-export async function storeChart(store: Layout, tgz: string, tgzSha: string, tgzSize: number, name: string): Promise<Descriptor> {
+async function storeChart(store: Layout, tgz: string, tgzSha: string, tgzSize: number, name: string): Promise<Descriptor> {
   const meta = await readChartMeta(tgz);
   const layer: Descriptor = { mediaType: MediaType.helmChart, digest: `sha256:${tgzSha}`, size: tgzSize };
   if (!(await store.hasBlob(layer.digest, layer.size))) {

@@ -5,7 +5,7 @@ import type { LoadedSpec, SpecImage } from '../spec/spec.js';
 import { formatPlatform, parsePlatform } from '../oci/media.js';
 import { Puller, Pusher, type CopyContext, type PullStats } from '../oci/copy.js';
 import { CONTAINERD_NAME, REF_NAME } from '../oci/layout.js';
-import { parseReference, type Reference } from '../oci/reference.js';
+import { DOCKER_HUB, parseReference, type Reference } from '../oci/reference.js';
 import { Codes as C, UsageError } from '../errors.js';
 
 export interface PullResult {
@@ -44,16 +44,36 @@ export interface PushResult {
   images: { source: string; target: string; digest: string; filtered: boolean }[];
 }
 
+/**
+ * The registry reference.ts reads `host` as when it starts `host/path` (index.docker.io is
+ * docker.io), or undefined when it reads no registry there or `path` is no repository: its
+ * grammar, not a copy of it, decides. Two components in `path` keep docker.io's library/ rule out.
+ */
+export function registryOf(host: string, path = 'x/x'): string | undefined {
+  try {
+    const ref = parseReference(`${host}/${path}`);
+    return ref.repository === path ? ref.registry : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Splits `host[:port][/prefix]` into a registry and a repository prefix. */
-export function parsePushTarget(to: string): { registry: string; prefix: string } {
+function parsePushTarget(to: string): { registry: string; prefix: string } {
   const s = to.replace(/^[a-z]+:\/\//, '').replace(/\/+$/, '');
   const slash = s.indexOf('/');
   const registry = slash < 0 ? s : s.slice(0, slash);
   const prefix = slash < 0 ? '' : s.slice(slash + 1);
-  if (!registry || !/^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(registry) || (prefix && !/^[a-z0-9]+([._\/-][a-z0-9]+)*$/.test(prefix))) {
+  if (!registry || !registryOf(registry, `${prefix || 'x'}/x`)) {
     throw new UsageError(C.usage, `--to "${to}" is not REGISTRY[/prefix]`, { hint: 'Write --to harbor.site.example/ferry or --to 127.0.0.1:5000.' });
   }
   return { registry, prefix };
+}
+
+/** Whether a name as written starts with its registry (docker.io/library/nginx), unlike a short name (nginx, library/nginx). */
+function namesRegistry(name: string): boolean {
+  const slash = name.indexOf('/');
+  return slash > 0 && !!registryOf(name.slice(0, slash));
 }
 
 /**
@@ -75,7 +95,7 @@ export async function pushStore(ctx: CopyContext, to: string, only?: (name: stri
       throw new UsageError(C.usage, `the store names an image "${name}" that is not a valid reference`, { hint: 'Re-pull the store with ferry, or fix index.json.', cause: e });
     }
     // ferry stores full names; a short name from another tool keeps its path as written (no library/).
-    const short = ref.registry === 'docker.io' && !/^(docker\.io|index\.docker\.io)\//.test(name);
+    const short = ref.registry === DOCKER_HUB && !namesRegistry(name);
     const path = short ? name.replace(/[:@].*$/, '') : ref.repository;
     const repository = prefix ? `${prefix}/${path}` : path;
     const key = `${repository}:${ref.tag ?? d.digest}`;

@@ -1,16 +1,16 @@
-import { createReadStream, promises as fs } from 'node:fs';
-import path from 'node:path';
+import { createReadStream } from 'node:fs';
 import { Parser, type ReadEntry } from 'tar';
 import { Codes, IntegrityError } from '../errors.js';
-import type { PartsManifest } from './archive.js';
-import type { BundleManifest } from './build.js';
+import { isPartsFile, parseBundleManifest, partFiles, TABLE, type BundleManifest } from './format.js';
 
 /** Reads bundle.json, the first entry, without verifying anything: for inspect and preflights. */
 export async function readBundleManifest(input: string): Promise<BundleManifest> {
   let file = input;
-  if (input.endsWith('.parts.json')) {
-    const m = JSON.parse(await fs.readFile(input, 'utf8')) as PartsManifest;
-    file = path.join(path.dirname(input), m.parts[0]!.name);
+  if (isPartsFile(input)) {
+    // bundle.json is the first entry, so the first part holds it.
+    const first = (await partFiles(input))[0];
+    if (!first) throw new IntegrityError(Codes.bundleTruncated, `${input} lists no parts`, { hint: 'Copy FILE.parts.json from the source again.' });
+    file = first;
   }
   return new Promise<BundleManifest>((resolve, reject) => {
     const src = createReadStream(file, { end: 64 << 20 });
@@ -24,14 +24,14 @@ export async function readBundleManifest(input: string): Promise<BundleManifest>
     };
     const p = new Parser({
       onReadEntry: (e: ReadEntry) => {
-        if (e.path !== 'bundle.json') return finish(new IntegrityError(Codes.bundleFormat, `${input} does not start with bundle.json: it is not a ferry bundle`, { hint: 'Pass a file written by `ferry bundle build`.' }));
+        if (e.path !== TABLE[0]) return finish(new IntegrityError(Codes.bundleFormat, `${input} does not start with bundle.json: it is not a ferry bundle`, { hint: 'Pass a file written by `ferry bundle build`.' }));
         const chunks: Buffer[] = [];
         e.on('data', (c: Buffer) => chunks.push(c));
         e.on('end', () => {
           try {
-            finish(undefined, JSON.parse(Buffer.concat(chunks).toString('utf8')) as BundleManifest);
-          } catch {
-            finish(new IntegrityError(Codes.bundleFormat, `${input}: bundle.json is not JSON`, { hint: 'The bundle is damaged.' }));
+            finish(undefined, parseBundleManifest(Buffer.concat(chunks), input));
+          } catch (err) {
+            finish(err as Error);
           }
         });
       },

@@ -8,8 +8,9 @@ import { Codes, FerryError } from '../errors.js';
 import { hashFile } from '../util/digest.js';
 import { tempPathFor } from '../util/fsx.js';
 import { fetchText, fetchToCache, localPath, type FetchOptions } from './fetch.js';
+import { runtimePath } from './format.js';
 
-export const RUNTIME_MAJOR = 24;
+const RUNTIME_MAJOR = 24;
 
 export interface FetchedRuntime {
   platform: string;
@@ -23,7 +24,7 @@ export interface FetchedRuntime {
 
 const NPM_ARCH: Record<string, string> = { 'linux/amd64': 'x64', 'linux/arm64': 'arm64' };
 
-export function npmRegistry(env: NodeJS.ProcessEnv = process.env): string {
+function npmRegistry(env: NodeJS.ProcessEnv = process.env): string {
   const r = env.FERRY_NPM_REGISTRY || env.npm_config_registry || 'https://registry.npmjs.org/';
   return r.endsWith('/') ? r : `${r}/`;
 }
@@ -79,8 +80,7 @@ interface Packument {
 export async function fetchRuntimes(platforms: string[], overrides: Record<string, string>, fileCache: string, o: FetchOptions & { npmRegistry?: string } = {}): Promise<FetchedRuntime[]> {
   const out: FetchedRuntime[] = [];
   for (const platform of platforms) {
-    const arch = platform.split('/')[1]!;
-    const bundlePath = `runtime/linux-${arch}/node`;
+    const bundlePath = runtimePath(platform);
     const ov = overrides[platform];
     if (ov) {
       const local = localPath(ov.replace(/#.*$/, ''), o.baseDir);

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { Codes, FerryError } from '../errors.js';
 import { exists } from '../util/fsx.js';
 import { formatBytes } from '../util/size.js';
+import { TABLE } from './format.js';
 import { readBundleManifest } from './inspect.js';
 import { verifyBundle, type VerifyOptions, type VerifyResult } from './verify.js';
 
@@ -18,7 +19,7 @@ export async function unpackBundle(input: string, to: string, o: VerifyOptions &
   const staging = path.join(parent, `.${path.basename(dest)}.ferry-staging`);
   await fs.rm(staging, { recursive: true, force: true });
   if ((await exists(dest)) && !o.force) {
-    const marker = path.join(dest, 'bundle.json');
+    const marker = path.join(dest, TABLE[0]);
     if (!(await exists(marker))) {
       throw new FerryError(Codes.usage, `${dest} exists and is not an unpacked bundle`, { exit: 'usage', hint: 'Choose an empty or new directory for --to.' });
     }

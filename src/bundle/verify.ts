@@ -4,9 +4,9 @@ import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Codes, FerryError, IntegrityError } from '../errors.js';
 import { fingerprint, verifyBytes } from '../sign/keys.js';
+import { sha256Hex } from '../util/digest.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
-import { partsSigningBytes, sha256Hex, type PartsManifest } from './archive.js';
-import type { BundleManifest } from './build.js';
+import { checkEntryPath, isPartsFile, parseBundleManifest, parseChecksums, partsSigningBytes, readPartsManifest, refuse as bad, TABLE, type BundleManifest, type PartsManifest, type TableEntry } from './format.js';
 import { readTar, TarFormatError, type TarEntry } from './tarread.js';
 import { fileHeader } from './tarwriter.js';
 
@@ -26,25 +26,13 @@ export interface VerifyOptions {
 export interface VerifyResult {
   manifest: BundleManifest;
   /** The signed table's bytes, so an unpacked tree keeps them. */
-  table: { 'bundle.json': Buffer; 'checksums.txt': Buffer; 'checksums.txt.sig': Buffer };
+  table: Record<TableEntry, Buffer>;
   fingerprint: string;
   entries: number;
   bytes: number;
 }
 
-const bad = (code: string, msg: string, hint = 'Do not use this bundle. Get a fresh copy from its source and verify it again.') => new IntegrityError(code, msg, { hint });
-
 const MAX_TABLE = 64 << 20;
-const HEAD = ['bundle.json', 'checksums.txt', 'checksums.txt.sig'] as const;
-
-/** Refuses anything but a plain relative path: no absolute, no `..`, no `.`, no empty parts. */
-export function checkEntryPath(p: string): void {
-  if (p.includes('\0') || p.includes('\\')) throw bad(Codes.bundleTraversal, `entry "${p.replace(/\0/g, '\\0')}" has a NUL or backslash in its path`);
-  if (p.startsWith('/') || /^[A-Za-z]:/.test(p)) throw bad(Codes.bundleAbsolute, `entry "${p}" has an absolute path`);
-  const parts = p.replace(/\/$/, '').split('/');
-  if (parts.some((s) => s === '..')) throw bad(Codes.bundleTraversal, `entry "${p}" climbs out of the bundle with ..`);
-  if (parts.some((s) => s === '' || s === '.')) throw bad(Codes.bundleTraversal, `entry "${p}" is not a canonical path`);
-}
 
 function linkEscapes(entryPath: string, target: string): boolean {
   if (target.startsWith('/')) return true;
@@ -62,21 +50,8 @@ interface Source {
   parts?: PartsManifest;
 }
 
-async function readParts(file: string): Promise<PartsManifest> {
-  let m: PartsManifest;
-  try {
-    m = JSON.parse(await fs.readFile(file, 'utf8')) as PartsManifest;
-  } catch (e) {
-    throw new FerryError(Codes.bundleFormat, `cannot read parts manifest ${file}: ${(e as Error).message}`, { exit: 'integrity', hint: 'Copy FILE.parts.json from the source again.', cause: e });
-  }
-  if (m.formatVersion !== 1 || !Array.isArray(m.parts) || !m.parts.every((p) => typeof p.name === 'string' && /^[^/\\]+\.part\d{3}$/.test(p.name) && /^[a-f0-9]{64}$/.test(p.sha256))) {
-    throw bad(Codes.bundleFormat, `${file} is not a ferry parts manifest`);
-  }
-  return m;
-}
-
 async function openSource(input: string): Promise<Source> {
-  if (!input.endsWith('.parts.json')) {
+  if (!isPartsFile(input)) {
     try {
       await fs.access(input);
     } catch (e) {
@@ -85,7 +60,7 @@ async function openSource(input: string): Promise<Source> {
     const stream = createReadStream(input, { highWaterMark: 1 << 20 });
     return { stream, close: () => stream.destroy(), partProblem: async () => undefined };
   }
-  const m = await readParts(input);
+  const m = await readPartsManifest(input);
   const dir = path.dirname(input);
   for (const p of m.parts) {
     let st;
@@ -200,16 +175,11 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     return Buffer.concat(chunks);
   };
 
-  const onHead = async (e: TarEntry, name: (typeof HEAD)[number]) => {
+  const onHead = async (e: TarEntry, name: TableEntry) => {
     const b = await readSmall(e, name === 'checksums.txt.sig' ? 4096 : MAX_TABLE);
     if (name === 'bundle.json') {
       manifestBytes = b;
-      try {
-        manifest = JSON.parse(b.toString('utf8')) as BundleManifest;
-      } catch {
-        throw bad(Codes.bundleFormat, 'bundle.json is not JSON');
-      }
-      if (manifest.formatVersion !== 1) throw new FerryError(Codes.bundleFormat, `bundle format ${String(manifest.formatVersion)} is not supported by this ferry (format 1)`, { exit: 'integrity', hint: 'Use the ferry that came with the bundle: sh install.sh.' });
+      manifest = parseBundleManifest(b, input);
     } else if (name === 'checksums.txt') {
       checksumsBytes = b;
       if (src.parts && sha256Hex(b) !== src.parts.checksums) {
@@ -219,15 +189,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
       sigBytes = b;
       key ??= await trustedKey(o, manifest?.signer?.publicKey, input);
       verifyBytes(key, checksumsBytes!, b.toString('utf8'), 'checksums.txt');
-      sums = new Map();
-      for (const line of checksumsBytes!.toString('utf8').split('\n')) {
-        if (!line) continue;
-        const m = /^([a-f0-9]{64}) {2}(.+)$/.exec(line);
-        if (!m) throw bad(Codes.bundleFormat, `checksums.txt has a malformed line: ${line.slice(0, 100)}`);
-        checkEntryPath(m[2]!);
-        if (sums.has(m[2]!)) throw bad(Codes.bundleDuplicate, `checksums.txt lists ${m[2]} twice`);
-        sums.set(m[2]!, m[1]!);
-      }
+      sums = parseChecksums(checksumsBytes!.toString('utf8'));
       if (sums.get('bundle.json') !== sha256Hex(manifestBytes!)) throw bad(Codes.bundleChecksum, 'bundle.json does not match its signed checksum');
       seen.add('bundle.json');
       reporter.info(`signature ok: signed by ${fingerprint(key)}; ${sums.size} entries listed`);
@@ -275,11 +237,11 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
       if ((e.mode !== 0o644 && e.mode !== 0o755) || !e.raw.equals(fileHeader(p, e.size, e.mode))) {
         throw bad(Codes.bundleFormat, `the header of entry ${p} is not the one ferry writes`);
       }
-      if (i < HEAD.length) {
-        if (p !== HEAD[i]) throw bad(Codes.bundleFormat, `entry ${i + 1} is ${p}; a bundle starts with ${HEAD.join(', ')}`);
-        await onHead(e, HEAD[i]!);
+      if (i < TABLE.length) {
+        if (p !== TABLE[i]) throw bad(Codes.bundleFormat, `entry ${i + 1} is ${p}; a bundle starts with ${TABLE.join(', ')}`);
+        await onHead(e, TABLE[i]!);
       } else {
-        if ((HEAD as readonly string[]).includes(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
+        if ((TABLE as readonly string[]).includes(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
         await onContent(e);
       }
       i++;

@@ -1,35 +1,19 @@
 import { Command } from 'commander';
 import { buildBundle, DEFAULT_PART_SIZE } from '../bundle/build.js';
 import { parseBinaryMirror } from '../bundle/fetch.js';
+import { bundleFileName } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
-import { generateKey, loadPrivateKey, loadPublicKey, readPassphrase } from '../sign/keys.js';
+import { loadSpec, narrowPlatforms } from '../spec/spec.js';
+import { loadPrivateKey, loadPublicKey, readPassphrase } from '../sign/keys.js';
 import { formatBytes, parseSize } from '../util/size.js';
-import { makeOutput } from './output.js';
+import { makeOutput, type Output } from './output.js';
 import { confirm } from './prompt.js';
 import { addRegistryOptions, clientFrom, type RegistryFlags } from './registry-options.js';
 import { addPlatformOption, collect, defaultLock, examples, globals } from './shared.js';
 
-
-export function keyCommand(): Command {
-  const key = new Command('key').description('the bundle signing key');
-  key.addCommand(
-    new Command('generate')
-      .description('make an ECDSA P-256 signing key pair: ferry.key (PKCS#8 PEM) and ferry.pub (SPKI PEM)')
-      .requiredOption('--out <dir>', 'directory for ferry.key and ferry.pub')
-      .option('--passphrase-file <file>', 'encrypt ferry.key with the passphrase in this file')
-      .addHelpText('after', examples(['ferry key generate --out keys', 'ferry key generate --out keys --passphrase-file ~/.ferry-pass']))
-      .action(async (o: { out: string; passphraseFile?: string }, c: Command) => {
-        const out = makeOutput(globals(c));
-        const r = await generateKey(o.out, await readPassphrase(o.passphraseFile));
-        out.result(`wrote ${r.key} (keep it secret${o.passphraseFile ? ', encrypted' : ''}) and ${r.pub}\nfingerprint ${r.fingerprint}`, r);
-      }),
-  );
-  return key;
-}
-
-async function verifyOptions(o: { trust?: string }, out: ReturnType<typeof makeOutput>): Promise<VerifyOptions> {
+async function verifyOptions(o: { trust?: string }, out: Output): Promise<VerifyOptions> {
   return {
     trust: o.trust ? await loadPublicKey(o.trust) : undefined,
     confirm: async (fp) => {
@@ -65,12 +49,11 @@ export function bundleCommand(): Command {
     const out = makeOutput(globals(c));
     const binaryMirrors = (o.binaryMirror ?? []).map(parseBinaryMirror);
     // A bad spec or --platform is reported before the key (and its passphrase) is read.
-    const { loadSpec, narrowPlatforms } = await import('../spec/spec.js');
     const s = narrowPlatforms(await loadSpec(specFile), o.platform);
     const key = await loadPrivateKey(o.key, await readPassphrase(o.passphraseFile));
     const partSize = o.splitSize === undefined || o.splitSize === false ? undefined : o.splitSize === true ? DEFAULT_PART_SIZE : parseSize(o.splitSize);
     const client = await clientFrom(o, out.reporter);
-    const outFile = o.out ?? `${s.spec.metadata.name}-${s.spec.metadata.version}.ferry.tar`;
+    const outFile = o.out ?? bundleFileName(s.spec.metadata);
     const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, binaryMirrors, platforms: o.platform });
     out.reporter.done();
     out.result(

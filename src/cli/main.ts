@@ -1,12 +1,14 @@
 import { Command, CommanderError } from 'commander';
+import { FERRY_VERSION } from '../bundle/build.js';
 import { ExitCode, UsageError, Codes } from '../errors.js';
-import { bundleCommand, keyCommand } from './bundle-commands.js';
-import { imagesCommand, lockCommand, specCommand } from './commands.js';
+import { bundleCommand } from './bundle-commands.js';
+import { imagesCommand } from './images-commands.js';
 import { installCommand, joinCommand, nodeJoinCommand } from './install-commands.js';
+import { keyCommand } from './key-commands.js';
+import { lockCommand } from './lock-commands.js';
 import { containerdCommand, pkiCommand, serveCommand } from './site-commands.js';
 import { reportError } from './output.js';
-
-export const VERSION = '0.1.0';
+import { specCommand } from './spec-commands.js';
 
 const EXIT_CODES = `
 Exit codes:
@@ -21,10 +23,10 @@ Exit codes:
 Errors print as "error[CODE]: message" and a hint; with --json also as {"error": {...}} on stdout.
 `;
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Carry a whole Kubernetes installation across an air gap.')
-    .version(VERSION, '-V, --version')
+    .version(FERRY_VERSION, '-V, --version')
     .option('--json', 'machine-readable output on stdout')
     .option('-q, --quiet', 'only errors')
     .option('-v, --verbose', 'more detail, including retries')

@@ -1,11 +1,11 @@
 import { promises as fs } from 'node:fs';
 import type { Command } from 'commander';
+import { registryOf } from '../bundle/images.js';
 import { Codes, UsageError } from '../errors.js';
 import { CredentialStore } from '../oci/auth.js';
 import { RegistryClient } from '../oci/client.js';
 import type { Reporter } from '../util/progress.js';
 import { collect } from './shared.js';
-
 
 export interface RegistryFlags {
   creds?: string[];
@@ -38,7 +38,9 @@ export async function clientFrom(f: RegistryFlags, reporter: Reporter): Promise<
   for (const m of f.registryMirror ?? []) {
     const i = m.indexOf('=');
     if (i <= 0) throw new UsageError(Codes.usage, `--registry-mirror "${m}" is not UPSTREAM=URL`, { hint: 'Write --registry-mirror docker.io=https://mirror.example.' });
-    mirrors[m.slice(0, i) === 'index.docker.io' ? 'docker.io' : m.slice(0, i)] = m.slice(i + 1);
+    // Keyed as references spell the registry: index.docker.io is docker.io.
+    const upstream = m.slice(0, i);
+    mirrors[registryOf(upstream) ?? upstream] = m.slice(i + 1);
   }
   let ca: Buffer | undefined;
   if (f.caFile) {

@@ -1,6 +1,6 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import type { KubernetesObject } from '@kubernetes/client-node';
-import type { BundleManifest } from '../bundle/build.js';
+import type { BundleManifest } from '../bundle/format.js';
 import { Codes, FerryError } from '../errors.js';
 import { bundleKubernetesVersion } from '../spec/kubernetes.js';
 import type { Reporter } from '../util/progress.js';

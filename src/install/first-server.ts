@@ -1,7 +1,7 @@
 import { promises as fs, statfsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { BundleManifest } from '../bundle/build.js';
+import type { BundleManifest } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';

@@ -1,4 +1,4 @@
-import type { BundleManifest } from '../bundle/build.js';
+import type { BundleManifest } from '../bundle/format.js';
 import { imagesInManifests, imagesInObjects, imagesMissingError, missingImages, type ImageNeed } from '../bundle/image-check.js';
 import { parseReference } from '../oci/reference.js';
 import type { InstallAnswers } from './answers.js';

@@ -5,7 +5,7 @@ import { drain, getWithRetries } from '../util/http.js';
 import type { LookupFunction } from 'node:net';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import type { BundleManifest } from '../bundle/build.js';
+import type { BundleManifest } from '../bundle/format.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { Codes, FerryError, IntegrityError } from '../errors.js';
 import { loadPublicKey } from '../sign/keys.js';

@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { x as untar } from 'tar';
-import type { BundleManifest } from '../bundle/build.js';
+import type { BundleManifest } from '../bundle/format.js';
 import { registryFqdn } from './answers.js';
 import { mayLowerOomScore } from './capabilities.js';
 import type { CgroupDriver } from './cgroups.js';

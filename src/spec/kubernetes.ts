@@ -9,16 +9,16 @@ import { Codes, FerryError } from '../errors.js';
  * kubeadm will ask for (so a bundle could not be shown to install offline), and kubeadm's config
  * API is moving on (1.37 already carries a v1 beside v1beta4).
  */
-export const KUBERNETES_MINORS = { major: 1, min: 35, max: 37 } as const;
+const KUBERNETES_MINORS = { major: 1, min: 35, max: 37 } as const;
 export const KUBEADM_API_VERSION = 'kubeadm.k8s.io/v1beta4';
-export const DEFAULT_IMAGE_REPOSITORY = 'registry.k8s.io';
+const DEFAULT_IMAGE_REPOSITORY = 'registry.k8s.io';
 
 /**
  * Besides the control plane at the Kubernetes version, `kubeadm config images list` names these, by
  * minor: DefaultEtcdVersion / SupportedEtcdVersion, CoreDNSVersion and PauseVersion in
  * cmd/kubeadm/app/constants/constants.go of k8s.io/kubernetes v1.35.4, v1.36.3 and v1.37.2.
  */
-export const KUBEADM_ADDON_IMAGES: Record<number, { etcd: string; coredns: string; pause: string }> = {
+const KUBEADM_ADDON_IMAGES: Record<number, { etcd: string; coredns: string; pause: string }> = {
   35: { etcd: '3.6.6-0', coredns: 'v1.13.1', pause: '3.10.1' },
   36: { etcd: '3.6.8-0', coredns: 'v1.14.2', pause: '3.10.2' },
   37: { etcd: '3.7.0-0', coredns: 'v1.14.6', pause: '3.10.2' },
@@ -31,12 +31,12 @@ export interface KubernetesVersion {
   patch: number;
 }
 
-export function parseKubernetesVersion(v: string): KubernetesVersion | undefined {
+function parseKubernetesVersion(v: string): KubernetesVersion | undefined {
   const m = /^v(\d+)\.(\d+)\.(\d+)$/.exec(v.trim());
   return m ? { raw: v.trim(), major: Number(m[1]), minor: Number(m[2]), patch: Number(m[3]) } : undefined;
 }
 
-export const supportedRange = () => `v${KUBERNETES_MINORS.major}.${KUBERNETES_MINORS.min} to v${KUBERNETES_MINORS.major}.${KUBERNETES_MINORS.max}`;
+const supportedRange = () => `v${KUBERNETES_MINORS.major}.${KUBERNETES_MINORS.min} to v${KUBERNETES_MINORS.major}.${KUBERNETES_MINORS.max}`;
 
 /**
  * Refuses a Kubernetes version outside the supported minors. `where` says whose version it is (a

@@ -3,8 +3,9 @@ import { Codes, SpecError, UsageError } from '../errors.js';
 import { formatPlatform, parsePlatform, type Platform } from '../oci/media.js';
 import { displayName, formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { assertSupportedKubernetes } from './kubernetes.js';
+import { schemaProblems } from './schema-errors.js';
 import { bundleSpecSchema } from './schema.js';
-import { formatPath, loadYaml, parseYamlText, pointerToPath, positionOf, type LoadedYaml } from './yamlpos.js';
+import { loadYaml, parseYamlText, positionOf, type LoadedYaml } from './yamlpos.js';
 
 export interface BinarySpec {
   name: string;
@@ -67,34 +68,9 @@ function validate(value: unknown): ErrorObject[] {
   return validator(value) ? [] : [...(validator.errors ?? [])];
 }
 
-/** Turns Ajv's errors into one message per problem, each with file:line:col and the expected shape. */
+/** One message per problem, each with file:line:col and the expected shape. */
 function describe(y: LoadedYaml, errors: ErrorObject[]): string[] {
-  // oneOf reports every branch; keep the branch errors that went deepest, and drop the oneOf summary.
-  const out = new Map<string, string>();
-  const sorted = [...errors].sort((a, b) => b.instancePath.length - a.instancePath.length);
-  for (const e of sorted) {
-    if (e.keyword === 'oneOf') continue;
-    let path = pointerToPath(e.instancePath);
-    let msg = e.message ?? 'is invalid';
-    let at: 'key' | 'value' = 'value';
-    if (e.keyword === 'additionalProperties') {
-      const key = (e.params as { additionalProperty: string }).additionalProperty;
-      path = [...path, key];
-      msg = `is not a known field`;
-      at = 'key';
-    } else if (e.keyword === 'required') {
-      msg = `is missing required field "${(e.params as { missingProperty: string }).missingProperty}"`;
-    } else if (e.keyword === 'const') {
-      msg = `must be ${JSON.stringify((e.params as { allowedValue: unknown }).allowedValue)}`;
-    }
-    const desc = (e.parentSchema as { description?: string } | undefined)?.description;
-    const key = formatPath(path);
-    // A string-vs-object oneOf: when the object branch failed deeper, skip the "must be string" noise.
-    if (e.keyword === 'type' && [...out.keys()].some((k) => k.startsWith(`${key}.`) || k.startsWith(`${key}[`))) continue;
-    if (out.has(key)) continue;
-    out.set(key, `${positionOf(y, path, at)}: ${key} ${msg}${desc ? ` (expected: ${desc})` : ''}`);
-  }
-  return [...out.values()];
+  return schemaProblems(errors).map((p) => `${positionOf(y, p.path, p.at)}: ${p.where} ${p.message}${p.expected ? ` (expected: ${p.expected})` : ''}`);
 }
 
 export async function loadSpec(file: string): Promise<LoadedSpec> {
@@ -168,8 +144,4 @@ export function narrowPlatforms(s: LoadedSpec, wanted: string[] | undefined): Lo
     else skipped.push(img.name);
   }
   return { ...s, spec: { ...s.spec, spec: { ...s.spec.spec, platforms } }, images, narrowed: { platforms, skipped } };
-}
-
-export function platformKey(ps: Platform[]): string[] {
-  return ps.map(formatPlatform).sort();
 }

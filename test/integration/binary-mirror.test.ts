@@ -6,6 +6,7 @@ import { ferry } from '../helpers/cli.js';
 import { helm } from '../helpers/helm.js';
 import { execFileP, tmpdir } from '../helpers/peers.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
+import { sha256Hex } from '../../src/util/digest.js';
 
 // Upstream hosts under .invalid never resolve (RFC 6761): a build that succeeds fetched nothing there.
 const DL = 'https://dl.unreachable.invalid';
@@ -18,7 +19,6 @@ let mirror: StaticServer;
 let specFile: string;
 let env: NodeJS.ProcessEnv;
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 async function write(p: string, data: string | Buffer) {
   await fs.mkdir(path.dirname(p), { recursive: true });
@@ -31,7 +31,7 @@ beforeAll(async () => {
   // The mirror holds each upstream under its own path, as an Artifactory remote repository does.
   const kubeadm = randomBytes(50_000);
   await write(`${m}/dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubeadm`, kubeadm);
-  await write(`${m}/dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubeadm.sha256`, `${sha(kubeadm)}\n`);
+  await write(`${m}/dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubeadm.sha256`, `${sha256Hex(kubeadm)}\n`);
   // A Helm repository whose index names its charts by absolute URLs on another host (flannel's does).
   const home = path.join(work, 'helm');
   await write(`${work}/chart-src/web/Chart.yaml`, 'apiVersion: v2\nname: web\nversion: 1.0.0\n');

@@ -2,10 +2,12 @@ import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseVersionsJson, type BundleManifest } from '../../src/bundle/format.js';
 import { unpackBundle } from '../../src/bundle/unpack.js';
 import { verifyBundle } from '../../src/bundle/verify.js';
 import { loadPublicKey } from '../../src/sign/keys.js';
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
+import { sha256Hex } from '../../src/util/digest.js';
 import { buildFixtureSet } from '../../fixtures/images.js';
 import { ferry } from '../helpers/cli.js';
 import { helm } from '../helpers/helm.js';
@@ -19,10 +21,9 @@ let specFile: string;
 let env: NodeJS.ProcessEnv;
 let bundle: string;
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 /** kubeadm v1.37.2's images, as names below the test registry's fx/ prefix. */
 const KUBEADM_NAMES = kubeadmImages('v1.37.2', 'r.invalid').map((r) => r.slice('r.invalid/'.length));
-const sha256File = async (f: string) => sha(await fs.readFile(f));
+const sha256File = async (f: string) => sha256Hex(await fs.readFile(f));
 
 async function write(p: string, data: string | Buffer) {
   await fs.mkdir(path.dirname(p), { recursive: true });
@@ -41,7 +42,7 @@ beforeAll(async () => {
   for (const arch of ['amd64', 'arm64']) {
     const bin = randomBytes(150_000);
     await write(`${dl}/release/v1.37.2/bin/linux/${arch}/kubeadm`, bin);
-    await write(`${dl}/release/v1.37.2/bin/linux/${arch}/kubeadm.sha256`, `${sha(bin)}\n`);
+    await write(`${dl}/release/v1.37.2/bin/linux/${arch}/kubeadm.sha256`, `${sha256Hex(bin)}\n`);
   }
   // Archives with a SHA256SUMS file, the way the CNI plugins publish them.
   const sums: string[] = [];
@@ -115,7 +116,7 @@ ${KUBEADM_NAMES.map((n) => `    - ${reg.host}/fx/${n}`).join('\n')}
     - name: crictl
       version: v1.31.1
       url: vendor/crictl-{arch}
-      sha256: {linux/amd64: ${sha(crictl)}, linux/arm64: ${sha(crictl)}}
+      sha256: {linux/amd64: ${sha256Hex(crictl)}, linux/arm64: ${sha256Hex(crictl)}}
   charts:
     - {name: web, repo: ${web.url}/charts, version: 1.16.x}
     - {name: demo, path: charts/demo}
@@ -160,16 +161,16 @@ describe('ferry bundle build', () => {
     expect(names).toContain('files/crictl/v1.31.1/linux-amd64/crictl');
     expect(names).toContain('runtime/linux-amd64/node');
     expect(await fs.readFile(`${x}/runtime/linux-amd64/node`, 'utf8')).toContain('v24.1.0');
-    const versions = JSON.parse(await fs.readFile(`${x}/files/versions.json`, 'utf8')) as { path: string; sha256: string }[];
+    const versions = parseVersionsJson(await fs.readFile(`${x}/files/versions.json`, 'utf8'));
     expect(versions).toHaveLength(6);
     for (const v of versions) expect(await sha256File(`${x}/files/${v.path}`)).toBe(v.sha256);
     const { stdout: mode } = await execFileP('stat', ['-c', '%a', `${x}/files/kubeadm/v1.37.2/linux-amd64/kubeadm`]);
     expect(mode.trim()).toBe('755');
     // The image store in the bundle is an OCI layout skopeo reads, named by upstream references.
     expect((await skopeoInspect([`oci:${x}/images:${reg.host}/fx/single:v1`])).Architecture).toBe('amd64');
-    const m = JSON.parse(await fs.readFile(`${x}/bundle.json`, 'utf8')) as { charts: { name: string; version: string }[]; kubernetes: { version: string } };
+    const m = JSON.parse(await fs.readFile(`${x}/bundle.json`, 'utf8')) as BundleManifest;
     expect(m.charts.map((c) => `${c.name}@${c.version}`).sort()).toEqual(['demo@0.2.0', 'web@1.16.3']);
-    expect(m.kubernetes.version).toBe('v1.37.2');
+    expect(m.kubernetes?.version).toBe('v1.37.2');
     const install = await fs.readFile(`${x}/install.sh`, 'utf8');
     expect(install).toContain('node="$here/runtime/linux-$arch/node"');
     expect(install).toContain('exec "$node" "$here/ferry/ferry.mjs" install "$@"');

@@ -1,9 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { buildFixtureSet, type FixtureSet } from '../../fixtures/images.js';
+import type { BundleManifest } from '../../src/bundle/format.js';
+import { sha256Hex } from '../../src/util/digest.js';
 import { ferry } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 
@@ -13,24 +15,16 @@ let fx: FixtureSet;
 let env: NodeJS.ProcessEnv;
 let key: string;
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 async function write(p: string, data: string | Buffer) {
   await fs.mkdir(path.dirname(p), { recursive: true });
   await fs.writeFile(p, data);
 }
 
-interface Manifest {
-  platforms: string[];
-  images: { ref: string; platforms: string[] }[];
-  files: { platform: string }[];
-  runtime: { platform: string }[];
-}
-
-async function bundleOf(file: string): Promise<{ manifest: Manifest; entries: string[] }> {
+async function bundleOf(file: string): Promise<{ manifest: BundleManifest; entries: string[] }> {
   const { stdout } = await execFileP('tar', ['-xOf', file, 'bundle.json'], { maxBuffer: 16 << 20 });
   const { stdout: list } = await execFileP('tar', ['-tf', file], { maxBuffer: 16 << 20 });
-  return { manifest: JSON.parse(stdout) as Manifest, entries: list.trim().split('\n') };
+  return { manifest: JSON.parse(stdout) as BundleManifest, entries: list.trim().split('\n') };
 }
 
 /** The digests of the children of a fixture index, by platform. */
@@ -53,7 +47,7 @@ spec:
   images:
 ${images.map((i) => `    - ${i}`).join('\n')}
   binaries:
-    - {name: tool, version: v1.0.0, url: vendor/tool-${name}, sha256: {linux/amd64: ${sha(bin)}, linux/arm64: ${sha(bin)}}}
+    - {name: tool, version: v1.0.0, url: vendor/tool-${name}, sha256: {linux/amd64: ${sha256Hex(bin)}, linux/arm64: ${sha256Hex(bin)}}}
   runtime:
     node: {linux/amd64: vendor/node-amd64, linux/arm64: vendor/node-arm64}
 `,

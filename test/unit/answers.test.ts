@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { answerProblems, type InstallAnswers } from '../../src/install/answers.js';
 import { bootstrapValues } from '../../src/install/cluster.js';
-import type { BundleManifest } from '../../src/bundle/build.js';
+import type { BundleManifest } from '../../src/bundle/format.js';
 
 const base: InstallAnswers = { apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'site.test', node: { name: 'server-1', ip: '10.0.0.11' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12' };
 const problems = (a: Partial<InstallAnswers>) => answerProblems({ ...base, ...a }).map((p) => `${p.path.join('.')}: ${p.msg}`);

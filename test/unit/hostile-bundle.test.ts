@@ -2,9 +2,10 @@ import { generateKeyPairSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { readBundleManifest } from '../../src/bundle/inspect.js';
 import { unpackBundle } from '../../src/bundle/unpack.js';
 import { verifyBundle } from '../../src/bundle/verify.js';
-import { hostileArchive, writeHostile, type Attack } from '../../fixtures/hostile.js';
+import { honestContent, hostileArchive, signedTable, tarOf, writeHostile, type Attack } from '../../fixtures/hostile.js';
 import { tmpdir } from '../helpers/peers.js';
 
 const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
@@ -92,6 +93,27 @@ describe('unpack preflight', () => {
       message: expect.stringMatching(/not enough space in .*: the bundle needs 1024\.0 TiB/),
       hint: expect.stringContaining('--to'),
     });
+    expect(await fs.readdir(path.join(dir, 'site'))).toEqual([]);
+  });
+});
+
+describe('a parts manifest is read one way, by verify, inspect and unpack alike', () => {
+  // Each name, were it followed, would lead to an honest bundle: only the check stops a reader.
+  it.each([
+    ['../x', 'x'],
+    ['/proc/self/fd/0', 'split/proc/self/fd/0'],
+  ])('a part named %s is refused before any part is opened', async (name, lure) => {
+    const dir = await tmpdir();
+    const honest = tarOf([...signedTable(key.privateKey, honestContent), ...honestContent.map((c) => ({ name: c.path, data: c.data }))]);
+    await fs.mkdir(path.dirname(path.join(dir, lure)), { recursive: true });
+    await fs.writeFile(path.join(dir, lure), honest);
+    const file = path.join(dir, 'split', 'b.ferry.tar.parts.json');
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    await fs.writeFile(file, JSON.stringify({ formatVersion: 1, bundle: 'hostile-0.0.1', checksums: '0'.repeat(64), size: honest.length, parts: [{ name, size: honest.length, sha256: 'a'.repeat(64) }] }));
+    const refused = { code: 'BUNDLE_FORMAT', message: `${file} is not a ferry parts manifest`, hint: expect.any(String) };
+    await expect(verifyBundle(file, { trust: key.publicKey })).rejects.toMatchObject(refused);
+    await expect(readBundleManifest(file)).rejects.toMatchObject(refused);
+    await expect(unpackBundle(file, path.join(dir, 'site', 'bundle'), { trust: key.publicKey })).rejects.toMatchObject(refused);
     expect(await fs.readdir(path.join(dir, 'site'))).toEqual([]);
   });
 });

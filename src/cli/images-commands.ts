@@ -1,0 +1,51 @@
+import { Command } from 'commander';
+import { pullImages, pushStore } from '../bundle/images.js';
+import { Layout } from '../oci/layout.js';
+import { readLock } from '../spec/lock.js';
+import { loadSpec, narrowPlatforms } from '../spec/spec.js';
+import { cacheStoreDir } from '../util/paths.js';
+import { formatBytes } from '../util/size.js';
+import { makeOutput } from './output.js';
+import { addRegistryOptions, clientFrom, intOption, type RegistryFlags } from './registry-options.js';
+import { addPlatformOption, defaultLock, examples, globals } from './shared.js';
+
+export function imagesCommand(): Command {
+  const images = new Command('images').description('copy images between registries and stores');
+  const pull = new Command('pull')
+    .description('fill an OCI layout store with every image of a spec, as pinned by its lock')
+    .argument('<spec>', 'bundle spec')
+    .option('--lock <file>', 'lock file (default: images.lock beside bundle-spec/)')
+    .option('--out <dir>', 'store directory, an OCI image layout (default: the cache store)')
+    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10']));
+  addRegistryOptions(addPlatformOption(pull)).action(async (specFile: string, o: RegistryFlags & { lock?: string; out?: string; platform?: string[] }, c: Command) => {
+    const out = makeOutput(globals(c));
+    const spec = narrowPlatforms(await loadSpec(specFile), o.platform);
+    const lockFile = o.lock ?? defaultLock(specFile);
+    const lock = await readLock(lockFile);
+    const cache = await Layout.open(cacheStoreDir());
+    const store = o.out ? await Layout.open(o.out) : cache;
+    const client = await clientFrom(o, out.reporter);
+    const r = await pullImages({ client, store, cache, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, 6) }, spec, lock, lockFile);
+    out.reporter.done();
+    out.result(
+      `${store.dir}: ${r.images.length} images; fetched ${r.stats.blobsFetched} blobs (${formatBytes(r.stats.bytesFetched)}), ${r.stats.blobsPresent} already present`,
+      { store: store.dir, ...r },
+    );
+  });
+  const push = new Command('push')
+    .description('load every image of a store into a registry, such as a site Harbor')
+    .requiredOption('--store <dir>', 'store directory (an OCI image layout)')
+    .requiredOption('--to <registry[/prefix]>', 'target registry and optional repository prefix')
+    .addHelpText('after', examples(['ferry images push --store ./store --to harbor.site.example/ferry --creds harbor.site.example=admin:secret', 'ferry images push --store ./store --to 127.0.0.1:5000']));
+  addRegistryOptions(push).action(async (o: RegistryFlags & { store: string; to: string }, c: Command) => {
+    const out = makeOutput(globals(c));
+    const store = await Layout.open(o.store);
+    const client = await clientFrom(o, out.reporter);
+    const r = await pushStore({ client, store, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, 4) }, o.to);
+    out.reporter.done();
+    out.result(r.images.map((i) => `${i.source} → ${i.target}${i.filtered ? ' (platform subset)' : ''}`).join('\n') || 'the store has no named images', r);
+  });
+  images.addCommand(pull);
+  images.addCommand(push);
+  return images;
+}

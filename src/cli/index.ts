@@ -1,1 +1,0 @@
-export { main, buildProgram, VERSION } from './main.js';

@@ -1,2 +1,0 @@
-export * from './keys.js';
-export * from './pki.js';

@@ -1,3 +1,0 @@
-export * from './spec.js';
-export * from './lock.js';
-export * from './schema.js';

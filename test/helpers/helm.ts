@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ROOT } from './cli.js';
 import { execFileP } from './peers.js';
@@ -25,4 +27,36 @@ export async function helmBinary(): Promise<string> {
 export async function helm(args: string[], home: string, cwd?: string): Promise<{ stdout: string; stderr: string }> {
   const env = { ...process.env, HELM_CACHE_HOME: `${home}/cache`, HELM_CONFIG_HOME: `${home}/config`, HELM_DATA_HOME: `${home}/data` };
   return execFileP(await helmBinary(), args, { env, cwd, maxBuffer: 16 << 20 });
+}
+
+export interface HelmArchive {
+  /** As `helm version --short` says it, without the commit: v4.1.4. */
+  version: string;
+  path: string;
+  sha256: string;
+}
+
+/**
+ * The same helm packed as upstream ships it (helm-<v>-linux-amd64.tar.gz holding linux-amd64/helm),
+ * for test bundles: made once per machine, in the temporary directory; concurrent test files each
+ * pack their own copy and rename it into place.
+ */
+export async function helmArchive(): Promise<HelmArchive> {
+  const bin = await helmBinary();
+  const version = (await execFileP(bin, ['version', '--short'])).stdout.trim().replace(/\+.*$/, '');
+  const file = path.join(os.tmpdir(), `ferry-test-helm-${version}-linux-amd64.tar.gz`);
+  try {
+    await fs.access(file);
+  } catch {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-helm-pack-'));
+    try {
+      await fs.mkdir(path.join(dir, 'linux-amd64'));
+      await fs.copyFile(bin, path.join(dir, 'linux-amd64', 'helm'));
+      await execFileP('tar', ['-czf', path.join(dir, 'helm.tar.gz'), '-C', dir, 'linux-amd64']);
+      await fs.rename(path.join(dir, 'helm.tar.gz'), file);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }
+  return { version, path: file, sha256: createHash('sha256').update(await fs.readFile(file)).digest('hex') };
 }

@@ -9,6 +9,7 @@ import { ferry, FERRY, ROOT } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
 import { standinCalls, writeStandins } from '../helpers/standins.js';
+import { helmArchive } from '../helpers/helm.js';
 
 let work: string;
 let reg: RegistryPeer;
@@ -17,6 +18,8 @@ let pub: string;
 let answers: string;
 let specPath: string;
 let cacheEnv: NodeJS.ProcessEnv;
+/** The bootstrap chart's defaults name upstream images, so the spec bundles them through mirrors of the test registry. */
+let mirrors: string[];
 /** kubeadm v1.37.2's images, as names below the test registry's k8s/ prefix (the spec's imageRepository). */
 const KUBEADM_NAMES = kubeadmImages('v1.37.2', 'r.invalid').map((r) => r.slice('r.invalid/'.length));
 
@@ -60,6 +63,11 @@ beforeAll(async () => {
   // Every other image kubeadm v1.37.2 and the DNS and LB DaemonSets ask for, as small stand-ins.
   for (const n of [...KUBEADM_NAMES, 'haproxy:3.0']) fx.images[n] ??= fx.images['multi:v1']!;
   await pushFixtures(fx, reg.host, 'k8s');
+  await pushFixtures({ ...fx, images: { 'coredns/coredns:v1.14.6': fx.images['multi:v1']! } }, reg.host, 'registry.k8s.io');
+  await pushFixtures({ ...fx, images: { 'library/haproxy:3.0': fx.images['multi:v1']! } }, reg.host, 'docker.io');
+  mirrors = ['registry.k8s.io', 'docker.io'].flatMap((r) => ['--registry-mirror', `${r}=http://${reg.host}/${r}`]);
+  // The real helm, as upstream ships it: it renders the DNS and LB chart on the site.
+  const helm = await helmArchive();
   // Node binaries and archives the way upstream ships them.
   const v = path.join(work, 'vendor');
   await write(`${v}/kubeadm`, '#!/bin/sh\necho real-kubeadm\n', 0o755);
@@ -85,13 +93,17 @@ spec:
   kubernetes: {version: v1.37.2, imageRepository: ${reg.host}/k8s}
   images:
 ${[...KUBEADM_NAMES, 'haproxy:3.0', 'multi:v1'].map((n) => `    - ${reg.host}/k8s/${n}`).join('\n')}
+    - registry.k8s.io/coredns/coredns:v1.14.6
+    - docker.io/library/haproxy:3.0
   binaries:
     - {name: kubeadm, version: v1.37.2, url: vendor/kubeadm, sha256: {linux/amd64: ${await sha(`${v}/kubeadm`)}}}
     - {name: kubelet, version: v1.37.2, url: vendor/kubelet, sha256: {linux/amd64: ${await sha(`${v}/kubelet`)}}}
     - {name: containerd, version: v1.7.23, url: 'vendor/containerd-{semver}-{os}-{arch}.tar.gz', sha256: {linux/amd64: ${await sha(`${v}/containerd-1.7.23-linux-amd64.tar.gz`)}}, extract: true}
     - {name: cni-plugins, version: v1.5.1, url: 'vendor/cni-plugins-{os}-{arch}-{version}.tgz', sha256: {linux/amd64: ${await sha(`${v}/cni-plugins-linux-amd64-v1.5.1.tgz`)}}, extract: true}
+    - {name: helm, version: ${helm.version}, url: ${helm.path}, sha256: {linux/amd64: ${helm.sha256}}, extract: true}
   charts:
     - {name: flannel, path: charts/flannel}
+    - {name: ferry-bootstrap, path: ${path.join(ROOT, 'charts', 'ferry-bootstrap')}}
   runtime:
     node: {linux/amd64: ${process.execPath}}
 `,
@@ -100,9 +112,9 @@ ${[...KUBEADM_NAMES, 'haproxy:3.0', 'multi:v1'].map((n) => `    - ${reg.host}/k8
   specPath = spec;
   cacheEnv = env;
   expect((await ferry(['key', 'generate', '--out', path.join(work, 'keys')])).code).toBe(0);
-  expect((await ferry(['lock', spec], { env })).code).toBe(0);
+  expect((await ferry(['lock', spec, ...mirrors], { env })).code).toBe(0);
   bundle = path.join(work, 'k8s.ferry.tar');
-  const b = await ferry(['bundle', 'build', spec, '--key', path.join(work, 'keys', 'ferry.key'), '--out', bundle], { env });
+  const b = await ferry(['bundle', 'build', spec, '--key', path.join(work, 'keys', 'ferry.key'), '--out', bundle, ...mirrors], { env });
   expect(b.stderr).not.toMatch(/error/);
   pub = path.join(work, 'keys', 'ferry.pub');
   answers = path.join(work, 'answers.yaml');
@@ -341,7 +353,7 @@ patches:
       await fs.mkdir(path.join(work, 'nodes', 'k8s-server-02', 'run/systemd/system'), { recursive: true });
       // The joining server gets the bundle as FAT32-sized parts (here 1 MiB) with their manifest.
       const split = path.join(work, 'split', 'k8s.ferry.tar');
-      expect((await ferry(['bundle', 'build', specPath, '--key', path.join(work, 'keys', 'ferry.key'), '--out', split, '--split-size', '1MiB'], { env: cacheEnv })).code).toBe(0);
+      expect((await ferry(['bundle', 'build', specPath, '--key', path.join(work, 'keys', 'ferry.key'), '--out', split, '--split-size', '1MiB', ...mirrors], { env: cacheEnv })).code).toBe(0);
       // ferry join runs on the first server, in its namespace, with the (fake) API on the same port.
       const j = await runFerry({ args: ['join', '--answers', ans, '--bundle', `${split}.parts.json`, '--root', root, '--remote-root', remoteRoot, '--remote-path', standins, '--accept-new-host-keys'], standins, netns: first1.ns, apiPort, record: path.join(work, 'join-api.jsonl') });
       expect(j.stderr).not.toMatch(/error\[/);

@@ -18,7 +18,7 @@ import type { Host } from './host.js';
 import { applySysctls, loadModules } from './kernel.js';
 import { imageCheckStep } from './image-check.js';
 import { API_PORT, renderKubeadmInit } from './kubeadm.js';
-import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
+import { BOOTSTRAP_NAMESPACE, bundledBootstrapChart, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
 import { mayLowerOomScore } from './capabilities.js';
 import { cniNodeObjects } from './cni.js';
 import { serviceRouteStep } from './routes.js';
@@ -64,7 +64,7 @@ export function bootstrapValues(answers: InstallAnswers, manifest: BundleManifes
 
 /** Applies the DNS and LB DaemonSets (server-side apply) and waits for them to roll out. */
 export async function applyBootstrap(host: Host, values: BootstrapValues, reporter: Reporter, log: (l: string) => void, timeoutMs: number): Promise<void> {
-  const objects = renderBootstrap(values);
+  const objects = await renderBootstrap(values, await bundledBootstrapChart(host, await bundleManifest(host), (d) => chartBlob(host, d)), host);
   const kubeconfig = host.p(ADMIN_CONF);
   await applyObjects(kubeconfig, objects as KubernetesObject[], log);
   const sets = objects.filter((o) => o.kind === 'DaemonSet').map((o) => ({ namespace: o.metadata.namespace ?? BOOTSTRAP_NAMESPACE, name: o.metadata.name }));

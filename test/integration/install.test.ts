@@ -210,6 +210,14 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(JSON.parse(nodePatch!.body).metadata.annotations).toEqual({ 'flannel.alpha.coreos.com/node-public-ip': '127.0.0.1' });
     const corefile = applies.map((q) => JSON.parse(q.body) as { kind: string; data?: Record<string, string> }).find((o) => o.kind === 'ConfigMap' && o.data?.Corefile);
     expect(corefile?.data?.Corefile).toContain('{$HOST_IP}');
+    // What went in is exactly `helm template` of the bundle's chart by the bundle's helm, with the values the step recorded.
+    const charts = path.join(root, 'var/lib/ferry/charts');
+    const tgzs = await Promise.all((await fs.readdir(charts)).map(async (f) => ({ f: path.join(charts, f), files: (await execFileP('tar', ['-tzf', path.join(charts, f)])).stdout })));
+    const bootChart = tgzs.find((t) => t.files.includes('ferry-bootstrap/templates/_helpers.tpl'))!.f;
+    const { stdout: rendered } = await execFileP(path.join(root, 'usr/local/bin/helm'), ['template', 'ferry-bootstrap', bootChart, '--namespace', 'ferry-system', '-f', path.join(root, 'var/lib/ferry/state/bootstrap')]);
+    const appliedBootstrap = applies.map((q) => JSON.parse(q.body) as { kind: string; metadata: { name: string; namespace?: string } }).filter((o) => o.metadata.namespace === 'ferry-system' || (o.kind === 'Namespace' && o.metadata.name === 'ferry-system'));
+    expect(appliedBootstrap).toEqual(parseAllDocuments(rendered).map((d) => d.toJS() as unknown).filter(Boolean));
+    expect(appliedBootstrap).toHaveLength(5);
     expect(api.some((q) => q.method === 'GET' && q.path.endsWith('/daemonsets/ferry-dns'))).toBe(true);
 
     const again = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--json'], standins);

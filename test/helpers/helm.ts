@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { renderBootstrap, type BootstrapValues, type KubernetesObject } from '../../src/install/bootstrap.js';
+import { renderBootstrap, type BootstrapNode, type BootstrapValues, type KubernetesObject } from '../../src/install/bootstrap.js';
 import { ROOT } from './cli.js';
 import { execFileP } from './peers.js';
 
@@ -64,6 +64,15 @@ export async function helmArchive(): Promise<HelmArchive> {
   }
   return { version, path: file, sha256: createHash('sha256').update(await fs.readFile(file)).digest('hex') };
 }
+
+/** A site of 3 servers and 2 agents, the nodes most bootstrap tests render for. */
+export const SITE_NODES: readonly BootstrapNode[] = [
+  { name: 's1', ip: '10.0.0.11', role: 'server' },
+  { name: 's2', ip: '10.0.0.12', role: 'server' },
+  { name: 's3', ip: '10.0.0.13', role: 'server' },
+  { name: 'a1', ip: '10.0.0.21', role: 'agent' },
+  { name: 'a2', ip: '10.0.0.22', role: 'agent' },
+];
 
 /** ferry's renderer over the repository's chart (or a copy of it) with the real helm. */
 export async function renderChart(values: BootstrapValues, chart = BOOTSTRAP_CHART_DIR): Promise<KubernetesObject[]> {

@@ -5,7 +5,7 @@ import { parse, parseAllDocuments, stringify } from 'yaml';
 import { isFerryError } from '../../src/errors.js';
 import { bundledBootstrapChart, INSTALLED_HELM, renderBootstrap, type BootstrapValues, type KubernetesObject } from '../../src/install/bootstrap.js';
 import { Host } from '../../src/install/host.js';
-import { BOOTSTRAP_CHART_DIR as CHART, configMapData, helm, helmBinary, renderChart } from '../helpers/helm.js';
+import { BOOTSTRAP_CHART_DIR as CHART, configMapData, helm, helmBinary, renderChart, SITE_NODES } from '../helpers/helm.js';
 import { tmpdir } from '../helpers/peers.js';
 
 /*
@@ -18,13 +18,8 @@ import { tmpdir } from '../helpers/peers.js';
 /** A site of 3 servers and 2 agents with 2 extra records (one relative name, one full). */
 const site: BootstrapValues = {
   domain: 'site.example',
-  nodes: [
-    { name: 's1', ip: '10.0.0.11', role: 'server' },
-    { name: 's2', ip: '10.0.0.12', role: 'server' },
-    { name: 's3.site.example', ip: '10.0.0.13', role: 'server' },
-    { name: 'a1', ip: '10.0.0.21', role: 'agent' },
-    { name: 'a2', ip: '10.0.0.22', role: 'agent' },
-  ],
+  // One server by its full name: it stays as it is.
+  nodes: SITE_NODES.map((n) => (n.name === 's3' ? { ...n, name: 's3.site.example' } : n)),
   records: [
     { name: 'ntp', ip: '10.0.0.5' },
     { name: 'harbor.site.example', ip: '10.0.0.6' },

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BootstrapValues } from '../../src/install/bootstrap.js';
 import { apiServerStatus, through } from '../helpers/haproxy.js';
-import { bootstrapConfig } from '../helpers/helm.js';
+import { bootstrapConfig, SITE_NODES } from '../helpers/helm.js';
 import { execFileP, freePort, tmpdir, waitFor } from '../helpers/peers.js';
 
 /*
@@ -123,13 +123,7 @@ describe('haproxy.cfg with real haproxy', () => {
 describe('the site records, served by real BIND', () => {
   const values: BootstrapValues = {
     domain: 'site.example',
-    nodes: [
-      { name: 's1', ip: '10.0.0.11', role: 'server' },
-      { name: 's2', ip: '10.0.0.12', role: 'server' },
-      { name: 's3', ip: '10.0.0.13', role: 'server' },
-      { name: 'a1', ip: '10.0.0.21', role: 'agent' },
-      { name: 'a2', ip: '10.0.0.22', role: 'agent' },
-    ],
+    nodes: [...SITE_NODES],
     records: [
       { name: 'ntp', ip: '10.0.0.5' },
       { name: 'harbor.site.example', ip: '10.0.0.6' },

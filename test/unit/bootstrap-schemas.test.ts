@@ -4,7 +4,7 @@ import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import type { BootstrapValues, KubernetesObject } from '../../src/install/bootstrap.js';
 import { ROOT } from '../helpers/cli.js';
-import { renderChart } from '../helpers/helm.js';
+import { renderChart, SITE_NODES } from '../helpers/helm.js';
 
 /*
  * Every object ferry hands to server-side apply for the bootstrap (charts/ferry-bootstrap through
@@ -105,13 +105,7 @@ function typeProblems(objs: KubernetesObject[]): string[] {
 const sites: Record<string, BootstrapValues> = {
   '3 servers, 2 agents, records and upstream DNS': {
     domain: 'site.example',
-    nodes: [
-      { name: 's1', ip: '10.0.0.11', role: 'server' },
-      { name: 's2', ip: '10.0.0.12', role: 'server' },
-      { name: 's3', ip: '10.0.0.13', role: 'server' },
-      { name: 'a1', ip: '10.0.0.21', role: 'agent' },
-      { name: 'a2', ip: '10.0.0.22', role: 'agent' },
-    ],
+    nodes: [...SITE_NODES],
     records: [{ name: 'ntp', ip: '10.0.0.5' }],
     upstreamDns: ['10.0.0.2'],
   },

@@ -133,6 +133,10 @@ describe('charts/ferry-bootstrap with real helm', () => {
     // Our own zones are answered before the catch-all: the forward is only in the `.` block.
     expect(corefile.match(/forward/g)).toHaveLength(1);
     expect(corefile.indexOf('site.example:53 {')).toBeLessThan(corefile.indexOf('.:53 {'));
+    // A resolver is an address (and port), never a name the site DNS would have to resolve first.
+    const byName = await refusal({ ...site, upstreamDns: ['dns.corp.example'] });
+    expect(byName.code).toBe('BOOTSTRAP_VALUES_INVALID');
+    expect(byName.message).toContain("/upstreamDns/0': 'dns.corp.example' does not match pattern");
   });
 
   it('on a cluster FQDN outside the domain, other ports and no upstream DNS: a second zone and no forwarding', async () => {

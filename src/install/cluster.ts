@@ -1,14 +1,18 @@
 import { createHash, X509Certificate } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { BundleManifest } from '../bundle/format.js';
 import { Codes, FerryError } from '../errors.js';
+import { Layout } from '../oci/layout.js';
+import { MediaType, parseManifest } from '../oci/media.js';
 import { bundleKubernetesVersion } from '../spec/kubernetes.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
-import { BOOTSTRAP_NAMESPACE, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
+import { BOOTSTRAP_NAMESPACE, bundledBootstrapChart, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
 import type { Host } from './host.js';
 import { applyObjects, waitForDaemonSets } from './kube.js';
-import { ADMIN_CONF, BUNDLE_DIR, CLUSTER_CA, NODES_FILE } from './paths.js';
+import { ADMIN_CONF, BUNDLE_DIR, CLUSTER_CA, FERRY_ROOT, NODES_FILE } from './paths.js';
 
 /*
  * What a server knows about its cluster: the bundle it installed, the nodes (nodes.json), the
@@ -45,7 +49,7 @@ export function bootstrapValues(answers: InstallAnswers, manifest: BundleManifes
 
 /** Applies the DNS and LB DaemonSets (server-side apply) and waits for them to roll out. */
 export async function applyBootstrap(host: Host, values: BootstrapValues, reporter: Reporter, log: (l: string) => void, timeoutMs: number): Promise<void> {
-  const objects = renderBootstrap(values);
+  const objects = await renderBootstrap(values, await bundledBootstrapChart(host, await bundleManifest(host), (d) => chartBlob(host, d)), host);
   const kubeconfig = host.p(ADMIN_CONF);
   await applyObjects(kubeconfig, objects as KubernetesObject[], log);
   const sets = objects.filter((o) => o.kind === 'DaemonSet').map((o) => ({ namespace: o.metadata.namespace ?? BOOTSTRAP_NAMESPACE, name: o.metadata.name }));
@@ -75,3 +79,16 @@ export const kubernetesVersionOf = (m: Pick<BundleManifest, 'kubernetes'>) => bu
 
 /** The sandbox (pause) image of the bundle, which containerd pins. */
 export const pauseImageOf = (m: Pick<BundleManifest, 'images'>) => m.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10';
+
+/** The chart .tgz of a chart manifest in the unpacked store. */
+export async function chartBlob(host: Host, manifestDigest: string): Promise<string> {
+  const store = new Layout(host.p(`${BUNDLE_DIR}/images`));
+  const parsed = parseManifest(await store.readBlob(manifestDigest), '', manifestDigest);
+  const layer = parsed.kind === 'manifest' ? parsed.manifest.layers.find((l) => l.mediaType === MediaType.helmChart) : undefined;
+  if (!layer) throw new FerryError(Codes.installStep, `manifest ${manifestDigest} is not a Helm chart`, { exit: 'integrity' });
+  // helm wants a chart archive by its usual name; the store names blobs by digest only.
+  const tgz = host.p(`${FERRY_ROOT}/charts/${layer.digest.slice(7, 19)}.tgz`);
+  await fs.mkdir(path.dirname(tgz), { recursive: true });
+  await fs.copyFile(store.blobPath(layer.digest), tgz);
+  return tgz;
+}

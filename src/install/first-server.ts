@@ -6,13 +6,12 @@ import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';
 import { Codes, FerryError } from '../errors.js';
-import { Layout } from '../oci/layout.js';
-import { MediaType, parseManifest } from '../oci/media.js';
 import { initPki } from '../sign/pki.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, registryFqdn, type InstallAnswers } from './answers.js';
 import { cgroupsOnce, checkCgroupV1 } from './cgroups.js';
-import { applyBootstrap, bootstrapValues, bundleManifest, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
+import { applyBootstrap, bootstrapValues, bundleManifest, chartBlob, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
+import { BOOTSTRAP_CHART } from './bootstrap.js';
 import { cniNodeObjects } from './cni.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
@@ -190,7 +189,9 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
     }),
     markerStep(host, 'bootstrap', 'apply the DNS and load-balancer DaemonSets (ferry-bootstrap) and wait for them', async () => {
       const m = await manifestOf();
-      return JSON.stringify(bootstrapValues(answers, m, await clusterNodes(host, answers)));
+      // A newer bundle whose chart changed is applied again, even with the same values.
+      const chart = m.charts.find((c) => c.name === BOOTSTRAP_CHART)?.digest ?? 'no-chart';
+      return `${chart} ${JSON.stringify(bootstrapValues(answers, m, await clusterNodes(host, answers)))}`;
     }, async (log) => {
       const m = await manifestOf();
       const nodes = await clusterNodes(host, answers);
@@ -211,15 +212,3 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
   ];
 }
 
-/** The chart .tgz of a chart manifest in the unpacked store. */
-async function chartBlob(host: Host, manifestDigest: string): Promise<string> {
-  const store = new Layout(host.p(`${BUNDLE_DIR}/images`));
-  const parsed = parseManifest(await store.readBlob(manifestDigest), '', manifestDigest);
-  const layer = parsed.kind === 'manifest' ? parsed.manifest.layers.find((l) => l.mediaType === MediaType.helmChart) : undefined;
-  if (!layer) throw new FerryError(Codes.installStep, `manifest ${manifestDigest} is not a Helm chart`, { exit: 'integrity' });
-  // helm wants a chart archive by its usual name; the store names blobs by digest only.
-  const tgz = host.p(`${FERRY_ROOT}/charts/${layer.digest.slice(7, 19)}.tgz`);
-  await fs.mkdir(path.dirname(tgz), { recursive: true });
-  await fs.copyFile(store.blobPath(layer.digest), tgz);
-  return tgz;
-}

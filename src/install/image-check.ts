@@ -2,7 +2,7 @@ import type { BundleManifest } from '../bundle/format.js';
 import { imagesInManifests, imagesInObjects, imagesMissingError, missingImages, type ImageNeed } from '../bundle/image-check.js';
 import { parseReference } from '../oci/reference.js';
 import type { InstallAnswers } from './answers.js';
-import { renderBootstrap, type BootstrapValues } from './bootstrap.js';
+import { BOOTSTRAP_CHART, bundledBootstrapChart, renderBootstrap, type BootstrapValues } from './bootstrap.js';
 import type { Host } from './host.js';
 import { markerStep } from './node-steps.js';
 import { STATE_DIR } from './paths.js';
@@ -24,8 +24,6 @@ export interface ImageCheckDeps {
   /** Changes whenever the bundle does. */
   bundleId: () => Promise<string>;
 }
-
-const BOOTSTRAP_CHART = 'ferry-bootstrap';
 
 /** Lines of `kubeadm config images list` that are image references (it may print warnings too). */
 function refsIn(stdout: string): string[] {
@@ -52,16 +50,9 @@ async function imageNeeds(host: Host, answers: InstallAnswers, d: ImageCheckDeps
     const t = await host.run('helm', ['template', chart.name, await d.chartTgz(chart.digest), '--namespace', ns, '--set', `podCidr=${answers.podCidr}`]);
     needs.push(...imagesInManifests(t.stdout, `chart ${chart.name} ${chart.version}`));
   }
-  const values = await d.bootstrapValues();
-  // What ferry applies is its own rendering of the bootstrap chart; the bundled chart renders the same.
-  needs.push(...imagesInObjects(renderBootstrap(values), `${BOOTSTRAP_CHART} (the DNS and LB DaemonSets)`));
-  const boot = m.charts.find((c) => c.name === BOOTSTRAP_CHART);
-  if (boot) {
-    const file = `${STATE_DIR}/bootstrap-values.json`;
-    await host.write(file, `${JSON.stringify(values, null, 2)}\n`, 0o600);
-    const t = await host.run('helm', ['template', boot.name, await d.chartTgz(boot.digest), '--values', host.p(file)]);
-    needs.push(...imagesInManifests(t.stdout, `chart ${boot.name} ${boot.version}`));
-  }
+  // Exactly the objects the bootstrap step applies: the bundle's chart through the bundle's helm.
+  const boot = await renderBootstrap(await d.bootstrapValues(), await bundledBootstrapChart(host, m, d.chartTgz), host);
+  needs.push(...imagesInObjects(boot, `${BOOTSTRAP_CHART} (the DNS and LB DaemonSets)`));
   log(`asked for: ${[...new Set(needs.map((n) => n.ref))].join(', ')}`);
   return needs;
 }

@@ -2,7 +2,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 
 /**
- * Stand-ins for programs that cannot run here: kubeadm, kubelet, systemctl, modprobe and sysctl.
+ * Stand-ins for programs that cannot run here: kubeadm, kubelet, systemctl, modprobe and sysctl,
+ * and helm for the CNI chart (installing it needs a cluster). The DNS and LB chart is
+ * rendered by the real helm the test bundle carries, never by this one.
  * Each is a small shell script that appends its name and arguments to $FERRY_ROOT/standins.log
  * (one line per call) and, for kubeadm, leaves the files the real one would and lists the images
  * the real one would ask for. They never touch the real host. kubeadm join keeps a copy of its

@@ -3,13 +3,14 @@ import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { dnsRecords, renderCorefile, renderHaproxyCfg, renderZoneFiles, type BootstrapValues } from '../../src/install/bootstrap.js';
+import type { BootstrapValues } from '../../src/install/bootstrap.js';
 import { apiServerStatus, through } from '../helpers/haproxy.js';
+import { bootstrapConfig, SITE_NODES } from '../helpers/helm.js';
 import { execFileP, freePort, tmpdir, waitFor } from '../helpers/peers.js';
 
 /*
- * The generated configurations against real peers: haproxy (Debian's, 2.6) checks and runs the
- * rendered haproxy.cfg in front of two stand-in API servers on loopback. CoreDNS cannot be had
+ * The configurations charts/ferry-bootstrap renders (through real helm, as ferry does) against real
+ * peers: haproxy (Debian's, 2.6) checks and runs the rendered haproxy.cfg in front of two stand-in API servers on loopback. CoreDNS cannot be had
  * here (not in apt or npm), so the records of the Corefile's hosts block are served by real BIND
  * (named) from a zone file built from them, and queried with dig.
  */
@@ -70,7 +71,7 @@ describe('haproxy.cfg with real haproxy', () => {
       lb: { statsPort, healthCheck: { interval: '200ms', fastInterval: '100ms', downInterval: '300ms', fall: 2, rise: 1 } },
     };
     const cfg = path.join(work, 'haproxy.cfg');
-    await fs.writeFile(cfg, renderHaproxyCfg(values));
+    await fs.writeFile(cfg, (await bootstrapConfig(values)).lb['haproxy.cfg']!);
     const env = { ...process.env, HOST_IP: '127.0.0.1' };
     // -dW: any warning fails the check too (execFile rejects on a non-zero exit).
     const check = await execFileP('haproxy', ['-c', '-dW', '-f', cfg], { env });
@@ -122,13 +123,7 @@ describe('haproxy.cfg with real haproxy', () => {
 describe('the site records, served by real BIND', () => {
   const values: BootstrapValues = {
     domain: 'site.example',
-    nodes: [
-      { name: 's1', ip: '10.0.0.11', role: 'server' },
-      { name: 's2', ip: '10.0.0.12', role: 'server' },
-      { name: 's3', ip: '10.0.0.13', role: 'server' },
-      { name: 'a1', ip: '10.0.0.21', role: 'agent' },
-      { name: 'a2', ip: '10.0.0.22', role: 'agent' },
-    ],
+    nodes: [...SITE_NODES],
     records: [
       { name: 'ntp', ip: '10.0.0.5' },
       { name: 'harbor.site.example', ip: '10.0.0.6' },
@@ -136,13 +131,25 @@ describe('the site records, served by real BIND', () => {
     ],
   };
 
-  it('binds {$HOST_IP} and answers the cluster FQDN with it, from the records both share', () => {
-    const corefile = renderCorefile(values);
+  /** What the node whose IP is `hostIp` answers, in the order of the Corefile's hosts block. */
+  const records = (hostIp: string) => [
+    { name: 'k8s-cluster.site.example', ip: hostIp },
+    ...values.nodes.map((n) => ({ name: `${n.name}.site.example`, ip: n.ip })),
+    { name: 'registry.site.example', ip: '10.0.0.11' },
+    { name: 'registry.site.example', ip: '10.0.0.12' },
+    { name: 'registry.site.example', ip: '10.0.0.13' },
+    { name: 'ntp.site.example', ip: '10.0.0.5' },
+    { name: 'harbor.site.example', ip: '10.0.0.6' },
+    { name: 'harbor.site.example', ip: '10.0.0.7' },
+  ];
+
+  it('binds {$HOST_IP} and answers the cluster FQDN with it, from the records both share', async () => {
+    const corefile = (await bootstrapConfig(values)).dns.Corefile!;
     expect(corefile).toMatch(/^ {4}bind \{\$HOST_IP\}$/m);
     expect(corefile).toMatch(/^ {8}\{\$HOST_IP\} k8s-cluster\.site\.example$/m);
-    // Every line of the hosts block is one record of dnsRecords, in order: what BIND serves below.
+    // Every line of the hosts block is one record, in order: what BIND serves below.
     const block = /^ {4}hosts \/dev\/null \{\n([\s\S]*?)\n {8}ttl /m.exec(corefile)![1]!.split('\n').map((l) => l.trim());
-    expect(block).toEqual(dnsRecords(values, '{$HOST_IP}').map((r) => `${r.ip} ${r.name}`));
+    expect(block).toEqual(records('{$HOST_IP}').map((r) => `${r.ip} ${r.name}`));
   });
 
   it('answers the cluster FQDN with the node\'s own IP, each node, every server for registry, the extra records, and NXDOMAIN with our SOA', async () => {
@@ -150,13 +157,14 @@ describe('the site records, served by real BIND', () => {
     const dir = path.join(work, 'named');
     await fs.mkdir(dir, { recursive: true });
     // The Corefile's hosts block as CoreDNS sees it once {$HOST_IP} is expanded, as a zone file.
-    const corefile = renderCorefile(values).replaceAll('{$HOST_IP}', hostIp);
+    const dns = (await bootstrapConfig(values)).dns;
+    const corefile = dns.Corefile!.replaceAll('{$HOST_IP}', hostIp);
     const hosts = /^ {4}hosts \/dev\/null \{\n([\s\S]*?)\n {8}ttl /m.exec(corefile)![1]!.split('\n').map((l) => l.trim().split(/\s+/) as [string, string]);
-    expect(hosts.map(([ip, name]) => ({ name, ip }))).toEqual(dnsRecords(values, hostIp));
+    expect(hosts.map(([ip, name]) => ({ name, ip }))).toEqual(records(hostIp));
     const zone = [
       '$TTL 30',
       // The zone file the chart gives CoreDNS's file plugin: $ORIGIN and the SOA.
-      renderZoneFiles(values)['db.site.example']!.trim(),
+      dns['db.site.example']!.trim(),
       '@ IN NS k8s-cluster.site.example.', // BIND insists on an NS; CoreDNS's file plugin does not
       ...hosts.map(([ip, name]) => `${name}. IN A ${ip}`),
       '',

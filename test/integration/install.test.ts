@@ -9,6 +9,7 @@ import { ferry, FERRY, ROOT } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
 import { standinCalls, writeStandins } from '../helpers/standins.js';
+import { helmArchive } from '../helpers/helm.js';
 
 let work: string;
 let reg: RegistryPeer;
@@ -17,6 +18,8 @@ let pub: string;
 let answers: string;
 let specPath: string;
 let cacheEnv: NodeJS.ProcessEnv;
+/** The bootstrap chart's defaults name upstream images, so the spec bundles them through mirrors of the test registry. */
+let mirrors: string[];
 /** kubeadm v1.37.2's images, as names below the test registry's k8s/ prefix (the spec's imageRepository). */
 const KUBEADM_NAMES = kubeadmImages('v1.37.2', 'r.invalid').map((r) => r.slice('r.invalid/'.length));
 
@@ -60,6 +63,11 @@ beforeAll(async () => {
   // Every other image kubeadm v1.37.2 and the DNS and LB DaemonSets ask for, as small stand-ins.
   for (const n of [...KUBEADM_NAMES, 'haproxy:3.0']) fx.images[n] ??= fx.images['multi:v1']!;
   await pushFixtures(fx, reg.host, 'k8s');
+  await pushFixtures({ ...fx, images: { 'coredns/coredns:v1.14.6': fx.images['multi:v1']! } }, reg.host, 'registry.k8s.io');
+  await pushFixtures({ ...fx, images: { 'library/haproxy:3.0': fx.images['multi:v1']! } }, reg.host, 'docker.io');
+  mirrors = ['registry.k8s.io', 'docker.io'].flatMap((r) => ['--registry-mirror', `${r}=http://${reg.host}/${r}`]);
+  // The real helm, as upstream ships it: it renders the DNS and LB chart on the site.
+  const helm = await helmArchive();
   // Node binaries and archives the way upstream ships them.
   const v = path.join(work, 'vendor');
   await write(`${v}/kubeadm`, '#!/bin/sh\necho real-kubeadm\n', 0o755);
@@ -85,13 +93,17 @@ spec:
   kubernetes: {version: v1.37.2, imageRepository: ${reg.host}/k8s}
   images:
 ${[...KUBEADM_NAMES, 'haproxy:3.0', 'multi:v1'].map((n) => `    - ${reg.host}/k8s/${n}`).join('\n')}
+    - registry.k8s.io/coredns/coredns:v1.14.6
+    - docker.io/library/haproxy:3.0
   binaries:
     - {name: kubeadm, version: v1.37.2, url: vendor/kubeadm, sha256: {linux/amd64: ${await sha(`${v}/kubeadm`)}}}
     - {name: kubelet, version: v1.37.2, url: vendor/kubelet, sha256: {linux/amd64: ${await sha(`${v}/kubelet`)}}}
     - {name: containerd, version: v1.7.23, url: 'vendor/containerd-{semver}-{os}-{arch}.tar.gz', sha256: {linux/amd64: ${await sha(`${v}/containerd-1.7.23-linux-amd64.tar.gz`)}}, extract: true}
     - {name: cni-plugins, version: v1.5.1, url: 'vendor/cni-plugins-{os}-{arch}-{version}.tgz', sha256: {linux/amd64: ${await sha(`${v}/cni-plugins-linux-amd64-v1.5.1.tgz`)}}, extract: true}
+    - {name: helm, version: ${helm.version}, url: ${helm.path}, sha256: {linux/amd64: ${helm.sha256}}, extract: true}
   charts:
     - {name: flannel, path: charts/flannel}
+    - {name: ferry-bootstrap, path: ${path.join(ROOT, 'charts', 'ferry-bootstrap')}}
   runtime:
     node: {linux/amd64: ${process.execPath}}
 `,
@@ -100,9 +112,9 @@ ${[...KUBEADM_NAMES, 'haproxy:3.0', 'multi:v1'].map((n) => `    - ${reg.host}/k8
   specPath = spec;
   cacheEnv = env;
   expect((await ferry(['key', 'generate', '--out', path.join(work, 'keys')])).code).toBe(0);
-  expect((await ferry(['lock', spec], { env })).code).toBe(0);
+  expect((await ferry(['lock', spec, ...mirrors], { env })).code).toBe(0);
   bundle = path.join(work, 'k8s.ferry.tar');
-  const b = await ferry(['bundle', 'build', spec, '--key', path.join(work, 'keys', 'ferry.key'), '--out', bundle], { env });
+  const b = await ferry(['bundle', 'build', spec, '--key', path.join(work, 'keys', 'ferry.key'), '--out', bundle, ...mirrors], { env });
   expect(b.stderr).not.toMatch(/error/);
   pub = path.join(work, 'keys', 'ferry.pub');
   answers = path.join(work, 'answers.yaml');
@@ -198,6 +210,14 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(JSON.parse(nodePatch!.body).metadata.annotations).toEqual({ 'flannel.alpha.coreos.com/node-public-ip': '127.0.0.1' });
     const corefile = applies.map((q) => JSON.parse(q.body) as { kind: string; data?: Record<string, string> }).find((o) => o.kind === 'ConfigMap' && o.data?.Corefile);
     expect(corefile?.data?.Corefile).toContain('{$HOST_IP}');
+    // What went in is exactly `helm template` of the bundle's chart by the bundle's helm, with the values the step recorded.
+    const charts = path.join(root, 'var/lib/ferry/charts');
+    const tgzs = await Promise.all((await fs.readdir(charts)).map(async (f) => ({ f: path.join(charts, f), files: (await execFileP('tar', ['-tzf', path.join(charts, f)])).stdout })));
+    const bootChart = tgzs.find((t) => t.files.includes('ferry-bootstrap/templates/_helpers.tpl'))!.f;
+    const { stdout: rendered } = await execFileP(path.join(root, 'usr/local/bin/helm'), ['template', 'ferry-bootstrap', bootChart, '--namespace', 'ferry-system', '-f', path.join(root, 'var/lib/ferry/state/bootstrap')]);
+    const appliedBootstrap = applies.map((q) => JSON.parse(q.body) as { kind: string; metadata: { name: string; namespace?: string } }).filter((o) => o.metadata.namespace === 'ferry-system' || (o.kind === 'Namespace' && o.metadata.name === 'ferry-system'));
+    expect(appliedBootstrap).toEqual(parseAllDocuments(rendered).map((d) => d.toJS() as unknown).filter(Boolean));
+    expect(appliedBootstrap).toHaveLength(5);
     expect(api.some((q) => q.method === 'GET' && q.path.endsWith('/daemonsets/ferry-dns'))).toBe(true);
 
     const again = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--json'], standins);
@@ -341,7 +361,7 @@ patches:
       await fs.mkdir(path.join(work, 'nodes', 'k8s-server-02', 'run/systemd/system'), { recursive: true });
       // The joining server gets the bundle as FAT32-sized parts (here 1 MiB) with their manifest.
       const split = path.join(work, 'split', 'k8s.ferry.tar');
-      expect((await ferry(['bundle', 'build', specPath, '--key', path.join(work, 'keys', 'ferry.key'), '--out', split, '--split-size', '1MiB'], { env: cacheEnv })).code).toBe(0);
+      expect((await ferry(['bundle', 'build', specPath, '--key', path.join(work, 'keys', 'ferry.key'), '--out', split, '--split-size', '1MiB', ...mirrors], { env: cacheEnv })).code).toBe(0);
       // ferry join runs on the first server, in its namespace, with the (fake) API on the same port.
       const j = await runFerry({ args: ['join', '--answers', ans, '--bundle', `${split}.parts.json`, '--root', root, '--remote-root', remoteRoot, '--remote-path', standins, '--accept-new-host-keys'], standins, netns: first1.ns, apiPort, record: path.join(work, 'join-api.jsonl') });
       expect(j.stderr).not.toMatch(/error\[/);

@@ -2,8 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { renderHaproxyCfg, type BootstrapValues } from '../../src/install/bootstrap.js';
+import type { BootstrapValues } from '../../src/install/bootstrap.js';
 import { apiServerStatus, through } from '../helpers/haproxy.js';
+import { bootstrapConfig } from '../helpers/helm.js';
 import { startLab } from '../helpers/netns.js';
 import { execFileP, tmpdir, waitFor } from '../helpers/peers.js';
 
@@ -34,7 +35,7 @@ describe('the agent load balancer in network namespaces (stand-in API servers)',
         lb: { healthCheck: { interval: '200ms', fastInterval: '100ms', downInterval: '300ms', fall: 2, rise: 1 } },
       };
       const cfg = path.join(dir, 'haproxy.cfg');
-      await fs.writeFile(cfg, renderHaproxyCfg(values));
+      await fs.writeFile(cfg, (await bootstrapConfig(values)).lb['haproxy.cfg']!);
       const api1 = standInApi(s1.ns, s1.ip, 's1');
       const api2 = standInApi(s2.ns, s2.ip, 's2');
       procs.push(api1, api2);

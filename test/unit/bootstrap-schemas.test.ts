@@ -2,14 +2,15 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
-import { renderBootstrap, type BootstrapValues, type KubernetesObject } from '../../src/install/bootstrap.js';
+import type { BootstrapValues, KubernetesObject } from '../../src/install/bootstrap.js';
 import { ROOT } from '../helpers/cli.js';
+import { renderChart, SITE_NODES } from '../helpers/helm.js';
 
 /*
- * Every object ferry's bootstrap renderer (and so the chart, which renders the same objects) hands
- * to server-side apply, checked against the official Kubernetes OpenAPI schemas as packaged by
- * `kubernetes-models` (a devDependency; 4.5.x is the newest line that runs on Node 20, and it models
- * Kubernetes 1.33):
+ * Every object ferry hands to server-side apply for the bootstrap (charts/ferry-bootstrap through
+ * real helm, as the installer renders it), checked against the official Kubernetes OpenAPI schemas
+ * as packaged by `kubernetes-models` (a devDependency; 4.5.x is the newest line that runs on
+ * Node 20, and it models Kubernetes 1.33):
  *
  * - at run time with the package's validators (types, required fields, enums, formats), and
  * - for unknown fields, which those validators let through, by type-checking each object as a
@@ -104,13 +105,7 @@ function typeProblems(objs: KubernetesObject[]): string[] {
 const sites: Record<string, BootstrapValues> = {
   '3 servers, 2 agents, records and upstream DNS': {
     domain: 'site.example',
-    nodes: [
-      { name: 's1', ip: '10.0.0.11', role: 'server' },
-      { name: 's2', ip: '10.0.0.12', role: 'server' },
-      { name: 's3', ip: '10.0.0.13', role: 'server' },
-      { name: 'a1', ip: '10.0.0.21', role: 'agent' },
-      { name: 'a2', ip: '10.0.0.22', role: 'agent' },
-    ],
+    nodes: [...SITE_NODES],
     records: [{ name: 'ntp', ip: '10.0.0.5' }],
     upstreamDns: ['10.0.0.2'],
   },
@@ -126,7 +121,7 @@ const sites: Record<string, BootstrapValues> = {
 describe.skipIf(!installed)(`bootstrap objects against the Kubernetes OpenAPI schemas (${PACKAGE})`, () => {
   for (const [name, values] of Object.entries(sites)) {
     it(`renders only valid objects for ${name}`, async () => {
-      const objs = renderBootstrap(values);
+      const objs = await renderChart(values);
       expect(objs.map(kindOf)).toEqual(['v1/Namespace', 'v1/ConfigMap', 'v1/ConfigMap', 'apps/v1/DaemonSet', 'apps/v1/DaemonSet']);
       expect(await runtimeProblems(objs)).toEqual([]);
       expect(typeProblems(objs)).toEqual([]);
@@ -134,7 +129,7 @@ describe.skipIf(!installed)(`bootstrap objects against the Kubernetes OpenAPI sc
   }
 
   it('catches what it is there to catch: a wrong type, a bad enum and an unknown field', async () => {
-    const [, , , dns] = renderBootstrap(sites['3 servers, 2 agents, records and upstream DNS']!) as [KubernetesObject, KubernetesObject, KubernetesObject, KubernetesObject];
+    const [, , , dns] = (await renderChart(sites['3 servers, 2 agents, records and upstream DNS']!)) as [KubernetesObject, KubernetesObject, KubernetesObject, KubernetesObject];
     const wrongType = structuredClone(dns) as { spec: { template: { spec: { containers: { ports: { containerPort: unknown }[] }[] } } } } & KubernetesObject;
     wrongType.spec.template.spec.containers[0]!.ports[0]!.containerPort = '53';
     const badEnum = structuredClone(dns) as { spec: { template: { spec: { containers: { imagePullPolicy: string }[] } } } } & KubernetesObject;

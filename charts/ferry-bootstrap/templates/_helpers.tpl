@@ -1,6 +1,6 @@
 {{/*
-Helpers of the ferry-bootstrap chart. ferry renders the same objects in src/install/bootstrap.ts;
-a test compares the two object for object, so change both together.
+Helpers of the ferry-bootstrap chart, the only source of the site DNS and LB objects: ferry applies
+what `helm template` renders from this chart, so an edit here is an edit of what ferry applies.
 Numbers are printed through `int`: helm may hand them over as float64 (1e+06).
 */}}
 
@@ -41,8 +41,7 @@ app.kubernetes.io/component: {{ . }}
 {{- end -}}
 
 {{/*
-Checks the schema cannot express. ferry's validateBootstrapValues makes the same checks with the
-same messages.
+Checks the schema cannot express, here only: ferry hands helm's message on as its own error.
 */}}
 {{- define "ferry-bootstrap.checks" -}}
 {{- $v := .Values -}}

@@ -11,7 +11,7 @@ import { writeFileAtomic } from '../util/fsx.js';
 export const FORMAT_VERSION = 1;
 
 /** The binary repository's directory, and its index of every binary. */
-const FILES = 'files/';
+export const FILES = 'files/';
 export const VERSIONS_JSON = `${FILES}versions.json`;
 
 /** A refusal of a bundle's content: the bytes are wrong, and no flag makes them right. */
@@ -23,6 +23,8 @@ export const refuse = (code: string, msg: string, hint = 'Do not use this bundle
 /** The signed table: the archive's first three entries, in this order. */
 export const TABLE = ['bundle.json', 'checksums.txt', 'checksums.txt.sig'] as const;
 export type TableEntry = (typeof TABLE)[number];
+/** `sha256sum -c` lines for every other entry; the signature covers it. */
+export const CHECKSUMS_TXT: TableEntry = 'checksums.txt';
 
 /** `<name>-<version>`: what a parts manifest names, and the default file name's stem. */
 export const bundleId = (m: { name: string; version: string }) => `${m.name}-${m.version}`;

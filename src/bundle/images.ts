@@ -5,7 +5,7 @@ import type { LoadedSpec, SpecImage } from '../spec/spec.js';
 import { formatPlatform, parsePlatform } from '../oci/media.js';
 import { Puller, Pusher, type CopyContext, type PullStats } from '../oci/copy.js';
 import { CONTAINERD_NAME, REF_NAME } from '../oci/layout.js';
-import { DOCKER_HUB, parseReference, type Reference } from '../oci/reference.js';
+import { DOCKER_HUB, parseReference, registryOf, type Reference } from '../oci/reference.js';
 import { Codes as C, UsageError } from '../errors.js';
 
 export interface PullResult {
@@ -42,20 +42,6 @@ export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: Image
 
 export interface PushResult {
   images: { source: string; target: string; digest: string; filtered: boolean }[];
-}
-
-/**
- * The registry reference.ts reads `host` as when it starts `host/path` (index.docker.io is
- * docker.io), or undefined when it reads no registry there or `path` is no repository: its
- * grammar, not a copy of it, decides. Two components in `path` keep docker.io's library/ rule out.
- */
-export function registryOf(host: string, path = 'x/x'): string | undefined {
-  try {
-    const ref = parseReference(`${host}/${path}`);
-    return ref.repository === path ? ref.registry : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Splits `host[:port][/prefix]` into a registry and a repository prefix. */

@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import type { Command } from 'commander';
-import { registryOf } from '../bundle/images.js';
+import { registryOf } from '../oci/reference.js';
 import { Codes, UsageError } from '../errors.js';
 import { CredentialStore } from '../oci/auth.js';
 import { RegistryClient } from '../oci/client.js';

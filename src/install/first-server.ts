@@ -120,7 +120,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
     },
     markerStep(host, 'binaries', 'install kubeadm, kubelet, kubectl, containerd, runc, CNI plugins, crictl, helm', bundleId, async (log) => {
       const m = await manifestOf();
-      await installBinaries(host, host.p(BUNDLE_DIR), m, log);
+      await installBinaries(host, host.p(BUNDLE_DIR), m.files, log);
       // The runtime and ferry itself, for the site service unit and for joining nodes.
       const rt = m.runtime.find((r) => r.platform === `linux/${archOf()}`);
       if (rt) {

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { partFiles } from '../bundle/format.js';
 import { Codes, FerryError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
@@ -10,7 +11,7 @@ import { bundleRegistries } from './containerd.js';
 import type { Host } from './host.js';
 import { applyObjects } from './kube.js';
 import { TOKEN_RE } from './kubeadm.js';
-import { bundleParts, type NodeJoinPayload } from './node-join.js';
+import type { NodeJoinPayload } from './node-join.js';
 import { ADMIN_CONF, BUNDLE_DIR, BUNDLE_PUB, FERRY_DIR, FERRY_MJS, INCOMING_DIR, KUBEADM_CONFIG, RUNTIME_NODE, SITE_CA, SITE_CA_KEY } from './paths.js';
 import { SshSession, type SshTarget } from './ssh.js';
 
@@ -103,7 +104,7 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
       const remoteBundle = rp(`${INCOMING_DIR}/${path.basename(o.bundle)}`);
       await s.upload(o.bundle, remoteBundle);
       // A split bundle travels as its parts beside the parts manifest.
-      for (const part of await bundleParts(o.bundle)) await s.upload(part, rp(`${INCOMING_DIR}/${path.basename(part)}`));
+      for (const part of await partFiles(o.bundle)) await s.upload(part, rp(`${INCOMING_DIR}/${path.basename(part)}`));
       bundleArg = ` --bundle ${sq(remoteBundle)}`;
     }
     const payload: NodeJoinPayload = { ...common, role: j.role, name: j.name, ip: j.ip ?? j.host };

@@ -5,7 +5,7 @@ import { drain, getWithRetries } from '../util/http.js';
 import type { LookupFunction } from 'node:net';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import type { BundleManifest } from '../bundle/format.js';
+import { bundleFileOf, parseVersionsJson, partFiles, VERSIONS_JSON, type VersionsEntry } from '../bundle/format.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { Codes, FerryError, IntegrityError } from '../errors.js';
 import { loadPublicKey } from '../sign/keys.js';
@@ -48,13 +48,6 @@ export interface NodeJoinPayload {
 
 const KUBELET_PATCH = `${PATCHES_DIR}/kubeletconfiguration+merge.yaml`;
 
-/** The part files a parts manifest lists (none for a single-file bundle): join uploads them, the store step removes them. */
-export async function bundleParts(bundle: string): Promise<string[]> {
-  if (!bundle.endsWith('.parts.json')) return [];
-  const m = JSON.parse(await fs.readFile(bundle, 'utf8')) as { parts?: { name: string }[] };
-  return (m.parts ?? []).map((p) => path.join(path.dirname(bundle), path.basename(p.name)));
-}
-
 /**
  * HTTPS from the site service by its FQDN, resolved through the servers' DNS (not the host's
  * resolver, which may not know the site yet) and checked against the site CA.
@@ -84,23 +77,12 @@ async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: 
   await onBody(res.body);
 }
 
-interface VersionEntry {
-  name: string;
-  version: string;
-  platform: string;
-  path: string;
-  sha256: string;
-  size: number;
-  archive: boolean;
-  url: string;
-}
-
 async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) => void): Promise<void> {
-  let versions: VersionEntry[] = [];
-  await siteGet(host, p, '/files/versions.json', async (res) => {
+  let versions: VersionsEntry[] = [];
+  await siteGet(host, p, `/${VERSIONS_JSON}`, async (res) => {
     let text = '';
     for await (const c of res) text += (c as Buffer).toString('utf8');
-    versions = JSON.parse(text) as VersionEntry[];
+    versions = parseVersionsJson(text, `the site service's ${VERSIONS_JSON}`);
   });
   const arch = `linux/${archOf()}`;
   const dir = host.p(DOWNLOADS_DIR);
@@ -126,7 +108,7 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
     await fs.rename(tmp, dest);
     log(`fetched ${v.path} by FQDN, sha256 ok`);
   }
-  await installBinaries(host, dir, { files: mine.map((v) => ({ ...v, path: `files/${v.path}` })) } as unknown as BundleManifest, log);
+  await installBinaries(host, dir, mine.map(bundleFileOf), log);
 }
 
 /** The steps a joining node runs on itself, started by ferry join over SSH. */
@@ -173,7 +155,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
         if (!opts.bundleFile) throw new FerryError(Codes.joinFailed, 'no bundle was uploaded for this server', { exit: 'io' });
         const trust = await loadPublicKey(host.p(BUNDLE_PUB));
         const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, force: true });
-        for (const f of [...(await bundleParts(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });
+        for (const f of [...(await partFiles(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });
         log(`unpacked ${r.manifest.name} ${r.manifest.version}`);
         const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [registry, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(REGISTRY_CERT_PREFIX) });
         log(`registry certificate until ${cert.notAfter}`);

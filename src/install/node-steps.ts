@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { x as untar } from 'tar';
-import type { BundleManifest } from '../bundle/format.js';
+import type { BundleFile } from '../bundle/format.js';
 import { registryFqdn } from './answers.js';
 import { mayLowerOomScore } from './capabilities.js';
 import type { CgroupDriver } from './cgroups.js';
@@ -38,9 +38,9 @@ export function markerStep(host: Host, id: string, title: string, fingerprint: s
 export const archOf = () => ({ x64: 'amd64', arm64: 'arm64' })[os.arch() as 'x64' | 'arm64'] ?? os.arch();
 
 /** Installs the bundle's binaries: plain files to /usr/local/bin, archives unpacked (executables flattened; CNI plugins to /opt/cni/bin). */
-export async function installBinaries(host: Host, bundleDir: string, manifest: BundleManifest, log: (l: string) => void): Promise<void> {
+export async function installBinaries(host: Host, bundleDir: string, files: BundleFile[], log: (l: string) => void): Promise<void> {
   const arch = `linux/${archOf()}`;
-  for (const f of manifest.files.filter((x) => x.platform === arch)) {
+  for (const f of files.filter((x) => x.platform === arch)) {
     const src = path.join(bundleDir, f.path);
     if (!f.archive) {
       const dest = f.name === 'runc' ? RUNC_PATH : `${BIN_DIR}/${f.name}`;

@@ -120,3 +120,17 @@ export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }
+
+/**
+ * The registry reference.ts reads `host` as when it starts `host/path` (index.docker.io is
+ * docker.io), or undefined when it reads no registry there or `path` is no repository: its
+ * grammar, not a copy of it, decides. Two components in `path` keep docker.io's library/ rule out.
+ */
+export function registryOf(host: string, path = 'x/x'): string | undefined {
+  try {
+    const ref = parseReference(`${host}/${path}`);
+    return ref.repository === path ? ref.registry : undefined;
+  } catch {
+    return undefined;
+  }
+}

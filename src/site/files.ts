@@ -1,5 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { CHECKSUMS_TXT, FILES, parseBinaryPath, VERSIONS_JSON } from '../bundle/format.js';
 import { hashFile, sha256 } from '../util/digest.js';
 import { clean, HttpError, notModified, realFileUnder, sendBody, sendFile, setCommon, type Ctx } from './respond.js';
 
@@ -8,26 +9,17 @@ import { clean, HttpError, notModified, realFileUnder, sendBody, sendFile, setCo
  * (relative to files/, so `sha256sum -c` works in a mirror), and a browsable page.
  */
 
-// ---------------------------------------------------------------------------------------------
-// The bundle's files/ layout: all the site service knows of it, kept here so that it can follow
-// the bundle format's own definition.
-
-/** The files/ tree of an unpacked bundle. */
-const filesDirOf = (bundleDir: string) => path.join(bundleDir, 'files');
-/** The bundle's checksums.txt, which covers files/ among the rest. */
-const checksumsFileOf = (bundleDir: string) => path.join(bundleDir, 'checksums.txt');
+// What the site service knows of the bundle's files/ layout comes from the format (bundle/format.ts).
+const filesDirOf = (bundleDir: string) => path.join(bundleDir, FILES);
+const checksumsFileOf = (bundleDir: string) => path.join(bundleDir, CHECKSUMS_TXT);
 /** What a bundle path such as `files/kubeadm/v1.31.2/linux-amd64/kubeadm` is below files/, if it is there. */
-const belowFiles = (bundlePath: string): string | undefined => (bundlePath.startsWith('files/') ? bundlePath.slice('files/'.length) : undefined);
-/** The table of every file, which the page links to. */
-const VERSIONS_JSON = 'versions.json';
+const belowFiles = (bundlePath: string): string | undefined => (bundlePath.startsWith(FILES) ? bundlePath.slice(FILES.length) : undefined);
 
 /** What `<name>/<version>/linux-<arch>/<file>` below files/ says of itself; other paths name only their top directory. */
 export function describeFilesPath(segs: string[]): { name: string; version: string; arch: string } {
-  const platform = segs.length === 4 && segs[2]!.startsWith('linux-');
-  return { name: platform ? segs[0]! : segs.length > 1 ? segs[0]! : '', version: platform ? segs[1]! : '', arch: platform ? segs[2]!.slice(6) : '' };
+  const c = parseBinaryPath(`${FILES}${segs.join('/')}`);
+  return c ? { name: c.name, version: c.version, arch: c.arch } : { name: segs.length > 1 ? segs[0]! : '', version: '', arch: '' };
 }
-
-// ---------------------------------------------------------------------------------------------
 
 const CHECKSUM_LINE = /^([a-f0-9]{64}) [ *](.+)$/;
 const sortStrings = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -191,7 +183,7 @@ function renderFilesPage(files: FileEntry[]): string {
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}code{font-size:.85em}</style>
 </head><body>
 <h1>ferry files</h1>
-<p><a href="/files/${VERSIONS_JSON}">${VERSIONS_JSON}</a> · <a href="/files/checksums.txt">checksums.txt</a> (<code>sha256sum -c checksums.txt</code>)</p>
+<p><a href="/${VERSIONS_JSON}">${path.basename(VERSIONS_JSON)}</a> · <a href="/files/checksums.txt">checksums.txt</a> (<code>sha256sum -c checksums.txt</code>)</p>
 <table>
 <thead><tr><th>path</th><th>name</th><th>version</th><th>arch</th><th>bytes</th><th>sha256</th></tr></thead>
 <tbody>

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { pushStore, registryOf } from '../../src/bundle/images.js';
+import { pushStore } from '../../src/bundle/images.js';
+import { registryOf } from '../../src/oci/reference.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { Layout } from '../../src/oci/layout.js';
 import { tmpdir } from '../helpers/peers.js';

@@ -1,4 +1,5 @@
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
+import { sha256 } from '../util/digest.js';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
@@ -62,7 +63,7 @@ export async function caCertHash(host: Host): Promise<string> {
   const pem = await host.read(CLUSTER_CA);
   if (!pem) throw new FerryError(Codes.joinFailed, `the cluster CA ${CLUSTER_CA} is missing`, { exit: 'io', hint: 'Run ferry join on a server where ferry install finished.' });
   const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
-  return `sha256:${createHash('sha256').update(spki).digest('hex')}`;
+  return sha256(spki);
 }
 
 /** The manifest of the bundle this server unpacked, if it has one. */

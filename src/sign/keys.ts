@@ -1,4 +1,5 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { sha256 } from '../util/digest.js';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Codes, FerryError, IntegrityError } from '../errors.js';
@@ -6,7 +7,7 @@ import { exists, writeFileAtomic } from '../util/fsx.js';
 
 /** `sha256:` and the hex of the SPKI DER: what operators compare out of band. */
 export function fingerprint(pub: KeyObject): string {
-  return `sha256:${createHash('sha256').update(pub.export({ type: 'spki', format: 'der' })).digest('hex')}`;
+  return sha256(pub.export({ type: 'spki', format: 'der' }));
 }
 
 export async function readPassphrase(file: string | undefined): Promise<string | undefined> {

@@ -214,7 +214,12 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const charts = path.join(root, 'var/lib/ferry/charts');
     const tgzs = await Promise.all((await fs.readdir(charts)).map(async (f) => ({ f: path.join(charts, f), files: (await execFileP('tar', ['-tzf', path.join(charts, f)])).stdout })));
     const bootChart = tgzs.find((t) => t.files.includes('ferry-bootstrap/templates/_helpers.tpl'))!.f;
-    const { stdout: rendered } = await execFileP(path.join(root, 'usr/local/bin/helm'), ['template', 'ferry-bootstrap', bootChart, '--namespace', 'ferry-system', '-f', path.join(root, 'var/lib/ferry/state/bootstrap')]);
+    // The bootstrap step's marker is the chart's digest, then the values it applied.
+    const marker = await fs.readFile(path.join(root, 'var/lib/ferry/state/bootstrap'), 'utf8');
+    expect(marker).toMatch(/^sha256:[0-9a-f]{64} \{/);
+    const valuesFile = path.join(root, 'values-recorded.json');
+    await fs.writeFile(valuesFile, marker.slice(marker.indexOf(' ') + 1));
+    const { stdout: rendered } = await execFileP(path.join(root, 'usr/local/bin/helm'), ['template', 'ferry-bootstrap', bootChart, '--namespace', 'ferry-system', '-f', valuesFile]);
     const appliedBootstrap = applies.map((q) => JSON.parse(q.body) as { kind: string; metadata: { name: string; namespace?: string } }).filter((o) => o.metadata.namespace === 'ferry-system' || (o.kind === 'Namespace' && o.metadata.name === 'ferry-system'));
     expect(appliedBootstrap).toEqual(parseAllDocuments(rendered).map((d) => d.toJS() as unknown).filter(Boolean));
     expect(appliedBootstrap).toHaveLength(5);

@@ -20,26 +20,182 @@ export const ExitCode = {
 } as const;
 export type ExitCodeName = keyof typeof ExitCode;
 
+/** Each kind of error is one class, and every error of a kind exits the same way. */
+const kindExit = {
+  /** UsageError: the command line, or an input it names (keys, charts, checksums, the host's fitness). */
+  usage: 'usage',
+  /** SpecError: a spec, lock or answers file that does not parse or validate. */
+  spec: 'usage',
+  /** DriftError: the lock no longer matches the spec or upstream. */
+  drift: 'drift',
+  /** RegistryError: an OCI or npm registry, or a download. */
+  registry: 'remote',
+  /** RemoteError: another machine: SSH, the Kubernetes API, a joining node. */
+  remote: 'remote',
+  /** IntegrityError: content that failed a check (digest, size, signature, bundle shape). */
+  integrity: 'integrity',
+  /** StoreError: the OCI store on disk. */
+  store: 'io',
+  /** HostError: this machine: its files, commands and kernel. */
+  host: 'io',
+  /** InternalError: a bug in ferry. */
+  internal: 'internal',
+} as const satisfies Record<string, ExitCodeName>;
+export type ErrorKind = keyof typeof kindExit;
+
+/**
+ * Every code with the one kind (so class and exit) that carries it. Codes are a contract for scripts:
+ * a new cause gets a new code; a code's string and meaning stay.
+ */
+const table = {
+  specParse: ['SPEC_PARSE', 'spec'],
+  specInvalid: ['SPEC_INVALID', 'spec'],
+  specRead: ['SPEC_READ', 'spec'],
+  kubernetesUnsupported: ['KUBERNETES_VERSION_UNSUPPORTED', 'spec'],
+  lockParse: ['LOCK_PARSE', 'spec'],
+  lockInvalid: ['LOCK_INVALID', 'spec'],
+  lockMissing: ['LOCK_MISSING_ENTRY', 'drift'],
+  lockDrift: ['LOCK_DRIFT', 'drift'],
+  refInvalid: ['REF_INVALID', 'usage'],
+  usage: ['USAGE', 'usage'],
+  regUnreachable: ['REGISTRY_UNREACHABLE', 'registry'],
+  regAuth: ['REGISTRY_AUTH', 'registry'],
+  regDenied: ['REGISTRY_DENIED', 'registry'],
+  regNotFound: ['REGISTRY_NOT_FOUND', 'registry'],
+  regHttp: ['REGISTRY_HTTP', 'registry'],
+  regInsecure: ['REGISTRY_INSECURE', 'registry'],
+  regProtocol: ['REGISTRY_PROTOCOL', 'registry'],
+  platformMissing: ['PLATFORM_MISSING', 'drift'],
+  digestMismatch: ['DIGEST_MISMATCH', 'integrity'],
+  sizeMismatch: ['SIZE_MISMATCH', 'integrity'],
+  digestInvalid: ['DIGEST_INVALID', 'usage'],
+  mediaType: ['MEDIA_TYPE_UNSUPPORTED', 'registry'],
+  storeIo: ['STORE_IO', 'store'],
+  storeInvalid: ['STORE_INVALID', 'store'],
+  storeMissing: ['STORE_MISSING_BLOB', 'store'],
+  credsInvalid: ['CREDS_INVALID', 'usage'],
+  internal: ['INTERNAL', 'internal'],
+  // Fetching binaries, charts and the runtime.
+  downloadFailed: ['DOWNLOAD_FAILED', 'registry'],
+  /** A local path or URL scheme in the spec that ferry cannot read. */
+  sourceRead: ['SOURCE_READ', 'usage'],
+  checksumMismatch: ['CHECKSUM_MISMATCH', 'integrity'],
+  /** Nothing to check a download against: the fix is in the spec (a sha256, a checksumUrl, another repo). */
+  checksumMissing: ['CHECKSUM_MISSING', 'usage'],
+  chartNotFound: ['CHART_NOT_FOUND', 'usage'],
+  chartInvalid: ['CHART_INVALID', 'usage'],
+  runtimeNotFound: ['RUNTIME_NOT_FOUND', 'registry'],
+  /** A runtime package that holds no Node.js binary. */
+  runtimeInvalid: ['RUNTIME_INVALID', 'integrity'],
+  /** A platform ferry has no Node.js runtime for. */
+  platformUnsupported: ['PLATFORM_UNSUPPORTED', 'usage'],
+  // Keys and signatures.
+  keyRead: ['KEY_READ', 'usage'],
+  keyExists: ['KEY_EXISTS', 'usage'],
+  passphrase: ['KEY_PASSPHRASE', 'usage'],
+  // The bundle archive: each refusal has its own code.
+  bundleSignature: ['BUNDLE_SIGNATURE_INVALID', 'integrity'],
+  bundleUnsigned: ['BUNDLE_UNSIGNED', 'integrity'],
+  bundleUntrusted: ['BUNDLE_UNTRUSTED', 'integrity'],
+  bundleFormat: ['BUNDLE_FORMAT', 'integrity'],
+  /** The bundle file named on the command line cannot be read. */
+  bundleRead: ['BUNDLE_READ', 'usage'],
+  bundleChecksum: ['BUNDLE_CHECKSUM_MISMATCH', 'integrity'],
+  bundleUnlisted: ['BUNDLE_ENTRY_UNLISTED', 'integrity'],
+  bundleDuplicate: ['BUNDLE_ENTRY_DUPLICATE', 'integrity'],
+  bundleMissingEntry: ['BUNDLE_ENTRY_MISSING', 'integrity'],
+  bundleAbsolute: ['BUNDLE_PATH_ABSOLUTE', 'integrity'],
+  bundleTraversal: ['BUNDLE_PATH_TRAVERSAL', 'integrity'],
+  bundleLink: ['BUNDLE_LINK_ESCAPE', 'integrity'],
+  bundleLinkUnsupported: ['BUNDLE_LINK_UNSUPPORTED', 'integrity'],
+  bundleSpecial: ['BUNDLE_SPECIAL_FILE', 'integrity'],
+  bundleTruncated: ['BUNDLE_TRUNCATED', 'integrity'],
+  bundlePartMissing: ['BUNDLE_PART_MISSING', 'integrity'],
+  bundlePartMismatch: ['BUNDLE_PART_MISMATCH', 'integrity'],
+  bundleBuild: ['BUNDLE_BUILD', 'host'],
+  /** The spec would put two entries at one path in the bundle. */
+  bundlePathConflict: ['BUNDLE_PATH_CONFLICT', 'usage'],
+  bundleImageMissing: ['BUNDLE_IMAGE_MISSING', 'usage'],
+  /** The bundle lacks a binary the site needs (helm). */
+  bundleBinaryMissing: ['BUNDLE_BINARY_MISSING', 'usage'],
+  promptNoTty: ['PROMPT_NO_TTY', 'usage'],
+  // Install and join.
+  /** A step, or a command it ran, failed on this machine; a FerryError from a step keeps its own code. */
+  installStep: ['INSTALL_STEP_FAILED', 'host'],
+  /** This machine is not a server where ferry install finished. */
+  installMissing: ['INSTALL_MISSING', 'usage'],
+  preflight: ['PREFLIGHT_FAILED', 'usage'],
+  cgroupV1Refused: ['CGROUP_V1_REFUSED', 'usage'],
+  kernelModule: ['KERNEL_MODULE_MISSING', 'host'],
+  sysctl: ['SYSCTL_NOT_SET', 'host'],
+  sshHostKey: ['SSH_HOST_KEY_MISMATCH', 'remote'],
+  sshHostUnknown: ['SSH_HOST_KEY_UNKNOWN', 'remote'],
+  sshConnect: ['SSH_CONNECT', 'remote'],
+  /** The SSH private key the answers name cannot be read. */
+  sshIdentityRead: ['SSH_IDENTITY_READ', 'usage'],
+  joinFailed: ['JOIN_FAILED', 'remote'],
+  /** A joining node lacks a file ferry join uploads (site CA, bundle). */
+  joinUploadMissing: ['JOIN_UPLOAD_MISSING', 'host'],
+  kubeApi: ['KUBE_API', 'remote'],
+  kubeconfigRead: ['KUBECONFIG_READ', 'host'],
+  rolloutTimeout: ['ROLLOUT_TIMEOUT', 'remote'],
+  // The site service, its PKI and the node configuration it needs.
+  /** A --listen address that is malformed, taken, privileged or not this host's. */
+  serveListen: ['SERVE_LISTEN', 'usage'],
+  /** Any other failure to open the listening socket. */
+  serveSocket: ['SERVE_SOCKET', 'host'],
+  serveBundle: ['SERVE_BUNDLE', 'store'],
+  pkiInvalid: ['PKI_INVALID', 'usage'],
+  pkiMissing: ['PKI_MISSING', 'usage'],
+  mirrorInvalid: ['MIRROR_INVALID', 'usage'],
+  unitInvalid: ['UNIT_INVALID', 'usage'],
+  // The bootstrap chart's values (site DNS and API load balancer).
+  bootstrapValues: ['BOOTSTRAP_VALUES_INVALID', 'usage'],
+} as const satisfies Record<string, readonly [string, ErrorKind]>;
+type Table = typeof table;
+
+/** Error codes in one place, so docs and tests can list them. */
+export const Codes = Object.fromEntries(Object.entries(table).map(([k, [code]]) => [k, code])) as { readonly [K in keyof Table]: Table[K][0] };
+export type Code = Table[keyof Table][0];
+/** The codes of one kind: what that kind's class accepts. */
+export type CodeOf<K extends ErrorKind> = { [P in keyof Table]: Table[P][1] extends K ? Table[P][0] : never }[keyof Table];
+
+const kinds: ReadonlyMap<string, ErrorKind> = new Map(Object.values(table));
+
+export function kindOf(code: Code): ErrorKind {
+  return kinds.get(code)!;
+}
+
 export interface FerryErrorOptions {
   hint?: string;
   cause?: unknown;
-  exit?: ExitCodeName;
   details?: Record<string, unknown>;
 }
 
-export class FerryError extends Error {
-  readonly code: string;
+/** The base of the classes below; construct one of them, so the code decides the class and the exit. */
+export abstract class FerryError<C extends Code = Code> extends Error {
+  readonly code: C;
   readonly hint: string | undefined;
   readonly exit: ExitCodeName;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: string, message: string, opts: FerryErrorOptions = {}) {
+  constructor(code: C, message: string, opts: FerryErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
     this.code = code;
     this.hint = opts.hint;
-    this.exit = opts.exit ?? 'internal';
+    this.exit = kindExit[kindOf(code)];
     this.details = opts.details;
+  }
+
+  /**
+   * A new error of the same class, code, exit and details with `context: ` before the message, and
+   * `hint` only where this one has none. A copy, not a change: one error may reach several callers.
+   */
+  withContext(context: string, hint?: string): this {
+    const Same = this.constructor as new (code: C, message: string, opts: FerryErrorOptions) => this;
+    // Own fields are named as the options, so a subclass's own (RegistryError.status) carry over.
+    return new Same(this.code, `${context}: ${this.message}`, { ...this, hint: this.hint ?? hint, cause: this });
   }
 
   toJSON(): Record<string, unknown> {
@@ -52,131 +208,30 @@ export class FerryError extends Error {
   }
 }
 
-export class UsageError extends FerryError {
-  constructor(code: string, message: string, opts: Omit<FerryErrorOptions, 'exit'> = {}) {
-    super(code, message, { ...opts, exit: 'usage' });
-  }
-}
+export class UsageError extends FerryError<CodeOf<'usage'>> {}
 
-export class SpecError extends FerryError {
-  constructor(code: string, message: string, opts: Omit<FerryErrorOptions, 'exit'> = {}) {
-    super(code, message, { ...opts, exit: 'usage' });
-  }
-}
+export class SpecError extends FerryError<CodeOf<'spec'>> {}
 
-export class DriftError extends FerryError {
-  constructor(code: string, message: string, opts: Omit<FerryErrorOptions, 'exit'> = {}) {
-    super(code, message, { ...opts, exit: 'drift' });
-  }
-}
+export class DriftError extends FerryError<CodeOf<'drift'>> {}
 
-export class RegistryError extends FerryError {
+export class RegistryError extends FerryError<CodeOf<'registry'>> {
   readonly status: number | undefined;
-  constructor(
-    code: string,
-    message: string,
-    opts: Omit<FerryErrorOptions, 'exit'> & { status?: number } = {},
-  ) {
-    super(code, message, { ...opts, exit: 'remote' });
+  constructor(code: CodeOf<'registry'>, message: string, opts: FerryErrorOptions & { status?: number } = {}) {
+    super(code, message, opts);
     this.status = opts.status;
   }
 }
 
-export class IntegrityError extends FerryError {
-  constructor(code: string, message: string, opts: Omit<FerryErrorOptions, 'exit'> = {}) {
-    super(code, message, { ...opts, exit: 'integrity' });
-  }
-}
+export class RemoteError extends FerryError<CodeOf<'remote'>> {}
 
-export class StoreError extends FerryError {
-  constructor(code: string, message: string, opts: Omit<FerryErrorOptions, 'exit'> = {}) {
-    super(code, message, { ...opts, exit: 'io' });
-  }
-}
+export class IntegrityError extends FerryError<CodeOf<'integrity'>> {}
+
+export class StoreError extends FerryError<CodeOf<'store'>> {}
+
+export class HostError extends FerryError<CodeOf<'host'>> {}
+
+export class InternalError extends FerryError<CodeOf<'internal'>> {}
 
 export function isFerryError(e: unknown): e is FerryError {
   return e instanceof FerryError;
 }
-
-/** Error codes in one place, so docs and tests can list them. */
-export const Codes = {
-  specParse: 'SPEC_PARSE',
-  specInvalid: 'SPEC_INVALID',
-  specRead: 'SPEC_READ',
-  kubernetesUnsupported: 'KUBERNETES_VERSION_UNSUPPORTED',
-  lockParse: 'LOCK_PARSE',
-  lockInvalid: 'LOCK_INVALID',
-  lockMissing: 'LOCK_MISSING_ENTRY',
-  lockDrift: 'LOCK_DRIFT',
-  refInvalid: 'REF_INVALID',
-  usage: 'USAGE',
-  regUnreachable: 'REGISTRY_UNREACHABLE',
-  regAuth: 'REGISTRY_AUTH',
-  regDenied: 'REGISTRY_DENIED',
-  regNotFound: 'REGISTRY_NOT_FOUND',
-  regHttp: 'REGISTRY_HTTP',
-  regInsecure: 'REGISTRY_INSECURE',
-  regProtocol: 'REGISTRY_PROTOCOL',
-  platformMissing: 'PLATFORM_MISSING',
-  digestMismatch: 'DIGEST_MISMATCH',
-  sizeMismatch: 'SIZE_MISMATCH',
-  digestInvalid: 'DIGEST_INVALID',
-  mediaType: 'MEDIA_TYPE_UNSUPPORTED',
-  storeIo: 'STORE_IO',
-  storeInvalid: 'STORE_INVALID',
-  storeMissing: 'STORE_MISSING_BLOB',
-  credsInvalid: 'CREDS_INVALID',
-  internal: 'INTERNAL',
-  // Fetching binaries, charts and the runtime.
-  downloadFailed: 'DOWNLOAD_FAILED',
-  checksumMismatch: 'CHECKSUM_MISMATCH',
-  checksumMissing: 'CHECKSUM_MISSING',
-  chartNotFound: 'CHART_NOT_FOUND',
-  chartInvalid: 'CHART_INVALID',
-  runtimeNotFound: 'RUNTIME_NOT_FOUND',
-  // Keys and signatures.
-  keyRead: 'KEY_READ',
-  keyExists: 'KEY_EXISTS',
-  passphrase: 'KEY_PASSPHRASE',
-  // The bundle archive: each refusal has its own code.
-  bundleSignature: 'BUNDLE_SIGNATURE_INVALID',
-  bundleUnsigned: 'BUNDLE_UNSIGNED',
-  bundleUntrusted: 'BUNDLE_UNTRUSTED',
-  bundleFormat: 'BUNDLE_FORMAT',
-  bundleChecksum: 'BUNDLE_CHECKSUM_MISMATCH',
-  bundleUnlisted: 'BUNDLE_ENTRY_UNLISTED',
-  bundleDuplicate: 'BUNDLE_ENTRY_DUPLICATE',
-  bundleMissingEntry: 'BUNDLE_ENTRY_MISSING',
-  bundleAbsolute: 'BUNDLE_PATH_ABSOLUTE',
-  bundleTraversal: 'BUNDLE_PATH_TRAVERSAL',
-  bundleLink: 'BUNDLE_LINK_ESCAPE',
-  bundleLinkUnsupported: 'BUNDLE_LINK_UNSUPPORTED',
-  bundleSpecial: 'BUNDLE_SPECIAL_FILE',
-  bundleTruncated: 'BUNDLE_TRUNCATED',
-  bundlePartMissing: 'BUNDLE_PART_MISSING',
-  bundlePartMismatch: 'BUNDLE_PART_MISMATCH',
-  bundleBuild: 'BUNDLE_BUILD',
-  bundleImageMissing: 'BUNDLE_IMAGE_MISSING',
-  promptNoTty: 'PROMPT_NO_TTY',
-  // Install and join.
-  installStep: 'INSTALL_STEP_FAILED',
-  preflight: 'PREFLIGHT_FAILED',
-  cgroupV1Refused: 'CGROUP_V1_REFUSED',
-  kernelModule: 'KERNEL_MODULE_MISSING',
-  sysctl: 'SYSCTL_NOT_SET',
-  sshHostKey: 'SSH_HOST_KEY_MISMATCH',
-  sshHostUnknown: 'SSH_HOST_KEY_UNKNOWN',
-  sshConnect: 'SSH_CONNECT',
-  joinFailed: 'JOIN_FAILED',
-  kubeApi: 'KUBE_API',
-  rolloutTimeout: 'ROLLOUT_TIMEOUT',
-  // The site service, its PKI and the node configuration it needs.
-  serveListen: 'SERVE_LISTEN',
-  serveBundle: 'SERVE_BUNDLE',
-  pkiInvalid: 'PKI_INVALID',
-  pkiMissing: 'PKI_MISSING',
-  mirrorInvalid: 'MIRROR_INVALID',
-  unitInvalid: 'UNIT_INVALID',
-  // The bootstrap chart's values (site DNS and API load balancer).
-  bootstrapValues: 'BOOTSTRAP_VALUES_INVALID',
-} as const;

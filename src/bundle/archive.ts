@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, HostError } from '../errors.js';
 import { ioError, tempPathFor } from '../util/fsx.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { partFileOf, type PartInfo } from './format.js';
@@ -108,8 +108,7 @@ async function copyFile(sink: Sink, e: ArchiveEntry, buf: Buffer, reporter: Repo
       reporter.bytes(bytesRead);
     }
     if (off !== e.size || (await fh.stat()).size !== e.size) {
-      throw new FerryError(Codes.bundleBuild, `${e.source} changed size while the bundle was written (${e.path})`, {
-        exit: 'io',
+      throw new HostError(Codes.bundleBuild, `${e.source} changed size while the bundle was written (${e.path})`, {
         hint: 'Something modified the ferry cache during the build. Re-run the build.',
       });
     }

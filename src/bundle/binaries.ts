@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { Codes, FerryError, IntegrityError } from '../errors.js';
+import { Codes, UsageError } from '../errors.js';
 import type { BinarySpec } from '../spec/spec.js';
 import { limiter } from '../util/limit.js';
 import { fetchText, fetchToCache, type FetchOptions } from './fetch.js';
@@ -36,7 +36,7 @@ function pickChecksum(doc: string, fileName: string, docUrl: string): string {
   const hit = entries.find((m) => m[2] && path.posix.basename(m[2].trim()) === fileName);
   if (hit) return hit[1]!.toLowerCase();
   if (entries.length === 1) return entries[0]![1]!.toLowerCase();
-  throw new IntegrityError(Codes.checksumMissing, `${docUrl} has no sha256 for ${fileName}`, {
+  throw new UsageError(Codes.checksumMissing, `${docUrl} has no sha256 for ${fileName}`, {
     hint: 'Check checksumUrl in the spec: it must list the downloaded file by name, or hold a single digest.',
   });
 }
@@ -56,8 +56,7 @@ export async function fetchBinaries(bins: BinarySpec[], platforms: string[], fil
             sha = pickChecksum(await fetchText(cu, o, 1 << 20), fileName, cu);
           }
           if (!sha) {
-            throw new FerryError(Codes.checksumMissing, `binary ${b.name} ${b.version} for ${platform} has no checksum`, {
-              exit: 'usage',
+            throw new UsageError(Codes.checksumMissing, `binary ${b.name} ${b.version} for ${platform} has no checksum`, {
               hint: `Give it sha256: {${platform}: <hex>} or a checksumUrl in the spec; ferry never packs an unchecked binary.`,
             });
           }

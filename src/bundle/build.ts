@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, HostError, UsageError } from '../errors.js';
 import type { RegistryClient } from '../oci/client.js';
 import { collectImage } from '../oci/copy.js';
 import { Layout } from '../oci/layout.js';
@@ -199,7 +199,7 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   try {
     ferryFiles = await ferryEntries(ferryDir);
   } catch (e) {
-    throw new FerryError(Codes.bundleBuild, `the bundled ferry (${ferryDir}/ferry.mjs) is missing`, { exit: 'io', hint: 'Run `npm run build` (npm ci does it) to make dist/ferry/.', cause: e });
+    throw new HostError(Codes.bundleBuild, `the bundled ferry (${ferryDir}/ferry.mjs) is missing`, { hint: 'Run `npm run build` (npm ci does it) to make dist/ferry/.', cause: e });
   }
 
   const locked = new Map(lock.images.map((i) => [i.name, i]));
@@ -233,7 +233,7 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   ];
   const seen = new Set<string>();
   for (const e of content) {
-    if (seen.has(e.path)) throw new FerryError(Codes.bundleBuild, `two entries would share the path ${e.path}`, { exit: 'usage', hint: 'Two binaries in the spec have the same name and version; rename one.' });
+    if (seen.has(e.path)) throw new UsageError(Codes.bundlePathConflict, `two entries would share the path ${e.path}`, { hint: 'Two binaries in the spec have the same name and version; rename one.' });
     seen.add(e.path);
   }
   const manifest: BundleManifest = {

@@ -5,7 +5,7 @@ import { createGzip } from 'node:zlib';
 import semver from 'semver';
 import { Parser, type ReadEntry } from 'tar';
 import { parse as parseYaml } from 'yaml';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, UsageError } from '../errors.js';
 import type { RegistryClient } from '../oci/client.js';
 import { Puller } from '../oci/copy.js';
 import type { Layout } from '../oci/layout.js';
@@ -35,7 +35,7 @@ interface ChartMeta {
   [k: string]: unknown;
 }
 
-const chartErr = (msg: string, hint: string, cause?: unknown) => new FerryError(Codes.chartInvalid, msg, { exit: 'usage', hint, cause });
+const chartErr = (msg: string, hint: string, cause?: unknown) => new UsageError(Codes.chartInvalid, msg, { hint, cause });
 
 /** Reads Chart.yaml out of a chart .tgz without unpacking it. */
 async function readChartMeta(tgz: string): Promise<ChartMeta> {
@@ -227,17 +227,16 @@ export async function fetchCharts(
         throw chartErr(`${indexUrl} is not a Helm repository index`, 'Check repo: in the spec.', e);
       }
       const versions = idx?.entries?.[c.name] ?? [];
-      if (!versions.length) throw new FerryError(Codes.chartNotFound, `chart ${c.name} is not in ${indexUrl}`, { exit: 'usage', hint: 'Check the chart name and repo in the spec.' });
+      if (!versions.length) throw new UsageError(Codes.chartNotFound, `chart ${c.name} is not in ${indexUrl}`, { hint: 'Check the chart name and repo in the spec.' });
       const best = semver.maxSatisfying(versions.map((v) => v.version).filter((v) => semver.valid(v)), c.version ?? '*');
       const entry = versions.find((v) => v.version === best);
       if (!entry) {
-        throw new FerryError(Codes.chartNotFound, `no version of ${c.name} in ${indexUrl} satisfies ${c.version}`, {
-          exit: 'usage',
+        throw new UsageError(Codes.chartNotFound, `no version of ${c.name} in ${indexUrl} satisfies ${c.version}`, {
           hint: `Available: ${versions.slice(0, 10).map((v) => v.version).join(', ')}.`,
         });
       }
       if (!entry.digest || !/^[a-f0-9]{64}$/.test(entry.digest)) {
-        throw new FerryError(Codes.checksumMissing, `${indexUrl} lists ${c.name} ${entry.version} without a sha256 digest`, { exit: 'integrity', hint: 'ferry packs only checked charts; use a repository whose index carries digests, or vendor the chart under charts/.' });
+        throw new UsageError(Codes.checksumMissing, `${indexUrl} lists ${c.name} ${entry.version} without a sha256 digest`, { hint: 'ferry packs only checked charts; use a repository whose index carries digests, or vendor the chart under charts/.' });
       }
       const u = entry.urls?.[0];
       if (!u) throw chartErr(`${indexUrl} lists ${c.name} ${entry.version} without a URL`, 'The repository index is incomplete.');

@@ -101,7 +101,7 @@ function notOk(src: string, status: number, o: FetchOptions): RegistryError {
 /** Plain http:// is allowed for downloads because every one is checked against a sha256. */
 function checkScheme(u: URL): void {
   if (u.protocol !== 'https:' && u.protocol !== 'http:') {
-    throw new FerryError(Codes.downloadFailed, `unsupported URL scheme in ${u.href}`, { exit: 'usage', hint: 'Use https://, http://, file:// or a plain path.' });
+    throw new UsageError(Codes.sourceRead, `unsupported URL scheme in ${u.href}`, { hint: 'Use https://, http://, file:// or a plain path.' });
   }
 }
 
@@ -114,7 +114,7 @@ export async function fetchText(src: string, o: FetchOptions = {}, max = 32 << 2
       if (st.size > max) throw new Error(`larger than ${max} bytes`);
       return await fs.readFile(local, 'utf8');
     } catch (e) {
-      throw new FerryError(Codes.downloadFailed, `cannot read ${local}: ${(e as Error).message}`, { exit: 'io', hint: 'Check the path in the spec.', cause: e });
+      throw new UsageError(Codes.sourceRead, `cannot read ${local}: ${(e as Error).message}`, { hint: 'Check the path in the spec.', cause: e });
     }
   }
   const u = new URL(src);
@@ -145,7 +145,7 @@ export function fetchToCache(src: string, expected: string, cacheDir: string, o:
 
 async function fetchToCacheOnce(src: string, expected: string, cacheDir: string, o: FetchOptions): Promise<{ path: string; size: number }> {
   const [alg, want] = expected.includes(':') ? (expected.split(':') as ['sha256' | 'sha512', string]) : (['sha256', expected] as const);
-  if ((alg !== 'sha256' && alg !== 'sha512') || !/^[a-f0-9]+$/.test(want)) throw new FerryError(Codes.checksumMissing, `"${expected}" is not a sha256 or sha512 digest`, { exit: 'usage' });
+  if ((alg !== 'sha256' && alg !== 'sha512') || !/^[a-f0-9]+$/.test(want)) throw new UsageError(Codes.checksumMissing, `"${expected}" is not a sha256 or sha512 digest`);
   const final = path.join(cacheDir, alg, want);
   try {
     const st = await fs.stat(final);
@@ -174,7 +174,7 @@ async function fetchToCacheOnce(src: string, expected: string, cacheDir: string,
       try {
         await fs.access(local);
       } catch (e) {
-        throw new FerryError(Codes.downloadFailed, `cannot read ${local}: ${(e as Error).message}`, { exit: 'usage', hint: 'Check the path in the spec; relative paths are read from the directory that holds bundle-spec/.', cause: e });
+        throw new UsageError(Codes.sourceRead, `cannot read ${local}: ${(e as Error).message}`, { hint: 'Check the path in the spec; relative paths are read from the directory that holds bundle-spec/.', cause: e });
       }
       let i = 0;
       for await (const c of createReadStream(local, { start: have })) {

@@ -5,7 +5,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Codes, FerryError, IntegrityError } from '../errors.js';
+import { type CodeOf, Codes, IntegrityError } from '../errors.js';
 import { writeFileAtomic } from '../util/fsx.js';
 
 export const FORMAT_VERSION = 1;
@@ -15,7 +15,7 @@ export const FILES = 'files/';
 export const VERSIONS_JSON = `${FILES}versions.json`;
 
 /** A refusal of a bundle's content: the bytes are wrong, and no flag makes them right. */
-export const refuse = (code: string, msg: string, hint = 'Do not use this bundle. Get a fresh copy from its source and verify it again.') => new IntegrityError(code, msg, { hint });
+export const refuse = (code: CodeOf<'integrity'>, msg: string, hint = 'Do not use this bundle. Get a fresh copy from its source and verify it again.') => new IntegrityError(code, msg, { hint });
 
 // ---------------------------------------------------------------------------------------------
 // The archive: the signed table first, then every other entry in byte order of path.
@@ -207,7 +207,7 @@ export function parseBundleManifest(bytes: Buffer | string, where: string): Bund
   if (!m || typeof m !== 'object' || Array.isArray(m)) throw refuse(Codes.bundleFormat, `bundle.json of ${where} is not an object`);
   const fv = (m as { formatVersion?: unknown }).formatVersion;
   if (fv !== FORMAT_VERSION) {
-    throw new FerryError(Codes.bundleFormat, `bundle format ${String(fv)} is not supported by this ferry (format ${FORMAT_VERSION})`, { exit: 'integrity', hint: 'Use the ferry that came with the bundle: sh install.sh.' });
+    throw new IntegrityError(Codes.bundleFormat, `bundle format ${String(fv)} is not supported by this ferry (format ${FORMAT_VERSION})`, { hint: 'Use the ferry that came with the bundle: sh install.sh.' });
   }
   const problem = manifestProblem(m as Record<string, unknown>);
   if (problem) throw refuse(Codes.bundleFormat, `bundle.json of ${where} is not a ferry bundle manifest: ${problem}`);
@@ -268,7 +268,7 @@ export async function readPartsManifest(file: string): Promise<PartsManifest> {
   try {
     m = JSON.parse(await fs.readFile(file, 'utf8')) as PartsManifest;
   } catch (e) {
-    throw new FerryError(Codes.bundleFormat, `cannot read parts manifest ${file}: ${(e as Error).message}`, { exit: 'integrity', hint: 'Copy FILE.parts.json from the source again.', cause: e });
+    throw new IntegrityError(Codes.bundleFormat, `cannot read parts manifest ${file}: ${(e as Error).message}`, { hint: 'Copy FILE.parts.json from the source again.', cause: e });
   }
   if (!m || m.formatVersion !== 1 || !Array.isArray(m.parts) || !m.parts.every((p) => !!p && typeof p.name === 'string' && PART_NAME.test(p.name) && /^[a-f0-9]{64}$/.test(p.sha256))) {
     throw refuse(Codes.bundleFormat, `${file} is not a ferry parts manifest`);

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { Parser, type ReadEntry } from 'tar';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, InternalError, UsageError } from '../errors.js';
 import type { Layout } from '../oci/layout.js';
 import { MediaType } from '../oci/media.js';
 import { displayName, parseReference, repoName, type Reference } from '../oci/reference.js';
@@ -54,8 +54,7 @@ export function missingImages(needs: ImageNeed[], held: HeldImage[]): ImageNeed[
 }
 
 export function imagesMissingError(missing: ImageNeed[], lacks: string, hint: string): FerryError {
-  return new FerryError(Codes.bundleImageMissing, `${missing.length} image${missing.length > 1 ? 's' : ''} would be missing on the site:\n  ${missing.map((m) => `${m.by} asks for ${m.ref}, which ${lacks}`).join('\n  ')}`, {
-    exit: 'usage',
+  return new UsageError(Codes.bundleImageMissing, `${missing.length} image${missing.length > 1 ? 's' : ''} would be missing on the site:\n  ${missing.map((m) => `${m.by} asks for ${m.ref}, which ${lacks}`).join('\n  ')}`, {
     hint,
     details: { missing },
   });
@@ -165,7 +164,7 @@ export async function findHelm(env: NodeJS.ProcessEnv = process.env): Promise<st
     return cand;
   } catch (e) {
     if (env.FERRY_HELM) {
-      throw new FerryError(Codes.usage, `FERRY_HELM=${env.FERRY_HELM} does not run: ${(e as Error).message}`, { exit: 'usage', hint: 'Point FERRY_HELM at a helm binary, or unset it to use helm from PATH.' });
+      throw new UsageError(Codes.usage, `FERRY_HELM=${env.FERRY_HELM} does not run: ${(e as Error).message}`, { hint: 'Point FERRY_HELM at a helm binary, or unset it to use helm from PATH.' });
     }
     return undefined;
   }
@@ -176,7 +175,7 @@ export async function chartArchive(store: Layout, ref: string): Promise<string> 
   const d = await store.resolve(ref);
   const man = d ? (JSON.parse((await store.readBlob(d.digest)).toString('utf8')) as { layers?: { mediaType: string; digest: string }[] }) : undefined;
   const layer = man?.layers?.find((l) => l.mediaType === MediaType.helmChart);
-  if (!layer) throw new FerryError(Codes.chartInvalid, `${ref} is not a Helm chart in the store`, { exit: 'internal' });
+  if (!layer) throw new InternalError(Codes.internal, `${ref} is not a Helm chart in the store`);
   return store.blobPath(layer.digest);
 }
 

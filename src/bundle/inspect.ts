@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { Parser, type ReadEntry } from 'tar';
-import { Codes, IntegrityError } from '../errors.js';
+import { Codes, IntegrityError, UsageError } from '../errors.js';
 import { isPartsFile, parseBundleManifest, partFiles, TABLE, type BundleManifest } from './format.js';
 
 /** Reads bundle.json, the first entry, without verifying anything: for inspect and preflights. */
@@ -38,7 +38,7 @@ export async function readBundleManifest(input: string): Promise<BundleManifest>
     });
     p.on('error', (e: Error) => finish(new IntegrityError(Codes.bundleFormat, `${input} is not a tar archive: ${e.message}`, { hint: 'Pass a file written by `ferry bundle build`.' })));
     p.on('end', () => finish(new IntegrityError(Codes.bundleTruncated, `${input} ends before bundle.json`, { hint: 'The bundle is empty or cut short.' })));
-    src.on('error', (e) => finish(new IntegrityError(Codes.bundleFormat, `cannot read ${input}: ${e.message}`, { hint: 'Check the path.' })));
+    src.on('error', (e) => finish(new UsageError(Codes.bundleRead, `cannot read ${input}: ${e.message}`, { hint: 'Check the path.' })));
     src.pipe(p);
   });
 }

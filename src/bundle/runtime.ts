@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createGunzip } from 'node:zlib';
 import semver from 'semver';
 import { Parser, type ReadEntry } from 'tar';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
 import { hashFile } from '../util/digest.js';
 import { tempPathFor } from '../util/fsx.js';
 import { fetchText, fetchToCache, localPath, type FetchOptions } from './fetch.js';
@@ -60,7 +60,7 @@ async function extractNode(tgz: string, fileCache: string): Promise<{ sha256: st
   await written;
   if (!found) {
     await fs.rm(tmp, { force: true });
-    throw new FerryError(Codes.runtimeNotFound, `${tgz} has no package/bin/node`, { exit: 'integrity', hint: 'The runtime package is not a Node.js binary package.' });
+    throw new IntegrityError(Codes.runtimeInvalid, `${tgz} has no package/bin/node`, { hint: 'The runtime package is not a Node.js binary package.' });
   }
   const sha = hash.digest('hex');
   const final = path.join(dir, sha);
@@ -89,7 +89,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
       let size: number;
       if (local) {
         const h = await hashFile(local).catch((e: unknown) => {
-          throw new FerryError(Codes.runtimeNotFound, `cannot read runtime ${local} for ${platform}: ${(e as Error).message}`, { exit: 'usage', hint: 'Check spec.runtime.node.', cause: e });
+          throw new UsageError(Codes.sourceRead, `cannot read runtime ${local} for ${platform}: ${(e as Error).message}`, { hint: 'Check spec.runtime.node.', cause: e });
         });
         const got = await fetchToCache(local, h.digest, fileCache, o);
         file = got.path;
@@ -97,7 +97,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
         size = got.size;
       } else {
         const m = /#sha256=([a-f0-9]{64})$/.exec(ov);
-        if (!m) throw new FerryError(Codes.checksumMissing, `runtime URL ${ov} for ${platform} has no #sha256=<hex>`, { exit: 'usage', hint: 'Append #sha256=<hex of the file> so the download can be checked.' });
+        if (!m) throw new UsageError(Codes.checksumMissing, `runtime URL ${ov} for ${platform} has no #sha256=<hex>`, { hint: 'Append #sha256=<hex of the file> so the download can be checked.' });
         const got = await fetchToCache(ov.replace(/#.*$/, ''), m[1]!, fileCache, o);
         file = got.path;
         sha = m[1]!;
@@ -113,7 +113,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
       continue;
     }
     const npmArch = NPM_ARCH[platform];
-    if (!npmArch) throw new FerryError(Codes.runtimeNotFound, `no Node.js runtime package for ${platform}`, { exit: 'usage', hint: 'Set spec.runtime.node for that platform.' });
+    if (!npmArch) throw new UsageError(Codes.platformUnsupported, `no Node.js runtime package for ${platform}`, { hint: 'Set spec.runtime.node for that platform.' });
     const reg = o.npmRegistry ?? npmRegistry();
     const pkg = `node-linux-${npmArch}`;
     let doc: Packument;
@@ -121,13 +121,12 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
       doc = JSON.parse(await fetchText(`${reg}${pkg}`, o, 64 << 20)) as Packument;
     } catch (e) {
       if (e instanceof FerryError) throw e;
-      throw new FerryError(Codes.runtimeNotFound, `${reg}${pkg} is not an npm packument`, { exit: 'remote', cause: e });
+      throw new RegistryError(Codes.runtimeNotFound, `${reg}${pkg} is not an npm packument`, { cause: e });
     }
     const version = semver.maxSatisfying(Object.keys(doc.versions ?? {}), `${RUNTIME_MAJOR}.x`);
     const dist = version ? doc.versions![version]!.dist : undefined;
     if (!version || !dist?.tarball || !dist.integrity?.startsWith('sha512-')) {
-      throw new FerryError(Codes.runtimeNotFound, `${reg}${pkg} has no Node ${RUNTIME_MAJOR} release with an integrity hash`, {
-        exit: 'remote',
+      throw new RegistryError(Codes.runtimeNotFound, `${reg}${pkg} has no Node ${RUNTIME_MAJOR} release with an integrity hash`, {
         hint: `Mirror ${pkg} into your npm registry (FERRY_NPM_REGISTRY), or set spec.runtime.node.${platform}.`,
       });
     }

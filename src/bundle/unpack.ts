@@ -1,6 +1,6 @@
 import { promises as fs, statfsSync } from 'node:fs';
 import path from 'node:path';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, IntegrityError, StoreError, UsageError } from '../errors.js';
 import { exists } from '../util/fsx.js';
 import { formatBytes } from '../util/size.js';
 import { TABLE } from './format.js';
@@ -21,7 +21,7 @@ export async function unpackBundle(input: string, to: string, o: VerifyOptions &
   if ((await exists(dest)) && !o.force) {
     const marker = path.join(dest, TABLE[0]);
     if (!(await exists(marker))) {
-      throw new FerryError(Codes.usage, `${dest} exists and is not an unpacked bundle`, { exit: 'usage', hint: 'Choose an empty or new directory for --to.' });
+      throw new UsageError(Codes.usage, `${dest} exists and is not an unpacked bundle`, { hint: 'Choose an empty or new directory for --to.' });
     }
   }
   // Disk preflight from the (not yet trusted) table: a lie here only changes whether we try.
@@ -30,8 +30,7 @@ export async function unpackBundle(input: string, to: string, o: VerifyOptions &
   const free = Number(st.bavail) * Number(st.bsize);
   const need = manifest.contentSize + 64 * 1024 * 1024;
   if (free < need) {
-    throw new FerryError(Codes.storeIo, `not enough space in ${parent}: the bundle needs ${formatBytes(need)}, ${formatBytes(free)} is free`, {
-      exit: 'io',
+    throw new StoreError(Codes.storeIo, `not enough space in ${parent}: the bundle needs ${formatBytes(need)}, ${formatBytes(free)} is free`, {
       hint: 'Free space there, or unpack to a larger filesystem with --to.',
     });
   }
@@ -42,7 +41,7 @@ export async function unpackBundle(input: string, to: string, o: VerifyOptions &
       extractTo: async (p, mode) => {
         const target = path.join(staging, p);
         // checkEntryPath already refused .. and absolute paths; stay inside staging regardless.
-        if (!target.startsWith(staging + path.sep)) throw new FerryError(Codes.bundleTraversal, `entry ${p} leaves the staging directory`, { exit: 'integrity' });
+        if (!target.startsWith(staging + path.sep)) throw new IntegrityError(Codes.bundleTraversal, `entry ${p} leaves the staging directory`);
         await fs.mkdir(path.dirname(target), { recursive: true });
         void mode;
         return target;

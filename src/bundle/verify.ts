@@ -2,7 +2,7 @@ import { createHash, createPublicKey, type Hash, type KeyObject } from 'node:cry
 import { createReadStream, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Codes, FerryError, IntegrityError } from '../errors.js';
+import { Codes, FerryError, IntegrityError, UsageError } from '../errors.js';
 import { fingerprint, verifyBytes } from '../sign/keys.js';
 import { sha256Hex } from '../util/digest.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
@@ -55,7 +55,7 @@ async function openSource(input: string): Promise<Source> {
     try {
       await fs.access(input);
     } catch (e) {
-      throw new FerryError(Codes.bundleFormat, `cannot read bundle ${input}: ${(e as Error).message}`, { exit: 'usage', hint: 'Check the path; for a split bundle pass FILE.parts.json.', cause: e });
+      throw new UsageError(Codes.bundleRead, `cannot read bundle ${input}: ${(e as Error).message}`, { hint: 'Check the path; for a split bundle pass FILE.parts.json.', cause: e });
     }
     const stream = createReadStream(input, { highWaterMark: 1 << 20 });
     return { stream, close: () => stream.destroy(), partProblem: async () => undefined };
@@ -137,8 +137,7 @@ async function trustedKey(o: VerifyOptions, signerPem: string | undefined, what:
   }
   const fp = fingerprint(key);
   if (!o.confirm || !(await o.confirm(fp))) {
-    throw new FerryError(Codes.bundleUntrusted, `the bundle is signed by key ${fp}, which was not confirmed`, {
-      exit: 'integrity',
+    throw new IntegrityError(Codes.bundleUntrusted, `the bundle is signed by key ${fp}, which was not confirmed`, {
       hint: 'Compare the fingerprint with the one the bundle\'s maker gave you, then confirm it, or pass --trust ferry.pub.',
     });
   }

@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { readBundleManifest } from '../bundle/inspect.js';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, RemoteError, UsageError } from '../errors.js';
 import { answerProblems, checkCidr, clusterFqdn, DEFAULTS, detectAddresses, loadAnswers, saveAnswers, type InstallAnswers } from '../install/answers.js';
 import { firstServerSteps } from '../install/first-server.js';
 import { Host } from '../install/host.js';
@@ -93,8 +93,7 @@ export function installCommand(): Command {
       if (o.answers) answers = await loadAnswers(o.answers);
       else {
         if (!canPrompt()) {
-          throw new FerryError(Codes.promptNoTty, 'ferry install needs answers, and there is no terminal to ask them on', {
-            exit: 'usage',
+          throw new UsageError(Codes.promptNoTty, 'ferry install needs answers, and there is no terminal to ask them on', {
             hint: 'Pass --answers FILE (an InstallAnswers YAML; see the README), or run on a terminal.',
           });
         }
@@ -103,7 +102,7 @@ export function installCommand(): Command {
       if (!o.answers && !o.dryRun) {
         process.stderr.write(`\n${summary(answers)}\n\n`);
         if (!o.yes && !(await confirm('Install with these answers?', '--yes', true))) {
-          throw new FerryError(Codes.usage, 'installation cancelled', { exit: 'usage', hint: 'Run again to answer differently.' });
+          throw new UsageError(Codes.usage, 'installation cancelled', { hint: 'Run again to answer differently.' });
         }
       }
       const trust = o.trust ? await loadPublicKey(o.trust) : undefined;
@@ -161,7 +160,7 @@ export function joinCommand(): Command {
       const host = new Host(path.resolve(o.root));
       const answers = await loadAnswers(o.answers ?? host.p('/etc/ferry/answers.yaml'));
       if (!answers.join?.length) {
-        if (!canPrompt()) throw new FerryError(Codes.promptNoTty, 'no hosts to join, and no terminal to ask for them', { exit: 'usage', hint: 'List them under join: in an answers file and pass --answers FILE.' });
+        if (!canPrompt()) throw new UsageError(Codes.promptNoTty, 'no hosts to join, and no terminal to ask for them', { hint: 'List them under join: in an answers file and pass --answers FILE.' });
         answers.join = await askJoinHosts(answers);
       }
       const rows = await joinNodes({
@@ -182,8 +181,7 @@ export function joinCommand(): Command {
       out.result(formatJoinTable(rows), { nodes: rows });
       const failed = rows.filter((r) => !r.ok);
       if (failed.length) {
-        throw new FerryError(Codes.joinFailed, `${failed.length} of ${rows.length} nodes did not join: ${failed.map((f) => f.name).join(', ')}`, {
-          exit: 'remote',
+        throw new RemoteError(Codes.joinFailed, `${failed.length} of ${rows.length} nodes did not join: ${failed.map((f) => f.name).join(', ')}`, {
           hint: `Fix each cause above, then run ferry join --only ${failed.map((f) => f.name).join(',')}.`,
         });
       }

@@ -1,4 +1,4 @@
-import { ExitCode, FerryError, isFerryError } from '../errors.js';
+import { Codes, ExitCode, type FerryError, InternalError, isFerryError } from '../errors.js';
 import { ConsoleReporter, type Reporter, type Verbosity } from '../util/progress.js';
 
 export interface GlobalOptions {
@@ -35,7 +35,7 @@ export function makeOutput(g: GlobalOptions): Output {
 export function reportError(e: unknown, json: boolean): number {
   const fe: FerryError = isFerryError(e)
     ? e
-    : new FerryError('INTERNAL', (e as Error)?.message ?? String(e), {
+    : new InternalError(Codes.internal, (e as Error)?.message ?? String(e), {
         hint: 'This is a bug in ferry. Re-run with --verbose and report the output.',
         cause: e,
       });

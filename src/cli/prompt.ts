@@ -1,4 +1,4 @@
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, UsageError } from '../errors.js';
 
 /**
  * Every question ferry asks goes through here. Without a terminal it refuses, and says which flag
@@ -9,8 +9,7 @@ export function canPrompt(): boolean {
 }
 
 function noTty(question: string, instead: string): FerryError {
-  return new FerryError(Codes.promptNoTty, `ferry needs an answer to "${question}" but there is no terminal to ask on`, {
-    exit: 'usage',
+  return new UsageError(Codes.promptNoTty, `ferry needs an answer to "${question}" but there is no terminal to ask on`, {
     hint: `Give the answer with ${instead}.`,
   });
 }

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import os from 'node:os';
 import { stringify } from 'yaml';
-import { Codes, FerryError, SpecError } from '../errors.js';
+import { Codes, SpecError } from '../errors.js';
 import { loadYaml, positionOf, type LoadedYaml } from '../spec/yamlpos.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import { CGROUP_V1_POLICIES, type CgroupV1Policy } from './cgroups.js';
@@ -130,7 +130,7 @@ export async function loadAnswers(file: string): Promise<InstallAnswers> {
   try {
     y = await loadYaml(file, 'answers');
   } catch (e) {
-    throw new FerryError(Codes.specRead, (e as Error).message, { exit: 'usage', hint: 'Pass --answers FILE: an InstallAnswers YAML, such as the one ferry install saves after its questions.', cause: e });
+    throw new SpecError(Codes.specRead, (e as Error).message, { hint: 'Pass --answers FILE: an InstallAnswers YAML, such as the one ferry install saves after its questions.', cause: e });
   }
   const v = (y.value ?? {}) as Partial<InstallAnswers>;
   const problems = answerProblems(v);

@@ -87,11 +87,11 @@ export async function bundledBootstrapChart(
   const addIt = 'Add it to the bundle spec (bundle-spec/kubernetes.yaml carries both), build the bundle again and install that one.';
   const chart = manifest?.charts.find((c) => c.name === BOOTSTRAP_CHART);
   if (!chart) {
-    throw new FerryError(Codes.chartNotFound, `the bundle carries no ${BOOTSTRAP_CHART} chart, which renders the site DNS and the API load balancer`, { exit: 'usage', hint: `${addIt} The chart is charts/${BOOTSTRAP_CHART} in ferry's repository.` });
+    throw new UsageError(Codes.chartNotFound, `the bundle carries no ${BOOTSTRAP_CHART} chart, which renders the site DNS and the API load balancer`, { hint: `${addIt} The chart is charts/${BOOTSTRAP_CHART} in ferry's repository.` });
   }
   const override = host.env.FERRY_HELM;
   if (!override && !manifest?.files.some((f) => f.name === 'helm')) {
-    throw new FerryError(Codes.installStep, `the bundle carries no helm, which renders the ${BOOTSTRAP_CHART} chart`, { exit: 'usage', hint: `${addIt} Or point FERRY_HELM at a helm binary on this host.` });
+    throw new UsageError(Codes.bundleBinaryMissing, `the bundle carries no helm, which renders the ${BOOTSTRAP_CHART} chart`, { hint: `${addIt} Or point FERRY_HELM at a helm binary on this host.` });
   }
   return { chart: await chartTgz(chart.digest), helm: override || host.p(INSTALLED_HELM) };
 }
@@ -127,15 +127,14 @@ export async function renderBootstrap(values: BootstrapValues, from: BootstrapCh
     const o = doc.toJS() as Partial<KubernetesObject> | null;
     if (o === null && doc.errors.length === 0) continue;
     if (doc.errors.length > 0 || typeof o?.apiVersion !== 'string' || typeof o.kind !== 'string' || typeof o.metadata?.name !== 'string') {
-      throw new FerryError(Codes.chartInvalid, `helm template of ${from.chart} printed something that is not a Kubernetes object: ${doc.errors[0]?.message ?? JSON.stringify(o).slice(0, 200)}`, {
-        exit: 'usage',
+      throw new UsageError(Codes.chartInvalid, `helm template of ${from.chart} printed something that is not a Kubernetes object: ${doc.errors[0]?.message ?? JSON.stringify(o).slice(0, 200)}`, {
         hint: `Check the chart with \`helm lint\` and \`helm template\`; ferry applies only what helm renders from charts/${BOOTSTRAP_CHART}.`,
       });
     }
     objects.push(o as KubernetesObject);
   }
   if (objects.length === 0) {
-    throw new FerryError(Codes.chartInvalid, `helm template of ${from.chart} rendered no objects (is ${from.helm} a real helm?)`, { exit: 'usage', hint: `ferry renders the DNS and LB with the bundle's helm, installed at ${INSTALLED_HELM}; re-run ferry install to install it again.` });
+    throw new UsageError(Codes.chartInvalid, `helm template of ${from.chart} rendered no objects (is ${from.helm} a real helm?)`, { hint: `ferry renders the DNS and LB with the bundle's helm, installed at ${INSTALLED_HELM}; re-run ferry install to install it again.` });
   }
   return objects;
 }

@@ -1,5 +1,5 @@
 import semver from 'semver';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, UsageError } from '../errors.js';
 import { exists } from '../util/fsx.js';
 import type { Reporter } from '../util/progress.js';
 import type { Host } from './host.js';
@@ -56,8 +56,7 @@ export function checkCgroupV1(cg: NodeCgroups, policy: CgroupV1Policy | undefine
   if (cg.version === 2) return;
   const move = 'Move the node to cgroup v2: add systemd.unified_cgroup_hierarchy=1 to the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub) and reboot';
   if (policy === 'refuse') {
-    throw new FerryError(Codes.cgroupV1Refused, `${node} runs cgroup v1 (no /sys/fs/cgroup/cgroup.controllers), and the answers say cgroupV1: refuse`, {
-      exit: 'usage',
+    throw new UsageError(Codes.cgroupV1Refused, `${node} runs cgroup v1 (no /sys/fs/cgroup/cgroup.controllers), and the answers say cgroupV1: refuse`, {
       hint: `${move}; or set cgroupV1: allow in the answers to install on cgroup v1 anyway.`,
     });
   }

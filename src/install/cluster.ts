@@ -4,7 +4,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { BundleManifest } from '../bundle/format.js';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, IntegrityError, UsageError } from '../errors.js';
 import { Layout } from '../oci/layout.js';
 import { MediaType, parseManifest } from '../oci/media.js';
 import { bundleKubernetesVersion } from '../spec/kubernetes.js';
@@ -61,7 +61,7 @@ export async function applyBootstrap(host: Host, values: BootstrapValues, report
 /** sha256:<hex> of the cluster CA's public key, the form --discovery-token-ca-cert-hash takes. */
 export async function caCertHash(host: Host): Promise<string> {
   const pem = await host.read(CLUSTER_CA);
-  if (!pem) throw new FerryError(Codes.joinFailed, `the cluster CA ${CLUSTER_CA} is missing`, { exit: 'io', hint: 'Run ferry join on a server where ferry install finished.' });
+  if (!pem) throw new UsageError(Codes.installMissing, `the cluster CA ${CLUSTER_CA} is missing`, { hint: 'Run ferry join on a server where ferry install finished.' });
   const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
   return sha256(spki);
 }
@@ -86,7 +86,7 @@ export async function chartBlob(host: Host, manifestDigest: string): Promise<str
   const store = new Layout(host.p(`${BUNDLE_DIR}/images`));
   const parsed = parseManifest(await store.readBlob(manifestDigest), '', manifestDigest);
   const layer = parsed.kind === 'manifest' ? parsed.manifest.layers.find((l) => l.mediaType === MediaType.helmChart) : undefined;
-  if (!layer) throw new FerryError(Codes.installStep, `manifest ${manifestDigest} is not a Helm chart`, { exit: 'integrity' });
+  if (!layer) throw new IntegrityError(Codes.bundleFormat, `manifest ${manifestDigest} is not a Helm chart`);
   // helm wants a chart archive by its usual name; the store names blobs by digest only.
   const tgz = host.p(`${FERRY_ROOT}/charts/${layer.digest.slice(7, 19)}.tgz`);
   await fs.mkdir(path.dirname(tgz), { recursive: true });

@@ -5,7 +5,7 @@ import type { BundleManifest } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, HostError, UsageError } from '../errors.js';
 import { initPki } from '../sign/pki.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, registryFqdn, type InstallAnswers } from './answers.js';
@@ -76,7 +76,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
   const registry = registryFqdn(answers.domain);
   const manifestOf = async () => {
     const m = await bundleManifest(host);
-    if (!m) throw new FerryError(Codes.installStep, 'the bundle is not unpacked', { exit: 'io', hint: 'Re-run ferry install; it unpacks the bundle first.' });
+    if (!m) throw new HostError(Codes.installStep, 'the bundle is not unpacked', { hint: 'Re-run ferry install; it unpacks the bundle first.' });
     return m;
   };
   const bundleId = async () => (await host.read(`${BUNDLE_DIR}/checksums.txt`)) ?? 'none';
@@ -95,8 +95,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         const m = await readBundleManifest(ctx.bundle);
         const problems = await preflight(ctx, m);
         if (problems.length) {
-          throw new FerryError(Codes.preflight, `this machine is not ready:\n  ${problems.join('\n  ')}`, {
-            exit: 'usage',
+          throw new UsageError(Codes.preflight, `this machine is not ready:\n  ${problems.join('\n  ')}`, {
             hint: 'Fix each problem, or skip a check you accept with --ignore-preflight NAME (e.g. --ignore-preflight swap).',
           });
         }
@@ -177,7 +176,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       const m = await manifestOf();
       const chart = answers.cni ? m.charts.find((c) => c.name === answers.cni) : undefined;
       if (!answers.cni) return log('no CNI chosen: none in the bundle; apply one before pods can run');
-      if (!chart) throw new FerryError(Codes.installStep, `the bundle carries no chart named ${answers.cni}`, { exit: 'usage', hint: `Choose one of: ${m.charts.map((c) => c.name).join(', ') || '(none)'}.` });
+      if (!chart) throw new UsageError(Codes.chartNotFound, `the bundle carries no chart named ${answers.cni}`, { hint: `Choose one of: ${m.charts.map((c) => c.name).join(', ') || '(none)'}.` });
       const tgz = await chartBlob(host, chart.digest);
       await applyObjects(host.p(ADMIN_CONF), cniNodeObjects(answers.cni, answers.node), log);
       const ns = answers.cni === 'flannel' ? 'kube-flannel' : 'kube-system';

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, HostError } from '../errors.js';
 import { writeFileAtomic } from '../util/fsx.js';
 
 export interface RunResult {
@@ -64,15 +64,14 @@ export class Host {
       const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGTERM'), opts.timeoutMs) : undefined;
       child.on('error', (e) => {
         clearTimeout(timer);
-        reject(new FerryError(Codes.installStep, `cannot run ${cmd}: ${e.message}`, { exit: 'io', hint: `Is ${cmd} installed? The plan installs it from the bundle before it is needed; re-run ferry install.`, cause: e }));
+        reject(new HostError(Codes.installStep, `cannot run ${cmd}: ${e.message}`, { hint: `Is ${cmd} installed? The plan installs it from the bundle before it is needed; re-run ferry install.`, cause: e }));
       });
       child.on('close', (code) => {
         clearTimeout(timer);
         const r = { code: code ?? 1, stdout, stderr };
         if (r.code !== 0 && !opts.allowFail) {
           reject(
-            new FerryError(Codes.installStep, `${cmd} ${this.redact(args.join(' '))} failed (exit ${r.code}): ${this.redact(stderr.trim().split('\n').slice(-3).join(' / ') || stdout.trim().slice(-300))}`, {
-              exit: 'io',
+            new HostError(Codes.installStep, `${cmd} ${this.redact(args.join(' '))} failed (exit ${r.code}): ${this.redact(stderr.trim().split('\n').slice(-3).join(' / ') || stdout.trim().slice(-300))}`, {
               hint: 'See the step log under /var/log/ferry/. Fix the cause, then re-run ferry install: finished steps are skipped.',
             }),
           );

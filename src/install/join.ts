@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { partFiles } from '../bundle/format.js';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, RemoteError, UsageError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
 import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
@@ -57,13 +57,13 @@ const expandHome = (p: string) => (p.startsWith('~/') ? path.join(os.homedir(), 
 async function credentials(host: Host, servers: boolean): Promise<{ token: string; certificateKey?: string }> {
   const t = await host.run('kubeadm', ['token', 'create', '--ttl', '1h']);
   const token = t.stdout.trim().split('\n').pop() ?? '';
-  if (!TOKEN_RE.test(token)) throw new FerryError(Codes.joinFailed, 'kubeadm token create did not print a token', { exit: 'remote', hint: 'Check that this is a server where ferry install finished (kubectl get nodes).' });
+  if (!TOKEN_RE.test(token)) throw new RemoteError(Codes.joinFailed, 'kubeadm token create did not print a token', { hint: 'Check that this is a server where ferry install finished (kubectl get nodes).' });
   host.secrets.push(token);
   if (!servers) return { token };
   // With its own config: without one kubeadm guesses the API address, and on a host without a default route it guesses 0.0.0.0.
   const u = await host.run('kubeadm', ['init', 'phase', 'upload-certs', '--upload-certs', '--config', KUBEADM_CONFIG]);
   const certificateKey = u.stdout.trim().split('\n').pop()?.trim() ?? '';
-  if (!/^[a-f0-9]{64}$/.test(certificateKey)) throw new FerryError(Codes.joinFailed, 'kubeadm init phase upload-certs did not print a certificate key', { exit: 'remote', hint: 'Check the control plane, then run ferry join again.' });
+  if (!/^[a-f0-9]{64}$/.test(certificateKey)) throw new RemoteError(Codes.joinFailed, 'kubeadm init phase upload-certs did not print a certificate key', { hint: 'Check the control plane, then run ferry join again.' });
   host.secrets.push(certificateKey);
   return { token, certificateKey };
 }
@@ -87,14 +87,14 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
     const arch = { x86_64: 'amd64', amd64: 'amd64', aarch64: 'arm64', arm64: 'arm64' }[uname.stdout.trim()];
     const manifest = (await bundleManifest(o.host))!;
     const rt = manifest.runtime.find((r) => r.platform === `linux/${arch}`);
-    if (!rt) throw new FerryError(Codes.joinFailed, `${j.name} is ${uname.stdout.trim()}; the bundle has no runtime for it`, { exit: 'usage', hint: `The bundle carries ${manifest.platforms.join(', ')}.` });
+    if (!rt) throw new UsageError(Codes.platformUnsupported, `${j.name} is ${uname.stdout.trim()}; the bundle has no runtime for it`, { hint: `The bundle carries ${manifest.platforms.join(', ')}.` });
     say('uploading the runtime and ferry');
     await s.upload(o.host.p(`${BUNDLE_DIR}/${rt.path}`), rp(RUNTIME_NODE), 0o755);
     for (const f of await listFiles(o.host.p(`${BUNDLE_DIR}/ferry`))) await s.upload(o.host.p(`${BUNDLE_DIR}/ferry/${f}`), rp(`${FERRY_DIR}/${f}`));
     await s.upload(o.host.p(SITE_CA), rp(SITE_CA));
     let bundleArg = '';
     if (j.role === 'server') {
-      if (!o.bundle) throw new FerryError(Codes.joinFailed, `joining server ${j.name} needs the bundle file`, { exit: 'usage', hint: 'Pass --bundle FILE to ferry join.' });
+      if (!o.bundle) throw new UsageError(Codes.usage, `joining server ${j.name} needs the bundle file`, { hint: 'Pass --bundle FILE to ferry join.' });
       say('uploading the bundle and the site CA key');
       await s.upload(o.host.p(SITE_CA_KEY), rp(SITE_CA_KEY), 0o600);
       const pub = o.host.p(BUNDLE_PUB);
@@ -115,7 +115,7 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
     const r = await s.exec(cmd, { input: JSON.stringify(payload), onLine: (l) => l.trim() && (l.startsWith('warning: ') ? o.reporter.warn(`${j.name}: ${o.host.redact(l.slice(9).trim())}`) : say(o.host.redact(l.trim()))) });
     if (r.code !== 0) {
       const last = o.host.redact(r.stderr.trim().split('\n').filter(Boolean).slice(-2).join(' / '));
-      throw new FerryError(Codes.joinFailed, `${j.name}: ${last || `exit ${r.code}`}`, { exit: 'remote', hint: `See /var/log/ferry/ on ${j.name}; fix the cause and run ferry join again for it (--only ${j.name}).` });
+      throw new RemoteError(Codes.joinFailed, `${j.name}: ${last || `exit ${r.code}`}`, { hint: `See /var/log/ferry/ on ${j.name}; fix the cause and run ferry join again for it (--only ${j.name}).` });
     }
   } finally {
     s.close();
@@ -125,9 +125,9 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
 /** Joins every host of the answers in parallel; one failure does not stop the others. */
 export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
   const hosts = (o.answers.join ?? []).filter((j) => !o.only?.length || o.only.includes(j.name));
-  if (!hosts.length) throw new FerryError(Codes.usage, 'there are no hosts to join', { exit: 'usage', hint: 'List them under join: in the answers file (host, name, role).' });
+  if (!hosts.length) throw new UsageError(Codes.usage, 'there are no hosts to join', { hint: 'List them under join: in the answers file (host, name, role).' });
   const manifest = await bundleManifest(o.host);
-  if (!manifest) throw new FerryError(Codes.joinFailed, 'this machine has no unpacked bundle', { exit: 'usage', hint: 'Run ferry join on a server where ferry install finished.' });
+  if (!manifest) throw new UsageError(Codes.installMissing, 'this machine has no unpacked bundle', { hint: 'Run ferry join on a server where ferry install finished.' });
   const creds = await credentials(o.host, hosts.some((h) => h.role === 'server'));
   // Every known server: a joining node's resolver and binary fetches must outlive any one of them.
   const serverIps = (await clusterNodes(o.host, o.answers)).filter((n) => n.role === 'server').map((n) => n.ip);
@@ -158,7 +158,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
         say('joined');
         return { name: j.name, host: j.host, role: j.role, ok: true, seconds: (Date.now() - t0) / 1000 };
       } catch (e) {
-        const fe = e instanceof FerryError ? e : new FerryError(Codes.joinFailed, (e as Error).message, { exit: 'remote' });
+        const fe = e instanceof FerryError ? e : new RemoteError(Codes.joinFailed, (e as Error).message);
         say(`failed: ${o.host.redact(fe.message)}`);
         return { name: j.name, host: j.host, role: j.role, ok: false, seconds: (Date.now() - t0) / 1000, error: { code: fe.code, message: o.host.redact(fe.message), hint: fe.hint } } as JoinOutcome;
       }

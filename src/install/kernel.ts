@@ -1,4 +1,4 @@
-import { Codes, FerryError } from '../errors.js';
+import { Codes, HostError } from '../errors.js';
 import { exists } from '../util/fsx.js';
 import type { Host } from './host.js';
 import { MODULES_LOAD_FILE, SYSCTL_FILE } from './paths.js';
@@ -54,8 +54,7 @@ export async function loadModules(host: Host, log: (l: string) => void): Promise
     }
     const r = await host.run('modprobe', [name], { allowFail: true });
     if (r.code !== 0) {
-      throw new FerryError(Codes.kernelModule, `kernel module ${name} is neither built into this kernel nor loadable: modprobe ${name}: ${lastLine(r.stderr) || `exit ${r.code}`}`, {
-        exit: 'io',
+      throw new HostError(Codes.kernelModule, `kernel module ${name} is neither built into this kernel nor loadable: modprobe ${name}: ${lastLine(r.stderr) || `exit ${r.code}`}`, {
         hint: `Kubernetes needs ${name} for ${NEEDED_FOR[name] ?? 'its networking'}. Install this kernel's modules (on Debian and Ubuntu: linux-modules-$(uname -r)) or boot a kernel with ${name} built in, then re-run.`,
       });
     }
@@ -92,7 +91,7 @@ export async function applySysctls(host: Host, log: (l: string) => void): Promis
     else wrong.push(`${key} (is ${have ?? 'missing'}, needs ${want})`);
   }
   const hint = 'Kubernetes networking needs these values: set them on the host (sysctl -w KEY=VALUE, from outside when this node is a container or network namespace whose /proc/sys is read-only; net.bridge.* appear once br_netfilter is there), then re-run.';
-  if (wrong.length) throw new FerryError(Codes.sysctl, `sysctl --system could not set ${wrong.join(', ')}`, { exit: 'io', hint });
-  if (r.code !== 0 && !failed.length) throw new FerryError(Codes.sysctl, `sysctl --system failed (exit ${r.code}): ${lastLine(r.stderr) || lastLine(r.stdout)}`, { exit: 'io', hint });
+  if (wrong.length) throw new HostError(Codes.sysctl, `sysctl --system could not set ${wrong.join(', ')}`, { hint });
+  if (r.code !== 0 && !failed.length) throw new HostError(Codes.sysctl, `sysctl --system failed (exit ${r.code}): ${lastLine(r.stderr) || lastLine(r.stdout)}`, { hint });
   log(`applied sysctls (${Object.keys(SYSCTLS).join(', ')})`);
 }

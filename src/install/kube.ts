@@ -1,5 +1,5 @@
 import type { KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, HostError, RemoteError } from '../errors.js';
 import { sleep } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { ADMIN_CONF, SITE_PORT } from './paths.js';
@@ -13,7 +13,7 @@ async function client(kubeconfig: string): Promise<KubernetesObjectApi> {
   try {
     kc.loadFromFile(kubeconfig);
   } catch (e) {
-    throw new FerryError(Codes.kubeApi, `cannot read kubeconfig ${kubeconfig}: ${(e as Error).message}`, { exit: 'io', hint: `kubeadm init writes ${ADMIN_CONF}; re-run ferry install.`, cause: e });
+    throw new HostError(Codes.kubeconfigRead, `cannot read kubeconfig ${kubeconfig}: ${(e as Error).message}`, { hint: `kubeadm init writes ${ADMIN_CONF}; re-run ferry install.`, cause: e });
   }
   return KubernetesObjectApi.makeApiClient(kc);
 }
@@ -21,7 +21,7 @@ async function client(kubeconfig: string): Promise<KubernetesObjectApi> {
 function kubeError(what: string, e: unknown): FerryError {
   const body = (e as { body?: unknown }).body;
   const msg = typeof body === 'string' ? body : body ? JSON.stringify(body) : (e as Error)?.message;
-  return new FerryError(Codes.kubeApi, `${what}: ${String(msg).slice(0, 500)}`, { exit: 'remote', hint: 'Check that the API server is up (crictl ps; journalctl -u kubelet), then re-run ferry install.', cause: e });
+  return new RemoteError(Codes.kubeApi, `${what}: ${String(msg).slice(0, 500)}`, { hint: 'Check that the API server is up (crictl ps; journalctl -u kubelet), then re-run ferry install.', cause: e });
 }
 
 /** Server-side apply of each object, in order, as field manager "ferry" (forcing ownership). */
@@ -83,8 +83,7 @@ export async function waitForDaemonSets(kubeconfig: string, sets: { namespace: s
     if (states.every((x) => x.ok)) return;
     if (Date.now() > deadline) {
       const stuck = states.filter((x) => !x.ok).map((x) => `${x.s.namespace}/${x.s.name} (${x.ready} of ${x.want} ready)`);
-      throw new FerryError(Codes.rolloutTimeout, `timed out waiting for ${stuck.join(', ')}`, {
-        exit: 'remote',
+      throw new RemoteError(Codes.rolloutTimeout, `timed out waiting for ${stuck.join(', ')}`, {
         hint: `Look at the pods: kubectl -n ${stuck.length ? states.find((x) => !x.ok)!.s.namespace : 'ferry-system'} get pods -o wide; kubectl describe pod … Images come from the site service; check it with curl https://registry.<domain>:${SITE_PORT}/v2/. Then re-run ferry install.`,
       });
     }
@@ -131,8 +130,7 @@ export async function waitForClusterReady(kubeconfig: string, nodeName: string, 
     if (line !== last) (opts.reporter ?? silentReporter).info(`waiting: ${line}`);
     last = line;
     if (Date.now() > deadline) {
-      throw new FerryError(Codes.rolloutTimeout, `timed out waiting for the cluster: ${line}`, {
-        exit: 'remote',
+      throw new RemoteError(Codes.rolloutTimeout, `timed out waiting for the cluster: ${line}`, {
         hint: 'Look at kubectl get nodes and kubectl -n kube-system get pods -o wide (describe the pending ones), then re-run ferry install.',
       });
     }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { bundleFileOf, parseVersionsJson, partFiles, VERSIONS_JSON, type VersionsEntry } from '../bundle/format.js';
 import { unpackBundle } from '../bundle/unpack.js';
-import { Codes, FerryError, IntegrityError } from '../errors.js';
+import { Codes, HostError, IntegrityError, RemoteError } from '../errors.js';
 import { loadPublicKey } from '../sign/keys.js';
 import { issueServerCert } from '../sign/pki.js';
 import type { Reporter } from '../util/progress.js';
@@ -54,7 +54,7 @@ const KUBELET_PATCH = `${PATCHES_DIR}/kubeletconfiguration+merge.yaml`;
  */
 async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: (res: NodeJS.ReadableStream) => Promise<void>): Promise<void> {
   const ca = await host.read(SITE_CA);
-  if (!ca) throw new FerryError(Codes.joinFailed, `the site CA ${SITE_CA} is missing`, { exit: 'io', hint: 'ferry join uploads it; run it again.' });
+  if (!ca) throw new HostError(Codes.joinUploadMissing, `the site CA ${SITE_CA} is missing`, { hint: 'ferry join uploads it; run it again.' });
   const resolver = new dns.Resolver({ timeout: 2000, tries: 2 });
   resolver.setServers(p.serverIps);
   const lookup: LookupFunction = (hostname, _opts, cb) => {
@@ -68,11 +68,11 @@ async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: 
   try {
     res = await getWithRetries(url, { ca, lookup, timeoutMs: 30_000 });
   } catch (e) {
-    throw new FerryError(Codes.joinFailed, `cannot fetch ${url.href}: ${(e as Error).message}`, { exit: 'remote', hint: `The node resolves registry.${p.domain} through ${p.serverIps.join(', ')}; check that their DNS and the site service answer.`, cause: e });
+    throw new RemoteError(Codes.joinFailed, `cannot fetch ${url.href}: ${(e as Error).message}`, { hint: `The node resolves registry.${p.domain} through ${p.serverIps.join(', ')}; check that their DNS and the site service answer.`, cause: e });
   }
   if (res.status !== 200) {
     await drain(res);
-    throw new FerryError(Codes.joinFailed, `${url.href} answered ${res.status}`, { exit: 'remote', hint: 'Check the site service on the servers: systemctl status ferry-serve.' });
+    throw new RemoteError(Codes.joinFailed, `${url.href} answered ${res.status}`, { hint: 'Check the site service on the servers: systemctl status ferry-serve.' });
   }
   await onBody(res.body);
 }
@@ -131,7 +131,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
     resolverStep(host, [p.ip, ...p.serverIps], p.domain),
     markerStep(host, 'site-ca', 'trust the site CA', 'ca', async (log) => {
       const ca = await host.read(SITE_CA);
-      if (!ca) throw new FerryError(Codes.joinFailed, 'the site CA was not uploaded', { exit: 'io', hint: 'Run ferry join again.' });
+      if (!ca) throw new HostError(Codes.joinUploadMissing, 'the site CA was not uploaded', { hint: 'Run ferry join again.' });
       await host.write(SYSTEM_SITE_CA, ca);
       log('site CA installed');
     }),
@@ -152,7 +152,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
         await mapHosts(host, [{ ip: p.firstServerIp, names: [p.fqdn] }]);
       }),
       markerStep(host, 'store', 'verify and unpack the bundle: this server serves it too', 'v1', async (log) => {
-        if (!opts.bundleFile) throw new FerryError(Codes.joinFailed, 'no bundle was uploaded for this server', { exit: 'io' });
+        if (!opts.bundleFile) throw new HostError(Codes.joinUploadMissing, 'no bundle was uploaded for this server');
         const trust = await loadPublicKey(host.p(BUNDLE_PUB));
         const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, force: true });
         for (const f of [...(await partFiles(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });

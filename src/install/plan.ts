@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, HostError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import type { Host } from './host.js';
 
@@ -76,15 +76,14 @@ export async function runPlan(host: Host, name: string, steps: Step[], reporter:
       } catch (e) {
         await Promise.all(lines);
         await write(`step ${s.id}: FAILED: ${(e as Error).message}`);
-        if (e instanceof FerryError) {
-          throw new FerryError(e.code, `step "${s.title}" failed: ${e.message}`, { exit: e.exit, hint: e.hint ?? `Fix the cause and re-run; the log is ${logFile}.`, cause: e });
-        }
-        throw new FerryError(Codes.installStep, `step "${s.title}" failed: ${(e as Error).message}`, { exit: 'io', hint: `Fix the cause and re-run: finished steps are skipped. The log is ${logFile}.`, cause: e });
+        // A FerryError keeps its class, code and exit; only the step's name and the log are added.
+        if (e instanceof FerryError) throw e.withContext(`step "${s.title}" failed`, `Fix the cause and re-run; the log is ${logFile}.`);
+        throw new HostError(Codes.installStep, `step "${s.title}" failed: ${(e as Error).message}`, { hint: `Fix the cause and re-run: finished steps are skipped. The log is ${logFile}.`, cause: e });
       }
       await Promise.all(lines);
       if (!s.always && !(await s.check())) {
         await write(`step ${s.id}: applied, but its check still fails`);
-        throw new FerryError(Codes.installStep, `step "${s.title}" ran but the host is still not as it should be`, { exit: 'io', hint: `See ${logFile}.` });
+        throw new HostError(Codes.installStep, `step "${s.title}" ran but the host is still not as it should be`, { hint: `See ${logFile}.` });
       }
       (s.always ? checked : applied).push(s.id);
       await write(`step ${s.id}: done`);

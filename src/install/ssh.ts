@@ -2,7 +2,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Client, ConnectConfig, SFTPWrapper } from 'ssh2';
-import { Codes, FerryError } from '../errors.js';
+import { Codes, FerryError, RemoteError, UsageError } from '../errors.js';
 
 /** `SHA256:<base64>` without padding, as `ssh-keygen -l` prints it. */
 export function sshFingerprint(key: Buffer): string {
@@ -81,7 +81,7 @@ export class SshSession {
     try {
       privateKey = await fs.readFile(t.identityFile);
     } catch (e) {
-      throw new FerryError(Codes.sshConnect, `cannot read SSH identity ${t.identityFile}: ${(e as Error).message}`, { exit: 'usage', hint: 'Set ssh.identityFile in the answers to a private key the nodes accept.', cause: e });
+      throw new UsageError(Codes.sshIdentityRead, `cannot read SSH identity ${t.identityFile}: ${(e as Error).message}`, { hint: 'Set ssh.identityFile in the answers to a private key the nodes accept.', cause: e });
     }
     // ssh2 loads only when ferry joins nodes.
     // ssh2 is CommonJS: bundlers put its exports on the default export.
@@ -100,8 +100,7 @@ export class SshSession {
           const v = await checkKnownHost(t.knownHosts, t.host, t.port, key);
           if (v.kind === 'known') return verify(true);
           if (v.kind === 'mismatch') {
-            refusal = new FerryError(Codes.sshHostKey, `the host key of ${t.host} (${v.fingerprint}) does not match ${t.knownHosts} (${v.expected.join(', ')})`, {
-              exit: 'remote',
+            refusal = new RemoteError(Codes.sshHostKey, `the host key of ${t.host} (${v.fingerprint}) does not match ${t.knownHosts} (${v.expected.join(', ')})`, {
               hint: `Nothing was run on ${t.host}. If the host was rebuilt, remove its old line from ${t.knownHosts} (ssh-keygen -R ${t.host}) after checking the new key out of band.`,
             });
             return verify(false);
@@ -113,8 +112,7 @@ export class SshSession {
             refusal = e instanceof FerryError ? e : undefined;
           }
           if (!ok) {
-            refusal ??= new FerryError(Codes.sshHostUnknown, `the host key of ${t.host} (${v.fingerprint}) is not in ${t.knownHosts} and was not accepted`, {
-              exit: 'remote',
+            refusal ??= new RemoteError(Codes.sshHostUnknown, `the host key of ${t.host} (${v.fingerprint}) is not in ${t.knownHosts} and was not accepted`, {
               hint: `Check the fingerprint on the host (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and add it to ${t.knownHosts}, or accept it when asked.`,
             });
             return verify(false);
@@ -129,8 +127,7 @@ export class SshSession {
       c.once('error', (e) =>
         reject(
           refusal ??
-            new FerryError(Codes.sshConnect, `cannot connect to ${t.user}@${t.host}:${t.port}: ${e.message}`, {
-              exit: 'remote',
+            new RemoteError(Codes.sshConnect, `cannot connect to ${t.user}@${t.host}:${t.port}: ${e.message}`, {
               hint: 'Check that sshd runs there, that the address is reachable, and that the identity is in its authorized_keys.',
               cause: e,
             }),
@@ -144,7 +141,7 @@ export class SshSession {
   exec(command: string, opts: { input?: string; onLine?: (line: string) => void } = {}): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       this.c.exec(command, (err, ch) => {
-        if (err) return reject(new FerryError(Codes.sshConnect, `cannot run a command on ${this.target.host}: ${err.message}`, { exit: 'remote', cause: err }));
+        if (err) return reject(new RemoteError(Codes.sshConnect, `cannot run a command on ${this.target.host}: ${err.message}`, { cause: err }));
         let stdout = '';
         let stderr = '';
         let pending = '';

@@ -1,4 +1,4 @@
-import { Codes, IntegrityError, RegistryError, StoreError } from '../errors.js';
+import { Codes, DriftError, IntegrityError, StoreError } from '../errors.js';
 import { sha256 } from '../util/digest.js';
 import { allOrAbort, limiter, SingleFlight } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
@@ -115,7 +115,7 @@ export class Puller {
     if (!platforms?.length) return index.manifests;
     const missing = platforms.filter((p) => !index.manifests.some((d) => platformMatches(p, d.platform)));
     if (missing.length) {
-      throw new RegistryError(Codes.platformMissing, `${what} has no ${missing.map(formatPlatform).join(', ')} image`, {
+      throw new DriftError(Codes.platformMissing, `${what} has no ${missing.map(formatPlatform).join(', ')} image`, {
         hint: `It offers ${index.manifests.map((d) => (d.platform ? formatPlatform(d.platform) : '?')).join(', ')}. Set platforms on this image in the spec.`,
       });
     }

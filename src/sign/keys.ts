@@ -2,7 +2,7 @@ import { sha256 } from '../util/digest.js';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Codes, FerryError, IntegrityError } from '../errors.js';
+import { Codes, IntegrityError, UsageError } from '../errors.js';
 import { exists, writeFileAtomic } from '../util/fsx.js';
 
 /** `sha256:` and the hex of the SPKI DER: what operators compare out of band. */
@@ -17,7 +17,7 @@ export async function readPassphrase(file: string | undefined): Promise<string |
     if (!p) throw new Error('it is empty');
     return p;
   } catch (e) {
-    throw new FerryError(Codes.passphrase, `cannot read passphrase file ${file}: ${(e as Error).message}`, { exit: 'usage', hint: 'Put the passphrase alone on the first line of a file readable only by you.', cause: e });
+    throw new UsageError(Codes.passphrase, `cannot read passphrase file ${file}: ${(e as Error).message}`, { hint: 'Put the passphrase alone on the first line of a file readable only by you.', cause: e });
   }
 }
 
@@ -26,8 +26,7 @@ export async function generateKey(outDir: string, passphrase?: string): Promise<
   const key = path.join(outDir, 'ferry.key');
   const pub = path.join(outDir, 'ferry.pub');
   if ((await exists(key)) || (await exists(pub))) {
-    throw new FerryError(Codes.keyExists, `${outDir} already holds ferry.key or ferry.pub`, {
-      exit: 'usage',
+    throw new UsageError(Codes.keyExists, `${outDir} already holds ferry.key or ferry.pub`, {
       hint: 'Refusing to overwrite a signing key that sites may already trust. Choose another --out directory.',
     });
   }
@@ -46,7 +45,7 @@ export async function loadPrivateKey(file: string, passphrase?: string): Promise
   try {
     pem = await fs.readFile(file, 'utf8');
   } catch (e) {
-    throw new FerryError(Codes.keyRead, `cannot read signing key ${file}: ${(e as Error).message}`, { exit: 'usage', hint: 'Create one with `ferry key generate --out DIR`.', cause: e });
+    throw new UsageError(Codes.keyRead, `cannot read signing key ${file}: ${(e as Error).message}`, { hint: 'Create one with `ferry key generate --out DIR`.', cause: e });
   }
   try {
     const k = createPrivateKey({ key: pem, format: 'pem', passphrase });
@@ -54,8 +53,7 @@ export async function loadPrivateKey(file: string, passphrase?: string): Promise
     return k;
   } catch (e) {
     const enc = pem.includes('ENCRYPTED');
-    throw new FerryError(enc ? Codes.passphrase : Codes.keyRead, enc ? `cannot decrypt ${file}: wrong or missing passphrase` : `${file} is not an ECDSA P-256 private key: ${(e as Error).message}`, {
-      exit: 'usage',
+    throw new UsageError(enc ? Codes.passphrase : Codes.keyRead, enc ? `cannot decrypt ${file}: wrong or missing passphrase` : `${file} is not an ECDSA P-256 private key: ${(e as Error).message}`, {
       hint: enc ? 'Pass --passphrase-file with the passphrase the key was generated with.' : 'Use a key made by `ferry key generate`.',
       cause: e,
     });
@@ -68,7 +66,7 @@ export async function loadPublicKey(file: string): Promise<KeyObject> {
     if (k.asymmetricKeyType !== 'ec') throw new Error('not an EC key');
     return k;
   } catch (e) {
-    throw new FerryError(Codes.keyRead, `cannot read trusted key ${file}: ${(e as Error).message}`, { exit: 'usage', hint: 'Pass the ferry.pub that came with the bundle through a trusted channel.', cause: e });
+    throw new UsageError(Codes.keyRead, `cannot read trusted key ${file}: ${(e as Error).message}`, { hint: 'Pass the ferry.pub that came with the bundle through a trusted channel.', cause: e });
   }
 }
 

@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
-import { Codes, FerryError, UsageError } from '../errors.js';
+import { Codes, UsageError } from '../errors.js';
 import { exists, writeFileAtomic } from '../util/fsx.js';
 
 /*
@@ -164,8 +164,7 @@ async function loadCa(caDir: string): Promise<LoadedCa> {
     pem = await fs.readFile(certFile, 'utf8');
     keyPem = await fs.readFile(keyFile, 'utf8');
   } catch (e) {
-    throw new FerryError(Codes.pkiMissing, `no site CA in ${caDir}: ${(e as Error).message}`, {
-      exit: 'usage',
+    throw new UsageError(Codes.pkiMissing, `no site CA in ${caDir}: ${(e as Error).message}`, {
       hint: 'Run `ferry pki init --domain <domain> --out <dir>` first, or point --ca-dir at the directory holding ca.crt and ca.key.',
       cause: e,
     });
@@ -177,8 +176,7 @@ async function loadCa(caDir: string): Promise<LoadedCa> {
     if (!x509.checkPrivateKey(key)) throw new Error('ca.key does not belong to ca.crt');
     return { pem, x509, key, forge: { cert: forge.pki.certificateFromPem(pem), key: forge.pki.privateKeyFromPem(keyPem) } };
   } catch (e) {
-    throw new FerryError(Codes.pkiInvalid, `the site CA in ${caDir} is unusable: ${(e as Error).message}`, {
-      exit: 'usage',
+    throw new UsageError(Codes.pkiInvalid, `the site CA in ${caDir} is unusable: ${(e as Error).message}`, {
       hint: 'Restore ca.crt and ca.key from the first server or its backup. Do not make a new CA unless every node will be given it.',
       cause: e,
     });
@@ -228,8 +226,7 @@ export async function initPki(o: PkiInitOptions): Promise<PkiInitResult> {
 
   const [hasCert, hasKey] = [await exists(caCert), await exists(caKey)];
   if (hasCert !== hasKey) {
-    throw new FerryError(Codes.pkiInvalid, `${outDir} holds ${hasCert ? 'ca.crt but no ca.key' : 'ca.key but no ca.crt'}`, {
-      exit: 'usage',
+    throw new UsageError(Codes.pkiInvalid, `${outDir} holds ${hasCert ? 'ca.crt but no ca.key' : 'ca.key but no ca.crt'}`, {
       hint: 'Restore the missing half from a backup. ferry will not replace a CA that nodes may already trust.',
     });
   }

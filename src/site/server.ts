@@ -4,7 +4,7 @@ import https from 'node:https';
 import tls from 'node:tls';
 import net from 'node:net';
 import path from 'node:path';
-import { Codes, FerryError, UsageError } from '../errors.js';
+import { Codes, HostError, UsageError } from '../errors.js';
 import { FileRepo } from './files.js';
 import { Metrics } from './metrics.js';
 import { SiteRegistry } from './registry.js';
@@ -252,18 +252,18 @@ function refuseBadClients(server: http.Server | https.Server, metrics: Metrics, 
 function listen(server: net.Server, host: string, port: number, listenFlag: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const onErr = (e: NodeJS.ErrnoException) => {
-      reject(
-        new FerryError(Codes.serveListen, `cannot listen on ${listenFlag}: ${e.message}`, {
-          exit: e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? 'usage' : 'io',
-          hint:
-            e.code === 'EADDRINUSE'
-              ? 'Another process holds that port: stop it or pick another --listen port.'
-              : e.code === 'EACCES'
-                ? 'Ports below 1024 need CAP_NET_BIND_SERVICE; use a higher port or grant the capability.'
-                : 'Check that the address belongs to this host.',
-          cause: e,
-        }),
-      );
+      const message = `cannot listen on ${listenFlag}: ${e.message}`;
+      const opts = {
+        hint:
+          e.code === 'EADDRINUSE'
+            ? 'Another process holds that port: stop it or pick another --listen port.'
+            : e.code === 'EACCES'
+              ? 'Ports below 1024 need CAP_NET_BIND_SERVICE; use a higher port or grant the capability.'
+              : 'Check that the address belongs to this host.',
+        cause: e,
+      };
+      // A taken, privileged or foreign address is the operator's --listen to fix; anything else is this host's.
+      reject(e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' ? new UsageError(Codes.serveListen, message, opts) : new HostError(Codes.serveSocket, message, opts));
     };
     server.once('error', onErr);
     server.listen({ host, port }, () => {

@@ -1,4 +1,4 @@
-import { Codes, FerryError } from '../errors.js';
+import { Codes, SpecError } from '../errors.js';
 
 /**
  * The Kubernetes releases ferry installs, in one place. ferry renders kubeadm config
@@ -47,8 +47,7 @@ export function assertSupportedKubernetes(version: string, where: string, fix = 
   const { major, min, max } = KUBERNETES_MINORS;
   if (v && v.major === major && v.minor >= min && v.minor <= max) return v;
   const newer = !!v && (v.major > major || (v.major === major && v.minor > max));
-  throw new FerryError(Codes.kubernetesUnsupported, `${where}: Kubernetes ${version} is not supported; ferry installs Kubernetes ${supportedRange()} (kubeadm config ${KUBEADM_API_VERSION})`, {
-    exit: 'usage',
+  throw new SpecError(Codes.kubernetesUnsupported, `${where}: Kubernetes ${version} is not supported; ferry installs Kubernetes ${supportedRange()} (kubeadm config ${KUBEADM_API_VERSION})`, {
     hint: `${fix} to a release from v${major}.${min}.0 to v${major}.${max}.x, such as v${major}.${max}.2, with kubeadm, kubelet and kubectl binaries and control-plane images of that release${newer ? `, or use a ferry release that supports v${v!.major}.${v!.minor}` : ''}.`,
     details: { version, supported: supportedRange() },
   });
@@ -75,8 +74,7 @@ export function kubeadmImages(version: string, imageRepository = DEFAULT_IMAGE_R
 /** The release a bundle installs: one built from a spec without spec.kubernetes cannot be installed. */
 export function bundleKubernetesVersion(m: { kubernetes?: { version: string } }): string {
   if (!m.kubernetes?.version) {
-    throw new FerryError(Codes.kubernetesUnsupported, 'the bundle names no Kubernetes release (its spec has no spec.kubernetes)', {
-      exit: 'usage',
+    throw new SpecError(Codes.kubernetesUnsupported, 'the bundle names no Kubernetes release (its spec has no spec.kubernetes)', {
       hint: 'Install a bundle built from a spec with spec.kubernetes.version, such as bundle-spec/kubernetes.yaml.',
     });
   }

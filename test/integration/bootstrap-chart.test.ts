@@ -322,7 +322,7 @@ describe('the bundle\'s chart and helm on an installed host', () => {
       hint: expect.stringContaining('charts/ferry-bootstrap'),
     });
     await expect(bundledBootstrapChart(new Host('/', noHelm), { charts: [chart], files: [] }, chartTgz)).rejects.toMatchObject({
-      code: 'INSTALL_STEP_FAILED',
+      code: 'BUNDLE_BINARY_MISSING',
       exit: 'usage',
       message: expect.stringContaining('the bundle carries no helm'),
       hint: expect.stringContaining('FERRY_HELM'),

@@ -1,5 +1,4 @@
-import { promises as fs, statfsSync } from 'node:fs';
-import net from 'node:net';
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { BundleManifest } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
@@ -21,6 +20,7 @@ import { renderKubeadmInit } from './kubeadm.js';
 import { archOf, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR } from './paths.js';
 import type { Step } from './plan.js';
+import { preflight } from './preflight.js';
 import { serviceRouteStep } from './routes.js';
 
 export interface InstallContext {
@@ -32,41 +32,6 @@ export interface InstallContext {
   /** Preflight checks to skip by name (root, arch, swap, ports, disk, clock). */
   ignorePreflight?: string[];
   rolloutTimeoutMs?: number;
-}
-
-/** Checks ferry cannot fix by itself, each with what to do. */
-export async function preflight(ctx: InstallContext, manifest: Pick<BundleManifest, 'platforms' | 'contentSize' | 'created'>): Promise<string[]> {
-  const skip = new Set(ctx.ignorePreflight ?? []);
-  const problems: string[] = [];
-  const add = (name: string, msg: string) => !skip.has(name) && problems.push(`${name}: ${msg}`);
-  if (process.getuid?.() !== 0) add('root', 'ferry install must run as root (sudo sh install.sh …)');
-  const arch = `linux/${archOf()}`;
-  if (!manifest.platforms.includes(arch)) add('arch', `this machine is ${arch}, the bundle carries ${manifest.platforms.join(', ')}`);
-  const swaps = (await fs.readFile('/proc/swaps', 'utf8').catch(() => '')).trim().split('\n').slice(1).filter(Boolean);
-  if (swaps.length) add('swap', `swap is on (${swaps.map((l) => l.split(/\s+/)[0]).join(', ')}); kubelet needs it off: swapoff -a, and remove it from /etc/fstab`);
-  // Once ferry has started its services (a re-run after a failure), the ports are ours.
-  if (!(await ctx.host.read(ADMIN_CONF)) && !(await ctx.host.read(`${STATE_DIR}/services`))) {
-    for (const port of [API_PORT, ...CONTROL_PLANE_PORTS, SITE_PORT]) {
-      const free = await new Promise<boolean>((resolve) => {
-        const s = net.createServer();
-        s.once('error', () => resolve(false));
-        s.listen(port, ctx.answers.node.ip, () => s.close(() => resolve(true)));
-      });
-      if (!free) add('ports', `port ${port} on ${ctx.answers.node.ip} is in use; stop what holds it (ss -ltnp 'sport = :${port}')`);
-    }
-  }
-  try {
-    const dir = ctx.host.p('/var/lib');
-    await fs.mkdir(dir, { recursive: true });
-    const st = statfsSync(dir);
-    const free = Number(st.bavail) * Number(st.bsize);
-    const need = manifest.contentSize * 2 + 2 * 1024 ** 3;
-    if (free < need) add('disk', `${dir} has ${(free / 1024 ** 3).toFixed(1)} GiB free; the bundle and the images unpacked need about ${(need / 1024 ** 3).toFixed(1)} GiB`);
-  } catch {
-    /* not a filesystem we can measure */
-  }
-  if (Date.now() < Date.parse(manifest.created) - 5 * 60_000) add('clock', `the clock says ${new Date().toISOString()}, before the bundle was made (${manifest.created}); set the time (certificates depend on it)`);
-  return problems;
 }
 
 /** The steps of the first server, in order. */

@@ -2,7 +2,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { preflight } from '../../src/install/first-server.js';
+import { preflight } from '../../src/install/preflight.js';
 import { Host } from '../../src/install/host.js';
 import { silentReporter } from '../../src/util/progress.js';
 import { tmpdir } from '../helpers/peers.js';

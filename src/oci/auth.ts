@@ -17,7 +17,7 @@ export interface Credential {
 }
 
 /** Where docker (and podman, skopeo) keep registry logins. */
-export function dockerConfigPath(env: NodeJS.ProcessEnv = process.env): string {
+function dockerConfigPath(env: NodeJS.ProcessEnv = process.env): string {
   const dir = env.DOCKER_CONFIG || path.join(os.homedir(), '.docker');
   return path.join(dir, 'config.json');
 }

@@ -14,8 +14,8 @@ export const MediaType = {
   helmChart: 'application/vnd.cncf.helm.chart.content.v1.tar+gzip',
 } as const;
 
-export const INDEX_TYPES: readonly string[] = [MediaType.ociIndex, MediaType.dockerList];
-export const MANIFEST_TYPES: readonly string[] = [MediaType.ociManifest, MediaType.dockerManifest];
+const INDEX_TYPES: readonly string[] = [MediaType.ociIndex, MediaType.dockerList];
+const MANIFEST_TYPES: readonly string[] = [MediaType.ociManifest, MediaType.dockerManifest];
 /** What we send in Accept for manifests: every type we can parse. */
 export const MANIFEST_ACCEPT = [...INDEX_TYPES, ...MANIFEST_TYPES].join(', ');
 

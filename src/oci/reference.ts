@@ -107,10 +107,6 @@ export function displayName(ref: Reference): string {
   return ref.tag ? `${repoName(ref)}:${ref.tag}` : formatReference(ref);
 }
 
-export function withDigest(ref: Reference, digest: string): Reference {
-  return { ...ref, digest };
-}
-
 /** The host that serves the registry API for a reference's registry. */
 export function apiHost(registry: string): string {
   return registry === DOCKER_HUB ? DOCKER_HUB_API : registry;

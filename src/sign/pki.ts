@@ -14,8 +14,8 @@ import { exists, writeFileAtomic } from '../util/fsx.js';
 
 const generateKeyPairP = promisify(generateKeyPair);
 
-export const CA_DAYS = 3650;
-export const SERVER_DAYS = 1095;
+const CA_DAYS = 3650;
+const SERVER_DAYS = 1095;
 /** A kept server certificate must stay valid at least this long, else init issues a new one. */
 const RENEW_BEFORE_MS = 30 * 86_400_000;
 
@@ -184,7 +184,7 @@ async function loadCa(caDir: string): Promise<LoadedCa> {
 }
 
 /** DNS names and IPs a certificate's SAN extension lists. */
-export function certificateSans(x509: X509Certificate): { names: string[]; ips: string[] } {
+function certificateSans(x509: X509Certificate): { names: string[]; ips: string[] } {
   const names: string[] = [];
   const ips: string[] = [];
   for (const part of (x509.subjectAltName ?? '').split(/,\s*/)) {

@@ -36,7 +36,7 @@ export interface ImagesLock {
 const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 /** Resolves one spec image: tag → digest, and each wanted platform's manifest. */
-export async function resolveImage(client: RegistryClient, img: SpecImage): Promise<LockedImage> {
+async function resolveImage(client: RegistryClient, img: SpecImage): Promise<LockedImage> {
   const repo = { registry: img.ref.registry, repository: img.ref.repository };
   const m = await client.getManifest(repo, img.ref.digest ?? img.ref.tag ?? 'latest');
   const parsed = parseManifest(m.bytes, m.mediaType, img.name);

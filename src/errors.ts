@@ -179,4 +179,7 @@ export const Codes = {
   unitInvalid: 'UNIT_INVALID',
   // The bootstrap chart's values (site DNS and API load balancer).
   bootstrapValues: 'BOOTSTRAP_VALUES_INVALID',
+  // Issue 10 items 4 and 10: unpack refuses a rollback and a directory that is not ferry's.
+  bundleDowngrade: 'BUNDLE_DOWNGRADE',
+  unpackNotOurs: 'UNPACK_TARGET_NOT_FERRY',
 } as const;

@@ -84,10 +84,11 @@ export function bundleCommand(): Command {
     .argument('<bundle>', 'FILE or FILE.parts.json')
     .requiredOption('--to <dir>', 'directory to create or replace')
     .option('--trust <pub>', 'the trusted public key (ferry.pub)')
+    .option('--allow-downgrade', 'replace an unpacked bundle with an older one (by creation time or version)')
     .addHelpText('after', examples(['ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle']));
-  unpack.action(async (file: string, o: { trust?: string; to: string }, c: Command) => {
+  unpack.action(async (file: string, o: { trust?: string; to: string; allowDowngrade?: boolean }, c: Command) => {
     const out = makeOutput(globals(c));
-    const r = await unpackBundle(file, o.to, await verifyOptions(o, out));
+    const r = await unpackBundle(file, o.to, { ...(await verifyOptions(o, out)), allowDowngrade: o.allowDowngrade });
     out.reporter.done();
     out.result(`unpacked ${r.manifest.name} ${r.manifest.version} into ${r.dir}: ${r.entries} entries, ${formatBytes(r.bytes)}`, { dir: r.dir, entries: r.entries, bytes: r.bytes, fingerprint: r.fingerprint });
   });

@@ -1,7 +1,8 @@
+import path from 'node:path';
 import { Command } from 'commander';
 import { buildBundle, DEFAULT_PART_SIZE } from '../bundle/build.js';
 import { parseBinaryMirror } from '../bundle/fetch.js';
-import { bundleFileName } from '../bundle/format.js';
+import { bootstrapScript, bundleFileName, isPartsFile, type BundleManifest } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
@@ -22,6 +23,21 @@ async function verifyOptions(o: { trust?: string }, out: Output): Promise<Verify
     },
     reporter: out.reporter,
   };
+}
+
+/** The stock-tools check of the bootstrap, one script per platform the bundle carries. */
+function siteSteps(file: string, m: Pick<BundleManifest, 'platforms'>): { platform: string; script: string }[] {
+  return m.platforms.map((platform) => ({ platform, script: bootstrapScript(path.basename(file), platform) }));
+}
+
+function siteStepsText(file: string, m: Pick<BundleManifest, 'platforms'>): string {
+  const steps = siteSteps(file, m);
+  return [
+    `On the site, as root, in the directory holding ${path.basename(file)}${isPartsFile(file) ? ' and its parts' : ''} and ferry.pub (which must come by another channel),`,
+    'check the bootstrap with stock tar, openssl and sha256sum before anything from the bundle runs:',
+    '',
+    ...steps.flatMap((s) => [...(steps.length > 1 ? [`# on ${s.platform}:`] : []), s.script, '']),
+  ].join('\n');
 }
 
 export function bundleCommand(): Command {
@@ -56,9 +72,10 @@ export function bundleCommand(): Command {
     const outFile = o.out ?? bundleFileName(s.spec.metadata);
     const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, binaryMirrors, platforms: o.platform });
     out.reporter.done();
+    const file = r.parts ?? r.out;
     out.result(
-      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}`,
-      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint },
+      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}\n\n${siteStepsText(file, r.manifest)}`,
+      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint, siteSteps: siteSteps(file, r.manifest) },
     );
   });
   const verify = new Command('verify')
@@ -112,8 +129,10 @@ export function bundleCommand(): Command {
       ...m.files.map((f) => `  ${f.path}  ${formatBytes(f.size)}`),
       `runtime (${m.runtime.length}):`,
       ...m.runtime.map((r) => `  ${r.path}  Node.js ${r.version}  ${formatBytes(r.size)}`),
+      '',
+      siteStepsText(file, m),
     ];
-    out.result(lines.join('\n'), m);
+    out.result(lines.join('\n'), { ...m, siteSteps: siteSteps(file, m) });
   });
   for (const cmd of [build, verify, unpack, inspect]) bundle.addCommand(cmd);
   return bundle;

@@ -84,7 +84,7 @@ export function installCommand(): Command {
     .option('--rollout-timeout <seconds>', 'how long to wait for the DNS and LB DaemonSets', '300')
     .option('--allow-downgrade', 'replace the unpacked bundle with an older one (by creation time or version)')
     .addHelpText('after', examples([
-      'tar -xf site.ferry.tar install.sh ferry runtime && sudo sh install.sh site.ferry.tar --trust ferry.pub',
+      'sudo sh install.sh site.ferry.tar --trust ferry.pub   # after the openssl and sha256sum steps that ferry bundle build printed',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json',
     ]))

@@ -110,15 +110,21 @@ export function bundleCommand(): Command {
     out.result(`unpacked ${r.manifest.name} ${r.manifest.version} into ${r.dir}: ${r.entries} entries, ${formatBytes(r.bytes)}`, { dir: r.dir, entries: r.entries, bytes: r.bytes, fingerprint: r.fingerprint });
   });
   const inspect = new Command('inspect')
-    .description('list what a bundle holds (reads bundle.json only; use verify to check it)')
+    .description('list what a bundle holds (reads bundle.json; with --trust also checks who signed it; use verify to check the content)')
     .argument('<bundle>', 'FILE or FILE.parts.json')
-    .addHelpText('after', examples(['ferry bundle inspect kubernetes-0.1.0.ferry.tar', 'ferry bundle inspect kubernetes-0.1.0.ferry.tar --json | jq .images']));
-  inspect.action(async (file: string, _o: unknown, c: Command) => {
+    .option('--trust <pub>', 'check the signature over the signed table with this key (ferry.pub) and show the verified signer')
+    .addHelpText('after', examples(['ferry bundle inspect kubernetes-0.1.0.ferry.tar --trust ferry.pub', 'ferry bundle inspect kubernetes-0.1.0.ferry.tar --json | jq .images']));
+  inspect.action(async (file: string, o: { trust?: string }, c: Command) => {
     const out = makeOutput(globals(c));
-    const m = await readBundleManifest(file);
+    // Without --trust nothing here is checked, so the key bundle.json names is only a claim.
+    const signed = o.trust ? await verifyBundle(file, { trust: await loadPublicKey(o.trust), tableOnly: true, reporter: out.reporter }) : undefined;
+    const m = signed?.manifest ?? (await readBundleManifest(file));
+    const signature = signed ? { verified: true, fingerprint: signed.fingerprint } : { verified: false, claimedFingerprint: m.signer?.fingerprint };
     const lines = [
       `${m.name} ${m.version} (format ${m.formatVersion}, ferry ${m.ferryVersion}, created ${m.created})`,
-      `signed by ${m.signer?.fingerprint ?? '(unknown)'}`,
+      signed
+        ? `signed by ${signed.fingerprint} (verified with --trust; the content is not checked here: run verify)`
+        : `signer: UNVERIFIED; bundle.json claims ${m.signer?.fingerprint ?? 'no key'}, which anyone can write (pass --trust ferry.pub to check it)`,
       `platforms: ${m.platforms.join(', ')}${m.kubernetes ? `; Kubernetes ${m.kubernetes.version}` : ''}`,
       `content: ${formatBytes(m.contentSize)} in ${m.entries} entries`,
       `images (${m.images.length}):`,
@@ -132,7 +138,7 @@ export function bundleCommand(): Command {
       '',
       siteStepsText(file, m),
     ];
-    out.result(lines.join('\n'), { ...m, siteSteps: siteSteps(file, m) });
+    out.result(lines.join('\n'), { ...m, signature, siteSteps: siteSteps(file, m) });
   });
   for (const cmd of [build, verify, unpack, inspect]) bundle.addCommand(cmd);
   return bundle;

@@ -17,9 +17,9 @@ import { ferry } from '../helpers/cli.js';
 import { tmpdir } from '../helpers/peers.js';
 
 /**
- * Issue 10 items 4, 10 and 10, with real bundles signed the way build signs them and the real
+ * Issue 10 items 4, 10 and 11, with real bundles signed the way build signs them and the real
  * CLI: unpack (and install and a joining server's store step) refuses a rollback and a directory
- * that is not ferry's.
+ * that is not ferry's; inspect never passes off the key bundle.json names as the signer.
  */
 
 const site = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
@@ -212,5 +212,33 @@ describe('unpack replaces only a directory ferry marked as an unpacked bundle (i
     expect((await unpack(await bundleFile('e2.tar', { version: '1.1.0', created: '2025-07-01T00:00:00.000Z' }), dir)).code).toBe(0);
     expect(Object.keys(await snapshot(dir)).sort()).toEqual([UNPACKED_MARKER, 'bundle.json', 'checksums.txt', 'checksums.txt.sig', 'files/versions.json', 'install.sh'].sort());
     expect(await versionIn(dir)).toBe('1.1.0');
+  });
+});
+
+describe('inspect says who signed, only when it checked (issue 10 item 11)', () => {
+  it('calls the key bundle.json names a claim, shows the verified signer with --trust, and refuses a wrong one', async () => {
+    // Signed by the attacker, while bundle.json claims the site's key.
+    const forged = await bundleFile('forged.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }, { signWith: attacker.privateKey, claims: site.privateKey });
+    const siteFp = fingerprint(site.publicKey);
+    const plain = await ferry(['bundle', 'inspect', forged]);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).not.toMatch(/^signed by/m);
+    expect(plain.stdout).toMatch(new RegExp(`^signer: UNVERIFIED; bundle.json claims ${siteFp}`, 'm'));
+    const json = JSON.parse((await ferry(['bundle', 'inspect', forged, '--json'])).stdout) as { signature: { verified: boolean; fingerprint?: string } };
+    expect(json.signature).toEqual({ verified: false, claimedFingerprint: siteFp });
+
+    const wrong = await ferry(['bundle', 'inspect', forged, '--trust', sitePub]);
+    expect(wrong.code).toBe(5);
+    expect(wrong.stderr).toMatch(/error\[BUNDLE_SIGNATURE_INVALID\]/);
+    expect(wrong.stdout).not.toContain(siteFp);
+
+    const real = await ferry(['bundle', 'inspect', forged, '--trust', attackerPub]);
+    expect(real.code).toBe(0);
+    expect(real.stdout).toMatch(new RegExp(`^signed by ${fingerprint(attacker.publicKey)} \\(verified`, 'm'));
+    expect(real.stdout).not.toMatch(new RegExp(`^signed by ${siteFp}`, 'm'));
+
+    const honest = await bundleFile('honest.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' });
+    const ok = JSON.parse((await ferry(['bundle', 'inspect', honest, '--trust', sitePub, '--json'])).stdout) as { signature: unknown };
+    expect(ok.signature).toEqual({ verified: true, fingerprint: siteFp });
   });
 });

@@ -144,6 +144,9 @@ const table = {
   serveListen: ['SERVE_LISTEN', 'usage'],
   /** Any other failure to open the listening socket. */
   serveSocket: ['SERVE_SOCKET', 'host'],
+  // Issue 10 items 4 and 10: unpack refuses a rollback and a directory that is not ferry's.
+  bundleDowngrade: ['BUNDLE_DOWNGRADE', 'usage'],
+  unpackNotOurs: ['UNPACK_TARGET_NOT_FERRY', 'usage'],
   serveBundle: ['SERVE_BUNDLE', 'store'],
   pkiInvalid: ['PKI_INVALID', 'usage'],
   pkiMissing: ['PKI_MISSING', 'usage'],

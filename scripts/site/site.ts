@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { bootstrapScript } from '../../src/bundle/format.js';
 import { buildFileTree, buildImages, pushImages, run, serveFiles, startRegistry } from './content.js';
 import { built, CACHE, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK } from './config.js';
 import { loadState, saveState, type SiteState } from './state.js';
@@ -160,14 +161,15 @@ function runOnHost(h: HostState, script: string): Promise<number> {
   });
 }
 
-/** Runs the bundle's own install.sh on a host, streaming its output. */
+/** Checks the bootstrap with the host's own openssl and sha256sum, then runs the bundle's install.sh, streaming its output. */
 async function install(s: SiteState, h: HostState, pub: string): Promise<void> {
   const srv = path.join(h.dir, 'disk/srv');
   const name = path.basename(s.bundle);
   await fs.link(s.bundle, path.join(srv, name)).catch(() => fs.copyFile(s.bundle, path.join(srv, name)));
   await fs.copyFile(pub, path.join(srv, 'ferry.pub'));
   await fs.writeFile(path.join(srv, 'answers.yaml'), answersFor(s, h));
-  const script = `cd /srv && tar -xf ${name} install.sh ferry runtime && sh install.sh ${name} --trust ferry.pub --answers answers.yaml`;
+  const arch = process.arch === 'arm64' ? 'arm64' : 'amd64';
+  const script = `cd /srv && ${bootstrapScript(name, `linux/${arch}`, { installArgs: ['--answers', 'answers.yaml'] })}`;
   say(`${h.name}: ${script}`);
   const t0 = Date.now();
   const code = await runOnHost(h, script);

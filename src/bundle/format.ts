@@ -78,11 +78,47 @@ if [ ! -x "$node" ]; then
   echo "ferry: this bundle carries no runtime for linux/$arch" >&2
   exit 2
 fi
+# A guard against accidents (a partial extract, a file changed since), not the trust anchor: that
+# is the openssl and sha256sum check run before this script, which covered this script too.
+if ! bad=$(cd "$here" && grep -E "^[0-9a-f]{64}  (install\\.sh|ferry/.+|runtime/linux-$arch/node)\\$" checksums.txt | sha256sum -c - 2>&1); then
+  printf '%s\\n' "$bad" | grep -v ': OK$' >&2 || true
+  echo "ferry: install.sh, ferry/ or runtime/linux-$arch/node here do not match checksums.txt; extract them again and run the openssl and sha256sum steps that ferry bundle build printed" >&2
+  exit 2
+fi
 exec "$node" "$here/ferry/ferry.mjs" install "$@"
 `;
 
 /** Where the Node.js runtime for a platform (`linux/amd64`) sits; install.sh looks there. */
 export const runtimePath = (platform: string) => `runtime/linux-${platform.split('/')[1]}/node`;
+
+/** Quotes a word for sh only when it needs it, so the usual file names stay readable. */
+const shWord = (s: string) => (/^[\w./+=:@%-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+
+/**
+ * The site's first commands, before anything from the bundle runs: stock tar, openssl and
+ * sha256sum, with the ferry.pub that came by another channel, check the signed table and then
+ * install.sh, ferry/ and the runtime against it; only then does install.sh run. `bundle` is what
+ * install.sh is given (FILE or FILE.parts.json), relative to the directory the commands run in.
+ * tar keeps no owner or mode from the archive: the headers are not signed, a setuid bit would be.
+ */
+export function bootstrapSteps(bundle: string, platform: string, o: { pub?: string; installArgs?: string[] } = {}): string[] {
+  const rt = runtimePath(platform);
+  const read = isPartsFile(bundle) ? `cat ${shWord(bundle.slice(0, -PARTS_SUFFIX.length))}.part[0-9]* | tar -xf -` : `tar -xf ${shWord(bundle)}`;
+  const pub = shWord(o.pub ?? 'ferry.pub');
+  const sig = `${CHECKSUMS_TXT}.sig`;
+  const der = `${CHECKSUMS_TXT}.der`;
+  const listed = `^[0-9a-f]{64}  (install\\.sh|ferry/.+|${rt})$`;
+  return [
+    `${read} --no-same-owner --no-same-permissions ${[...TABLE, 'install.sh', 'ferry', rt].join(' ')}`,
+    `openssl base64 -d -A -in ${sig} -out ${der}`,
+    `openssl dgst -sha256 -verify ${pub} -signature ${der} ${CHECKSUMS_TXT}`,
+    `grep -E '${listed}' ${CHECKSUMS_TXT} | sha256sum -c -`,
+    ['sh', 'install.sh', bundle, '--trust', o.pub ?? 'ferry.pub', ...(o.installArgs ?? [])].map(shWord).join(' '),
+  ];
+}
+
+/** bootstrapSteps as one script: each command runs only if the one before it succeeded. */
+export const bootstrapScript = (...a: Parameters<typeof bootstrapSteps>) => bootstrapSteps(...a).join(' &&\n');
 
 // ---------------------------------------------------------------------------------------------
 // files/: the binary repository, served by the site at /files/.

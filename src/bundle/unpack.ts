@@ -1,31 +1,88 @@
 import { promises as fs, statfsSync } from 'node:fs';
 import path from 'node:path';
+import semver from 'semver';
 import { Codes, IntegrityError, StoreError, UsageError } from '../errors.js';
 import { exists } from '../util/fsx.js';
+import { sha256Hex } from '../util/digest.js';
 import { formatBytes } from '../util/size.js';
-import { TABLE } from './format.js';
+import type { Reporter } from '../util/progress.js';
+import { bundleId, parseBundleManifest, TABLE, type BundleManifest } from './format.js';
 import { readBundleManifest } from './inspect.js';
 import { verifyBundle, type VerifyOptions, type VerifyResult } from './verify.js';
+
+/** Written by unpack into every tree it makes: the one sign that a directory is ferry's to replace. */
+export const UNPACKED_MARKER = '.ferry-unpacked';
+
+export interface UnpackOptions extends VerifyOptions {
+  /** Let a bundle older than the unpacked one replace it (--allow-downgrade). */
+  allowDowngrade?: boolean;
+}
+
+/**
+ * What `dest` holds now: nothing (absent or an empty directory), or a tree ferry unpacked, with its
+ * bundle.json when that still reads. Anything else is not ferry's to delete.
+ */
+async function currentTree(dest: string): Promise<{ manifest?: BundleManifest } | undefined> {
+  const st = await fs.stat(dest).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (!st) return undefined;
+  const notOurs = (what: string) =>
+    new UsageError(Codes.unpackNotOurs, `${dest} ${what}, so ferry will not replace it`, {
+      hint: `Choose a new or empty directory for --to. A bundle unpacked there by an older ferry has no ${UNPACKED_MARKER}: remove that directory yourself.`,
+    });
+  if (!st.isDirectory()) throw notOurs('is not a directory');
+  const names = await fs.readdir(dest);
+  if (!names.length) return undefined;
+  if (!names.includes(UNPACKED_MARKER)) throw notOurs(`holds files and no ${UNPACKED_MARKER} (it is not a bundle ferry unpacked)`);
+  const manifest = await fs
+    .readFile(path.join(dest, TABLE[0]))
+    .then((b) => parseBundleManifest(b, dest))
+    .catch(() => undefined);
+  return manifest ? { manifest } : {};
+}
+
+const label = (m: BundleManifest) => `${m.name} ${m.version} (created ${m.created})`;
+
+/** Why `incoming` would roll `installed` back: older by creation time, or by version when both are semver. */
+function downgradeOf(installed: BundleManifest, incoming: BundleManifest): string | undefined {
+  const why: string[] = [];
+  if (Date.parse(incoming.created) < Date.parse(installed.created)) why.push('it was created earlier');
+  if (semver.valid(incoming.version) && semver.valid(installed.version) && semver.lt(incoming.version, installed.version)) why.push('its version is lower');
+  return why.length ? why.join(' and ') : undefined;
+}
+
+function checkDowngrade(dest: string, installed: BundleManifest | undefined, incoming: BundleManifest, o: { allowDowngrade?: boolean; reporter?: Reporter }): void {
+  const why = installed && downgradeOf(installed, incoming);
+  if (!why) return;
+  const msg = `${dest} holds ${label(installed)}; ${label(incoming)} is older: ${why}`;
+  if (o.allowDowngrade) {
+    o.reporter?.warn(`${msg}; replacing it anyway (--allow-downgrade)`);
+    return;
+  }
+  throw new UsageError(Codes.bundleDowngrade, `refusing to roll back: ${msg}`, {
+    hint: `Use a bundle at least as new as ${installed.name} ${installed.version}, or pass --allow-downgrade if you mean to go back.`,
+  });
+}
 
 /**
  * Verifies while extracting into a staging directory beside `to`, and moves the tree into place
  * only when every entry checks out. A refused bundle leaves `to` as it was; a re-run after an
- * interruption starts a fresh staging directory.
+ * interruption starts a fresh staging directory. `to` is replaced only when it is empty or a tree
+ * ferry unpacked (it holds UNPACKED_MARKER), and not by an older bundle unless allowDowngrade.
  */
-export async function unpackBundle(input: string, to: string, o: VerifyOptions & { force?: boolean } = {}): Promise<VerifyResult & { dir: string }> {
+export async function unpackBundle(input: string, to: string, o: UnpackOptions = {}): Promise<VerifyResult & { dir: string }> {
   const dest = path.resolve(to);
   const parent = path.dirname(dest);
   await fs.mkdir(parent, { recursive: true });
   const staging = path.join(parent, `.${path.basename(dest)}.ferry-staging`);
   await fs.rm(staging, { recursive: true, force: true });
-  if ((await exists(dest)) && !o.force) {
-    const marker = path.join(dest, TABLE[0]);
-    if (!(await exists(marker))) {
-      throw new UsageError(Codes.usage, `${dest} exists and is not an unpacked bundle`, { hint: 'Choose an empty or new directory for --to.' });
-    }
-  }
-  // Disk preflight from the (not yet trusted) table: a lie here only changes whether we try.
+  const current = await currentTree(dest);
+  // Disk preflight and a first rollback check from the (not yet trusted) table: a lie here only
+  // changes whether we try; the verified manifest is checked again before anything is replaced.
   const manifest = await readBundleManifest(input);
+  if (!o.allowDowngrade) checkDowngrade(dest, current?.manifest, manifest, o);
   const st = statfsSync(parent);
   const free = Number(st.bavail) * Number(st.bsize);
   const need = manifest.contentSize + 64 * 1024 * 1024;
@@ -47,8 +104,11 @@ export async function unpackBundle(input: string, to: string, o: VerifyOptions &
         return target;
       },
     });
+    checkDowngrade(dest, current?.manifest, res.manifest, o);
     // Keep the signed table too, so the unpacked tree can be checked again later.
     for (const [name, bytes] of Object.entries(res.table)) await fs.writeFile(path.join(staging, name), bytes, { mode: 0o644 });
+    const marker = { bundle: bundleId(res.manifest), created: res.manifest.created, checksums: sha256Hex(res.table['checksums.txt']), signer: res.fingerprint };
+    await fs.writeFile(path.join(staging, UNPACKED_MARKER), `${JSON.stringify(marker)}\n`, { mode: 0o644 });
     const old = `${dest}.ferry-old`;
     await fs.rm(old, { recursive: true, force: true });
     if (await exists(dest)) await fs.rename(dest, old);

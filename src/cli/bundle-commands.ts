@@ -1,7 +1,8 @@
+import path from 'node:path';
 import { Command } from 'commander';
 import { buildBundle, DEFAULT_PART_SIZE } from '../bundle/build.js';
 import { parseBinaryMirror } from '../bundle/fetch.js';
-import { bundleFileName } from '../bundle/format.js';
+import { bootstrapScript, bundleFileName, isPartsFile, type BundleManifest } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
@@ -22,6 +23,21 @@ async function verifyOptions(o: { trust?: string }, out: Output): Promise<Verify
     },
     reporter: out.reporter,
   };
+}
+
+/** The stock-tools check of the bootstrap, one script per platform the bundle carries. */
+function siteSteps(file: string, m: Pick<BundleManifest, 'platforms'>): { platform: string; script: string }[] {
+  return m.platforms.map((platform) => ({ platform, script: bootstrapScript(path.basename(file), platform) }));
+}
+
+function siteStepsText(file: string, m: Pick<BundleManifest, 'platforms'>): string {
+  const steps = siteSteps(file, m);
+  return [
+    `On the site, as root, in the directory holding ${path.basename(file)}${isPartsFile(file) ? ' and its parts' : ''} and ferry.pub (which must come by another channel),`,
+    'check the bootstrap with stock tar, openssl and sha256sum before anything from the bundle runs:',
+    '',
+    ...steps.flatMap((s) => [...(steps.length > 1 ? [`# on ${s.platform}:`] : []), s.script, '']),
+  ].join('\n');
 }
 
 export function bundleCommand(): Command {
@@ -56,9 +72,10 @@ export function bundleCommand(): Command {
     const outFile = o.out ?? bundleFileName(s.spec.metadata);
     const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, binaryMirrors, platforms: o.platform });
     out.reporter.done();
+    const file = r.parts ?? r.out;
     out.result(
-      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}`,
-      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint },
+      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}\n\n${siteStepsText(file, r.manifest)}`,
+      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint, siteSteps: siteSteps(file, r.manifest) },
     );
   });
   const verify = new Command('verify')
@@ -84,23 +101,30 @@ export function bundleCommand(): Command {
     .argument('<bundle>', 'FILE or FILE.parts.json')
     .requiredOption('--to <dir>', 'directory to create or replace')
     .option('--trust <pub>', 'the trusted public key (ferry.pub)')
+    .option('--allow-downgrade', 'replace an unpacked bundle with an older one (by creation time or version)')
     .addHelpText('after', examples(['ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle']));
-  unpack.action(async (file: string, o: { trust?: string; to: string }, c: Command) => {
+  unpack.action(async (file: string, o: { trust?: string; to: string; allowDowngrade?: boolean }, c: Command) => {
     const out = makeOutput(globals(c));
-    const r = await unpackBundle(file, o.to, await verifyOptions(o, out));
+    const r = await unpackBundle(file, o.to, { ...(await verifyOptions(o, out)), allowDowngrade: o.allowDowngrade });
     out.reporter.done();
     out.result(`unpacked ${r.manifest.name} ${r.manifest.version} into ${r.dir}: ${r.entries} entries, ${formatBytes(r.bytes)}`, { dir: r.dir, entries: r.entries, bytes: r.bytes, fingerprint: r.fingerprint });
   });
   const inspect = new Command('inspect')
-    .description('list what a bundle holds (reads bundle.json only; use verify to check it)')
+    .description('list what a bundle holds (reads bundle.json; with --trust also checks who signed it; use verify to check the content)')
     .argument('<bundle>', 'FILE or FILE.parts.json')
-    .addHelpText('after', examples(['ferry bundle inspect kubernetes-0.1.0.ferry.tar', 'ferry bundle inspect kubernetes-0.1.0.ferry.tar --json | jq .images']));
-  inspect.action(async (file: string, _o: unknown, c: Command) => {
+    .option('--trust <pub>', 'check the signature over the signed table with this key (ferry.pub) and show the verified signer')
+    .addHelpText('after', examples(['ferry bundle inspect kubernetes-0.1.0.ferry.tar --trust ferry.pub', 'ferry bundle inspect kubernetes-0.1.0.ferry.tar --json | jq .images']));
+  inspect.action(async (file: string, o: { trust?: string }, c: Command) => {
     const out = makeOutput(globals(c));
-    const m = await readBundleManifest(file);
+    // Without --trust nothing here is checked, so the key bundle.json names is only a claim.
+    const signed = o.trust ? await verifyBundle(file, { trust: await loadPublicKey(o.trust), tableOnly: true, reporter: out.reporter }) : undefined;
+    const m = signed?.manifest ?? (await readBundleManifest(file));
+    const signature = signed ? { verified: true, fingerprint: signed.fingerprint } : { verified: false, claimedFingerprint: m.signer?.fingerprint };
     const lines = [
       `${m.name} ${m.version} (format ${m.formatVersion}, ferry ${m.ferryVersion}, created ${m.created})`,
-      `signed by ${m.signer?.fingerprint ?? '(unknown)'}`,
+      signed
+        ? `signed by ${signed.fingerprint} (verified with --trust; the content is not checked here: run verify)`
+        : `signer: UNVERIFIED; bundle.json claims ${m.signer?.fingerprint ?? 'no key'}, which anyone can write (pass --trust ferry.pub to check it)`,
       `platforms: ${m.platforms.join(', ')}${m.kubernetes ? `; Kubernetes ${m.kubernetes.version}` : ''}`,
       `content: ${formatBytes(m.contentSize)} in ${m.entries} entries`,
       `images (${m.images.length}):`,
@@ -111,8 +135,10 @@ export function bundleCommand(): Command {
       ...m.files.map((f) => `  ${f.path}  ${formatBytes(f.size)}`),
       `runtime (${m.runtime.length}):`,
       ...m.runtime.map((r) => `  ${r.path}  Node.js ${r.version}  ${formatBytes(r.size)}`),
+      '',
+      siteStepsText(file, m),
     ];
-    out.result(lines.join('\n'), m);
+    out.result(lines.join('\n'), { ...m, signature, siteSteps: siteSteps(file, m) });
   });
   for (const cmd of [build, verify, unpack, inspect]) bundle.addCommand(cmd);
   return bundle;

@@ -82,12 +82,13 @@ export function installCommand(): Command {
     .option('--ignore-preflight <checks>', 'skip these preflight checks (root,arch,swap,ports,disk,clock)', collectCsv)
     .option('--yes', 'do not ask for confirmation of the summary')
     .option('--rollout-timeout <seconds>', 'how long to wait for the DNS and LB DaemonSets', '300')
+    .option('--allow-downgrade', 'replace the unpacked bundle with an older one (by creation time or version)')
     .addHelpText('after', examples([
-      'tar -xf site.ferry.tar install.sh ferry runtime && sudo sh install.sh site.ferry.tar --trust ferry.pub',
+      'sudo sh install.sh site.ferry.tar --trust ferry.pub   # after the openssl and sha256sum steps that ferry bundle build printed',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json',
     ]))
-    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string }, c: Command) => {
+    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
       let answers: InstallAnswers;
       if (o.answers) answers = await loadAnswers(o.answers);
@@ -114,6 +115,7 @@ export function installCommand(): Command {
         reporter: out.reporter,
         ignorePreflight: o.ignorePreflight,
         rolloutTimeoutMs: Number(o.rolloutTimeout) * 1000,
+        allowDowngrade: o.allowDowngrade,
         verify: {
           trust,
           reporter: out.reporter,
@@ -212,14 +214,15 @@ export function nodeJoinCommand(): Command {
     .description('(internal) the plan a joining node runs on itself; started by ferry join')
     .option('--root <dir>', 'host-file prefix', '/')
     .option('--bundle <file>', 'bundle uploaded for a joining server')
-    .action(async (o: { root: string; bundle?: string }, c: Command) => {
+    .option('--allow-downgrade', 'let the uploaded bundle replace a newer one unpacked here')
+    .action(async (o: { root: string; bundle?: string; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
       const { nodeJoinSteps } = await import('../install/node-join.js');
       let text = '';
       for await (const chunk of process.stdin) text += (chunk as Buffer).toString('utf8');
       const payload = JSON.parse(text) as import('../install/node-join.js').NodeJoinPayload;
       const host = new Host(path.resolve(o.root), process.env, [payload.join.token, payload.join.certificateKey ?? ''].filter(Boolean));
-      const r = await runPlan(host, 'join', nodeJoinSteps(host, payload, { bundleFile: o.bundle, reporter: out.reporter }), out.reporter);
+      const r = await runPlan(host, 'join', nodeJoinSteps(host, payload, { bundleFile: o.bundle, reporter: out.reporter, allowDowngrade: o.allowDowngrade }), out.reporter);
       out.result(`joined ${payload.name}: ${r.applied.length} steps applied`, r);
     });
 }

@@ -32,6 +32,8 @@ export interface InstallContext {
   /** Preflight checks to skip by name (root, arch, swap, ports, disk, clock). */
   ignorePreflight?: string[];
   rolloutTimeoutMs?: number;
+  /** Let an older bundle replace the unpacked one (--allow-downgrade). */
+  allowDowngrade?: boolean;
 }
 
 /** The steps of the first server, in order. */
@@ -78,7 +80,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         return !!want && !!have && JSON.stringify(want) === JSON.stringify(have);
       },
       apply: async (log) => {
-        const r = await unpackBundle(ctx.bundle, host.p(BUNDLE_DIR), { ...ctx.verify, force: true });
+        const r = await unpackBundle(ctx.bundle, host.p(BUNDLE_DIR), { ...ctx.verify, allowDowngrade: ctx.allowDowngrade });
         log(`unpacked ${r.manifest.name} ${r.manifest.version}: ${r.entries} entries, signed by ${r.fingerprint}`);
       },
     },

@@ -112,7 +112,7 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
 }
 
 /** The steps a joining node runs on itself, started by ferry join over SSH. */
-export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile?: string; reporter?: Pick<Reporter, 'warn'> } = {}): Step[] {
+export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile?: string; reporter?: Pick<Reporter, 'warn'>; allowDowngrade?: boolean } = {}): Step[] {
   const server = p.role === 'server';
   const registry = registryFqdn(p.domain);
   const cgroups = cgroupsOnce(host);
@@ -154,7 +154,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       markerStep(host, 'store', 'verify and unpack the bundle: this server serves it too', 'v1', async (log) => {
         if (!opts.bundleFile) throw new HostError(Codes.joinUploadMissing, 'no bundle was uploaded for this server');
         const trust = await loadPublicKey(host.p(BUNDLE_PUB));
-        const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, force: true });
+        const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, allowDowngrade: opts.allowDowngrade });
         for (const f of [...(await partFiles(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });
         log(`unpacked ${r.manifest.name} ${r.manifest.version}`);
         const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [registry, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(REGISTRY_CERT_PREFIX) });

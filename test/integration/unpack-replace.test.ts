@@ -1,0 +1,244 @@
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { tarOf } from '../../fixtures/hostile.js';
+import { checksumsText, manifestBytes, TABLE, type BundleManifest } from '../../src/bundle/format.js';
+import { UNPACKED_MARKER } from '../../src/bundle/unpack.js';
+import { Host } from '../../src/install/host.js';
+import { firstServerSteps } from '../../src/install/first-server.js';
+import { nodeJoinSteps, type NodeJoinPayload } from '../../src/install/node-join.js';
+import { BUNDLE_DIR, BUNDLE_PUB, PKI_DIR } from '../../src/install/paths.js';
+import { fingerprint, signBytes } from '../../src/sign/keys.js';
+import { initPki } from '../../src/sign/pki.js';
+import { sha256Hex } from '../../src/util/digest.js';
+import { silentReporter } from '../../src/util/progress.js';
+import { ferry } from '../helpers/cli.js';
+import { tmpdir } from '../helpers/peers.js';
+
+/**
+ * Issue 10 items 4, 10 and 11, with real bundles signed the way build signs them and the real
+ * CLI: unpack (and install and a joining server's store step) refuses a rollback and a directory
+ * that is not ferry's; inspect never passes off the key bundle.json names as the signer.
+ */
+
+const site = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+const attacker = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+let work: string;
+let sitePub: string;
+let attackerPub: string;
+
+const pem = (k: KeyObject) => (k.type === 'public' ? k : createPublicKey(k)).export({ type: 'spki', format: 'pem' }) as string;
+
+/** A valid bundle: bundle.json claims `claims` as its signer, and `signWith` signs the table. */
+async function bundleFile(name: string, m: { name?: string; version: string; created: string }, o: { signWith?: KeyObject; claims?: KeyObject } = {}): Promise<string> {
+  const content = [
+    { path: 'files/versions.json', data: Buffer.from('[]\n') },
+    { path: 'install.sh', data: Buffer.from(`#!/bin/sh\necho ${m.version}\n`) },
+  ];
+  const claimed = createPublicKey(o.claims ?? site.privateKey);
+  const manifest: BundleManifest = {
+    formatVersion: 1,
+    name: m.name ?? 'site',
+    version: m.version,
+    created: m.created,
+    ferryVersion: '0.1.0',
+    platforms: ['linux/amd64'],
+    images: [],
+    charts: [],
+    files: [],
+    runtime: [],
+    signer: { fingerprint: fingerprint(claimed), publicKey: pem(claimed) },
+    contentSize: content.reduce((n, c) => n + c.data.length, 0),
+    entries: content.length + TABLE.length,
+  };
+  const json = manifestBytes(manifest);
+  const sums = checksumsText([{ path: 'bundle.json', sha256: sha256Hex(json) }, ...content.map((c) => ({ path: c.path, sha256: sha256Hex(c.data) }))]);
+  const sig = Buffer.from(`${signBytes(o.signWith ?? site.privateKey, sums)}\n`);
+  const file = path.join(work, name);
+  await fs.writeFile(file, tarOf([{ name: 'bundle.json', data: json }, { name: 'checksums.txt', data: sums }, { name: 'checksums.txt.sig', data: sig }, ...content.map((c) => ({ name: c.path, data: c.data, mode: c.path === 'install.sh' ? 0o755 : 0o644 }))]));
+  return file;
+}
+
+const unpack = (file: string, to: string, ...more: string[]) => ferry(['bundle', 'unpack', file, '--trust', sitePub, '--to', to, ...more]);
+const versionIn = async (dir: string) => (JSON.parse(await fs.readFile(path.join(dir, 'bundle.json'), 'utf8')) as BundleManifest).version;
+
+/** Every file below a directory with its content, to show that a refusal changed nothing. */
+async function snapshot(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (rel: string) => {
+    for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
+      const r = path.join(rel, e.name);
+      if (e.isDirectory()) await walk(r);
+      else out[r] = await fs.readFile(path.join(dir, r), 'utf8');
+    }
+  };
+  await walk('');
+  return out;
+}
+
+beforeAll(async () => {
+  work = await tmpdir('ferry-unpack-replace-');
+  sitePub = path.join(work, 'ferry.pub');
+  attackerPub = path.join(work, 'attacker.pub');
+  await fs.writeFile(sitePub, pem(site.publicKey));
+  await fs.writeFile(attackerPub, pem(attacker.publicKey));
+});
+
+const answers = { apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'site.test', node: { name: 'k8s-server-01', ip: '127.0.0.1' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12' } as const;
+const installUnpack = (root: string, bundle: string, allowDowngrade?: boolean) => {
+  const steps = firstServerSteps({ host: new Host(root), bundle, answers, verify: { trust: site.publicKey }, reporter: silentReporter, allowDowngrade });
+  return steps.find((s) => s.id === 'unpack')!.apply(() => {});
+};
+const payload: NodeJoinPayload = { role: 'server', name: 'k8s-server-02', ip: '127.0.0.2', domain: 'site.test', fqdn: 'k8s-cluster.site.test', serverIps: ['127.0.0.1'], firstServerIp: '127.0.0.1', registries: [], pauseImage: 'registry.k8s.io/pause:3.10', kubernetesVersion: 'v1.37.2', join: { token: 't', caCertHash: 'sha256:00' } };
+const joinStore = (root: string, bundle: string, allowDowngrade?: boolean) => nodeJoinSteps(new Host(root), payload, { bundleFile: bundle, allowDowngrade }).find((s) => s.id === 'store')!.apply(() => {});
+
+describe('unpack refuses a rollback (issue 10 item 4)', () => {
+  // [what the incoming bundle is, its version and created] against an unpacked site 1.2.0 of June.
+  const older: [string, string, string][] = [
+    ['older by version and by creation time', '1.1.0', '2025-05-01T00:00:00.000Z'],
+    ['the same version, created earlier', '1.2.0', '2025-05-01T00:00:00.000Z'],
+    ['created later, with a lower semver version', '1.1.9', '2025-07-01T00:00:00.000Z'],
+    ['a lower prerelease of the same version, created later', '1.2.0-rc.1', '2025-07-01T00:00:00.000Z'],
+  ];
+  it.each(older)('refuses a bundle %s, naming both versions, unless --allow-downgrade', async (what, version, created) => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile(`new-${what}.tar`, { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    const before = await snapshot(dir);
+    const old = await bundleFile(`old-${what}.tar`, { version, created });
+    const r = await unpack(old, dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[BUNDLE_DOWNGRADE\]: refusing to roll back/);
+    expect(r.stderr).toContain('site 1.2.0 (created 2025-06-01T00:00:00.000Z)');
+    expect(r.stderr).toContain(`site ${version} (created ${created})`);
+    expect(r.stderr).toContain('--allow-downgrade');
+    expect(await snapshot(dir)).toEqual(before);
+    const forced = await unpack(old, dir, '--allow-downgrade');
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stderr).toMatch(/replacing it anyway \(--allow-downgrade\)/);
+    expect(await versionIn(dir)).toBe(version);
+  });
+
+  it('refuses by creation time alone when a version is not semver', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('cal-new.tar', { version: '2025.06', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    const r = await unpack(await bundleFile('cal-old.tar', { version: '2025.07', created: '2025-05-01T00:00:00.000Z' }), dir);
+    expect(r.stderr).toMatch(/BUNDLE_DOWNGRADE.*site 2025\.06 .* site 2025\.07 .*created earlier/);
+  });
+
+  it('accepts the same bundle again and any newer one', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    const cur = await bundleFile('cur.tar', { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' });
+    expect((await unpack(cur, dir)).code).toBe(0);
+    expect((await unpack(cur, dir)).code).toBe(0);
+    expect((await unpack(await bundleFile('patch.tar', { version: '1.2.1', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    expect((await unpack(await bundleFile('next.tar', { version: '2.0.0', created: '2025-08-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    expect(await versionIn(dir)).toBe('2.0.0');
+  });
+
+  it("refuses it in install's unpack step and a joining server's store step too, unless allowDowngrade", async () => {
+    const newer = await bundleFile('i-new.tar', { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' });
+    const older = await bundleFile('i-old.tar', { version: '1.1.0', created: '2025-05-01T00:00:00.000Z' });
+    const root = await tmpdir();
+    await installUnpack(root, newer);
+    await expect(installUnpack(root, older)).rejects.toMatchObject({ code: 'BUNDLE_DOWNGRADE', exit: 'usage', message: expect.stringContaining('site 1.1.0') });
+    expect(await versionIn(path.join(root, BUNDLE_DIR))).toBe('1.2.0');
+    await installUnpack(root, older, true);
+    expect(await versionIn(path.join(root, BUNDLE_DIR))).toBe('1.1.0');
+
+    const node = await tmpdir();
+    await fs.mkdir(path.dirname(path.join(node, BUNDLE_PUB)), { recursive: true });
+    await fs.writeFile(path.join(node, BUNDLE_PUB), pem(site.publicKey));
+    await initPki({ domain: 'site.test', ips: ['127.0.0.1'], outDir: path.join(node, PKI_DIR) });
+    const upload = async (f: string) => {
+      const to = path.join(node, 'incoming', path.basename(f));
+      await fs.mkdir(path.dirname(to), { recursive: true });
+      await fs.copyFile(f, to);
+      return to;
+    };
+    await joinStore(node, await upload(newer));
+    await expect(joinStore(node, await upload(older))).rejects.toMatchObject({ code: 'BUNDLE_DOWNGRADE' });
+    expect(await versionIn(path.join(node, BUNDLE_DIR))).toBe('1.2.0');
+    await joinStore(node, await upload(older), true);
+    expect(await versionIn(path.join(node, BUNDLE_DIR))).toBe('1.1.0');
+  });
+});
+
+describe('unpack replaces only a directory ferry marked as an unpacked bundle (issue 10 item 10)', () => {
+  // Directories an operator might point --to at by mistake, each with a file of their own.
+  const theirs: [string, Record<string, string>][] = [
+    ['a bundle.json and notes', { 'bundle.json': '{"name":"mine"}', 'notes.txt': 'my notes' }],
+    ['what looks like a signed table, and notes', { 'bundle.json': '{}', 'checksums.txt': '', 'checksums.txt.sig': '', 'notes.txt': 'my notes' }],
+    ['only their own files', { 'notes.txt': 'my notes', 'sub/data.bin': 'data' }],
+  ];
+  it.each(theirs)('refuses a directory holding %s, through unpack and install, and leaves it whole', async (_what, files) => {
+    const dir = path.join(await tmpdir(), 'mydata');
+    for (const [f, c] of Object.entries(files)) {
+      await fs.mkdir(path.dirname(path.join(dir, f)), { recursive: true });
+      await fs.writeFile(path.join(dir, f), c);
+    }
+    const bundle = await bundleFile('b.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' });
+    const r = await unpack(bundle, dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`error\\[UNPACK_TARGET_NOT_FERRY\\]: ${dir.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} holds files and no \\.ferry-unpacked`));
+    expect(await snapshot(dir)).toEqual(files);
+    // install unpacks with the same rule (it used to force).
+    const root = await tmpdir();
+    const target = path.join(root, BUNDLE_DIR);
+    await fs.mkdir(target, { recursive: true });
+    for (const [f, c] of Object.entries(files)) {
+      await fs.mkdir(path.dirname(path.join(target, f)), { recursive: true });
+      await fs.writeFile(path.join(target, f), c);
+    }
+    await expect(installUnpack(root, bundle)).rejects.toMatchObject({ code: 'UNPACK_TARGET_NOT_FERRY', exit: 'usage' });
+    expect(await snapshot(target)).toEqual(files);
+  });
+
+  it('refuses a file where the directory should be', async () => {
+    const dir = await tmpdir();
+    await fs.writeFile(path.join(dir, 'mydata'), 'a file');
+    const r = await unpack(await bundleFile('f.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }), path.join(dir, 'mydata'));
+    expect(r.stderr).toMatch(/UNPACK_TARGET_NOT_FERRY.*is not a directory/);
+    expect(await fs.readFile(path.join(dir, 'mydata'), 'utf8')).toBe('a file');
+  });
+
+  it('fills a new or empty directory, marks it, and replaces its own tree whole later', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    await fs.mkdir(dir);
+    expect((await unpack(await bundleFile('e1.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    const marker = JSON.parse(await fs.readFile(path.join(dir, UNPACKED_MARKER), 'utf8')) as { bundle: string; signer: string };
+    expect(marker).toMatchObject({ bundle: 'site-1.0.0', signer: fingerprint(site.publicKey) });
+    await fs.writeFile(path.join(dir, 'stale.txt'), 'left by an older unpack');
+    expect((await unpack(await bundleFile('e2.tar', { version: '1.1.0', created: '2025-07-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    expect(Object.keys(await snapshot(dir)).sort()).toEqual([UNPACKED_MARKER, 'bundle.json', 'checksums.txt', 'checksums.txt.sig', 'files/versions.json', 'install.sh'].sort());
+    expect(await versionIn(dir)).toBe('1.1.0');
+  });
+});
+
+describe('inspect says who signed, only when it checked (issue 10 item 11)', () => {
+  it('calls the key bundle.json names a claim, shows the verified signer with --trust, and refuses a wrong one', async () => {
+    // Signed by the attacker, while bundle.json claims the site's key.
+    const forged = await bundleFile('forged.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }, { signWith: attacker.privateKey, claims: site.privateKey });
+    const siteFp = fingerprint(site.publicKey);
+    const plain = await ferry(['bundle', 'inspect', forged]);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).not.toMatch(/^signed by/m);
+    expect(plain.stdout).toMatch(new RegExp(`^signer: UNVERIFIED; bundle.json claims ${siteFp}`, 'm'));
+    const json = JSON.parse((await ferry(['bundle', 'inspect', forged, '--json'])).stdout) as { signature: { verified: boolean; fingerprint?: string } };
+    expect(json.signature).toEqual({ verified: false, claimedFingerprint: siteFp });
+
+    const wrong = await ferry(['bundle', 'inspect', forged, '--trust', sitePub]);
+    expect(wrong.code).toBe(5);
+    expect(wrong.stderr).toMatch(/error\[BUNDLE_SIGNATURE_INVALID\]/);
+    expect(wrong.stdout).not.toContain(siteFp);
+
+    const real = await ferry(['bundle', 'inspect', forged, '--trust', attackerPub]);
+    expect(real.code).toBe(0);
+    expect(real.stdout).toMatch(new RegExp(`^signed by ${fingerprint(attacker.publicKey)} \\(verified`, 'm'));
+    expect(real.stdout).not.toMatch(new RegExp(`^signed by ${siteFp}`, 'm'));
+
+    const honest = await bundleFile('honest.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' });
+    const ok = JSON.parse((await ferry(['bundle', 'inspect', honest, '--trust', sitePub, '--json'])).stdout) as { signature: unknown };
+    expect(ok.signature).toEqual({ verified: true, fingerprint: siteFp });
+  });
+});

@@ -179,4 +179,8 @@ export const Codes = {
   unitInvalid: 'UNIT_INVALID',
   // The bootstrap chart's values (site DNS and API load balancer).
   bootstrapValues: 'BOOTSTRAP_VALUES_INVALID',
+  // Issue 10 item 2: SSH host keys.
+  sshHostKeyRevoked: 'SSH_HOST_KEY_REVOKED',
+  sshHostCertAuthority: 'SSH_HOST_KEY_CERT_AUTHORITY',
+  sshKnownHostsRead: 'SSH_KNOWN_HOSTS_READ',
 } as const;

@@ -280,11 +280,19 @@ export class SshSession {
     }
   }
 
-  /** Uploads through SFTP to a temp name, then renames: a cut upload never looks complete. */
+  /**
+   * Uploads through SFTP to a temp name, then renames: a cut upload never looks complete. The temp
+   * file is created afresh with its final mode, so a secret (0600) is never readable by others,
+   * not even while empty: an open descriptor would read it once written.
+   */
   async upload(local: string, remote: string, mode = 0o644): Promise<void> {
     const s = await this.sftp();
     await this.mkdirp(path.posix.dirname(remote));
     const tmp = `${remote}.ferry-upload`;
+    await new Promise<void>((resolve) => s.unlink(tmp, () => resolve()));
+    await new Promise<void>((resolve, reject) =>
+      s.open(tmp, 'wx', { mode }, (e, h) => (e ? reject(e) : s.close(h, (e2) => (e2 ? reject(e2) : resolve())))),
+    );
     await new Promise<void>((resolve, reject) => s.fastPut(local, tmp, { mode }, (e) => (e ? reject(e) : resolve())));
     await new Promise<void>((resolve) => s.unlink(remote, () => resolve()));
     await new Promise<void>((resolve, reject) => s.rename(tmp, remote, (e) => (e ? reject(e) : resolve())));

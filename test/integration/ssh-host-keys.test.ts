@@ -232,3 +232,16 @@ describe('ferry join matches known_hosts entries by port', () => {
     expect(r.knownHostsAfter).toBe(`${kh}\n${real.ip} ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`);
   });
 });
+
+describe('ferry join uploads secrets created 0600 from their first byte', () => {
+  it("the site CA key a joining server receives is never created readable by others, not even empty", async () => {
+    const r = await join({ target: real, knownHosts: `${real.ip} ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`, role: 'server' });
+    expect(r.stderr).toMatch(/node-join stand-in ran/);
+    // sftp-server logs every open with the mode it creates the file with.
+    const opens = (await real.sftpLog()).split('\n').filter((l) => /open "/.test(l) && l.includes(`"${r.remote}/etc/ferry/pki/ca.key`));
+    // The first open creates it, exclusively, 0600; later ones (the copy) find it made.
+    expect(opens[0]).toMatch(/flags \S*CREATE\S*EXCL mode 0600\s*$/);
+    expect(opens.filter((l) => /EXCL/.test(l))).toHaveLength(1);
+    expect((await fs.stat(path.join(r.remote, 'etc/ferry/pki/ca.key'))).mode & 0o777).toBe(0o600);
+  });
+});

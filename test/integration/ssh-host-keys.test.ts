@@ -245,3 +245,16 @@ describe('ferry join uploads secrets created 0600 from their first byte', () => 
     expect((await fs.stat(path.join(r.remote, 'etc/ferry/pki/ca.key'))).mode & 0o777).toBe(0o600);
   });
 });
+
+describe('a join host given by name', () => {
+  it('reaches nodes.json as the address it resolves to, and is still reached over SSH by its name', async () => {
+    const hosts = path.join(work, 'hosts');
+    await fs.writeFile(hosts, `127.0.0.1 localhost\n${real.ip} k8s-node.site.test\n`);
+    const r = await join({ target: real, host: 'k8s-node.site.test', knownHosts: `k8s-node.site.test ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`, etcHosts: hosts, exitCode: 0 });
+    expect(r.authenticated).toBe(true);
+    expect(r.nodesJson).toEqual([
+      { name: 'k8s-server-01', ip: lab.gatewayIp, role: 'server' },
+      { name: `k8s-node-${runs}`, ip: real.ip, role: 'agent' },
+    ]);
+  });
+});

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY, ROOT } from '../helpers/cli.js';
 import { startLab, type Lab, type NetnsHost } from '../helpers/netns.js';
@@ -10,18 +11,26 @@ import { writeStandins } from '../helpers/standins.js';
 
 /*
  * `ferry join` against real sshd in network namespaces, as an operator runs it, with known_hosts
- * written the ways OpenSSH writes them. The first server here is a minimal one (a bundle.json, a
- * cluster CA, a stand-in kubeadm); the bundle's "runtime" is a script that says it ran, so a join
- * that gets past the host key check shows its uploads and its plan command on the remote side.
+ * written the ways OpenSSH writes them. The first server here is a minimal one (a bundle.json, the
+ * CAs, a stand-in kubeadm). In `stub`, the bundle's "runtime" is a script that says it ran, so a
+ * join that gets past the host key check shows its uploads and its plan command on the remote side;
+ * in `full`, the runtime and CLI are the real ones and the joining node runs its whole plan.
  */
+
+interface ServerRoot {
+  root: string;
+  standins: string;
+}
 
 let work: string;
 let lab: Lab;
 let real: NetnsHost;
 let rogueEcdsa: NetnsHost;
 let rogueRsa: NetnsHost;
-let serverRoot: string;
-let standins: string;
+let stub: ServerRoot;
+let full: ServerRoot;
+/** What the `full` server's stand-in kubeadm prints: unique, so no other process can show them by chance. */
+const secrets = { token: `${randomBytes(3).toString('hex')}.${randomBytes(8).toString('hex')}`, certificateKey: randomBytes(32).toString('hex') };
 /** Keys "the real machine" at a rogue's address had: what known_hosts holds for it. */
 const other: Record<string, string> = {};
 let runs = 0;
@@ -42,20 +51,28 @@ interface JoinRun {
   uploaded: boolean;
   /** sshd accepted our identity (the host key check comes before it). */
   authenticated: boolean;
-  /** The remote root, and what the server saved as its nodes. */
+  /** The first node's remote root, and what the server saved as its nodes. */
   remote: string;
+  remotes: string[];
   nodesJson?: { name: string; ip: string; role: string }[];
 }
 
-/** Runs `ferry join` for one agent on `target` with this known_hosts, optionally under another /etc/hosts. */
-async function join(o: { target: NetnsHost; port?: number; knownHosts: string; acceptNew?: boolean; host?: string; etcHosts?: string; role?: 'agent' | 'server'; exitCode?: number }): Promise<JoinRun> {
+/**
+ * Runs `ferry join` for nodes on `target` (default one agent; `also` gives the hosts of further
+ * roles) with this known_hosts, optionally under another /etc/hosts. `prepare` sees each node's
+ * remote root before the join starts.
+ */
+async function join(o: { target: NetnsHost; port?: number; knownHosts: string; acceptNew?: boolean; host?: string; etcHosts?: string; roles?: ('agent' | 'server')[]; also?: NetnsHost[]; exitCode?: number; server?: ServerRoot; prepare?: (remoteRoot: string) => Promise<void> }): Promise<JoinRun> {
   const n = ++runs;
+  const server = o.server ?? stub;
+  const roles = o.roles ?? ['agent'];
+  const names = roles.map((_, i) => (roles.length === 1 ? `k8s-node-${n}` : `k8s-node-${n}-${i}`));
   const dir = path.join(work, `run-${n}`);
   await fs.mkdir(dir, { recursive: true });
   const kh = path.join(dir, 'known_hosts');
   await fs.writeFile(kh, o.knownHosts);
   await fs.writeFile(path.join(work, 'node-join-exit'), `${o.exitCode ?? 3}\n`);
-  await fs.rm(path.join(serverRoot, 'etc/ferry/nodes.json'), { force: true });
+  await fs.rm(path.join(server.root, 'etc/ferry/nodes.json'), { force: true });
   const answers = path.join(dir, 'answers.yaml');
   await fs.writeFile(
     answers,
@@ -67,27 +84,53 @@ podCidr: 10.244.0.0/16
 serviceCidr: 10.96.0.0/12
 ssh: {user: root, identityFile: ${lab.identity}, knownHosts: ${kh}, port: ${o.port ?? 22}}
 join:
-  - {host: ${o.host ?? o.target.ip}, name: k8s-node-${n}, role: ${o.role ?? 'agent'}}
+${names.map((name, i) => `  - {host: ${i ? o.also![i - 1]!.ip : (o.host ?? o.target.ip)}, name: ${name}, role: ${roles[i]}}`).join('\n')}
 `,
   );
   const remote = path.join(dir, 'remote');
+  const remotes = names.map((name) => path.join(remote, name));
+  for (const r of remotes) await o.prepare?.(r);
   const logBefore = o.target.log().length;
-  const args = [FERRY, 'join', '--answers', answers, '--root', serverRoot, '--remote-root', path.join(remote, '{name}'), '--remote-path', standins, ...(o.role === 'server' ? ['--bundle', path.join(work, 'site.ferry.tar')] : []), ...(o.acceptNew ? ['--accept-new-host-keys'] : [])];
+  const args = [FERRY, 'join', '--answers', answers, '--root', server.root, '--remote-root', path.join(remote, '{name}'), '--remote-path', server.standins, ...(roles.includes('server') ? ['--bundle', path.join(work, 'site.ferry.tar')] : []), ...(o.acceptNew ? ['--accept-new-host-keys'] : [])];
   // Another /etc/hosts, seen only by this ferry: host names resolve as an operator's site would have them.
   const [cmd, argv] = o.etcHosts ? ['unshare', ['-m', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', o.etcHosts, process.execPath, ...args]] : [process.execPath, args];
   const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-    execFile(cmd, argv as string[], { cwd: ROOT, env: { ...process.env, PATH: `${standins}:${process.env.PATH}` }, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+    execFile(cmd, argv as string[], { cwd: ROOT, env: { ...process.env, PATH: `${server.standins}:${process.env.PATH}` }, timeout: 90_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
   );
-  const nodes = await fs.readFile(path.join(serverRoot, 'etc/ferry/nodes.json'), 'utf8').catch(() => undefined);
+  const nodes = await fs.readFile(path.join(server.root, 'etc/ferry/nodes.json'), 'utf8').catch(() => undefined);
   return {
     ...r,
     knownHostsBefore: o.knownHosts,
     knownHostsAfter: await fs.readFile(kh, 'utf8'),
     uploaded: await fs.access(remote).then(() => true, () => false),
     authenticated: /Accepted publickey/.test(o.target.log().slice(logBefore)),
-    remote: path.join(remote, `k8s-node-${n}`),
+    remote: remotes[0]!,
+    remotes,
     ...(nodes ? { nodesJson: JSON.parse(nodes) } : {}),
   };
+}
+
+/** A first server as ferry join needs it: the bundle's manifest, store index, runtime and CLI; the CAs; a kubeconfig. */
+async function serverRoot(root: string, standins: string, runtime: string, ferryDir?: string): Promise<ServerRoot> {
+  const b = path.join(root, 'var/lib/ferry/bundle');
+  await fs.mkdir(path.join(b, 'images'), { recursive: true });
+  await fs.mkdir(path.join(b, 'runtime/linux-amd64'), { recursive: true });
+  await fs.writeFile(path.join(b, 'bundle.json'), JSON.stringify({ formatVersion: 1, name: 'k8s', version: '0.1.0', created: '2026-01-01T00:00:00Z', ferryVersion: '0.1.0', platforms: ['linux/amd64'], kubernetes: { version: 'v1.37.2' }, images: [], charts: [], files: [], runtime: [{ platform: 'linux/amd64', version: 'v24.0.0', path: 'runtime/linux-amd64/node', sha256: '0'.repeat(64), size: 1 }], signer: { fingerprint: '', publicKey: '' }, contentSize: 0, entries: 0 }));
+  await fs.writeFile(path.join(b, 'images/index.json'), JSON.stringify({ schemaVersion: 2, manifests: [] }));
+  await fs.writeFile(path.join(b, 'runtime/linux-amd64/node'), runtime, { mode: 0o755 });
+  if (ferryDir) await fs.cp(ferryDir, path.join(b, 'ferry'), { recursive: true });
+  else {
+    await fs.mkdir(path.join(b, 'ferry'), { recursive: true });
+    await fs.writeFile(path.join(b, 'ferry/ferry.mjs'), '// ferry\n');
+  }
+  await fs.mkdir(path.join(root, 'etc/ferry/pki'), { recursive: true });
+  await fs.mkdir(path.join(root, 'etc/kubernetes/pki'), { recursive: true });
+  const ca = (key: string, crt: string, cn: string) => execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', crt, '-subj', `/CN=${cn}`, '-days', '1']);
+  await ca(path.join(root, 'etc/ferry/pki/ca.key'), path.join(root, 'etc/ferry/pki/ca.crt'), 'site');
+  await ca(path.join(root, 'k8s-ca.key'), path.join(root, 'etc/kubernetes/pki/ca.crt'), 'kubernetes');
+  // applyObjects of no objects reads the kubeconfig and sends nothing.
+  await fs.writeFile(path.join(root, 'etc/kubernetes/admin.conf'), 'apiVersion: v1\nkind: Config\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\ncontexts: [{name: k, context: {cluster: k, user: a}}]\ncurrent-context: k\nusers: [{name: a, user: {token: x}}]\n');
+  return { root, standins };
 }
 
 /** A refusal: the join row names the code, nothing reached the host, known_hosts is byte for byte what it was. */
@@ -108,8 +151,41 @@ async function expectJoinedThrough(r: JoinRun) {
   expect(await fs.readFile(path.join(r.remote, 'var/lib/ferry/ferry/ferry.mjs'), 'utf8')).toBe('// ferry\n');
 }
 
+/**
+ * Reads every process's command line and environment (/proc/<pid>/cmdline, environ) over and over
+ * until stopped: which held a needle, and the kubeadm command lines seen, to show it looked in time.
+ */
+function sampleProcesses(needles: string[]): { stop(): Promise<{ hits: string[]; kubeadm: Set<string> }> } {
+  const hits = new Set<string>();
+  const kubeadm = new Set<string>();
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const pids = (await fs.readdir('/proc')).filter((p) => /^\d+$/.test(p));
+      await Promise.all(
+        pids.map(async (pid) => {
+          for (const f of ['cmdline', 'environ']) {
+            const text = (await fs.readFile(`/proc/${pid}/${f}`).catch(() => Buffer.alloc(0))).toString('utf8').replaceAll('\0', ' ').trim();
+            const m = f === 'cmdline' ? /\bkubeadm (.*)$/.exec(text) : null;
+            if (m) kubeadm.add(m[1]!);
+            if (needles.some((x) => text.includes(x))) hits.add(`${pid} ${f}: ${text.slice(0, 200)}`);
+          }
+        }),
+      );
+      await sleep(10);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return { hits: [...hits], kubeadm };
+    },
+  };
+}
+
 beforeAll(async () => {
-  work = await tmpdir('ferry-hostkeys-');
+  work = await tmpdir('ferry-join-ssh-');
   lab = await startLab(path.join(work, 'lab'), ['real', 'rogue-ecdsa', 'rogue-rsa'], {
     real: { hostKeys: ['ed25519', 'ecdsa', 'rsa'], ports: [22, 2222] },
     'rogue-ecdsa': { hostKeys: ['ecdsa'], ports: [22, 2222] },
@@ -122,24 +198,9 @@ beforeAll(async () => {
     const pub = (await fs.readFile(`${f}.pub`, 'utf8')).trim();
     other[pub.split(' ')[0]!] = keyOf(pub);
   }
-  standins = await writeStandins(path.join(work, 'standins'));
-  // A first server as ferry join needs it: the bundle's manifest, store index, runtime and CLI; the CAs.
-  serverRoot = path.join(work, 'server');
-  const b = path.join(serverRoot, 'var/lib/ferry/bundle');
-  await fs.mkdir(path.join(b, 'images'), { recursive: true });
-  await fs.mkdir(path.join(b, 'runtime/linux-amd64'), { recursive: true });
-  await fs.mkdir(path.join(b, 'ferry'), { recursive: true });
-  await fs.writeFile(path.join(b, 'bundle.json'), JSON.stringify({ formatVersion: 1, name: 'k8s', version: '0.1.0', created: '2026-01-01T00:00:00Z', ferryVersion: '0.1.0', platforms: ['linux/amd64'], kubernetes: { version: 'v1.37.2' }, images: [], charts: [], files: [], runtime: [{ platform: 'linux/amd64', version: 'v24.0.0', path: 'runtime/linux-amd64/node', sha256: '0'.repeat(64), size: 1 }], signer: { fingerprint: '', publicKey: '' }, contentSize: 0, entries: 0 }));
-  await fs.writeFile(path.join(b, 'images/index.json'), JSON.stringify({ schemaVersion: 2, manifests: [] }));
-  await fs.writeFile(path.join(b, 'runtime/linux-amd64/node'), `#!/bin/sh\ncat > /dev/null\necho "node-join stand-in ran" >&2\nexit "$(cat '${work}/node-join-exit')"\n`, { mode: 0o755 });
-  await fs.writeFile(path.join(b, 'ferry/ferry.mjs'), '// ferry\n');
-  await fs.mkdir(path.join(serverRoot, 'etc/ferry/pki'), { recursive: true });
-  await fs.mkdir(path.join(serverRoot, 'etc/kubernetes/pki'), { recursive: true });
-  await execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', path.join(serverRoot, 'etc/ferry/pki/ca.key'), '-out', path.join(serverRoot, 'etc/ferry/pki/ca.crt'), '-subj', '/CN=site', '-days', '1']);
-  await execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', path.join(work, 'k8s-ca.key'), '-out', path.join(serverRoot, 'etc/kubernetes/pki/ca.crt'), '-subj', '/CN=kubernetes', '-days', '1']);
-  // applyObjects of no objects reads the kubeconfig and sends nothing.
-  await fs.writeFile(path.join(serverRoot, 'etc/kubernetes/admin.conf'), 'apiVersion: v1\nkind: Config\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\ncontexts: [{name: k, context: {cluster: k, user: a}}]\ncurrent-context: k\nusers: [{name: a, user: {token: x}}]\n');
-  await fs.writeFile(path.join(work, 'site.ferry.tar'), 'not a real bundle: the stand-in plan never opens it\n');
+  stub = await serverRoot(path.join(work, 'server'), await writeStandins(path.join(work, 'standins')), `#!/bin/sh\ncat > /dev/null\necho "node-join stand-in ran" >&2\nexit "$(cat '${work}/node-join-exit')"\n`);
+  full = await serverRoot(path.join(work, 'server-full'), await writeStandins(path.join(work, 'standins-full'), { ...secrets, holdSeconds: 2 }), `#!/bin/sh\nexec '${process.execPath}' "$@"\n`, path.join(ROOT, 'dist/ferry'));
+  await fs.writeFile(path.join(work, 'site.ferry.tar'), 'not a real bundle: the joining server finds its store step done\n');
 }, 120_000);
 
 afterAll(async () => {
@@ -235,7 +296,7 @@ describe('ferry join matches known_hosts entries by port', () => {
 
 describe('ferry join uploads secrets created 0600 from their first byte', () => {
   it("the site CA key a joining server receives is never created readable by others, not even empty", async () => {
-    const r = await join({ target: real, knownHosts: `${real.ip} ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`, role: 'server' });
+    const r = await join({ target: real, knownHosts: `${real.ip} ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`, roles: ['server'] });
     expect(r.stderr).toMatch(/node-join stand-in ran/);
     // sftp-server logs every open with the mode it creates the file with.
     const opens = (await real.sftpLog()).split('\n').filter((l) => /open "/.test(l) && l.includes(`"${r.remote}/etc/ferry/pki/ca.key`));
@@ -257,4 +318,30 @@ describe('a join host given by name', () => {
       { name: `k8s-node-${runs}`, ip: real.ip, role: 'agent' },
     ]);
   });
+});
+
+describe('ferry join hands no secret to a program on its command line or in its environment', () => {
+  it('the token and certificate key never show in /proc/<pid>/cmdline or environ while kubeadm creates and uses them', async () => {
+    const sampler = sampleProcesses([secrets.token, secrets.certificateKey]);
+    // An agent and a server, each running its real plan; the site service's steps are marked done.
+    const r = await join({
+      target: real,
+      knownHosts: `${real.ip} ${keyOf(real.hostKeys['ssh-ed25519']!)}\n${rogueRsa.ip} ${keyOf(rogueRsa.hostKeyPub)}\n`,
+      roles: ['agent', 'server'],
+      also: [rogueRsa],
+      server: full,
+      prepare: async (remote) => {
+        for (const step of ['binaries', 'store']) {
+          await fs.mkdir(path.join(remote, 'var/lib/ferry/state'), { recursive: true });
+          await fs.writeFile(path.join(remote, 'var/lib/ferry/state', step), 'v1');
+        }
+      },
+    });
+    const { hits, kubeadm } = await sampler.stop();
+    for (const remote of r.remotes) expect(await fs.readFile(path.join(remote, 'kubeadm-join.seen.yaml'), 'utf8'), r.stderr).toContain(secrets.token);
+    expect(await fs.readFile(path.join(r.remotes[1]!, 'kubeadm-join.seen.yaml'), 'utf8')).toContain(secrets.certificateKey);
+    expect(hits).toEqual([]);
+    // The sampler looked while each secret was live: kubeadm printing it on the server, using it on each node.
+    expect([...kubeadm].sort()).toEqual(['init phase upload-certs --upload-certs --config /etc/ferry/kubeadm.yaml', 'join --config /etc/ferry/kubeadm-join.yaml', 'token create --ttl 1h']);
+  }, 90_000);
 });

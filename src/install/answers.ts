@@ -52,6 +52,10 @@ export function clusterFqdn(a: Pick<InstallAnswers, 'domain' | 'clusterFqdn'>): 
 /** The site service's name: servers answer it in DNS, and their certificates carry it. */
 export const registryFqdn = (domain: string) => `registry.${domain}`;
 
+/** A problem with the answers, at the path of its field. */
+type Problem = { path: (string | number)[]; msg: string };
+type NamedAt = [string | undefined, (string | number)[]];
+
 const IPV4_ONLY = 'ferry is IPv4-only today';
 
 export function checkCidr(s: string): string | undefined {
@@ -103,7 +107,7 @@ const qualify = (name: string, domain: string) => (name === domain || name.endsW
 /** Join hosts given by name: each resolved to its one IPv4 address, or why it cannot be. */
 export interface ResolvedHosts {
   ips: Map<number, string>;
-  problems: { path: (string | number)[]; msg: string }[];
+  problems: Problem[];
 }
 
 const isHostName = (h: string) => DNS_NAME.test(h.toLowerCase());
@@ -133,12 +137,59 @@ export async function resolveJoinHosts(join: unknown): Promise<ResolvedHosts> {
   return out;
 }
 
+/** A node's address and where the answers give it: nodes.json, the DNS records and the LB backends take it. */
+interface NodeAddress {
+  ip: string;
+  name: string;
+  path: (string | number)[];
+  joining: boolean;
+  /** For a resolved host name: what it resolved to, before the problem. */
+  via?: string;
+}
+
+function nodeAddressProblems(nodes: NodeAddress[], cidrs: [string, string][]): Problem[] {
+  const out: Problem[] = [];
+  const owner = new Map<string, string>();
+  for (const n of nodes) {
+    const say = (msg: string) => out.push({ path: n.path, msg: `${n.via ?? ''}${msg}` });
+    const bad = nodeAddressProblem(n.ip, n.joining);
+    if (bad) say(bad);
+    for (const [k, cidr] of cidrs) if (cidrContains(cidr, n.ip)) say(`${n.ip} is inside ${k} ${cidr}: a node's address must be outside the pod and service networks`);
+    if (owner.has(n.ip)) say(`${n.ip} is also the address of ${owner.get(n.ip)}`);
+    else owner.set(n.ip, n.name);
+  }
+  return out;
+}
+
+/** Node names and records that would answer, in the site DNS, as one of ferry's own names (or a node's). */
+function shadowProblems(domain: string, clusterFqdnAnswer: string | undefined, nodes: NamedAt[], records: { name: string }[]): Problem[] {
+  const out: Problem[] = [];
+  const registry = registryFqdn(domain);
+  const fqdn = clusterFqdn({ domain, clusterFqdn: clusterFqdnAnswer });
+  if (fqdn === registry) out.push({ path: ['clusterFqdn'], msg: `is ${registry}, the site registry name` });
+  const ferryNames = new Map<string, string>([[registry, 'the site registry name'], [fqdn, 'the cluster FQDN']]);
+  const taken = new Map(ferryNames);
+  for (const [name, at] of nodes) {
+    if (typeof name !== 'string' || !NODE_NAME.test(name)) continue;
+    const q = qualify(name, domain);
+    const ferry = ferryNames.get(q);
+    if (ferry) out.push({ path: at, msg: `would answer in the site DNS as ${q}, which is ${ferry}` });
+    else taken.set(q, `node ${name}`);
+  }
+  records.forEach((r, i) => {
+    if (typeof r?.name !== 'string' || !DNS_NAME.test(r.name)) return;
+    const q = qualify(r.name, domain);
+    if (taken.has(q)) out.push({ path: ['records', i, 'name'], msg: `would answer in the site DNS as ${q}, which is ${taken.get(q)}` });
+  });
+  return out;
+}
+
 /**
  * Every problem with a set of answers, each naming its field. `resolved` holds the addresses of
  * join hosts given by name (resolveJoinHosts); without it they are checked as names only.
  */
-export function answerProblems(a: Partial<InstallAnswers>, resolved: Map<number, string> = new Map()): { path: (string | number)[]; msg: string }[] {
-  const out: { path: (string | number)[]; msg: string }[] = [];
+export function answerProblems(a: Partial<InstallAnswers>, resolved: Map<number, string> = new Map()): Problem[] {
+  const out: Problem[] = [];
   const p = (path: (string | number)[], msg: string) => out.push({ path, msg });
   if (a.apiVersion !== 'ferry.dev/v1alpha1') p(['apiVersion'], 'must be ferry.dev/v1alpha1');
   if (a.kind !== 'InstallAnswers') p(['kind'], 'must be InstallAnswers');
@@ -174,8 +225,7 @@ export function answerProblems(a: Partial<InstallAnswers>, resolved: Map<number,
   const join = Array.isArray(a.join) ? a.join : [];
   if (a.join !== undefined && !Array.isArray(a.join)) p(['join'], 'must be a list of {host, name, role}');
   const names = new Set<string>([a.node?.name ?? '']);
-  // Every node's address, where it came from: nodes.json, DNS records and LB backends take them.
-  const nodeIps: { ip: string; name: string; path: (string | number)[]; joining: boolean; via?: string }[] = [];
+  const nodeIps: NodeAddress[] = [];
   if (!nodeIpProblem) nodeIps.push({ ip: a.node!.ip, name: a.node!.name, path: ['node', 'ip'], joining: false });
   join.forEach((j, i) => {
     const host = j?.host;
@@ -193,38 +243,8 @@ export function answerProblems(a: Partial<InstallAnswers>, resolved: Map<number,
     } else if (typeof host === 'string' && net.isIPv4(host)) nodeIps.push({ ip: host, name: j.name, path: ['join', i, 'host'], joining: true });
     else if (resolved.has(i)) nodeIps.push({ ip: resolved.get(i)!, name: j.name, path: ['join', i, 'host'], joining: true, via: `"${host}" resolves to ${resolved.get(i)}: ` });
   });
-  const owner = new Map<string, string>();
-  for (const n of nodeIps) {
-    const say = (msg: string) => p(n.path, `${n.via ?? ''}${msg}`);
-    const bad = nodeAddressProblem(n.ip, n.joining);
-    if (bad) say(bad);
-    for (const k of cidrs) if (cidrContains(a[k]!, n.ip)) say(`${n.ip} is inside ${k} ${a[k]}: a node's address must be outside the pod and service networks`);
-    if (owner.has(n.ip)) say(`${n.ip} is also the address of ${owner.get(n.ip)}`);
-    else owner.set(n.ip, n.name);
-  }
-  if (a.domain && DNS_NAME.test(a.domain)) {
-    // The names the site DNS answers for ferry itself; a node or record under one would shadow it.
-    const domain = a.domain;
-    const registry = registryFqdn(domain);
-    const fqdn = clusterFqdn({ domain, clusterFqdn: a.clusterFqdn });
-    if (fqdn === registry) p(['clusterFqdn'], `is ${registry}, the site registry name`);
-    const ferryNames = new Map<string, string>([[registry, 'the site registry name'], [fqdn, 'the cluster FQDN']]);
-    const reserved = new Map(ferryNames);
-    const nodes: [string | undefined, (string | number)[]][] = [[a.node?.name, ['node', 'name']], ...join.map((j, i): [string | undefined, (string | number)[]] => [j?.name, ['join', i, 'name']])];
-    for (const [name, at] of nodes) {
-      if (typeof name !== 'string' || !NODE_NAME.test(name)) continue;
-      const q = qualify(name, domain);
-      const ferry = ferryNames.get(q);
-      if (ferry) p(at, `would answer in the site DNS as ${q}, which is ${ferry}`);
-      else reserved.set(q, `node ${name}`);
-    }
-    records.forEach((r, i) => {
-      if (typeof r?.name !== 'string' || !DNS_NAME.test(r.name)) return;
-      const q = qualify(r.name, domain);
-      const taken = reserved.get(q);
-      if (taken) p(['records', i, 'name'], `would answer in the site DNS as ${q}, which is ${taken}`);
-    });
-  }
+  out.push(...nodeAddressProblems(nodeIps, cidrs.map((k) => [k, a[k]!])));
+  if (a.domain && DNS_NAME.test(a.domain)) out.push(...shadowProblems(a.domain, a.clusterFqdn, [[a.node?.name, ['node', 'name']], ...join.map((j, i): NamedAt => [j?.name, ['join', i, 'name']])], records));
   if (a.cgroupV1 !== undefined && !CGROUP_V1_POLICIES.includes(a.cgroupV1)) p(['cgroupV1'], `must be ${CGROUP_V1_POLICIES.join(' or ')}`);
   if (a.ignoreKubeadmPreflight !== undefined) {
     if (!Array.isArray(a.ignoreKubeadmPreflight)) p(['ignoreKubeadmPreflight'], 'must be a list of kubeadm preflight check names, such as [NumCPU, Mem]');

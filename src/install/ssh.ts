@@ -134,12 +134,10 @@ export async function addKnownHost(knownHosts: string, host: string, port: numbe
   await fs.appendFile(knownHosts, `${sep}${port === 22 ? host : `[${host}]:${port}`} ${keyType(key)} ${key.toString('base64')}\n`, { mode: 0o600 });
 }
 
-/** The refusal for a host key that is not known, or undefined when it may be asked about (unknown). */
-function refusal(v: Exclude<HostKeyVerdict, { kind: 'known' }>, t: SshTarget): FerryError | undefined {
+/** Why a host key known_hosts speaks against is refused. */
+function refusal(v: Exclude<HostKeyVerdict, { kind: 'known' | 'unknown' }>, t: SshTarget): FerryError {
   const nothing = `Nothing was run on ${t.host}.`;
   switch (v.kind) {
-    case 'unknown':
-      return undefined;
     case 'mismatch':
       return new FerryError(Codes.sshHostKey, `the host key of ${t.host} (${v.fingerprint}) does not match ${t.knownHosts} (${v.expected.join(', ')})`, {
         exit: 'remote',
@@ -203,8 +201,10 @@ export class SshSession {
         void (async () => {
           const v = await checkKnownHost(t.knownHosts, t.host, t.port, key);
           if (v.kind === 'known') return verify(true);
-          refused = refusal(v, t);
-          if (refused || v.kind !== 'unknown') return verify(false);
+          if (v.kind !== 'unknown') {
+            refused = refusal(v, t);
+            return verify(false);
+          }
           let ok = false;
           try {
             ok = await t.confirmUnknown(t.host, v.fingerprint);

@@ -147,6 +147,10 @@ const table = {
   // Issue 10 items 4 and 10: unpack refuses a rollback and a directory that is not ferry's.
   bundleDowngrade: ['BUNDLE_DOWNGRADE', 'usage'],
   unpackNotOurs: ['UNPACK_TARGET_NOT_FERRY', 'usage'],
+  // Issue 10 item 2: SSH host keys.
+  sshHostKeyRevoked: ['SSH_HOST_KEY_REVOKED', 'remote'],
+  sshHostCertAuthority: ['SSH_HOST_KEY_CERT_AUTHORITY', 'remote'],
+  sshKnownHostsRead: ['SSH_KNOWN_HOSTS_READ', 'usage'],
   serveBundle: ['SERVE_BUNDLE', 'store'],
   pkiInvalid: ['PKI_INVALID', 'usage'],
   pkiMissing: ['PKI_MISSING', 'usage'],

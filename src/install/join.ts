@@ -4,7 +4,7 @@ import path from 'node:path';
 import { partFiles } from '../bundle/format.js';
 import { Codes, FerryError, RemoteError, UsageError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
-import { clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
+import { checkAnswers, clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
 import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
 import { cniNodeObjects } from './cni.js';
 import { bundleRegistries } from './containerd.js';
@@ -50,6 +50,8 @@ async function listFiles(dir: string, rel = ''): Promise<string[]> {
   return out.sort();
 }
 
+/** A join host's address in the cluster: checkAnswers resolved any host name into ip. */
+const nodeIp = (j: JoinHost) => j.ip ?? j.host;
 const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const expandHome = (p: string) => (p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p);
 
@@ -107,7 +109,7 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
       for (const part of await partFiles(o.bundle)) await s.upload(part, rp(`${INCOMING_DIR}/${path.basename(part)}`));
       bundleArg = ` --bundle ${sq(remoteBundle)}`;
     }
-    const payload: NodeJoinPayload = { ...common, role: j.role, name: j.name, ip: j.ip ?? j.host };
+    const payload: NodeJoinPayload = { ...common, role: j.role, name: j.name, ip: nodeIp(j) };
     const env = o.remotePath ? `PATH=${sq(o.remotePath)}:"$PATH" ` : '';
     const cmd = `${env}${sq(rp(RUNTIME_NODE))} ${sq(rp(FERRY_MJS))} node-join --root ${sq(root)}${bundleArg}`;
     say('running the join plan');
@@ -123,7 +125,9 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
 }
 
 /** Joins every host of the answers in parallel; one failure does not stop the others. */
-export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
+export async function joinNodes(opts: JoinOptions): Promise<JoinOutcome[]> {
+  // Hosts asked for on a terminal have not been through loadAnswers: checked and resolved here.
+  const o = { ...opts, answers: await checkAnswers(opts.answers, 'the answers with the hosts to join are not valid') };
   const hosts = (o.answers.join ?? []).filter((j) => !o.only?.length || o.only.includes(j.name));
   if (!hosts.length) throw new UsageError(Codes.usage, 'there are no hosts to join', { hint: 'List them under join: in the answers file (host, name, role).' });
   const manifest = await bundleManifest(o.host);
@@ -154,7 +158,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
       try {
         await joinOne(o, j, { ...common, join: { ...common.join, ...(j.role === 'agent' ? { certificateKey: undefined } : {}) } }, say);
         // The CNI learns the node's IP now, before its pod there gives up on a missing default route.
-        await applyObjects(o.host.p(ADMIN_CONF), cniNodeObjects(o.answers.cni, { name: j.name, ip: j.ip ?? j.host }), (l) => o.reporter.verbose(l));
+        await applyObjects(o.host.p(ADMIN_CONF), cniNodeObjects(o.answers.cni, { name: j.name, ip: nodeIp(j) }), (l) => o.reporter.verbose(l));
         say('joined');
         return { name: j.name, host: j.host, role: j.role, ok: true, seconds: (Date.now() - t0) / 1000 };
       } catch (e) {
@@ -169,7 +173,7 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
     // New nodes get DNS records; new servers become LB backends. The pods roll on the new ConfigMaps.
     const nodes = await clusterNodes(o.host, o.answers);
     for (const h of joined) {
-      const n = { name: h.name, ip: h.ip ?? h.host, role: h.role };
+      const n = { name: h.name, ip: nodeIp(h), role: h.role };
       const i = nodes.findIndex((x) => x.name === h.name);
       if (i >= 0) nodes[i] = n;
       else nodes.push(n);

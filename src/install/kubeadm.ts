@@ -1,4 +1,3 @@
-import net from 'node:net';
 import { stringify } from 'yaml';
 import { assertSupportedKubernetes, KUBEADM_API_VERSION } from '../spec/kubernetes.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
@@ -98,8 +97,8 @@ export function renderKubeadmJoin(j: JoinInput): string {
     nodeRegistration: {
       name: j.nodeName,
       criSocket: CRI_SOCKET,
-      // A join host may be named by DNS; kubelet takes only an address.
-      ...(net.isIP(j.nodeIp) ? { kubeletExtraArgs: args({ 'node-ip': j.nodeIp }) } : {}),
+      // Always an address: the answers resolve a join host given by name.
+      kubeletExtraArgs: args({ 'node-ip': j.nodeIp }),
       ...ignoring(j.ignorePreflightErrors ?? []),
     },
     ...(j.controlPlane ? { controlPlane: { localAPIEndpoint: { advertiseAddress: j.nodeIp, bindPort: API_PORT }, certificateKey: j.controlPlane.certificateKey } } : {}),

@@ -9,9 +9,12 @@ import path from 'node:path';
  * (one line per call) and, for kubeadm, leaves the files the real one would and lists the images
  * the real one would ask for. They never touch the real host. kubeadm join keeps a copy of its
  * --config file as kubeadm-join.seen.yaml (with its mode in kubeadm-join.seen.mode). `failOnce`
- * makes the named command fail the first time it runs.
+ * makes the named command fail the first time it runs. `token` and `certificateKey` are what
+ * kubeadm token create and init phase upload-certs print; `holdSeconds` keeps those two and
+ * kubeadm join running that long, so a test can read the process list while the secrets are live.
  */
-export async function writeStandins(dir: string, opts: { failOnce?: string; etcdTag?: string } = {}): Promise<string> {
+export async function writeStandins(dir: string, opts: { failOnce?: string; etcdTag?: string; token?: string; certificateKey?: string; holdSeconds?: number } = {}): Promise<string> {
+  const hold = opts.holdSeconds ? `sleep ${opts.holdSeconds}; ` : '';
   await fs.mkdir(dir, { recursive: true });
   const record = 'printf "%s %s\\n" "$(basename "$0")" "$*" >> "$FERRY_ROOT/standins.log"';
   const failOnce = (name: string) =>
@@ -32,14 +35,15 @@ case "$1" in
     for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do echo "$repo/$c:$ver"; done
     echo "$dns:v1.14.6"; echo "$repo/pause:3.10.2"; echo "$repo/etcd:${opts.etcdTag ?? '3.7.0-0'}" ;;
   init)
-    if [ "$2" = phase ]; then echo "[upload-certs] Using certificate key:"; echo "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; exit 0; fi
+    if [ "$2" = phase ]; then ${hold}echo "[upload-certs] Using certificate key:"; echo "${opts.certificateKey ?? '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'}"; exit 0; fi
     mkdir -p "$FERRY_ROOT/etc/kubernetes/pki"
     api="https://127.0.0.1:1"; if [ -n "$FAKE_API_PORT_FILE" ]; then api="http://127.0.0.1:$(cat "$FAKE_API_PORT_FILE")"; fi
     printf 'apiVersion: v1\\nkind: Config\\nclusters: [{name: k, cluster: {server: "%s", insecure-skip-tls-verify: true}}]\\ncontexts: [{name: k, context: {cluster: k, user: a}}]\\ncurrent-context: k\\nusers: [{name: a, user: {token: x}}]\\n' "$api" > "$FERRY_ROOT/etc/kubernetes/admin.conf"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout "$FERRY_ROOT/etc/kubernetes/pki/ca.key" -out "$FERRY_ROOT/etc/kubernetes/pki/ca.crt" -subj /CN=kubernetes -days 1 2>/dev/null
     echo "Your Kubernetes control-plane has initialized successfully!" ;;
-  token) echo "abcdef.0123456789abcdef" ;;
+  token) ${hold}echo "${opts.token ?? 'abcdef.0123456789abcdef'}" ;;
   join)
+    ${hold}:
     # What kubeadm was handed, and its mode, for the test to read: ferry removes the file afterwards.
     if [ "$2" = --config ]; then cp "$FERRY_ROOT$3" "$FERRY_ROOT/kubeadm-join.seen.yaml"; stat -c %a "$FERRY_ROOT$3" > "$FERRY_ROOT/kubeadm-join.seen.mode"; fi
     mkdir -p "$FERRY_ROOT/etc/kubernetes"; echo "kubelet" > "$FERRY_ROOT/etc/kubernetes/kubelet.conf"; echo "This node has joined the cluster" ;;

@@ -1,3 +1,4 @@
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, UsageError } from '../errors.js';
@@ -8,6 +9,14 @@ import { makeOutput } from './output.js';
 import { intOption } from './registry-options.js';
 import { collect, examples, globals } from './shared.js';
 
+/** The bundle archive itself is the likely mistake for --bundle: say where the directory comes from. */
+async function refuseArchive(dir: string): Promise<void> {
+  const st = await fs.stat(dir).catch(() => undefined);
+  if (!st || st.isDirectory()) return;
+  throw new UsageError(Codes.serveBundleArchive, `--bundle ${dir} is a file; ferry serve reads an unpacked bundle directory`, {
+    hint: `Point --bundle at the directory \`ferry bundle unpack ${dir} --trust ferry.pub --to DIR\` wrote (ferry install unpacks to /var/lib/ferry/bundle).`,
+  });
+}
 
 export function serveCommand(): Command {
   return new Command('serve')
@@ -33,6 +42,7 @@ export function serveCommand(): Command {
           hint: 'Pass both (from `ferry pki init`), or neither for plain HTTP.',
         });
       }
+      await refuseArchive(o.bundle);
       const shutdownMs = intOption('--shutdown-timeout', o.shutdownTimeout, 10, 0) * 1000;
       // Access log lines go to stderr (the journal under systemd); stdout keeps the final result.
       const log = out.verbosity === 'quiet' ? undefined : (line: string) => process.stderr.write(`${line}\n`);

@@ -67,7 +67,8 @@ async function openSource(input: string): Promise<Source> {
   const missing = (await Promise.all(m.parts.map((p) => fs.stat(path.join(dir, p.name)).then(() => undefined, () => p.name)))).filter((n): n is string => !!n);
   if (missing.length) {
     // Only the missing names: a bundle may have hundreds of parts.
-    throw new IntegrityError(Codes.bundlePartMissing, `${missing.length} of ${m.parts.length} parts of ${m.bundle} are missing beside ${input}: ${missing.join(', ')}`, {
+    const what = missing.length === 1 ? `part ${missing[0]} of ${m.bundle} is missing` : `${missing.length} of ${m.parts.length} parts of ${m.bundle} are missing`;
+    throw new IntegrityError(Codes.bundlePartMissing, `${what} beside ${input}${missing.length === 1 ? '' : `: ${missing.join(', ')}`}`, {
       hint: `Copy ${missing.length === 1 ? 'that part' : 'those parts'} into ${dir} and run again.`,
     });
   }

@@ -28,7 +28,7 @@ export function imagesCommand(): Command {
     .argument('<spec>', 'bundle spec')
     .option('--lock <file>', 'lock file (default: images.lock beside bundle-spec/)')
     .option('--out <dir>', 'store directory, an OCI image layout (default: the cache store)')
-    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10']));
+    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10          # once a spec with that image has been pulled']));
   addRegistryOptions(addPlatformOption(pull)).action(async (specFile: string, o: RegistryFlags & { lock?: string; out?: string; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
     const spec = narrowPlatforms(await loadSpec(specFile), o.platform);
@@ -48,7 +48,7 @@ export function imagesCommand(): Command {
     .description('load every image of a store into a registry, such as a site Harbor')
     .requiredOption('--store <dir>', 'store directory (an OCI image layout)')
     .requiredOption('--to <registry[/prefix]>', 'target registry and optional repository prefix')
-    .addHelpText('after', examples(['ferry images push --store ./store --to harbor.site.example/ferry --creds harbor.site.example=admin:secret', 'ferry images push --store ./store --to 127.0.0.1:5000']));
+    .addHelpText('after', examples(['ferry images push --store ./store --to harbor.site.example/ferry --creds harbor.site.example=admin:secret   # needs that registry', 'ferry images push --store ./store --to 127.0.0.1:5000          # needs a registry there (docker-registry serve)']));
   addRegistryOptions(push).action(async (o: RegistryFlags & { store: string; to: string }, c: Command) => {
     const out = makeOutput(globals(c));
     await requireStore(o.store);

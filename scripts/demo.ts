@@ -13,6 +13,7 @@ import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { elfStandin } from '../fixtures/elf.js';
 import { buildBusyboxImage, buildFixtureSet } from '../fixtures/images.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -100,12 +101,7 @@ try {
 
   // No second Node.js offline: the other platform gets an ELF header for its arch, which passes
   // ferry's architecture check but does not run. A real build takes node-linux-<arch> from npm.
-  const standin = Buffer.alloc(64);
-  standin.writeUInt32BE(0x7f454c46, 0);
-  standin.set([2, 1, 1], 4);
-  standin.writeUInt16LE(2, 16);
-  standin.writeUInt16LE(otherArch === 'arm64' ? 183 : 62, 18);
-  await fs.writeFile(path.join(dl, `node-${otherArch}`), standin, { mode: 0o755 });
+  await fs.writeFile(path.join(dl, `node-${otherArch}`), elfStandin(otherArch), { mode: 0o755 });
 
   step('writing a bundle spec for them');
   const spec = path.join(out, 'bundle-spec', 'demo.yaml');

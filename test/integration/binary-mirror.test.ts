@@ -7,7 +7,7 @@ import { helm } from '../helpers/helm.js';
 import { execFileP, tmpdir } from '../helpers/peers.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
 import { sha256Hex } from '../../src/util/digest.js';
-import { elfStandin } from '../helpers/elf.js';
+import { elfStandin } from '../../fixtures/elf.js';
 
 // Upstream hosts under .invalid never resolve (RFC 6761): a build that succeeds fetched nothing there.
 const DL = 'https://dl.unreachable.invalid';

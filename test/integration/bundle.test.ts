@@ -13,7 +13,7 @@ import { ferry } from '../helpers/cli.js';
 import { helm } from '../helpers/helm.js';
 import { execFileP, pushFixtures, skopeoInspect, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
-import { elfStandin } from '../helpers/elf.js';
+import { elfStandin } from '../../fixtures/elf.js';
 
 let work: string;
 let reg: RegistryPeer;

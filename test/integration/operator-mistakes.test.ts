@@ -10,7 +10,7 @@ import { Host } from '../../src/install/host.js';
 import { applySysctls, loadModules } from '../../src/install/kernel.js';
 import { fingerprint, signBytes } from '../../src/sign/keys.js';
 import { ferry } from '../helpers/cli.js';
-import { elfStandin } from '../helpers/elf.js';
+import { elfStandin } from '../../fixtures/elf.js';
 import { tmpdir } from '../helpers/peers.js';
 
 /** The mistakes operators make (issue 12 item 5): each with its code, its exit and a hint. */

@@ -8,7 +8,7 @@ import type { BundleManifest } from '../../src/bundle/format.js';
 import { sha256Hex } from '../../src/util/digest.js';
 import { ferry } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
-import { elfStandin } from '../helpers/elf.js';
+import { elfStandin } from '../../fixtures/elf.js';
 
 let work: string;
 let reg: RegistryPeer;

@@ -2,7 +2,9 @@
  * The embedded demo: build fixture images, binaries and a chart, serve them on loopback (a real
  * registry and a web server), then run ferry's connected-side job on them with no internet: push,
  * lock, pull, and pack a signed bundle, which it then verifies.
- *   npm run demo [-- --keep]    (--keep leaves ./demo-out and its store in place)
+ *   npm run demo [-- --keep] [-- --out DIR]
+ * --out (default ./demo-out) is where it all goes, so tests run it without touching the user's
+ * demo key and bundle; --keep leaves the registry and fixtures there too.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -11,11 +13,15 @@ import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { elfStandin } from '../fixtures/elf.js';
 import { buildBusyboxImage, buildFixtureSet } from '../fixtures/images.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const out = path.join(root, 'demo-out');
+const outArg = process.argv.indexOf('--out');
+const out = outArg > 0 && process.argv[outArg + 1] ? path.resolve(process.argv[outArg + 1]!) : path.join(root, 'demo-out');
 const keep = process.argv.includes('--keep');
+const hostArch = process.arch === 'arm64' ? 'arm64' : 'amd64';
+const otherArch = hostArch === 'arm64' ? 'amd64' : 'arm64';
 
 function step(msg: string) {
   process.stdout.write(`\n==> ${msg}\n`);
@@ -93,6 +99,10 @@ try {
   await fs.writeFile(path.join(out, 'charts', 'hello', 'Chart.yaml'), 'apiVersion: v2\nname: hello\nversion: 0.1.0\n');
   await fs.writeFile(path.join(out, 'charts', 'hello', 'templates', 'cm.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hello}\ndata: {greeting: hello}\n');
 
+  // No second Node.js offline: the other platform gets an ELF header for its arch, which passes
+  // ferry's architecture check but does not run. A real build takes node-linux-<arch> from npm.
+  await fs.writeFile(path.join(dl, `node-${otherArch}`), elfStandin(otherArch), { mode: 0o755 });
+
   step('writing a bundle spec for them');
   const spec = path.join(out, 'bundle-spec', 'demo.yaml');
   await fs.mkdir(path.dirname(spec), { recursive: true });
@@ -114,8 +124,8 @@ spec:
   charts:
     - {name: hello, path: charts/hello}
   runtime:
-    # This machine's own Node.js stands in for both targets, so the demo needs no download.
-    node: {linux/amd64: ${process.execPath}, linux/arm64: ${process.execPath}}
+    # This machine's Node.js for linux/${hostArch}; a header-only stand-in for linux/${otherArch} (it will not run).
+    node: {linux/${hostArch}: ${process.execPath}, linux/${otherArch}: ${path.join(dl, `node-${otherArch}`)}}
 `,
   );
   process.stdout.write(await fs.readFile(spec, 'utf8'));

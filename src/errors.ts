@@ -158,6 +158,21 @@ const table = {
   unitInvalid: ['UNIT_INVALID', 'usage'],
   // The bootstrap chart's values (site DNS and API load balancer).
   bootstrapValues: ['BOOTSTRAP_VALUES_INVALID', 'usage'],
+  // Issue 12 item 5: the mistakes operators make, each with its own code.
+  /** The bundle path (file or parts manifest) named on the command line does not exist. */
+  bundleNotFound: ['BUNDLE_NOT_FOUND', 'usage'],
+  /** One part (`FILE.part001`) was named where the parts manifest belongs. */
+  bundlePartGiven: ['BUNDLE_PART_GIVEN', 'usage'],
+  /** A private key where a public one belongs (`--trust`). */
+  keyNotPublic: ['KEY_NOT_PUBLIC', 'usage'],
+  /** A store directory to read from that does not exist or is not an OCI layout. */
+  storeNotFound: ['STORE_NOT_FOUND', 'usage'],
+  /** `serve --bundle` given the bundle archive instead of its unpacked directory. */
+  serveBundleArchive: ['SERVE_BUNDLE_ARCHIVE', 'usage'],
+  /** A command ferry needs on this host is not installed. */
+  hostCommandMissing: ['HOST_COMMAND_MISSING', 'host'],
+  /** A runtime that is not an ELF executable for the architecture it is labelled with. */
+  runtimeArch: ['RUNTIME_ARCH_MISMATCH', 'integrity'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { Codes, UsageError } from '../errors.js';
 import type { BinarySpec } from '../spec/spec.js';
 import { limiter } from '../util/limit.js';
-import { fetchText, fetchToCache, type FetchOptions } from './fetch.js';
+import { fetchTextCached, fetchToCache, type FetchOptions } from './fetch.js';
 import { binaryPath } from './format.js';
 
 export interface FetchedFile {
@@ -53,7 +53,7 @@ export async function fetchBinaries(bins: BinarySpec[], platforms: string[], fil
           let sha = b.sha256?.[platform]?.toLowerCase();
           if (!sha && b.checksumUrl) {
             const cu = expandTemplate(b.checksumUrl, b.version, platform);
-            sha = pickChecksum(await fetchText(cu, o, 1 << 20), fileName, cu);
+            sha = await fetchTextCached(cu, fileCache, (doc) => pickChecksum(doc, fileName, cu), o, 1 << 20);
           }
           if (!sha) {
             throw new UsageError(Codes.checksumMissing, `binary ${b.name} ${b.version} for ${platform} has no checksum`, {

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
 import { backoff, DEFAULT_RETRY, drain, getWithRetries, header, isTransient, readBody, type HttpResponse, type RetryPolicy } from '../util/http.js';
-import { exists, ioError, tempPathFor, withDirLock } from '../util/fsx.js';
+import { sha256Hex } from '../util/digest.js';
+import { exists, ioError, tempPathFor, withDirLock, writeFileAtomic } from '../util/fsx.js';
 import { SingleFlight } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 
@@ -125,6 +126,24 @@ export async function fetchText(src: string, o: FetchOptions = {}, max = 32 << 2
     throw notOk(src, res.status, o);
   }
   return (await readBody(res, max)).toString('utf8');
+}
+
+/**
+ * A small document (a checksum file) from the file cache, or fetched and kept there once `use`
+ * accepts it, so a rebuild with a warm cache fetches nothing. Keyed by the upstream URL: a
+ * checksum document names a versioned release, and what it says is checked again by the download
+ * it pins. Local paths are read every time.
+ */
+export async function fetchTextCached<T>(src: string, cacheDir: string, use: (text: string) => T, o: FetchOptions = {}, max = 32 << 20): Promise<T> {
+  if (localPath(src, o.baseDir)) return use(await fetchText(src, o, max));
+  const file = path.join(cacheDir, 'documents', sha256Hex(Buffer.from(src)));
+  const kept = await fs.readFile(file, 'utf8').catch(() => undefined);
+  if (kept !== undefined) return use(kept);
+  const text = await fetchText(src, o, max);
+  const v = use(text);
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await writeFileAtomic(file, text);
+  return v;
 }
 
 /**

@@ -5,8 +5,8 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { type CodeOf, Codes, IntegrityError } from '../errors.js';
-import { writeFileAtomic } from '../util/fsx.js';
+import { type CodeOf, Codes, IntegrityError, UsageError } from '../errors.js';
+import { exists, writeFileAtomic } from '../util/fsx.js';
 
 export const FORMAT_VERSION = 1;
 
@@ -310,6 +310,26 @@ export async function readPartsManifest(file: string): Promise<PartsManifest> {
     throw refuse(Codes.bundleFormat, `${file} is not a ferry parts manifest`);
   }
   return m;
+}
+
+/**
+ * Refuses the bundle paths operators get wrong before anything opens them: a path that does not
+ * exist, and one part named where the parts manifest belongs.
+ */
+export async function checkBundlePath(input: string): Promise<void> {
+  const part = /^(.*)\.part\d{3}$/.exec(input);
+  if (part) {
+    const manifest = partsFileOf(part[1]!);
+    throw new UsageError(Codes.bundlePartGiven, `${input} is one part of a split bundle; ferry reads the parts through their manifest`, {
+      hint: `Pass ${manifest}${(await exists(manifest)) ? '' : ' (copy it beside the parts first)'}: it lists every part and is signed.`,
+    });
+  }
+  const missing = await fs.stat(input).then(() => false, (e: NodeJS.ErrnoException) => e.code === 'ENOENT' || e.code === 'ENOTDIR');
+  if (missing) {
+    throw new UsageError(Codes.bundleNotFound, `bundle ${input} does not exist`, {
+      hint: isPartsFile(input) ? 'Check the path; FILE.parts.json is copied beside FILE.part001, .part002 …' : 'Check the path; for a split bundle pass FILE.parts.json.',
+    });
+  }
 }
 
 /** The files a bundle is read from: its parts, beside the parts manifest, or none for a single file. */

@@ -1,10 +1,11 @@
 import { createReadStream } from 'node:fs';
 import { Parser, type ReadEntry } from 'tar';
 import { Codes, IntegrityError, UsageError } from '../errors.js';
-import { isPartsFile, parseBundleManifest, partFiles, TABLE, type BundleManifest } from './format.js';
+import { checkBundlePath, isPartsFile, parseBundleManifest, partFiles, TABLE, type BundleManifest } from './format.js';
 
 /** Reads bundle.json, the first entry, without verifying anything: for inspect and preflights. */
 export async function readBundleManifest(input: string): Promise<BundleManifest> {
+  await checkBundlePath(input);
   let file = input;
   if (isPartsFile(input)) {
     // bundle.json is the first entry, so the first part holds it.

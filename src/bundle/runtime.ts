@@ -68,6 +68,43 @@ async function extractNode(tgz: string, fileCache: string): Promise<{ sha256: st
   return { sha256: sha, size, path: final };
 }
 
+/** ELF e_machine of each architecture ferry may label a runtime with. */
+const ELF_MACHINE: Record<string, number> = { amd64: 62, arm64: 183, arm: 40, '386': 3, ppc64le: 21, s390x: 22, riscv64: 243 };
+const ELF_NAME: Record<number, string> = Object.fromEntries(Object.entries(ELF_MACHINE).map(([a, m]) => [m, a]));
+/** Bytes of a file's start that `elfProblem` reads. */
+export const ELF_HEAD = 20;
+
+/** Why `head` (a file's first bytes) is not an ELF executable for `platform`, or undefined when it is. */
+export function elfProblem(head: Buffer, platform: string): string | undefined {
+  const arch = platform.split('/')[1] ?? platform;
+  if (head.length < ELF_HEAD || head.readUInt32BE(0) !== 0x7f454c46) return 'it is not an ELF binary';
+  const machine = head[5] === 2 ? head.readUInt16BE(18) : head.readUInt16LE(18);
+  if (machine !== ELF_MACHINE[arch]) return `it is an ELF binary for ${ELF_NAME[machine] ?? `machine ${machine}`}, not ${arch}`;
+  return undefined;
+}
+
+/** For a bundle entry: why a runtime/linux-<arch>/node is not a binary for that arch; undefined for other entries. */
+export function runtimeEntryProblem(entryPath: string, head: Buffer): string | undefined {
+  const m = /^runtime\/linux-([^/]+)\/node$/.exec(entryPath);
+  return m ? elfProblem(head, `linux/${m[1]!}`) : undefined;
+}
+
+async function checkRuntimeFile(file: string, platform: string, from: string): Promise<void> {
+  const fh = await fs.open(file, 'r');
+  const head = Buffer.alloc(ELF_HEAD);
+  try {
+    await fh.read(head, 0, ELF_HEAD, 0);
+  } finally {
+    await fh.close();
+  }
+  const why = elfProblem(head, platform);
+  if (why) {
+    throw new IntegrityError(Codes.runtimeArch, `the Node.js runtime for ${platform} (${from}) cannot run there: ${why}`, {
+      hint: `Set spec.runtime.node.${platform} to the node binary (or node-linux-<arch> npm tarball) built for ${platform}.`,
+    });
+  }
+}
+
 interface Packument {
   versions?: Record<string, { dist?: { tarball?: string; integrity?: string } }>;
 }
@@ -109,6 +146,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
         sha = x.sha256;
         size = x.size;
       }
+      await checkRuntimeFile(file, platform, ov);
       out.push({ platform, version: 'override', sha256: sha, size, source: file, bundlePath, from: ov });
       continue;
     }
@@ -133,6 +171,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
     const sha512 = Buffer.from(dist.integrity.slice(7), 'base64').toString('hex');
     const tgz = await fetchToCache(dist.tarball, `sha512:${sha512}`, fileCache, o);
     const x = await extractNode(tgz.path, fileCache);
+    await checkRuntimeFile(x.path, platform, `${pkg}@${version}`);
     out.push({ platform, version: `v${version}`, sha256: x.sha256, size: x.size, source: x.path, bundlePath, from: `${pkg}@${version}` });
   }
   return out;

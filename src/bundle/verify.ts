@@ -6,7 +6,8 @@ import { Codes, FerryError, IntegrityError, UsageError } from '../errors.js';
 import { fingerprint, verifyBytes } from '../sign/keys.js';
 import { sha256Hex } from '../util/digest.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
-import { checkEntryPath, isPartsFile, parseBundleManifest, parseChecksums, partsSigningBytes, readPartsManifest, refuse as bad, TABLE, type BundleManifest, type PartsManifest, type TableEntry } from './format.js';
+import { checkBundlePath, checkEntryPath, isPartsFile, parseBundleManifest, parseChecksums, partsSigningBytes, readPartsManifest, refuse as bad, TABLE, type BundleManifest, type PartsManifest, type TableEntry } from './format.js';
+import { ELF_HEAD, runtimeEntryProblem } from './runtime.js';
 import { readTar, TarFormatError, type TarEntry } from './tarread.js';
 import { fileHeader } from './tarwriter.js';
 
@@ -53,6 +54,7 @@ interface Source {
 }
 
 async function openSource(input: string): Promise<Source> {
+  await checkBundlePath(input);
   if (!isPartsFile(input)) {
     try {
       await fs.access(input);
@@ -64,15 +66,16 @@ async function openSource(input: string): Promise<Source> {
   }
   const m = await readPartsManifest(input);
   const dir = path.dirname(input);
+  const missing = (await Promise.all(m.parts.map((p) => fs.stat(path.join(dir, p.name)).then(() => undefined, () => p.name)))).filter((n): n is string => !!n);
+  if (missing.length) {
+    // Only the missing names: a bundle may have hundreds of parts.
+    const what = missing.length === 1 ? `part ${missing[0]} of ${m.bundle} is missing` : `${missing.length} of ${m.parts.length} parts of ${m.bundle} are missing`;
+    throw new IntegrityError(Codes.bundlePartMissing, `${what} beside ${input}${missing.length === 1 ? '' : `: ${missing.join(', ')}`}`, {
+      hint: `Copy ${missing.length === 1 ? 'that part' : 'those parts'} into ${dir} and run again.`,
+    });
+  }
   for (const p of m.parts) {
-    let st;
-    try {
-      st = await fs.stat(path.join(dir, p.name));
-    } catch {
-      throw new IntegrityError(Codes.bundlePartMissing, `part ${p.name} of ${m.bundle} is missing beside ${input}`, {
-        hint: `Copy every part (${m.parts.map((x) => x.name).join(', ')}) into ${dir} and run again.`,
-      });
-    }
+    const st = await fs.stat(path.join(dir, p.name));
     if (st.size !== p.size) throw new IntegrityError(Codes.bundlePartMismatch, `part ${p.name} is ${st.size} bytes, ${m.bundle} lists ${p.size}`, { hint: 'That part is damaged or belongs to another bundle. Copy it again.' });
   }
   let current: { name: string; hash: Hash; fh: FileHandle; expect: string } | undefined;
@@ -158,7 +161,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
   if (src.parts) {
     key = await trustedKey(o, src.parts.signer?.publicKey, input);
     if (!src.parts.signature) throw new IntegrityError(Codes.bundleUnsigned, `${input} is not signed`, { hint: 'Split bundles carry a signed parts manifest; copy it again from the source.' });
-    verifyBytes(key, partsSigningBytes(src.parts), src.parts.signature, input);
+    verifyBytes(key, partsSigningBytes(src.parts), src.parts.signature, input, src.parts.signer?.fingerprint);
   }
 
   let manifestBytes: Buffer | undefined;
@@ -189,7 +192,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     } else {
       sigBytes = b;
       key ??= await trustedKey(o, manifest?.signer?.publicKey, input);
-      verifyBytes(key, checksumsBytes!, b.toString('utf8'), 'checksums.txt');
+      verifyBytes(key, checksumsBytes!, b.toString('utf8'), 'checksums.txt', manifest?.signer?.fingerprint);
       sums = parseChecksums(checksumsBytes!.toString('utf8'));
       if (sums.get('bundle.json') !== sha256Hex(manifestBytes!)) throw bad(Codes.bundleChecksum, 'bundle.json does not match its signed checksum');
       seen.add('bundle.json');
@@ -207,8 +210,10 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     const target = o.extractTo ? await o.extractTo(p, e.mode) : undefined;
     const fh = target ? await fs.open(target, 'wx', e.mode & 0o755) : undefined;
     reporter.blobStart(e.size);
+    let head = Buffer.alloc(0);
     try {
       for await (const c of e.data) {
+        if (head.length < ELF_HEAD) head = Buffer.concat([head, c.subarray(0, ELF_HEAD - head.length)]);
         h.update(c);
         bytes += c.length;
         reporter.bytes(c.length);
@@ -220,6 +225,9 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     reporter.blobDone();
     const got = h.digest('hex');
     if (got !== want) throw bad(Codes.bundleChecksum, `entry ${p} does not match its checksum (expected ${want}, got ${got})`);
+    // Signed and listed, yet a runtime labelled for the wrong arch would only fail once a node runs it.
+    const why = runtimeEntryProblem(p, head);
+    if (why) throw new IntegrityError(Codes.runtimeArch, `entry ${p} cannot run on its architecture: ${why}`, { hint: 'The bundle was built with a wrong spec.runtime.node; rebuild it with the right runtime.' });
   };
 
   try {

@@ -1,13 +1,25 @@
+import path from 'node:path';
 import { Command } from 'commander';
+import { Codes, UsageError } from '../errors.js';
 import { pullImages, pushStore } from '../bundle/images.js';
 import { Layout } from '../oci/layout.js';
 import { readLock } from '../spec/lock.js';
 import { loadSpec, narrowPlatforms } from '../spec/spec.js';
+import { exists } from '../util/fsx.js';
 import { cacheStoreDir } from '../util/paths.js';
 import { formatBytes } from '../util/size.js';
 import { makeOutput } from './output.js';
 import { addRegistryOptions, clientFrom, intOption, type RegistryFlags } from './registry-options.js';
 import { addPlatformOption, defaultLock, examples, globals } from './shared.js';
+
+/** A store to read from must exist: opening one creates it, and an empty push exits 0 having done nothing. */
+async function requireStore(dir: string): Promise<void> {
+  if (await exists(path.join(dir, 'index.json'))) return;
+  const there = await exists(dir);
+  throw new UsageError(Codes.storeNotFound, there ? `${dir} is not an OCI image layout (it has no index.json)` : `store ${dir} does not exist`, {
+    hint: 'Pass the directory `ferry images pull --out DIR` filled, or images/ inside the directory `ferry bundle unpack` wrote.',
+  });
+}
 
 export function imagesCommand(): Command {
   const images = new Command('images').description('copy images between registries and stores');
@@ -16,7 +28,7 @@ export function imagesCommand(): Command {
     .argument('<spec>', 'bundle spec')
     .option('--lock <file>', 'lock file (default: images.lock beside bundle-spec/)')
     .option('--out <dir>', 'store directory, an OCI image layout (default: the cache store)')
-    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10']));
+    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10          # once a spec with that image has been pulled']));
   addRegistryOptions(addPlatformOption(pull)).action(async (specFile: string, o: RegistryFlags & { lock?: string; out?: string; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
     const spec = narrowPlatforms(await loadSpec(specFile), o.platform);
@@ -36,9 +48,10 @@ export function imagesCommand(): Command {
     .description('load every image of a store into a registry, such as a site Harbor')
     .requiredOption('--store <dir>', 'store directory (an OCI image layout)')
     .requiredOption('--to <registry[/prefix]>', 'target registry and optional repository prefix')
-    .addHelpText('after', examples(['ferry images push --store ./store --to harbor.site.example/ferry --creds harbor.site.example=admin:secret', 'ferry images push --store ./store --to 127.0.0.1:5000']));
+    .addHelpText('after', examples(['ferry images push --store ./store --to harbor.site.example/ferry --creds harbor.site.example=admin:secret   # needs that registry', 'ferry images push --store ./store --to 127.0.0.1:5000          # needs a registry there (docker-registry serve)']));
   addRegistryOptions(push).action(async (o: RegistryFlags & { store: string; to: string }, c: Command) => {
     const out = makeOutput(globals(c));
+    await requireStore(o.store);
     const store = await Layout.open(o.store);
     const client = await clientFrom(o, out.reporter);
     const r = await pushStore({ client, store, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, 4) }, o.to);

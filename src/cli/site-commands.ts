@@ -1,3 +1,4 @@
+import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, UsageError } from '../errors.js';
@@ -8,6 +9,14 @@ import { makeOutput } from './output.js';
 import { intOption } from './registry-options.js';
 import { collect, examples, globals } from './shared.js';
 
+/** The bundle archive itself is the likely mistake for --bundle: say where the directory comes from. */
+async function refuseArchive(dir: string): Promise<void> {
+  const st = await fs.stat(dir).catch(() => undefined);
+  if (!st || st.isDirectory()) return;
+  throw new UsageError(Codes.serveBundleArchive, `--bundle ${dir} is a file; ferry serve reads an unpacked bundle directory`, {
+    hint: `Point --bundle at the directory \`ferry bundle unpack ${dir} --trust ferry.pub --to DIR\` wrote (ferry install unpacks to /var/lib/ferry/bundle).`,
+  });
+}
 
 export function serveCommand(): Command {
   return new Command('serve')
@@ -20,10 +29,10 @@ export function serveCommand(): Command {
     .addHelpText(
       'after',
       examples([
-        'ferry serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key',
-        'ferry serve --bundle ./unpacked --listen 127.0.0.1:5000          # plain HTTP on loopback, for a look',
-        'curl --cacert /etc/ferry/pki/ca.crt https://registry.site.example:5443/v2/_catalog',
-        'curl --cacert /etc/ferry/pki/ca.crt https://registry.site.example:5443/files/',
+        'ferry serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key   # on a server after ferry install',
+        'ferry serve --bundle ./unpacked --listen 127.0.0.1:5000          # plain HTTP on loopback, for a look (after bundle unpack … --to ./unpacked)',
+        'curl --cacert /etc/ferry/pki/ca.crt https://registry.site.example:5443/v2/_catalog   # from a site node',
+        'curl --cacert /etc/ferry/pki/ca.crt https://registry.site.example:5443/files/   # from a site node',
       ]),
     )
     .action(async (o: { bundle: string; listen: string; tlsCert?: string; tlsKey?: string; shutdownTimeout: string }, c: Command) => {
@@ -33,6 +42,7 @@ export function serveCommand(): Command {
           hint: 'Pass both (from `ferry pki init`), or neither for plain HTTP.',
         });
       }
+      await refuseArchive(o.bundle);
       const shutdownMs = intOption('--shutdown-timeout', o.shutdownTimeout, 10, 0) * 1000;
       // Access log lines go to stderr (the journal under systemd); stdout keeps the final result.
       const log = out.verbosity === 'quiet' ? undefined : (line: string) => process.stderr.write(`${line}\n`);
@@ -70,8 +80,8 @@ export function pkiCommand(): Command {
       .addHelpText(
         'after',
         examples([
-          'ferry pki init --domain site.example --ip 10.0.0.11 --ip 10.0.0.12 --out /etc/ferry/pki',
-          'openssl verify -CAfile /etc/ferry/pki/ca.crt /etc/ferry/pki/registry.crt',
+          'ferry pki init --domain site.example --ip 10.0.0.11 --ip 10.0.0.12 --out /etc/ferry/pki   # as root on the first server (ferry install does this)',
+          'openssl verify -CAfile /etc/ferry/pki/ca.crt /etc/ferry/pki/registry.crt   # after pki init',
         ]),
       )
       .action(async (o: { domain: string; ip?: string[]; out: string }, c: Command) => {
@@ -95,7 +105,7 @@ export function pkiCommand(): Command {
       .option('--ip <address>', 'an IP address for the certificate (repeatable)', collect)
       .requiredOption('--out <prefix>', 'writes <prefix>.crt and <prefix>.key')
       .option('--days <n>', 'validity in days', '1095')
-      .addHelpText('after', examples(['ferry pki issue --ca-dir /etc/ferry/pki --name registry.site.example --name s2.site.example --ip 10.0.0.12 --out /etc/ferry/pki/s2']))
+      .addHelpText('after', examples(['ferry pki issue --ca-dir /etc/ferry/pki --name registry.site.example --name s2.site.example --ip 10.0.0.12 --out /etc/ferry/pki/s2   # after pki init, as root']))
       .action(async (o: { caDir: string; name?: string[]; ip?: string[]; out: string; days: string }, c: Command) => {
         const out = makeOutput(globals(c));
         const r = await issueServerCert({ caDir: o.caDir, names: o.name ?? [], ips: o.ip ?? [], outPrefix: o.out, days: intOption('--days', o.days, 1095) });
@@ -119,9 +129,9 @@ export function containerdCommand(): Command {
       .addHelpText(
         'after',
         examples([
-          'ferry containerd config --bundle /var/lib/ferry/bundle --mirror https://registry.site.example:5443 --ca /etc/ferry/pki/ca.crt --out /etc/containerd',
-          'ferry containerd config --bundle ./unpacked --mirror https://10.0.0.11:5443 --mirror https://10.0.0.12:5443 --ca /etc/ferry/pki/ca.crt --out ./ctd',
-          'ctr images pull --hosts-dir /etc/containerd/certs.d registry.k8s.io/pause:3.10',
+          'ferry containerd config --bundle /var/lib/ferry/bundle --mirror https://registry.site.example:5443 --ca /etc/ferry/pki/ca.crt --out /etc/containerd   # as root on a site node',
+          'ferry containerd config --bundle ./unpacked --mirror https://10.0.0.11:5443 --mirror https://10.0.0.12:5443 --ca /etc/ferry/pki/ca.crt --out ./ctd   # after ferry bundle unpack … --to ./unpacked',
+          'ctr images pull --hosts-dir /etc/containerd/certs.d registry.k8s.io/pause:3.10   # on a site node with containerd running',
         ]),
       )
       .action(async (o: { bundle: string; mirror: string[]; ca: string; out: string; configPath?: string; registry?: string[] }, c: Command) => {

@@ -24,6 +24,22 @@ const SIGNS: Record<string, { file: string; line?: RegExp }> = {
 
 const lastLine = (s: string) => s.trim().split('\n').filter(Boolean).slice(-1)[0] ?? '';
 
+/** The host's own tools: the bundle does not carry them, so a missing one is the operator's to install. */
+const HOST_TOOL: Record<string, string> = { modprobe: 'kmod', sysctl: 'procps' };
+
+/** Runs a host tool; one that is not installed is named with the package that has it. */
+async function runHostTool(host: Host, cmd: string, args: string[]) {
+  try {
+    return await host.run(cmd, args, { allowFail: true });
+  } catch (e) {
+    if ((e as { cause?: { code?: string } }).cause?.code !== 'ENOENT') throw e;
+    throw new HostError(Codes.hostCommandMissing, `${cmd} is not installed on this host (not found on PATH)`, {
+      hint: `ferry uses the host's own ${cmd}; the bundle does not carry it. Install it (package ${HOST_TOOL[cmd]} on Debian, Ubuntu and RHEL), then re-run.`,
+      cause: e,
+    });
+  }
+}
+
 export async function moduleState(host: Host, name: string): Promise<'loaded' | 'built in' | undefined> {
   if ((await host.read('/proc/modules'))?.split('\n').some((l) => l.split(' ')[0] === name)) return 'loaded';
   const release = (await host.read('/proc/sys/kernel/osrelease'))?.trim();
@@ -52,7 +68,7 @@ export async function loadModules(host: Host, log: (l: string) => void): Promise
       log(`${name}: already loaded`);
       continue;
     }
-    const r = await host.run('modprobe', [name], { allowFail: true });
+    const r = await runHostTool(host, 'modprobe', [name]);
     if (r.code !== 0) {
       throw new HostError(Codes.kernelModule, `kernel module ${name} is neither built into this kernel nor loadable: modprobe ${name}: ${lastLine(r.stderr) || `exit ${r.code}`}`, {
         hint: `Kubernetes needs ${name} for ${NEEDED_FOR[name] ?? 'its networking'}. Install this kernel's modules (on Debian and Ubuntu: linux-modules-$(uname -r)) or boot a kernel with ${name} built in, then re-run.`,
@@ -77,7 +93,7 @@ export function sysctlFailures(stderr: string): string[] {
  */
 export async function applySysctls(host: Host, log: (l: string) => void): Promise<void> {
   await host.write(SYSCTL_FILE, SYSCTL_CONF);
-  const r = await host.run('sysctl', ['--system'], { allowFail: true });
+  const r = await runHostTool(host, 'sysctl', ['--system']);
   const failed = sysctlFailures(r.stderr);
   const wrong: string[] = [];
   for (const key of failed) {

@@ -61,8 +61,21 @@ export async function loadPrivateKey(file: string, passphrase?: string): Promise
 }
 
 export async function loadPublicKey(file: string): Promise<KeyObject> {
+  let pem: string;
   try {
-    const k = createPublicKey(await fs.readFile(file, 'utf8'));
+    pem = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(Codes.keyRead, `cannot read trusted key ${file}: ${(e as Error).message}`, { hint: 'Pass the ferry.pub that came with the bundle through a trusted channel.', cause: e });
+  }
+  // createPublicKey derives a public key from a private one: accepting it would hide that the
+  // signing key has been copied to the site.
+  if (/-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/.test(pem)) {
+    throw new UsageError(Codes.keyNotPublic, `${file} is a private key; --trust takes the public key (ferry.pub)`, {
+      hint: 'Pass ferry.pub, made beside ferry.key by `ferry key generate`. Keep ferry.key off the site: whoever holds it can sign bundles.',
+    });
+  }
+  try {
+    const k = createPublicKey(pem);
     if (k.asymmetricKeyType !== 'ec') throw new Error('not an EC key');
     return k;
   } catch (e) {
@@ -75,7 +88,8 @@ export function signBytes(key: KeyObject, data: Buffer): string {
   return sign('sha256', data, key).toString('base64');
 }
 
-export function verifyBytes(pub: KeyObject, data: Buffer, sigB64: string, what: string): void {
+/** `claimed`: the signer fingerprint the bundle names (unverified), shown when the trusted key does not match. */
+export function verifyBytes(pub: KeyObject, data: Buffer, sigB64: string, what: string, claimed?: string): void {
   let ok = false;
   try {
     ok = verify('sha256', data, pub, Buffer.from(sigB64.trim(), 'base64'));
@@ -83,8 +97,12 @@ export function verifyBytes(pub: KeyObject, data: Buffer, sigB64: string, what: 
     ok = false;
   }
   if (!ok) {
-    throw new IntegrityError(Codes.bundleSignature, `the signature of ${what} does not verify with the trusted key ${fingerprint(pub)}`, {
-      hint: 'The bundle was altered or signed by another key. Do not use it; get a fresh copy and the right ferry.pub.',
+    const fp = fingerprint(pub);
+    const says = claimed && claimed !== fp ? `; the bundle says it was signed by ${claimed}` : '';
+    throw new IntegrityError(Codes.bundleSignature, `the signature of ${what} does not verify with the trusted key ${fp}${says}`, {
+      hint: says
+        ? `Compare ${claimed} with the fingerprint the bundle's maker gave you (ferry key generate printed it): if it matches, you passed the wrong --trust key; if not, the bundle was not signed by them. Do not use it until one of those holds.`
+        : 'The bundle was altered or signed by another key. Do not use it; get a fresh copy and the right ferry.pub.',
     });
   }
 }

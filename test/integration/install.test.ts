@@ -470,7 +470,10 @@ patches:
       await write(path.join(ctd, 'config.toml'), `version = 2\nroot = "${ctd}/root"\nstate = "${ctd}/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "${ctd}/sock"\n[ttrpc]\n  address = "${ctd}/sock.ttrpc"\n`);
       const inAgent = [
         `mount --bind ${agentRoot}/etc/resolv.conf /etc/resolv.conf`,
-        `mkdir -p /etc/ferry && mount --bind ${agentRoot}/etc/ferry /etc/ferry`,
+        // The mount point is made on the real /etc (a mount namespace shares the filesystem), so it goes again on exit.
+        'made=; [ -d /etc/ferry ] || { mkdir /etc/ferry && made=1; }',
+        `trap 'umount /etc/ferry 2>/dev/null; [ -z "$made" ] || rmdir /etc/ferry' EXIT`,
+        `mount --bind ${agentRoot}/etc/ferry /etc/ferry`,
         `containerd --config ${ctd}/config.toml > ${ctd}/containerd.log 2>&1 & c=$!`,
         `for i in $(seq 100); do ctr -a ${ctd}/sock version >/dev/null 2>&1 && break; sleep 0.1; done`,
         `ctr -a ${ctd}/sock images pull --hosts-dir ${agentRoot}/etc/containerd/certs.d ${reg.host}/k8s/pause:3.10.2; rc=$?`,

@@ -8,6 +8,7 @@ import type { BundleManifest } from '../../src/bundle/format.js';
 import { sha256Hex } from '../../src/util/digest.js';
 import { ferry } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
+import { elfStandin } from '../../fixtures/elf.js';
 
 let work: string;
 let reg: RegistryPeer;
@@ -60,8 +61,8 @@ beforeAll(async () => {
   reg = await startRegistry();
   fx = await buildFixtureSet(path.join(work, 'fx'), 0.05);
   await pushFixtures(fx, reg.host, 'fx');
-  await write(path.join(work, 'vendor', 'node-amd64'), '#!/bin/sh\necho amd64\n');
-  await write(path.join(work, 'vendor', 'node-arm64'), '#!/bin/sh\necho arm64\n');
+  await write(path.join(work, 'vendor', 'node-amd64'), elfStandin('amd64', 'amd64\n'));
+  await write(path.join(work, 'vendor', 'node-arm64'), elfStandin('arm64', 'arm64\n'));
   env = { FERRY_CACHE_DIR: path.join(work, 'cache') };
   expect((await ferry(['key', 'generate', '--out', path.join(work, 'keys')])).code).toBe(0);
   key = path.join(work, 'keys', 'ferry.key');

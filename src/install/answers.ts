@@ -6,6 +6,7 @@ import { Codes, SpecError } from '../errors.js';
 import { loadYaml, positionOf, type LoadedYaml } from '../spec/yamlpos.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import { CGROUP_V1_POLICIES, type CgroupV1Policy } from './cgroups.js';
+import { unknownAnswerKeys } from './answers-keys.js';
 import { patchProblems, type Patches } from './patches.js';
 
 export interface JoinHost {
@@ -262,11 +263,11 @@ export function answerProblems(a: Partial<InstallAnswers>, resolved: Map<number,
  * Checks answers as a whole, join host names resolved: the answers with each resolved address as
  * its host's ip, or a SpecError listing every problem under `heading` (`where` gives each its file:line:column).
  */
-export async function checkAnswers(v: Partial<InstallAnswers>, heading: string, where?: (path: (string | number)[]) => string): Promise<InstallAnswers> {
+export async function checkAnswers(v: Partial<InstallAnswers>, heading: string, where?: (path: (string | number)[]) => string, unknown: { at?: string; path: (string | number)[]; msg: string }[] = []): Promise<InstallAnswers> {
   const resolved = await resolveJoinHosts(v.join);
   const problems = [...answerProblems(v, resolved.ips), ...resolved.problems];
-  if (problems.length) {
-    const lines = problems.map((q) => ({ at: where?.(q.path), text: `${q.path.join('.')} ${q.msg}` }));
+  if (problems.length || unknown.length) {
+    const lines = [...unknown.map((q) => ({ at: q.at, text: `${q.path.join('.')} ${q.msg}` })), ...problems.map((q) => ({ at: where?.(q.path), text: `${q.path.join('.')} ${q.msg}` }))];
     // In file order (file:line:col), as an operator reads them.
     const key = (at?: string) => (/:(\d+):(\d+)$/.exec(at ?? '') ?? []).slice(1).map(Number);
     lines.sort((x, y) => (key(x.at)[0] ?? 0) - (key(y.at)[0] ?? 0) || (key(x.at)[1] ?? 0) - (key(y.at)[1] ?? 0));
@@ -283,7 +284,11 @@ export async function loadAnswers(file: string): Promise<InstallAnswers> {
   } catch (e) {
     throw new SpecError(Codes.specRead, (e as Error).message, { hint: 'Pass --answers FILE: an InstallAnswers YAML, such as the one ferry install saves after its questions.', cause: e });
   }
-  return checkAnswers((y.value ?? {}) as Partial<InstallAnswers>, `${file} is not a valid answers file`, (q) => positionOf(y, q));
+  // Unknown keys are errors, not silently ignored; patches' own check already names unknown targets.
+  const unknown = unknownAnswerKeys(y.value)
+    .filter((q) => q.path[0] !== 'patches')
+    .map((q) => ({ ...q, at: positionOf(y, q.path, 'key') }));
+  return checkAnswers((y.value ?? {}) as Partial<InstallAnswers>, `${file} is not a valid answers file`, (q) => positionOf(y, q), unknown);
 }
 
 export async function saveAnswers(file: string, a: InstallAnswers): Promise<void> {

@@ -100,3 +100,19 @@ describe('unknown keys in the answers file', () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 });
+
+describe('loading an answers file with a misspelt key', () => {
+  it('refuses it with the key position and a did-you-mean, instead of ignoring it', async () => {
+    const { promises: fs } = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { loadAnswers } = await import('../../src/install/answers.js');
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-answers-'));
+    const file = path.join(dir, 'answers.yaml');
+    await fs.writeFile(file, 'apiVersion: ferry.dev/v1alpha1\nkind: InstallAnswers\ndomain: site.test\nnode: {name: server-1, ip: 10.0.0.11}\npodCIDR: 10.244.0.0/16\n');
+    const e = await loadAnswers(file).catch((x: unknown) => x as Error & { code: string });
+    expect(e.code).toBe('SPEC_INVALID');
+    expect(e.message).toMatch(new RegExp(`${file.replace(/[.]/g, '\\.')}:5:1: podCIDR .*podCidr`));
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+});

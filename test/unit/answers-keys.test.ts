@@ -1,8 +1,9 @@
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ANSWERS_SHAPE, closestKey, unknownAnswerKeys } from '../../src/install/answers-keys.js';
-import type { InstallAnswers, JoinHost } from '../../src/install/answers.js';
+import { loadAnswers, type InstallAnswers, type JoinHost } from '../../src/install/answers.js';
 import { loadYaml, positionOf } from '../../src/spec/yamlpos.js';
 import { tmpdir } from '../helpers/peers.js';
 
@@ -103,10 +104,6 @@ describe('unknown keys in the answers file', () => {
 
 describe('loading an answers file with a misspelt key', () => {
   it('refuses it with the key position and a did-you-mean, instead of ignoring it', async () => {
-    const { promises: fs } = await import('node:fs');
-    const os = await import('node:os');
-    const path = await import('node:path');
-    const { loadAnswers } = await import('../../src/install/answers.js');
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-answers-'));
     const file = path.join(dir, 'answers.yaml');
     await fs.writeFile(file, 'apiVersion: ferry.dev/v1alpha1\nkind: InstallAnswers\ndomain: site.test\nnode: {name: server-1, ip: 10.0.0.11}\npodCIDR: 10.244.0.0/16\n');

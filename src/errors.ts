@@ -151,6 +151,8 @@ const table = {
   unitInvalid: ['UNIT_INVALID', 'usage'],
   // The bootstrap chart's values (site DNS and API load balancer).
   bootstrapValues: ['BOOTSTRAP_VALUES_INVALID', 'usage'],
+  // issue 12 item 2: a dry run that finds more than one reason a real run would stop.
+  installRefused: ['INSTALL_REFUSED', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

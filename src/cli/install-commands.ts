@@ -13,7 +13,7 @@ import { describePlan, formatPlan, runPlan, type PlanEntry } from '../install/pl
 import { writeFileAtomic } from '../util/fsx.js';
 import { loadPublicKey } from '../sign/keys.js';
 import { makeOutput } from './output.js';
-import { canPrompt, confirm, input, select } from './prompt.js';
+import { canPrompt, confirm, input, PromptCancelled, select } from './prompt.js';
 import { collectCsv, examples, globals } from './shared.js';
 
 
@@ -143,6 +143,21 @@ export function installCommand(): Command {
       }
       const trust = o.trust ? await loadPublicKey(o.trust) : undefined;
       const host = new Host(path.resolve(o.root));
+      // verifyBundle turns a callback's non-ferry error into a bundle error, so Ctrl-C at the trust
+      // question is remembered here, answered as "no", and rethrown as itself once the run stops.
+      let cancelled: PromptCancelled | undefined;
+      const trustPrompt = async (fp: string) => {
+        try {
+          return await confirm(`Trust the bundle signed by ${fp}?`, '--trust ferry.pub');
+        } catch (e) {
+          if (!(e instanceof PromptCancelled)) throw e;
+          cancelled = e;
+          return false;
+        }
+      };
+      const orCancelled = (e: unknown) => {
+        throw cancelled ?? e;
+      };
       const ctx = {
         host,
         bundle,
@@ -154,12 +169,12 @@ export function installCommand(): Command {
         verify: {
           trust,
           reporter: out.reporter,
-          confirm: (fp: string) => confirm(`Trust the bundle signed by ${fp}?`, '--trust ferry.pub'),
+          confirm: trustPrompt,
         },
       };
       const steps = firstServerSteps(ctx);
       if (o.dryRun) {
-        const d = await dryRun(ctx);
+        const d = await dryRun(ctx).catch(orCancelled);
         for (const p of d.preflight) out.reporter.warn(`preflight on this machine: ${p}`);
         if (d.problems.length === 1) throw d.problems[0]!;
         if (d.problems.length > 1) {
@@ -187,7 +202,7 @@ export function installCommand(): Command {
         await saveAnswers(host.p(o.saveAnswers), answers);
         out.reporter.info(`answers saved to ${host.p(o.saveAnswers)}: re-run with --answers to repeat without questions`);
       }
-      const r = await runPlan(host, 'install', steps, out.reporter);
+      const r = await runPlan(host, 'install', steps, out.reporter).catch(orCancelled);
       out.reporter.done();
       const answersFile = o.answers ?? o.saveAnswers;
       const next = nextSteps(answers, host.p(ADMIN_CONF), answersFile, bundle);

@@ -2,11 +2,9 @@ import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypt
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { tarOf } from '../../fixtures/hostile.js';
-import { checksumsText } from '../../src/bundle/format.js';
-import { fingerprint, signBytes } from '../../src/sign/keys.js';
+import { signedTable, tarOf } from '../../fixtures/hostile.js';
+import { fingerprint } from '../../src/sign/keys.js';
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
-import { sha256Hex } from '../../src/util/digest.js';
 import { ferry } from '../helpers/cli.js';
 import { tmpdir } from '../helpers/peers.js';
 
@@ -25,40 +23,19 @@ function bin(name: string, archive = false) {
   return { name, version: 'v1.37.2', platform: `linux/${arch}`, path: `files/${name}/v1.37.2/linux-${arch}/${name}`, sha256: '0'.repeat(64), size: 1, archive, url: `https://example.test/${name}` };
 }
 
-/** A signed bundle whose bundle.json is the honest base with `over` on top. */
+/** A signed bundle whose bundle.json says it carries kubeadm's images, flannel, kubeadm, kubelet and containerd, with `over` on top. */
 async function bundleWith(name: string, over: Record<string, unknown>, signer = key): Promise<string> {
-  const p = createPublicKey(signer);
   const content = [{ path: 'install.sh', data: Buffer.from('#!/bin/sh\n') }];
-  const manifest = Buffer.from(
-    JSON.stringify({
-      formatVersion: 1,
-      name: 'dry',
-      version: '0.0.1',
-      created: new Date(0).toISOString(),
-      ferryVersion: '0.1.0',
-      platforms: [`linux/${arch}`],
-      kubernetes: { version: 'v1.37.2', imageRepository: REPO },
-      images: kubeadmImages('v1.37.2', REPO).map((ref) => ({ ref, digest: `sha256:${'1'.repeat(64)}`, mediaType: 'application/vnd.oci.image.index.v1+json', platforms: [`linux/${arch}`] })),
-      charts: [{ name: 'flannel', version: '0.26.1', ref: 'charts.test/flannel:0.26.1', digest: `sha256:${'2'.repeat(64)}` }],
-      files: [bin('kubeadm'), bin('kubelet'), bin('containerd', true)],
-      runtime: [],
-      signer: { fingerprint: fingerprint(p), publicKey: p.export({ type: 'spki', format: 'pem' }) },
-      contentSize: 10,
-      entries: content.length + 3,
-      ...over,
-    }),
-  );
-  const sums = checksumsText([{ path: 'bundle.json', sha256: sha256Hex(manifest) }, ...content.map((c) => ({ path: c.path, sha256: sha256Hex(c.data) }))]);
+  const carried = {
+    name: 'dry',
+    kubernetes: { version: 'v1.37.2', imageRepository: REPO },
+    images: kubeadmImages('v1.37.2', REPO).map((ref) => ({ ref, digest: `sha256:${'1'.repeat(64)}`, mediaType: 'application/vnd.oci.image.index.v1+json', platforms: [`linux/${arch}`] })),
+    charts: [{ name: 'flannel', version: '0.26.1', ref: 'charts.test/flannel:0.26.1', digest: `sha256:${'2'.repeat(64)}` }],
+    files: [bin('kubeadm'), bin('kubelet'), bin('containerd', true)],
+    platforms: [`linux/${arch}`],
+  };
   const file = path.join(work, `${name}.ferry.tar`);
-  await fs.writeFile(
-    file,
-    tarOf([
-      { name: 'bundle.json', data: manifest },
-      { name: 'checksums.txt', data: sums },
-      { name: 'checksums.txt.sig', data: Buffer.from(`${signBytes(signer, sums)}\n`) },
-      ...content.map((c) => ({ name: c.path, data: c.data })),
-    ]),
-  );
+  await fs.writeFile(file, tarOf([...signedTable(signer, content, [], { ...carried, ...over }), ...content.map((c) => ({ name: c.path, data: c.data }))]));
   return file;
 }
 

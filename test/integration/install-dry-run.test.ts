@@ -140,6 +140,12 @@ describe('ferry install --dry-run checks what a real run would', () => {
     expect(await fs.readdir(root)).toEqual([]);
   });
 
+  it('--root says in its help that it is no sandbox, and --yes that the question defaults to No', async () => {
+    const help = (await ferry(['install', '--help'])).stdout.replace(/\s+/g, ' ');
+    expect(help).toContain('Not a sandbox: modprobe, sysctl, systemctl and kubeadm still run on THIS host');
+    expect(help).toContain('the question defaults to No');
+  });
+
   it('--show-files and --out go with --dry-run only', async () => {
     const r = await ferry(['install', path.join(work, 'good.ferry.tar'), '--answers', answers, '--out', path.join(work, 'x'), '--ignore-preflight', 'root']);
     expect(r.code).toBe(2);

@@ -173,6 +173,8 @@ const table = {
   hostCommandMissing: ['HOST_COMMAND_MISSING', 'host'],
   /** A runtime that is not an ELF executable for the architecture it is labelled with. */
   runtimeArch: ['RUNTIME_ARCH_MISMATCH', 'integrity'],
+  // issue 12 item 2: a dry run that finds more than one reason a real run would stop.
+  installRefused: ['INSTALL_REFUSED', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

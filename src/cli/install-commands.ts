@@ -6,10 +6,14 @@ import { Codes, RemoteError, UsageError } from '../errors.js';
 import { answerProblems, checkCidr, clusterFqdn, DEFAULTS, detectAddresses, loadAnswers, saveAnswers, type InstallAnswers } from '../install/answers.js';
 import { firstServerSteps } from '../install/first-server.js';
 import { Host } from '../install/host.js';
-import { describePlan, formatPlan, runPlan } from '../install/plan.js';
+import { dryRun } from '../install/dry-run.js';
+import type { JoinOutcome } from '../install/join.js';
+import { ADMIN_CONF, API_PORT, BUNDLE_DIR } from '../install/paths.js';
+import { describePlan, formatPlan, runPlan, type PlanEntry } from '../install/plan.js';
+import { writeFileAtomic } from '../util/fsx.js';
 import { loadPublicKey } from '../sign/keys.js';
 import { makeOutput } from './output.js';
-import { canPrompt, confirm, input, select } from './prompt.js';
+import { canPrompt, confirm, input, PromptCancelled, select } from './prompt.js';
 import { collectCsv, examples, globals } from './shared.js';
 
 
@@ -70,6 +74,28 @@ function summary(a: InstallAnswers): string {
   ].join('\n');
 }
 
+/** What the operator needs once the first server is up, as kubeadm and k3s print it. */
+function nextSteps(a: InstallAnswers, adminConf: string, answersFile: string, bundle: string) {
+  const join = `ferry join --answers ${answersFile} --bundle ${bundle}`;
+  const skeleton = ['join:', '  - {host: 10.0.0.12, name: k8s-server-02, role: server}', '  - {host: 10.0.0.21, name: k8s-agent-01, role: agent}', 'ssh: {user: root, identityFile: ~/.ssh/id_ed25519}'].join('\n');
+  const check = `kubectl --kubeconfig ${adminConf} get nodes -o wide`;
+  return { adminKubeconfig: adminConf, join, joinAnswersSkeleton: skeleton, check, api: `https://${clusterFqdn(a)}:${API_PORT}` };
+}
+
+function formatNext(n: ReturnType<typeof nextSteps>, answersFile: string): string {
+  return [
+    '',
+    `The cluster answers at ${n.api}.`,
+    `  admin kubeconfig: ${n.adminKubeconfig} (export KUBECONFIG=${n.adminKubeconfig})`,
+    `  check it:         ${n.check}`,
+    `  join more nodes:  add them to ${answersFile}, e.g.`,
+    ...n.joinAnswersSkeleton.split('\n').map((l) => `      ${l}`),
+    `    then run:       ${n.join}`,
+  ].join('\n');
+}
+
+const stepTimes = (steps: PlanEntry[]) => steps.map((s) => `  ${s.id.padEnd(22)} ${s.status.padEnd(8)} ${(s.seconds ?? 0).toFixed(1).padStart(6)}s`).join('\n');
+
 export function installCommand(): Command {
   return new Command('install')
     .description('install the first server of a cluster from a verified bundle')
@@ -77,19 +103,29 @@ export function installCommand(): Command {
     .option('--trust <pub>', 'the trusted public key (ferry.pub); without it, confirm the fingerprint at the prompt')
     .option('--answers <file>', 'answers file (InstallAnswers YAML): no questions asked')
     .option('--save-answers <file>', 'where to save the answers given at the prompts', '/etc/ferry/answers.yaml')
-    .option('--dry-run', 'print the plan (with --json as JSON) and change nothing')
-    .option('--root <dir>', 'put every host file under this prefix (for tests and image builds)', '/')
+    .option('--dry-run', 'verify the bundle, check the answers against it and print the plan (with --json as JSON); changes nothing, needs no root')
+    .option('--show-files', 'with --dry-run: print every file a real run would write')
+    .option('--out <dir>', 'with --dry-run: write every file a real run would write under DIR instead')
+    .option('--root <dir>', 'put every host file under this prefix (for tests and image builds). Not a sandbox: modprobe, sysctl, systemctl and kubeadm still run on THIS host', '/')
     .option('--ignore-preflight <checks>', 'skip these preflight checks (root,arch,swap,ports,disk,clock)', collectCsv)
-    .option('--yes', 'do not ask for confirmation of the summary')
+    .option('--yes', 'install without asking to confirm the summary (the question defaults to No)')
     .option('--rollout-timeout <seconds>', 'how long to wait for the DNS and LB DaemonSets', '300')
     .option('--allow-downgrade', 'replace the unpacked bundle with an older one (by creation time or version)')
     .addHelpText('after', examples([
       'sudo sh install.sh site.ferry.tar --trust ferry.pub   # after the openssl and sha256sum steps that ferry bundle build printed',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --out rendered/',
     ]))
-    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string; allowDowngrade?: boolean }, c: Command) => {
+    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; showFiles?: boolean; out?: string; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
+      if ((o.showFiles || o.out) && !o.dryRun) throw new UsageError(Codes.usage, `${o.out ? '--out' : '--show-files'} goes with --dry-run`, { hint: 'Add --dry-run: a real run writes the files where they belong.' });
+      // Before any question: the answers are no use to a run that cannot write /etc.
+      if (!o.dryRun && process.getuid?.() !== 0 && !o.ignorePreflight?.includes('root')) {
+        throw new UsageError(Codes.preflight, 'ferry install must run as root: it writes /etc, /var/lib and /usr/local, and runs modprobe, sysctl, systemctl and kubeadm', {
+          hint: 'Run it with sudo (sudo sh install.sh site.ferry.tar --trust ferry.pub), or try it first with --dry-run, which needs no root.',
+        });
+      }
       let answers: InstallAnswers;
       if (o.answers) answers = await loadAnswers(o.answers);
       else {
@@ -102,13 +138,28 @@ export function installCommand(): Command {
       }
       if (!o.answers && !o.dryRun) {
         process.stderr.write(`\n${summary(answers)}\n\n`);
-        if (!o.yes && !(await confirm('Install with these answers?', '--yes', true))) {
-          throw new UsageError(Codes.usage, 'installation cancelled', { hint: 'Run again to answer differently.' });
+        if (!o.yes && !(await confirm('Install with these answers?', '--yes', false))) {
+          throw new UsageError(Codes.usage, 'installation cancelled: nothing was written', { hint: 'Run again to answer differently, or pass --yes to install without this question.' });
         }
       }
       const trust = o.trust ? await loadPublicKey(o.trust) : undefined;
       const host = new Host(path.resolve(o.root));
-      const steps = firstServerSteps({
+      // verifyBundle turns a callback's non-ferry error into a bundle error, so Ctrl-C at the trust
+      // question is remembered here, answered as "no", and rethrown as itself once the run stops.
+      let cancelled: PromptCancelled | undefined;
+      const trustPrompt = async (fp: string) => {
+        try {
+          return await confirm(`Trust the bundle signed by ${fp}?`, '--trust ferry.pub');
+        } catch (e) {
+          if (!(e instanceof PromptCancelled)) throw e;
+          cancelled = e;
+          return false;
+        }
+      };
+      const orCancelled = (e: unknown) => {
+        throw cancelled ?? e;
+      };
+      const ctx = {
         host,
         bundle,
         answers,
@@ -116,28 +167,56 @@ export function installCommand(): Command {
         ignorePreflight: o.ignorePreflight,
         rolloutTimeoutMs: Number(o.rolloutTimeout) * 1000,
         allowDowngrade: o.allowDowngrade,
+        manifest: await readBundleManifest(bundle).catch(() => undefined),
         verify: {
           trust,
           reporter: out.reporter,
-          confirm: (fp) => confirm(`Trust the bundle signed by ${fp}?`, '--trust ferry.pub'),
+          confirm: trustPrompt,
         },
-      });
+      };
+      const steps = firstServerSteps(ctx);
       if (o.dryRun) {
+        const d = await dryRun(ctx).catch(orCancelled);
+        for (const p of d.preflight) out.reporter.warn(`preflight on this machine: ${p}`);
+        if (d.problems.length === 1) throw d.problems[0]!;
+        if (d.problems.length > 1) {
+          throw new UsageError(Codes.installRefused, `a real run would stop, for ${d.problems.length} reasons:\n  ${d.problems.map((p) => `[${p.code}] ${p.message.replace(/\n/g, '\n    ')}`).join('\n  ')}`, {
+            hint: 'Fix each, then dry-run again.',
+            details: { problems: d.problems.map((p) => p.toJSON()) },
+          });
+        }
+        if (o.out) {
+          for (const f of d.files) await writeFileAtomic(path.join(path.resolve(o.out), f.path), f.content, 0o600);
+        }
         const plan = await describePlan(steps);
-        out.result(`ferry install plan for ${answers.node.name} (${answers.node.ip}), root ${host.root}:\n${formatPlan(plan)}`, { node: answers.node, root: host.root, steps: plan });
+        const files = d.files.map((f) => ({ path: f.path, ...(o.showFiles ? { content: f.content } : {}) }));
+        out.result(
+          [
+            `ferry install plan for ${answers.node.name} (${answers.node.ip}), root ${host.root}; bundle ${d.manifest.name} ${d.manifest.version} (Kubernetes ${d.manifest.kubernetes?.version}), signed by ${d.signer}:`,
+            formatPlan(plan),
+            o.out ? `\n${d.files.length} files rendered under ${path.resolve(o.out)}` : o.showFiles ? d.files.map((f) => `\n--- ${f.path}\n${f.content.trimEnd()}`).join('\n') : `\n${d.files.length} files would be written (see them with --show-files or --out DIR)`,
+          ].join('\n'),
+          { dryRun: true, node: answers.node, root: host.root, signer: d.signer, steps: plan, files, preflight: d.preflight },
+        );
         return;
       }
       if (!o.answers) {
         await saveAnswers(host.p(o.saveAnswers), answers);
         out.reporter.info(`answers saved to ${host.p(o.saveAnswers)}: re-run with --answers to repeat without questions`);
       }
-      const r = await runPlan(host, 'install', steps, out.reporter);
+      const r = await runPlan(host, 'install', steps, out.reporter).catch(orCancelled);
       out.reporter.done();
+      const answersFile = o.answers ?? o.saveAnswers;
+      const next = nextSteps(answers, host.p(ADMIN_CONF), answersFile, bundle);
       out.result(
-        r.applied.length
-          ? `installed ${answers.node.name}: ${r.applied.length} steps applied, ${r.skipped.length} already done; log ${r.logFile}`
-          : `${answers.node.name} is already installed as these answers say: nothing changed (${r.skipped.length} steps already done); log ${r.logFile}`,
-        r,
+        [
+          r.applied.length
+            ? `installed ${answers.node.name}: ${r.applied.length} steps applied, ${r.skipped.length} already done; log ${r.logFile}`
+            : `${answers.node.name} is already installed as these answers say: nothing changed (${r.skipped.length} steps already done); log ${r.logFile}`,
+          stepTimes(r.steps),
+          formatNext(next, answersFile),
+        ].join('\n'),
+        { dryRun: false, node: answers.node, root: host.root, ...r, next },
       );
     });
 }
@@ -152,18 +231,26 @@ export function joinCommand(): Command {
     .option('--root <dir>', "this server's host-file prefix (for tests)", '/')
     .option('--remote-root <dir>', 'host-file prefix on each joining node, {name} is replaced (for tests)')
     .option('--remote-path <dirs>', 'directories put first on the remote PATH (for tests)')
+    .option('--dry-run', 'check the answers and this server, list the nodes it would join; connects to none')
     .addHelpText('after', examples([
       'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar',
+      'ferry join --answers /etc/ferry/answers.yaml --dry-run',
       'ferry join --answers answers.yaml --only k8s-agent-01 --json',
     ]))
-    .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string }, c: Command) => {
+    .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string; dryRun?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
       const { joinNodes, formatJoinTable } = await import('../install/join.js');
       const host = new Host(path.resolve(o.root));
       const answers = await loadAnswers(o.answers ?? host.p('/etc/ferry/answers.yaml'));
       if (!answers.join?.length) {
+        if (o.dryRun) throw new UsageError(Codes.usage, 'there are no hosts to join in the answers', { hint: 'List them under join: (host, name, role) and dry-run again.' });
         if (!canPrompt()) throw new UsageError(Codes.promptNoTty, 'no hosts to join, and no terminal to ask for them', { hint: 'List them under join: in an answers file and pass --answers FILE.' });
         answers.join = await askJoinHosts(answers);
+      }
+      if (o.dryRun) {
+        const rows = await joinPlan(host, answers, o);
+        out.result(`ferry join would join (nothing was contacted):\n${formatJoinTable(rows)}`, { dryRun: true, nodes: rows });
+        return;
       }
       const rows = await joinNodes({
         host,
@@ -180,14 +267,27 @@ export function joinCommand(): Command {
         },
       });
       out.reporter.done();
-      out.result(formatJoinTable(rows), { nodes: rows });
       const failed = rows.filter((r) => !r.ok);
-      if (failed.length) {
-        throw new RemoteError(Codes.joinFailed, `${failed.length} of ${rows.length} nodes did not join: ${failed.map((f) => f.name).join(', ')}`, {
-          hint: `Fix each cause above, then run ferry join --only ${failed.map((f) => f.name).join(',')}.`,
-        });
-      }
+      if (!failed.length) return out.result(formatJoinTable(rows), { dryRun: false, nodes: rows });
+      // With --json the error is the one document, and carries the rows.
+      out.human(formatJoinTable(rows));
+      throw new RemoteError(Codes.joinFailed, `${failed.length} of ${rows.length} nodes did not join: ${failed.map((f) => f.name).join(', ')}`, {
+        hint: `Fix each cause above, then run ferry join --only ${failed.map((f) => f.name).join(',')}.`,
+        details: { dryRun: false, nodes: rows },
+      });
     });
+}
+
+/** What ferry join --dry-run checks without contacting a node: the hosts chosen, and that this is an installed server. */
+async function joinPlan(host: Host, a: InstallAnswers, o: { only?: string[]; bundle?: string }): Promise<JoinOutcome[]> {
+  const hosts = (a.join ?? []).filter((j) => !o.only?.length || o.only.includes(j.name));
+  const unknown = (o.only ?? []).filter((n) => !(a.join ?? []).some((j) => j.name === n));
+  if (unknown.length) throw new UsageError(Codes.usage, `--only names ${unknown.join(', ')}, which the answers do not list under join:`, { hint: `Choose from: ${(a.join ?? []).map((j) => j.name).join(', ')}.` });
+  if (!(await host.read(ADMIN_CONF)) || !(await host.read(`${BUNDLE_DIR}/bundle.json`))) {
+    throw new UsageError(Codes.installMissing, `this machine (root ${host.root}) is not a server where ferry install finished: no ${ADMIN_CONF} or unpacked bundle`, { hint: 'Run ferry join on the first server, after ferry install.' });
+  }
+  if (hosts.some((h) => h.role === 'server') && o.bundle) await readBundleManifest(o.bundle);
+  return hosts.map((j) => ({ name: j.name, host: j.host, role: j.role, ok: true, seconds: 0 }));
 }
 
 /** Asks for the hosts to join, one at a time, until an empty address. */

@@ -7,7 +7,8 @@ import { installCommand, joinCommand, nodeJoinCommand } from './install-commands
 import { keyCommand } from './key-commands.js';
 import { lockCommand } from './lock-commands.js';
 import { containerdCommand, pkiCommand, serveCommand } from './site-commands.js';
-import { reportError } from './output.js';
+import { reportCancelled, reportError } from './output.js';
+import { cancelledPrompt } from './prompt.js';
 import { specCommand } from './spec-commands.js';
 
 const EXIT_CODES = `
@@ -19,6 +20,7 @@ Exit codes:
   4  registry or network failure (unreachable, auth, not found)
   5  integrity failure (digest, size or signature mismatch)
   6  local filesystem failure (permissions, disk full)
+  130  cancelled at a prompt (Ctrl-C): nothing more was done
 
 Errors print as "error[CODE]: message" and a hint; with --json also as {"error": {...}} on stdout.
 `;
@@ -56,6 +58,8 @@ ${EXIT_CODES}`,
   program.addCommand(nodeJoinCommand(), { hidden: true });
   const exitOverride = (c: Command) => {
     c.exitOverride();
+    // main() prints commander's errors as error[USAGE] lines; commander printing them too said it twice.
+    c.configureOutput({ outputError: () => {} });
     c.commands.forEach(exitOverride);
   };
   exitOverride(program);
@@ -72,9 +76,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return ExitCode.ok;
-      // Commander already printed its message; add our code line for scripts.
       return reportError(new UsageError(Codes.usage, e.message.replace(/^error: /, ''), { hint: 'See --help for the usage and examples.' }), json);
     }
+    const cancelled = cancelledPrompt(e);
+    if (cancelled) return reportCancelled(cancelled.question, json);
     return reportError(e, json);
   }
 }

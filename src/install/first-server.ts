@@ -17,7 +17,7 @@ import type { Host } from './host.js';
 import { imageCheckStep } from './image-check.js';
 import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from './kube.js';
 import { renderKubeadmInit } from './kubeadm.js';
-import { archOf, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
+import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { preflight } from './preflight.js';
@@ -34,6 +34,8 @@ export interface InstallContext {
   rolloutTimeoutMs?: number;
   /** Let an older bundle replace the unpacked one (--allow-downgrade). */
   allowDowngrade?: boolean;
+  /** The bundle's manifest as read before verifying (for the steps' titles; the steps verify). */
+  manifest?: BundleManifest;
 }
 
 /** The steps of the first server, in order. */
@@ -81,10 +83,10 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       },
       apply: async (log) => {
         const r = await unpackBundle(ctx.bundle, host.p(BUNDLE_DIR), { ...ctx.verify, allowDowngrade: ctx.allowDowngrade });
-        log(`unpacked ${r.manifest.name} ${r.manifest.version}: ${r.entries} entries, signed by ${r.fingerprint}`);
+        log(`unpacked ${r.manifest.name} ${r.manifest.version} (Kubernetes ${kubernetesVersionOf(r.manifest)}): ${r.entries} entries, signed by ${r.fingerprint}`);
       },
     },
-    markerStep(host, 'binaries', 'install kubeadm, kubelet, kubectl, containerd, runc, CNI plugins, crictl, helm', bundleId, async (log) => {
+    markerStep(host, 'binaries', `install the bundle's binaries${ctx.manifest ? ` (${carriedBinaries(ctx.manifest.files).join(', ') || 'none for this machine'})` : ''}`, bundleId, async (log) => {
       const m = await manifestOf();
       await installBinaries(host, host.p(BUNDLE_DIR), m.files, log);
       // The runtime and ferry itself, for the site service unit and for joining nodes.
@@ -117,7 +119,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       log(`hosts.toml for ${r.registries.join(', ')}`);
     }),
     markerStep(host, 'units', 'install systemd units for containerd, kubelet and the site service', answers.node.ip, async (log) => {
-      await installUnits(host, true);
+      await installUnits(host, true, (await manifestOf()).files);
       log('units written and enabled');
     }),
     markerStep(host, 'services', 'start containerd and the site service', 'started', async (log) => {

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { x as untar } from 'tar';
 import type { BundleFile } from '../bundle/format.js';
+import { Codes, UsageError } from '../errors.js';
 import { registryFqdn } from './answers.js';
 import { mayLowerOomScore } from './capabilities.js';
 import type { CgroupDriver } from './cgroups.js';
@@ -111,8 +112,31 @@ export async function mapHosts(host: Host, entries: { ip: string; names: string[
   await host.write(ETC_HOSTS, hostsWithBlock((await host.read(ETC_HOSTS)) ?? '127.0.0.1\tlocalhost\n', entries));
 }
 
-/** Writes and enables the units of containerd and kubelet, and of the site service on a server; returns their names. */
-export async function installUnits(host: Host, siteService: boolean): Promise<string[]> {
+/** What the bundle carries for this machine, as `name version` (the binaries step's title and log). */
+export const carriedBinaries = (files: BundleFile[]) => files.filter((f) => f.platform === `linux/${archOf()}`).map((f) => `${f.name} ${f.version}`);
+
+/** Binaries a unit runs (or containerd runs), by unit. */
+const UNIT_BINARIES = { 'containerd.service': ['containerd', 'runc'], 'kubelet.service': ['kubelet'] } as const;
+
+/** The units' binaries this machine's architecture lacks in the bundle: a unit without its binary fails at boot. */
+export function unitBinariesMissing(files: BundleFile[]): string[] {
+  const have = new Set(files.filter((f) => f.platform === `linux/${archOf()}`).map((f) => f.name));
+  // runc can ship inside containerd's archive (cri-containerd), so only its absence with no containerd archive counts.
+  const archived = files.some((f) => f.name === 'containerd' && f.archive);
+  return Object.entries(UNIT_BINARIES).flatMap(([unit, bins]) => bins.filter((b) => !have.has(b) && !(b === 'runc' && archived)).map((b) => `${b} (for ${unit})`));
+}
+
+/**
+ * Writes and enables the units of containerd and kubelet, and of the site service on a server; returns their names.
+ * With the bundle's files, refuses first when a unit's binary is not among them.
+ */
+export async function installUnits(host: Host, siteService: boolean, files?: BundleFile[]): Promise<string[]> {
+  const missing = files ? unitBinariesMissing(files) : [];
+  if (missing.length) {
+    throw new UsageError(Codes.bundleBinaryMissing, `the bundle carries no ${missing.join(', ')} for linux/${archOf()}`, {
+      hint: 'Add each binary to spec.binaries for this platform, run `ferry lock` and `ferry bundle build` again, and install the new bundle.',
+    });
+  }
   await host.write(`${SYSTEMD_DIR}/containerd.service`, CONTAINERD_UNIT);
   await host.write(`${SYSTEMD_DIR}/kubelet.service`, KUBELET_UNIT);
   await host.write(`${SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf`, KUBELET_KUBEADM_DROPIN);

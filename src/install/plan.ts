@@ -20,7 +20,12 @@ export interface Step {
 export interface PlanEntry {
   id: string;
   title: string;
+  /** Whether the host is as the step wants it (before a dry run; after a real run). */
   done: boolean;
+  /** todo/done in a dry run; applied, skipped (already done) or checked (preflight) in a real run. */
+  status: 'todo' | 'done' | 'applied' | 'skipped' | 'checked';
+  /** How long the step took in a real run, rounded to 0.1 s. */
+  seconds?: number;
 }
 
 export interface RunOutcome {
@@ -30,17 +35,24 @@ export interface RunOutcome {
   skipped: string[];
   /** Check-only steps (preflight): they ran, and change nothing. */
   checked: string[];
+  /** Every step with what happened to it and how long it took: the same shape a dry run lists. */
+  steps: PlanEntry[];
   logFile: string;
 }
 
+const secondsSince = (t0: number) => Math.round((Date.now() - t0) / 100) / 10;
+
 export async function describePlan(steps: Step[]): Promise<PlanEntry[]> {
   const out: PlanEntry[] = [];
-  for (const s of steps) out.push({ id: s.id, title: s.title, done: await s.check().catch(() => false) });
+  for (const s of steps) {
+    const done = await s.check().catch(() => false);
+    out.push({ id: s.id, title: s.title, done, status: done ? 'done' : 'todo' });
+  }
   return out;
 }
 
 export function formatPlan(entries: PlanEntry[]): string {
-  return entries.map((e, i) => `${String(i + 1).padStart(2)}. [${e.done ? 'done' : 'todo'}] ${e.id.padEnd(22)} ${e.title}`).join('\n');
+  return entries.map((e, i) => `${String(i + 1).padStart(2)}. [${e.done ? 'done' : 'todo'}] ${e.id.padEnd(22)} ${e.title}${e.seconds === undefined ? '' : ` (${e.seconds.toFixed(1)}s)`}`).join('\n');
 }
 
 /** Runs the steps in order, logging each to /var/log/ferry/<run>.log under the host root. */
@@ -56,11 +68,14 @@ export async function runPlan(host: Host, name: string, steps: Step[], reporter:
   const applied: string[] = [];
   const skipped: string[] = [];
   const checked: string[] = [];
+  const entries: PlanEntry[] = [];
   try {
     for (const [i, s] of steps.entries()) {
       const label = `[${i + 1}/${steps.length}] ${s.title}`;
+      const t0 = Date.now();
       if (await s.check()) {
         skipped.push(s.id);
+        entries.push({ id: s.id, title: s.title, done: true, status: 'skipped', seconds: secondsSince(t0) });
         reporter.info(`${label}: already done`);
         await write(`step ${s.id}: check passed, skipped`);
         continue;
@@ -86,10 +101,13 @@ export async function runPlan(host: Host, name: string, steps: Step[], reporter:
         throw new HostError(Codes.installStep, `step "${s.title}" ran but the host is still not as it should be`, { hint: `See ${logFile}.` });
       }
       (s.always ? checked : applied).push(s.id);
-      await write(`step ${s.id}: done`);
+      const seconds = secondsSince(t0);
+      entries.push({ id: s.id, title: s.title, done: true, status: s.always ? 'checked' : 'applied', seconds });
+      reporter.info(`${' '.repeat(String(i + 1).length + String(steps.length).length + 3)} done in ${seconds.toFixed(1)}s`);
+      await write(`step ${s.id}: done in ${seconds.toFixed(1)}s`);
     }
   } finally {
     await log.close();
   }
-  return { applied, skipped, checked, logFile };
+  return { applied, skipped, checked, steps: entries, logFile };
 }

@@ -1,4 +1,5 @@
-import { promises as fs, statfsSync } from 'node:fs';
+import { existsSync, promises as fs, statfsSync } from 'node:fs';
+import path from 'node:path';
 import net from 'node:net';
 import type { BundleManifest } from '../bundle/format.js';
 import type { InstallAnswers } from './answers.js';
@@ -41,8 +42,9 @@ export async function preflight(ctx: PreflightContext, manifest: Pick<BundleMani
     }
   }
   try {
-    const dir = ctx.host.p('/var/lib');
-    await fs.mkdir(dir, { recursive: true });
+    // Measured where it exists (a dry run writes nothing): the nearest directory up from /var/lib.
+    let dir = ctx.host.p('/var/lib');
+    while (!existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
     const st = statfsSync(dir);
     const free = Number(st.bavail) * Number(st.bsize);
     const need = manifest.contentSize * 2 + 2 * 1024 ** 3;

@@ -88,7 +88,7 @@ export class ConsoleReporter implements Reporter {
   }
   private status(): string {
     const secs = Math.max((Date.now() - this.started) / 1000, 0.001);
-    return `blobs ${this.blobsDone}/${this.blobsTotal}  ${formatBytes(this.gotBytes)}/${formatBytes(this.totalBytes)}  ${formatBytes(this.gotBytes / secs)}/s`;
+    return `blobs ${this.blobsDone}/${this.blobsTotal}  ${formatBytes(this.gotBytes)}/${formatBytes(this.totalBytes)}  ${formatBytes(Math.round(this.gotBytes / secs))}/s`;
   }
   private ensureTimer() {
     if (this.timer || this.verbosity === 'quiet') return;

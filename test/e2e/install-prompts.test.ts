@@ -15,9 +15,49 @@ const run = promisify(execFile);
  * the questions read its table, then the plan starts (and stops at a step that needs more).
  */
 let session = '';
+const sessions: string[] = [];
 afterAll(async () => {
-  if (session) await run('tmux', ['kill-session', '-t', session]).catch(() => {});
+  for (const s of [session, ...sessions].filter(Boolean)) await run('tmux', ['kill-session', '-t', s]).catch(() => {});
 });
+
+/** A minimal signed bundle (no charts, so no CNI question). */
+async function minimalBundle(dir: string): Promise<string> {
+  const { tarOf, signedTable, honestContent } = await import('../../fixtures/hostile.js');
+  const { generateKeyPairSync } = await import('node:crypto');
+  const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const bundle = path.join(dir, 'b.ferry.tar');
+  await fs.writeFile(bundle, tarOf([...signedTable(key.privateKey, honestContent), ...honestContent.map((c) => ({ name: c.path, data: c.data }))]));
+  return bundle;
+}
+
+/**
+ * ferry in a tmux pane, offline (unshare -n) with one address (10.1.2.3 on a veth), so the
+ * IP question is a choice with a default. Returns the screen, a way to type, and the transcript.
+ */
+async function terminal(name: string, ferryArgs: string) {
+  const s = `ferry-${name}-${process.pid}`;
+  sessions.push(s);
+  const net = 'ip link set lo up; ip link add v0 type veth peer name v1; ip addr add 10.1.2.3/24 dev v0; ip link set v0 up; ip link set v1 up';
+  const cmd = `env -u CI unshare -n sh -c '${net}; ${process.execPath} ${FERRY} ${ferryArgs} 2>&1; echo EXIT=$?; sleep 30'`;
+  await run('tmux', ['new-session', '-d', '-s', s, '-x', '160', '-y', '50', cmd]);
+  const screen = async () => (await run('tmux', ['capture-pane', '-p', '-S', '-', '-t', s])).stdout;
+  const keys = async (...ks: string[]) => {
+    for (const k of ks) await run('tmux', ['send-keys', '-t', s, ...(['Enter', 'C-u', 'C-c'].includes(k) ? [k] : ['-l', k])]);
+  };
+  const answer = async (prompt: RegExp, ...ks: string[]) => {
+    await waitFor(async () => prompt.test(await screen()), `prompt ${prompt}`, 20_000);
+    await keys(...ks);
+  };
+  const exit = async () => {
+    await waitFor(async () => /EXIT=\d+/.test(await screen()), 'ferry to finish', 30_000);
+    const out = await screen();
+    return { code: Number(/EXIT=(\d+)/.exec(out)![1]), transcript: out.slice(0, out.indexOf('EXIT=')).trimEnd() };
+  };
+  return { screen, keys, answer, exit };
+}
+
+/** The questions in order, each answered with its default (Enter). */
+const EVERY_QUESTION = [/Site DNS domain/, /Cluster FQDN/, /This node's name/, /This node's IP/, /Pod CIDR/, /Service CIDR/, /Extra site DNS records/];
 
 describe('ferry install at a terminal', () => {
   it('asks each question, validates answers, shows a summary and saves the answers for reuse', async () => {
@@ -66,4 +106,67 @@ describe('ferry install at a terminal', () => {
     expect(saved).toMatchObject({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'plant.example', node: { name: 'k8s-server-01', ip: '10.1.2.3' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12', records: [{ name: 'gitlab', ip: '10.0.0.50' }] });
     expect((await fs.stat(path.join(root, 'etc/ferry/answers.yaml'))).mode & 0o777).toBe(0o600);
   }, 90_000);
+
+  it('pressing Enter through every prompt ends at the final question, whose default is No, with nothing written', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const root = path.join(dir, 'root');
+    const t = await terminal('enter', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock`);
+    for (const q of EVERY_QUESTION) await t.answer(q, 'Enter');
+    await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
+    const { code, transcript } = await t.exit();
+    // The transcript, for the issue's closing note.
+    console.log(`--- pressing Enter through every prompt of ferry install ---\n${transcript}\n--- exit ${code} ---`);
+    expect(transcript).toMatch(/node\s+.*\(10\.1\.2\.3\)/);
+    expect(transcript).toMatch(/error\[USAGE\]: installation cancelled: nothing was written/);
+    expect(transcript).not.toMatch(/Trust the bundle|signature ok|answers saved/);
+    expect(code).toBe(2);
+    // Not even the root prefix was made: no answers file, no log, no state.
+    await expect(fs.stat(root)).rejects.toThrow(/ENOENT/);
+  }, 90_000);
+
+  it('Ctrl-C at a question ends calmly with exit 130, not as an internal error', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const root = path.join(dir, 'root');
+    const t = await terminal('ctrlc', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock`);
+    await t.answer(/Site DNS domain/, 'Enter');
+    await t.answer(/Cluster FQDN/, 'C-c');
+    const { code, transcript } = await t.exit();
+    expect(transcript).toMatch(/cancelled at "Cluster FQDN \(every node reaches the API by this name\)": nothing more was done\./);
+    expect(transcript).not.toMatch(/error\[|INTERNAL|a bug in ferry/);
+    expect(code).toBe(130);
+    await expect(fs.stat(root)).rejects.toThrow(/ENOENT/);
+  }, 90_000);
+
+  it('Ctrl-C at the trust question, asked from inside a step, still ends with exit 130', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const root = path.join(dir, 'root');
+    const t = await terminal('ctrlc-trust', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock --yes`);
+    for (const q of EVERY_QUESTION) await t.answer(q, 'Enter');
+    await t.answer(/Trust the bundle signed by sha256:[a-f0-9]{64}/, 'C-c');
+    const { code, transcript } = await t.exit();
+    expect(transcript).toMatch(/cancelled at "Trust the bundle signed by sha256:[a-f0-9]{64}\?": nothing more was done/);
+    expect(transcript).not.toMatch(/error\[|INTERNAL/);
+    expect(code).toBe(130);
+  }, 90_000);
+
+  it('refuses a user who is not root before asking anything, at a terminal', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    await fs.chmod(dir, 0o755);
+    await fs.chmod(bundle, 0o644);
+    // As nobody (setpriv drops to uid 65534), at a terminal where ferry could ask.
+    const s = `ferry-nonroot2-${process.pid}`;
+    sessions.push(s);
+    await run('tmux', ['new-session', '-d', '-s', s, '-x', '160', '-y', '50', `env -u CI setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} ${FERRY} install ${bundle} 2>&1; echo EXIT=$?; sleep 30`]);
+    const screen = async () => (await run('tmux', ['capture-pane', '-p', '-S', '-', '-t', s])).stdout;
+    await waitFor(async () => /EXIT=\d+/.test(await screen()), 'ferry to finish', 30_000);
+    const out = await screen();
+    expect(out).toMatch(/error\[PREFLIGHT_FAILED\]: ferry install must run as root/);
+    expect(out).toMatch(/hint: Run it with sudo/);
+    expect(out).not.toMatch(/Site DNS domain|EACCES|INTERNAL/);
+    expect(out).toMatch(/EXIT=2/);
+  }, 60_000);
 });

@@ -158,6 +158,18 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
     expect(r.stderr).not.toMatch(/error\[/);
     expect(r.code).toBe(0);
+    // Honest steps (issue 12 item 4): what the bundle carries, each step's time, and what to do next.
+    expect(r.stderr).toMatch(/^\[3\/17\] install the bundle's binaries \(cni-plugins v1\.5\.1, containerd v1\.7\.23, helm v\S+, kubeadm v1\.37\.2, kubelet v1\.37\.2\)$/m);
+    expect(r.stderr).toMatch(/^\s+done in \d+\.\ds$/m);
+    expect(r.stdout).toMatch(/^  kubeadm-init\s+applied\s+\d+\.\ds$/m);
+    expect(r.stdout).toContain(`admin kubeconfig: ${root}/etc/kubernetes/admin.conf`);
+    expect(r.stdout).toContain(`kubectl --kubeconfig ${root}/etc/kubernetes/admin.conf get nodes -o wide`);
+    expect(r.stdout).toMatch(/then run: +ferry join --answers \S+answers\.yaml --bundle \S+k8s\.ferry\.tar$/m);
+    expect(r.stdout).toMatch(/^ +- \{host: 10\.0\.0\.21, name: k8s-agent-01, role: agent\}$/m);
+    const installLog = (await fs.readdir(path.join(root, 'var/log/ferry'))).find((f) => f.startsWith('install-'))!;
+    const logText = await fs.readFile(path.join(root, 'var/log/ferry', installLog), 'utf8');
+    expect(logText).toMatch(/\(Kubernetes v1\.37\.2\)/);
+    expect(logText).not.toMatch(/undefined/);
     // The node directory has no /sys/fs/cgroup/cgroup.controllers: cgroup v1, allowed by default, loudly.
     expect(r.stderr).toMatch(/warning: CGROUP V1 ON K8S-SERVER-01: .*systemd\.unified_cgroup_hierarchy=1/);
     const calls = await standinCalls(root);
@@ -228,10 +240,22 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const again = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--json'], standins);
     expect(again.code, again.stderr).toBe(0);
     expect((JSON.parse(again.stdout) as { skipped: string[] }).skipped).toContain('kubeadm-init');
+    // One shape with the dry run's: ok, steps with their status (and here their time), and what comes next.
+    expect(JSON.parse(again.stdout)).toMatchObject({ ok: true, dryRun: false, steps: expect.arrayContaining([expect.objectContaining({ id: 'kubeadm-init', status: 'skipped', done: true, seconds: expect.any(Number) })]), next: { adminKubeconfig: `${root}/etc/kubernetes/admin.conf` } });
     // Each run gets a fresh network namespace, so the Service route is gone as after a reboot
     // (the stand-in systemctl never runs its unit): the only step that applies again.
     expect((JSON.parse(again.stdout) as { applied: string[] }).applied).toEqual(['service-route']);
     expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(1);
+  });
+
+  it('renders in a dry run, byte for byte, the files the install wrote', async () => {
+    const root = path.join(work, 'node1');
+    const out = path.join(work, 'node1-rendered');
+    const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--out', out, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const files = (JSON.parse(r.stdout) as { files: { path: string }[] }).files.map((f) => f.path).filter((f) => !f.endsWith('bootstrap-values.json'));
+    expect(files).toContain(`/etc/containerd/certs.d/${reg.host}/hosts.toml`);
+    for (const f of files) expect(await fs.readFile(path.join(out, f), 'utf8'), f).toBe(await fs.readFile(path.join(root, f), 'utf8'));
   });
 
   it('stops at preflight on a cgroup v1 node when the answers refuse cgroup v1, and goes on with cgroup v2', async () => {
@@ -264,7 +288,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(first.stderr).toMatch(/hint: .*re-run/i);
     const second = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', root], standins);
     expect(second.code).toBe(0);
-    for (const s of ['verify and unpack', 'install kubeadm', 'site CA', 'configure containerd']) expect(second.stderr).toMatch(new RegExp(`${s}.*: already done`));
+    for (const s of ['verify and unpack', "install the bundle's binaries \\(cni-plugins", 'site CA', 'configure containerd']) expect(second.stderr).toMatch(new RegExp(`${s}.*: already done`));
     expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(2);
   });
 
@@ -491,6 +515,10 @@ patches:
       expect(bad.code).toBe(4);
       expect(bad.stdout).toMatch(/^k8s-agent-01\s+\S+\s+agent\s+FAILED SSH_HOST_KEY_MISMATCH/m);
       expect(bad.stderr).toMatch(/does not match .*known_hosts/);
+      // With --json, the failure is one document that carries the rows (issue 12 item 6).
+      const badJson = await runFerry({ args: ['join', '--json', '--answers', ans, '--root', root, '--only', 'k8s-agent-01', '--remote-root', fresh, '--remote-path', standins], standins, netns: first1.ns, apiPort, record: path.join(work, 'join-api-3.jsonl') });
+      expect(badJson.code).toBe(4);
+      expect(JSON.parse(badJson.stdout)).toMatchObject({ ok: false, error: { code: 'JOIN_FAILED', details: { nodes: [{ name: 'k8s-agent-01', ok: false, error: { code: 'SSH_HOST_KEY_MISMATCH' } }] } } });
       await expect(fs.access(path.join(work, 'nodes-mismatch'))).rejects.toThrow();
     } finally {
       for (const s of stops.reverse()) await s().catch(() => {});

@@ -107,7 +107,7 @@ describe('loading an answers file with a misspelt key', () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-answers-'));
     const file = path.join(dir, 'answers.yaml');
     await fs.writeFile(file, 'apiVersion: ferry.dev/v1alpha1\nkind: InstallAnswers\ndomain: site.test\nnode: {name: server-1, ip: 10.0.0.11}\npodCIDR: 10.244.0.0/16\n');
-    const e = await loadAnswers(file).catch((x: unknown) => x as Error & { code: string });
+    const e = (await loadAnswers(file).then(() => undefined, (x: unknown) => x)) as Error & { code: string };
     expect(e.code).toBe('SPEC_INVALID');
     expect(e.message).toMatch(new RegExp(`${file.replace(/[.]/g, '\\.')}:5:1: podCIDR .*podCidr`));
     await fs.rm(dir, { recursive: true, force: true });

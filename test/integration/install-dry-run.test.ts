@@ -1,0 +1,188 @@
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { signedTable, tarOf } from '../../fixtures/hostile.js';
+import { fingerprint } from '../../src/sign/keys.js';
+import { kubeadmImages } from '../../src/spec/kubernetes.js';
+import { ferry } from '../helpers/cli.js';
+import { tmpdir } from '../helpers/peers.js';
+
+/*
+ * ferry install --dry-run and ferry join --dry-run, against small signed bundles whose bundle.json
+ * says what they carry (the dry run reads the table, and verifies every entry it lists).
+ */
+let work: string;
+let key: KeyObject;
+let pub: string;
+let answers: string;
+const REPO = 'registry.site-upstream.test/k8s';
+const arch = process.arch === 'arm64' ? 'arm64' : 'amd64';
+
+function bin(name: string, archive = false) {
+  return { name, version: 'v1.37.2', platform: `linux/${arch}`, path: `files/${name}/v1.37.2/linux-${arch}/${name}`, sha256: '0'.repeat(64), size: 1, archive, url: `https://example.test/${name}` };
+}
+
+/** A signed bundle whose bundle.json says it carries kubeadm's images, flannel, kubeadm, kubelet and containerd, with `over` on top. */
+async function bundleWith(name: string, over: Record<string, unknown>, signer = key): Promise<string> {
+  const content = [{ path: 'install.sh', data: Buffer.from('#!/bin/sh\n') }];
+  const carried = {
+    name: 'dry',
+    kubernetes: { version: 'v1.37.2', imageRepository: REPO },
+    images: kubeadmImages('v1.37.2', REPO).map((ref) => ({ ref, digest: `sha256:${'1'.repeat(64)}`, mediaType: 'application/vnd.oci.image.index.v1+json', platforms: [`linux/${arch}`] })),
+    charts: [{ name: 'flannel', version: '0.26.1', ref: 'charts.test/flannel:0.26.1', digest: `sha256:${'2'.repeat(64)}` }],
+    files: [bin('kubeadm'), bin('kubelet'), bin('containerd', true)],
+    platforms: [`linux/${arch}`],
+  };
+  const file = path.join(work, `${name}.ferry.tar`);
+  await fs.writeFile(file, tarOf([...signedTable(signer, content, [], { ...carried, ...over }), ...content.map((c) => ({ name: c.path, data: c.data }))]));
+  return file;
+}
+
+async function answersWith(name: string, extra = ''): Promise<string> {
+  const f = path.join(work, `${name}.yaml`);
+  await fs.writeFile(f, `apiVersion: ferry.dev/v1alpha1\nkind: InstallAnswers\ndomain: site.test\nnode: {name: k8s-server-01, ip: 127.0.0.1}\npodCidr: 10.244.0.0/16\nserviceCidr: 10.96.0.0/12\n${extra}`);
+  return f;
+}
+
+beforeAll(async () => {
+  work = await tmpdir('ferry-dry-');
+  key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+  pub = path.join(work, 'ferry.pub');
+  await fs.writeFile(pub, createPublicKey(key).export({ type: 'spki', format: 'pem' }));
+  answers = await answersWith('answers', 'cni: flannel\n');
+});
+
+describe('ferry install --dry-run checks what a real run would', () => {
+  it('refuses a bundle path that does not exist (it used to exit 0)', async () => {
+    const root = path.join(work, 'r-missing');
+    const r = await ferry(['install', path.join(work, 'nope.ferry.tar'), '--trust', pub, '--answers', answers, '--root', root, '--dry-run']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[BUNDLE_(READ|NOT_FOUND)\]: .*nope\.ferry\.tar/);
+  });
+
+  it('verifies the signature: a bundle signed by another key is refused', async () => {
+    const other = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
+    const b = await bundleWith('other-signer', {}, other);
+    const r = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', path.join(work, 'r-sig'), '--dry-run']);
+    expect(r.code).toBe(5);
+    expect(r.stderr).toMatch(/error\[BUNDLE_(SIGNATURE_INVALID|UNTRUSTED)\]/);
+  });
+
+  it('refuses a CNI the bundle does not carry', async () => {
+    const b = await bundleWith('no-calico', {});
+    const r = await ferry(['install', b, '--trust', pub, '--answers', await answersWith('calico', 'cni: calico\n'), '--root', path.join(work, 'r-cni'), '--dry-run']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[CHART_NOT_FOUND\]: the answers choose the CNI calico, but the bundle carries no chart of that name/);
+    expect(r.stderr).toMatch(/hint: Choose one of: flannel/);
+  });
+
+  it('lists every reason at once: missing kubeadm images, a unit without its binary, another architecture', async () => {
+    const b = await bundleWith('lacking', { images: [], files: [bin('kubeadm')] });
+    const r = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', path.join(work, 'r-lack'), '--dry-run', '--json']);
+    expect(r.code).toBe(2);
+    const doc = JSON.parse(r.stdout) as { ok: boolean; error: { code: string; message: string; details: { problems: { code: string }[] } } };
+    expect(doc.ok).toBe(false);
+    expect(doc.error.code).toBe('INSTALL_REFUSED');
+    expect(doc.error.details.problems.map((p) => p.code).sort()).toEqual(['BUNDLE_BINARY_MISSING', 'BUNDLE_IMAGE_MISSING']);
+    expect(doc.error.message).toMatch(/kubeadm v1\.37\.2 asks for registry\.site-upstream\.test\/k8s\/kube-apiserver:v1\.37\.2, which the bundle does not carry/);
+    expect(doc.error.message).toMatch(/the bundle carries no containerd \(for containerd\.service\), runc \(for containerd\.service\), kubelet \(for kubelet\.service\)/);
+
+    const other = arch === 'amd64' ? 'arm64' : 'amd64';
+    const foreign = await bundleWith('foreign', { platforms: [`linux/${other}`] });
+    const f = await ferry(['install', foreign, '--trust', pub, '--answers', answers, '--root', path.join(work, 'r-arch'), '--dry-run']);
+    expect(f.code).toBe(2);
+    expect(f.stderr).toContain(`this machine is linux/${arch}, the bundle carries linux/${other}`);
+  });
+
+  it('renders every file a real run writes, with --show-files and into --out DIR, and writes nothing else', async () => {
+    const b = await bundleWith('good', {});
+    const root = path.join(work, 'r-good');
+    await fs.mkdir(root);
+    const r = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--show-files', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { ok: boolean; dryRun: boolean; signer: string; steps: { id: string; status: string }[]; files: { path: string; content: string }[] };
+    expect(doc).toMatchObject({ ok: true, dryRun: true, signer: fingerprint(createPublicKey(key)) });
+    expect(doc.steps.find((s) => s.id === 'kubeadm-init')).toMatchObject({ status: 'todo' });
+    const byPath = new Map(doc.files.map((f) => [f.path, f.content]));
+    expect([...byPath.keys()].sort()).toEqual(
+      [
+        '/etc/containerd/certs.d/registry.site-upstream.test/hosts.toml',
+        '/etc/containerd/config.toml',
+        '/etc/ferry/kubeadm.yaml',
+        '/etc/hosts',
+        '/etc/modules-load.d/ferry-kubernetes.conf',
+        '/etc/sysctl.d/99-ferry-kubernetes.conf',
+        '/etc/systemd/system/containerd.service',
+        '/etc/systemd/system/ferry-serve.service',
+        '/etc/systemd/system/kubelet.service',
+        '/etc/systemd/system/kubelet.service.d/10-kubeadm.conf',
+        '/var/lib/ferry/state/bootstrap-values.json',
+      ].sort(),
+    );
+    expect(byPath.get('/etc/ferry/kubeadm.yaml')).toMatch(/controlPlaneEndpoint: k8s-cluster\.site\.test:6443/);
+    expect(byPath.get('/etc/ferry/kubeadm.yaml')).toMatch(/kubernetesVersion: v1\.37\.2/);
+    expect(byPath.get('/etc/containerd/certs.d/registry.site-upstream.test/hosts.toml')).toMatch(/^server = "https:\/\/registry\.site\.test:5443"$/m);
+    expect(byPath.get('/etc/containerd/config.toml')).toContain(`sandbox_image = "${REPO}/pause:`);
+    expect(byPath.get('/etc/hosts')).toMatch(/^127\.0\.0\.1\tk8s-cluster\.site\.test registry\.site\.test /m);
+    expect(JSON.parse(byPath.get('/var/lib/ferry/state/bootstrap-values.json')!)).toMatchObject({ domain: 'site.test', clusterFqdn: 'k8s-cluster.site.test' });
+
+    const human = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--show-files']);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/^--- \/etc\/ferry\/kubeadm\.yaml$/m);
+    expect(human.stdout).toMatch(/signed by sha256:[a-f0-9]{64}/);
+
+    const out = path.join(work, 'rendered');
+    const o = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--out', out]);
+    expect(o.code, o.stderr).toBe(0);
+    expect(o.stdout).toContain(`11 files rendered under ${out}`);
+    for (const [p, content] of byPath) expect(await fs.readFile(path.join(out, p), 'utf8')).toBe(content);
+    expect(await fs.readdir(root)).toEqual([]);
+  });
+
+  it('--root says in its help that it is no sandbox, and --yes that the question defaults to No', async () => {
+    const help = (await ferry(['install', '--help'])).stdout.replace(/\s+/g, ' ');
+    expect(help).toContain('Not a sandbox: modprobe, sysctl, systemctl and kubeadm still run on THIS host');
+    expect(help).toContain('the question defaults to No');
+  });
+
+  it('--show-files and --out go with --dry-run only', async () => {
+    const r = await ferry(['install', path.join(work, 'good.ferry.tar'), '--answers', answers, '--out', path.join(work, 'x'), '--ignore-preflight', 'root']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[USAGE\]: --out goes with --dry-run/);
+  });
+});
+
+describe('ferry join --dry-run', () => {
+  it('exists, says once what is wrong with an unknown option, and checks this is an installed server', async () => {
+    const bogus = await ferry(['join', '--bogus']);
+    expect(bogus.code).toBe(2);
+    expect(bogus.stderr.match(/unknown option '--bogus'/g)).toHaveLength(1);
+
+    const a = await answersWith('join', 'join: [{host: 10.0.0.21, name: k8s-agent-01, role: agent}, {host: 10.0.0.12, name: k8s-server-02, role: server}]\n');
+    const root = path.join(work, 'join-root');
+    const missing = await ferry(['join', '--answers', a, '--root', root, '--dry-run', '--json']);
+    expect(missing.code).toBe(2);
+    expect(JSON.parse(missing.stdout)).toMatchObject({ ok: false, error: { code: 'INSTALL_MISSING' } });
+
+    await fs.mkdir(path.join(root, 'etc/kubernetes'), { recursive: true });
+    await fs.writeFile(path.join(root, 'etc/kubernetes/admin.conf'), 'apiVersion: v1\n');
+    await fs.mkdir(path.join(root, 'var/lib/ferry/bundle'), { recursive: true });
+    await fs.writeFile(path.join(root, 'var/lib/ferry/bundle/bundle.json'), '{}');
+    const ok = await ferry(['join', '--answers', a, '--root', root, '--dry-run', '--json', '--only', 'k8s-agent-01']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual({ ok: true, dryRun: true, nodes: [{ name: 'k8s-agent-01', host: '10.0.0.21', role: 'agent', ok: true, seconds: 0 }] });
+    const human = await ferry(['join', '--answers', a, '--root', root, '--dry-run']);
+    expect(human.stdout).toMatch(/nothing was contacted/);
+    expect(human.stdout).toMatch(/^k8s-server-02\s+10\.0\.0\.12\s+server/m);
+    const typo = await ferry(['join', '--answers', a, '--root', root, '--dry-run', '--only', 'k8s-agent-1']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/--only names k8s-agent-1, which the answers do not list/);
+  });
+
+  it('prints exactly one JSON document when it fails', async () => {
+    const r = await ferry(['join', '--answers', path.join(work, 'nope.yaml'), '--json']);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { code: 'SPEC_READ' } });
+  });
+});

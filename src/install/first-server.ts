@@ -83,7 +83,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       },
       apply: async (log) => {
         const r = await unpackBundle(ctx.bundle, host.p(BUNDLE_DIR), { ...ctx.verify, allowDowngrade: ctx.allowDowngrade });
-        log(`unpacked ${r.manifest.name} ${r.manifest.version} (Kubernetes ${kubernetesVersionOf(r.manifest)}): ${r.entries} entries, signed by ${r.fingerprint}`);
+        log(`unpacked ${r.manifest.name} ${r.manifest.version} (${r.manifest.kubernetes ? `Kubernetes ${r.manifest.kubernetes.version}` : 'no Kubernetes release'}): ${r.entries} entries, signed by ${r.fingerprint}`);
       },
     },
     markerStep(host, 'binaries', `install the bundle's binaries${ctx.manifest ? ` (${carriedBinaries(ctx.manifest.files).join(', ') || 'none for this machine'})` : ''}`, bundleId, async (log) => {

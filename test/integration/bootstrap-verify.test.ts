@@ -89,9 +89,12 @@ beforeAll(async () => {
   reg = await startRegistry();
   const fx = await buildFixtureSet(path.join(work, 'fx'), 0.05);
   await pushFixtures(fx, reg.host, 'fx');
-  // The runtime is a launcher of this machine's real Node, so the bundled ferry.mjs really runs.
+  // The runtime is a launcher of this machine's real Node, so the bundled ferry.mjs really runs. It is
+  // a real x86-64 ELF (built here by gcc), as the build's runtime check demands.
   const launcher = path.join(work, 'vendor', 'node');
-  await write(launcher, `#!/bin/sh\nexec '${process.execPath}' "$@"\n`, 0o755);
+  const c = path.join(work, 'vendor', 'launcher.c');
+  await write(c, `#include <unistd.h>\nint main(int argc, char **argv) { argv[0] = "${process.execPath}"; execv(argv[0], argv); return 127; }\n`, 0o644);
+  await execFileP('gcc', ['-O2', '-o', launcher, c]);
   const spec = path.join(work, 'bundle-spec', 'boot.yaml');
   await write(spec, `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: boot, version: 1.0.0}\nspec:\n  platforms: [linux/amd64]\n  images: [{ref: ${reg.host}/fx/single:v1, platforms: [linux/amd64]}]\n  runtime: {node: {linux/amd64: ${launcher}}}\n`);
   env = { FERRY_CACHE_DIR: path.join(work, 'cache') };

@@ -56,6 +56,8 @@ const DEFAULT_LIMITS: Required<ServeLimits> = {
   keepAliveTimeoutMs: 5_000,
   shutdownTimeoutMs: 10_000,
 };
+/** A refused client that never reads its status line does not keep its socket past this. */
+const REFUSAL_LINGER_MS = 1000;
 
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(listen.trim());
@@ -244,7 +246,9 @@ function refuseBadClients(server: http.Server | https.Server, metrics: Metrics, 
       return;
     }
     const status = reason === 'header_overflow' ? '431 Request Header Fields Too Large' : reason === 'timeout' ? '408 Request Timeout' : '400 Bad Request';
-    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    // end() alone half-closes: a client that never closes its side would keep the descriptor.
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
+    setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
   });
   server.on('tlsClientError', () => metrics.clientError('tls'));
 }

@@ -94,7 +94,7 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
   limits.requestTimeoutMs = Math.max(limits.requestTimeoutMs, limits.headersTimeoutMs);
   const log = opts.log ?? (() => {});
   if (fdLimit !== undefined && limits.maxConnections > connectionsFor(fdLimit)) {
-    log(`connections: a cap of ${limits.maxConnections} needs up to ${limits.maxConnections * 2} open files, more than the limit of ${fdLimit} leaves; raise LimitNOFILE (ulimit -n) or lower --max-connections`);
+    log(`connections: a cap of ${limits.maxConnections} needs up to ${limits.maxConnections * 2} open files, but the open-file limit is ${fdLimit} (enough for ${connectionsFor(fdLimit)}); raise LimitNOFILE (ulimit -n) or lower --max-connections`);
   }
   const bundleDir = path.resolve(opts.bundleDir);
   const { host, port } = parseListen(opts.listen);

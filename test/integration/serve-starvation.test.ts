@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { initPki } from '../../src/sign/pki.js';
-import { FERRY } from '../helpers/cli.js';
+import { FERRY, ferry } from '../helpers/cli.js';
 import { tmpdir, waitFor } from '../helpers/peers.js';
 import { buildSiteBundle, metric, raw, request, type SiteBundle } from '../helpers/site.js';
 
@@ -37,9 +37,10 @@ interface Served {
 }
 
 /** `ferry serve` under `prlimit --nofile=<limit>`; prlimit execs node, so the child's pid is the server's. */
-async function serve(limit: number, opts: { tls?: boolean } = {}): Promise<Served> {
+async function serve(limit: number, opts: { tls?: boolean; args?: string[] } = {}): Promise<Served> {
   const tlsArgs = opts.tls ? ['--tls-cert', pki.cert, '--tls-key', pki.key] : [];
-  const child = spawn('prlimit', [`--nofile=${limit}`, process.execPath, FERRY, 'serve', '--bundle', b.dir, '--listen', '127.0.0.1:0', ...tlsArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const args = ['serve', '--bundle', b.dir, '--listen', '127.0.0.1:0', ...tlsArgs, ...(opts.args ?? [])];
+  const child = spawn('prlimit', [`--nofile=${limit}`, process.execPath, FERRY, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(child);
   const logs: string[] = [];
   const url = await new Promise<string>((resolve, reject) => {
@@ -229,5 +230,17 @@ describe('ferry serve under a lowered open-file limit', () => {
     const reply = await raw(s.port, `GET ${blob} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n`.repeat(59) + `GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, { timeoutMs: 10_000 });
     expect(reply.text.match(/HTTP\/1\.1 206 /g)).toHaveLength(59);
     expect(reply.text.trimEnd().endsWith('ok')).toBe(true);
+  });
+
+  it('takes the cap from --max-connections, says when the open-file limit cannot carry it, and refuses a cap below 1', async () => {
+    const small = await serve(FD_LIMIT, { args: ['--max-connections', '4'] });
+    expect(small.logs.find((l) => l.startsWith('ferry serve: '))).toMatch(/at most 4 connections\)$/);
+    await holdOpen(small.port, 10, 'silent');
+    expect((await served(`${small.url}/healthz`, 3000)).status).toBe(200);
+    expect(metric((await request(`${small.url}/metrics`)).text, 'ferry_serve_connections')).toBeLessThanOrEqual(4);
+    const big = await serve(FD_LIMIT, { args: ['--max-connections', '500'] });
+    expect(big.logs.some((l) => /^connections: a cap of 500 needs up to 1000 open files, but the open-file limit is 256 \(enough for 96\)/.test(l))).toBe(true);
+    const bad = await ferry(['serve', '--bundle', b.dir, '--listen', '127.0.0.1:0', '--max-connections', '0']);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('--max-connections must be an integer ≥ 1')]);
   });
 });

@@ -14,7 +14,7 @@ import type { Metrics } from './metrics.js';
 /** Descriptors a process keeps for itself (stdio, epoll, the bundle's index, the libuv pool). */
 const FD_RESERVE = 64;
 const FDS_PER_CONNECTION = 2;
-/** With a generous open-file limit (systemd's LimitNOFILE=65536), memory is the bound. */
+/** With a generous open-file limit (the unit's LimitNOFILE=65536) memory is the bound: two 64 KiB chunks a connection, 128 MB in all. */
 const DEFAULT_CEILING = 1024;
 /** Requests one connection may have waiting behind the one being answered. */
 export const MAX_PIPELINED = 64;
@@ -30,9 +30,8 @@ export async function openFileLimit(): Promise<number | undefined> {
   return undefined;
 }
 
-/** The connections an open-file limit supports, two descriptors each, within the ceiling. */
-export function connectionsFor(fdLimit: number | undefined): number {
-  if (fdLimit === undefined) return 480;
+/** The connections an open-file limit supports (unknown: the common 1024), two descriptors each, within the ceiling. */
+export function connectionsFor(fdLimit = 1024): number {
   return Math.max(8, Math.min(DEFAULT_CEILING, Math.floor((fdLimit - FD_RESERVE) / FDS_PER_CONNECTION)));
 }
 

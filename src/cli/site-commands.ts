@@ -26,6 +26,7 @@ export function serveCommand(): Command {
     .option('--tls-cert <pem>', 'server certificate (from `ferry pki init`: registry.crt)')
     .option('--tls-key <pem>', 'server key (registry.key)')
     .option('--shutdown-timeout <seconds>', 'on SIGTERM/SIGINT, how long in-flight requests may finish', '10')
+    .option('--max-connections <n>', 'open connections to keep; past it, idle and stalled ones make room (default: what the open-file limit supports, at most 1024)')
     .addHelpText(
       'after',
       examples([
@@ -35,7 +36,7 @@ export function serveCommand(): Command {
         'curl --cacert /etc/ferry/pki/ca.crt https://registry.site.example:5443/files/   # from a site node',
       ]),
     )
-    .action(async (o: { bundle: string; listen: string; tlsCert?: string; tlsKey?: string; shutdownTimeout: string }, c: Command) => {
+    .action(async (o: { bundle: string; listen: string; tlsCert?: string; tlsKey?: string; shutdownTimeout: string; maxConnections?: string }, c: Command) => {
       const out = makeOutput(globals(c));
       if (!!o.tlsCert !== !!o.tlsKey) {
         throw new UsageError(Codes.usage, `--tls-cert and --tls-key go together; only ${o.tlsCert ? '--tls-cert' : '--tls-key'} was given`, {
@@ -51,9 +52,9 @@ export function serveCommand(): Command {
         listen: o.listen,
         ...(o.tlsCert && o.tlsKey ? { tls: { cert: o.tlsCert, key: o.tlsKey } } : {}),
         ...(log ? { log } : {}),
-        limits: { shutdownTimeoutMs: shutdownMs },
+        limits: { shutdownTimeoutMs: shutdownMs, ...(o.maxConnections !== undefined ? { maxConnections: intOption('--max-connections', o.maxConnections, 0) } : {}) },
       });
-      log?.(`ferry serve: ${path.resolve(o.bundle)} on ${srv.url} (listening on ${o.listen})`);
+      log?.(`ferry serve: ${path.resolve(o.bundle)} on ${srv.url} (listening on ${o.listen}, at most ${srv.maxConnections} connections)`);
       const signal = await new Promise<NodeJS.Signals>((resolve) => {
         const on = (s: NodeJS.Signals) => {
           process.off('SIGTERM', on);

@@ -1,4 +1,4 @@
-// The site service's counters: requests by route, method and status, bytes sent, refused connections.
+// The site service's counters: requests by route, method and status, bytes sent, refused and open connections.
 
 export type Route = 'base' | 'manifest' | 'blob' | 'tags' | 'catalog' | 'files' | 'files_index' | 'healthz' | 'metrics' | 'other';
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -7,7 +7,10 @@ export class Metrics {
   readonly requests = new Map<string, number>();
   readonly bytes = new Map<string, number>();
   readonly clientErrors = new Map<string, number>();
+  readonly connectionsDropped = new Map<string, number>();
   inFlight = 0;
+  connections = 0;
+  connectionsMax = 0;
 
   count(route: Route, method: string, status: number, bytes: number): void {
     const m = METHODS.has(method) ? method : 'other';
@@ -20,21 +23,33 @@ export class Metrics {
     this.clientErrors.set(reason, (this.clientErrors.get(reason) ?? 0) + 1);
   }
 
+  connectionDropped(reason: string): void {
+    this.connectionsDropped.set(reason, (this.connectionsDropped.get(reason) ?? 0) + 1);
+  }
+
   render(): string {
     const lines = [
-      '# HELP ferry_serve_requests_total HTTP requests answered, by route, method and status.',
-      '# TYPE ferry_serve_requests_total counter',
-      ...[...this.requests].sort().map(([k, v]) => `ferry_serve_requests_total{${k}} ${v}`),
-      '# HELP ferry_serve_sent_bytes_total Response body bytes sent, by route.',
-      '# TYPE ferry_serve_sent_bytes_total counter',
-      ...[...this.bytes].sort().map(([k, v]) => `ferry_serve_sent_bytes_total{route="${k}"} ${v}`),
-      '# HELP ferry_serve_requests_in_flight Requests being answered now.',
-      '# TYPE ferry_serve_requests_in_flight gauge',
-      `ferry_serve_requests_in_flight ${this.inFlight}`,
-      '# HELP ferry_serve_client_errors_total Connections refused for malformed requests, oversized headers or timeouts.',
-      '# TYPE ferry_serve_client_errors_total counter',
-      ...[...this.clientErrors].sort().map(([k, v]) => `ferry_serve_client_errors_total{reason="${k}"} ${v}`),
+      ...family('ferry_serve_requests_total', 'counter', 'HTTP requests answered, by route, method and status.', labelled(this.requests)),
+      ...family('ferry_serve_sent_bytes_total', 'counter', 'Response body bytes sent, by route.', labelled(this.bytes, 'route')),
+      ...family('ferry_serve_requests_in_flight', 'gauge', 'Requests being answered now.', [['', this.inFlight]]),
+      ...family(
+        'ferry_serve_client_errors_total',
+        'counter',
+        'Connections refused for malformed requests, oversized headers, timeouts, TLS failures or too many pipelined requests.',
+        labelled(this.clientErrors, 'reason'),
+      ),
+      ...family('ferry_serve_connections', 'gauge', 'Open connections.', [['', this.connections]]),
+      ...family('ferry_serve_connections_max', 'gauge', 'The connection cap of this process.', [['', this.connectionsMax]]),
+      ...family('ferry_serve_connections_dropped_total', 'counter', 'Connections closed at the cap to make room (idle, stalled) or refused there.', labelled(this.connectionsDropped, 'reason')),
     ];
     return `${lines.join('\n')}\n`;
   }
 }
+
+/** One metric family in the text exposition format: HELP, TYPE, then each sample. */
+function family(name: string, type: 'counter' | 'gauge', help: string, samples: [labels: string, value: number][]): string[] {
+  return [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...samples.map(([labels, v]) => `${name}${labels ? `{${labels}}` : ''} ${v}`)];
+}
+
+/** A counter map's samples, sorted; keys are whole label sets, or the value of `label`. */
+const labelled = (m: Map<string, number>, label?: string): [string, number][] => [...m].sort().map(([k, v]) => [label ? `${label}="${k}"` : k, v]);

@@ -2,7 +2,6 @@ import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type http from 'node:http';
 import path from 'node:path';
-import { pipeline } from 'node:stream';
 import type { Route } from './metrics.js';
 
 // How the site service answers: one request's context, errors as the distribution spec words them,
@@ -21,6 +20,9 @@ export class HttpError extends Error {
 }
 
 export const API_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+
+/** What one response reads or hands to its socket at a time. */
+export const CHUNK = 64 << 10;
 
 /** Log-safe: no control characters, bounded length. */
 export const clean = (s: string, max = 512) => {
@@ -76,11 +78,87 @@ export const sendBody = (c: Ctx, status: number, body: Buffer | string, headers:
   setCommon(c);
   c.res.writeHead(status, { 'Content-Length': buf.length, ...headers });
   if (c.head) c.res.end();
-  else {
+  else if (buf.length <= CHUNK) {
     c.sent += buf.length;
     c.res.end(buf);
+  } else {
+    // A large manifest goes out a chunk per 'drain', as files do (TLS would copy it whole).
+    let at = 0;
+    void pump(c, async () => (at < buf.length ? buf.subarray(at, (at += CHUNK)) : undefined));
   }
 };
+
+/**
+ * Chunk buffers for file reads, reused, at most SPARE_MAX of them kept spare. A fresh buffer per
+ * read left garbage until the next collection, and malloc kept the pages it had grown to, so RSS
+ * stayed at its high-water mark after a flood. These are resizable ArrayBuffers, which V8 maps
+ * itself: resizing one to nothing hands its pages back at once.
+ */
+interface Resizable extends ArrayBuffer {
+  readonly resizable: boolean;
+  readonly maxByteLength: number;
+  resize(n: number): void;
+}
+const newChunk = () => new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(CHUNK, { maxByteLength: CHUNK });
+const spare: Resizable[] = [];
+const SPARE_MAX = 64;
+const takeChunk = () => Buffer.from(spare.pop() ?? newChunk());
+/** Takes back a chunk from takeChunk (or a view of one) once nothing uses it any more. */
+const giveChunk = (b: Buffer) => {
+  const ab = b.buffer as Resizable;
+  if (!ab.resizable || ab.maxByteLength !== CHUNK || ab.byteLength !== CHUNK) return;
+  if (spare.length < SPARE_MAX) spare.push(ab);
+  else ab.resize(0);
+};
+
+/** true once the response drains, false if it closes first. */
+const drained = (res: http.ServerResponse) =>
+  new Promise<boolean>((resolve) => {
+    if (res.destroyed) return resolve(false);
+    const settle = (ok: boolean) => () => {
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      resolve(ok);
+    };
+    const onDrain = settle(true);
+    const onClose = settle(false);
+    res.on('drain', onDrain);
+    res.on('close', onClose);
+  });
+
+/**
+ * Writes what `read` returns (undefined at the end) to the response. The next chunk is read while the
+ * socket sends the last, and nothing more is handed over until the socket drains: a client that
+ * stops reading holds two chunks, whatever the size of the body. Each chunk goes to `done` exactly
+ * once, when the socket is done with it or it was never written. A failed read cuts the response,
+ * whose length is already promised.
+ */
+async function pump(c: Ctx, read: () => Promise<Buffer | undefined>, done: (b: Buffer) => void = () => {}): Promise<void> {
+  const res = c.res;
+  let next = read();
+  try {
+    for (;;) {
+      const chunk = await next;
+      if (!chunk) break;
+      next = Promise.resolve(undefined);
+      if (res.destroyed) {
+        done(chunk);
+        return;
+      }
+      c.sent += chunk.length;
+      const room = res.write(chunk, () => done(chunk));
+      next = read();
+      if (!room && !(await drained(res))) return;
+    }
+    res.end();
+  } catch {
+    res.destroy();
+  } finally {
+    // The read ahead finishes before the caller closes the file, and its chunk goes back.
+    const left = await next.catch(() => undefined);
+    if (left) done(left);
+  }
+}
 
 export const sendError = (c: Ctx, err: HttpError) => {
   const body = JSON.stringify({ errors: [{ code: err.code, message: err.message, ...(err.detail !== undefined ? { detail: err.detail } : {}) }] });
@@ -105,7 +183,6 @@ export const sendFile = async (c: Ctx, file: string, headers: Record<string, str
   } catch {
     throw onMissing();
   }
-  let handedOff = false;
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw onMissing();
@@ -129,17 +206,21 @@ export const sendFile = async (c: Ctx, file: string, headers: Record<string, str
       c.res.end();
       return;
     }
-    const stream = fh.createReadStream({ start, end, highWaterMark: 256 << 10, autoClose: true });
-    handedOff = true;
-    stream.on('data', (chunk: string | Buffer) => {
-      c.sent += chunk.length;
-    });
-    await new Promise<void>((resolve) => {
-      // A client that goes away mid-transfer is normal: pipeline destroys the file stream.
-      pipeline(stream, c.res, () => resolve());
-    });
+    let pos = start;
+    await pump(
+      c,
+      async () => {
+        if (pos > end) return undefined;
+        const b = takeChunk();
+        const { bytesRead } = await fh.read(b, 0, Math.min(CHUNK, end - pos + 1), pos);
+        if (bytesRead === 0) throw new Error(`${file} ended at ${pos} of ${st.size} bytes`);
+        pos += bytesRead;
+        return bytesRead === CHUNK ? b : b.subarray(0, bytesRead);
+      },
+      giveChunk,
+    );
   } finally {
-    if (!handedOff) await fh.close().catch(() => {});
+    await fh.close().catch(() => {});
   }
 };
 

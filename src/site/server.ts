@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import net from 'node:net';
 import path from 'node:path';
 import { Codes, HostError, UsageError } from '../errors.js';
+import { ConnectionGate, connectionsFor, openFileLimit } from './connections.js';
 import { FileRepo } from './files.js';
 import { Metrics } from './metrics.js';
 import { SiteRegistry } from './registry.js';
@@ -28,6 +29,10 @@ export interface ServeLimits {
   keepAliveTimeoutMs?: number;
   /** How long close() lets in-flight requests run before cutting them. */
   shutdownTimeoutMs?: number;
+  /** Open connections this process keeps; by default what its open-file limit supports. */
+  maxConnections?: number;
+  /** At the cap, a response whose connection has not drained for this long may make room. */
+  stalledMs?: number;
 }
 
 export interface ServeOptions {
@@ -42,20 +47,25 @@ export interface ServeOptions {
 export interface SiteServer {
   url: string;
   address: { host: string; port: number };
+  /** The connection cap in force. */
+  maxConnections: number;
   /** Prometheus text exposition of the counters /metrics serves. */
   metrics(): string;
   /** Stops accepting, lets in-flight requests finish, and cuts them after the shutdown timeout. */
   close(timeoutMs?: number): Promise<void>;
 }
 
-const DEFAULT_LIMITS: Required<ServeLimits> = {
+const DEFAULT_LIMITS: Omit<Required<ServeLimits>, 'maxConnections'> = {
   maxHeaderSize: 16 * 1024,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   idleTimeoutMs: 120_000,
   keepAliveTimeoutMs: 5_000,
   shutdownTimeoutMs: 10_000,
+  stalledMs: 10_000,
 };
+/** A refused client that never reads its status line does not keep its socket past this. */
+const REFUSAL_LINGER_MS = 1000;
 
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(listen.trim());
@@ -75,18 +85,31 @@ interface Site {
   registry: SiteRegistry;
   files: FileRepo;
   metrics: Metrics;
+  gate: ConnectionGate;
 }
 
 export async function startServer(opts: ServeOptions): Promise<SiteServer> {
-  const limits = { ...DEFAULT_LIMITS, ...(opts.limits ?? {}) };
+  const fdLimit = await openFileLimit();
+  const limits: Required<ServeLimits> = { ...DEFAULT_LIMITS, maxConnections: connectionsFor(fdLimit), ...(opts.limits ?? {}) };
   limits.requestTimeoutMs = Math.max(limits.requestTimeoutMs, limits.headersTimeoutMs);
   const log = opts.log ?? (() => {});
+  if (fdLimit !== undefined && limits.maxConnections > connectionsFor(fdLimit)) {
+    log(`connections: a cap of ${limits.maxConnections} needs up to ${limits.maxConnections * 2} open files, but the open-file limit is ${fdLimit} (enough for ${connectionsFor(fdLimit)}); raise LimitNOFILE (ulimit -n) or lower --max-connections`);
+  }
   const bundleDir = path.resolve(opts.bundleDir);
   const { host, port } = parseListen(opts.listen);
-  const site: Site = { registry: await SiteRegistry.open(bundleDir, log), files: FileRepo.forBundle(bundleDir), metrics: new Metrics() };
+  const metrics = new Metrics();
+  const site: Site = {
+    registry: await SiteRegistry.open(bundleDir, log),
+    files: FileRepo.forBundle(bundleDir),
+    metrics,
+    gate: new ConnectionGate(limits.maxConnections, limits.stalledMs, metrics, log),
+  };
   const tlsOpts = opts.tls ? await readTls(opts.tls) : undefined;
   let closing = false;
   const server = createServer(tlsOpts, limits, (req, res) => answer(site, req, res, () => closing, log));
+  server.on('connection', (socket: net.Socket) => site.gate.admit(socket));
+  if (tlsOpts) server.on('secureConnection', (socket: tls.TLSSocket) => site.gate.secured(socket));
   refuseBadClients(server, site.metrics, log);
   await listen(server, host, port, opts.listen);
   server.on('error', (e) => log(`server error: ${clean((e as Error).message)}`));
@@ -97,6 +120,7 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
   return {
     url: `${tlsOpts ? 'https' : 'http'}://${urlHost}:${addr.port}`,
     address: { host: addr.address, port: addr.port },
+    maxConnections: limits.maxConnections,
     metrics: () => site.metrics.render(),
     close(timeoutMs = limits.shutdownTimeoutMs) {
       closing = true;
@@ -106,7 +130,10 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
   };
 }
 
-/** Answers one request, counts it and logs it, whatever becomes of it. */
+/**
+ * Answers one request, counts it and logs it, whatever becomes of it. A pipelined request waits
+ * until the ones before it are answered: one connection holds at most one open file and one stream.
+ */
 function answer(site: Site, req: http.IncomingMessage, res: http.ServerResponse, closing: () => boolean, log: (l: string) => void): void {
   const { metrics } = site;
   const started = process.hrtime.bigint();
@@ -114,18 +141,40 @@ function answer(site: Site, req: http.IncomingMessage, res: http.ServerResponse,
   const peer = req.socket.remoteAddress ?? '-';
   const c: Ctx = { req, res, route: 'other', sent: 0, head: req.method === 'HEAD', closing };
   metrics.inFlight++;
-  res.once('close', () => {
+  const release = site.gate.request(req.socket);
+  let answering = false;
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    release();
     metrics.inFlight--;
+    // A request still waiting when its connection closed was never answered: nothing to count.
+    if (!answering) return;
     const status = res.statusCode;
     metrics.count(c.route, req.method ?? '', status, c.sent);
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     log(
       `${clean(peer, 64)} "${clean(req.method ?? '-', 20)} ${clean(req.url ?? '')} HTTP/${req.httpVersion}" ${status} ${c.sent} ${ms.toFixed(1)}ms${res.writableFinished ? '' : ' aborted'} "${clean(String(req.headers['user-agent'] ?? '-'), 200)}"`,
     );
-  });
+  };
+  res.once('close', end);
   req.on('error', () => {});
   res.on('error', () => {});
-  (async () => {
+  if (res.socket) run();
+  else {
+    res.once('socket', run);
+    // A connection that closes with requests still waiting never gives them a response to close.
+    req.once('close', () => {
+      if (!answering) end();
+    });
+  }
+
+  function run(): void {
+    answering = true;
+    if (!req.socket.destroyed) respond().catch(() => res.destroy());
+  }
+  async function respond(): Promise<void> {
     try {
       await site.registry.fresh();
       await route(site, c);
@@ -140,7 +189,7 @@ function answer(site: Site, req: http.IncomingMessage, res: http.ServerResponse,
         sendError(c, new HttpError(500, 'UNKNOWN', 'internal error'));
       }
     }
-  })().catch(() => res.destroy());
+  }
 }
 
 /** Checks the request target and method, then hands the path to the route that answers it. */
@@ -244,7 +293,9 @@ function refuseBadClients(server: http.Server | https.Server, metrics: Metrics, 
       return;
     }
     const status = reason === 'header_overflow' ? '431 Request Header Fields Too Large' : reason === 'timeout' ? '408 Request Timeout' : '400 Bad Request';
-    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    // end() alone half-closes: a client that never closes its side would keep the descriptor.
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
+    setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
   });
   server.on('tlsClientError', () => metrics.clientError('tls'));
 }

@@ -179,4 +179,10 @@ export const Codes = {
   unitInvalid: 'UNIT_INVALID',
   // The bootstrap chart's values (site DNS and API load balancer).
   bootstrapValues: 'BOOTSTRAP_VALUES_INVALID',
+  // Issue 10, items 5, 7 and 14: what the build packs is hashed as it is written; hostile graphs;
+  // entries that cannot all be files; manifests over the client's limit.
+  bundleInputMismatch: 'BUNDLE_INPUT_MISMATCH',
+  manifestGraphTooLarge: 'MANIFEST_GRAPH_TOO_LARGE',
+  bundlePathConflict: 'BUNDLE_PATH_CONFLICT',
+  manifestTooLarge: 'MANIFEST_TOO_LARGE',
 } as const;

@@ -86,6 +86,19 @@ export async function exists(p: string): Promise<boolean> {
   }
 }
 
+/** mkdir -p that reports the real error: Node's recursive mkdir says ENOENT below a read-only parent. */
+export async function mkdirs(dir: string, mode?: number): Promise<void> {
+  try {
+    await fs.mkdir(dir, { recursive: true, mode });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    let missing = path.resolve(dir);
+    while (path.dirname(missing) !== missing && !(await exists(path.dirname(missing)))) missing = path.dirname(missing);
+    await fs.mkdir(missing, { mode });
+    throw e;
+  }
+}
+
 /** Writes a small file atomically: temp file, fsync, rename. */
 export async function writeFileAtomic(target: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   await fs.mkdir(path.dirname(target), { recursive: true });

@@ -64,6 +64,8 @@ interface RequestOptions {
 }
 
 const USER_AGENT = 'ferry/0.1';
+/** The distribution spec's limit for a manifest a registry must accept. */
+const MAX_MANIFEST = 4 << 20;
 
 /**
  * An OCI distribution client. It speaks both OCI and Docker v2 media types, authenticates with
@@ -247,7 +249,11 @@ export class RegistryClient {
   async getManifest(repo: Repo, reference: string): Promise<FetchedManifest> {
     const what = `manifest ${repo.registry}/${repo.repository}${reference.includes(':') ? '@' : ':'}${reference}`;
     const res = await this.manifestRequest(repo, 'GET', reference, what);
-    const bytes = await readBody(res, 4 << 20);
+    const bytes = await this.readSmall(repo.registry, res, MAX_MANIFEST, () =>
+      new RegistryError(Codes.manifestTooLarge, `${what} is larger than ${MAX_MANIFEST >> 20} MiB, the most ferry reads for a manifest`, {
+        hint: 'Registries may refuse manifests over 4 MiB, and real ones are a few kB: this registry serves something that is not an image manifest.',
+      }),
+    );
     const digest = sha256(bytes);
     if (reference.startsWith('sha256:') && digest !== reference) {
       throw new IntegrityError(Codes.digestMismatch, `${what}: content hashes to ${digest}`, {
@@ -265,6 +271,21 @@ export class RegistryClient {
       throw new RegistryError(Codes.regProtocol, `${what} is not JSON`, { cause: e });
     }
     return { bytes, mediaType, digest };
+  }
+
+  /** Reads a small body whole: over `max` is `tooBig()`, a cut connection a remote failure, never a bug. */
+  private async readSmall(registry: string, res: HttpResponse, max: number, tooBig: () => FerryError): Promise<Buffer> {
+    const len = Number(header(res.headers, 'content-length'));
+    if (Number.isFinite(len) && len > max) {
+      res.body.destroy();
+      throw tooBig();
+    }
+    try {
+      return await readBody(res, max);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ETOOBIG') throw tooBig();
+      throw this.netError(this.endpoint(registry), e);
+    }
   }
 
   /** HEADs a manifest: its digest, size and type without the body. Falls back to GET when the registry hides the digest. */
@@ -397,7 +418,7 @@ export class RegistryClient {
       await drain(res);
       throw new RegistryError(Codes.regHttp, `${what}: answered ${res.status}`, { status: res.status });
     }
-    const bytes = await readBody(res, max);
+    const bytes = await this.readSmall(repo.registry, res, max, () => new RegistryError(Codes.regProtocol, `${what} is larger than the ${max} bytes ferry reads for an image config`));
     if (sha256(bytes) !== digest) {
       throw new IntegrityError(Codes.digestMismatch, `${what}: content hashes to ${sha256(bytes)}`, { hint: 'The registry served corrupt content.' });
     }

@@ -311,6 +311,12 @@ export class RegistryClient {
     const what = `blob ${desc.digest.slice(0, 19)} of ${repo.registry}/${repo.repository}`;
     let lastErr: unknown;
     let stalls = 0;
+    // A resumed writer may hold the whole blob already: only the check is left.
+    if (writer.offset > 0 && writer.offset === desc.size) {
+      await writer.commit();
+      return;
+    }
+    if (writer.offset > 0) this.reporter.verbose(`${what}: resuming at ${writer.offset}/${desc.size} bytes, from an earlier run`);
     while (stalls < this.retry.retries) {
       const before = writer.offset;
       try {
@@ -319,13 +325,14 @@ export class RegistryClient {
         await writer.commit();
         return;
       } catch (e) {
+        // Bytes that check out so far are kept for the next run, unless they are what failed.
         if (e instanceof IntegrityError || signal?.aborted) {
-          await writer.abort();
+          await writer.abort(!(e instanceof IntegrityError));
           throw e;
         }
         lastErr = e;
         if (!(isTransient(e) || (e instanceof RegistryError && (e.status ?? 0) >= 500))) {
-          await writer.abort();
+          await writer.abort(true);
           throw e;
         }
         // Progress resets the budget: a flaky link that keeps delivering bytes finishes the blob.
@@ -334,7 +341,7 @@ export class RegistryClient {
         await backoff(this.retry, stalls);
       }
     }
-    await writer.abort();
+    await writer.abort(true);
     throw this.netError(this.endpoint(repo.registry), lastErr);
   }
 

@@ -52,11 +52,14 @@ export class Puller {
         this.ac.signal.throwIfAborted();
         this.reporter.blobStart(desc.size);
         const into = cache ?? store;
-        await client.fetchBlob(repo, into.writer(desc), this.ac.signal);
+        const w = await into.resumableWriter(desc);
+        const resumed = w.offset;
+        this.reporter.bytes(resumed);
+        await client.fetchBlob(repo, w, this.ac.signal);
         if (cache) await store.adopt(cache, desc);
         this.reporter.blobDone();
         this.stats.blobsFetched++;
-        this.stats.bytesFetched += desc.size;
+        this.stats.bytesFetched += desc.size - resumed;
       });
     });
   }

@@ -172,9 +172,12 @@ export async function withDirLock<T>(lockDir: string, fn: () => Promise<T>, stal
       delay = Math.min(delay * 2, 100);
     }
   }
+  // A killed holder would leave the lock for staleMs; an interrupted one removes it.
+  const release = removeOnSignal(lockDir);
   try {
     return await fn();
   } finally {
     await fs.rm(lockDir, { recursive: true, force: true });
+    release();
   }
 }

@@ -83,6 +83,7 @@ export class RegistryClient {
   private readonly timeoutMs: number;
   private readonly ca: string | Buffer | undefined;
   private readonly schemes = new Map<string, 'https:' | 'http:'>();
+  private readonly redirectsSaid = new Set<string>();
 
   constructor(opts: ClientOptions = {}) {
     this.insecure = new Set(opts.insecure ?? []);
@@ -107,7 +108,7 @@ export class RegistryClient {
     this.chunkSize = opts.chunkSize ?? 16 << 20;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.ca = opts.ca;
-    this.auth = new RegistryAuth(opts.credentials ?? new CredentialStore(), { retry: this.retry, ca: this.ca, timeoutMs: this.timeoutMs, userAgent: USER_AGENT, insecure: this.insecure });
+    this.auth = new RegistryAuth(opts.credentials ?? new CredentialStore(), { retry: this.retry, ca: this.ca, timeoutMs: this.timeoutMs, userAgent: USER_AGENT, insecure: this.insecure, log: (m) => this.reporter.verbose(m) });
   }
 
   private endpoint(registry: string): Endpoint {
@@ -167,7 +168,7 @@ export class RegistryClient {
       if (o.scope !== undefined) {
         let auth: string | undefined;
         try {
-          auth = await this.auth.header(ep.authHost, o.scope, ep.insecure);
+          auth = await this.auth.header(ep.authHost, o.scope, ep.insecure, ep.origin.host);
         } catch (e) {
           throw this.netError(ep, e); // a token endpoint that cannot be reached
         }
@@ -364,6 +365,10 @@ export class RegistryClient {
       if (!loc || hops >= 5) throw new RegistryError(Codes.regProtocol, `${what}: bad redirect`);
       const next = new URL(loc, ep.origin);
       // Storage backends get no registry credentials: a presigned URL carries its own.
+      if (next.host !== ep.origin.host && !this.redirectsSaid.has(next.host)) {
+        this.redirectsSaid.add(next.host);
+        this.reporter.verbose(`auth: blobs of ${repo.registry} redirect to ${next.host}; no credentials go there`);
+      }
       res = await httpSend({ method: 'GET', url: next, headers: { 'user-agent': USER_AGENT, ...rangeHeaders }, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
       if (res.status >= 400) {
         await drain(res);

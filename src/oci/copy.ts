@@ -53,9 +53,17 @@ export class Puller {
         this.reporter.blobStart(desc.size);
         const into = cache ?? store;
         const w = await into.resumableWriter(desc);
-        const resumed = w.offset;
+        let resumed = w.offset;
         this.reporter.bytes(resumed);
-        await client.fetchBlob(repo, w, this.ac.signal);
+        try {
+          await client.fetchBlob(repo, w, this.ac.signal);
+        } catch (e) {
+          // A resumed prefix that does not check out was damaged on disk: fetch it whole, once.
+          if (!(resumed > 0 && e instanceof IntegrityError)) throw e;
+          this.reporter.verbose(`${desc.digest}: the partial blob an earlier run left does not check out; fetching it whole`);
+          resumed = 0;
+          await client.fetchBlob(repo, into.writer(desc), this.ac.signal);
+        }
         if (cache) await store.adopt(cache, desc);
         this.reporter.blobDone();
         this.stats.blobsFetched++;

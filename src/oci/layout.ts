@@ -167,12 +167,7 @@ export class Layout {
     if (!(await exists(marker))) await writeFileAtomic(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     // What killed runs left: index and marker temps, and partial blobs that are done or too old.
     await sweepStaleTemps(this.dir);
-    const blobs = path.join(this.dir, 'blobs', 'sha256');
-    for (const f of await staleTemps(blobs)) {
-      const st = await fs.stat(f).catch(() => undefined);
-      const done = await exists(path.join(blobs, parseTempName(path.basename(f))!.base));
-      if (!st || done || Date.now() - st.mtimeMs > PARTIAL_TTL_MS) await fs.rm(f, { force: true }).catch(() => {});
-    }
+    await this.deadPartials(path.join(this.dir, 'blobs', 'sha256'));
     const idx = path.join(this.dir, 'index.json');
     if (!(await exists(idx))) {
       await withDirLock(this.lockDir(), async () => {
@@ -235,15 +230,15 @@ export class Layout {
   async resumableWriter(desc: Descriptor): Promise<BlobWriter> {
     const final = this.blobPath(desc.digest);
     const tmp = tempPathFor(final);
-    const sized = await Promise.all((await staleTemps(path.dirname(final), (b) => b === path.basename(final))).map(async (f) => ({ f, size: (await fs.stat(f).catch(() => undefined))?.size ?? -1 })));
-    sized.sort((a, b) => b.size - a.size);
-    for (const [i, { f }] of sized.entries()) {
+    // The one that got furthest first.
+    const found = [...((await this.deadPartials(path.dirname(final))).get(path.basename(final)) ?? [])].sort((a, b) => b.size - a.size);
+    for (const [i, f] of found.entries()) {
       try {
-        await fs.rename(f, tmp);
+        await fs.rename(f.path, tmp);
       } catch {
         continue; // another run claimed it
       }
-      for (const rest of sized.slice(i + 1)) await fs.rm(rest.f, { force: true }).catch(() => {});
+      for (const rest of found.slice(i + 1)) await fs.rm(rest.path, { force: true }).catch(() => {});
       try {
         return await BlobWriter.resume(desc, tmp, final);
       } catch {
@@ -252,6 +247,33 @@ export class Layout {
       }
     }
     return new BlobWriter(desc, tmp, final);
+  }
+
+  private readonly partials = new Map<string, Promise<Map<string, { path: string; size: number }[]>>>();
+
+  /**
+   * Partial blobs of dead pulls in a blob directory, by blob: listed once per store (a pull asks
+   * for many blobs), after removing those whose blob is complete or that are too old to resume.
+   */
+  private deadPartials(dir: string): Promise<Map<string, { path: string; size: number }[]>> {
+    let p = this.partials.get(dir);
+    if (!p) {
+      p = (async () => {
+        const byBlob = new Map<string, { path: string; size: number }[]>();
+        for (const f of await staleTemps(dir)) {
+          const base = parseTempName(path.basename(f))!.base;
+          const st = await fs.stat(f).catch(() => undefined);
+          if (!st || (await exists(path.join(dir, base))) || Date.now() - st.mtimeMs > PARTIAL_TTL_MS) {
+            await fs.rm(f, { force: true }).catch(() => {});
+            continue;
+          }
+          byBlob.set(base, [...(byBlob.get(base) ?? []), { path: f, size: st.size }]);
+        }
+        return byBlob;
+      })();
+      this.partials.set(dir, p);
+    }
+    return p;
   }
 
   /** Stores small content (manifests, configs) we already hold in memory. */

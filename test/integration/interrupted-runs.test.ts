@@ -188,6 +188,25 @@ describe('an interrupted pull keeps what it checked, and the next pull resumes i
     expect(await fs.stat(path.join(dir, 'store', 'blobs', 'sha256', layerHex))).toBeTruthy();
   });
 
+  it('a partial that does not check out (damaged on disk) is fetched whole instead, and the pull succeeds', async () => {
+    const dir = path.join(work, 'pull-damaged');
+    const spec = await writeSpec(dir, [{ ref: `${throttle.host}/big/img:v1`, platforms: ['linux/amd64'] }], { platforms: ['linux/amd64'] });
+    const env = { FERRY_CACHE_DIR: path.join(dir, 'cache') };
+    expect((await ferry(['lock', spec], { env })).code).toBe(0);
+    const blobs = path.join(dir, 'cache', 'oci', 'blobs', 'sha256');
+    await fs.mkdir(blobs, { recursive: true });
+    await fs.writeFile(path.join(blobs, `.${layerHex}.${await deadPid()}.0123456789ab.tmp`), Buffer.alloc(3 << 20, 7));
+    throttle.requests.length = 0;
+    const r = await ferry([...['images', 'pull', spec, '--out', path.join(dir, 'store')], '--verbose'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('does not check out; fetching it whole');
+    const gets = throttle.requests.filter((q) => q.url.endsWith(`/blobs/sha256:${layerHex}`));
+    expect(gets.map((g) => g.range)).toEqual([`bytes=${3 << 20}-`, undefined]);
+    const { stdout } = await execFileP('sha256sum', [path.join(blobs, layerHex)]);
+    expect(stdout.split(' ')[0]).toBe(layerHex);
+    expect((await fs.readdir(blobs)).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+
   it('a dead pull\'s partial of a blob that is already complete is swept at the next start', async () => {
     const dir = path.join(work, 'pull');
     const blobs = path.join(dir, 'cache', 'oci', 'blobs', 'sha256');

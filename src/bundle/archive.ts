@@ -127,8 +127,8 @@ class FileCopier {
   private readonly pool = Array.from({ length: POOL }, () => ({ buf: sharedBuffer(READ_SIZE), free: Promise.resolve() }));
   private slot = 0;
   private readonly checks: Promise<void>[] = [];
-  /** The first mismatch found; checked between reads, so a bad file stops the build early. */
-  failure: IntegrityError | undefined;
+  /** The first mismatch (or hashing failure) found; checked between reads, so a bad file stops the build early. */
+  private failure: unknown;
 
   constructor(
     private readonly sink: Sink,
@@ -151,7 +151,9 @@ class FileCopier {
         this.hasher.update(id, chunk);
         await this.sink.write(chunk);
         await this.sink.flush();
-        s.free = this.hasher.settled();
+        s.free = this.hasher.settled().catch((e: unknown) => {
+          this.failure ??= e;
+        });
         off += bytesRead;
         this.reporter.bytes(bytesRead);
       }
@@ -165,9 +167,14 @@ class FileCopier {
       await fh.close();
     }
     this.checks.push(
-      this.hasher.digest(id).then((got) => {
-        if (got !== e.sha256) this.failure ??= mismatch(e, got);
-      }),
+      this.hasher.digest(id).then(
+        (got) => {
+          if (got !== e.sha256) this.failure ??= mismatch(e, got);
+        },
+        (err: unknown) => {
+          this.failure ??= err;
+        },
+      ),
     );
   }
 

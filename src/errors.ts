@@ -147,6 +147,13 @@ const table = {
   // Issue 10 items 4 and 10: unpack refuses a rollback and a directory that is not ferry's.
   bundleDowngrade: ['BUNDLE_DOWNGRADE', 'usage'],
   unpackNotOurs: ['UNPACK_TARGET_NOT_FERRY', 'usage'],
+  // Issue 10, items 5, 7 and 14: what the build packs is hashed as it is written; hostile graphs;
+  // manifests over the client's limit.
+  bundleInputMismatch: ['BUNDLE_INPUT_MISMATCH', 'integrity'],
+  manifestGraphTooLarge: ['MANIFEST_GRAPH_TOO_LARGE', 'registry'],
+  manifestTooLarge: ['MANIFEST_TOO_LARGE', 'registry'],
+  /** A hostile bundle: one entry would be a file and a directory (build's own clash is BUNDLE_PATH_CONFLICT). */
+  bundleEntryConflict: ['BUNDLE_ENTRY_CONFLICT', 'integrity'],
   // Issue 10 item 2: SSH host keys.
   sshHostKeyRevoked: ['SSH_HOST_KEY_REVOKED', 'remote'],
   sshHostCertAuthority: ['SSH_HOST_KEY_CERT_AUTHORITY', 'remote'],

@@ -1,6 +1,6 @@
 import path from 'node:path';
-import { Codes, UsageError } from '../errors.js';
-import type { BinarySpec } from '../spec/spec.js';
+import { Codes, IntegrityError, UsageError } from '../errors.js';
+import { downloadFileName, expandTemplate, type BinarySpec } from '../spec/spec.js';
 import { limiter } from '../util/limit.js';
 import { fetchTextCached, fetchToCache, type FetchOptions } from './fetch.js';
 import { binaryPath } from './format.js';
@@ -17,12 +17,6 @@ export interface FetchedFile {
   /** Where it goes in the bundle (binaryPath). */
   bundlePath: string;
   archive: boolean;
-}
-
-/** Expands {version}, {semver} (no leading v), {os} and {arch}. */
-function expandTemplate(t: string, version: string, platform: string): string {
-  const [os, arch] = platform.split('/') as [string, string];
-  return t.replaceAll('{version}', version).replaceAll('{semver}', version.replace(/^v/, '')).replaceAll('{os}', os).replaceAll('{arch}', arch);
 }
 
 /**
@@ -49,7 +43,7 @@ export async function fetchBinaries(bins: BinarySpec[], platforms: string[], fil
       jobs.push(
         limit(async () => {
           const url = expandTemplate(b.url, b.version, platform);
-          const fileName = path.posix.basename(new URL(url, 'file:///').pathname);
+          const fileName = downloadFileName(url);
           let sha = b.sha256?.[platform]?.toLowerCase();
           if (!sha && b.checksumUrl) {
             const cu = expandTemplate(b.checksumUrl, b.version, platform);

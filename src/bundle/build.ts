@@ -143,18 +143,20 @@ async function createdAt(files: string[], override?: Date): Promise<string> {
 /**
  * ECDSA signatures are randomised, so the same checksums signed twice differ. Reusing the
  * signature made earlier for identical bytes and key keeps rebuilds from one cache byte-identical.
+ * A new signature is kept only by `keep()`, once the archive it signs has been written and every
+ * byte of it checked against the checksums: the table is signed before the content it lists goes
+ * into the archive (it comes first), but no signature outlives a build whose bytes did not match.
  */
-async function cachedSignature(key: KeyObject, data: Buffer): Promise<string> {
+async function cachedSignature(key: KeyObject, data: Buffer): Promise<{ sig: string; keep: () => Promise<void> }> {
   const dir = path.join(cacheDir(), 'signatures');
   const file = path.join(dir, `${sha256Hex(Buffer.concat([Buffer.from(fingerprint(publicOf(key))), data]))}.sig`);
   try {
     const sig = (await fs.readFile(file, 'utf8')).trim();
     verifyBytes(publicOf(key), data, sig, 'a cached signature');
-    return sig;
+    return { sig, keep: async () => {} };
   } catch {
     const sig = signBytes(key, data);
-    await writeFileAtomic(file, `${sig}\n`);
-    return sig;
+    return { sig, keep: () => writeFileAtomic(file, `${sig}\n`) };
   }
 }
 
@@ -259,16 +261,21 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   const bundleJson = manifestBytes(manifest);
   const [manifestName, checksumsName, sigName] = TABLE;
   const checksums = checksumsText([bytesEntry(manifestName, bundleJson), ...content]);
-  const sig = Buffer.from(`${await cachedSignature(o.key, checksums)}\n`);
+  const signed = await cachedSignature(o.key, checksums);
+  const sig = Buffer.from(`${signed.sig}\n`);
   const head = [bytesEntry(manifestName, bundleJson), bytesEntry(checksumsName, checksums), bytesEntry(sigName, sig)];
   reporter.info(`writing ${o.out}: ${content.length + head.length} entries`);
+  // Every byte is hashed as it is written and must match the checksums; else nothing is kept.
   const r = await writeArchive(o.out, head, content, { partSize: o.partSize, reporter });
+  await signed.keep();
   let partsFile: string | undefined;
   if (o.partSize) {
     partsFile = partsFileOf(o.out);
     const pm: PartsManifest = { formatVersion: 1, bundle: bundleId(manifest), checksums: sha256Hex(checksums), size: r.size, parts: r.parts, signer: manifest.signer };
-    pm.signature = await cachedSignature(o.key, partsSigningBytes(pm));
+    const partsSig = await cachedSignature(o.key, partsSigningBytes(pm));
+    pm.signature = partsSig.sig;
     await writePartsManifest(partsFile, pm);
+    await partsSig.keep();
   }
   return { out: o.out, ...(partsFile ? { parts: partsFile } : {}), size: r.size, entries: content.length + TABLE.length, manifest };
 }

@@ -119,16 +119,25 @@ function checksumOk(h: Buffer): boolean {
   return octal(h, 148, 8, 'checksum') === sum;
 }
 
-function parsePax(body: string): Record<string, string> {
+/**
+ * PAX records are `<length> <key>=<value>\n`, where the length counts bytes, so the body is read
+ * as bytes: a name with non-ASCII characters is longer in bytes than in characters.
+ */
+function parsePax(body: Buffer): Record<string, string> {
   const out: Record<string, string> = {};
+  const malformed = () => new TarFormatError('malformed PAX record', 'format');
   let i = 0;
   while (i < body.length) {
-    const sp = body.indexOf(' ', i);
-    const len = Number(body.slice(i, sp));
-    if (!Number.isInteger(len) || len <= 0) throw new TarFormatError('malformed PAX record', 'format');
-    const rec = body.slice(sp + 1, i + len - 1);
-    const eq = rec.indexOf('=');
-    out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    const sp = body.indexOf(0x20, i);
+    if (sp < 0 || sp - i > 20) throw malformed();
+    const digits = body.toString('latin1', i, sp);
+    if (!/^[1-9][0-9]*$/.test(digits)) throw malformed();
+    const len = Number(digits);
+    if (i + len > body.length || len <= sp - i + 2 || body[i + len - 1] !== 0x0a) throw malformed();
+    const rec = body.subarray(sp + 1, i + len - 1);
+    const eq = rec.indexOf(0x3d);
+    if (eq <= 0) throw malformed();
+    out[rec.toString('utf8', 0, eq)] = rec.toString('utf8', eq + 1);
     i += len;
   }
   return out;
@@ -166,7 +175,7 @@ export async function* readTar(src: AsyncIterable<Buffer>): AsyncGenerator<TarEn
       if (size > 1 << 20) throw new TarFormatError('a PAX header is too large', 'format');
       const body = await r.read(size + ((512 - (size % 512)) % 512));
       if (body.length < size) throw new TarFormatError('the archive ends inside a PAX header', 'truncated');
-      pax = parsePax(body.subarray(0, size).toString('utf8'));
+      pax = parsePax(body.subarray(0, size));
       head.push(raw, body);
       raw = await r.read(512);
       if (raw.length < 512) throw new TarFormatError('the archive ends inside a header', 'truncated');

@@ -11,9 +11,12 @@ export function fileHeader(p: string, size: number, mode = 0o644): Buffer {
   if (!needPax) return block;
   const pax = new Pax({ path: p, size, mtime: undefined, atime: undefined, ctime: undefined } as ConstructorParameters<typeof Pax>[0]).encode();
   const short = Buffer.alloc(512);
-  new Header({ ...fields, path: `PaxHeaders/${p.slice(-80)}`, size: size < 8 * 1024 ** 3 ? size : 0 }).encode(short, 0);
+  new Header({ ...fields, path: paxFallbackName(p), size: size < 8 * 1024 ** 3 ? size : 0 }).encode(short, 0);
   return Buffer.concat([pax, short]);
 }
+
+/** The ustar name behind a PAX header, for readers without PAX: printable ASCII that fits its field. */
+const paxFallbackName = (p: string) => `PaxHeaders/${p.replace(/[^\x20-\x7e]/g, '_').slice(-80)}`;
 
 export function dirHeader(p: string): Buffer {
   const block = Buffer.alloc(512);

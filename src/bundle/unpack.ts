@@ -2,7 +2,7 @@ import { promises as fs, statfsSync } from 'node:fs';
 import path from 'node:path';
 import semver from 'semver';
 import { Codes, IntegrityError, StoreError, UsageError } from '../errors.js';
-import { exists } from '../util/fsx.js';
+import { exists, ioError, mkdirs } from '../util/fsx.js';
 import { sha256Hex } from '../util/digest.js';
 import { formatBytes } from '../util/size.js';
 import type { Reporter } from '../util/progress.js';
@@ -75,9 +75,11 @@ function checkDowngrade(dest: string, installed: BundleManifest | undefined, inc
 export async function unpackBundle(input: string, to: string, o: UnpackOptions = {}): Promise<VerifyResult & { dir: string }> {
   const dest = path.resolve(to);
   const parent = path.dirname(dest);
-  await fs.mkdir(parent, { recursive: true });
+  // The host's filesystem failing (read-only, full, no permission) is an io error, never a bug.
+  const local = <T>(what: string, op: Promise<T>): Promise<T> => op.catch((e: unknown) => Promise.reject(ioError(what, e)));
+  await local(`cannot create ${parent}`, mkdirs(parent));
   const staging = path.join(parent, `.${path.basename(dest)}.ferry-staging`);
-  await fs.rm(staging, { recursive: true, force: true });
+  await local(`cannot clear ${staging}`, fs.rm(staging, { recursive: true, force: true }));
   const current = await currentTree(dest);
   // Disk preflight and a first rollback check from the (not yet trusted) table: a lie here only
   // changes whether we try; the verified manifest is checked again before anything is replaced.
@@ -91,7 +93,7 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
       hint: 'Free space there, or unpack to a larger filesystem with --to.',
     });
   }
-  await fs.mkdir(staging, { recursive: true, mode: 0o755 });
+  await local(`cannot create ${staging}`, mkdirs(staging, 0o755));
   try {
     const res = await verifyBundle(input, {
       ...o,
@@ -99,24 +101,24 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
         const target = path.join(staging, p);
         // checkEntryPath already refused .. and absolute paths; stay inside staging regardless.
         if (!target.startsWith(staging + path.sep)) throw new IntegrityError(Codes.bundleTraversal, `entry ${p} leaves the staging directory`);
-        await fs.mkdir(path.dirname(target), { recursive: true });
+        await local(`cannot create ${path.dirname(target)}`, mkdirs(path.dirname(target)));
         void mode;
         return target;
       },
     });
     checkDowngrade(dest, current?.manifest, res.manifest, o);
     // Keep the signed table too, so the unpacked tree can be checked again later.
-    for (const [name, bytes] of Object.entries(res.table)) await fs.writeFile(path.join(staging, name), bytes, { mode: 0o644 });
+    for (const [name, bytes] of Object.entries(res.table)) await local(`cannot write ${path.join(staging, name)}`, fs.writeFile(path.join(staging, name), bytes, { mode: 0o644 }));
     const marker = { bundle: bundleId(res.manifest), created: res.manifest.created, checksums: sha256Hex(res.table['checksums.txt']), signer: res.fingerprint };
-    await fs.writeFile(path.join(staging, UNPACKED_MARKER), `${JSON.stringify(marker)}\n`, { mode: 0o644 });
+    await local(`cannot write ${path.join(staging, UNPACKED_MARKER)}`, fs.writeFile(path.join(staging, UNPACKED_MARKER), `${JSON.stringify(marker)}\n`, { mode: 0o644 }));
     const old = `${dest}.ferry-old`;
-    await fs.rm(old, { recursive: true, force: true });
-    if (await exists(dest)) await fs.rename(dest, old);
-    await fs.rename(staging, dest);
-    await fs.rm(old, { recursive: true, force: true });
+    await local(`cannot remove ${old}`, fs.rm(old, { recursive: true, force: true }));
+    if (await exists(dest)) await local(`cannot move ${dest} aside`, fs.rename(dest, old));
+    await local(`cannot move ${staging} to ${dest}`, fs.rename(staging, dest));
+    await local(`cannot remove ${old}`, fs.rm(old, { recursive: true, force: true }));
     return { ...res, dir: dest };
   } catch (e) {
-    await fs.rm(staging, { recursive: true, force: true });
+    await fs.rm(staging, { recursive: true, force: true }).catch(() => {});
     throw e;
   }
 }

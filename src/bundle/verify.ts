@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Codes, FerryError, IntegrityError, UsageError } from '../errors.js';
 import { fingerprint, verifyBytes } from '../sign/keys.js';
 import { sha256Hex } from '../util/digest.js';
+import { ioError, isErrno } from '../util/fsx.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { checkBundlePath, checkEntryPath, isPartsFile, parseBundleManifest, parseChecksums, partsSigningBytes, readPartsManifest, refuse as bad, TABLE, type BundleManifest, type PartsManifest, type TableEntry } from './format.js';
 import { ELF_HEAD, runtimeEntryProblem } from './runtime.js';
@@ -36,6 +37,25 @@ export interface VerifyResult {
 }
 
 const MAX_TABLE = 64 << 20;
+
+/**
+ * Every listed path must be able to be a file at once: none may be another's directory (`a` and
+ * `a/b`), and none may end in `/`. Checked on the signed list, before any content is read, so
+ * unpack never meets a tree it cannot write.
+ */
+function checkTree(paths: Iterable<string>): void {
+  const files = new Set<string>();
+  const dirs = new Map<string, string>();
+  for (const p of paths) {
+    if (p.endsWith('/')) throw bad(Codes.bundleTraversal, `entry "${p}" is not a canonical path: a file's name does not end in /`);
+    files.add(p);
+    for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) if (!dirs.has(p.slice(0, i))) dirs.set(p.slice(0, i), p);
+  }
+  for (const p of files) {
+    const under = dirs.get(p);
+    if (under) throw bad(Codes.bundleEntryConflict, `entries ${p} and ${under} cannot both exist: ${p} would be a file and a directory`);
+  }
+}
 
 function linkEscapes(entryPath: string, target: string): boolean {
   if (target.startsWith('/')) return true;
@@ -194,6 +214,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
       key ??= await trustedKey(o, manifest?.signer?.publicKey, input);
       verifyBytes(key, checksumsBytes!, b.toString('utf8'), 'checksums.txt', manifest?.signer?.fingerprint);
       sums = parseChecksums(checksumsBytes!.toString('utf8'));
+      checkTree([...TABLE, ...sums.keys()]);
       if (sums.get('bundle.json') !== sha256Hex(manifestBytes!)) throw bad(Codes.bundleChecksum, 'bundle.json does not match its signed checksum');
       seen.add('bundle.json');
       reporter.info(`signature ok: signed by ${fingerprint(key)}; ${sums.size} entries listed`);
@@ -208,7 +229,9 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     seen.add(p);
     const h = createHash('sha256');
     const target = o.extractTo ? await o.extractTo(p, e.mode) : undefined;
-    const fh = target ? await fs.open(target, 'wx', e.mode & 0o755) : undefined;
+    // A failure to write the extracted copy is the host's (disk full, read-only), not the bundle's.
+    const local = (err: unknown) => (err instanceof FerryError || err instanceof TarFormatError ? err : ioError(`cannot write ${target}`, err));
+    const fh = target ? await fs.open(target, 'wx', e.mode & 0o755).catch((err: unknown) => Promise.reject(local(err))) : undefined;
     reporter.blobStart(e.size);
     let head = Buffer.alloc(0);
     try {
@@ -217,10 +240,10 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
         h.update(c);
         bytes += c.length;
         reporter.bytes(c.length);
-        if (fh) await fh.write(c);
+        if (fh) await fh.write(c).catch((err: unknown) => Promise.reject(local(err)));
       }
     } finally {
-      await fh?.close();
+      await fh?.close().catch((err: unknown) => Promise.reject(local(err)));
     }
     reporter.blobDone();
     const got = h.digest('hex');
@@ -236,6 +259,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
       const p = e.path;
       checkEntryPath(p);
       const t = e.type;
+      if (t === 'File' && p.endsWith('/')) throw bad(Codes.bundleTraversal, `entry "${p}" is not a canonical path: a file's name does not end in /`);
       if (t === 'SymbolicLink' || t === 'Link') {
         if (linkEscapes(p, e.linkpath)) throw bad(Codes.bundleLink, `entry ${p} is a link to ${e.linkpath}, outside the bundle`);
         throw bad(Codes.bundleLinkUnsupported, `entry ${p} is a link; ferry bundles hold only files`);
@@ -269,6 +293,8 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
       throw bad(err.kind === 'truncated' ? Codes.bundleTruncated : Codes.bundleFormat, `the archive is ${err.kind === 'truncated' ? 'cut short' : 'malformed'}: ${err.message}`);
     }
     if (err instanceof FerryError) throw err;
+    // An errno is the medium or the host failing to give the bytes, not a bundle cut short.
+    if (isErrno(err)) throw ioError(`cannot read ${input}`, err);
     throw bad(Codes.bundleTruncated, `cannot read the archive: ${(err as Error).message}`);
   }
   if (!sums || !manifest) throw bad(Codes.bundleTruncated, `${input} ends before its signed table: it is empty, cut short, or not a ferry bundle`);

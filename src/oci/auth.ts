@@ -182,6 +182,8 @@ export interface AuthTransport {
   userAgent: string;
   /** Hosts that may be reached over plain HTTP (`--insecure-registry`): here, token realms. */
   insecure: ReadonlySet<string>;
+  /** `--verbose`: where credentials go (hosts only, never a secret). */
+  log?: (msg: string) => void;
 }
 
 /**
@@ -193,19 +195,33 @@ export class RegistryAuth {
   private readonly states = new Map<string, AuthState>();
   private readonly tokens = new Map<string, { token: string; expires: number }>();
   private readonly tokenFetches = new Map<string, Promise<string>>();
+  private readonly logged = new Set<string>();
 
   constructor(
     readonly creds: CredentialStore,
     private readonly net: AuthTransport,
   ) {}
 
-  /** The Authorization header for a request under `scope`, or undefined until the host asked for one. */
-  async header(authHost: string, scope: string, insecureTls: boolean): Promise<string | undefined> {
+  /** Says once per destination where the credentials of `authHost` go. */
+  private say(key: string, msg: string): void {
+    if (this.logged.has(key)) return;
+    this.logged.add(key);
+    this.net.log?.(msg);
+  }
+
+  /**
+   * The Authorization header for a request under `scope` to `registryHost` (host[:port] the
+   * request goes to), or undefined until the host asked for one.
+   */
+  async header(authHost: string, scope: string, insecureTls: boolean, registryHost: string = authHost): Promise<string | undefined> {
     const state = this.states.get(authHost);
     if (!state) return undefined;
     const cred = await this.creds.get(authHost);
-    if (state.scheme === 'basic') return cred ? basic(cred) : undefined;
-    return `Bearer ${await this.token(authHost, insecureTls, state, scope, cred)}`;
+    if (state.scheme === 'basic') {
+      if (cred) this.say(`basic ${authHost} ${registryHost}`, `auth: credentials for ${authHost} go to ${registryHost} (basic)`);
+      return cred ? basic(cred) : undefined;
+    }
+    return `Bearer ${await this.token(authHost, insecureTls, state, scope, cred, registryHost)}`;
   }
 
   /**
@@ -227,13 +243,13 @@ export class RegistryAuth {
     throw authError(authHost, 401, `${what} was refused with no usable challenge`, false);
   }
 
-  private token(authHost: string, insecureTls: boolean, state: AuthState, scope: string, cred: Credential | undefined): Promise<string> {
+  private token(authHost: string, insecureTls: boolean, state: AuthState, scope: string, cred: Credential | undefined, registryHost: string): Promise<string> {
     const key = `${authHost}|${scope}`;
     const cached = this.tokens.get(key);
     if (cached && cached.expires > Date.now()) return Promise.resolve(cached.token);
     const inflight = this.tokenFetches.get(key);
     if (inflight) return inflight;
-    const p = this.fetchToken(authHost, insecureTls, state, scope, cred)
+    const p = this.fetchToken(authHost, insecureTls, state, scope, cred, registryHost)
       .then(({ token, ttl }) => {
         this.tokens.set(key, { token, expires: Date.now() + ttl * 1000 });
         return token;
@@ -243,12 +259,28 @@ export class RegistryAuth {
     return p;
   }
 
-  /** Asks the realm for a token. Transport failures are thrown as they are, for the caller to name. */
-  private async fetchToken(authHost: string, insecureTls: boolean, state: AuthState, scope: string, cred: Credential | undefined): Promise<{ token: string; ttl: number }> {
+  /**
+   * Asks the realm for a token. Like Docker, credentials go to a realm on another host when it
+   * speaks https; over plain HTTP they go only to the registry's own host (loopback or
+   * --insecure-registry), never elsewhere. Transport failures are thrown as they are.
+   */
+  private async fetchToken(authHost: string, insecureTls: boolean, state: AuthState, scope: string, cred: Credential | undefined, registryHost: string): Promise<{ token: string; ttl: number }> {
     if (!state.realm) throw new RegistryError(Codes.regProtocol, `${authHost} asked for a bearer token without a realm`);
-    const u = new URL(state.realm);
+    let u: URL;
+    try {
+      u = new URL(state.realm);
+    } catch {
+      throw new RegistryError(Codes.regProtocol, `${authHost} named a token realm that is not a URL: ${state.realm.slice(0, 200)}`);
+    }
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new RegistryError(Codes.regProtocol, `${authHost} named a token realm that is not http(s): ${u.protocol}`);
     if (state.service) u.searchParams.set('service', state.service);
     for (const s of scope.split(' ').filter(Boolean)) u.searchParams.append('scope', s);
+    const sameHost = u.hostname === new URL(`http://${registryHost}`).hostname;
+    if (u.protocol === 'http:' && cred && !sameHost) {
+      throw new RegistryError(Codes.regInsecure, `token realm ${u.origin} of ${authHost} is plain HTTP on another host; ferry sends credentials in the clear to no host but the registry`, {
+        hint: `Ask the operator of ${authHost} for an https token realm, or run without credentials for anonymous access.`,
+      });
+    }
     if (u.protocol === 'http:' && !isLoopbackHost(u.host) && !this.net.insecure.has(u.host)) {
       throw new RegistryError(Codes.regInsecure, `token realm ${u.origin} uses plain HTTP`, {
         hint: `Refusing to send credentials in the clear. Pass --insecure-registry ${u.host} to allow it.`,
@@ -256,6 +288,8 @@ export class RegistryAuth {
     }
     const headers: Record<string, string> = { 'user-agent': this.net.userAgent, accept: 'application/json' };
     if (cred) headers.authorization = basic(cred);
+    const elsewhere = sameHost ? '' : `, another host than the registry ${registryHost}`;
+    this.say(`token ${authHost} ${u.host} ${!!cred}`, cred ? `auth: credentials for ${authHost} go to ${u.host} (token realm ${u.protocol.slice(0, -1)}${elsewhere})` : `auth: an anonymous token for ${authHost} comes from ${u.host}${elsewhere}`);
     let res: HttpResponse;
     try {
       res = await getWithRetries(u, { headers, insecureTls, ca: this.net.ca, timeoutMs: this.net.timeoutMs, retry: this.net.retry });

@@ -64,6 +64,8 @@ interface RequestOptions {
 }
 
 const USER_AGENT = 'ferry/0.1';
+/** The distribution spec's limit for a manifest a registry must accept. */
+const MAX_MANIFEST = 4 << 20;
 
 /**
  * An OCI distribution client. It speaks both OCI and Docker v2 media types, authenticates with
@@ -81,6 +83,7 @@ export class RegistryClient {
   private readonly timeoutMs: number;
   private readonly ca: string | Buffer | undefined;
   private readonly schemes = new Map<string, 'https:' | 'http:'>();
+  private readonly redirectsSaid = new Set<string>();
 
   constructor(opts: ClientOptions = {}) {
     this.insecure = new Set(opts.insecure ?? []);
@@ -105,7 +108,7 @@ export class RegistryClient {
     this.chunkSize = opts.chunkSize ?? 16 << 20;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.ca = opts.ca;
-    this.auth = new RegistryAuth(opts.credentials ?? new CredentialStore(), { retry: this.retry, ca: this.ca, timeoutMs: this.timeoutMs, userAgent: USER_AGENT, insecure: this.insecure });
+    this.auth = new RegistryAuth(opts.credentials ?? new CredentialStore(), { retry: this.retry, ca: this.ca, timeoutMs: this.timeoutMs, userAgent: USER_AGENT, insecure: this.insecure, log: (m) => this.reporter.verbose(m) });
   }
 
   private endpoint(registry: string): Endpoint {
@@ -165,7 +168,7 @@ export class RegistryClient {
       if (o.scope !== undefined) {
         let auth: string | undefined;
         try {
-          auth = await this.auth.header(ep.authHost, o.scope, ep.insecure);
+          auth = await this.auth.header(ep.authHost, o.scope, ep.insecure, ep.origin.host);
         } catch (e) {
           throw this.netError(ep, e); // a token endpoint that cannot be reached
         }
@@ -247,7 +250,11 @@ export class RegistryClient {
   async getManifest(repo: Repo, reference: string): Promise<FetchedManifest> {
     const what = `manifest ${repo.registry}/${repo.repository}${reference.includes(':') ? '@' : ':'}${reference}`;
     const res = await this.manifestRequest(repo, 'GET', reference, what);
-    const bytes = await readBody(res, 4 << 20);
+    const bytes = await this.readSmall(repo.registry, res, MAX_MANIFEST, () =>
+      new RegistryError(Codes.manifestTooLarge, `${what} is larger than ${MAX_MANIFEST >> 20} MiB, the most ferry reads for a manifest`, {
+        hint: 'Registries may refuse manifests over 4 MiB, and real ones are a few kB: this registry serves something that is not an image manifest.',
+      }),
+    );
     const digest = sha256(bytes);
     if (reference.startsWith('sha256:') && digest !== reference) {
       throw new IntegrityError(Codes.digestMismatch, `${what}: content hashes to ${digest}`, {
@@ -265,6 +272,21 @@ export class RegistryClient {
       throw new RegistryError(Codes.regProtocol, `${what} is not JSON`, { cause: e });
     }
     return { bytes, mediaType, digest };
+  }
+
+  /** Reads a small body whole: over `max` is `tooBig()`, a cut connection a remote failure, never a bug. */
+  private async readSmall(registry: string, res: HttpResponse, max: number, tooBig: () => FerryError): Promise<Buffer> {
+    const len = Number(header(res.headers, 'content-length'));
+    if (Number.isFinite(len) && len > max) {
+      res.body.destroy();
+      throw tooBig();
+    }
+    try {
+      return await readBody(res, max);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ETOOBIG') throw tooBig();
+      throw this.netError(this.endpoint(registry), e);
+    }
   }
 
   /** HEADs a manifest: its digest, size and type without the body. Falls back to GET when the registry hides the digest. */
@@ -290,6 +312,12 @@ export class RegistryClient {
     const what = `blob ${desc.digest.slice(0, 19)} of ${repo.registry}/${repo.repository}`;
     let lastErr: unknown;
     let stalls = 0;
+    // A resumed writer may hold the whole blob already: only the check is left.
+    if (writer.offset > 0 && writer.offset === desc.size) {
+      await writer.commit();
+      return;
+    }
+    if (writer.offset > 0) this.reporter.verbose(`${what}: resuming at ${writer.offset}/${desc.size} bytes, from an earlier run`);
     while (stalls < this.retry.retries) {
       const before = writer.offset;
       try {
@@ -298,13 +326,14 @@ export class RegistryClient {
         await writer.commit();
         return;
       } catch (e) {
+        // Bytes that check out so far are kept for the next run, unless they are what failed.
         if (e instanceof IntegrityError || signal?.aborted) {
-          await writer.abort();
+          await writer.abort(!(e instanceof IntegrityError));
           throw e;
         }
         lastErr = e;
         if (!(isTransient(e) || (e instanceof RegistryError && (e.status ?? 0) >= 500))) {
-          await writer.abort();
+          await writer.abort(true);
           throw e;
         }
         // Progress resets the budget: a flaky link that keeps delivering bytes finishes the blob.
@@ -313,7 +342,7 @@ export class RegistryClient {
         await backoff(this.retry, stalls);
       }
     }
-    await writer.abort();
+    await writer.abort(true);
     throw this.netError(this.endpoint(repo.registry), lastErr);
   }
 
@@ -336,6 +365,10 @@ export class RegistryClient {
       if (!loc || hops >= 5) throw new RegistryError(Codes.regProtocol, `${what}: bad redirect`);
       const next = new URL(loc, ep.origin);
       // Storage backends get no registry credentials: a presigned URL carries its own.
+      if (next.host !== ep.origin.host && !this.redirectsSaid.has(next.host)) {
+        this.redirectsSaid.add(next.host);
+        this.reporter.verbose(`auth: blobs of ${repo.registry} redirect to ${next.host}; no credentials go there`);
+      }
       res = await httpSend({ method: 'GET', url: next, headers: { 'user-agent': USER_AGENT, ...rangeHeaders }, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
       if (res.status >= 400) {
         await drain(res);
@@ -397,7 +430,7 @@ export class RegistryClient {
       await drain(res);
       throw new RegistryError(Codes.regHttp, `${what}: answered ${res.status}`, { status: res.status });
     }
-    const bytes = await readBody(res, max);
+    const bytes = await this.readSmall(repo.registry, res, max, () => new RegistryError(Codes.regProtocol, `${what} is larger than the ${max} bytes ferry reads for an image config`));
     if (sha256(bytes) !== digest) {
       throw new IntegrityError(Codes.digestMismatch, `${what}: content hashes to ${sha256(bytes)}`, { hint: 'The registry served corrupt content.' });
     }

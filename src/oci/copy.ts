@@ -1,11 +1,11 @@
-import { Codes, DriftError, IntegrityError, StoreError } from '../errors.js';
+import { Codes, DriftError, IntegrityError, RegistryError, StoreError } from '../errors.js';
 import { sha256 } from '../util/digest.js';
 import { allOrAbort, limiter, SingleFlight } from '../util/limit.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import type { RegistryClient, Repo } from './client.js';
 import type { Layout } from './layout.js';
-import { walkManifests, walkStore, type ManifestRef } from './graph.js';
-import { formatPlatform, isIndexType, parseManifest, platformMatches, type Descriptor, type ImageIndex, type ParsedManifest, type Platform } from './media.js';
+import { GRAPH_LIMITS, graphTooLarge, walkManifests, walkStore, type ManifestRef } from './graph.js';
+import { formatPlatform, isIndexType, parseManifest, platformMatches, type Descriptor, type ImageIndex, type Platform } from './media.js';
 
 export interface CopyContext {
   client: RegistryClient;
@@ -52,11 +52,22 @@ export class Puller {
         this.ac.signal.throwIfAborted();
         this.reporter.blobStart(desc.size);
         const into = cache ?? store;
-        await client.fetchBlob(repo, into.writer(desc), this.ac.signal);
+        const w = await into.resumableWriter(desc);
+        let resumed = w.offset;
+        this.reporter.bytes(resumed);
+        try {
+          await client.fetchBlob(repo, w, this.ac.signal);
+        } catch (e) {
+          // A resumed prefix that does not check out was damaged on disk: fetch it whole, once.
+          if (!(resumed > 0 && e instanceof IntegrityError)) throw e;
+          this.reporter.verbose(`${desc.digest}: the partial blob an earlier run left does not check out; fetching it whole`);
+          resumed = 0;
+          await client.fetchBlob(repo, into.writer(desc), this.ac.signal);
+        }
         if (cache) await store.adopt(cache, desc);
         this.reporter.blobDone();
         this.stats.blobsFetched++;
-        this.stats.bytesFetched += desc.size;
+        this.stats.bytesFetched += desc.size - resumed;
       });
     });
   }
@@ -97,15 +108,21 @@ export class Puller {
         // The top is judged by what the registry says it is; a child by its parent's entry.
         const parsed = parseManifest(m.bytes, parent ? d.mediaType : m.mediaType, parent ? `${what} → ${d.digest}` : what);
         if (parsed.kind === 'manifest') await allOrAbort([parsed.manifest.config, ...parsed.manifest.layers].map((b) => this.blob(repo, b)), this.ac);
-        return { bytes: m.bytes, mediaType: m.mediaType, parsed };
+        // Keep only what the walk and the top need: a graph's manifests are on disk, not held here.
+        const mediaType = (parsed.kind === 'index' ? parsed.index.mediaType : parsed.manifest.mediaType) ?? m.mediaType;
+        return { mediaType, size: m.bytes.length, next: parsed.kind === 'index' ? this.wanted(parsed.index, what, platforms) : [] };
       },
-      next: (n) => (n.parsed.kind === 'index' ? this.wanted(n.parsed.index, what, platforms) : []),
-      concurrency: Infinity,
+      next: (n) => n.next,
+      concurrency: 16,
+      ...GRAPH_LIMITS,
+      tooLarge: (o) => {
+        const { message, hint } = graphTooLarge(o, what);
+        return new RegistryError(Codes.manifestGraphTooLarge, message, { hint });
+      },
       abort: this.ac,
     });
     const top = nodes[nodes.length - 1]!;
-    const mediaType = (top.parsed.kind === 'index' ? top.parsed.index.mediaType : top.parsed.manifest.mediaType) ?? top.mediaType;
-    const desc: Descriptor = { mediaType, digest, size: top.bytes.length };
+    const desc: Descriptor = { mediaType: top.mediaType, digest, size: top.size };
     await this.ctx.store.addRefs(names.map((name) => ({ name, descriptor: desc })));
     return desc;
   }
@@ -124,9 +141,9 @@ export class Puller {
 }
 
 interface PulledNode {
-  bytes: Buffer;
   mediaType: string;
-  parsed: ParsedManifest;
+  size: number;
+  next: Descriptor[];
 }
 
 /**

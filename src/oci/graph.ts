@@ -1,3 +1,4 @@
+import { Codes, StoreError } from '../errors.js';
 import type { Layout } from './layout.js';
 import { parseManifest, type Descriptor, type ParsedManifest } from './media.js';
 
@@ -21,11 +22,28 @@ export interface GraphWalk<N, D extends ManifestRef = Descriptor> {
   next(node: N): D[];
   /** Manifests read at once; the default 1 reads breadth-first in order. */
   concurrency?: number;
-  /** Stops reading after this many manifests: a guard against a hostile graph. */
+  /** Reads at most this many manifests: a guard against a hostile graph. */
   maxNodes?: number;
+  /** Reads nothing deeper than this below the roots (a root is depth 0). */
+  maxDepth?: number;
+  /**
+   * What going past maxNodes or maxDepth throws. Without it the walk stops short and returns what
+   * it read (the site serves what its store holds); pulls refuse the graph instead.
+   */
+  tooLarge?: (over: GraphOver) => unknown;
   /** Aborted on the first failure, so reads still running can stop; the walk waits for them. */
   abort?: AbortController;
 }
+
+/** Which cap a graph went past, and at which manifest. */
+export interface GraphOver {
+  limit: 'nodes' | 'depth';
+  max: number;
+  digest: string;
+}
+
+/** The caps for every graph ferry pulls or packs: real images have a few dozen manifests, nested at most twice. */
+export const GRAPH_LIMITS = { maxNodes: 512, maxDepth: 8 } as const;
 
 /**
  * Walks from `roots`, reading each digest once however many parents name it, and returns the
@@ -35,33 +53,43 @@ export async function walkManifests<N, D extends ManifestRef = Descriptor>(roots
   const limit = Math.max(1, w.concurrency ?? 1);
   const seen = new Set<string>();
   const read = new Map<string, { node: N; next: string[] }>();
-  const queue = roots.map((desc) => ({ desc, parent: undefined as N | undefined }));
+  const queue = roots.map((desc) => ({ desc, parent: undefined as N | undefined, depth: 0 }));
   let failure: { e: unknown } | undefined;
+  const fail = (e: unknown) => {
+    if (failure) return;
+    failure = { e };
+    w.abort?.abort(e);
+  };
+  /** Past a cap: refuse the graph, or stop reading and keep what was read. */
+  const over = (o: GraphOver) => {
+    if (w.tooLarge) fail(w.tooLarge(o));
+    else queue.length = 0;
+  };
   await new Promise<void>((done) => {
     let active = 0;
     const pump = () => {
       while (!failure && active < limit && queue.length) {
-        if (w.maxNodes !== undefined && read.size + active >= w.maxNodes) {
-          queue.length = 0;
-          break;
-        }
-        const { desc, parent } = queue.shift()!;
+        const { desc, parent, depth } = queue.shift()!;
         if (seen.has(desc.digest)) continue;
+        if (w.maxDepth !== undefined && depth > w.maxDepth) {
+          over({ limit: 'depth', max: w.maxDepth, digest: desc.digest });
+          continue;
+        }
+        if (w.maxNodes !== undefined && seen.size >= w.maxNodes) {
+          over({ limit: 'nodes', max: w.maxNodes, digest: desc.digest });
+          continue;
+        }
         seen.add(desc.digest);
         active++;
         Promise.resolve()
           .then(() => w.read(desc, parent))
           .then((node) => {
-            if (node === undefined) return;
+            if (node === undefined || failure) return;
             const next = w.next(node);
             read.set(desc.digest, { node, next: next.map((d) => d.digest) });
-            for (const d of next) queue.push({ desc: d, parent: node });
+            for (const d of next) if (!seen.has(d.digest)) queue.push({ desc: d, parent: node, depth: depth + 1 });
           })
-          .catch((e: unknown) => {
-            if (failure) return;
-            failure = { e };
-            w.abort?.abort(e);
-          })
+          .catch(fail)
           .finally(() => {
             active--;
             pump();
@@ -113,6 +141,11 @@ export function walkStore(
   o: { follow?: (child: Descriptor, parent: StoreNode) => boolean; onMissing?: (d: Descriptor) => void } = {},
 ): Promise<StoreNode[]> {
   return walkManifests<StoreNode>(roots, {
+    ...GRAPH_LIMITS,
+    tooLarge: (x) => {
+      const { message, hint } = graphTooLarge(x, `the image ${roots[0]?.digest ?? ''} in ${store.dir}`);
+      return new StoreError(Codes.storeInvalid, message, { hint });
+    },
     read: async (desc) => {
       if (!(await store.hasBlob(desc.digest, desc.size))) {
         o.onMissing?.(desc);
@@ -123,4 +156,13 @@ export function walkStore(
     },
     next: (n) => (n.parsed.kind === 'index' ? n.parsed.index.manifests.filter((c) => !o.follow || o.follow(c, n)) : []),
   });
+}
+
+/** What to say of a graph past a cap: the message after `what`, and the hint. */
+export function graphTooLarge(o: GraphOver, what: string): { message: string; hint: string } {
+  const past = o.limit === 'depth' ? `nests indexes more than ${o.max} deep (at ${o.digest})` : `names more than ${o.max} distinct manifests (the next is ${o.digest})`;
+  return {
+    message: `${what} ${past}; ferry refuses a manifest graph that large`,
+    hint: 'Real images hold a few dozen manifests, nested at most twice: this one is broken or hostile. Check the image with its publisher.',
+  };
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Hash } from 'node:crypto';
 import { Codes, IntegrityError, StoreError } from '../errors.js';
 import { digestOf, newHash, sha256 } from '../util/digest.js';
-import { exists, ioError, tempPathFor, withDirLock, writeFileAtomic } from '../util/fsx.js';
+import { exists, ioError, parseTempName, staleTemps, sweepStaleTemps, tempPathFor, withDirLock, writeFileAtomic } from '../util/fsx.js';
 import { assertDigest } from './reference.js';
 import type { Descriptor, ImageIndex } from './media.js';
 import { MediaType } from './media.js';
@@ -37,6 +37,17 @@ export class BlobWriter {
 
   get offset(): number {
     return this.written;
+  }
+
+  /** A writer that carries on from the prefix already in `tmp` (a killed pull's), hashing it first. */
+  static async resume(expected: Descriptor, tmp: string, final: string): Promise<BlobWriter> {
+    const w = new BlobWriter(expected, tmp, final);
+    for await (const c of createReadStream(tmp, { highWaterMark: 1 << 20 })) {
+      w.hash.update(c as Buffer);
+      w.written += (c as Buffer).length;
+    }
+    if (w.written > expected.size) throw new Error(`${tmp} is larger than the blob`);
+    return w;
   }
 
   async write(chunk: Buffer): Promise<void> {
@@ -112,17 +123,24 @@ export class BlobWriter {
     }
   }
 
-  async abort(): Promise<void> {
+  /**
+   * Stops writing. With `keepPartial`, bytes already written stay in the temp file (a prefix of the
+   * blob, all of it hashed), so the next run resumes there; else they are removed.
+   */
+  async abort(keepPartial = false): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     try {
       await this.closeFile();
     } catch {
-      /* already failing */
+      keepPartial = false;
     }
-    await fs.rm(this.tmp, { force: true });
+    if (!keepPartial || this.written === 0) await fs.rm(this.tmp, { force: true });
   }
 }
+
+/** A killed pull's partial blob older than this is not resumed but removed. */
+const PARTIAL_TTL_MS = 24 * 3600_000;
 
 const FLUSH_BYTES = 1 << 20;
 
@@ -147,6 +165,9 @@ export class Layout {
     }
     const marker = path.join(this.dir, 'oci-layout');
     if (!(await exists(marker))) await writeFileAtomic(marker, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    // What killed runs left: index and marker temps, and partial blobs that are done or too old.
+    await sweepStaleTemps(this.dir);
+    await this.deadPartials(path.join(this.dir, 'blobs', 'sha256'));
     const idx = path.join(this.dir, 'index.json');
     if (!(await exists(idx))) {
       await withDirLock(this.lockDir(), async () => {
@@ -199,6 +220,60 @@ export class Layout {
   writer(desc: Descriptor): BlobWriter {
     const final = this.blobPath(desc.digest);
     return new BlobWriter(desc, tempPathFor(final), final);
+  }
+
+  /**
+   * A writer that resumes what a killed pull left of this blob: the longest partial of a dead
+   * process is claimed by rename (atomic, so two runs never share one) and hashed, and the fetch
+   * asks only for the rest. Without one, a fresh writer.
+   */
+  async resumableWriter(desc: Descriptor): Promise<BlobWriter> {
+    const final = this.blobPath(desc.digest);
+    const tmp = tempPathFor(final);
+    // The one that got furthest first.
+    const found = [...((await this.deadPartials(path.dirname(final))).get(path.basename(final)) ?? [])].sort((a, b) => b.size - a.size);
+    for (const [i, f] of found.entries()) {
+      try {
+        await fs.rename(f.path, tmp);
+      } catch {
+        continue; // another run claimed it
+      }
+      for (const rest of found.slice(i + 1)) await fs.rm(rest.path, { force: true }).catch(() => {});
+      try {
+        return await BlobWriter.resume(desc, tmp, final);
+      } catch {
+        await fs.rm(tmp, { force: true });
+        break;
+      }
+    }
+    return new BlobWriter(desc, tmp, final);
+  }
+
+  private readonly partials = new Map<string, Promise<Map<string, { path: string; size: number }[]>>>();
+
+  /**
+   * Partial blobs of dead pulls in a blob directory, by blob: listed once per store (a pull asks
+   * for many blobs), after removing those whose blob is complete or that are too old to resume.
+   */
+  private deadPartials(dir: string): Promise<Map<string, { path: string; size: number }[]>> {
+    let p = this.partials.get(dir);
+    if (!p) {
+      p = (async () => {
+        const byBlob = new Map<string, { path: string; size: number }[]>();
+        for (const f of await staleTemps(dir)) {
+          const base = parseTempName(path.basename(f))!.base;
+          const st = await fs.stat(f).catch(() => undefined);
+          if (!st || (await exists(path.join(dir, base))) || Date.now() - st.mtimeMs > PARTIAL_TTL_MS) {
+            await fs.rm(f, { force: true }).catch(() => {});
+            continue;
+          }
+          byBlob.set(base, [...(byBlob.get(base) ?? []), { path: f, size: st.size }]);
+        }
+        return byBlob;
+      })();
+      this.partials.set(dir, p);
+    }
+    return p;
   }
 
   /** Stores small content (manifests, configs) we already hold in memory. */

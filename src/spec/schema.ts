@@ -8,7 +8,16 @@ const platform = {
   pattern: '^linux/(amd64|arm64|arm|ppc64le|s390x|riscv64|386)(/v[5-8])?$',
   description: 'A target platform, os/arch[/variant], for example linux/amd64 or linux/arm64.',
 };
-const semverish = { type: 'string', minLength: 1, description: 'A version, for example v1.37.2.' };
+/**
+ * A name or version that becomes one path segment in the bundle (files/<name>/<version>/…) and in
+ * the site's /files/ URLs: portable file-name characters only, so never `.`, `..`, `/` or `\`.
+ */
+export const PATH_SEGMENT = '^[0-9A-Za-z][0-9A-Za-z._+~-]{0,127}$';
+const semverish = {
+  type: 'string',
+  pattern: PATH_SEGMENT,
+  description: 'A version, for example v1.37.2. It names a directory in the bundle: letters, digits and . _ + ~ -, starting with a letter or digit.',
+};
 const sha256hex = { type: 'string', pattern: '^[a-f0-9]{64}$', description: 'A sha256 as 64 lowercase hex characters.' };
 const url = {
   type: 'string',
@@ -110,7 +119,7 @@ export const bundleSpecSchema = {
             additionalProperties: false,
             required: ['name'],
             properties: {
-              name: { type: 'string', minLength: 1, description: 'The chart name, or oci://host/path/name.' },
+              name: { type: 'string', pattern: '^(oci://.+|[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)$', description: 'The chart name (lowercase letters, digits and . _ -), or oci://host/path/name.' },
               repo: { type: 'string', description: 'An HTTP Helm repository (its index.yaml is read).' },
               version: { type: 'string', description: 'A version or a semver range such as 1.16.x.' },
               path: { type: 'string', description: 'A local chart directory, such as charts/ferry-bootstrap.' },

@@ -1,10 +1,11 @@
+import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import { Codes, SpecError, UsageError } from '../errors.js';
 import { formatPlatform, parsePlatform, type Platform } from '../oci/media.js';
 import { displayName, formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { assertSupportedKubernetes } from './kubernetes.js';
 import { schemaProblems } from './schema-errors.js';
-import { bundleSpecSchema } from './schema.js';
+import { bundleSpecSchema, PATH_SEGMENT } from './schema.js';
 import { loadYaml, parseYamlText, positionOf, type LoadedYaml } from './yamlpos.js';
 
 export interface BinarySpec {
@@ -73,6 +74,36 @@ function describe(y: LoadedYaml, errors: ErrorObject[]): string[] {
   return schemaProblems(errors).map((p) => `${positionOf(y, p.path, p.at)}: ${p.where} ${p.message}${p.expected ? ` (expected: ${p.expected})` : ''}`);
 }
 
+/** Expands {version}, {semver} (no leading v), {os} and {arch} in a binary's URL. */
+export function expandTemplate(t: string, version: string, platform: string): string {
+  const [os, arch] = platform.split('/') as [string, string];
+  return t.replaceAll('{version}', version).replaceAll('{semver}', version.replace(/^v/, '')).replaceAll('{os}', os).replaceAll('{arch}', arch);
+}
+
+/** The file name a download keeps in the bundle (an archive to extract on the node): its URL's last segment. */
+export const downloadFileName = (url: string): string => path.posix.basename(new URL(url, 'file:///').pathname);
+
+/** Archives keep their download's file name in the bundle, so it must be a safe path segment for every platform. */
+function fileNameProblems(y: LoadedYaml, spec: BundleSpec): string[] {
+  const segment = new RegExp(PATH_SEGMENT);
+  const out: string[] = [];
+  (spec.spec.binaries ?? []).forEach((b, i) => {
+    if (!b.extract) return;
+    for (const platform of spec.spec.platforms) {
+      let name: string;
+      try {
+        name = downloadFileName(expandTemplate(b.url, b.version, platform));
+      } catch {
+        name = '';
+      }
+      if (segment.test(name)) continue;
+      out.push(`${positionOf(y, ['spec', 'binaries', i, 'url'])}: spec.binaries[${i}].url gives the file name "${name}" for ${platform}, which cannot name a file in the bundle (expected: a URL or path ending in a file name of letters, digits and . _ + ~ -)`);
+      break;
+    }
+  });
+  return out;
+}
+
 export async function loadSpec(file: string): Promise<LoadedSpec> {
   return checkSpec(await loadYaml(file, 'spec'));
 }
@@ -85,6 +116,7 @@ function checkSpec(y: LoadedYaml): LoadedSpec {
   const problems = describe(y, validate(y.value));
   if (problems.length) throw specInvalid(y.file, problems);
   const spec = y.value as BundleSpec;
+  problems.push(...fileNameProblems(y, spec));
   if (spec.spec.kubernetes) assertSupportedKubernetes(spec.spec.kubernetes.version, `${positionOf(y, ['spec', 'kubernetes', 'version'])}: spec.kubernetes.version`, `Set spec.kubernetes.version in ${y.file}`);
   const images: SpecImage[] = [];
   const seen = new Map<string, string>();

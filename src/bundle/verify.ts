@@ -6,6 +6,7 @@ import { Codes, FerryError, IntegrityError, UsageError } from '../errors.js';
 import { fingerprint, verifyBytes } from '../sign/keys.js';
 import { sha256Hex } from '../util/digest.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
+import { HashWorkers } from './hash-workers.js';
 import { checkEntryPath, isPartsFile, parseBundleManifest, parseChecksums, partsSigningBytes, readPartsManifest, refuse as bad, TABLE, type BundleManifest, type PartsManifest, type TableEntry } from './format.js';
 import { readTar, TarFormatError, type TarEntry } from './tarread.js';
 import { fileHeader } from './tarwriter.js';
@@ -168,6 +169,19 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
   let sums: Map<string, string> | undefined;
   const seen = new Set<string>();
   let bytes = 0;
+  // Entries hash on worker threads while the reader moves on; digests are checked in entry order.
+  const hashes = new HashWorkers();
+  let pending: { p: string; want: string; digest: Promise<string> }[] = [];
+  const settle = async (keep: number) => {
+    while (pending.length > keep) {
+      const { p, want, digest } = pending.shift()!;
+      const got = await digest;
+      if (got !== want) {
+        pending = [];
+        throw bad(Codes.bundleChecksum, `entry ${p} does not match its checksum (expected ${want}, got ${got})`);
+      }
+    }
+  };
 
   const readSmall = async (e: TarEntry, max: number): Promise<Buffer> => {
     if (e.size > max) throw bad(Codes.bundleFormat, `entry ${e.path} is ${e.size} bytes, more than ${max} allowed`);
@@ -203,23 +217,23 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     if (!want) throw bad(Codes.bundleUnlisted, `entry ${p} is not listed in checksums.txt`);
     if (seen.has(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
     seen.add(p);
-    const h = createHash('sha256');
+    const h = hashes.entry(e.size);
     const target = o.extractTo ? await o.extractTo(p, e.mode) : undefined;
     const fh = target ? await fs.open(target, 'wx', e.mode & 0o755) : undefined;
     reporter.blobStart(e.size);
     try {
       for await (const c of e.data) {
-        h.update(c);
+        const hashed = h.update(c);
         bytes += c.length;
         reporter.bytes(c.length);
         if (fh) await fh.write(c);
+        await hashed;
       }
     } finally {
       await fh?.close();
     }
     reporter.blobDone();
-    const got = h.digest('hex');
-    if (got !== want) throw bad(Codes.bundleChecksum, `entry ${p} does not match its checksum (expected ${want}, got ${got})`);
+    pending.push({ p, want, digest: h.digest() });
   };
 
   try {
@@ -244,15 +258,19 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
         if (o.tableOnly && i === TABLE.length - 1) break;
       } else {
         if ((TABLE as readonly string[]).includes(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
+        await settle(16);
         await onContent(e);
       }
       i++;
     }
+    await settle(0);
   } catch (err) {
     // Ask about the part before closing the stream: closing ends the part being read.
     const partErr = await src.partProblem();
     src.close();
     if (partErr) throw partErr;
+    // An entry still hashing came before whatever failed now, so its mismatch is the one to report.
+    await settle(0);
     if (err instanceof TarFormatError) {
       if (err.kind === 'truncated' && sums) {
         const missing = [...sums.keys()].filter((q) => !seen.has(q));
@@ -262,6 +280,8 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     }
     if (err instanceof FerryError) throw err;
     throw bad(Codes.bundleTruncated, `cannot read the archive: ${(err as Error).message}`);
+  } finally {
+    await hashes.close();
   }
   if (!sums || !manifest) throw bad(Codes.bundleTruncated, `${input} ends before its signed table: it is empty, cut short, or not a ferry bundle`);
   const result = (entries: number): VerifyResult => ({ manifest: manifest!, table: { 'bundle.json': manifestBytes!, 'checksums.txt': checksumsBytes!, 'checksums.txt.sig': sigBytes! }, fingerprint: fingerprint(key!), entries, bytes });

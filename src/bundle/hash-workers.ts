@@ -2,17 +2,20 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 
+const SLOT_BYTES = 1 << 20;
+
 // Inline source: the CLI ships as one esbuild file, so a worker script file would not be beside it.
 const WORKER = `
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
+const ring = new Uint8Array(workerData);
 const open = new Map();
 parentPort.on('message', (m) => {
   let h = open.get(m.id);
   if (!h) open.set(m.id, (h = createHash('sha256')));
-  if (m.chunk) {
-    h.update(new Uint8Array(m.chunk, 0, m.len));
-    parentPort.postMessage({ ack: m.chunk }, [m.chunk]);
+  if (m.len) {
+    h.update(ring.subarray(m.slot * ${SLOT_BYTES}, m.slot * ${SLOT_BYTES} + m.len));
+    parentPort.postMessage(m.slot);
   }
   if (m.end) {
     open.delete(m.id);
@@ -28,20 +31,20 @@ export interface EntryHash {
 
 /** Below this an entry is hashed on the calling thread: a worker round trip costs more. */
 const INLINE_MAX = 256 << 10;
-const SLOT = 1 << 20;
 
 /**
  * SHA-256 of entries on worker threads, one Hash per entry in one worker, entries dealt out in
  * turn, so a sequential reader keeps every core hashing. In-flight bytes are bounded: update()
- * waits while all `slots` buffers of 1 MiB are with the workers. The buffers go to a worker and
- * come back, rather than being made per chunk: fresh ones pile up ungarbage-collected (RSS doubled).
+ * waits while all `slots` 1 MiB slots of a shared ring are being hashed. A shared ring rather
+ * than buffers per chunk: fresh ones pile up ungarbage-collected (RSS doubled), and transferring
+ * them costs more main-thread time than the copy.
  */
 export class HashWorkers {
   private readonly workers: Worker[] = [];
   private next = 0;
   private nextId = 0;
-  private readonly free: ArrayBuffer[] = [];
-  private made = 0;
+  private ring: Uint8Array | undefined;
+  private readonly free: number[] = [];
   private waiters: (() => void)[] = [];
   private readonly done = new Map<number, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
   private failure: Error | undefined;
@@ -62,15 +65,19 @@ export class HashWorkers {
     const i = this.next++ % this.count;
     let w = this.workers[i];
     if (!w) {
-      w = new Worker(WORKER, { eval: true });
-      w.on('message', (m: { ack?: ArrayBuffer; id?: number; digest?: string }) => {
-        if (m.ack) {
-          this.free.push(m.ack);
+      if (!this.ring) {
+        this.ring = new Uint8Array(new SharedArrayBuffer(this.slots * SLOT_BYTES));
+        for (let s = 0; s < this.slots; s++) this.free.push(s);
+      }
+      w = new Worker(WORKER, { eval: true, workerData: this.ring.buffer });
+      w.on('message', (m: number | { id: number; digest: string }) => {
+        if (typeof m === 'number') {
+          this.free.push(m);
           this.waiters.shift()?.();
         } else {
-          const d = this.done.get(m.id!);
-          this.done.delete(m.id!);
-          d?.resolve(m.digest!);
+          const d = this.done.get(m.id);
+          this.done.delete(m.id);
+          d?.resolve(m.digest);
         }
       });
       w.on('error', (e) => this.fail(e));
@@ -80,15 +87,11 @@ export class HashWorkers {
     return w;
   }
 
-  private async slot(): Promise<ArrayBuffer> {
+  private async slot(): Promise<number> {
     for (;;) {
       if (this.failure) throw this.failure;
-      const b = this.free.pop();
-      if (b) return b;
-      if (this.made < this.slots) {
-        this.made++;
-        return new ArrayBuffer(SLOT);
-      }
+      const s = this.free.pop();
+      if (s !== undefined) return s;
       await new Promise<void>((r) => this.waiters.push(r));
     }
   }
@@ -106,11 +109,11 @@ export class HashWorkers {
     return {
       update: async (c) => {
         // A copy: the reader's buffer may hold the next entry's bytes too, so it cannot be transferred.
-        for (let off = 0; off < c.length; off += SLOT) {
-          const part = c.subarray(off, off + SLOT);
-          const ab = await this.slot();
-          new Uint8Array(ab).set(part);
-          w.postMessage({ id, chunk: ab, len: part.length }, [ab]);
+        for (let off = 0; off < c.length; off += SLOT_BYTES) {
+          const part = c.subarray(off, off + SLOT_BYTES);
+          const slot = await this.slot();
+          this.ring!.set(part, slot * SLOT_BYTES);
+          w.postMessage({ id, slot, len: part.length });
         }
       },
       digest: () => {

@@ -65,13 +65,14 @@ export function machine(): string {
   return `machine: ${model}, ${os.availableParallelism()} cores, SHA-NI ${flags.includes('sha_ni') ? 'yes' : 'no'}, load average ${os.loadavg()[0]!.toFixed(1)}`;
 }
 
-/** Runs a command under /usr/bin/time: wall seconds and peak RSS in MB. Throws when it fails. */
-export function timed(cmd: string[], o: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): { secs: number; rssMb: number } {
+/** Runs a command under /usr/bin/time: wall seconds, CPU seconds (user+sys) and peak RSS in MB. Throws when it fails. */
+export function timed(cmd: string[], o: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): { secs: number; cpu: number; rssMb: number } {
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', ...cmd], { cwd: o.cwd, env: o.env ?? process.env, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S %M', ...cmd], { cwd: o.cwd, env: o.env ?? process.env, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${cmd.join(' ')} failed: ${r.stderr}`);
-  return { secs, rssMb: Number(r.stderr.trim().split('\n').pop()) / 1024 };
+  const [user, sys, rss] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
+  return { secs, cpu: user! + sys!, rssMb: rss! / 1024 };
 }
 
 export const goal = (met: boolean) => (met ? 'goal met' : 'goal NOT met');

@@ -35,9 +35,8 @@ const INLINE_MAX = 256 << 10;
 /**
  * SHA-256 of entries on worker threads, one Hash per entry in one worker, entries dealt out in
  * turn, so a sequential reader keeps every core hashing. In-flight bytes are bounded: update()
- * waits while all `slots` 1 MiB slots of a shared ring are being hashed. A shared ring rather
- * than buffers per chunk: fresh ones pile up ungarbage-collected (RSS doubled), and transferring
- * them costs more main-thread time than the copy.
+ * waits while all `slots` 1 MiB slots of a shared ring are being hashed. A fixed ring rather
+ * than a fresh buffer per chunk: those piled up ungarbage-collected and doubled peak RSS.
  */
 export class HashWorkers {
   private readonly workers: Worker[] = [];

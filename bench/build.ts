@@ -3,11 +3,11 @@
  * files (the limit: one pass of reading and writing), in one run; plus ferry's peak RSS.
  *   npm run bench:build [-- --mb 1024 --files 200]
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FERRY as ferry, lockedBenchSpec, median as med, numArg } from './content.js';
+import { FERRY as ferry, lockedBenchSpec, median as med, numArg, timed } from './content.js';
 
 const totalMb = numArg('mb', 1024);
 const files = numArg('files', 200);
@@ -19,19 +19,13 @@ try {
   const out = path.join(work, 'out.ferry.tar');
   // Warm the cache (downloads, i.e. local copies, happen here, untimed).
   execFileSync(ferry, ['bundle', 'build', spec, '--key', key, '--out', out, '-q'], { env });
-  const timed = (cmd: string[], cwd?: string) => {
-    const t0 = process.hrtime.bigint();
-    const r = spawnSync('/usr/bin/time', ['-f', '%M', ...cmd], { cwd, env, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`);
-    return { secs: Number(process.hrtime.bigint() - t0) / 1e9, rssMb: Number(r.stderr.trim().split('\n').pop()) / 1024 };
-  };
   const cached = path.join(work, 'cache', 'files', 'sha256');
   const rows: { ferry: number; tar: number; rss: number }[] = [];
   for (let i = 0; i < runs; i++) {
     await fs.rm(out, { force: true });
-    const f = timed([process.execPath, ferry, 'bundle', 'build', spec, '--key', key, '--out', out, '-q']);
+    const f = timed([process.execPath, ferry, 'bundle', 'build', spec, '--key', key, '--out', out, '-q'], { env });
     await fs.rm(path.join(work, 'tar.tar'), { force: true });
-    const t = timed(['tar', '-cf', path.join(work, 'tar.tar'), '.'], cached);
+    const t = timed(['tar', '-cf', path.join(work, 'tar.tar'), '.'], { cwd: cached, env });
     rows.push({ ferry: f.secs, tar: t.secs, rss: f.rssMb });
   }
   const size = (await fs.stat(out)).size;

@@ -1,6 +1,7 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomChunks } from '../fixtures/images.js';
@@ -55,3 +56,23 @@ export function numArg(name: string, d: number): number {
   if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} needs a positive number`);
   return v;
 }
+
+/** The machine a figure was measured on: CPU model, cores, and whether SHA-NI is there. */
+export function machine(): string {
+  const info = readFileSync('/proc/cpuinfo', 'utf8');
+  const model = /^model name\s*:\s*(.*)$/m.exec(info)?.[1] ?? 'unknown CPU';
+  const flags = /^flags\s*:\s*(.*)$/m.exec(info)?.[1]?.split(' ') ?? [];
+  return `machine: ${model}, ${os.availableParallelism()} cores, SHA-NI ${flags.includes('sha_ni') ? 'yes' : 'no'}, load average ${os.loadavg()[0]!.toFixed(1)}`;
+}
+
+/** Runs a command under /usr/bin/time: wall seconds, CPU seconds (user+sys) and peak RSS in MB. Throws when it fails. */
+export function timed(cmd: string[], o: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): { secs: number; cpu: number; rssMb: number } {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S %M', ...cmd], { cwd: o.cwd, env: o.env ?? process.env, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${cmd.join(' ')} failed: ${r.stderr}`);
+  const [user, sys, rss] = r.stderr.trim().split('\n').pop()!.split(' ').map(Number);
+  return { secs, cpu: user! + sys!, rssMb: rss! / 1024 };
+}
+
+export const goal = (met: boolean) => (met ? 'goal met' : 'goal NOT met');

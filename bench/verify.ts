@@ -1,14 +1,15 @@
 /**
  * bench/verify: `ferry bundle verify` against `sha256sum -c` over the same content, in one run.
- *   npm run bench:verify [-- --mb 512 --files 400]
- * Both read from the page cache (each runs once untimed first). Reported: throughput of each, the
- * ratio, and the same pinned to one core with taskset.
+ *   npm run bench:verify [-- --mb 512 --files 400 --runs 3]
+ * Both read from the page cache (each runs once untimed first), then alternate; medians of --runs.
+ * Reported: throughput of each, the ratio against the goal, ferry's peak RSS, and the same pinned
+ * to one core with taskset (where hashing on workers cannot help).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { FERRY as ferry, lockedBenchSpec, median as med, numArg } from './content.js';
+import { FERRY as ferry, goal, lockedBenchSpec, machine, median as med, numArg, timed } from './content.js';
 
 const totalMb = numArg('mb', 512);
 const files = numArg('files', 400);
@@ -24,30 +25,31 @@ try {
   execFileSync('tar', ['-xf', bundle, '-C', x]);
   const size = (await fs.stat(bundle)).size;
 
-  const time = (cmd: string[], cwd?: string) => {
-    const t0 = process.hrtime.bigint();
-    const r = spawnSync(cmd[0]!, cmd.slice(1), { cwd, stdio: ['ignore', 'ignore', 'pipe'], env });
-    if (r.status !== 0) throw new Error(`${cmd.join(' ')}: ${r.stderr}`);
-    return Number(process.hrtime.bigint() - t0) / 1e9;
-  };
   const ferryCmd = [process.execPath, ferry, 'bundle', 'verify', bundle, '--trust', pub, '-q'];
   const sumCmd = ['sha256sum', '-c', '--quiet', 'checksums.txt'];
   const mbps = (s: number) => size / 1024 / 1024 / s;
-  const report = (label: string, pin: string[]) => {
-    time([...pin, ...ferryCmd]);
-    time([...pin, ...sumCmd], x);
+  console.log(`bench/verify: ${(size / 1024 / 1024).toFixed(0)} MiB bundle, ${files + 1} content files (+ the signed table), warm page cache, median of ${runs}`);
+  console.log(`  ${machine()}`);
+  const report = (label: string, pin: string[], goalX?: number) => {
+    timed([...pin, ...ferryCmd], { env });
+    timed([...pin, ...sumCmd], { cwd: x, env });
     const f: number[] = [];
     const s: number[] = [];
+    const rss: number[] = [];
     for (let i = 0; i < runs; i++) {
-      f.push(time([...pin, ...ferryCmd]));
-      s.push(time([...pin, ...sumCmd], x));
+      const r = timed([...pin, ...ferryCmd], { env });
+      f.push(r.secs);
+      rss.push(r.rssMb);
+      s.push(timed([...pin, ...sumCmd], { cwd: x, env }).secs);
     }
     const fm = med(f);
     const sm = med(s);
-    console.log(`  ${label}: ferry verify ${fm.toFixed(2)} s (${mbps(fm).toFixed(0)} MiB/s), sha256sum -c ${sm.toFixed(2)} s (${mbps(sm).toFixed(0)} MiB/s): ferry at ${(sm / fm).toFixed(2)}× sha256sum's throughput (goal ≥ 0.9×)`);
+    const ratio = sm / fm;
+    const peak = Math.max(...rss);
+    const verdict = goalX === undefined ? '' : ` (goal ≥ ${goalX}×, peak RSS < 150 MB: ${goal(ratio >= goalX && peak < 150)})`;
+    console.log(`  ${label}: ferry verify ${fm.toFixed(2)} s (${mbps(fm).toFixed(0)} MiB/s), sha256sum -c ${sm.toFixed(2)} s (${mbps(sm).toFixed(0)} MiB/s): ferry at ${ratio.toFixed(2)}× sha256sum's throughput; ferry peak RSS ${peak.toFixed(0)} MB${verdict}`);
   };
-  console.log(`bench/verify: ${(size / 1024 / 1024).toFixed(0)} MiB bundle, ${files + 1} content files (+ the signed table), median of ${runs}`);
-  report('both cores', []);
+  report('both cores', [], 1.6);
   report('one core (taskset -c 0)', ['taskset', '-c', '0']);
   // CPU use of ferry with both cores available: user+sys over wall time.
   const t = spawnSync('/usr/bin/time', ['-f', '%e %U %S %P', ...ferryCmd], { env, encoding: 'utf8' });

@@ -7,6 +7,7 @@ import { fingerprint, verifyBytes } from '../sign/keys.js';
 import { sha256Hex } from '../util/digest.js';
 import { ioError, isErrno } from '../util/fsx.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
+import { HashWorkers } from './hash-workers.js';
 import { checkBundlePath, checkEntryPath, isPartsFile, parseBundleManifest, parseChecksums, partsSigningBytes, readPartsManifest, refuse as bad, TABLE, type BundleManifest, type PartsManifest, type TableEntry } from './format.js';
 import { ELF_HEAD, runtimeEntryProblem } from './runtime.js';
 import { readTar, TarFormatError, type TarEntry } from './tarread.js';
@@ -191,6 +192,23 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
   let sums: Map<string, string> | undefined;
   const seen = new Set<string>();
   let bytes = 0;
+  // Entries hash on worker threads while the reader moves on; digests are checked in entry order.
+  const hashes = new HashWorkers();
+  let pending: { p: string; want: string; digest: Promise<string>; why?: string }[] = [];
+  const settle = async (keep: number) => {
+    while (pending.length > keep) {
+      const { p, want, digest, why } = pending.shift()!;
+      const got = await digest;
+      if (got !== want) {
+        pending = [];
+        throw bad(Codes.bundleChecksum, `entry ${p} does not match its checksum (expected ${want}, got ${got})`);
+      }
+      if (why) {
+        pending = [];
+        throw new IntegrityError(Codes.runtimeArch, `entry ${p} cannot run on its architecture: ${why}`, { hint: 'The bundle was built with a wrong spec.runtime.node; rebuild it with the right runtime.' });
+      }
+    }
+  };
 
   const readSmall = async (e: TarEntry, max: number): Promise<Buffer> => {
     if (e.size > max) throw bad(Codes.bundleFormat, `entry ${e.path} is ${e.size} bytes, more than ${max} allowed`);
@@ -227,7 +245,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     if (!want) throw bad(Codes.bundleUnlisted, `entry ${p} is not listed in checksums.txt`);
     if (seen.has(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
     seen.add(p);
-    const h = createHash('sha256');
+    const h = hashes.entry(e.size);
     const target = o.extractTo ? await o.extractTo(p, e.mode) : undefined;
     // A failure to write the extracted copy is the host's (disk full, read-only), not the bundle's.
     const local = (err: unknown) => (err instanceof FerryError || err instanceof TarFormatError ? err : ioError(`cannot write ${target}`, err));
@@ -237,20 +255,20 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     try {
       for await (const c of e.data) {
         if (head.length < ELF_HEAD) head = Buffer.concat([head, c.subarray(0, ELF_HEAD - head.length)]);
-        h.update(c);
+        const hashed = h.update(c);
         bytes += c.length;
         reporter.bytes(c.length);
         if (fh) await fh.write(c).catch((err: unknown) => Promise.reject(local(err)));
+        await hashed;
       }
     } finally {
       await fh?.close().catch((err: unknown) => Promise.reject(local(err)));
     }
     reporter.blobDone();
-    const got = h.digest('hex');
-    if (got !== want) throw bad(Codes.bundleChecksum, `entry ${p} does not match its checksum (expected ${want}, got ${got})`);
-    // Signed and listed, yet a runtime labelled for the wrong arch would only fail once a node runs it.
+    // Signed and listed, yet a runtime labelled for the wrong arch would only fail once a node runs it;
+    // checked after its digest, so a tampered entry is refused as tampered first.
     const why = runtimeEntryProblem(p, head);
-    if (why) throw new IntegrityError(Codes.runtimeArch, `entry ${p} cannot run on its architecture: ${why}`, { hint: 'The bundle was built with a wrong spec.runtime.node; rebuild it with the right runtime.' });
+    pending.push({ p, want, digest: h.digest(), ...(why ? { why } : {}) });
   };
 
   try {
@@ -276,15 +294,19 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
         if (o.tableOnly && i === TABLE.length - 1) break;
       } else {
         if ((TABLE as readonly string[]).includes(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
+        await settle(16);
         await onContent(e);
       }
       i++;
     }
+    await settle(0);
   } catch (err) {
     // Ask about the part before closing the stream: closing ends the part being read.
     const partErr = await src.partProblem();
     src.close();
     if (partErr) throw partErr;
+    // An entry still hashing came before whatever failed now, so its mismatch is the one to report.
+    await settle(0);
     if (err instanceof TarFormatError) {
       if (err.kind === 'truncated' && sums) {
         const missing = [...sums.keys()].filter((q) => !seen.has(q));
@@ -296,6 +318,8 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     // An errno is the medium or the host failing to give the bytes, not a bundle cut short.
     if (isErrno(err)) throw ioError(`cannot read ${input}`, err);
     throw bad(Codes.bundleTruncated, `cannot read the archive: ${(err as Error).message}`);
+  } finally {
+    await hashes.close();
   }
   if (!sums || !manifest) throw bad(Codes.bundleTruncated, `${input} ends before its signed table: it is empty, cut short, or not a ferry bundle`);
   const result = (entries: number): VerifyResult => ({ manifest: manifest!, table: { 'bundle.json': manifestBytes!, 'checksums.txt': checksumsBytes!, 'checksums.txt.sig': sigBytes! }, fingerprint: fingerprint(key!), entries, bytes });

@@ -1,6 +1,7 @@
 import { existsSync, promises as fs, statfsSync } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
+import os from 'node:os';
 import type { BundleManifest } from '../bundle/format.js';
 import type { InstallAnswers } from './answers.js';
 import type { Host } from './host.js';
@@ -17,7 +18,7 @@ import { ADMIN_CONF, API_PORT, CONTROL_PLANE_PORTS, SITE_PORT, STATE_DIR } from 
 export interface PreflightContext {
   host: Host;
   answers: InstallAnswers;
-  /** Checks to skip by name (root, arch, swap, ports, disk, clock). */
+  /** Checks to skip by name (root, arch, swap, address, ports, disk, clock). */
   ignorePreflight?: string[];
 }
 
@@ -30,8 +31,12 @@ export async function preflight(ctx: PreflightContext, manifest: Pick<BundleMani
   if (!manifest.platforms.includes(arch)) add('arch', `this machine is ${arch}, the bundle carries ${manifest.platforms.join(', ')}`);
   const swaps = (await fs.readFile('/proc/swaps', 'utf8').catch(() => '')).trim().split('\n').slice(1).filter(Boolean);
   if (swaps.length) add('swap', `swap is on (${swaps.map((l) => l.split(/\s+/)[0]).join(', ')}); kubelet needs it off: swapoff -a, and remove it from /etc/fstab`);
+  // The node IP is what kubeadm advertises and the site DNS answers: it must be one of this machine's.
+  const own = Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).filter((i) => i.family === 'IPv4').map((i) => i.address));
+  const hasIp = own.includes(ctx.answers.node.ip);
+  if (!hasIp) add('address', `${ctx.answers.node.ip} (node.ip) is not an address of this machine; it has ${own.join(', ') || 'no IPv4 address'}`);
   // Once ferry has started its services (a re-run after a failure), the ports are ours.
-  if (!(await ctx.host.read(ADMIN_CONF)) && !(await ctx.host.read(`${STATE_DIR}/services`))) {
+  if (hasIp && !(await ctx.host.read(ADMIN_CONF)) && !(await ctx.host.read(`${STATE_DIR}/services`))) {
     for (const port of [API_PORT, ...CONTROL_PLANE_PORTS, SITE_PORT]) {
       const free = await new Promise<boolean>((resolve) => {
         const s = net.createServer();

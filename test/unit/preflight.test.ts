@@ -42,3 +42,13 @@ describe('preflight', () => {
     expect(p.join('\n')).toMatch(/clock: the clock says .* before the bundle was made/);
   });
 });
+
+describe('preflight of the node IP', () => {
+  it("refuses a node IP this machine does not have, naming the addresses it has", async () => {
+    const ctx = await ctxFor(await tmpdir());
+    const p = await preflight({ ...ctx, answers: { ...ctx.answers, node: { name: 'n1', ip: '192.0.2.77' } } }, manifest);
+    expect(p.find((x) => x.startsWith('address:'))).toMatch(/^address: 192\.0\.2\.77 \(node\.ip\) is not an address of this machine; it has .*127\.0\.0\.1/);
+    // Ports are not probed on an address the machine lacks: that would only repeat the problem.
+    expect(p.filter((x) => x.startsWith('ports'))).toEqual([]);
+  });
+});

@@ -72,7 +72,7 @@ describe('ferry install at a terminal', () => {
     session = `ferry-${process.pid}`;
     // unshare -n: no network, and so no detected address; the IP question becomes a typed one.
     // A person at a terminal: CI=true (set by CI runners) would make ferry refuse to prompt.
-    const cmd = `env -u CI unshare -n sh -c 'ip link set lo up; ${process.execPath} ${FERRY} install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock --yes 2>&1; echo EXIT=$?; sleep 30'`;
+    const cmd = `env -u CI unshare -n sh -c 'ip link set lo up; ${process.execPath} ${FERRY} install ${bundle} --root ${root} --ignore-preflight root,arch,swap,address,ports,disk,clock --yes 2>&1; echo EXIT=$?; sleep 30'`;
     await run('tmux', ['new-session', '-d', '-s', session, '-x', '160', '-y', '50', cmd]);
     const screen = async () => (await run('tmux', ['capture-pane', '-p', '-t', session])).stdout;
     const answer = async (prompt: RegExp, keys: string[]) => {
@@ -143,7 +143,7 @@ describe('ferry install at a terminal', () => {
     const dir = await tmpdir();
     const bundle = await minimalBundle(dir);
     const root = path.join(dir, 'root');
-    const t = await terminal('ctrlc-trust', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock --yes`);
+    const t = await terminal('ctrlc-trust', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,address,ports,disk,clock --yes`);
     for (const q of EVERY_QUESTION) await t.answer(q, 'Enter');
     await t.answer(/Trust the bundle signed by sha256:[a-f0-9]{64}/, 'C-c');
     const { code, transcript } = await t.exit();

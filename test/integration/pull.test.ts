@@ -212,8 +212,10 @@ describe('network faults', () => {
     const store = await Layout.open(path.join(dir, 'store'));
     await expect(pullImages({ client: viaProxy(), store }, spec, lock, lockFile)).rejects.toMatchObject({ code: 'DIGEST_MISMATCH', message: expect.stringContaining(bad) });
     expect(await store.hasBlob(bad)).toBe(false);
+    // No bytes of the bad blob are kept. (Other blobs cut off by the abort may keep a partial file,
+    // which the next pull resumes with Range: issue 10 item 12.)
     const left = await fs.readdir(path.join(store.dir, 'blobs', 'sha256'));
-    expect(left.filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    expect(left.filter((f) => f.includes(bad.slice(7)))).toEqual([]);
     expect((await store.readIndex()).manifests).toHaveLength(0);
     proxy.faults.length = 0;
   });

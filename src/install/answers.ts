@@ -295,11 +295,11 @@ export async function saveAnswers(file: string, a: InstallAnswers): Promise<void
   await writeFileAtomic(file, `# Written by ferry install: re-run with --answers ${file}\n${stringify(a)}`, 0o600);
 }
 
-/** This machine's non-loopback addresses, for the IP question. */
-export function detectAddresses(): string[] {
+/** This machine's IPv4 addresses; loopback too when asked (preflight's node-IP check). */
+export function detectAddresses(o: { loopback?: boolean } = {}): string[] {
   const out: string[] = [];
   for (const list of Object.values(os.networkInterfaces())) {
-    for (const i of list ?? []) if (!i.internal && i.family === 'IPv4') out.push(i.address);
+    for (const i of list ?? []) if ((o.loopback || !i.internal) && i.family === 'IPv4') out.push(i.address);
   }
   return out;
 }

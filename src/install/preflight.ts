@@ -1,9 +1,8 @@
 import { existsSync, promises as fs, statfsSync } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
-import os from 'node:os';
 import type { BundleManifest } from '../bundle/format.js';
-import type { InstallAnswers } from './answers.js';
+import { detectAddresses, type InstallAnswers } from './answers.js';
 import type { Host } from './host.js';
 import { archOf } from './node-steps.js';
 import { ADMIN_CONF, API_PORT, CONTROL_PLANE_PORTS, SITE_PORT, STATE_DIR } from './paths.js';
@@ -32,7 +31,7 @@ export async function preflight(ctx: PreflightContext, manifest: Pick<BundleMani
   const swaps = (await fs.readFile('/proc/swaps', 'utf8').catch(() => '')).trim().split('\n').slice(1).filter(Boolean);
   if (swaps.length) add('swap', `swap is on (${swaps.map((l) => l.split(/\s+/)[0]).join(', ')}); kubelet needs it off: swapoff -a, and remove it from /etc/fstab`);
   // The node IP is what kubeadm advertises and the site DNS answers: it must be one of this machine's.
-  const own = Object.values(os.networkInterfaces()).flatMap((l) => (l ?? []).filter((i) => i.family === 'IPv4').map((i) => i.address));
+  const own = detectAddresses({ loopback: true });
   const hasIp = own.includes(ctx.answers.node.ip);
   if (!hasIp) add('address', `${ctx.answers.node.ip} (node.ip) is not an address of this machine; it has ${own.join(', ') || 'no IPv4 address'}`);
   // Once ferry has started its services (a re-run after a failure), the ports are ours.

@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { randomChunks } from '../../fixtures/images.js';
 import { sha256Hex } from '../../src/util/digest.js';
+import { writeBundleSpec, type SpecBinary } from '../../fixtures/spec.js';
 import { ferry, type CliResult } from './cli.js';
 
 /**
@@ -26,39 +27,28 @@ export interface MiniOptions {
   /** name → size in bytes (default: two of 300 kB). */
   binaries?: Record<string, number>;
   runtimeSize?: number;
-  /** Lines added under spec: (extra binaries, charts …). */
-  extraSpec?: string;
 }
 
 export async function miniProject(dir: string, o: MiniOptions = {}): Promise<MiniProject> {
   const vendor = path.join(dir, 'vendor');
   await fs.mkdir(vendor, { recursive: true });
   const binaries: Record<string, string> = {};
-  const lines: string[] = [];
+  const specBinaries: SpecBinary[] = [];
   for (const [name, size] of Object.entries(o.binaries ?? { tool: 300_000, helper: 300_000 })) {
     const bytes = Buffer.concat([...randomChunks(`${dir}/${name}`, size)]);
     await fs.writeFile(path.join(vendor, name), bytes);
-    binaries[name] = sha256Hex(bytes);
-    lines.push(`    - {name: ${name}, version: v1.0.0, url: vendor/${name}, sha256: {linux/amd64: ${binaries[name]}}}`);
+    const sha = (binaries[name] = sha256Hex(bytes));
+    specBinaries.push({ name, version: 'v1.0.0', url: `vendor/${name}`, sha256: { 'linux/amd64': sha } });
   }
   // An ELF header for amd64 (the build checks the runtime's architecture), then random bytes.
   await fs.writeFile(path.join(vendor, 'node'), Buffer.concat([elfStandin('amd64'), ...randomChunks(`${dir}/node`, o.runtimeSize ?? 200_000)]));
-  const specFile = path.join(dir, 'bundle-spec', 'mini.yaml');
-  await fs.mkdir(path.dirname(specFile), { recursive: true });
-  const images = (o.images ?? []).map((i) => `    - {ref: ${i}, platforms: [linux/amd64]}`);
-  await fs.writeFile(
-    specFile,
-    `apiVersion: ferry.dev/v1alpha1
-kind: BundleSpec
-metadata: {name: mini, version: 0.1.0}
-spec:
-  platforms: [linux/amd64]
-  images:${images.length ? `\n${images.join('\n')}` : ' []'}
-  runtime: {node: {linux/amd64: vendor/node}}
-  binaries:
-${lines.join('\n')}
-${o.extraSpec ?? ''}`,
-  );
+  const specFile = await writeBundleSpec(dir, {
+    name: 'mini',
+    platforms: ['linux/amd64'],
+    images: (o.images ?? []).map((ref) => ({ ref, platforms: ['linux/amd64'] })),
+    runtime: { 'linux/amd64': 'vendor/node' },
+    binaries: specBinaries,
+  });
   const cache = path.join(dir, 'cache');
   const env = { FERRY_CACHE_DIR: cache };
   const keys = path.join(dir, 'keys');

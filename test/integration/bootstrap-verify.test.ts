@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFixtureSet } from '../../fixtures/images.js';
 import { sha256Hex } from '../../src/util/digest.js';
+import { writeBundleSpec } from '../../fixtures/spec.js';
 import { ferry } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 
@@ -95,8 +96,7 @@ beforeAll(async () => {
   const c = path.join(work, 'vendor', 'launcher.c');
   await write(c, `#include <unistd.h>\nint main(int argc, char **argv) { argv[0] = "${process.execPath}"; execv(argv[0], argv); return 127; }\n`, 0o644);
   await execFileP('gcc', ['-O2', '-o', launcher, c]);
-  const spec = path.join(work, 'bundle-spec', 'boot.yaml');
-  await write(spec, `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: boot, version: 1.0.0}\nspec:\n  platforms: [linux/amd64]\n  images: [{ref: ${reg.host}/fx/single:v1, platforms: [linux/amd64]}]\n  runtime: {node: {linux/amd64: ${launcher}}}\n`);
+  const spec = await writeBundleSpec(work, { name: 'boot', version: '1.0.0', platforms: ['linux/amd64'], images: [{ ref: `${reg.host}/fx/single:v1`, platforms: ['linux/amd64'] }], runtime: { 'linux/amd64': launcher } });
   env = { FERRY_CACHE_DIR: path.join(work, 'cache') };
   expect((await ferry(['key', 'generate', '--out', path.join(work, 'keys')])).code).toBe(0);
   pub = path.join(work, 'keys', 'ferry.pub');

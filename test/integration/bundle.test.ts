@@ -14,6 +14,7 @@ import { helm } from '../helpers/helm.js';
 import { execFileP, pushFixtures, skopeoInspect, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
 import { elfStandin } from '../../fixtures/elf.js';
+import { writeBundleSpec } from '../../fixtures/spec.js';
 
 let work: string;
 let reg: RegistryPeer;
@@ -294,10 +295,10 @@ describe('charts through the site registry', () => {
 describe('tampering', () => {
   it('refuses every copy of a bundle with one flipped byte, and writes nothing outside staging', async () => {
     const small = path.join(work, 'small');
-    await write(path.join(small, 'bundle-spec', 'small.yaml'), `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: small, version: 0.0.1}\nspec:\n  platforms: [linux/amd64]\n  images: [{ref: ${reg.host}/fx/single:v1, platforms: [linux/amd64]}]\n  runtime: {node: {linux/amd64: ${work}/vendor/node-amd64}}\n`);
-    expect((await ferry(['lock', path.join(small, 'bundle-spec', 'small.yaml')], { env })).code).toBe(0);
+    const smallSpec = await writeBundleSpec(small, { name: 'small', version: '0.0.1', platforms: ['linux/amd64'], images: [{ ref: `${reg.host}/fx/single:v1`, platforms: ['linux/amd64'] }], runtime: { 'linux/amd64': `${work}/vendor/node-amd64` } });
+    expect((await ferry(['lock', smallSpec], { env })).code).toBe(0);
     const file = path.join(small, 'small.ferry.tar');
-    expect((await ferry(['bundle', 'build', path.join(small, 'bundle-spec', 'small.yaml'), '--key', path.join(work, 'keys', 'ferry.key'), '--out', file], { env })).code).toBe(0);
+    expect((await ferry(['bundle', 'build', smallSpec, '--key', path.join(work, 'keys', 'ferry.key'), '--out', file], { env })).code).toBe(0);
     const pristine = await fs.readFile(file);
     // Tar padding and end blocks carry no meaning; flip bytes where the archive's content lives.
     const { stdout } = await execFileP('tar', ['-tvf', file]);

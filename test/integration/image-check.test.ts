@@ -8,6 +8,7 @@ import { kubeadmImages } from '../../src/spec/kubernetes.js';
 import { loadSpec } from '../../src/spec/spec.js';
 import { ferry, ROOT } from '../helpers/cli.js';
 import { helmBinary } from '../helpers/helm.js';
+import { writeBundleSpec } from '../../fixtures/spec.js';
 import { pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 
 let work: string;
@@ -26,23 +27,14 @@ const FLANNEL = 'flannel-io/flannel:v0.28.10';
 const FLANNEL_CNI = 'flannel-io/flannel-cni-plugin:v1.9.1-flannel3';
 
 async function spec(name: string, images: string[]): Promise<string> {
-  const file = path.join(work, 'bundle-spec', `${name}.yaml`);
-  await write(
-    file,
-    `apiVersion: ferry.dev/v1alpha1
-kind: BundleSpec
-metadata: {name: ${name}, version: 0.1.0}
-spec:
-  platforms: [linux/amd64]
-  kubernetes: {version: v1.37.2, imageRepository: ${reg.host}/k8s}
-  images:
-${images.map((i) => `    - ${reg.host}/k8s/${i}`).join('\n')}
-  charts:
-    - {name: flannel, path: charts/flannel}
-  runtime:
-    node: {linux/amd64: ${process.execPath}}
-`,
-  );
+  const file = await writeBundleSpec(work, {
+    name,
+    platforms: ['linux/amd64'],
+    kubernetes: { version: 'v1.37.2', imageRepository: `${reg.host}/k8s` },
+    images: images.map((i) => `${reg.host}/k8s/${i}`),
+    charts: [{ name: 'flannel', path: 'charts/flannel' }],
+    runtime: { 'linux/amd64': process.execPath },
+  });
   expect((await ferry(['lock', file, '--lock', path.join(work, `${name}.lock`)], { env })).code).toBe(0);
   return file;
 }

@@ -10,6 +10,7 @@ import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } fro
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
 import { standinCalls, writeStandins } from '../helpers/standins.js';
 import { helmArchive } from '../helpers/helm.js';
+import { writeBundleSpec, type SpecBinary } from '../../fixtures/spec.js';
 
 let work: string;
 let reg: RegistryPeer;
@@ -82,32 +83,25 @@ beforeAll(async () => {
   // A CNI chart in the bundle, the way flannel's would be.
   await write(path.join(work, 'charts/flannel/Chart.yaml'), 'apiVersion: v2\nname: flannel\nversion: 0.26.1\n');
   await write(path.join(work, 'charts/flannel/values.yaml'), 'podCidr: 10.244.0.0/16\n');
-  const spec = path.join(work, 'bundle-spec', 'k8s.yaml');
-  await write(
-    spec,
-    `apiVersion: ferry.dev/v1alpha1
-kind: BundleSpec
-metadata: {name: k8s, version: 0.1.0}
-spec:
-  platforms: [linux/amd64]
-  kubernetes: {version: v1.37.2, imageRepository: ${reg.host}/k8s}
-  images:
-${[...KUBEADM_NAMES, 'haproxy:3.0', 'multi:v1'].map((n) => `    - ${reg.host}/k8s/${n}`).join('\n')}
-    - registry.k8s.io/coredns/coredns:v1.14.6
-    - docker.io/library/haproxy:3.0
-  binaries:
-    - {name: kubeadm, version: v1.37.2, url: vendor/kubeadm, sha256: {linux/amd64: ${await sha(`${v}/kubeadm`)}}}
-    - {name: kubelet, version: v1.37.2, url: vendor/kubelet, sha256: {linux/amd64: ${await sha(`${v}/kubelet`)}}}
-    - {name: containerd, version: v1.7.23, url: 'vendor/containerd-{semver}-{os}-{arch}.tar.gz', sha256: {linux/amd64: ${await sha(`${v}/containerd-1.7.23-linux-amd64.tar.gz`)}}, extract: true}
-    - {name: cni-plugins, version: v1.5.1, url: 'vendor/cni-plugins-{os}-{arch}-{version}.tgz', sha256: {linux/amd64: ${await sha(`${v}/cni-plugins-linux-amd64-v1.5.1.tgz`)}}, extract: true}
-    - {name: helm, version: ${helm.version}, url: ${helm.path}, sha256: {linux/amd64: ${helm.sha256}}, extract: true}
-  charts:
-    - {name: flannel, path: charts/flannel}
-    - {name: ferry-bootstrap, path: ${path.join(ROOT, 'charts', 'ferry-bootstrap')}}
-  runtime:
-    node: {linux/amd64: ${process.execPath}}
-`,
-  );
+  const vendor = (name: string, version: string, url: string, sha: string, extract = false): SpecBinary => ({ name, version, url, sha256: { 'linux/amd64': sha }, ...(extract ? { extract } : {}) });
+  const spec = await writeBundleSpec(work, {
+    name: 'k8s',
+    platforms: ['linux/amd64'],
+    kubernetes: { version: 'v1.37.2', imageRepository: `${reg.host}/k8s` },
+    images: [...[...KUBEADM_NAMES, 'haproxy:3.0', 'multi:v1'].map((n) => `${reg.host}/k8s/${n}`), 'registry.k8s.io/coredns/coredns:v1.14.6', 'docker.io/library/haproxy:3.0'],
+    binaries: [
+      vendor('kubeadm', 'v1.37.2', 'vendor/kubeadm', await sha(`${v}/kubeadm`)),
+      vendor('kubelet', 'v1.37.2', 'vendor/kubelet', await sha(`${v}/kubelet`)),
+      vendor('containerd', 'v1.7.23', 'vendor/containerd-{semver}-{os}-{arch}.tar.gz', await sha(`${v}/containerd-1.7.23-linux-amd64.tar.gz`), true),
+      vendor('cni-plugins', 'v1.5.1', 'vendor/cni-plugins-{os}-{arch}-{version}.tgz', await sha(`${v}/cni-plugins-linux-amd64-v1.5.1.tgz`), true),
+      { name: 'helm', version: helm.version, url: helm.path, sha256: { 'linux/amd64': helm.sha256 }, extract: true },
+    ],
+    charts: [
+      { name: 'flannel', path: 'charts/flannel' },
+      { name: 'ferry-bootstrap', path: path.join(ROOT, 'charts', 'ferry-bootstrap') },
+    ],
+    runtime: { 'linux/amd64': process.execPath },
+  });
   const env = { FERRY_CACHE_DIR: path.join(work, 'cache') };
   specPath = spec;
   cacheEnv = env;

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HOST_PLATFORM, writeBundleSpec } from '../../fixtures/spec.js';
 import { serveDir, type StaticServer } from '../../fixtures/static-server.js';
 import { ferry } from '../helpers/cli.js';
 import { tmpdir } from '../helpers/peers.js';
@@ -29,23 +30,15 @@ describe('a second bundle build', () => {
       await fs.writeFile(path.join(dl, `${name}.sha256`), `${createHash('sha256').update(body).digest('hex')}  ${name}\n`);
     }
     web = await serveDir(dl);
-    const spec = path.join(work, 'bundle-spec', 'offline.yaml');
-    await fs.mkdir(path.dirname(spec), { recursive: true });
-    await fs.writeFile(
-      spec,
-      `apiVersion: ferry.dev/v1alpha1
-kind: BundleSpec
-metadata: {name: offline, version: 0.1.0}
-spec:
-  platforms: [linux/${process.arch === 'arm64' ? 'arm64' : 'amd64'}]
-  images: []
-  binaries:
-    - {name: kubeadm, version: v1.37.2, url: '${web.url}/kubeadm', checksumUrl: '${web.url}/kubeadm.sha256'}
-    - {name: crictl, version: v1.37.0, url: '${web.url}/crictl', checksumUrl: '${web.url}/crictl.sha256'}
-  runtime:
-    node: {linux/${process.arch === 'arm64' ? 'arm64' : 'amd64'}: ${process.execPath}}
-`,
-    );
+    const spec = await writeBundleSpec(work, {
+      name: 'offline',
+      platforms: [HOST_PLATFORM],
+      binaries: [
+        { name: 'kubeadm', version: 'v1.37.2', url: `${web.url}/kubeadm`, checksumUrl: `${web.url}/kubeadm.sha256` },
+        { name: 'crictl', version: 'v1.37.0', url: `${web.url}/crictl`, checksumUrl: `${web.url}/crictl.sha256` },
+      ],
+      runtime: { [HOST_PLATFORM]: process.execPath },
+    });
     const env = { FERRY_CACHE_DIR: path.join(work, 'cache') };
     expect((await ferry(['key', 'generate', '--out', path.join(work, 'keys')])).code).toBe(0);
     expect((await ferry(['lock', spec], { env })).code).toBe(0);

@@ -9,6 +9,7 @@ import { sha256Hex } from '../../src/util/digest.js';
 import { ferry } from '../helpers/cli.js';
 import { execFileP, pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 import { elfStandin } from '../../fixtures/elf.js';
+import { writeBundleSpec, type SpecImage } from '../../fixtures/spec.js';
 
 let work: string;
 let reg: RegistryPeer;
@@ -34,26 +35,16 @@ async function children(name: string): Promise<Record<string, string>> {
   return Object.fromEntries(idx.manifests.map((m) => [`linux/${m.platform.architecture}`, m.digest]));
 }
 
-async function writeSpec(name: string, images: string[]): Promise<string> {
-  const file = path.join(work, 'bundle-spec', `${name}.yaml`);
+async function writeSpec(name: string, images: SpecImage[]): Promise<string> {
   const bin = randomBytes(10_000);
   await write(path.join(work, 'vendor', `tool-${name}`), bin);
-  await write(
-    file,
-    `apiVersion: ferry.dev/v1alpha1
-kind: BundleSpec
-metadata: {name: ${name}, version: 0.1.0}
-spec:
-  platforms: [linux/amd64, linux/arm64]
-  images:
-${images.map((i) => `    - ${i}`).join('\n')}
-  binaries:
-    - {name: tool, version: v1.0.0, url: vendor/tool-${name}, sha256: {linux/amd64: ${sha256Hex(bin)}, linux/arm64: ${sha256Hex(bin)}}}
-  runtime:
-    node: {linux/amd64: vendor/node-amd64, linux/arm64: vendor/node-arm64}
-`,
-  );
-  return file;
+  return writeBundleSpec(work, {
+    name,
+    platforms: ['linux/amd64', 'linux/arm64'],
+    images,
+    binaries: [{ name: 'tool', version: 'v1.0.0', url: `vendor/tool-${name}`, sha256: { 'linux/amd64': sha256Hex(bin), 'linux/arm64': sha256Hex(bin) } }],
+    runtime: { 'linux/amd64': 'vendor/node-amd64', 'linux/arm64': 'vendor/node-arm64' },
+  });
 }
 
 beforeAll(async () => {
@@ -75,7 +66,7 @@ afterAll(async () => {
 
 describe('--platform narrows a run to some of the spec platforms', () => {
   it('locks a single-arch image for the one platform asked for, builds only that platform, and counts a wider build as drift', async () => {
-    const spec = await writeSpec('amd', [`${reg.host}/fx/multi:v1`, `${reg.host}/fx/single:v1`, `{ref: ${reg.host}/fx/dockerlist:v1, platforms: [linux/arm64]}`]);
+    const spec = await writeSpec('amd', [`${reg.host}/fx/multi:v1`, `${reg.host}/fx/single:v1`, { ref: `${reg.host}/fx/dockerlist:v1`, platforms: ['linux/arm64'] }]);
     const lock = path.join(work, 'amd.lock');
     // The single-arch image cannot serve arm64, so a full lock is refused.
     const full = await ferry(['lock', spec, '--lock', lock], { env });

@@ -182,6 +182,8 @@ const table = {
   runtimeArch: ['RUNTIME_ARCH_MISMATCH', 'integrity'],
   // issue 12 item 2: a dry run that finds more than one reason a real run would stop.
   installRefused: ['INSTALL_REFUSED', 'usage'],
+  /** `--offline`, and the cache lacks something the build needs. */
+  offlineNotCached: ['OFFLINE_NOT_CACHED', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

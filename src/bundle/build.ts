@@ -96,6 +96,8 @@ export interface BuildOptions {
   binaryMirrors?: BinaryMirror[];
   /** --platform: carry only these of the spec's platforms. */
   platforms?: string[];
+  /** --offline: fetch nothing; the cache must hold every input and resolution. */
+  offline?: boolean;
 }
 
 export interface BuildResult {
@@ -175,7 +177,7 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   }
   const cache = await Layout.open(cacheStoreDir());
   const fileCache = path.join(cacheDir(), 'files');
-  const fetchOpts = { reporter, baseDir: specDir, mirrors: o.binaryMirrors ?? [] };
+  const fetchOpts = { reporter, baseDir: specDir, mirrors: o.binaryMirrors ?? [], offline: o.offline === true };
 
   const platforms = spec.spec.spec.platforms;
   reporter.info(`charts: ${spec.spec.spec.charts?.length ?? 0}`);

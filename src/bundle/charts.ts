@@ -13,7 +13,7 @@ import { MediaType, type Descriptor } from '../oci/media.js';
 import { parseReference } from '../oci/reference.js';
 import type { ChartSpec } from '../spec/spec.js';
 import { tempPathFor } from '../util/fsx.js';
-import { fetchText, fetchToCache, localPath, type FetchOptions } from './fetch.js';
+import { fetchText, fetchToCache, localPath, resolveCached, type FetchOptions } from './fetch.js';
 import { END_OF_ARCHIVE, dirHeader, fileHeader, padding } from './tarwriter.js';
 
 /** Charts without an upstream OCI name are stored under this pseudo-registry: charts/<name>:<version>. */
@@ -211,7 +211,7 @@ export async function fetchCharts(
       if (!c.version) throw chartErr(`chart ${c.name} has no version`, 'OCI charts need an exact version: version: 1.2.3.');
       const ref = parseReference(`${c.name.slice('oci://'.length)}:${c.version.replace(/\+/g, '_')}`);
       const repo = { registry: ref.registry, repository: ref.repository };
-      const head = await ctx.client.headManifest(repo, ref.tag!);
+      const head = await resolveCached(`chart ${c.name}:${ref.tag}`, `oci-chart|${c.name}|${ref.tag}`, ctx.fileCache, ctx.fetch, async () => ({ digest: (await ctx.client.headManifest(repo, ref.tag!)).digest }));
       const name = `${ref.registry}/${ref.repository}:${ref.tag}`;
       await new Puller({ client: ctx.client, store: ctx.store }).pull(repo, head.digest, [name]);
       out.push({ name: path.posix.basename(ref.repository), version: c.version, ref: name, digest: head.digest, source: c.name });
@@ -219,27 +219,33 @@ export async function fetchCharts(
       const base = c.repo.endsWith('/') ? c.repo : `${c.repo}/`;
       const local = localPath(base, ctx.specDir);
       const indexUrl = local ? path.join(local, 'index.yaml') : new URL('index.yaml', base).href;
-      let idx: RepoIndex;
-      try {
-        idx = parseYaml(await fetchText(indexUrl, ctx.fetch)) as RepoIndex;
-      } catch (e) {
-        if (e instanceof FerryError) throw e;
-        throw chartErr(`${indexUrl} is not a Helm repository index`, 'Check repo: in the spec.', e);
-      }
-      const versions = idx?.entries?.[c.name] ?? [];
-      if (!versions.length) throw new UsageError(Codes.chartNotFound, `chart ${c.name} is not in ${indexUrl}`, { hint: 'Check the chart name and repo in the spec.' });
-      const best = semver.maxSatisfying(versions.map((v) => v.version).filter((v) => semver.valid(v)), c.version ?? '*');
-      const entry = versions.find((v) => v.version === best);
-      if (!entry) {
-        throw new UsageError(Codes.chartNotFound, `no version of ${c.name} in ${indexUrl} satisfies ${c.version}`, {
-          hint: `Available: ${versions.slice(0, 10).map((v) => v.version).join(', ')}.`,
-        });
-      }
-      if (!entry.digest || !/^[a-f0-9]{64}$/.test(entry.digest)) {
-        throw new UsageError(Codes.checksumMissing, `${indexUrl} lists ${c.name} ${entry.version} without a sha256 digest`, { hint: 'ferry packs only checked charts; use a repository whose index carries digests, or vendor the chart under charts/.' });
-      }
-      const u = entry.urls?.[0];
-      if (!u) throw chartErr(`${indexUrl} lists ${c.name} ${entry.version} without a URL`, 'The repository index is incomplete.');
+      const resolveEntry = async (): Promise<{ version: string; url: string; digest: string }> => {
+        let idx: RepoIndex;
+        try {
+          idx = parseYaml(await fetchText(indexUrl, ctx.fetch)) as RepoIndex;
+        } catch (e) {
+          if (e instanceof FerryError) throw e;
+          throw chartErr(`${indexUrl} is not a Helm repository index`, 'Check repo: in the spec.', e);
+        }
+        const versions = idx?.entries?.[c.name] ?? [];
+        if (!versions.length) throw new UsageError(Codes.chartNotFound, `chart ${c.name} is not in ${indexUrl}`, { hint: 'Check the chart name and repo in the spec.' });
+        const best = semver.maxSatisfying(versions.map((v) => v.version).filter((v) => semver.valid(v)), c.version ?? '*');
+        const entry = versions.find((v) => v.version === best);
+        if (!entry) {
+          throw new UsageError(Codes.chartNotFound, `no version of ${c.name} in ${indexUrl} satisfies ${c.version}`, {
+            hint: `Available: ${versions.slice(0, 10).map((v) => v.version).join(', ')}.`,
+          });
+        }
+        if (!entry.digest || !/^[a-f0-9]{64}$/.test(entry.digest)) {
+          throw new UsageError(Codes.checksumMissing, `${indexUrl} lists ${c.name} ${entry.version} without a sha256 digest`, { hint: 'ferry packs only checked charts; use a repository whose index carries digests, or vendor the chart under charts/.' });
+        }
+        const u = entry.urls?.[0];
+        if (!u) throw chartErr(`${indexUrl} lists ${c.name} ${entry.version} without a URL`, 'The repository index is incomplete.');
+        return { version: entry.version, url: u, digest: entry.digest };
+      };
+      // A local repository is read every time; a remote one's answer is kept for --offline.
+      const entry = local ? await resolveEntry() : await resolveCached(`chart ${c.name} ${c.version ?? '*'} from ${indexUrl}`, `helm|${indexUrl}|${c.name}|${c.version ?? '*'}`, ctx.fileCache, ctx.fetch, resolveEntry);
+      const u = entry.url;
       const src = local && !/^[a-z]+:\/\//.test(u) ? path.join(local, u) : new URL(u, base).href;
       const got = await fetchToCache(src, entry.digest, ctx.fileCache, ctx.fetch);
       const ref = `${LOCAL_CHART_REGISTRY}/charts/${c.name}:${entry.version}`;

@@ -70,10 +70,19 @@ export interface FetchOptions {
   ca?: string | Buffer;
   /** Relative paths resolve against this (the spec's directory). */
   baseDir?: string;
+  /** `--offline`: nothing is fetched; what the cache lacks is an error. */
+  offline?: boolean;
+}
+
+export function offlineError(what: string): UsageError {
+  return new UsageError(Codes.offlineNotCached, `--offline: the cache has no ${what}`, {
+    hint: 'Run one build with access to the sources (directly or through --binary-mirror / --registry-mirror) on this cache first, or drop --offline.',
+  });
 }
 
 /** Opens an HTTP(S) GET, following redirects (each through the mirrors); retries transient faults. */
 async function open(upstream: URL, headers: Record<string, string>, o: FetchOptions): Promise<HttpResponse> {
+  if (o.offline) throw offlineError(`copy of ${upstream.href}`);
   const via = (u: URL) => new URL(mirrorUrl(u.href, o.mirrors));
   try {
     return await getWithRetries(upstream, { headers: { 'user-agent': 'ferry/0.1', ...headers }, ca: o.ca, timeoutMs: 60_000, redirects: 10, via, retry: policyOf(o) });
@@ -144,6 +153,44 @@ export async function fetchTextCached<T>(src: string, cacheDir: string, use: (te
   await fs.mkdir(path.dirname(file), { recursive: true });
   await writeFileAtomic(file, text);
   return v;
+}
+
+/**
+ * A resolution (a version range to one release: npm's Node 24.x, a Helm repository's chart, an OCI
+ * chart's tag) kept in the file cache. Online it is made again, so a rebuild picks up a new release;
+ * with `--offline`, or when the source cannot be reached at all, the last one made here is used, and
+ * a warning says from when. An answer from the source (a 404, a bad index) is never papered over.
+ */
+export async function resolveCached<T>(what: string, key: string, cacheDir: string, o: FetchOptions, resolve: () => Promise<T>): Promise<T> {
+  const file = path.join(cacheDir, 'resolved', `${sha256Hex(Buffer.from(key))}.json`);
+  const kept = async (): Promise<{ at: string; value: T } | undefined> => {
+    const j = await fs.readFile(file, 'utf8').then((t) => JSON.parse(t) as { key?: string; at: string; value: T }, () => undefined);
+    return j?.key === key ? j : undefined;
+  };
+  if (o.offline) {
+    const k = await kept();
+    if (!k) throw offlineError(`${what} resolved yet`);
+    o.reporter?.verbose(`--offline: ${what} as resolved on ${k.at}`);
+    return k.value;
+  }
+  let value: T;
+  try {
+    value = await resolve();
+  } catch (e) {
+    const k = unreachable(e) ? await kept() : undefined;
+    if (!k) throw e;
+    o.reporter?.warn(`${(e as Error).message.split('\n')[0]}: using ${what} as resolved on ${k.at} (--offline skips the attempt)`);
+    return k.value;
+  }
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await writeFileAtomic(file, JSON.stringify({ key, at: new Date().toISOString(), value }));
+  return value;
+}
+
+/** No answer from the source at all (refused, no route, DNS, timeout), as against an answer. */
+function unreachable(e: unknown): boolean {
+  if (!(e instanceof RegistryError)) return false;
+  return (e.code === Codes.downloadFailed && e.status === undefined) || e.code === Codes.regUnreachable;
 }
 
 /**

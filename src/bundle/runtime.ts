@@ -7,7 +7,7 @@ import { Parser, type ReadEntry } from 'tar';
 import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
 import { hashFile } from '../util/digest.js';
 import { tempPathFor } from '../util/fsx.js';
-import { fetchText, fetchToCache, localPath, type FetchOptions } from './fetch.js';
+import { fetchText, fetchToCache, localPath, resolveCached, type FetchOptions } from './fetch.js';
 import { runtimePath } from './format.js';
 
 const RUNTIME_MAJOR = 24;
@@ -154,22 +154,25 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
     if (!npmArch) throw new UsageError(Codes.platformUnsupported, `no Node.js runtime package for ${platform}`, { hint: 'Set spec.runtime.node for that platform.' });
     const reg = o.npmRegistry ?? npmRegistry();
     const pkg = `node-linux-${npmArch}`;
-    let doc: Packument;
-    try {
-      doc = JSON.parse(await fetchText(`${reg}${pkg}`, o, 64 << 20)) as Packument;
-    } catch (e) {
-      if (e instanceof FerryError) throw e;
-      throw new RegistryError(Codes.runtimeNotFound, `${reg}${pkg} is not an npm packument`, { cause: e });
-    }
-    const version = semver.maxSatisfying(Object.keys(doc.versions ?? {}), `${RUNTIME_MAJOR}.x`);
-    const dist = version ? doc.versions![version]!.dist : undefined;
-    if (!version || !dist?.tarball || !dist.integrity?.startsWith('sha512-')) {
-      throw new RegistryError(Codes.runtimeNotFound, `${reg}${pkg} has no Node ${RUNTIME_MAJOR} release with an integrity hash`, {
-        hint: `Mirror ${pkg} into your npm registry (FERRY_NPM_REGISTRY), or set spec.runtime.node.${platform}.`,
-      });
-    }
-    const sha512 = Buffer.from(dist.integrity.slice(7), 'base64').toString('hex');
-    const tgz = await fetchToCache(dist.tarball, `sha512:${sha512}`, fileCache, o);
+    const { version, tarball, integrity } = await resolveCached(`Node ${RUNTIME_MAJOR}.x from ${reg}${pkg}`, `npm|${reg}${pkg}|${RUNTIME_MAJOR}.x`, fileCache, o, async () => {
+      let doc: Packument;
+      try {
+        doc = JSON.parse(await fetchText(`${reg}${pkg}`, o, 64 << 20)) as Packument;
+      } catch (e) {
+        if (e instanceof FerryError) throw e;
+        throw new RegistryError(Codes.runtimeNotFound, `${reg}${pkg} is not an npm packument`, { cause: e });
+      }
+      const v = semver.maxSatisfying(Object.keys(doc.versions ?? {}), `${RUNTIME_MAJOR}.x`);
+      const dist = v ? doc.versions![v]!.dist : undefined;
+      if (!v || !dist?.tarball || !dist.integrity?.startsWith('sha512-')) {
+        throw new RegistryError(Codes.runtimeNotFound, `${reg}${pkg} has no Node ${RUNTIME_MAJOR} release with an integrity hash`, {
+          hint: `Mirror ${pkg} into your npm registry (FERRY_NPM_REGISTRY), or set spec.runtime.node.${platform}.`,
+        });
+      }
+      return { version: v, tarball: dist.tarball, integrity: dist.integrity };
+    });
+    const sha512 = Buffer.from(integrity.slice(7), 'base64').toString('hex');
+    const tgz = await fetchToCache(tarball, `sha512:${sha512}`, fileCache, o);
     const x = await extractNode(tgz.path, fileCache);
     await checkRuntimeFile(x.path, platform, `${pkg}@${version}`);
     out.push({ platform, version: `v${version}`, sha256: x.sha256, size: x.size, source: x.path, bundlePath, from: `${pkg}@${version}` });

@@ -6,6 +6,7 @@ import { bootstrapScript, bundleFileName, isPartsFile, type BundleManifest } fro
 import { readBundleManifest } from '../bundle/inspect.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
+import { Codes, UsageError } from '../errors.js';
 import { loadSpec, narrowPlatforms } from '../spec/spec.js';
 import { loadPrivateKey, loadPublicKey, readPassphrase } from '../sign/keys.js';
 import { formatBytes, parseSize } from '../util/size.js';
@@ -51,6 +52,7 @@ export function bundleCommand(): Command {
     .option('--out <file>', 'archive to write (default: <name>-<version>.ferry.tar)')
     .option('--split-size [size]', `also cut the archive into parts of at most SIZE (default ${formatBytes(DEFAULT_PART_SIZE)}, for FAT32)`)
     .option('--update-lock', 're-resolve tags and rewrite the lock before building')
+    .option('--offline', 'fetch nothing: build from the cache alone (what an earlier build fetched and resolved), and name whatever it lacks')
     .option('--binary-mirror <prefix=url>', 'fetch binaries, charts and the runtime whose URL starts with PREFIX from URL instead; the bundle keeps upstream URLs (repeatable; the longest PREFIX wins)', collect)
     .addHelpText(
       'after',
@@ -59,18 +61,20 @@ export function bundleCommand(): Command {
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --out k8s.ferry.tar --split-size',
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --binary-mirror https://dl.k8s.io=https://artifactory.corp/dl.k8s.io',
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --platform linux/amd64',
+        'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --offline   # after one build of it on this cache',
       ]),
     );
-  addRegistryOptions(addPlatformOption(build)).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean; binaryMirror?: string[]; platform?: string[] }, c: Command) => {
+  addRegistryOptions(addPlatformOption(build)).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean; offline?: boolean; binaryMirror?: string[]; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
     const binaryMirrors = (o.binaryMirror ?? []).map(parseBinaryMirror);
     // A bad spec or --platform is reported before the key (and its passphrase) is read.
     const s = narrowPlatforms(await loadSpec(specFile), o.platform);
     const key = await loadPrivateKey(o.key, await readPassphrase(o.passphraseFile));
     const partSize = o.splitSize === undefined || o.splitSize === false ? undefined : o.splitSize === true ? DEFAULT_PART_SIZE : parseSize(o.splitSize);
-    const client = await clientFrom(o, out.reporter);
+    if (o.offline && o.updateLock) throw new UsageError(Codes.usage, '--offline and --update-lock cannot go together: resolving tags needs the registries', { hint: 'Drop one of them.' });
+    const client = await clientFrom(o, out.reporter, { offline: o.offline });
     const outFile = o.out ?? bundleFileName(s.spec.metadata);
-    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, binaryMirrors, platforms: o.platform });
+    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, offline: o.offline, binaryMirrors, platforms: o.platform });
     out.reporter.done();
     const file = r.parts ?? r.out;
     out.result(

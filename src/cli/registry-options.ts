@@ -33,7 +33,7 @@ export function intOption(name: string, v: string | undefined, dflt: number, min
   return n;
 }
 
-export async function clientFrom(f: RegistryFlags, reporter: Reporter): Promise<RegistryClient> {
+export async function clientFrom(f: RegistryFlags, reporter: Reporter, extra: { offline?: boolean } = {}): Promise<RegistryClient> {
   const mirrors: Record<string, string> = {};
   for (const m of f.registryMirror ?? []) {
     const i = m.indexOf('=');
@@ -57,5 +57,6 @@ export async function clientFrom(f: RegistryFlags, reporter: Reporter): Promise<
     ca,
     retries: intOption('--retries', f.retries, 5),
     reporter,
+    ...extra,
   });
 }

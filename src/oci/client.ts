@@ -31,6 +31,8 @@ export interface ClientOptions {
   monolithicMax?: number;
   chunkSize?: number;
   timeoutMs?: number;
+  /** `--offline`: every request is refused, naming what the cache lacked. */
+  offline?: boolean;
 }
 
 export interface FetchedManifest {
@@ -84,8 +86,10 @@ export class RegistryClient {
   private readonly ca: string | Buffer | undefined;
   private readonly schemes = new Map<string, 'https:' | 'http:'>();
   private readonly redirectsSaid = new Set<string>();
+  private readonly offline: boolean;
 
   constructor(opts: ClientOptions = {}) {
+    this.offline = opts.offline === true;
     this.insecure = new Set(opts.insecure ?? []);
     this.mirrors = new Map();
     for (const [reg, url] of Object.entries(opts.mirrors ?? {})) {
@@ -159,6 +163,11 @@ export class RegistryClient {
 
   /** Sends one request with auth, retries and the http fallback; returns a response whose status is in `ok`. */
   private async request(registry: string, o: RequestOptions): Promise<HttpResponse> {
+    if (this.offline) {
+      throw new UsageError(Codes.offlineNotCached, `--offline: the cache has no copy of ${registry}/${o.path ?? o.url?.pathname ?? ''}`, {
+        hint: 'Run one build or pull with access to the registry (or a --registry-mirror) on this cache first, or drop --offline.',
+      });
+    }
     let authRetried = false;
     let lastErr: unknown;
     for (let attempt = 0; attempt < this.retry.retries; attempt++) {

@@ -43,6 +43,7 @@ const PLAN: Record<string, Plan> = {
   // The demo's downloads are not under dl.k8s.io, so the mirror is not asked: the rebuild is offline.
   'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --binary-mirror https://dl.k8s.io=https://artifactory.corp/dl.k8s.io': {},
   'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --platform linux/amd64': {},
+  'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --offline   # after one build of it on this cache': {},
   'ferry bundle verify kubernetes-0.1.0.ferry.tar --trust keys/ferry.pub': {},
   'ferry bundle verify kubernetes-0.1.0.ferry.tar --trust ferry.pub': {},
   'ferry bundle verify kubernetes-0.1.0.ferry.tar.parts.json --trust ferry.pub --json': { prep: 'ferry bundle build bundle-spec/demo.yaml --key keys/ferry.key --split-size >/dev/null 2>&1' },

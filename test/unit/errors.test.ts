@@ -45,6 +45,7 @@ const exits: Record<ExitCodeName, Code[]> = {
     'BUNDLE_NOT_FOUND', 'BUNDLE_PART_GIVEN', 'KEY_NOT_PUBLIC', 'STORE_NOT_FOUND', 'SERVE_BUNDLE_ARCHIVE',
     // issue 12 item 2
     'INSTALL_REFUSED',
+    'OFFLINE_NOT_CACHED',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { promises as fs, statfsSync } from 'node:fs';
 import path from 'node:path';
 import semver from 'semver';
@@ -6,7 +7,8 @@ import { exists, ioError, mkdirs } from '../util/fsx.js';
 import { sha256Hex } from '../util/digest.js';
 import { formatBytes } from '../util/size.js';
 import type { Reporter } from '../util/progress.js';
-import { bundleId, parseBundleManifest, TABLE, type BundleManifest } from './format.js';
+import { verifyBytes } from '../sign/keys.js';
+import { bundleId, CHECKSUMS_TXT, parseBundleManifest, parseChecksums, TABLE, type BundleManifest } from './format.js';
 import { readBundleManifest } from './inspect.js';
 import { verifyBundle, type VerifyOptions, type VerifyResult } from './verify.js';
 
@@ -22,7 +24,7 @@ export interface UnpackOptions extends VerifyOptions {
  * What `dest` holds now: nothing (absent or an empty directory), or a tree ferry unpacked, with its
  * bundle.json when that still reads. Anything else is not ferry's to delete.
  */
-async function currentTree(dest: string): Promise<{ manifest?: BundleManifest } | undefined> {
+async function currentTree(dest: string, o: { trust?: KeyObject; reporter?: Reporter }): Promise<{ manifest?: BundleManifest } | undefined> {
   const st = await fs.stat(dest).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return undefined;
     throw e;
@@ -30,17 +32,52 @@ async function currentTree(dest: string): Promise<{ manifest?: BundleManifest } 
   if (!st) return undefined;
   const notOurs = (what: string) =>
     new UsageError(Codes.unpackNotOurs, `${dest} ${what}, so ferry will not replace it`, {
-      hint: `Choose a new or empty directory for --to. A bundle unpacked there by an older ferry has no ${UNPACKED_MARKER}: remove that directory yourself.`,
+      hint: `Choose a new or empty directory for --to. A bundle an older ferry unpacked there is recognised with --trust and the key that signed it, when it holds nothing but its signed files.`,
     });
   if (!st.isDirectory()) throw notOurs('is not a directory');
   const names = await fs.readdir(dest);
   if (!names.length) return undefined;
-  if (!names.includes(UNPACKED_MARKER)) throw notOurs(`holds files and no ${UNPACKED_MARKER} (it is not a bundle ferry unpacked)`);
+  if (!names.includes(UNPACKED_MARKER)) {
+    const older = o.trust && (await olderFerryTree(dest, o.trust));
+    if (!older) throw notOurs(`holds files and no ${UNPACKED_MARKER} (it is not a bundle ferry unpacked)`);
+    o.reporter?.info(`${dest} holds ${label(older)} as an older ferry unpacked it (no ${UNPACKED_MARKER}; its own signed table lists every file there): replacing it`);
+    return { manifest: older };
+  }
   const manifest = await fs
     .readFile(path.join(dest, TABLE[0]))
     .then((b) => parseBundleManifest(b, dest))
     .catch(() => undefined);
   return manifest ? { manifest } : {};
+}
+
+/**
+ * A tree unpacked before UNPACKED_MARKER existed: its own signed table (which unpack has always
+ * kept) verifies under the trusted key, and lists every file below it. Anything more, a link, or a
+ * table that does not check, and the tree is not ferry's to replace.
+ */
+async function olderFerryTree(dest: string, trust: KeyObject): Promise<BundleManifest | undefined> {
+  try {
+    const small = async (name: string) => {
+      const f = path.join(dest, name);
+      if ((await fs.lstat(f)).size > 64 << 20) throw new Error(`${name} is too large`);
+      return fs.readFile(f);
+    };
+    const [json, sums, sig] = await Promise.all(TABLE.map(small));
+    verifyBytes(trust, sums!, sig!.toString('utf8'), CHECKSUMS_TXT);
+    const listed = parseChecksums(sums!.toString('utf8'));
+    if (listed.get('bundle.json') !== sha256Hex(json!)) return undefined;
+    const allowed = new Set<string>([...TABLE, ...listed.keys()]);
+    const walk = async (rel: string): Promise<boolean> => {
+      for (const e of await fs.readdir(path.join(dest, rel), { withFileTypes: true })) {
+        const r = rel ? `${rel}/${e.name}` : e.name;
+        if (e.isDirectory() ? !(await walk(r)) : !e.isFile() || !allowed.has(r)) return false;
+      }
+      return true;
+    };
+    return (await walk('')) ? parseBundleManifest(json!, dest) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const label = (m: BundleManifest) => `${m.name} ${m.version} (created ${m.created})`;
@@ -80,7 +117,7 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
   await local(`cannot create ${parent}`, mkdirs(parent));
   const staging = path.join(parent, `.${path.basename(dest)}.ferry-staging`);
   await local(`cannot clear ${staging}`, fs.rm(staging, { recursive: true, force: true }));
-  const current = await currentTree(dest);
+  const current = await currentTree(dest, o);
   // Disk preflight and a first rollback check from the (not yet trusted) table: a lie here only
   // changes whether we try; the verified manifest is checked again before anything is replaced.
   const manifest = await readBundleManifest(input);

@@ -215,6 +215,53 @@ describe('unpack replaces only a directory ferry marked as an unpacked bundle (i
   });
 });
 
+describe('a bundle an older ferry unpacked, before the marker existed', () => {
+  /** A tree as ferry before the marker left it: the same files, its signed table, no marker. */
+  async function olderTree(): Promise<string> {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('o1.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    await fs.rm(path.join(dir, UNPACKED_MARKER));
+    return dir;
+  }
+  const newer = () => bundleFile('o2.tar', { version: '1.1.0', created: '2025-07-01T00:00:00.000Z' });
+
+  it('is replaced by a newer bundle when its own table verifies under --trust and lists every file, and unpack says so', async () => {
+    const dir = await olderTree();
+    const r = await unpack(await newer(), dir);
+    expect(r.stderr).not.toMatch(/error\[/);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(`${dir} holds site 1.0.0 (created 2025-06-01T00:00:00.000Z) as an older ferry unpacked it`);
+    expect(await versionIn(dir)).toBe('1.1.0');
+    expect(Object.keys(await snapshot(dir))).toContain(UNPACKED_MARKER);
+  });
+
+  it('is still guarded against a rollback', async () => {
+    const dir = await olderTree();
+    const r = await unpack(await bundleFile('o0.tar', { version: '0.9.0', created: '2025-05-01T00:00:00.000Z' }), dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[BUNDLE_DOWNGRADE\]: refusing to roll back: .* holds site 1\.0\.0/);
+    expect(await versionIn(dir)).toBe('1.0.0');
+  });
+
+  const spoiled: [string, (dir: string) => Promise<void>, () => string[]][] = [
+    ['one file of the operator beside the signed ones', (d) => fs.writeFile(path.join(d, 'notes.txt'), 'mine'), () => []],
+    ['a link among them', (d) => fs.symlink('/etc/passwd', path.join(d, 'files', 'passwd')), () => []],
+    ['a table another key signed (checked against that key)', async () => {}, () => ['--trust', attackerPub]],
+    ['an edited table', (d) => fs.appendFile(path.join(d, 'checksums.txt'), `${'0'.repeat(64)}  notes.txt\n`), () => []],
+  ];
+  it.each(spoiled)('is refused, and left whole, when it holds %s', async (_what, spoil, argsOf) => {
+    const args = argsOf();
+    const dir = await olderTree();
+    await spoil(dir);
+    const before = await fs.readdir(dir, { recursive: true });
+    const r = args.length ? await ferry(['bundle', 'unpack', await newer(), ...args, '--to', dir]) : await unpack(await newer(), dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[UNPACK_TARGET_NOT_FERRY\]: .* holds files and no \.ferry-unpacked/);
+    expect(await fs.readdir(dir, { recursive: true })).toEqual(before);
+    expect(await versionIn(dir)).toBe('1.0.0');
+  });
+});
+
 describe('inspect says who signed, only when it checked (issue 10 item 11)', () => {
   it('calls the key bundle.json names a claim, shows the verified signer with --trust, and refuses a wrong one', async () => {
     // Signed by the attacker, while bundle.json claims the site's key.

@@ -27,7 +27,7 @@ export function serveCommand(): Command {
     .option('--listen <host:port>', 'address to listen on', '0.0.0.0:5443')
     .option('--tls-cert <pem>', 'server certificate (from `ferry pki init`: registry.crt)')
     .option('--tls-key <pem>', 'server key (registry.key)')
-    .option('--shutdown-timeout <seconds>', 'on SIGTERM/SIGINT, how long in-flight requests may finish', '10')
+    .option('--shutdown-timeout <seconds>', 'on SIGTERM/SIGINT, and for the old workers on SIGHUP, how long in-flight requests may finish', '10')
     .option('--max-connections <n>', 'open connections each process keeps; past it, idle and stalled ones make room (default: what the open-file limit supports, at most 1024; the service holds workers × this)')
     .option('--workers <n|auto>', 'processes serving the one port: auto is one per core; 1 is a single process, with no primary and no restart on SIGHUP', 'auto')
     .addHelpText(

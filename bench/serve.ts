@@ -1,7 +1,7 @@
 /**
  * bench/serve: `ferry serve` against the CNCF distribution registry (Debian docker-registry), both
  * over TLS on loopback with the same site certificate, serving the same ~1 GB image set, in one run.
- *   npm run bench:serve [-- --mb 1024 --clients 32 --rounds 1 --passes 1 --phase-secs 100 --workers auto]
+ *   npm run bench:serve [-- --mb 1024 --clients 32 --rounds 1 --passes 1 --phase-secs 100 --workers auto --cpu-prof DIR]
  * N curl clients (one keep-alive TLS connection each) walk every manifest and pull every blob; phases
  * alternate between the two servers (F R, then R F, …). Reported: throughput of each and the
  * ratio, p50/p99 blob latency, and each server's peak RSS from /proc/<pid>/status every 100 ms: for
@@ -29,6 +29,8 @@ const rounds = numArg('rounds', 1);
 const passes = numArg('passes', 1);
 const phaseSecs = numArg('phase-secs', 100);
 const IMAGES = 8;
+/** --cpu-prof DIR: ferry's processes (its workers inherit node's flags) write CPU profiles there when they stop. */
+const cpuProf = process.argv.includes('--cpu-prof') ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(process.argv[process.argv.indexOf('--cpu-prof') + 1]!)] : [];
 const workersArg = process.argv.includes('--workers') ? process.argv[process.argv.indexOf('--workers') + 1]! : 'auto';
 
 if (!existsSync(path.join(root, 'dist', 'ferry', 'ferry.mjs'))) throw new Error('dist/ferry/ferry.mjs is missing: run `npm run build` first');
@@ -180,7 +182,7 @@ try {
 
   // node runs bin/ferry itself (it imports dist/ferry/ferry.mjs in-process), so this pid is the server.
   const ferryLog = path.join(work, 'ferry-serve.log');
-  const ferryProc = await startProc('ferry serve', process.execPath, [ferryEntry, 'serve', '--bundle', bundle, '--listen', `127.0.0.1:${ferryPort}`, '--tls-cert', pki.cert, '--tls-key', pki.key, '--shutdown-timeout', '2', '--workers', workersArg], ferryLog);
+  const ferryProc = await startProc('ferry serve', process.execPath, [...cpuProf, ferryEntry, 'serve', '--bundle', bundle, '--listen', `127.0.0.1:${ferryPort}`, '--tls-cert', pki.cert, '--tls-key', pki.key, '--shutdown-timeout', '2', '--workers', workersArg], ferryLog);
   const ferry: Server = { name: 'ferry serve', proc: ferryProc, pid: ferryProc.pid!, pids: [], base: `https://127.0.0.1:${ferryPort}` };
   // It says where it listens once every worker does.
   await until(ferryProc, 'ferry serve', ferryLog, async () => / on https:\/\//.test(await fs.readFile(ferryLog, 'utf8')) && https(ferry.base));

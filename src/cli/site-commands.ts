@@ -74,9 +74,13 @@ export function serveCommand(): Command {
       }
       // Access log lines go to stderr (the journal under systemd); stdout keeps the final result.
       const log = out.verbosity === 'quiet' ? undefined : (line: string) => process.stderr.write(`${line}\n`);
+      // Signals are caught from the start: a worker may answer before the others listen, and a
+      // SIGTERM or SIGHUP then must not meet their default, which kills.
+      const stopped = stopSignal();
+      let onHup: () => void = () => log?.('ferry serve: SIGHUP while starting: ignored');
+      process.on('SIGHUP', () => onHup());
       let url: string;
       let close: () => Promise<void>;
-      let onHup: () => void;
       if (workers === 1) {
         const srv = await startServer({ ...serve, ...(log ? { log } : {}) });
         log?.(`ferry serve: ${path.resolve(o.bundle)} on ${srv.url} (listening on ${o.listen}, at most ${srv.maxConnections} connections)`);
@@ -95,9 +99,8 @@ export function serveCommand(): Command {
           void primary.restart();
         };
       }
-      process.on('SIGHUP', onHup);
-      // onHup stays: a hangup while stopping must not kill the process (SIGHUP's default).
-      const signal = await stopSignal();
+      // The SIGHUP handler stays: a hangup while stopping must not kill the process either.
+      const signal = await stopped;
       log?.(`ferry serve: ${signal}: finishing in-flight requests (up to ${shutdownMs / 1000} s)`);
       await close();
       out.result(`ferry serve stopped on ${signal}`, { stopped: true, signal, url });

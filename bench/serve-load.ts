@@ -302,3 +302,40 @@ export function sampleRss(pid: number, everyMs = 100): { stop(): { start: number
     },
   };
 }
+
+/** The children of `pid` (a cluster primary's workers). */
+export function childPids(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** sampleRss over several processes: the peak of each, and the peak of their sum. */
+export function sampleRssAll(pids: number[], everyMs = 100): { stop(): { start: number; peak: number; each: Map<number, number>; samples: number } } {
+  const sum = () => pids.reduce((a, p) => a + (rssBytes(p) ?? 0), 0);
+  const start = sum();
+  const each = new Map<number, number>(pids.map((p) => [p, 0]));
+  let peak = 0;
+  let samples = 0;
+  const take = () => {
+    let total = 0;
+    for (const p of pids) {
+      const v = rssBytes(p) ?? 0;
+      total += v;
+      if (v > each.get(p)!) each.set(p, v);
+    }
+    samples++;
+    if (total > peak) peak = total;
+  };
+  take();
+  const t = setInterval(take, everyMs);
+  return {
+    stop() {
+      clearInterval(t);
+      take();
+      return { start, peak, each, samples };
+    },
+  };
+}

@@ -1,10 +1,11 @@
 /**
  * bench/serve: `ferry serve` against the CNCF distribution registry (Debian docker-registry), both
  * over TLS on loopback with the same site certificate, serving the same ~1 GB image set, in one run.
- *   npm run bench:serve [-- --mb 1024 --clients 32 --rounds 1 --passes 1 --phase-secs 100]
+ *   npm run bench:serve [-- --mb 1024 --clients 32 --rounds 1 --passes 1 --phase-secs 100 --workers auto --cpu-prof DIR]
  * N curl clients (one keep-alive TLS connection each) walk every manifest and pull every blob; phases
  * alternate between the two servers (F R, then R F, …). Reported: throughput of each and the
- * ratio, p50/p99 blob latency, and each server's peak RSS from /proc/<pid>/status every 100 ms.
+ * ratio, p50/p99 blob latency, and each server's peak RSS from /proc/<pid>/status every 100 ms: for
+ * ferry, of each process (the cluster primary and its workers) and of their sum.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
@@ -19,7 +20,7 @@ import type { Descriptor } from '../src/oci/media.js';
 import { initPki } from '../src/sign/pki.js';
 import { sha256Hex } from '../src/util/digest.js';
 import { freePort, waitFor } from '../fixtures/peers.js';
-import { cpuSecs, get, hwmBytes, MANIFEST_ACCEPT, rssBytes, newAgent, percentile, runLoad, sampleRss, TLS13_SUITES, type BlobTarget, type LoadResult, type ManifestTarget } from './serve-load.js';
+import { childPids, cpuSecs, get, hwmBytes, MANIFEST_ACCEPT, rssBytes, newAgent, percentile, runLoad, sampleRssAll, TLS13_SUITES, type BlobTarget, type LoadResult, type ManifestTarget } from './serve-load.js';
 import { FERRY as ferryEntry, numArg, ROOT as root } from './content.js';
 
 const totalMb = numArg('mb', 1024);
@@ -28,6 +29,9 @@ const rounds = numArg('rounds', 1);
 const passes = numArg('passes', 1);
 const phaseSecs = numArg('phase-secs', 100);
 const IMAGES = 8;
+/** --cpu-prof DIR: ferry's processes (its workers inherit node's flags) write CPU profiles there when they stop. */
+const cpuProf = process.argv.includes('--cpu-prof') ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(process.argv[process.argv.indexOf('--cpu-prof') + 1]!)] : [];
+const workersArg = process.argv.includes('--workers') ? process.argv[process.argv.indexOf('--workers') + 1]! : 'auto';
 
 if (!existsSync(path.join(root, 'dist', 'ferry', 'ferry.mjs'))) throw new Error('dist/ferry/ferry.mjs is missing: run `npm run build` first');
 
@@ -41,6 +45,8 @@ interface Server {
   name: string;
   proc: ChildProcess;
   pid: number;
+  /** Every process of the server: ferry's primary and its workers. */
+  pids: number[];
   base: string;
   /** VmRSS once it answers, before any content was served */
   startRss?: number;
@@ -171,18 +177,21 @@ try {
 
   const regLog = path.join(work, 'registry.log');
   const regProc = await startProc('docker-registry', 'docker-registry', ['serve', path.join(work, 'reg.yml')], regLog);
-  const registry: Server = { name: 'registry', proc: regProc, pid: regProc.pid!, base: `https://127.0.0.1:${regPort}` };
+  const registry: Server = { name: 'registry', proc: regProc, pid: regProc.pid!, pids: [regProc.pid!], base: `https://127.0.0.1:${regPort}` };
   await until(regProc, 'docker-registry (TLS)', regLog, () => https(registry.base));
 
   // node runs bin/ferry itself (it imports dist/ferry/ferry.mjs in-process), so this pid is the server.
   const ferryLog = path.join(work, 'ferry-serve.log');
-  const ferryProc = await startProc('ferry serve', process.execPath, [ferryEntry, 'serve', '--bundle', bundle, '--listen', `127.0.0.1:${ferryPort}`, '--tls-cert', pki.cert, '--tls-key', pki.key, '--shutdown-timeout', '2'], ferryLog);
-  const ferry: Server = { name: 'ferry serve', proc: ferryProc, pid: ferryProc.pid!, base: `https://127.0.0.1:${ferryPort}` };
-  await until(ferryProc, 'ferry serve', ferryLog, () => https(ferry.base));
+  const ferryProc = await startProc('ferry serve', process.execPath, [...cpuProf, ferryEntry, 'serve', '--bundle', bundle, '--listen', `127.0.0.1:${ferryPort}`, '--tls-cert', pki.cert, '--tls-key', pki.key, '--shutdown-timeout', '2', '--workers', workersArg], ferryLog);
+  const ferry: Server = { name: 'ferry serve', proc: ferryProc, pid: ferryProc.pid!, pids: [], base: `https://127.0.0.1:${ferryPort}` };
+  // It says where it listens once every worker does.
+  await until(ferryProc, 'ferry serve', ferryLog, async () => / on https:\/\//.test(await fs.readFile(ferryLog, 'utf8')) && https(ferry.base));
+  ferry.pids = [ferry.pid, ...childPids(ferry.pid)];
+  log(`ferry serve: ${ferry.pids.length === 1 ? 'one process' : `primary ${ferry.pid}, workers ${ferry.pids.slice(1).join(', ')}`}`);
   const exe = await fs.readlink(`/proc/${ferry.pid}/exe`);
   if (path.basename(exe) !== path.basename(process.execPath)) throw new Error(`pid ${ferry.pid} runs ${exe}, not node`);
 
-  for (const s of [ferry, registry]) s.startRss = rssBytes(s.pid);
+  for (const s of [ferry, registry]) s.startRss = s.pids.reduce((a, p) => a + (rssBytes(p) ?? 0), 0);
 
   // ---- both serve identical content: every manifest by tag and every blob, sha256 checked
   // (untimed; this also warms the page cache for both storage copies).
@@ -223,6 +232,8 @@ try {
     load: LoadResult;
     startRss: number;
     peakRss: number;
+    /** Peak RSS of each process. */
+    each: Map<number, number>;
     samples: number;
     serverCpu: number;
   }
@@ -232,10 +243,11 @@ try {
   for (const [i, s] of order.entries()) {
     log(`phase ${i + 1}/${order.length}: ${s.name}, ${clients} clients × ${passes} pass(es) of ${(setBytes / MiB).toFixed(0)} MiB (cap ${phaseSecs} s)`);
     await new Promise((r) => setTimeout(r, 1000));
-    const sampler = sampleRss(s.pid, 100);
-    const cpu0 = cpuSecs(s.pid);
+    const sampler = sampleRssAll(s.pids, 100);
+    const cpuOf = () => s.pids.map((p) => cpuSecs(p));
+    const cpu0 = cpuOf();
     let load: LoadResult;
-    let rss: { start: number; peak: number; samples: number };
+    let rss: { start: number; peak: number; each: Map<number, number>; samples: number };
     try {
       const onSpawn = (p: ChildProcess) => {
         procs.add(p);
@@ -245,8 +257,11 @@ try {
     } finally {
       rss = sampler.stop();
     }
-    phases.push({ server: s, load, startRss: rss.start, peakRss: rss.peak, samples: rss.samples, serverCpu: cpuSecs(s.pid) - cpu0 });
-    log(`  ${(load.bytes / MiB / load.secs).toFixed(0)} MiB/s over ${load.secs.toFixed(1)} s${load.capped ? ' (time cap reached)' : ''}`);
+    const cpu1 = cpuOf();
+    phases.push({ server: s, load, startRss: rss.start, peakRss: rss.peak, each: rss.each, samples: rss.samples, serverCpu: cpu1.reduce((a, c, i) => a + c - cpu0[i]!, 0) });
+    log(
+      `  ${(load.bytes / MiB / load.secs).toFixed(0)} MiB/s over ${load.secs.toFixed(1)} s${load.capped ? ' (time cap reached)' : ''}; CPU s by process: ${s.pids.map((p, i) => `${p} ${(cpu1[i]! - cpu0[i]!).toFixed(1)}`).join(', ')}`,
+    );
   }
 
   // ---- report
@@ -272,9 +287,12 @@ try {
       t50: percentile(ttfb, 50),
       t99: percentile(ttfb, 99),
       peak: Math.max(...ps.map((p) => p.peakRss)),
+      /** The largest peak of any one process. */
+      peakOne: Math.max(...ps.flatMap((p) => [...p.each.values()])),
+      each: s.pids.map((pid) => Math.max(...ps.map((p) => p.each.get(pid) ?? 0))),
       rest: ps[0]!.startRss,
       samples: add((p) => p.samples),
-      hwm: hwmBytes(s.pid) ?? NaN,
+      hwm: Math.max(...s.pids.map((p) => hwmBytes(p) ?? NaN)),
       serverCpu,
       clientCpu,
       otherCpu: Math.max(0, add((p) => p.load.machineCpuSecs) - serverCpu - clientCpu),
@@ -307,9 +325,10 @@ try {
     ),
     '',
     `  ferry/registry throughput: ${ratio.toFixed(2)}×  (goal ≥ 1.0×: ${ok(ratio >= 1)})`,
-    `  ferry serve peak RSS: ${(f.peak / MiB).toFixed(0)} MiB  (goal < 150 MiB: ${ok(f.peak < 150 * MiB)}); registry ${(g.peak / MiB).toFixed(0)} MiB`,
+    `  ferry serve peak RSS per process: ${(f.peakOne / MiB).toFixed(0)} MiB  (goal < 150 MiB: ${ok(f.peakOne < 150 * MiB)}); ` +
+      `${f.each.length === 1 ? 'one process' : `primary ${(f.each[0]! / MiB).toFixed(0)} MiB, workers ${f.each.slice(1).map((b) => (b / MiB).toFixed(0)).join(' / ')} MiB, total ${(f.peak / MiB).toFixed(0)} MiB`}; registry ${(g.peak / MiB).toFixed(0)} MiB`,
     `  note: clients and server share this host's ${ncpu} cores (${os.cpus()[0]?.model.trim() ?? '?'}); "other" is CPU used by processes outside the benchmark.`,
-    '        ferry serve is one node thread; the registry (Go) may use every core. RSS: VmRSS of the server pid every 100 ms during load.',
+    `        ferry serve runs ${ferry.pids.length === 1 ? 'one node process' : `a primary and ${ferry.pids.length - 1} workers (--workers ${workersArg})`}; the registry (Go) may use every core. RSS: VmRSS of each server process every 100 ms during load; "peak RSS" above is their sum, VmHWM the largest process's.`,
     '        Latency: request sent → last body byte, over blobs of every size; TTFB: → first byte.',
   ];
   console.log(lines.join('\n'));

@@ -1,9 +1,11 @@
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, UsageError } from '../errors.js';
 import { writeContainerdConfig } from '../install/containerd.js';
 import { startServer } from '../site/server.js';
+import { isWorker, runWorker, startPrimary } from '../site/workers.js';
 import { initPki, issueServerCert } from '../sign/pki.js';
 import { makeOutput } from './output.js';
 import { intOption } from './registry-options.js';
@@ -25,8 +27,9 @@ export function serveCommand(): Command {
     .option('--listen <host:port>', 'address to listen on', '0.0.0.0:5443')
     .option('--tls-cert <pem>', 'server certificate (from `ferry pki init`: registry.crt)')
     .option('--tls-key <pem>', 'server key (registry.key)')
-    .option('--shutdown-timeout <seconds>', 'on SIGTERM/SIGINT, how long in-flight requests may finish', '10')
-    .option('--max-connections <n>', 'open connections to keep; past it, idle and stalled ones make room (default: what the open-file limit supports, at most 1024)')
+    .option('--shutdown-timeout <seconds>', 'on SIGTERM/SIGINT, and for the old workers on SIGHUP, how long in-flight requests may finish', '10')
+    .option('--max-connections <n>', 'open connections each process keeps; past it, idle and stalled ones make room (default: what the open-file limit supports, at most 1024; the service holds workers × this)')
+    .option('--workers <n|auto>', 'processes serving the one port: auto is one per core; 1 is a single process, with no primary and no restart on SIGHUP', 'auto')
     .addHelpText(
       'after',
       examples([
@@ -36,37 +39,71 @@ export function serveCommand(): Command {
         'curl --cacert /etc/ferry/pki/ca.crt https://registry.site.example:5443/files/   # from a site node',
       ]),
     )
-    .action(async (o: { bundle: string; listen: string; tlsCert?: string; tlsKey?: string; shutdownTimeout: string; maxConnections?: string }, c: Command) => {
+    .action(async (o: { bundle: string; listen: string; tlsCert?: string; tlsKey?: string; shutdownTimeout: string; maxConnections?: string; workers: string }, c: Command) => {
       const out = makeOutput(globals(c));
       if (!!o.tlsCert !== !!o.tlsKey) {
         throw new UsageError(Codes.usage, `--tls-cert and --tls-key go together; only ${o.tlsCert ? '--tls-cert' : '--tls-key'} was given`, {
           hint: 'Pass both (from `ferry pki init`), or neither for plain HTTP.',
         });
       }
+      const workers = o.workers === 'auto' ? os.availableParallelism() : intOption('--workers', o.workers, 1, 1);
       await refuseArchive(o.bundle);
       const shutdownMs = intOption('--shutdown-timeout', o.shutdownTimeout, 10, 0) * 1000;
-      // Access log lines go to stderr (the journal under systemd); stdout keeps the final result.
-      const log = out.verbosity === 'quiet' ? undefined : (line: string) => process.stderr.write(`${line}\n`);
-      const srv = await startServer({
+      const serve = {
         bundleDir: o.bundle,
         listen: o.listen,
         ...(o.tlsCert && o.tlsKey ? { tls: { cert: o.tlsCert, key: o.tlsKey } } : {}),
-        ...(log ? { log } : {}),
         limits: { shutdownTimeoutMs: shutdownMs, ...(o.maxConnections !== undefined ? { maxConnections: intOption('--max-connections', o.maxConnections, 0) } : {}) },
-      });
-      log?.(`ferry serve: ${path.resolve(o.bundle)} on ${srv.url} (listening on ${o.listen}, at most ${srv.maxConnections} connections)`);
-      const signal = await new Promise<NodeJS.Signals>((resolve) => {
-        const on = (s: NodeJS.Signals) => {
-          process.off('SIGTERM', on);
-          process.off('SIGINT', on);
-          resolve(s);
+      };
+      const stopSignal = () =>
+        new Promise<NodeJS.Signals>((resolve) => {
+          const on = (s: NodeJS.Signals) => {
+            process.off('SIGTERM', on);
+            process.off('SIGINT', on);
+            resolve(s);
+          };
+          process.on('SIGTERM', on);
+          process.on('SIGINT', on);
+        });
+      if (isWorker()) {
+        // A worker of the primary below, running this same command line. A terminal's hangup is the
+        // primary's to act on; its SIGTERM or Ctrl-C may reach every process, and each drains.
+        process.on('SIGHUP', () => {});
+        await runWorker({ ...serve, stop: stopSignal(), shutdownTimeoutMs: shutdownMs });
+        return;
+      }
+      // Access log lines go to stderr (the journal under systemd); stdout keeps the final result.
+      const log = out.verbosity === 'quiet' ? undefined : (line: string) => process.stderr.write(`${line}\n`);
+      // Signals are caught from the start: a worker may answer before the others listen, and a
+      // SIGTERM or SIGHUP then must not meet their default, which kills.
+      const stopped = stopSignal();
+      let onHup: () => void = () => log?.('ferry serve: SIGHUP while starting: ignored');
+      process.on('SIGHUP', () => onHup());
+      let url: string;
+      let close: () => Promise<void>;
+      if (workers === 1) {
+        const srv = await startServer({ ...serve, ...(log ? { log } : {}) });
+        log?.(`ferry serve: ${path.resolve(o.bundle)} on ${srv.url} (listening on ${o.listen}, at most ${srv.maxConnections} connections)`);
+        ({ url } = srv);
+        close = () => srv.close(shutdownMs);
+        onHup = () => log?.('ferry serve: SIGHUP: ignored; a single process (--workers 1) cannot restart without refusing connections, restart the service instead');
+      } else {
+        const primary = await startPrimary({ workers, shutdownTimeoutMs: shutdownMs, ...(log ? { log } : {}) });
+        log?.(
+          `ferry serve: ${path.resolve(o.bundle)} on ${primary.url} (listening on ${o.listen}, ${workers} workers, at most ${primary.maxConnections} connections each; SIGHUP restarts them)`,
+        );
+        ({ url } = primary);
+        close = () => primary.close();
+        onHup = () => {
+          log?.(`ferry serve: SIGHUP: starting ${workers} new workers`);
+          void primary.restart();
         };
-        process.on('SIGTERM', on);
-        process.on('SIGINT', on);
-      });
+      }
+      // The SIGHUP handler stays: a hangup while stopping must not kill the process either.
+      const signal = await stopped;
       log?.(`ferry serve: ${signal}: finishing in-flight requests (up to ${shutdownMs / 1000} s)`);
-      await srv.close(shutdownMs);
-      out.result(`ferry serve stopped on ${signal}`, { stopped: true, signal, url: srv.url });
+      await close();
+      out.result(`ferry serve stopped on ${signal}`, { stopped: true, signal, url });
     });
 }
 

@@ -63,6 +63,10 @@ export function renderServeUnit(o: ServeUnitOptions): string {
     'Type=simple',
     `ExecStart=${exec}`,
     ...(user ? [`User=${user}`, `Group=${user}`] : []),
+    // One worker per core (serve's default --workers auto): SIGHUP to the primary rolls them without
+    // refusing a connection; on stop, the primary alone gets SIGTERM and drains its workers.
+    'ExecReload=/bin/kill -HUP $MAINPID',
+    'KillMode=mixed',
     'Restart=always',
     'RestartSec=2s',
     'TimeoutStopSec=20s',

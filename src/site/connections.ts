@@ -43,6 +43,8 @@ interface Conn {
   key: string;
   /** Requests received and not yet answered. */
   busy: number;
+  /** Requests received in all. */
+  requests: number;
   /** When a request last arrived or the stream last drained. */
   progressAt: number;
 }
@@ -88,7 +90,7 @@ export class ConnectionGate {
       victim.stream.destroy();
       victim.socket.destroy();
     }
-    const conn: Conn = { socket, stream: socket, key: keyOf(socket), busy: 0, progressAt: Date.now() };
+    const conn: Conn = { socket, stream: socket, key: keyOf(socket), busy: 0, requests: 0, progressAt: Date.now() };
     this.conns.set(socket, conn);
     this.byKey.set(conn.key, conn);
     this.byStream.set(socket, conn);
@@ -114,6 +116,7 @@ export class ConnectionGate {
     const conn = this.byStream.get(stream);
     if (!conn) return () => {};
     conn.busy++;
+    conn.requests++;
     conn.progressAt = Date.now();
     this.touch(conn);
     if (conn.busy > MAX_PIPELINED + 1 && !stream.destroyed) {
@@ -128,6 +131,28 @@ export class ConnectionGate {
       conn.busy--;
       this.touch(conn);
     };
+  }
+
+  /**
+   * Shutting down: closes each connection with nothing in flight that was answered before, and with
+   * `fresh` also those that have sent nothing yet. Until then a new one keeps its chance: it may just
+   * have been handed to this process, its first request on the way, and closing it would lose that.
+   */
+  closeIdle(fresh: boolean): void {
+    for (const c of [...this.conns.values()]) {
+      if (c.busy === 0 && (fresh || c.requests > 0)) {
+        c.stream.destroy();
+        c.socket.destroy();
+      }
+    }
+  }
+
+  /** Shutting down, out of time: closes every connection. */
+  closeAll(): void {
+    for (const c of [...this.conns.values()]) {
+      c.stream.destroy();
+      c.socket.destroy();
+    }
   }
 
   /** The least recently active idle connection, else the longest-stalled response. */

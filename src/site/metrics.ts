@@ -1,7 +1,29 @@
 // The site service's counters: requests by route, method and status, bytes sent, refused and open connections.
+// With workers, each process counts its own and the primary adds them up for /metrics.
 
 export type Route = 'base' | 'manifest' | 'blob' | 'tags' | 'catalog' | 'files' | 'files_index' | 'healthz' | 'metrics' | 'other';
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/** One process's counters and gauges, as they cross IPC. */
+export interface MetricsSnapshot {
+  requests: [string, number][];
+  bytes: [string, number][];
+  clientErrors: [string, number][];
+  connectionsDropped: [string, number][];
+  inFlight: number;
+  connections: number;
+  connectionsMax: number;
+}
+
+/** A serving process and the requests it answered, for the per-process series. */
+export interface ProcessCount {
+  pid: number;
+  requests: number;
+}
+
+const addTo = (m: Map<string, number>, entries: Iterable<[string, number]>) => {
+  for (const [k, v] of entries) m.set(k, (m.get(k) ?? 0) + v);
+};
 
 export class Metrics {
   readonly requests = new Map<string, number>();
@@ -27,7 +49,39 @@ export class Metrics {
     this.connectionsDropped.set(reason, (this.connectionsDropped.get(reason) ?? 0) + 1);
   }
 
-  render(): string {
+  snapshot(): MetricsSnapshot {
+    return {
+      requests: [...this.requests],
+      bytes: [...this.bytes],
+      clientErrors: [...this.clientErrors],
+      connectionsDropped: [...this.connectionsDropped],
+      inFlight: this.inFlight,
+      connections: this.connections,
+      connectionsMax: this.connectionsMax,
+    };
+  }
+
+  /** Requests this process answered, all routes. */
+  answered(): number {
+    let n = 0;
+    for (const v of this.requests.values()) n += v;
+    return n;
+  }
+
+  /** Adds another process's counters, and its gauges unless it has stopped (`gone`). */
+  add(s: MetricsSnapshot, gone = false): void {
+    addTo(this.requests, s.requests);
+    addTo(this.bytes, s.bytes);
+    addTo(this.clientErrors, s.clientErrors);
+    addTo(this.connectionsDropped, s.connectionsDropped);
+    if (gone) return;
+    this.inFlight += s.inFlight;
+    this.connections += s.connections;
+    this.connectionsMax += s.connectionsMax;
+  }
+
+  /** The text exposition; `processes` are the serving processes (this one alone without workers). */
+  render(processes: ProcessCount[] = [{ pid: process.pid, requests: this.answered() }]): string {
     const lines = [
       ...family('ferry_serve_requests_total', 'counter', 'HTTP requests answered, by route, method and status.', labelled(this.requests)),
       ...family('ferry_serve_sent_bytes_total', 'counter', 'Response body bytes sent, by route.', labelled(this.bytes, 'route')),
@@ -39,8 +93,15 @@ export class Metrics {
         labelled(this.clientErrors, 'reason'),
       ),
       ...family('ferry_serve_connections', 'gauge', 'Open connections.', [['', this.connections]]),
-      ...family('ferry_serve_connections_max', 'gauge', 'The connection cap of this process.', [['', this.connectionsMax]]),
+      ...family('ferry_serve_connections_max', 'gauge', 'The connection cap: per process, summed over the workers.', [['', this.connectionsMax]]),
       ...family('ferry_serve_connections_dropped_total', 'counter', 'Connections closed at the cap to make room (idle, stalled) or refused there.', labelled(this.connectionsDropped, 'reason')),
+      ...family('ferry_serve_workers', 'gauge', 'Processes serving now (1 without workers).', [['', processes.length]]),
+      ...family(
+        'ferry_serve_worker_requests_total',
+        'counter',
+        'Requests answered by each serving process; a process that exits takes its series along (the totals above keep its counts).',
+        processes.map((p) => [`pid="${p.pid}"`, p.requests]),
+      ),
     ];
     return `${lines.join('\n')}\n`;
   }

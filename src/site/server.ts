@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Codes, HostError, UsageError } from '../errors.js';
 import { ConnectionGate, connectionsFor, openFileLimit } from './connections.js';
 import { FileRepo } from './files.js';
-import { Metrics } from './metrics.js';
+import { Metrics, type MetricsSnapshot } from './metrics.js';
 import { SiteRegistry } from './registry.js';
 import { clean, HttpError, sendBody, sendError, type Ctx } from './respond.js';
 
@@ -42,6 +42,8 @@ export interface ServeOptions {
   tls?: { cert: string; key: string };
   log?: (line: string) => void;
   limits?: ServeLimits;
+  /** What /metrics serves; by default this process's counters. A worker asks the primary for the whole service's. */
+  metricsText?: () => Promise<string>;
 }
 
 export interface SiteServer {
@@ -51,6 +53,8 @@ export interface SiteServer {
   maxConnections: number;
   /** Prometheus text exposition of the counters /metrics serves. */
   metrics(): string;
+  /** This process's counters, for the primary to add up. */
+  snapshot(): MetricsSnapshot;
   /** Stops accepting, lets in-flight requests finish, and cuts them after the shutdown timeout. */
   close(timeoutMs?: number): Promise<void>;
 }
@@ -85,6 +89,7 @@ interface Site {
   registry: SiteRegistry;
   files: FileRepo;
   metrics: Metrics;
+  metricsText: () => Promise<string>;
   gate: ConnectionGate;
 }
 
@@ -103,6 +108,7 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
     registry: await SiteRegistry.open(bundleDir, log),
     files: FileRepo.forBundle(bundleDir),
     metrics,
+    metricsText: opts.metricsText ?? (async () => metrics.render()),
     gate: new ConnectionGate(limits.maxConnections, limits.stalledMs, metrics, log),
   };
   const tlsOpts = opts.tls ? await readTls(opts.tls) : undefined;
@@ -122,9 +128,10 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
     address: { host: addr.address, port: addr.port },
     maxConnections: limits.maxConnections,
     metrics: () => site.metrics.render(),
+    snapshot: () => site.metrics.snapshot(),
     close(timeoutMs = limits.shutdownTimeoutMs) {
       closing = true;
-      closed ??= shutdown(server, timeoutMs, () => log(`shutdown: cutting ${site.metrics.inFlight} request(s) still running after ${timeoutMs} ms`));
+      closed ??= shutdown(server, site.gate, timeoutMs, () => log(`shutdown: cutting ${site.metrics.inFlight} request(s) still running after ${timeoutMs} ms`));
       return closed;
     },
   };
@@ -226,7 +233,7 @@ async function route(site: Site, c: Ctx): Promise<void> {
   }
   if (p === '/metrics') {
     c.route = 'metrics';
-    sendBody(c, 200, site.metrics.render(), { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' });
+    sendBody(c, 200, await site.metricsText(), { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' });
     return;
   }
   throw new HttpError(404, 'NOT_FOUND', 'not found');
@@ -324,21 +331,34 @@ function listen(server: net.Server, host: string, port: number, listenFlag: stri
   });
 }
 
-/** Stops accepting, lets in-flight requests finish, and cuts what still runs after `timeoutMs`. */
-function shutdown(server: http.Server | https.Server, timeoutMs: number, onCut: () => void): Promise<void> {
+/** Stopping, a connection that has sent no request yet may send one for this long. */
+const FRESH_GRACE_MS = 1000;
+
+/**
+ * Stops accepting, lets in-flight requests finish, and cuts what still runs after `timeoutMs`.
+ * Not http's close(): since node 19 it also closes every connection without a request in flight,
+ * one just accepted too, whose request is then lost; a worker stops while connections reach it.
+ */
+function shutdown(server: http.Server | https.Server, gate: ConnectionGate, timeoutMs: number, onCut: () => void): Promise<void> {
   return new Promise<void>((resolve) => {
+    const since = Date.now();
     let timer: NodeJS.Timeout | undefined;
-    server.close(() => {
+    net.Server.prototype.close.call(server, () => {
       if (timer) clearTimeout(timer);
+      // What http's close would also do: stop its timeout checks (they ran on while connections drained).
+      const checks = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connectionsCheckingInterval');
+      if (checks) clearInterval((server as unknown as Record<symbol, NodeJS.Timeout>)[checks]);
       resolve();
     });
-    server.closeIdleConnections();
     // Keep-alive connections become idle as their last response ends; close them as they do.
-    const sweep = setInterval(() => server.closeIdleConnections(), 100);
-    sweep.unref();
-    server.once('close', () => clearInterval(sweep));
+    const sweep = () => gate.closeIdle(Date.now() - since >= FRESH_GRACE_MS);
+    sweep();
+    const sweeper = setInterval(sweep, 100);
+    sweeper.unref();
+    server.once('close', () => clearInterval(sweeper));
     timer = setTimeout(() => {
       onCut();
+      gate.closeAll();
       server.closeAllConnections();
     }, timeoutMs);
     timer.unref();

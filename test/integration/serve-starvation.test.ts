@@ -36,10 +36,13 @@ interface Served {
   logs: string[];
 }
 
-/** `ferry serve` under `prlimit --nofile=<limit>`; prlimit execs node, so the child's pid is the server's. */
+/**
+ * `ferry serve` under `prlimit --nofile=<limit>`; prlimit execs node, so the child's pid is the server's.
+ * One process (--workers 1): the cap and the memory under test are each process's.
+ */
 async function serve(limit: number, opts: { tls?: boolean; args?: string[] } = {}): Promise<Served> {
   const tlsArgs = opts.tls ? ['--tls-cert', pki.cert, '--tls-key', pki.key] : [];
-  const args = ['serve', '--bundle', b.dir, '--listen', '127.0.0.1:0', ...tlsArgs, ...(opts.args ?? [])];
+  const args = ['serve', '--bundle', b.dir, '--listen', '127.0.0.1:0', '--workers', '1', ...tlsArgs, ...(opts.args ?? [])];
   const child = spawn('prlimit', [`--nofile=${limit}`, process.execPath, FERRY, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(child);
   const logs: string[] = [];

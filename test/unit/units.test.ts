@@ -10,6 +10,9 @@ describe('ferry-serve.service', () => {
     expect(key(u, 'ExecStart')).toEqual(['/var/lib/ferry/runtime/node /var/lib/ferry/ferry/ferry.mjs serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key']);
     expect(key(u, 'Before')).toEqual(['kubelet.service']);
     expect(key(u, 'Restart')).toEqual(['always']);
+    // The default --workers (one per core); reload rolls them, stop goes to the primary.
+    expect(key(u, 'ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
+    expect(key(u, 'KillMode')).toEqual(['mixed']);
     expect(key(u, 'NoNewPrivileges')).toEqual(['yes']);
     expect(key(u, 'ProtectSystem')).toEqual(['strict']);
     expect(key(u, 'ReadOnlyPaths')).toEqual(['/var/lib/ferry /etc/ferry/pki/registry.crt /etc/ferry/pki/registry.key']);

@@ -26,6 +26,14 @@ export interface VerifyOptions {
   extractTo?: (entryPath: string, mode: number) => Promise<string>;
   /** Stop after the signed table: says who signed the bundle, checks none of its content. */
   tableOnly?: boolean;
+  /** Told where each content entry's data lies in the archive, so it can be copied out later (copyEntry). */
+  onEntry?: (entryPath: string, at: EntryPlace) => void;
+}
+
+/** An entry's data as a byte range of the archive (of the parts read as one stream). */
+export interface EntryPlace {
+  offset: number;
+  size: number;
 }
 
 export interface VerifyResult {
@@ -245,6 +253,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     if (!want) throw bad(Codes.bundleUnlisted, `entry ${p} is not listed in checksums.txt`);
     if (seen.has(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
     seen.add(p);
+    o.onEntry?.(p, { offset: e.offset, size: e.size });
     const h = hashes.entry(e.size);
     const target = o.extractTo ? await o.extractTo(p, e.mode) : undefined;
     // A failure to write the extracted copy is the host's (disk full, read-only), not the bundle's.
@@ -332,4 +341,42 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     throw bad(Codes.bundleTruncated, `the archive ends before ${missing.length} listed entries (first: ${missing[0]}): it was cut short`, 'Copy the bundle again; check free space on the medium it came on.');
   }
   return result(seen.size + 2);
+}
+
+/** The bytes [offset, offset + size) of a bundle file or of its parts read as one stream. */
+async function* rangeOf(input: string, at: EntryPlace): AsyncGenerator<Buffer> {
+  const pieces: { file: string; start: number }[] = [];
+  if (!isPartsFile(input)) pieces.push({ file: input, start: 0 });
+  else {
+    let start = 0;
+    for (const p of (await readPartsManifest(input)).parts) {
+      pieces.push({ file: path.join(path.dirname(input), p.name), start });
+      start += p.size;
+    }
+  }
+  const end = at.offset + at.size;
+  for (let i = 0; i < pieces.length; i++) {
+    const from = Math.max(at.offset, pieces[i]!.start);
+    const to = Math.min(end, pieces[i + 1]?.start ?? end);
+    if (to <= from) continue;
+    yield* createReadStream(pieces[i]!.file, { start: from - pieces[i]!.start, end: to - pieces[i]!.start - 1 }) as AsyncIterable<Buffer>;
+  }
+}
+
+/**
+ * Copies one entry of a bundle verifyBundle has read (its place from `onEntry`) into `dest`, a new
+ * file, and checks its bytes against the signed checksum again: the bundle may have changed since.
+ */
+export async function copyEntry(input: string, entryPath: string, at: EntryPlace, sha256: string, dest: string, mode = 0o644): Promise<void> {
+  const h = createHash('sha256');
+  const fh = await fs.open(dest, 'wx', mode);
+  try {
+    for await (const c of rangeOf(input, at)) {
+      h.update(c);
+      await fh.write(c);
+    }
+  } finally {
+    await fh.close();
+  }
+  if (h.digest('hex') !== sha256) throw bad(Codes.bundleChecksum, `entry ${entryPath} no longer matches its checksum: ${input} changed while it was read`);
 }

@@ -159,6 +159,11 @@ async function openSource(input: string): Promise<Source> {
   };
 }
 
+/** The caller's own callback failed (Ctrl-C at the trust prompt): its error passes through as it is, not as a bundle's fault. */
+class FromCaller {
+  constructor(readonly error: unknown) {}
+}
+
 /** Decides which key to trust: --trust, or the bundle's own key once the operator confirms it. */
 async function trustedKey(o: VerifyOptions, signerPem: string | undefined, what: string): Promise<KeyObject> {
   if (o.trust) return o.trust;
@@ -170,7 +175,13 @@ async function trustedKey(o: VerifyOptions, signerPem: string | undefined, what:
     throw bad(Codes.bundleFormat, `${what} carries an unreadable signing key: ${(e as Error).message}`);
   }
   const fp = fingerprint(key);
-  if (!o.confirm || !(await o.confirm(fp))) {
+  let ok = false;
+  try {
+    ok = !!o.confirm && (await o.confirm(fp));
+  } catch (e) {
+    throw new FromCaller(e);
+  }
+  if (!ok) {
     throw new IntegrityError(Codes.bundleUntrusted, `the bundle is signed by key ${fp}, which was not confirmed`, {
       hint: 'Compare the fingerprint with the one the bundle\'s maker gave you, then confirm it, or pass --trust ferry.pub.',
     });
@@ -184,6 +195,15 @@ async function trustedKey(o: VerifyOptions, signerPem: string | undefined, what:
  * `extractTo`, verified bytes land in staging files as they stream; nothing else is written.
  */
 export async function verifyBundle(input: string, o: VerifyOptions = {}): Promise<VerifyResult> {
+  try {
+    return await verifyStream(input, o);
+  } catch (e) {
+    if (e instanceof FromCaller) throw e.error;
+    throw e;
+  }
+}
+
+async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResult> {
   const reporter = o.reporter ?? silentReporter;
   const src = await openSource(input);
   let key: KeyObject | undefined;
@@ -323,7 +343,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
       }
       throw bad(err.kind === 'truncated' ? Codes.bundleTruncated : Codes.bundleFormat, `the archive is ${err.kind === 'truncated' ? 'cut short' : 'malformed'}: ${err.message}`);
     }
-    if (err instanceof FerryError) throw err;
+    if (err instanceof FerryError || err instanceof FromCaller) throw err;
     // An errno is the medium or the host failing to give the bytes, not a bundle cut short.
     if (isErrno(err)) throw ioError(`cannot read ${input}`, err);
     throw bad(Codes.bundleTruncated, `cannot read the archive: ${(err as Error).message}`);

@@ -170,3 +170,17 @@ describe('ferry install at a terminal', () => {
     expect(out).toMatch(/EXIT=2/);
   }, 60_000);
 });
+
+describe('ferry bundle verify at a terminal', () => {
+  it('Ctrl-C at the trust question ends calmly with exit 130, not as a bundle cut short', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const t = await terminal('verify-ctrlc', `bundle verify ${bundle}`);
+    await t.answer(/Trust the key sha256:[a-f0-9]{64}\?/, 'C-c');
+    const { code, transcript } = await t.exit();
+    // The pane wraps long lines.
+    expect(transcript.replace(/\n/g, '')).toMatch(/cancelled at "Trust the key sha256:[a-f0-9]{64}\? Compare it with the fingerprint its maker gave you\.": nothing more was done/);
+    expect(transcript).not.toMatch(/error\[|BUNDLE_TRUNCATED|INTERNAL/);
+    expect(code).toBe(130);
+  }, 60_000);
+});

@@ -43,7 +43,8 @@ async function askAnswers(bundle: string): Promise<InstallAnswers> {
     default: '',
     validate: (v) => {
       const recs = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0] ?? '', ip: s.split('=')[1] ?? '' }));
-      const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain, node: { name, ip: nodeIp }, podCidr, serviceCidr, records: recs });
+      // With the cluster FQDN as answered: a record must not shadow it either.
+      const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain, clusterFqdn: fqdn, node: { name, ip: nodeIp }, podCidr, serviceCidr, records: recs });
       return p.length ? p.map((x) => `${x.path.join('.')} ${x.msg}`).join('; ') : true;
     },
   });

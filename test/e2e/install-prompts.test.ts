@@ -184,3 +184,25 @@ describe('ferry bundle verify at a terminal', () => {
     expect(code).toBe(130);
   }, 60_000);
 });
+
+describe('the records question', () => {
+  it("refuses a record that shadows one of ferry's names at once, says why, and asks again", async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const root = path.join(dir, 'root');
+    const t = await terminal('shadow', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock`);
+    await t.answer(/Site DNS domain/, 'Enter');
+    await t.answer(/Cluster FQDN/, 'C-u', 'api.site.example', 'Enter');
+    for (const q of EVERY_QUESTION.slice(2, -1)) await t.answer(q, 'Enter');
+    // The cluster FQDN as answered, then the site registry's name.
+    await t.answer(/Extra site DNS records/, 'api=10.0.0.9', 'Enter');
+    await waitFor(async () => /records\.0\.name would answer in the site DNS as api\.site\.example, which is the cluster FQDN/.test(await t.screen()), 'the FQDN refusal');
+    await t.keys('C-u', 'gitlab=10.0.0.50,registry=10.0.0.9', 'Enter');
+    await waitFor(async () => /records\.1\.name would answer in the site DNS as registry\.site\.example, which is the site registry name/.test(await t.screen()), 'the registry refusal');
+    await t.keys('C-u', 'gitlab=10.0.0.50', 'Enter');
+    await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
+    const { code, transcript } = await t.exit();
+    expect(transcript).toMatch(/extra records\s+gitlab=10\.0\.0\.50$/m);
+    expect(code).toBe(2);
+  }, 90_000);
+});

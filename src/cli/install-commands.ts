@@ -113,10 +113,10 @@ export function installCommand(): Command {
     .option('--rollout-timeout <seconds>', 'how long to wait for the DNS and LB DaemonSets', '300')
     .option('--allow-downgrade', 'replace the unpacked bundle with an older one (by creation time or version)')
     .addHelpText('after', examples([
-      'sudo sh install.sh site.ferry.tar --trust ferry.pub   # after the openssl and sha256sum steps that ferry bundle build printed',
-      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml',
-      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json',
-      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --out rendered/',
+      'sudo sh install.sh site.ferry.tar --trust ferry.pub   # needs root on a site server, after the openssl and sha256sum steps ferry bundle build printed',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml   # needs root on a site server and an answers file for it',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json   # needs an answers file for this machine (not root)',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --out rendered/   # needs an answers file for this machine (not root)',
     ]))
     .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; showFiles?: boolean; out?: string; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
@@ -234,9 +234,9 @@ export function joinCommand(): Command {
     .option('--remote-path <dirs>', 'directories put first on the remote PATH (for tests)')
     .option('--dry-run', 'check the answers and this server, list the nodes it would join; connects to none')
     .addHelpText('after', examples([
-      'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar',
-      'ferry join --answers /etc/ferry/answers.yaml --dry-run',
-      'ferry join --answers answers.yaml --only k8s-agent-01 --json',
+      'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes',
+      'ferry join --answers /etc/ferry/answers.yaml --dry-run   # needs a first server where ferry install finished',
+      'ferry join --answers answers.yaml --only k8s-agent-01 --json   # needs a first server and SSH to that node',
     ]))
     .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string; dryRun?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));

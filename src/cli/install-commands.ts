@@ -233,12 +233,13 @@ export function joinCommand(): Command {
     .option('--remote-root <dir>', 'host-file prefix on each joining node, {name} is replaced (for tests)')
     .option('--remote-path <dirs>', 'directories put first on the remote PATH (for tests)')
     .option('--dry-run', 'check the answers and this server, list the nodes it would join; connects to none')
+    .option('--allow-downgrade', "let a joining server's bundle replace a newer one unpacked there")
     .addHelpText('after', examples([
       'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes',
       'ferry join --answers /etc/ferry/answers.yaml --dry-run   # needs a first server where ferry install finished',
       'ferry join --answers answers.yaml --only k8s-agent-01 --json   # needs a first server and SSH to that node',
     ]))
-    .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string; dryRun?: boolean }, c: Command) => {
+    .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string; dryRun?: boolean; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
       const { joinNodes, formatJoinTable } = await import('../install/join.js');
       const host = new Host(path.resolve(o.root));
@@ -261,6 +262,7 @@ export function joinCommand(): Command {
         only: o.only,
         remoteRoot: o.remoteRoot,
         remotePath: o.remotePath,
+        allowDowngrade: o.allowDowngrade,
         confirmHostKey: async (h, fp) => {
           if (o.acceptNewHostKeys) return true;
           out.reporter.warn(`${h} offers host key ${fp}, which known_hosts has never seen`);

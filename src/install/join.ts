@@ -28,6 +28,8 @@ export interface JoinOptions {
   remotePath?: string;
   only?: string[];
   rolloutTimeoutMs?: number;
+  /** Let a joining server's uploaded bundle replace a newer one unpacked there (node-join --allow-downgrade). */
+  allowDowngrade?: boolean;
 }
 
 export interface JoinOutcome {
@@ -107,7 +109,7 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
       await s.upload(o.bundle, remoteBundle);
       // A split bundle travels as its parts beside the parts manifest.
       for (const part of await partFiles(o.bundle)) await s.upload(part, rp(`${INCOMING_DIR}/${path.basename(part)}`));
-      bundleArg = ` --bundle ${sq(remoteBundle)}`;
+      bundleArg = ` --bundle ${sq(remoteBundle)}${o.allowDowngrade ? ' --allow-downgrade' : ''}`;
     }
     const payload: NodeJoinPayload = { ...common, role: j.role, name: j.name, ip: nodeIp(j) };
     const env = o.remotePath ? `PATH=${sq(o.remotePath)}:"$PATH" ` : '';

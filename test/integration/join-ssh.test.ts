@@ -311,9 +311,9 @@ describe('ferry join --allow-downgrade', () => {
   it("reaches a joining server's node-join, and only when given", async () => {
     const kh = `${real.ip} ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`;
     const given = await join({ target: real, knownHosts: kh, roles: ['server'], flags: ['--allow-downgrade'] });
-    expect(given.stderr).toMatch(/node-join stand-in ran: \S+ node-join --root \S+ --bundle \S+site\.ferry\.tar --allow-downgrade/);
+    expect(given.stderr).toMatch(/node-join stand-in ran: --disable-warning=DEP0040 --disable-warning=DEP0169 \S+ node-join --root \S+ --bundle \S+site\.ferry\.tar --allow-downgrade/);
     const plain = await join({ target: real, knownHosts: kh, roles: ['server'] });
-    expect(plain.stderr).toMatch(/node-join stand-in ran: \S+ node-join --root \S+ --bundle \S+site\.ferry\.tar(?! --allow-downgrade)/);
+    expect(plain.stderr).toMatch(/node-join stand-in ran: --disable-warning=DEP0040 --disable-warning=DEP0169 \S+ node-join --root \S+ --bundle \S+site\.ferry\.tar(?! --allow-downgrade)/);
     expect(plain.stderr).not.toContain('--allow-downgrade');
   });
 });

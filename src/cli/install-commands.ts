@@ -145,8 +145,8 @@ export function installCommand(): Command {
       }
       const trust = o.trust ? await loadPublicKey(o.trust) : undefined;
       const host = new Host(path.resolve(o.root));
-      // verifyBundle turns a callback's non-ferry error into a bundle error, so Ctrl-C at the trust
-      // question is remembered here, answered as "no", and rethrown as itself once the run stops.
+      // Ctrl-C at the trust question, asked from inside a step, is remembered here, answered as "no",
+      // and rethrown as itself once the run stops, whatever the step made of it.
       let cancelled: PromptCancelled | undefined;
       const trustPrompt = async (fp: string) => {
         try {

@@ -64,6 +64,13 @@ export function parseChecksums(text: string): Map<string, string> {
   return sums;
 }
 
+/**
+ * Node options for every run of ferry under the bundled runtime (install.sh, the units, node-join):
+ * Node 24 warns that dependencies use punycode (DEP0040) and url.parse (DEP0169), which an operator
+ * can do nothing about; only those two are silenced, every other warning still shows.
+ */
+export const QUIET_DEPRECATIONS = ['--disable-warning=DEP0040', '--disable-warning=DEP0169'] as const;
+
 export const INSTALL_SH = `#!/bin/sh
 # ferry bundle entry point: runs the bundled ferry with the bundled Node.js for this machine.
 set -eu
@@ -85,7 +92,7 @@ if ! bad=$(cd "$here" && grep -E "^[0-9a-f]{64}  (install\\.sh|ferry/.+|runtime/
   echo "ferry: install.sh, ferry/ or runtime/linux-$arch/node here do not match checksums.txt; extract them again and run the openssl and sha256sum steps that ferry bundle build printed" >&2
   exit 2
 fi
-exec "$node" "$here/ferry/ferry.mjs" install "$@"
+exec "$node" ${QUIET_DEPRECATIONS.join(' ')} "$here/ferry/ferry.mjs" install "$@"
 `;
 
 /** Where the Node.js runtime for a platform (`linux/amd64`) sits; install.sh looks there. */

@@ -146,6 +146,8 @@ function parsePax(body: Buffer): Record<string, string> {
 const isZero = (b: Buffer) => b.every((x) => x === 0);
 
 export interface TarEntry extends TarEntryHead {
+  /** Where the entry's data starts in the archive's byte stream. */
+  offset: number;
   data: AsyncGenerator<Buffer>;
 }
 
@@ -197,6 +199,7 @@ export async function* readTar(src: AsyncIterable<Buffer>): AsyncGenerator<TarEn
       size: dataSize,
       mode: octal(raw, 100, 8, 'mode'),
       linkpath: pax.linkpath ?? str(raw, 157, 100),
+      offset: r.consumed,
       data: (async function* () {
         let got = 0;
         for await (const c of r.stream(dataSize)) {

@@ -26,6 +26,14 @@ export interface VerifyOptions {
   extractTo?: (entryPath: string, mode: number) => Promise<string>;
   /** Stop after the signed table: says who signed the bundle, checks none of its content. */
   tableOnly?: boolean;
+  /** Told where each content entry's data lies in the archive, so it can be copied out later (copyEntry). */
+  onEntry?: (entryPath: string, at: EntryPlace) => void;
+}
+
+/** An entry's data as a byte range of the archive (of the parts read as one stream). */
+export interface EntryPlace {
+  offset: number;
+  size: number;
 }
 
 export interface VerifyResult {
@@ -151,6 +159,11 @@ async function openSource(input: string): Promise<Source> {
   };
 }
 
+/** The caller's own callback failed (Ctrl-C at the trust prompt): its error passes through as it is, not as a bundle's fault. */
+class FromCaller {
+  constructor(readonly error: unknown) {}
+}
+
 /** Decides which key to trust: --trust, or the bundle's own key once the operator confirms it. */
 async function trustedKey(o: VerifyOptions, signerPem: string | undefined, what: string): Promise<KeyObject> {
   if (o.trust) return o.trust;
@@ -162,7 +175,13 @@ async function trustedKey(o: VerifyOptions, signerPem: string | undefined, what:
     throw bad(Codes.bundleFormat, `${what} carries an unreadable signing key: ${(e as Error).message}`);
   }
   const fp = fingerprint(key);
-  if (!o.confirm || !(await o.confirm(fp))) {
+  let ok = false;
+  try {
+    ok = !!o.confirm && (await o.confirm(fp));
+  } catch (e) {
+    throw new FromCaller(e);
+  }
+  if (!ok) {
     throw new IntegrityError(Codes.bundleUntrusted, `the bundle is signed by key ${fp}, which was not confirmed`, {
       hint: 'Compare the fingerprint with the one the bundle\'s maker gave you, then confirm it, or pass --trust ferry.pub.',
     });
@@ -176,6 +195,15 @@ async function trustedKey(o: VerifyOptions, signerPem: string | undefined, what:
  * `extractTo`, verified bytes land in staging files as they stream; nothing else is written.
  */
 export async function verifyBundle(input: string, o: VerifyOptions = {}): Promise<VerifyResult> {
+  try {
+    return await verifyStream(input, o);
+  } catch (e) {
+    if (e instanceof FromCaller) throw e.error;
+    throw e;
+  }
+}
+
+async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResult> {
   const reporter = o.reporter ?? silentReporter;
   const src = await openSource(input);
   let key: KeyObject | undefined;
@@ -245,6 +273,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     if (!want) throw bad(Codes.bundleUnlisted, `entry ${p} is not listed in checksums.txt`);
     if (seen.has(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
     seen.add(p);
+    o.onEntry?.(p, { offset: e.offset, size: e.size });
     const h = hashes.entry(e.size);
     const target = o.extractTo ? await o.extractTo(p, e.mode) : undefined;
     // A failure to write the extracted copy is the host's (disk full, read-only), not the bundle's.
@@ -314,7 +343,7 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
       }
       throw bad(err.kind === 'truncated' ? Codes.bundleTruncated : Codes.bundleFormat, `the archive is ${err.kind === 'truncated' ? 'cut short' : 'malformed'}: ${err.message}`);
     }
-    if (err instanceof FerryError) throw err;
+    if (err instanceof FerryError || err instanceof FromCaller) throw err;
     // An errno is the medium or the host failing to give the bytes, not a bundle cut short.
     if (isErrno(err)) throw ioError(`cannot read ${input}`, err);
     throw bad(Codes.bundleTruncated, `cannot read the archive: ${(err as Error).message}`);
@@ -332,4 +361,42 @@ export async function verifyBundle(input: string, o: VerifyOptions = {}): Promis
     throw bad(Codes.bundleTruncated, `the archive ends before ${missing.length} listed entries (first: ${missing[0]}): it was cut short`, 'Copy the bundle again; check free space on the medium it came on.');
   }
   return result(seen.size + 2);
+}
+
+/** The bytes [offset, offset + size) of a bundle file or of its parts read as one stream. */
+async function* rangeOf(input: string, at: EntryPlace): AsyncGenerator<Buffer> {
+  const pieces: { file: string; start: number }[] = [];
+  if (!isPartsFile(input)) pieces.push({ file: input, start: 0 });
+  else {
+    let start = 0;
+    for (const p of (await readPartsManifest(input)).parts) {
+      pieces.push({ file: path.join(path.dirname(input), p.name), start });
+      start += p.size;
+    }
+  }
+  const end = at.offset + at.size;
+  for (let i = 0; i < pieces.length; i++) {
+    const from = Math.max(at.offset, pieces[i]!.start);
+    const to = Math.min(end, pieces[i + 1]?.start ?? end);
+    if (to <= from) continue;
+    yield* createReadStream(pieces[i]!.file, { start: from - pieces[i]!.start, end: to - pieces[i]!.start - 1 }) as AsyncIterable<Buffer>;
+  }
+}
+
+/**
+ * Copies one entry of a bundle verifyBundle has read (its place from `onEntry`) into `dest`, a new
+ * file, and checks its bytes against the signed checksum again: the bundle may have changed since.
+ */
+export async function copyEntry(input: string, entryPath: string, at: EntryPlace, sha256: string, dest: string, mode = 0o644): Promise<void> {
+  const h = createHash('sha256');
+  const fh = await fs.open(dest, 'wx', mode);
+  try {
+    for await (const c of rangeOf(input, at)) {
+      h.update(c);
+      await fh.write(c);
+    }
+  } finally {
+    await fh.close();
+  }
+  if (h.digest('hex') !== sha256) throw bad(Codes.bundleChecksum, `entry ${entryPath} no longer matches its checksum: ${input} changed while it was read`);
 }

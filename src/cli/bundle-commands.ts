@@ -106,7 +106,7 @@ export function bundleCommand(): Command {
     .requiredOption('--to <dir>', 'directory to create or replace')
     .option('--trust <pub>', 'the trusted public key (ferry.pub)')
     .option('--allow-downgrade', 'replace an unpacked bundle with an older one (by creation time or version)')
-    .addHelpText('after', examples(['ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle']));
+    .addHelpText('after', examples(['ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle   # needs root on a site server (it writes /var/lib/ferry)']));
   unpack.action(async (file: string, o: { trust?: string; to: string; allowDowngrade?: boolean }, c: Command) => {
     const out = makeOutput(globals(c));
     const r = await unpackBundle(file, o.to, { ...(await verifyOptions(o, out)), allowDowngrade: o.allowDowngrade });

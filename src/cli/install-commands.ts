@@ -43,7 +43,8 @@ async function askAnswers(bundle: string): Promise<InstallAnswers> {
     default: '',
     validate: (v) => {
       const recs = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0] ?? '', ip: s.split('=')[1] ?? '' }));
-      const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain, node: { name, ip: nodeIp }, podCidr, serviceCidr, records: recs });
+      // With the cluster FQDN as answered: a record must not shadow it either.
+      const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain, clusterFqdn: fqdn, node: { name, ip: nodeIp }, podCidr, serviceCidr, records: recs });
       return p.length ? p.map((x) => `${x.path.join('.')} ${x.msg}`).join('; ') : true;
     },
   });
@@ -112,10 +113,10 @@ export function installCommand(): Command {
     .option('--rollout-timeout <seconds>', 'how long to wait for the DNS and LB DaemonSets', '300')
     .option('--allow-downgrade', 'replace the unpacked bundle with an older one (by creation time or version)')
     .addHelpText('after', examples([
-      'sudo sh install.sh site.ferry.tar --trust ferry.pub   # after the openssl and sha256sum steps that ferry bundle build printed',
-      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml',
-      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json',
-      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --out rendered/',
+      'sudo sh install.sh site.ferry.tar --trust ferry.pub   # needs root on a site server, after the openssl and sha256sum steps ferry bundle build printed',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml   # needs root on a site server and an answers file for it',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json   # needs an answers file for this machine (not root)',
+      'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --out rendered/   # needs an answers file for this machine (not root)',
     ]))
     .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; showFiles?: boolean; out?: string; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
@@ -144,8 +145,8 @@ export function installCommand(): Command {
       }
       const trust = o.trust ? await loadPublicKey(o.trust) : undefined;
       const host = new Host(path.resolve(o.root));
-      // verifyBundle turns a callback's non-ferry error into a bundle error, so Ctrl-C at the trust
-      // question is remembered here, answered as "no", and rethrown as itself once the run stops.
+      // Ctrl-C at the trust question, asked from inside a step, is remembered here, answered as "no",
+      // and rethrown as itself once the run stops, whatever the step made of it.
       let cancelled: PromptCancelled | undefined;
       const trustPrompt = async (fp: string) => {
         try {
@@ -232,12 +233,13 @@ export function joinCommand(): Command {
     .option('--remote-root <dir>', 'host-file prefix on each joining node, {name} is replaced (for tests)')
     .option('--remote-path <dirs>', 'directories put first on the remote PATH (for tests)')
     .option('--dry-run', 'check the answers and this server, list the nodes it would join; connects to none')
+    .option('--allow-downgrade', "let a joining server's bundle replace a newer one unpacked there")
     .addHelpText('after', examples([
-      'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar',
-      'ferry join --answers /etc/ferry/answers.yaml --dry-run',
-      'ferry join --answers answers.yaml --only k8s-agent-01 --json',
+      'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes',
+      'ferry join --answers /etc/ferry/answers.yaml --dry-run   # needs a first server where ferry install finished',
+      'ferry join --answers answers.yaml --only k8s-agent-01 --json   # needs a first server and SSH to that node',
     ]))
-    .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string; dryRun?: boolean }, c: Command) => {
+    .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string; dryRun?: boolean; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
       const { joinNodes, formatJoinTable } = await import('../install/join.js');
       const host = new Host(path.resolve(o.root));
@@ -260,6 +262,7 @@ export function joinCommand(): Command {
         only: o.only,
         remoteRoot: o.remoteRoot,
         remotePath: o.remotePath,
+        allowDowngrade: o.allowDowngrade,
         confirmHostKey: async (h, fp) => {
           if (o.acceptNewHostKeys) return true;
           out.reporter.warn(`${h} offers host key ${fp}, which known_hosts has never seen`);

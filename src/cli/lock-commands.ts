@@ -14,7 +14,12 @@ export function lockCommand(): Command {
     .option('--check', 'do not write; exit 3 when a tag has moved or the spec changed')
     .addHelpText(
       'after',
-      examples(['ferry lock bundle-spec/kubernetes.yaml', 'ferry lock bundle-spec/kubernetes.yaml --check --json', 'ferry lock bundle-spec/kubernetes.yaml --platform linux/amd64', 'ferry lock demo.yaml --lock demo.lock --registry-mirror docker.io=https://mirror.corp']),
+      examples([
+        'ferry lock bundle-spec/kubernetes.yaml   # needs the registries the spec names',
+        'ferry lock bundle-spec/kubernetes.yaml --check --json   # needs the registries the spec names',
+        'ferry lock bundle-spec/kubernetes.yaml --platform linux/amd64   # needs the registries the spec names',
+        'ferry lock demo.yaml --lock demo.lock --registry-mirror docker.io=https://mirror.corp   # needs that mirror',
+      ]),
     );
   addRegistryOptions(addPlatformOption(cmd)).action(async (specFile: string, o: RegistryFlags & { lock?: string; check?: boolean; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));

@@ -2,13 +2,14 @@ import { promises as fs } from 'node:fs';
 import type { Command } from 'commander';
 import { registryOf } from '../oci/reference.js';
 import { Codes, UsageError } from '../errors.js';
-import { CredentialStore } from '../oci/auth.js';
+import { CredentialStore, type Credential } from '../oci/auth.js';
 import { RegistryClient } from '../oci/client.js';
 import type { Reporter } from '../util/progress.js';
 import { collect } from './shared.js';
 
 export interface RegistryFlags {
   creds?: string[];
+  credsFile?: string[];
   insecureRegistry?: string[];
   registryMirror?: string[];
   caFile?: string;
@@ -18,7 +19,8 @@ export interface RegistryFlags {
 
 export function addRegistryOptions(cmd: Command): Command {
   return cmd
-    .option('--creds <[registry=]user:pass>', 'credentials for a registry (repeatable); without registry= for any', collect)
+    .option('--creds <[registry=]user:pass>', 'credentials for a registry (repeatable); without registry= for any. Other users can see it in the process list: prefer --creds-file', collect)
+    .option('--creds-file <[registry=]file>', 'read the credentials from FILE (USER:PASSWORD on one line, or a docker config.json), which must be readable by you alone (repeatable)', collect)
     .option('--insecure-registry <host>', 'allow plain HTTP or unverified TLS for this host (repeatable)', collect)
     .option('--registry-mirror <upstream=url>', 'fetch bytes for UPSTREAM from URL; names stay upstream (repeatable)', collect)
     .option('--ca-file <pem>', 'also trust the CA certificates in this PEM file')
@@ -31,6 +33,14 @@ export function intOption(name: string, v: string | undefined, dflt: number, min
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw new UsageError(Codes.usage, `${name} must be an integer ≥ ${min}, not "${v}"`);
   return n;
+}
+
+/** --creds-file first, then --creds on top: one registry's --creds wins over a file's. */
+async function explicitCreds(f: RegistryFlags): Promise<Map<string, Credential>> {
+  const m = new Map<string, Credential>();
+  for (const file of f.credsFile ?? []) for (const [k, v] of await CredentialStore.readCredsFile(file)) m.set(k, v);
+  for (const [k, v] of CredentialStore.parseCreds(f.creds ?? [])) m.set(k, v);
+  return m;
 }
 
 export async function clientFrom(f: RegistryFlags, reporter: Reporter, extra: { offline?: boolean } = {}): Promise<RegistryClient> {
@@ -51,7 +61,7 @@ export async function clientFrom(f: RegistryFlags, reporter: Reporter, extra: { 
     }
   }
   return new RegistryClient({
-    credentials: new CredentialStore(CredentialStore.parseCreds(f.creds ?? [])),
+    credentials: new CredentialStore(await explicitCreds(f)),
     insecure: f.insecureRegistry ?? [],
     mirrors,
     ca,

@@ -39,15 +39,19 @@ function refsIn(stdout: string): string[] {
     });
 }
 
+/** `helm template` of the CNI chart with the same release, namespace and values as the cni step installs. */
+export function cniTemplateArgs(answers: Pick<InstallAnswers, 'cni' | 'podCidr'>, chartName: string, tgz: string): string[] {
+  const ns = answers.cni === 'flannel' ? 'kube-flannel' : 'kube-system';
+  return ['template', chartName, tgz, '--namespace', ns, '--set', `podCidr=${answers.podCidr}`];
+}
+
 async function imageNeeds(host: Host, answers: InstallAnswers, d: ImageCheckDeps, m: BundleManifest, log: (l: string) => void): Promise<ImageNeed[]> {
   const needs: ImageNeed[] = [];
   const k = await host.run('kubeadm', ['config', 'images', 'list', '--config', d.kubeadmConfig]);
   needs.push(...refsIn(k.stdout).map((ref) => ({ ref, by: 'kubeadm config images list' })));
   const chart = answers.cni ? m.charts.find((c) => c.name === answers.cni) : undefined;
   if (chart) {
-    // The same release, namespace and values as the cni step installs.
-    const ns = answers.cni === 'flannel' ? 'kube-flannel' : 'kube-system';
-    const t = await host.run('helm', ['template', chart.name, await d.chartTgz(chart.digest), '--namespace', ns, '--set', `podCidr=${answers.podCidr}`]);
+    const t = await host.run('helm', cniTemplateArgs(answers, chart.name, await d.chartTgz(chart.digest)));
     needs.push(...imagesInManifests(t.stdout, `chart ${chart.name} ${chart.version}`));
   }
   // Exactly the objects the bootstrap step applies: the bundle's chart through the bundle's helm.

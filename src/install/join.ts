@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { partFiles } from '../bundle/format.js';
+import { partFiles, QUIET_DEPRECATIONS } from '../bundle/format.js';
 import { Codes, FerryError, RemoteError, UsageError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import { checkAnswers, clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
@@ -28,6 +28,8 @@ export interface JoinOptions {
   remotePath?: string;
   only?: string[];
   rolloutTimeoutMs?: number;
+  /** Let a joining server's uploaded bundle replace a newer one unpacked there (node-join --allow-downgrade). */
+  allowDowngrade?: boolean;
 }
 
 export interface JoinOutcome {
@@ -107,11 +109,11 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
       await s.upload(o.bundle, remoteBundle);
       // A split bundle travels as its parts beside the parts manifest.
       for (const part of await partFiles(o.bundle)) await s.upload(part, rp(`${INCOMING_DIR}/${path.basename(part)}`));
-      bundleArg = ` --bundle ${sq(remoteBundle)}`;
+      bundleArg = ` --bundle ${sq(remoteBundle)}${o.allowDowngrade ? ' --allow-downgrade' : ''}`;
     }
     const payload: NodeJoinPayload = { ...common, role: j.role, name: j.name, ip: nodeIp(j) };
     const env = o.remotePath ? `PATH=${sq(o.remotePath)}:"$PATH" ` : '';
-    const cmd = `${env}${sq(rp(RUNTIME_NODE))} ${sq(rp(FERRY_MJS))} node-join --root ${sq(root)}${bundleArg}`;
+    const cmd = `${env}${sq(rp(RUNTIME_NODE))} ${QUIET_DEPRECATIONS.join(' ')} ${sq(rp(FERRY_MJS))} node-join --root ${sq(root)}${bundleArg}`;
     say('running the join plan');
     // The node's warnings (cgroup v1) stay warnings here.
     const r = await s.exec(cmd, { input: JSON.stringify(payload), onLine: (l) => l.trim() && (l.startsWith('warning: ') ? o.reporter.warn(`${j.name}: ${o.host.redact(l.slice(9).trim())}`) : say(o.host.redact(l.trim()))) });

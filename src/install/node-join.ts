@@ -5,7 +5,7 @@ import { drain, getWithRetries } from '../util/http.js';
 import type { LookupFunction } from 'node:net';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { bundleFileOf, parseVersionsJson, partFiles, VERSIONS_JSON, type VersionsEntry } from '../bundle/format.js';
+import { bundleFileOf, parseVersionsJson, partFiles, VERSIONS_JSON, type BundleFile, type VersionsEntry } from '../bundle/format.js';
 import { unpackBundle } from '../bundle/unpack.js';
 import { Codes, HostError, IntegrityError, RemoteError } from '../errors.js';
 import { loadPublicKey } from '../sign/keys.js';
@@ -16,7 +16,7 @@ import { cgroupSettings, cgroupsOnce, checkCgroupV1, type CgroupV1Policy } from 
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
 import { renderKubeadmJoin } from './kubeadm.js';
-import { archOf, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
+import { archOf, installBinaries, installUnits, kernelStep, refuseMissingUnitBinaries, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { combinePatches, type Patches } from './patches.js';
 import { API_PORT, BUNDLE_DIR, BUNDLE_PUB, CONTAINERD_CERTS_D, DOWNLOADS_DIR, JOIN_CONFIG, KUBELET_CONF, PATCHES_DIR, PKI_DIR, REGISTRY_CERT_PREFIX, SITE_CA, SYSTEM_SITE_CA } from './paths.js';
 import type { Step } from './plan.js';
@@ -77,13 +77,24 @@ async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: 
   await onBody(res.body);
 }
 
+/** The site's versions.json as the binaries step fetched it: what the units step checks its binaries against. */
+const FETCHED_VERSIONS = `${DOWNLOADS_DIR}/${VERSIONS_JSON}`;
+
+async function fetchedFiles(host: Host): Promise<BundleFile[] | undefined> {
+  const text = await host.read(FETCHED_VERSIONS);
+  return text === undefined ? undefined : parseVersionsJson(text, FETCHED_VERSIONS).map(bundleFileOf);
+}
+
 async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) => void): Promise<void> {
   let versions: VersionsEntry[] = [];
+  let text = '';
   await siteGet(host, p, `/${VERSIONS_JSON}`, async (res) => {
-    let text = '';
     for await (const c of res) text += (c as Buffer).toString('utf8');
     versions = parseVersionsJson(text, `the site service's ${VERSIONS_JSON}`);
   });
+  // Before any download: a unit without its binary would only fail at boot.
+  refuseMissingUnitBinaries(versions.map(bundleFileOf));
+  await host.write(FETCHED_VERSIONS, text);
   const arch = `linux/${archOf()}`;
   const dir = host.p(DOWNLOADS_DIR);
   const mine = versions.filter((v) => v.platform === arch);
@@ -164,7 +175,7 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
   }
   steps.push(
     markerStep(host, 'units', 'install and enable the systemd units', p.role, async () => {
-      const units = await installUnits(host, server);
+      const units = await installUnits(host, server, await fetchedFiles(host));
       await host.run('systemctl', ['restart', ...units.filter((u) => u !== 'kubelet.service')]);
     }),
     {

@@ -126,17 +126,22 @@ export function unitBinariesMissing(files: BundleFile[]): string[] {
   return Object.entries(UNIT_BINARIES).flatMap(([unit, bins]) => bins.filter((b) => !have.has(b) && !(b === 'runc' && archived)).map((b) => `${b} (for ${unit})`));
 }
 
-/**
- * Writes and enables the units of containerd and kubelet, and of the site service on a server; returns their names.
- * With the bundle's files, refuses first when a unit's binary is not among them.
- */
-export async function installUnits(host: Host, siteService: boolean, files?: BundleFile[]): Promise<string[]> {
-  const missing = files ? unitBinariesMissing(files) : [];
+/** Refuses, naming each, when the bundle lacks a binary one of the units runs on this machine's arch. */
+export function refuseMissingUnitBinaries(files: BundleFile[]): void {
+  const missing = unitBinariesMissing(files);
   if (missing.length) {
     throw new UsageError(Codes.bundleBinaryMissing, `the bundle carries no ${missing.join(', ')} for linux/${archOf()}`, {
       hint: 'Add each binary to spec.binaries for this platform, run `ferry lock` and `ferry bundle build` again, and install the new bundle.',
     });
   }
+}
+
+/**
+ * Writes and enables the units of containerd and kubelet, and of the site service on a server; returns their names.
+ * With the bundle's files, refuses first when a unit's binary is not among them.
+ */
+export async function installUnits(host: Host, siteService: boolean, files?: BundleFile[]): Promise<string[]> {
+  if (files) refuseMissingUnitBinaries(files);
   await host.write(`${SYSTEMD_DIR}/containerd.service`, CONTAINERD_UNIT);
   await host.write(`${SYSTEMD_DIR}/kubelet.service`, KUBELET_UNIT);
   await host.write(`${SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf`, KUBELET_KUBEADM_DROPIN);

@@ -1,3 +1,4 @@
+import { QUIET_DEPRECATIONS } from '../bundle/format.js';
 import { Codes, UsageError } from '../errors.js';
 import { BUNDLE_DIR, FERRY_MJS, FERRY_ROOT, RUNTIME_NODE } from './paths.js';
 
@@ -46,7 +47,7 @@ export function renderServeUnit(o: ServeUnitOptions): string {
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new UsageError(Codes.unitInvalid, `--listen "${o.listen}" needs a fixed port for a unit`, { hint: 'Write it as HOST:PORT, e.g. 0.0.0.0:5443.' });
   }
-  const exec = [node, ferry, 'serve', '--bundle', bundle, '--listen', o.listen, '--tls-cert', cert, '--tls-key', key].map(systemdArg).join(' ');
+  const exec = [node, ...QUIET_DEPRECATIONS, ferry, 'serve', '--bundle', bundle, '--listen', o.listen, '--tls-cert', cert, '--tls-key', key].map(systemdArg).join(' ');
   const lowPort = port < 1024;
   const paths = [...new Set([FERRY_ROOT, bundle, cert, key])];
   const readOnly = paths.filter((p) => !paths.some((q) => q !== p && p.startsWith(`${q}/`))).map(systemdArg).join(' ');

@@ -74,6 +74,53 @@ export class CredentialStore {
     return m;
   }
 
+  /**
+   * Reads `--creds-file [REGISTRY=]FILE`: `USER:PASSWORD` on one line, or a docker config.json's
+   * `auths` (every registry it names). Refused, as ssh refuses a private key, when group or others
+   * may read it: a password file is a secret on disk.
+   */
+  static async readCredsFile(value: string): Promise<Map<string, Credential>> {
+    const eq = value.indexOf('=');
+    const hasHost = eq > 0 && /^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(value.slice(0, eq));
+    const host = hasHost ? value.slice(0, eq) : '*';
+    const file = hasHost ? value.slice(eq + 1) : value;
+    let text: string;
+    try {
+      const st = await fs.stat(file);
+      if (st.mode & 0o077) {
+        throw new UsageError(Codes.credsInvalid, `--creds-file ${file} is open to other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): it holds a password`, {
+          hint: `Make it readable by you alone: chmod 600 ${file}`,
+        });
+      }
+      text = await fs.readFile(file, 'utf8');
+    } catch (e) {
+      if (e instanceof UsageError) throw e;
+      throw new UsageError(Codes.credsInvalid, `cannot read --creds-file ${file}: ${(e as Error).message}`, { hint: 'Check the path: the file holds USER:PASSWORD, or is a docker config.json.', cause: e });
+    }
+    const m = new Map<string, Credential>();
+    if (text.trimStart().startsWith('{')) {
+      let cfg: DockerConfig;
+      try {
+        cfg = JSON.parse(text) as DockerConfig;
+      } catch (e) {
+        throw new UsageError(Codes.credsInvalid, `--creds-file ${file} is not valid JSON`, { hint: 'Give USER:PASSWORD on one line, or a docker config.json with auths.', cause: e });
+      }
+      for (const [k, v] of Object.entries(cfg.auths ?? {})) {
+        const dec = v.auth ? Buffer.from(v.auth, 'base64').toString('utf8') : '';
+        const i = dec.indexOf(':');
+        const cred = i > 0 ? { username: dec.slice(0, i), password: dec.slice(i + 1) } : v.username && v.password ? { username: v.username, password: v.password } : undefined;
+        if (cred) m.set(normalizeRegistry(normaliseKey(k)), cred);
+      }
+      if (!m.size) throw new UsageError(Codes.credsInvalid, `--creds-file ${file} holds no auths with a user and password`, { hint: 'A docker config.json lists them under auths: {"registry": {"auth": base64 of USER:PASSWORD}}.' });
+      return m;
+    }
+    const line = text.replace(/\r?\n$/, '');
+    const c = line.indexOf(':');
+    if (c <= 0 || line.includes('\n')) throw new UsageError(Codes.credsInvalid, `--creds-file ${file} does not hold USER:PASSWORD on one line`, { hint: 'Write the file as user:password (one line), or give a docker config.json.' });
+    m.set(normalizeRegistry(host), { username: line.slice(0, c), password: line.slice(c + 1) });
+    return m;
+  }
+
   private loadConfig(): Promise<DockerConfig | undefined> {
     this.config ??= (async () => {
       let text: string;

@@ -22,10 +22,10 @@ type Plan = { cwd?: 'demo' | 'fresh'; code?: number; prep?: string } | { needs: 
 /** Each example, by its text in --help: how it runs here, or what it needs that this machine lacks. */
 const PLAN: Record<string, Plan> = {
   'ferry lock bundle-spec/kubernetes.yaml                 # pin every image to a digest': { needs: 'the registries the spec names (the demo stops its own)' },
-  'ferry lock bundle-spec/kubernetes.yaml': { needs: 'the registries the spec names' },
-  'ferry lock bundle-spec/kubernetes.yaml --check --json': { needs: 'the registries the spec names' },
-  'ferry lock bundle-spec/kubernetes.yaml --platform linux/amd64': { needs: 'the registries the spec names' },
-  'ferry lock demo.yaml --lock demo.lock --registry-mirror docker.io=https://mirror.corp': { needs: 'a registry mirror' },
+  'ferry lock bundle-spec/kubernetes.yaml   # needs the registries the spec names': { needs: 'the registries the spec names' },
+  'ferry lock bundle-spec/kubernetes.yaml --check --json   # needs the registries the spec names': { needs: 'the registries the spec names' },
+  'ferry lock bundle-spec/kubernetes.yaml --platform linux/amd64   # needs the registries the spec names': { needs: 'the registries the spec names' },
+  'ferry lock demo.yaml --lock demo.lock --registry-mirror docker.io=https://mirror.corp   # needs that mirror': { needs: 'a registry mirror' },
   'ferry images pull bundle-spec/kubernetes.yaml --out store': {},
   'ferry images pull bundle-spec/kubernetes.yaml --out ./store': {},
   'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64': {},
@@ -47,7 +47,7 @@ const PLAN: Record<string, Plan> = {
   'ferry bundle verify kubernetes-0.1.0.ferry.tar --trust keys/ferry.pub': {},
   'ferry bundle verify kubernetes-0.1.0.ferry.tar --trust ferry.pub': {},
   'ferry bundle verify kubernetes-0.1.0.ferry.tar.parts.json --trust ferry.pub --json': { prep: 'ferry bundle build bundle-spec/demo.yaml --key keys/ferry.key --split-size >/dev/null 2>&1' },
-  'ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle': { needs: 'root on a site server (it writes /var/lib/ferry)' },
+  'ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle   # needs root on a site server (it writes /var/lib/ferry)': { needs: 'root on a site server (it writes /var/lib/ferry)' },
   'ferry bundle inspect kubernetes-0.1.0.ferry.tar --trust ferry.pub': {},
   'ferry bundle inspect kubernetes-0.1.0.ferry.tar --json | jq .images': {},
   'ferry serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key   # on a server after ferry install': { needs: 'a server after ferry install' },
@@ -62,17 +62,19 @@ const PLAN: Record<string, Plan> = {
     prep: 'ferry bundle unpack demo-0.1.0.ferry.tar --trust ferry.pub --to ./unpacked >/dev/null 2>&1 || [ -d unpacked ]',
   },
   'ctr images pull --hosts-dir /etc/containerd/certs.d registry.k8s.io/pause:3.10   # on a site node with containerd running': { needs: 'a site node' },
-  'sudo sh install.sh site.ferry.tar --trust ferry.pub   # after the openssl and sha256sum steps that ferry bundle build printed': { needs: 'root on a site server' },
-  'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --out rendered/': { needs: 'an answers file for this machine' },
-  'ferry join --answers /etc/ferry/answers.yaml --dry-run': { needs: 'a first server where ferry install finished' },
-  'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml': { needs: 'root on a site server' },
-  'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json': { needs: 'an answers file for this machine' },
-  'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar': { needs: 'a first server and SSH to the nodes' },
-  'ferry join --answers answers.yaml --only k8s-agent-01 --json': { needs: 'a first server and SSH to the nodes' },
+  'sudo sh install.sh site.ferry.tar --trust ferry.pub   # needs root on a site server, after the openssl and sha256sum steps ferry bundle build printed': { needs: 'root on a site server' },
+  'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --out rendered/   # needs an answers file for this machine (not root)': { needs: 'an answers file for this machine' },
+  'ferry join --answers /etc/ferry/answers.yaml --dry-run   # needs a first server where ferry install finished': { needs: 'a first server where ferry install finished' },
+  'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml   # needs root on a site server and an answers file for it': { needs: 'root on a site server' },
+  'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json   # needs an answers file for this machine (not root)': { needs: 'an answers file for this machine' },
+  'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes': { needs: 'a first server and SSH to the nodes' },
+  'ferry join --answers answers.yaml --only k8s-agent-01 --json   # needs a first server and SSH to that node': { needs: 'a first server and SSH to the nodes' },
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */
-const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd)\b/;
+const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|install|join)\b/;
+/** These say it in so many words: `# needs …`. */
+const SAYS_NEEDS = /^(lock|bundle unpack|install|join)\b/;
 
 let demo: string;
 let bin: string;
@@ -120,6 +122,7 @@ describe('the --help examples', () => {
     expect(Object.keys(PLAN).filter((e) => !examples.has(e))).toEqual([]);
     // Those that cannot run here say so in their own help.
     expect([...examples].filter(([e, cmd]) => SAYS_WHAT_IT_NEEDS.test(cmd) && 'needs' in PLAN[e]! && !e.includes('# ')).map(([e]) => e)).toEqual([]);
+    expect([...examples].filter(([e, cmd]) => SAYS_NEEDS.test(cmd) && 'needs' in PLAN[e]! && !/ {2}# needs \S/.test(e)).map(([e]) => e)).toEqual([]);
   });
 
   it('work as written against the demo, with no network', async () => {

@@ -170,3 +170,39 @@ describe('ferry install at a terminal', () => {
     expect(out).toMatch(/EXIT=2/);
   }, 60_000);
 });
+
+describe('ferry bundle verify at a terminal', () => {
+  it('Ctrl-C at the trust question ends calmly with exit 130, not as a bundle cut short', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const t = await terminal('verify-ctrlc', `bundle verify ${bundle}`);
+    await t.answer(/Trust the key sha256:[a-f0-9]{64}\?/, 'C-c');
+    const { code, transcript } = await t.exit();
+    // The pane wraps long lines.
+    expect(transcript.replace(/\n/g, '')).toMatch(/cancelled at "Trust the key sha256:[a-f0-9]{64}\? Compare it with the fingerprint its maker gave you\.": nothing more was done/);
+    expect(transcript).not.toMatch(/error\[|BUNDLE_TRUNCATED|INTERNAL/);
+    expect(code).toBe(130);
+  }, 60_000);
+});
+
+describe('the records question', () => {
+  it("refuses a record that shadows one of ferry's names at once, says why, and asks again", async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const root = path.join(dir, 'root');
+    const t = await terminal('shadow', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock`);
+    await t.answer(/Site DNS domain/, 'Enter');
+    await t.answer(/Cluster FQDN/, 'C-u', 'api.site.example', 'Enter');
+    for (const q of EVERY_QUESTION.slice(2, -1)) await t.answer(q, 'Enter');
+    // The cluster FQDN as answered, then the site registry's name.
+    await t.answer(/Extra site DNS records/, 'api=10.0.0.9', 'Enter');
+    await waitFor(async () => /records\.0\.name would answer in the site DNS as api\.site\.example, which is the cluster FQDN/.test(await t.screen()), 'the FQDN refusal');
+    await t.keys('C-u', 'gitlab=10.0.0.50,registry=10.0.0.9', 'Enter');
+    await waitFor(async () => /records\.1\.name would answer in the site DNS as registry\.site\.example, which is the site registry name/.test(await t.screen()), 'the registry refusal');
+    await t.keys('C-u', 'gitlab=10.0.0.50', 'Enter');
+    await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
+    const { code, transcript } = await t.exit();
+    expect(transcript).toMatch(/extra records\s+gitlab=10\.0\.0\.50$/m);
+    expect(code).toBe(2);
+  }, 90_000);
+});

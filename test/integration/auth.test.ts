@@ -6,6 +6,7 @@ import { RegistryClient } from '../../src/oci/client.js';
 import { resolveAll } from '../../src/spec/lock.js';
 import { loadSpec } from '../../src/spec/spec.js';
 import { buildFixtureSet, type FixtureSet } from '../../fixtures/images.js';
+import { ferry } from '../helpers/cli.js';
 import { pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/proxy.js';
 import { installTokenStandIn } from '../helpers/token-standin.js';
@@ -31,6 +32,54 @@ afterAll(async () => {
   await secured?.stop();
   await open?.stop();
   await fs.rm(work, { recursive: true, force: true });
+});
+
+describe('--creds-file against the htpasswd registry', () => {
+  it('pushes with USER:PASSWORD from a 0600 file, then locks and pulls with a docker config.json, the password on no command line', async () => {
+    const dir = path.join(work, 'creds-file');
+    await fs.mkdir(dir, { recursive: true });
+    const plain = path.join(dir, 'registry.creds');
+    await fs.writeFile(plain, 'alice:s3cret\n', { mode: 0o600 });
+    const noCreds = { DOCKER_CONFIG: path.join(dir, 'no-docker-config') };
+    const push = await ferry(['images', 'push', '--store', fx.store.dir, '--to', `${secured.host}/cf`, '--creds-file', `${secured.host}=${plain}`, '--json'], { env: noCreds });
+    expect(push.code, push.stderr).toBe(0);
+    expect((JSON.parse(push.stdout) as { images: { target: string }[] }).images.map((i) => i.target)).toContain(`${secured.host}/cf/multi:v1`);
+
+    const cfg = path.join(dir, 'config.json');
+    await fs.writeFile(cfg, JSON.stringify({ auths: { [`http://${secured.host}`]: { auth: Buffer.from('alice:s3cret').toString('base64') } } }), { mode: 0o600 });
+    const spec = await writeSpec(path.join(dir, 'spec'), [`${secured.host}/cf/multi:v1`]);
+    const lock = await ferry(['lock', spec, '--insecure-registry', secured.host, '--creds-file', cfg], { env: noCreds });
+    expect(lock.code, lock.stderr).toBe(0);
+    const pull = await ferry(['images', 'pull', spec, '--out', path.join(dir, 'store'), '--insecure-registry', secured.host, '--creds-file', cfg, '--json'], { env: noCreds });
+    expect(pull.code, pull.stderr).toBe(0);
+    expect(pull.stdout).toContain(fx.images['multi:v1']!.digest);
+
+    // Without the file the registry refuses: the file is what authenticated.
+    const anon = await ferry(['lock', spec, '--insecure-registry', secured.host, '--check'], { env: noCreds });
+    expect(anon.stderr).toMatch(/REGISTRY_AUTH/);
+  });
+
+  it('refuses a file other users may read, as ssh refuses such a key, and says how to fix it', async () => {
+    const loose = path.join(work, 'open.creds');
+    await fs.writeFile(loose, 'alice:s3cret\n', { mode: 0o644 });
+    await fs.chmod(loose, 0o644);
+    const r = await ferry(['images', 'push', '--store', fx.store.dir, '--to', `${secured.host}/cf2`, '--creds-file', loose]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`error[CREDS_INVALID]: --creds-file ${loose} is open to other users (mode 0644): it holds a password`);
+    expect(r.stderr).toContain(`hint: Make it readable by you alone: chmod 600 ${loose}`);
+    expect(r.stderr).not.toContain('s3cret');
+  });
+
+  it('refuses a file that holds no USER:PASSWORD, without echoing it, and says the --creds help warns of the process list', async () => {
+    const bad = path.join(work, 'bad.creds');
+    await fs.writeFile(bad, 's3cret-without-user\n', { mode: 0o600 });
+    const r = await ferry(['images', 'push', '--store', fx.store.dir, '--to', `${secured.host}/cf3`, '--creds-file', bad]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[CREDS_INVALID\]: --creds-file \S+ does not hold USER:PASSWORD on one line/);
+    expect(r.stderr).not.toContain('s3cret');
+    const help = (await ferry(['images', 'push', '--help'])).stdout.replace(/\s+/g, ' ');
+    expect(help).toContain('Other users can see it in the process list: prefer --creds-file');
+  });
 });
 
 describe('basic auth against the htpasswd registry', () => {

@@ -3,14 +3,21 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { signedTable, tarOf } from '../../fixtures/hostile.js';
-import { fingerprint } from '../../src/sign/keys.js';
+import { partsSigningBytes, type PartsManifest } from '../../src/bundle/format.js';
+import { readTar } from '../../src/bundle/tarread.js';
+import { MediaType } from '../../src/oci/media.js';
+import { fingerprint, signBytes } from '../../src/sign/keys.js';
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
+import { sha256Hex } from '../../src/util/digest.js';
 import { ferry } from '../helpers/cli.js';
+import { BOOTSTRAP_CHART_DIR, helm, helmArchive } from '../helpers/helm.js';
 import { tmpdir } from '../helpers/peers.js';
 
 /*
  * ferry install --dry-run and ferry join --dry-run, against small signed bundles whose bundle.json
- * says what they carry (the dry run reads the table, and verifies every entry it lists).
+ * says what they carry (the dry run reads the table, and verifies every entry it lists). They carry
+ * real charts (a small CNI chart and charts/ferry-bootstrap) as OCI artifacts and the real helm,
+ * which the dry run renders them with.
  */
 let work: string;
 let key: KeyObject;
@@ -23,15 +30,76 @@ function bin(name: string, archive = false) {
   return { name, version: 'v1.37.2', platform: `linux/${arch}`, path: `files/${name}/v1.37.2/linux-${arch}/${name}`, sha256: '0'.repeat(64), size: 1, archive, url: `https://example.test/${name}` };
 }
 
-/** A signed bundle whose bundle.json says it carries kubeadm's images, flannel, kubeadm, kubelet and containerd, with `over` on top. */
+const FLANNEL_IMAGE = 'registry.site-upstream.test/flannel/flannel:v0.26.1';
+const COREDNS_IMAGE = 'registry.site-upstream.test/coredns/coredns:v1.14.6';
+const HAPROXY_IMAGE = 'registry.site-upstream.test/library/haproxy:3.0';
+const held = (ref: string) => ({ ref, digest: `sha256:${'1'.repeat(64)}`, mediaType: 'application/vnd.oci.image.index.v1+json', platforms: [`linux/${arch}`] });
+
+/** Built once: the entries of the CNI chart, the bootstrap chart and helm, and what bundle.json says of them. */
+let extras: { entries: { path: string; data: Buffer }[]; charts: { name: string; version: string; ref: string; digest: string }[]; helm: Record<string, unknown> };
+
+/** A chart .tgz as an OCI artifact in the bundle's store: its manifest, config and layer blobs. */
+function chartEntries(tgz: Buffer): { digest: string; entries: { path: string; data: Buffer }[] } {
+  const config = Buffer.from('{}');
+  const blob = (b: Buffer) => ({ path: `images/blobs/sha256/${sha256Hex(b)}`, data: b });
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: MediaType.helmConfig, digest: `sha256:${sha256Hex(config)}`, size: config.length },
+      layers: [{ mediaType: MediaType.helmChart, digest: `sha256:${sha256Hex(tgz)}`, size: tgz.length }],
+    }),
+  );
+  return { digest: `sha256:${sha256Hex(manifest)}`, entries: [blob(manifest), blob(config), blob(tgz)] };
+}
+
+async function buildExtras(): Promise<void> {
+  const home = path.join(work, 'helm-home');
+  // A CNI chart in flannel's shape: one DaemonSet whose image comes from values, its podCidr from --set.
+  const cni = path.join(work, 'cni-chart');
+  await fs.mkdir(path.join(cni, 'templates'), { recursive: true });
+  await fs.writeFile(path.join(cni, 'Chart.yaml'), 'apiVersion: v2\nname: flannel\nversion: 0.26.1\n');
+  await fs.writeFile(path.join(cni, 'values.yaml'), `image: ${FLANNEL_IMAGE}\npodCidr: ""\n`);
+  await fs.writeFile(
+    path.join(cni, 'templates', 'daemonset.yaml'),
+    'apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: kube-flannel-ds}\nspec:\n  template:\n    spec:\n      containers:\n        - name: kube-flannel\n          image: {{ .Values.image }}\n          args: ["--pod-cidr={{ required "podCidr" .Values.podCidr }}"]\n',
+  );
+  const pkg = path.join(work, 'charts');
+  await helm(['package', cni, '-d', pkg], home);
+  await helm(['package', BOOTSTRAP_CHART_DIR, '-d', pkg], home);
+  const tgzs = await fs.readdir(pkg);
+  const cniTgz = await fs.readFile(path.join(pkg, tgzs.find((f) => f.startsWith('flannel-'))!));
+  const bootName = tgzs.find((f) => f.startsWith('ferry-bootstrap-'))!;
+  const bootTgz = await fs.readFile(path.join(pkg, bootName));
+  const a = chartEntries(cniTgz);
+  const b = chartEntries(bootTgz);
+  const h = await helmArchive();
+  const helmPath = `files/helm/${h.version}/linux-${arch}/helm-${h.version}-linux-${arch}.tar.gz`;
+  const bootVersion = bootName.replace(/^ferry-bootstrap-|\.tgz$/g, '');
+  extras = {
+    // The charts share their empty config blob: one entry.
+    entries: [...new Map([...a.entries, ...b.entries].map((e) => [e.path, e])).values(), { path: helmPath, data: await fs.readFile(h.path) }],
+    charts: [
+      { name: 'flannel', version: '0.26.1', ref: 'charts.test/flannel:0.26.1', digest: a.digest },
+      { name: 'ferry-bootstrap', version: bootVersion, ref: `charts.test/ferry-bootstrap:${bootVersion}`, digest: b.digest },
+    ],
+    helm: { ...bin('helm', true), version: h.version, path: helmPath, sha256: h.sha256 },
+  };
+}
+
+/**
+ * A signed bundle whose bundle.json says it carries kubeadm's images and the charts', flannel and
+ * ferry-bootstrap (real charts and helm), kubeadm, kubelet and containerd, with `over` on top.
+ */
 async function bundleWith(name: string, over: Record<string, unknown>, signer = key): Promise<string> {
-  const content = [{ path: 'install.sh', data: Buffer.from('#!/bin/sh\n') }];
+  // Sorted, as ferry writes them: a chart's layer may come before or after its manifest.
+  const content = [{ path: 'install.sh', data: Buffer.from('#!/bin/sh\n') }, ...extras.entries].sort((x, y) => (x.path < y.path ? -1 : 1));
   const carried = {
     name: 'dry',
     kubernetes: { version: 'v1.37.2', imageRepository: REPO },
-    images: kubeadmImages('v1.37.2', REPO).map((ref) => ({ ref, digest: `sha256:${'1'.repeat(64)}`, mediaType: 'application/vnd.oci.image.index.v1+json', platforms: [`linux/${arch}`] })),
-    charts: [{ name: 'flannel', version: '0.26.1', ref: 'charts.test/flannel:0.26.1', digest: `sha256:${'2'.repeat(64)}` }],
-    files: [bin('kubeadm'), bin('kubelet'), bin('containerd', true)],
+    images: [...kubeadmImages('v1.37.2', REPO), FLANNEL_IMAGE, COREDNS_IMAGE, HAPROXY_IMAGE].map(held),
+    charts: extras.charts,
+    files: [bin('kubeadm'), bin('kubelet'), bin('containerd', true), extras.helm],
     platforms: [`linux/${arch}`],
   };
   const file = path.join(work, `${name}.ferry.tar`);
@@ -51,6 +119,7 @@ beforeAll(async () => {
   pub = path.join(work, 'ferry.pub');
   await fs.writeFile(pub, createPublicKey(key).export({ type: 'spki', format: 'pem' }));
   answers = await answersWith('answers', 'cni: flannel\n');
+  await buildExtras();
 });
 
 describe('ferry install --dry-run checks what a real run would', () => {
@@ -95,12 +164,32 @@ describe('ferry install --dry-run checks what a real run would', () => {
     expect(f.stderr).toContain(`this machine is linux/${arch}, the bundle carries linux/${other}`);
   });
 
+  it('renders the CNI and bootstrap charts with the answers and names every image they ask for that the bundle lacks, at once', async () => {
+    const images = [...kubeadmImages('v1.37.2', REPO), COREDNS_IMAGE].map(held);
+    // Without kubelet too: the images are one of the refusal's reasons, all named in it.
+    const b = await bundleWith('chart-images', { images, files: [bin('kubeadm'), bin('containerd', true), extras.helm] });
+    const r = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', path.join(work, 'r-chart'), '--dry-run', '--json']);
+    expect(r.code, r.stderr).toBe(2);
+    const doc = JSON.parse(r.stdout) as { error: { code: string; message: string; details: { problems: { code: string }[] } } };
+    expect(doc.error.code).toBe('INSTALL_REFUSED');
+    expect(doc.error.details.problems.map((p) => p.code)).toEqual(['BUNDLE_BINARY_MISSING', 'BUNDLE_IMAGE_MISSING']);
+    expect(doc.error.message).toContain('2 images would be missing on the site');
+    expect(doc.error.message).toContain(`chart flannel 0.26.1 (templates/daemonset.yaml) asks for ${FLANNEL_IMAGE}, which the bundle does not carry`);
+    // Without a haproxy in the bundle the chart keeps its own default, which the bundle lacks too.
+    expect(doc.error.message).toContain('ferry-bootstrap (the DNS and LB DaemonSets) asks for docker.io/library/haproxy:3.0, which the bundle does not carry');
+    expect(doc.error.message).not.toContain('coredns');
+  });
+
   it('renders every file a real run writes, with --show-files and into --out DIR, and writes nothing else', async () => {
     const b = await bundleWith('good', {});
     const root = path.join(work, 'r-good');
     await fs.mkdir(root);
-    const r = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--show-files', '--json']);
+    // The charts and helm are copied out of the bundle into TMPDIR only, and removed after.
+    const tmp = path.join(work, 'tmp-good');
+    await fs.mkdir(tmp);
+    const r = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--show-files', '--json'], { env: { TMPDIR: tmp } });
     expect(r.code, r.stderr).toBe(0);
+    expect(await fs.readdir(tmp)).toEqual([]);
     const doc = JSON.parse(r.stdout) as { ok: boolean; dryRun: boolean; signer: string; steps: { id: string; status: string }[]; files: { path: string; content: string }[] };
     expect(doc).toMatchObject({ ok: true, dryRun: true, signer: fingerprint(createPublicKey(key)) });
     expect(doc.steps.find((s) => s.id === 'kubeadm-init')).toMatchObject({ status: 'todo' });
@@ -138,6 +227,41 @@ describe('ferry install --dry-run checks what a real run would', () => {
     expect(o.stdout).toContain(`11 files rendered under ${out}`);
     for (const [p, content] of byPath) expect(await fs.readFile(path.join(out, p), 'utf8')).toBe(content);
     expect(await fs.readdir(root)).toEqual([]);
+  });
+
+  it('copies the charts and helm out of a split bundle across its parts, as out of one file', async () => {
+    const whole = await fs.readFile(path.join(work, 'chart-images.ferry.tar'));
+    const dir = path.join(work, 'split');
+    await fs.mkdir(dir);
+    // Parts of 5 MiB: helm's archive (and maybe a chart) straddles a cut.
+    const size = 5 << 20;
+    const parts = [];
+    for (let i = 0, n = 1; i < whole.length; i += size, n++) {
+      const name = `chart-images.ferry.tar.part${String(n).padStart(3, '0')}`;
+      const data = whole.subarray(i, i + size);
+      await fs.writeFile(path.join(dir, name), data);
+      parts.push({ name, size: data.length, sha256: sha256Hex(data) });
+    }
+    expect(parts.length).toBeGreaterThan(2);
+    let sums: Buffer | undefined;
+    for await (const e of readTar((async function* () { yield whole; })())) {
+      const chunks: Buffer[] = [];
+      for await (const c of e.data) chunks.push(c);
+      if (e.path === 'checksums.txt') {
+        sums = Buffer.concat(chunks);
+        break;
+      }
+    }
+    const pubKey = createPublicKey(key);
+    const m: PartsManifest = { formatVersion: 1, bundle: 'dry-0.0.1', checksums: sha256Hex(sums!), size: whole.length, parts, signer: { fingerprint: fingerprint(pubKey), publicKey: pubKey.export({ type: 'spki', format: 'pem' }) as string } };
+    m.signature = signBytes(key, partsSigningBytes(m));
+    const file = path.join(dir, 'chart-images.ferry.tar.parts.json');
+    await fs.writeFile(file, JSON.stringify(m));
+    const r = await ferry(['install', file, '--trust', pub, '--answers', answers, '--root', path.join(work, 'r-split'), '--dry-run', '--json']);
+    expect(r.code, r.stderr).toBe(2);
+    const doc = JSON.parse(r.stdout) as { error: { message: string } };
+    expect(doc.error.message).toContain(`chart flannel 0.26.1 (templates/daemonset.yaml) asks for ${FLANNEL_IMAGE}`);
+    expect(doc.error.message).toContain('ferry-bootstrap (the DNS and LB DaemonSets) asks for docker.io/library/haproxy:3.0');
   });
 
   it('--root says in its help that it is no sandbox, and --yes that the question defaults to No', async () => {

@@ -204,7 +204,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     // The bundle carries containerd 1.7: config version 2, which it reads.
     expect(await fs.readFile(path.join(root, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^version = 2$/m);
     expect((await fs.stat(path.join(root, 'etc/ferry/pki/ca.key'))).mode & 0o777).toBe(0o600);
-    expect(await fs.readFile(path.join(root, 'etc/systemd/system/ferry-serve.service'), 'utf8')).toMatch(/ExecStart=\/var\/lib\/ferry\/runtime\/node \/var\/lib\/ferry\/ferry\/ferry\.mjs serve/);
+    expect(await fs.readFile(path.join(root, 'etc/systemd/system/ferry-serve.service'), 'utf8')).toMatch(/ExecStart=\/var\/lib\/ferry\/runtime\/node --disable-warning=DEP0040 --disable-warning=DEP0169 \/var\/lib\/ferry\/ferry\/ferry\.mjs serve/);
     expect((await fs.readdir(path.join(root, 'var/log/ferry'))).some((f) => f.startsWith('install-'))).toBe(true);
     // The DNS and LB DaemonSets went in by server-side apply, field manager ferry, then rolled out.
     const api = await apiRequests(standins);

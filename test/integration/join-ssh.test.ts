@@ -62,7 +62,7 @@ interface JoinRun {
  * roles) with this known_hosts, optionally under another /etc/hosts. `prepare` sees each node's
  * remote root before the join starts.
  */
-async function join(o: { target: NetnsHost; port?: number; knownHosts: string; acceptNew?: boolean; host?: string; etcHosts?: string; roles?: ('agent' | 'server')[]; also?: NetnsHost[]; exitCode?: number; server?: ServerRoot; prepare?: (remoteRoot: string) => Promise<void> }): Promise<JoinRun> {
+async function join(o: { target: NetnsHost; port?: number; knownHosts: string; acceptNew?: boolean; flags?: string[]; host?: string; etcHosts?: string; roles?: ('agent' | 'server')[]; also?: NetnsHost[]; exitCode?: number; server?: ServerRoot; prepare?: (remoteRoot: string) => Promise<void> }): Promise<JoinRun> {
   const n = ++runs;
   const server = o.server ?? stub;
   const roles = o.roles ?? ['agent'];
@@ -91,7 +91,7 @@ ${names.map((name, i) => `  - {host: ${i ? o.also![i - 1]!.ip : (o.host ?? o.tar
   const remotes = names.map((name) => path.join(remote, name));
   for (const r of remotes) await o.prepare?.(r);
   const logBefore = o.target.log().length;
-  const args = [FERRY, 'join', '--answers', answers, '--root', server.root, '--remote-root', path.join(remote, '{name}'), '--remote-path', server.standins, ...(roles.includes('server') ? ['--bundle', path.join(work, 'site.ferry.tar')] : []), ...(o.acceptNew ? ['--accept-new-host-keys'] : [])];
+  const args = [FERRY, 'join', '--answers', answers, '--root', server.root, '--remote-root', path.join(remote, '{name}'), '--remote-path', server.standins, ...(roles.includes('server') ? ['--bundle', path.join(work, 'site.ferry.tar')] : []), ...(o.acceptNew ? ['--accept-new-host-keys'] : []), ...(o.flags ?? [])];
   // Another /etc/hosts, seen only by this ferry: host names resolve as an operator's site would have them.
   const [cmd, argv] = o.etcHosts ? ['unshare', ['-m', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', o.etcHosts, process.execPath, ...args]] : [process.execPath, args];
   const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
@@ -198,7 +198,7 @@ beforeAll(async () => {
     const pub = (await fs.readFile(`${f}.pub`, 'utf8')).trim();
     other[pub.split(' ')[0]!] = keyOf(pub);
   }
-  stub = await serverRoot(path.join(work, 'server'), await writeStandins(path.join(work, 'standins')), `#!/bin/sh\ncat > /dev/null\necho "node-join stand-in ran" >&2\nexit "$(cat '${work}/node-join-exit')"\n`);
+  stub = await serverRoot(path.join(work, 'server'), await writeStandins(path.join(work, 'standins')), `#!/bin/sh\ncat > /dev/null\necho "node-join stand-in ran: $*" >&2\nexit "$(cat '${work}/node-join-exit')"\n`);
   full = await serverRoot(path.join(work, 'server-full'), await writeStandins(path.join(work, 'standins-full'), { ...secrets, holdSeconds: 2 }), `#!/bin/sh\nexec '${process.execPath}' "$@"\n`, path.join(ROOT, 'dist/ferry'));
   await fs.writeFile(path.join(work, 'site.ferry.tar'), 'not a real bundle: the joining server finds its store step done\n');
 }, 120_000);
@@ -304,6 +304,17 @@ describe('ferry join uploads secrets created 0600 from their first byte', () => 
     expect(opens[0]).toMatch(/flags \S*CREATE\S*EXCL mode 0600\s*$/);
     expect(opens.filter((l) => /EXCL/.test(l))).toHaveLength(1);
     expect((await fs.stat(path.join(r.remote, 'etc/ferry/pki/ca.key'))).mode & 0o777).toBe(0o600);
+  });
+});
+
+describe('ferry join --allow-downgrade', () => {
+  it("reaches a joining server's node-join, and only when given", async () => {
+    const kh = `${real.ip} ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`;
+    const given = await join({ target: real, knownHosts: kh, roles: ['server'], flags: ['--allow-downgrade'] });
+    expect(given.stderr).toMatch(/node-join stand-in ran: --disable-warning=DEP0040 --disable-warning=DEP0169 \S+ node-join --root \S+ --bundle \S+site\.ferry\.tar --allow-downgrade/);
+    const plain = await join({ target: real, knownHosts: kh, roles: ['server'] });
+    expect(plain.stderr).toMatch(/node-join stand-in ran: --disable-warning=DEP0040 --disable-warning=DEP0169 \S+ node-join --root \S+ --bundle \S+site\.ferry\.tar(?! --allow-downgrade)/);
+    expect(plain.stderr).not.toContain('--allow-downgrade');
   });
 });
 

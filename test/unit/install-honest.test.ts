@@ -2,6 +2,8 @@ import { promises as fs } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BundleFile } from '../../src/bundle/format.js';
 import { Host } from '../../src/install/host.js';
+import { nodeJoinSteps, type NodeJoinPayload } from '../../src/install/node-join.js';
+import { DOWNLOADS_DIR, STATE_DIR } from '../../src/install/paths.js';
 import { archOf, carriedBinaries, installUnits, unitBinariesMissing } from '../../src/install/node-steps.js';
 import { describePlan, formatPlan, runPlan, type Step } from '../../src/install/plan.js';
 import { ConsoleReporter } from '../../src/util/progress.js';
@@ -31,6 +33,27 @@ describe('the units and binaries steps', () => {
       message: expect.stringContaining('the bundle carries no containerd (for containerd.service), runc (for containerd.service), kubelet (for kubelet.service)'),
     });
     await expect(fs.readdir(host.p('/etc'))).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe('a joining node', () => {
+  const payload: NodeJoinPayload = {
+    role: 'agent', name: 'k8s-agent-01', ip: '10.0.0.21', domain: 'site.test', fqdn: 'k8s-cluster.site.test', serverIps: ['10.0.0.11'], firstServerIp: '10.0.0.11',
+    registries: [], pauseImage: 'registry.k8s.io/pause:3.10', kubernetesVersion: 'v1.37.2', join: { token: 'abcdef.0123456789abcdef', caCertHash: `sha256:${'0'.repeat(64)}` },
+  };
+  // versions.json as the site serves it (paths below files/), as the binaries step keeps it.
+  const versions = (files: BundleFile[]) => `${JSON.stringify(files.map((f) => ({ ...f, path: `${f.name}/${f.version}/${f.platform.replace('/', '-')}/${f.name}` })))}\n`;
+
+  it("refuses its units when the site's binaries lack one they run, naming each, before writing any unit", async () => {
+    const host = new Host(await tmpdir());
+    await host.write(`${DOWNLOADS_DIR}/files/versions.json`, versions([file('kubeadm'), file('containerd', true), file('kubelet', false, 'linux/s390x')]));
+    const units = nodeJoinSteps(host, payload).find((s) => s.id === 'units')!;
+    await expect(units.apply(() => {})).rejects.toMatchObject({
+      code: 'BUNDLE_BINARY_MISSING',
+      message: `the bundle carries no kubelet (for kubelet.service) for linux/${archOf()}`,
+    });
+    await expect(fs.readdir(host.p('/etc'))).rejects.toThrow(/ENOENT/);
+    expect(await host.read(`${STATE_DIR}/units`)).toBeUndefined();
   });
 });
 

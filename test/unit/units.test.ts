@@ -7,7 +7,7 @@ const key = (unit: string, k: string) => unit.split('\n').filter((l) => l.starts
 describe('ferry-serve.service', () => {
   it('runs the bundled runtime on the bundle, before kubelet, restarting, hardened', () => {
     const u = renderServeUnit(base);
-    expect(key(u, 'ExecStart')).toEqual(['/var/lib/ferry/runtime/node /var/lib/ferry/ferry/ferry.mjs serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key']);
+    expect(key(u, 'ExecStart')).toEqual(['/var/lib/ferry/runtime/node --disable-warning=DEP0040 --disable-warning=DEP0169 /var/lib/ferry/ferry/ferry.mjs serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key']);
     expect(key(u, 'Before')).toEqual(['kubelet.service']);
     expect(key(u, 'Restart')).toEqual(['always']);
     // The default --workers (one per core); reload rolls them, stop goes to the primary.

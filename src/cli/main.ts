@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { FERRY_VERSION } from '../bundle/build.js';
+import { FERRY_VERSION } from '../bundle/format.js';
 import { ExitCode, UsageError, Codes } from '../errors.js';
 import { bundleCommand } from './bundle-commands.js';
 import { imagesCommand } from './images-commands.js';

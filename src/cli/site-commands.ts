@@ -2,9 +2,6 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, UsageError } from '../errors.js';
-import { writeContainerdConfig } from '../install/containerd.js';
-import { startServer } from '../site/server.js';
-import { initPki, issueServerCert } from '../sign/pki.js';
 import { makeOutput } from './output.js';
 import { intOption } from './registry-options.js';
 import { collect, examples, globals } from './shared.js';
@@ -44,6 +41,7 @@ export function serveCommand(): Command {
         });
       }
       await refuseArchive(o.bundle);
+      const { startServer } = await import('../site/server.js');
       const shutdownMs = intOption('--shutdown-timeout', o.shutdownTimeout, 10, 0) * 1000;
       // Access log lines go to stderr (the journal under systemd); stdout keeps the final result.
       const log = out.verbosity === 'quiet' ? undefined : (line: string) => process.stderr.write(`${line}\n`);
@@ -87,6 +85,7 @@ export function pkiCommand(): Command {
       )
       .action(async (o: { domain: string; ip?: string[]; out: string }, c: Command) => {
         const out = makeOutput(globals(c));
+        const { initPki } = await import('../sign/pki.js');
         const r = await initPki({ domain: o.domain, ips: o.ip ?? [], outDir: o.out });
         out.result(
           [
@@ -109,6 +108,7 @@ export function pkiCommand(): Command {
       .addHelpText('after', examples(['ferry pki issue --ca-dir /etc/ferry/pki --name registry.site.example --name s2.site.example --ip 10.0.0.12 --out /etc/ferry/pki/s2   # after pki init, as root']))
       .action(async (o: { caDir: string; name?: string[]; ip?: string[]; out: string; days: string }, c: Command) => {
         const out = makeOutput(globals(c));
+        const { issueServerCert } = await import('../sign/pki.js');
         const r = await issueServerCert({ caDir: o.caDir, names: o.name ?? [], ips: o.ip ?? [], outPrefix: o.out, days: intOption('--days', o.days, 1095) });
         out.result(`issued ${r.cert} (key ${r.key}) for ${[...r.names, ...r.ips].join(', ')}, valid until ${r.notAfter}`, r);
       }),
@@ -137,6 +137,7 @@ export function containerdCommand(): Command {
       )
       .action(async (o: { bundle: string; mirror: string[]; ca: string; out: string; configPath?: string; registry?: string[] }, c: Command) => {
         const out = makeOutput(globals(c));
+        const { writeContainerdConfig } = await import('../install/containerd.js');
         const r = await writeContainerdConfig({
           bundleDir: o.bundle,
           mirrors: o.mirror,

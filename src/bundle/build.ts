@@ -50,6 +50,8 @@ const publicOf = (k: KeyObject) => createPublicKey(k);
 function defaultFerryDir(): string {
   const here = fileURLToPath(import.meta.url);
   if (path.basename(here) === 'ferry.mjs') return path.dirname(here);
+  // A command's code is a lazily loaded chunk, in ferry/chunks/.
+  if (here.endsWith('.mjs') && path.basename(path.dirname(here)) === 'chunks') return path.dirname(path.dirname(here));
   return path.resolve(path.dirname(here), '..', 'ferry');
 }
 

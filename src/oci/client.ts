@@ -398,20 +398,49 @@ export class RegistryClient {
         skip = offset; // the server ignored Range: discard what we already have
       }
     }
-    for await (const chunk of res.body) {
-      let c = chunk as Buffer;
-      if (skip > 0) {
-        if (c.length <= skip) {
-          skip -= c.length;
-          continue;
+    // 'data' events, not an async iterator: a promise per 64 KiB chunk cost as much as the hashing.
+    // The socket pauses only while the writer has a MiB ready and the last one is still writing.
+    const body = res.body;
+    await new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const fail = (e: unknown) => {
+        if (settled) return;
+        settled = true;
+        body.off('data', onData);
+        body.destroy();
+        reject(e);
+      };
+      const onData = (chunk: Buffer) => {
+        let c = chunk;
+        if (skip > 0) {
+          if (c.length <= skip) {
+            skip -= c.length;
+            return;
+          }
+          c = c.subarray(skip);
+          skip = 0;
         }
-        c = c.subarray(skip);
-        skip = 0;
-      }
-      await writer.write(c);
-      this.reporter.bytes(c.length);
-    }
-    if (!res.body.complete) throw Object.assign(new Error('connection closed mid-blob'), { code: 'ECONNRESET' });
+        let wait: Promise<void> | undefined;
+        try {
+          wait = writer.push(c);
+        } catch (e) {
+          return fail(e);
+        }
+        this.reporter.bytes(c.length);
+        if (wait) {
+          body.pause();
+          wait.then(() => settled || body.resume(), fail);
+        }
+      };
+      body.on('data', onData);
+      body.once('error', fail);
+      body.once('end', () => {
+        if (!body.complete) return fail(Object.assign(new Error('connection closed mid-blob'), { code: 'ECONNRESET' }));
+        settled = true;
+        resolve();
+      });
+      body.once('close', () => fail(Object.assign(new Error('connection closed mid-blob'), { code: 'ECONNRESET' })));
+    });
   }
 
   /** Reads a small blob (an image config) whole, checking its digest. */

@@ -84,6 +84,8 @@ export class RegistryClient {
   private readonly ca: string | Buffer | undefined;
   private readonly schemes = new Map<string, 'https:' | 'http:'>();
   private readonly redirectsSaid = new Set<string>();
+  /** Hosts whose scheme one request is finding out, and when it knows. */
+  private readonly probes = new Map<string, Promise<void>>();
 
   constructor(opts: ClientOptions = {}) {
     this.insecure = new Set(opts.insecure ?? []);
@@ -174,9 +176,20 @@ export class RegistryClient {
         }
         if (auth) headers.authorization = auth;
       }
+      // Where plain HTTP is allowed, one request finds out whether the host speaks TLS; the
+      // others wait for its answer instead of each trying TLS against a plain-HTTP registry.
+      const probe = url.protocol === 'https:' && ep.plainHttpAllowed && !this.mirrors.has(registry) && !this.schemes.has(url.host);
+      if (probe && this.probes.has(url.host)) {
+        await this.probes.get(url.host);
+        attempt--;
+        continue;
+      }
+      let probed = () => {};
+      if (probe) this.probes.set(url.host, new Promise<void>((r) => (probed = r)));
       let res: HttpResponse;
       try {
         res = await httpSend({ method: o.method, url, headers, body: o.body?.(), insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+        if (probe) this.schemes.set(url.host, 'https:');
       } catch (e) {
         if (url.protocol === 'https:' && ep.plainHttpAllowed && !this.mirrors.has(registry) && isTlsToPlain(e)) {
           // Loopback and --insecure-registry hosts may speak plain HTTP; remember and retry at once.
@@ -191,6 +204,11 @@ export class RegistryClient {
           continue;
         }
         throw this.netError(ep, e);
+      } finally {
+        if (probe) {
+          this.probes.delete(url.host);
+          probed();
+        }
       }
       if (res.status === 401 && !authRetried) {
         authRetried = true;

@@ -25,6 +25,7 @@ Exit codes:
 Errors print as "error[CODE]: message" and a hint; with --json also as {"error": {...}} on stdout.
 `;
 
+/** Every command's options and help, defined up front; each action imports its implementation when it runs. */
 function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Carry a whole Kubernetes installation across an air gap.')

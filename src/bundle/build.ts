@@ -12,7 +12,7 @@ import { assertNoDrift, readLock, resolveAll, writeLock } from '../spec/lock.js'
 import { loadSpec, narrowPlatforms } from '../spec/spec.js';
 import { hashFile, sha256Hex } from '../util/digest.js';
 import { writeFileAtomic } from '../util/fsx.js';
-import { cacheDir, cacheStoreDir } from '../util/paths.js';
+import { cacheDir, cacheStoreDir, specBaseDir } from '../util/paths.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { writeArchive, type ArchiveEntry } from './archive.js';
 import { fetchBinaries, type FetchedFile } from './binaries.js';
@@ -22,6 +22,7 @@ import {
   bundleId,
   checksumsText,
   entryMode,
+  FERRY_VERSION,
   FORMAT_VERSION,
   INSTALL_SH,
   manifestBytes,
@@ -40,9 +41,6 @@ import { fetchRuntimes, type FetchedRuntime } from './runtime.js';
 
 const publicOf = (k: KeyObject) => createPublicKey(k);
 
-export const FERRY_VERSION = '0.1.0';
-/** Just under 4 GiB: the largest file FAT32 holds is 4 GiB - 1 byte. */
-export const DEFAULT_PART_SIZE = 4 * 1024 ** 3 - 64 * 1024;
 
 /**
  * Where the bundled ferry lives: dist/ferry/ (ferry.mjs and its lazily loaded chunks) beside the
@@ -52,6 +50,8 @@ export const DEFAULT_PART_SIZE = 4 * 1024 ** 3 - 64 * 1024;
 function defaultFerryDir(): string {
   const here = fileURLToPath(import.meta.url);
   if (path.basename(here) === 'ferry.mjs') return path.dirname(here);
+  // A command's code is a lazily loaded chunk, in ferry/chunks/.
+  if (here.endsWith('.mjs') && path.basename(path.dirname(here)) === 'chunks') return path.dirname(path.dirname(here));
   return path.resolve(path.dirname(here), '..', 'ferry');
 }
 
@@ -71,12 +71,6 @@ async function ferryEntries(dir: string): Promise<ArchiveEntry[]> {
   await walk('');
   if (!out.some((e) => e.path === 'ferry/ferry.mjs')) throw new Error(`${dir} has no ferry.mjs`);
   return out;
-}
-
-/** Relative paths in a spec (charts/x, bins/…) are read from the project: bundle-spec/'s parent. */
-export function specBaseDir(specFile: string): string {
-  const dir = path.dirname(path.resolve(specFile));
-  return path.basename(dir) === 'bundle-spec' ? path.dirname(dir) : dir;
 }
 
 export interface BuildOptions {

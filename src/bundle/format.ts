@@ -9,6 +9,8 @@ import { type CodeOf, Codes, IntegrityError, UsageError } from '../errors.js';
 import { exists, writeFileAtomic } from '../util/fsx.js';
 
 export const FORMAT_VERSION = 1;
+/** The ferry that writes a bundle says so in bundle.json (and in `ferry --version`). */
+export const FERRY_VERSION = '0.1.0';
 
 /** The binary repository's directory, and its index of every binary. */
 export const FILES = 'files/';
@@ -276,6 +278,9 @@ export interface PartsManifest {
   signer?: { fingerprint: string; publicKey: string };
   signature?: string;
 }
+
+/** Just under 4 GiB: the largest file FAT32 holds is 4 GiB - 1 byte. */
+export const DEFAULT_PART_SIZE = 4 * 1024 ** 3 - 64 * 1024;
 
 const PARTS_SUFFIX = '.parts.json';
 export const isPartsFile = (input: string) => input.endsWith(PARTS_SUFFIX);

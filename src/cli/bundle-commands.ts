@@ -1,14 +1,8 @@
 import path from 'node:path';
 import { Command } from 'commander';
-import { buildBundle, DEFAULT_PART_SIZE } from '../bundle/build.js';
-import { parseBinaryMirror } from '../bundle/fetch.js';
-import { bootstrapScript, bundleFileName, isPartsFile, type BundleManifest } from '../bundle/format.js';
-import { readBundleManifest } from '../bundle/inspect.js';
-import { unpackBundle } from '../bundle/unpack.js';
-import { verifyBundle, type VerifyOptions } from '../bundle/verify.js';
+import { bootstrapScript, bundleFileName, DEFAULT_PART_SIZE, isPartsFile, type BundleManifest } from '../bundle/format.js';
+import type { VerifyOptions } from '../bundle/verify.js';
 import { Codes, UsageError } from '../errors.js';
-import { loadSpec, narrowPlatforms } from '../spec/spec.js';
-import { loadPrivateKey, loadPublicKey, readPassphrase } from '../sign/keys.js';
 import { formatBytes, parseSize } from '../util/size.js';
 import { makeOutput, type Output } from './output.js';
 import { confirm } from './prompt.js';
@@ -16,6 +10,7 @@ import { addRegistryOptions, clientFrom, type RegistryFlags } from './registry-o
 import { addPlatformOption, collect, defaultLock, examples, globals } from './shared.js';
 
 async function verifyOptions(o: { trust?: string }, out: Output): Promise<VerifyOptions> {
+  const { loadPublicKey } = await import('../sign/keys.js');
   return {
     trust: o.trust ? await loadPublicKey(o.trust) : undefined,
     confirm: async (fp) => {
@@ -66,6 +61,10 @@ export function bundleCommand(): Command {
     );
   addRegistryOptions(addPlatformOption(build)).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean; offline?: boolean; binaryMirror?: string[]; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
+    const { buildBundle } = await import('../bundle/build.js');
+    const { parseBinaryMirror } = await import('../bundle/fetch.js');
+    const { loadSpec, narrowPlatforms } = await import('../spec/spec.js');
+    const { loadPrivateKey, readPassphrase } = await import('../sign/keys.js');
     const binaryMirrors = (o.binaryMirror ?? []).map(parseBinaryMirror);
     // A bad spec or --platform is reported before the key (and its passphrase) is read.
     const s = narrowPlatforms(await loadSpec(specFile), o.platform);
@@ -89,6 +88,7 @@ export function bundleCommand(): Command {
     .addHelpText('after', examples(['ferry bundle verify kubernetes-0.1.0.ferry.tar --trust ferry.pub', 'ferry bundle verify kubernetes-0.1.0.ferry.tar.parts.json --trust ferry.pub --json']));
   verify.action(async (file: string, o: { trust?: string }, c: Command) => {
     const out = makeOutput(globals(c));
+    const { verifyBundle } = await import('../bundle/verify.js');
     const r = await verifyBundle(file, await verifyOptions(o, out));
     out.reporter.done();
     out.result(`${file}: ok — ${r.manifest.name} ${r.manifest.version}, ${r.entries} entries, ${formatBytes(r.bytes)} checked, signed by ${r.fingerprint}`, {
@@ -109,6 +109,7 @@ export function bundleCommand(): Command {
     .addHelpText('after', examples(['ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle   # needs root on a site server (it writes /var/lib/ferry)']));
   unpack.action(async (file: string, o: { trust?: string; to: string; allowDowngrade?: boolean }, c: Command) => {
     const out = makeOutput(globals(c));
+    const { unpackBundle } = await import('../bundle/unpack.js');
     const r = await unpackBundle(file, o.to, { ...(await verifyOptions(o, out)), allowDowngrade: o.allowDowngrade });
     out.reporter.done();
     out.result(`unpacked ${r.manifest.name} ${r.manifest.version} into ${r.dir}: ${r.entries} entries, ${formatBytes(r.bytes)}`, { dir: r.dir, entries: r.entries, bytes: r.bytes, fingerprint: r.fingerprint });
@@ -120,6 +121,9 @@ export function bundleCommand(): Command {
     .addHelpText('after', examples(['ferry bundle inspect kubernetes-0.1.0.ferry.tar --trust ferry.pub', 'ferry bundle inspect kubernetes-0.1.0.ferry.tar --json | jq .images']));
   inspect.action(async (file: string, o: { trust?: string }, c: Command) => {
     const out = makeOutput(globals(c));
+    const { verifyBundle } = await import('../bundle/verify.js');
+    const { readBundleManifest } = await import('../bundle/inspect.js');
+    const { loadPublicKey } = await import('../sign/keys.js');
     // Without --trust nothing here is checked, so the key bundle.json names is only a claim.
     const signed = o.trust ? await verifyBundle(file, { trust: await loadPublicKey(o.trust), tableOnly: true, reporter: out.reporter }) : undefined;
     const m = signed?.manifest ?? (await readBundleManifest(file));

@@ -1,10 +1,6 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, UsageError } from '../errors.js';
-import { pullImages, pushStore } from '../bundle/images.js';
-import { Layout } from '../oci/layout.js';
-import { readLock } from '../spec/lock.js';
-import { loadSpec, narrowPlatforms } from '../spec/spec.js';
 import { exists } from '../util/fsx.js';
 import { cacheStoreDir } from '../util/paths.js';
 import { formatBytes } from '../util/size.js';
@@ -31,6 +27,10 @@ export function imagesCommand(): Command {
     .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10          # once a spec with that image has been pulled']));
   addRegistryOptions(addPlatformOption(pull)).action(async (specFile: string, o: RegistryFlags & { lock?: string; out?: string; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
+    const { pullImages } = await import('../bundle/images.js');
+    const { Layout } = await import('../oci/layout.js');
+    const { readLock } = await import('../spec/lock.js');
+    const { loadSpec, narrowPlatforms } = await import('../spec/spec.js');
     const spec = narrowPlatforms(await loadSpec(specFile), o.platform);
     const lockFile = o.lock ?? defaultLock(specFile);
     const lock = await readLock(lockFile);
@@ -51,6 +51,8 @@ export function imagesCommand(): Command {
     .addHelpText('after', examples(['ferry images push --store ./store --to harbor.site.example/ferry --creds harbor.site.example=admin:secret   # needs that registry', 'ferry images push --store ./store --to 127.0.0.1:5000          # needs a registry there (docker-registry serve)']));
   addRegistryOptions(push).action(async (o: RegistryFlags & { store: string; to: string }, c: Command) => {
     const out = makeOutput(globals(c));
+    const { pushStore } = await import('../bundle/images.js');
+    const { Layout } = await import('../oci/layout.js');
     await requireStore(o.store);
     const store = await Layout.open(o.store);
     const client = await clientFrom(o, out.reporter);

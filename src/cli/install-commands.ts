@@ -1,12 +1,9 @@
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { readBundleManifest } from '../bundle/inspect.js';
 import { Codes, RemoteError, UsageError } from '../errors.js';
 import { answerProblems, checkCidr, clusterFqdn, DEFAULTS, detectAddresses, loadAnswers, saveAnswers, type InstallAnswers } from '../install/answers.js';
-import { firstServerSteps } from '../install/first-server.js';
 import { Host } from '../install/host.js';
-import { dryRun } from '../install/dry-run.js';
 import type { JoinOutcome } from '../install/join.js';
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR } from '../install/paths.js';
 import { describePlan, formatPlan, runPlan, type PlanEntry } from '../install/plan.js';
@@ -22,6 +19,7 @@ const KNOWN_CNIS = ['flannel', 'calico', 'tigera-operator', 'cilium'];
 /** Asks every question an answers file would hold; refuses without a terminal. */
 async function askAnswers(bundle: string): Promise<InstallAnswers> {
   const hint = '--answers FILE';
+  const { readBundleManifest } = await import('../bundle/inspect.js');
   const m = await readBundleManifest(bundle);
   const check = (probe: Partial<InstallAnswers>, field: string) => (v: string): true | string => {
     const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'a.example', node: { name: 'n', ip: '10.0.0.1' }, podCidr: DEFAULTS.podCidr, serviceCidr: '10.96.0.0/12', ...probe }).find((x) => x.path.join('.') === field);
@@ -120,6 +118,9 @@ export function installCommand(): Command {
     ]))
     .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; showFiles?: boolean; out?: string; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
+      const { readBundleManifest } = await import('../bundle/inspect.js');
+      const { firstServerSteps } = await import('../install/first-server.js');
+      const { dryRun } = await import('../install/dry-run.js');
       if ((o.showFiles || o.out) && !o.dryRun) throw new UsageError(Codes.usage, `${o.out ? '--out' : '--show-files'} goes with --dry-run`, { hint: 'Add --dry-run: a real run writes the files where they belong.' });
       // Before any question: the answers are no use to a run that cannot write /etc.
       if (!o.dryRun && process.getuid?.() !== 0 && !o.ignorePreflight?.includes('root')) {
@@ -289,6 +290,7 @@ async function joinPlan(host: Host, a: InstallAnswers, o: { only?: string[]; bun
   if (!(await host.read(ADMIN_CONF)) || !(await host.read(`${BUNDLE_DIR}/bundle.json`))) {
     throw new UsageError(Codes.installMissing, `this machine (root ${host.root}) is not a server where ferry install finished: no ${ADMIN_CONF} or unpacked bundle`, { hint: 'Run ferry join on the first server, after ferry install.' });
   }
+  const { readBundleManifest } = await import('../bundle/inspect.js');
   if (hosts.some((h) => h.role === 'server') && o.bundle) await readBundleManifest(o.bundle);
   return hosts.map((j) => ({ name: j.name, host: j.host, role: j.role, ok: true, seconds: 0 }));
 }

@@ -1,5 +1,4 @@
 import { Command } from 'commander';
-import { generateKey, readPassphrase } from '../sign/keys.js';
 import { makeOutput } from './output.js';
 import { examples, globals } from './shared.js';
 
@@ -13,6 +12,7 @@ export function keyCommand(): Command {
       .addHelpText('after', examples(['ferry key generate --out keys', 'ferry key generate --out keys --passphrase-file ~/.ferry-pass']))
       .action(async (o: { out: string; passphraseFile?: string }, c: Command) => {
         const out = makeOutput(globals(c));
+        const { generateKey, readPassphrase } = await import('../sign/keys.js');
         const r = await generateKey(o.out, await readPassphrase(o.passphraseFile));
         out.result(`wrote ${r.key} (keep it secret${o.passphraseFile ? ', encrypted' : ''}) and ${r.pub}\nfingerprint ${r.fingerprint}`, r);
       }),

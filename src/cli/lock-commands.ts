@@ -1,7 +1,5 @@
 import { Command } from 'commander';
 import { Codes, DriftError } from '../errors.js';
-import { movedTags, readLock, resolveAll, writeLock } from '../spec/lock.js';
-import { loadSpec, narrowPlatforms } from '../spec/spec.js';
 import { makeOutput } from './output.js';
 import { addRegistryOptions, clientFrom, intOption, type RegistryFlags } from './registry-options.js';
 import { addPlatformOption, defaultLock, examples, globals } from './shared.js';
@@ -23,6 +21,8 @@ export function lockCommand(): Command {
     );
   addRegistryOptions(addPlatformOption(cmd)).action(async (specFile: string, o: RegistryFlags & { lock?: string; check?: boolean; platform?: string[] }, c: Command) => {
     const out = makeOutput(globals(c));
+    const { movedTags, readLock, resolveAll, writeLock } = await import('../spec/lock.js');
+    const { loadSpec, narrowPlatforms } = await import('../spec/spec.js');
     const spec = narrowPlatforms(await loadSpec(specFile), o.platform);
     const lockFile = o.lock ?? defaultLock(specFile);
     const client = await clientFrom(o, out.reporter);

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { FERRY_VERSION } from '../bundle/build.js';
+import { FERRY_VERSION } from '../bundle/format.js';
 import { ExitCode, UsageError, Codes } from '../errors.js';
 import { bundleCommand } from './bundle-commands.js';
 import { imagesCommand } from './images-commands.js';
@@ -25,6 +25,7 @@ Exit codes:
 Errors print as "error[CODE]: message" and a hint; with --json also as {"error": {...}} on stdout.
 `;
 
+/** Every command's options and help, defined up front; each action imports its implementation when it runs. */
 function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Carry a whole Kubernetes installation across an air gap.')

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { specBaseDir } from '../bundle/build.js';
+import { specBaseDir } from '../util/paths.js';
 import type { GlobalOptions } from './output.js';
 
 /** `--help` text with examples, the same on every command. */

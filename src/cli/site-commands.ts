@@ -3,10 +3,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, UsageError } from '../errors.js';
-import { writeContainerdConfig } from '../install/containerd.js';
-import { startServer } from '../site/server.js';
-import { isWorker, runWorker, startPrimary } from '../site/workers.js';
-import { initPki, issueServerCert } from '../sign/pki.js';
 import { makeOutput } from './output.js';
 import { intOption } from './registry-options.js';
 import { collect, examples, globals } from './shared.js';
@@ -48,6 +44,8 @@ export function serveCommand(): Command {
       }
       const workers = o.workers === 'auto' ? os.availableParallelism() : intOption('--workers', o.workers, 1, 1);
       await refuseArchive(o.bundle);
+      const { startServer } = await import('../site/server.js');
+      const { isWorker, runWorker, startPrimary } = await import('../site/workers.js');
       const shutdownMs = intOption('--shutdown-timeout', o.shutdownTimeout, 10, 0) * 1000;
       const serve = {
         bundleDir: o.bundle,
@@ -124,6 +122,7 @@ export function pkiCommand(): Command {
       )
       .action(async (o: { domain: string; ip?: string[]; out: string }, c: Command) => {
         const out = makeOutput(globals(c));
+        const { initPki } = await import('../sign/pki.js');
         const r = await initPki({ domain: o.domain, ips: o.ip ?? [], outDir: o.out });
         out.result(
           [
@@ -146,6 +145,7 @@ export function pkiCommand(): Command {
       .addHelpText('after', examples(['ferry pki issue --ca-dir /etc/ferry/pki --name registry.site.example --name s2.site.example --ip 10.0.0.12 --out /etc/ferry/pki/s2   # after pki init, as root']))
       .action(async (o: { caDir: string; name?: string[]; ip?: string[]; out: string; days: string }, c: Command) => {
         const out = makeOutput(globals(c));
+        const { issueServerCert } = await import('../sign/pki.js');
         const r = await issueServerCert({ caDir: o.caDir, names: o.name ?? [], ips: o.ip ?? [], outPrefix: o.out, days: intOption('--days', o.days, 1095) });
         out.result(`issued ${r.cert} (key ${r.key}) for ${[...r.names, ...r.ips].join(', ')}, valid until ${r.notAfter}`, r);
       }),
@@ -174,6 +174,7 @@ export function containerdCommand(): Command {
       )
       .action(async (o: { bundle: string; mirror: string[]; ca: string; out: string; configPath?: string; registry?: string[] }, c: Command) => {
         const out = makeOutput(globals(c));
+        const { writeContainerdConfig } = await import('../install/containerd.js');
         const r = await writeContainerdConfig({
           bundleDir: o.bundle,
           mirrors: o.mirror,

@@ -1,6 +1,4 @@
 import { Command } from 'commander';
-import { bundleSpecSchema } from '../spec/schema.js';
-import { loadSpec } from '../spec/spec.js';
 import { makeOutput } from './output.js';
 import { examples, globals } from './shared.js';
 
@@ -13,6 +11,7 @@ export function specCommand(): Command {
       .addHelpText('after', examples(['ferry spec validate bundle-spec/kubernetes.yaml']))
       .action(async (file: string, _o: unknown, c: Command) => {
         const out = makeOutput(globals(c));
+        const { loadSpec } = await import('../spec/spec.js');
         const s = await loadSpec(file);
         out.result(`${file} is valid: ${s.images.length} images\n${s.images.map((i) => `  ${i.name}  [${i.platforms.map((p) => `${p.os}/${p.architecture}`).join(', ')}]`).join('\n')}`, {
           file,
@@ -24,7 +23,8 @@ export function specCommand(): Command {
     new Command('schema')
       .description('print the JSON Schema of bundle specs')
       .addHelpText('after', examples(['ferry spec schema > bundle-spec/bundle-spec.schema.json']))
-      .action(() => {
+      .action(async () => {
+        const { bundleSpecSchema } = await import('../spec/schema.js');
         process.stdout.write(`${JSON.stringify(bundleSpecSchema, null, 2)}\n`);
       }),
   );

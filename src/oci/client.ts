@@ -87,6 +87,8 @@ export class RegistryClient {
   private readonly schemes = new Map<string, 'https:' | 'http:'>();
   private readonly redirectsSaid = new Set<string>();
   private readonly offline: boolean;
+  /** Hosts whose scheme one request is finding out, and when it knows. */
+  private readonly probes = new Map<string, Promise<void>>();
 
   constructor(opts: ClientOptions = {}) {
     this.offline = opts.offline === true;
@@ -183,9 +185,20 @@ export class RegistryClient {
         }
         if (auth) headers.authorization = auth;
       }
+      // Where plain HTTP is allowed, one request finds out whether the host speaks TLS; the
+      // others wait for its answer instead of each trying TLS against a plain-HTTP registry.
+      const probe = url.protocol === 'https:' && ep.plainHttpAllowed && !this.mirrors.has(registry) && !this.schemes.has(url.host);
+      if (probe && this.probes.has(url.host)) {
+        await this.probes.get(url.host);
+        attempt--;
+        continue;
+      }
+      let probed = () => {};
+      if (probe) this.probes.set(url.host, new Promise<void>((r) => (probed = r)));
       let res: HttpResponse;
       try {
         res = await httpSend({ method: o.method, url, headers, body: o.body?.(), insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+        if (probe) this.schemes.set(url.host, 'https:');
       } catch (e) {
         if (url.protocol === 'https:' && ep.plainHttpAllowed && !this.mirrors.has(registry) && isTlsToPlain(e)) {
           // Loopback and --insecure-registry hosts may speak plain HTTP; remember and retry at once.
@@ -200,6 +213,11 @@ export class RegistryClient {
           continue;
         }
         throw this.netError(ep, e);
+      } finally {
+        if (probe) {
+          this.probes.delete(url.host);
+          probed();
+        }
       }
       if (res.status === 401 && !authRetried) {
         authRetried = true;
@@ -407,20 +425,49 @@ export class RegistryClient {
         skip = offset; // the server ignored Range: discard what we already have
       }
     }
-    for await (const chunk of res.body) {
-      let c = chunk as Buffer;
-      if (skip > 0) {
-        if (c.length <= skip) {
-          skip -= c.length;
-          continue;
+    // 'data' events, not an async iterator: a promise per 64 KiB chunk cost as much as the hashing.
+    // The socket pauses only while the writer has a MiB ready and the last one is still writing.
+    const body = res.body;
+    await new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const fail = (e: unknown) => {
+        if (settled) return;
+        settled = true;
+        body.off('data', onData);
+        body.destroy();
+        reject(e);
+      };
+      const onData = (chunk: Buffer) => {
+        let c = chunk;
+        if (skip > 0) {
+          if (c.length <= skip) {
+            skip -= c.length;
+            return;
+          }
+          c = c.subarray(skip);
+          skip = 0;
         }
-        c = c.subarray(skip);
-        skip = 0;
-      }
-      await writer.write(c);
-      this.reporter.bytes(c.length);
-    }
-    if (!res.body.complete) throw Object.assign(new Error('connection closed mid-blob'), { code: 'ECONNRESET' });
+        let wait: Promise<void> | undefined;
+        try {
+          wait = writer.push(c);
+        } catch (e) {
+          return fail(e);
+        }
+        this.reporter.bytes(c.length);
+        if (wait) {
+          body.pause();
+          wait.then(() => settled || body.resume(), fail);
+        }
+      };
+      body.on('data', onData);
+      body.once('error', fail);
+      body.once('end', () => {
+        if (!body.complete) return fail(Object.assign(new Error('connection closed mid-blob'), { code: 'ECONNRESET' }));
+        settled = true;
+        resolve();
+      });
+      body.once('close', () => fail(Object.assign(new Error('connection closed mid-blob'), { code: 'ECONNRESET' })));
+    });
   }
 
   /** Reads a small blob (an image config) whole, checking its digest. */

@@ -26,6 +26,8 @@ export class BlobWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushing: Promise<void> | undefined;
+  /** The first write that failed: every later push and the close throw it. */
+  private failed: unknown;
 
   constructor(
     readonly expected: Descriptor,
@@ -51,6 +53,16 @@ export class BlobWriter {
   }
 
   async write(chunk: Buffer): Promise<void> {
+    await this.push(chunk);
+  }
+
+  /**
+   * Hashes and queues a chunk without waiting. It returns a promise only when the caller should
+   * wait before the next chunk (a MiB is ready while the last MiB is still being written), so a
+   * socket is paused only then, and most chunks cost no promise at all.
+   */
+  push(chunk: Buffer): Promise<void> | undefined {
+    if (this.failed) throw this.failed;
     if (this.written + chunk.length > this.expected.size) {
       throw new IntegrityError(
         Codes.sizeMismatch,
@@ -62,11 +74,30 @@ export class BlobWriter {
     this.written += chunk.length;
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
-    if (this.pendingBytes >= FLUSH_BYTES) {
-      // At most one write in flight: the disk works while the next MiB arrives and is hashed.
-      if (this.flushing) await this.flushing;
-      this.flushing = this.flush();
+    if (this.pendingBytes < FLUSH_BYTES) return undefined;
+    // At most one write in flight: the disk works while the next MiB arrives and is hashed.
+    if (!this.flushing) {
+      this.startFlush();
+      return undefined;
     }
+    return this.flushing.then(() => {
+      if (this.failed) throw this.failed;
+      if (this.pendingBytes >= FLUSH_BYTES && !this.flushing) this.startFlush();
+    });
+  }
+
+  private startFlush(): void {
+    // A failed write is kept and thrown at the next push or at close, never left unhandled.
+    const f: Promise<void> = this.flush().then(
+      () => {
+        if (this.flushing === f) this.flushing = undefined;
+      },
+      (e: unknown) => {
+        this.failed ??= e;
+        if (this.flushing === f) this.flushing = undefined;
+      },
+    );
+    this.flushing = f;
   }
 
   private async flush(): Promise<void> {
@@ -84,8 +115,8 @@ export class BlobWriter {
 
   private async closeFile(): Promise<void> {
     try {
-      if (this.flushing) await this.flushing;
-      this.flushing = undefined;
+      while (this.flushing) await this.flushing;
+      if (this.failed) throw this.failed;
       await this.flush();
       // An empty blob still needs a file.
       this.fh ??= await fs.open(this.tmp, 'a');
@@ -362,15 +393,32 @@ export class Layout {
    * name. Sorted by name so the file is stable. Safe under concurrent writers (a lock around
    * read-modify-write, and an atomic rename).
    */
-  async addRefs(entries: { name: string; descriptor: Descriptor }[]): Promise<void> {
+  addRefs(entries: { name: string; descriptor: Descriptor }[]): Promise<void> {
     // Writers in this process queue here; the directory lock is for other processes, and its
     // polling would otherwise make concurrent pulls in one process wait on each other's sleeps.
-    const run = this.indexQueue.then(() => this.addRefsLocked(entries));
-    this.indexQueue = run.catch(() => {});
-    return run;
+    // Calls that arrive while the index is being written share the next write (one fsync, not one each).
+    return new Promise((resolve, reject) => {
+      this.refsWaiting.push({ entries, resolve, reject });
+      this.indexWriter ??= this.writeWaitingRefs();
+    });
   }
 
-  private indexQueue: Promise<void> = Promise.resolve();
+  private refsWaiting: { entries: { name: string; descriptor: Descriptor }[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private indexWriter: Promise<void> | undefined;
+
+  private async writeWaitingRefs(): Promise<void> {
+    while (this.refsWaiting.length) {
+      const batch = this.refsWaiting.splice(0);
+      try {
+        // In call order, so a later call's name wins, as it did one write at a time.
+        await this.addRefsLocked(batch.flatMap((b) => b.entries));
+        for (const b of batch) b.resolve();
+      } catch (e) {
+        for (const b of batch) b.reject(e);
+      }
+    }
+    this.indexWriter = undefined;
+  }
 
   private async addRefsLocked(entries: { name: string; descriptor: Descriptor }[]): Promise<void> {
     await withDirLock(this.lockDir(), async () => {

@@ -1,11 +1,12 @@
 import path from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import { Codes, SpecError, UsageError } from '../errors.js';
 import { formatPlatform, parsePlatform, type Platform } from '../oci/media.js';
 import { displayName, formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { assertSupportedKubernetes } from './kubernetes.js';
 import { schemaProblems } from './schema-errors.js';
-import { bundleSpecSchema, PATH_SEGMENT } from './schema.js';
+import { PATH_SEGMENT } from './schema.js';
+import { specValidator } from './spec-validator.js';
 import { loadYaml, parseYamlText, positionOf, type LoadedYaml } from './yamlpos.js';
 
 export interface BinarySpec {
@@ -63,9 +64,9 @@ export interface LoadedSpec {
   };
 }
 
-let validator: ReturnType<Ajv['compile']> | undefined;
+let validator: ValidateFunction | undefined;
 function validate(value: unknown): ErrorObject[] {
-  validator ??= new Ajv({ allErrors: true, verbose: true, strict: false }).compile(bundleSpecSchema);
+  validator ??= specValidator();
   return validator(value) ? [] : [...(validator.errors ?? [])];
 }
 

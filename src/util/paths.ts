@@ -12,3 +12,9 @@ export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
 export function cacheStoreDir(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(cacheDir(env), 'oci');
 }
+
+/** Relative paths in a spec (charts/x, bins/…) are read from the project: bundle-spec/'s parent. */
+export function specBaseDir(specFile: string): string {
+  const dir = path.dirname(path.resolve(specFile));
+  return path.basename(dir) === 'bundle-spec' ? path.dirname(dir) : dir;
+}

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../../src/oci/client.js';
 import { Pusher } from '../../src/oci/copy.js';
 import { Layout } from '../../src/oci/layout.js';
+import { parseSpecText } from '../../src/spec/spec.js';
 import { buildFixtureSet, randomLayer, writeImage, type FixtureSet } from '../../fixtures/images.js';
 import { ferry } from '../helpers/cli.js';
 import { pushFixtures, skopeoInspect, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
@@ -131,6 +132,26 @@ describe('the CLI boundary', () => {
     expect(r.stderr).toMatch(/bad\.yaml:3:18: metadata\.name must match pattern/);
     expect(r.stderr).toMatch(/^  hint: /m);
     expect(r.stdout).toBe('');
+  });
+
+  it("reports a bad spec as Ajv compiled from the current schema does, though the bundle carries the validator's code pregenerated", async () => {
+    const dir = await tmpdir();
+    const spec = path.join(dir, 'bad.yaml');
+    // One error of each kind schemaProblems words differently: pattern (with expected), required, unknown key, type, const.
+    const text = 'apiVersion: ferry.dev/v1alpha2\nkind: BundleSpec\nmetadata: {name: ok, version: 1}\nspec:\n  platforms: [linux/amd65]\n  imagez: []\n  binaries: [{name: b, version: v1}]\n';
+    await fs.writeFile(spec, text);
+    const r = await ferry(['spec', 'validate', spec, '--json']);
+    expect(r.code).toBe(2);
+    const inProcess = (() => {
+      try {
+        parseSpecText(text, spec);
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'valid';
+    })();
+    expect(inProcess).toMatch(/apiVersion must be "ferry\.dev\/v1alpha1"/);
+    expect(JSON.parse(r.stdout).error.message).toBe(inProcess);
   });
 
   it('gives errors as JSON on stdout with --json', async () => {

@@ -1,4 +1,5 @@
 import { promises as fs } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pullImages } from '../../src/bundle/images.js';
@@ -218,6 +219,41 @@ describe('network faults', () => {
     expect(left.filter((f) => f.includes(bad.slice(7)))).toEqual([]);
     expect((await store.readIndex()).manifests).toHaveLength(0);
     proxy.faults.length = 0;
+  });
+
+  it('tries TLS once against a plain-HTTP loopback registry, not once per image pulled at once', async () => {
+    // A byte counter in front of the registry: a connection that opens with 0x16 is a TLS handshake.
+    let tlsAttempts = 0;
+    const [uhost, uport] = reg.host.split(':');
+    const open = new Set<net.Socket>();
+    const counter = net.createServer((sock) => {
+      open.add(sock);
+      sock.on('close', () => open.delete(sock));
+      sock.on('error', () => {});
+      sock.once('data', (first) => {
+        if (first[0] === 0x16) tlsAttempts++;
+        const up = net.connect(Number(uport), uhost, () => {
+          up.write(first);
+          sock.pipe(up).pipe(sock);
+        });
+        up.on('error', () => sock.destroy());
+        sock.on('close', () => up.destroy());
+      });
+    });
+    await new Promise<void>((r) => counter.listen(0, '127.0.0.1', r));
+    try {
+      const host = `127.0.0.1:${(counter.address() as net.AddressInfo).port}`;
+      const { spec, lock, lockFile } = await specAndLock(host, allImages(host));
+      tlsAttempts = 0;
+      const store = await Layout.open(path.join(await tmpdir(), 'store'));
+      const r = await pullImages({ client: new RegistryClient(fast), store }, spec, lock, lockFile);
+      expect(r.images).toHaveLength(4);
+      expect(tlsAttempts).toBe(1);
+    } finally {
+      // The client's keep-alive sockets would hold close() open.
+      for (const sock of open) sock.destroy();
+      await new Promise((r) => counter.close(r));
+    }
   });
 
   it('reports an unreachable registry with a hint, not a stack trace', async () => {

@@ -4,6 +4,7 @@ import { promises as fs, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { elfStandin } from '../fixtures/elf.js';
 import { randomChunks } from '../fixtures/images.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -32,7 +33,10 @@ export async function benchSpec(work: string, totalMb: number, files: number): P
     lines.push(`    - {name: f${i}, version: v1, url: vendor/f${i}, sha256: {linux/amd64: ${h.digest('hex')}}}`);
   }
   const fh = await fs.open(path.join(bins, 'node'), 'w');
-  for (const c of randomChunks('node', big)) await fh.write(c);
+  // An ELF header first: the build refuses a runtime that is not a binary for its platform.
+  const head = elfStandin('amd64');
+  await fh.write(head);
+  for (const c of randomChunks('node', big - head.length)) await fh.write(c);
   await fh.close();
   await fs.mkdir(path.join(work, 'bundle-spec'), { recursive: true });
   const spec = path.join(work, 'bundle-spec', 'bench.yaml');

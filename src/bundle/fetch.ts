@@ -200,7 +200,15 @@ function unreachable(e: unknown): boolean {
  */
 const inflight = new SingleFlight<{ path: string; size: number }>();
 
-export function fetchToCache(src: string, expected: string, cacheDir: string, o: FetchOptions = {}): Promise<{ path: string; size: number }> {
+export async function fetchToCache(src: string, expected: string, cacheDir: string, o: FetchOptions = {}): Promise<{ path: string; size: number }> {
+  // A file is renamed to its digest only once checked, so one there is done: no lock to take (a
+  // warm build has hundreds of files). The build hashes it again as it writes it into a bundle.
+  const m = /^(?:(sha256|sha512):)?([a-f0-9]+)$/.exec(expected);
+  if (m) {
+    const final = path.join(cacheDir, m[1] ?? 'sha256', m[2]!);
+    const st = await fs.stat(final).catch(() => undefined);
+    if (st?.isFile()) return { path: final, size: st.size };
+  }
   // Two entries with the same content (one binary for two platforms) share one download; another
   // ferry process on the same cache waits on the lock.
   const key = `${cacheDir}|${expected}`;

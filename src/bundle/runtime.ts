@@ -5,8 +5,8 @@ import { createGunzip } from 'node:zlib';
 import semver from 'semver';
 import { Parser, type ReadEntry } from 'tar';
 import { Codes, FerryError, IntegrityError, RegistryError, UsageError } from '../errors.js';
-import { hashFile } from '../util/digest.js';
-import { tempPathFor } from '../util/fsx.js';
+import { hashFile, sha256Hex } from '../util/digest.js';
+import { tempPathFor, writeFileAtomic } from '../util/fsx.js';
 import { fetchText, fetchToCache, localPath, resolveCached, type FetchOptions } from './fetch.js';
 import { runtimePath } from './format.js';
 
@@ -27,6 +27,56 @@ const NPM_ARCH: Record<string, string> = { 'linux/amd64': 'x64', 'linux/arm64': 
 function npmRegistry(env: NodeJS.ProcessEnv = process.env): string {
   const r = env.FERRY_NPM_REGISTRY || env.npm_config_registry || 'https://registry.npmjs.org/';
   return r.endsWith('/') ? r : `${r}/`;
+}
+
+/*
+ * What a warm build would otherwise recompute each time: a local override's digest (256 MiB of
+ * hashing) and which node a cached npm tarball holds (a gunzip). A memo is only a hint: the file it
+ * names is hashed again as the archive is written and must match, so a stale or forged memo fails
+ * the build and cannot put other bytes in a bundle under a signature.
+ */
+const memoFile = (fileCache: string, key: string) => path.join(fileCache, 'memo', `${sha256Hex(key)}.json`);
+
+async function readMemo<T>(fileCache: string, key: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await fs.readFile(memoFile(fileCache, key), 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+const writeMemo = (fileCache: string, key: string, v: unknown) => writeFileAtomic(memoFile(fileCache, key), JSON.stringify(v)).catch(() => {});
+
+/** Who a file is and when it last changed: any write changes ctime, which no one can set back. */
+async function identity(file: string): Promise<string> {
+  const st = await fs.stat(file, { bigint: true });
+  return [st.dev, st.ino, st.size, st.mtimeNs, st.ctimeNs].join(':');
+}
+
+/** A local file's `sha256:<hex>` and size, hashed only when it changed since the last build. */
+async function localDigest(file: string, fileCache: string): Promise<{ digest: string; size: number }> {
+  const key = `local:${path.resolve(file)}`;
+  const id = await identity(file);
+  const memo = await readMemo<{ id: string; digest: string; size: number }>(fileCache, key);
+  if (memo?.id === id && /^sha256:[a-f0-9]{64}$/.test(memo.digest)) return { digest: memo.digest, size: memo.size };
+  const h = await hashFile(file);
+  // Changed while it was hashed: no memo, hash again next time.
+  if ((await identity(file)) === id) await writeMemo(fileCache, key, { id, ...h });
+  return h;
+}
+
+/** `extractNode`, remembered per tarball digest while the extracted file is in the cache. */
+async function extractNodeOnce(tgz: string, tgzDigest: string, fileCache: string): Promise<{ sha256: string; size: number; path: string }> {
+  const key = `extract:${tgzDigest}`;
+  const memo = await readMemo<{ sha256: string; size: number }>(fileCache, key);
+  if (memo && /^[a-f0-9]{64}$/.test(memo.sha256)) {
+    const file = path.join(fileCache, 'sha256', memo.sha256);
+    const st = await fs.stat(file).catch(() => undefined);
+    if (st?.isFile() && st.size === memo.size) return { ...memo, path: file };
+  }
+  const x = await extractNode(tgz, fileCache);
+  await writeMemo(fileCache, key, { sha256: x.sha256, size: x.size });
+  return x;
 }
 
 /** Pulls `package/bin/node` out of an npm tarball into the file cache, hashing it as it streams. */
@@ -125,7 +175,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
       let sha: string;
       let size: number;
       if (local) {
-        const h = await hashFile(local).catch((e: unknown) => {
+        const h = await localDigest(local, fileCache).catch((e: unknown) => {
           throw new UsageError(Codes.sourceRead, `cannot read runtime ${local} for ${platform}: ${(e as Error).message}`, { hint: 'Check spec.runtime.node.', cause: e });
         });
         const got = await fetchToCache(local, h.digest, fileCache, o);
@@ -141,7 +191,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
         size = got.size;
       }
       if (/\.t(ar\.)?gz$/.test(ov.replace(/#.*$/, ''))) {
-        const x = await extractNode(file, fileCache);
+        const x = await extractNodeOnce(file, sha, fileCache);
         file = x.path;
         sha = x.sha256;
         size = x.size;
@@ -173,7 +223,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
     });
     const sha512 = Buffer.from(integrity.slice(7), 'base64').toString('hex');
     const tgz = await fetchToCache(tarball, `sha512:${sha512}`, fileCache, o);
-    const x = await extractNode(tgz.path, fileCache);
+    const x = await extractNodeOnce(tgz.path, `sha512:${sha512}`, fileCache);
     await checkRuntimeFile(x.path, platform, `${pkg}@${version}`);
     out.push({ platform, version: `v${version}`, sha256: x.sha256, size: x.size, source: x.path, bundlePath, from: `${pkg}@${version}` });
   }

@@ -1,5 +1,8 @@
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFixtureSet } from '../../fixtures/images.js';
 import { ferry } from '../helpers/cli.js';
@@ -11,6 +14,7 @@ import { pushFixtures, startRegistry, tmpdir, type RegistryPeer } from '../helpe
  * refuses to keep a bundle whose bytes are not what its signed table lists. The attack: one byte
  * flipped, same size, in what the cache holds (an image layer, a binary, the runtime).
  */
+const execFileP = promisify(execFile);
 let work: string;
 let reg: RegistryPeer;
 let p: MiniProject;
@@ -102,5 +106,25 @@ describe('the build hashes what it writes and refuses bytes that do not match wh
     expect(good.code, good.stderr).toBe(0);
     const v = await ferry(['bundle', 'verify', `${out}.parts.json`, '--trust', p.pub], { env: p.env });
     expect(v.code, v.stderr).toBe(0);
+  });
+});
+
+describe('a local runtime override is hashed again only when it changed', () => {
+  it('carries the new bytes of an override rewritten in place with the same size', async () => {
+    const node = path.join(p.dir, 'vendor', 'node');
+    const before = await p.build(path.join(work, 'memo-1', 'mini.ferry.tar'));
+    expect(before.code, before.stderr).toBe(0);
+    const restore = await flipByte(node);
+    try {
+      const out = path.join(work, 'memo-2', 'mini.ferry.tar');
+      const r = await p.build(out);
+      expect(r.code, r.stderr).toBe(0);
+      const manifest = JSON.parse((await execFileP('tar', ['-xOf', out, 'bundle.json'], { maxBuffer: 16 << 20 })).stdout) as { runtime: { sha256: string }[] };
+      expect(manifest.runtime[0]!.sha256).toBe(createHash('sha256').update(await fs.readFile(node)).digest('hex'));
+      const v = await ferry(['bundle', 'verify', out, '--trust', p.pub], { env: p.env });
+      expect(v.code, v.stderr).toBe(0);
+    } finally {
+      await restore();
+    }
   });
 });

@@ -336,5 +336,5 @@ describe('tampering', () => {
     // Nearly every byte of a bundle is content, a header field, or signed: demand almost all refused.
     expect(refused).toBeGreaterThanOrEqual(Math.floor(tried * 0.8));
     expect([...codes.keys()].every((c) => c.startsWith('BUNDLE_'))).toBe(true);
-  });
+  }, 240_000);
 });

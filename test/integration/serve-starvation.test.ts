@@ -199,11 +199,11 @@ describe('ferry serve under a lowered open-file limit', () => {
     await waitFor(async () => (await openFiles(s.pid)) <= base.fds + 2, 'the server to close the flood');
     // The chunk buffers go back at once, V8's heap at its next idle collection (10-15 s here); what
     // stays is mostly the spare chunks (4 MB).
-    await waitFor(async () => (await rssAnon(s.pid)) - base.rss < 16 * MB, 'RSS to fall back', 30_000);
+    await waitFor(async () => (await rssAnon(s.pid)) - base.rss < 16 * MB, 'RSS to fall back', 90_000);
     // Reused chunks never mix two responses: a whole download still has its digest.
     const whole = await request(`${s.url}${blob}`);
     expect(sha256(whole.body)).toBe(b.big!.layer.digest);
-  }, 90_000);
+  }, 180_000);
 
   it('answers pipelined requests one at a time, one open file per connection, and cuts a connection that queues more than 64', async () => {
     const s = await serve(FD_LIMIT);

@@ -42,7 +42,7 @@ async function serve(args: string[]): Promise<Served> {
     });
     if (quiet) {
       const u = `http://${listen}`;
-      void waitFor(async () => (await request(`${u}/healthz`).catch(() => undefined))?.status === 200, 'ferry serve -q to answer').then(() => resolve(u), reject);
+      void waitFor(async () => (await request(`${u}/healthz`).catch(() => undefined))?.status === 200, 'ferry serve -q to answer', 60_000).then(() => resolve(u), reject);
     }
     void exited.then((code) => reject(new Error(`ferry serve exited with ${code}:\n${logs.join('\n')}`)));
   });
@@ -109,7 +109,7 @@ describe('ferry serve --workers', () => {
 
   it('writes no access line when quiet: workers never write to the log themselves', async () => {
     const s = await serve(['--workers', '2', '-q']);
-    await waitFor(async () => (await serving(s.url)).size === 2, 'both workers');
+    await waitFor(async () => (await serving(s.url)).size === 2, 'both workers', 60_000);
     for (let i = 0; i < 6; i++) expect((await request(`${s.url}/v2/`)).status).toBe(200);
     expect((await serving(s.url)).size).toBe(2);
     s.child.kill('SIGTERM');
@@ -128,7 +128,7 @@ describe('ferry serve --workers', () => {
         res.once('data', (c: Buffer) => {
           chunks.push(c);
           res.pause();
-          void waitFor(async () => s.logs.some((l) => l.startsWith('ferry serve: restart: workers')), 'the new workers').then(() => {
+          void waitFor(async () => s.logs.some((l) => l.startsWith('ferry serve: restart: workers')), 'the new workers', 60_000).then(() => {
             res.on('data', (d: Buffer) => chunks.push(d));
             res.resume();
           }, reject);
@@ -177,12 +177,12 @@ describe('ferry serve --workers', () => {
     const loops = [false, false, false, false, true, true].map(async (fresh) => {
       while (!stop) await once(fresh);
     });
-    await waitFor(async () => results.ok >= 6, 'the stream to flow', 30_000);
+    await waitFor(async () => results.ok >= 6, 'the stream to flow', 90_000);
     s.child.kill('SIGHUP');
-    await waitFor(async () => s.logs.includes('ferry serve: restart done'), 'the restart to finish', 30_000);
+    await waitFor(async () => s.logs.includes('ferry serve: restart done'), 'the restart to finish', 90_000);
     const fresh = [...(await serving(s.url)).keys()];
     const during = results.ok;
-    await waitFor(async () => results.ok >= during + 6, 'the stream to flow on', 30_000);
+    await waitFor(async () => results.ok >= during + 6, 'the stream to flow on', 90_000);
     stop = true;
     await Promise.all(loops);
     agent.destroy();
@@ -198,13 +198,13 @@ describe('ferry serve --workers', () => {
     // The totals keep what the old workers answered: every blob GET is counted.
     const m = (await request(`${s.url}/metrics`)).text;
     expect(metric(m, 'ferry_serve_requests_total', { route: 'blob', status: '200' })).toBe(results.ok + 1);
-  }, 90_000);
+  }, 240_000);
 
   it('replaces a worker that is killed, and says so', async () => {
     const s = await serve(['--workers', '2']);
     const [victim, other] = [...(await serving(s.url)).keys()];
     process.kill(victim!, 'SIGKILL');
-    await waitFor(async () => s.logs.some((l) => new RegExp(`^ferry serve: worker \\d+ replaces ${victim}$`).test(l)), 'the replacement');
+    await waitFor(async () => s.logs.some((l) => new RegExp(`^ferry serve: worker \\d+ replaces ${victim}$`).test(l)), 'the replacement', 60_000);
     expect(s.logs).toContain(`ferry serve: worker ${victim} was killed by SIGKILL; starting another in 100 ms (1 crash(es) in the last minute)`);
     const now = await childrenOf(s.pid);
     expect(now).toHaveLength(2);

@@ -517,5 +517,5 @@ patches:
     } finally {
       for (const s of stops.reverse()) await s().catch(() => {});
     }
-  }, 180_000);
+  }, 360_000);
 });

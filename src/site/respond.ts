@@ -98,8 +98,10 @@ export const sendBody = (c: Ctx, status: number, body: Buffer | string, headers:
  * ahead), so a connection that stops reading holds 128 KiB. A response whose client keeps up also
  * takes BIG ones from a pool shared by the process and bounded by BIG_MAX: each read, write and
  * drain costs about the same whatever its size, and a sixteenth as many of them is what the CPU
- * profile asked for. A client earns big buffers by draining promptly, so clients that never read
- * never hold them, and one that stops holds two until the connection cap closes it.
+ * profile asked for. A connection earns big buffers once EARN_BYTES have drained from it (more than
+ * the kernel's socket buffers take from a client that never reads) and while it drains promptly, so
+ * clients that never read never hold them, and one that stops holds two until the connection cap
+ * closes it.
  */
 interface Resizable extends ArrayBuffer {
   readonly resizable: boolean;
@@ -110,6 +112,9 @@ const newBuffer = (n: number) => new (ArrayBuffer as unknown as new (n: number, 
 export const BIG = 1 << 20;
 /** Big buffers in use or spare at once, per process: 32 MiB, two each for 16 connections. */
 const BIG_MAX = 32;
+const EARN_BYTES = 16 << 20;
+/** Bytes each connection has drained, counted up to EARN_BYTES. */
+const drainedBytes = new WeakMap<object, number>();
 /** A drain slower than this sends the response back to CHUNK buffers. */
 const PROMPT_DRAIN_MS = 200;
 class Pool {
@@ -204,8 +209,10 @@ const drained = (res: http.ServerResponse) =>
  */
 async function pump(c: Ctx, read: (prompt: boolean) => Promise<Buffer | undefined>, done: (b: Buffer) => void = () => {}): Promise<void> {
   const res = c.res;
-  /** The client drained the last write promptly (none yet: it has not shown that it reads). */
-  let prompt = false;
+  /** The connection has shown that it reads, and drained the last write promptly. */
+  const sock = res.socket ?? res;
+  let prompt = (drainedBytes.get(sock) ?? 0) >= EARN_BYTES;
+  let unDrained = 0;
   let next = read(prompt);
   try {
     for (;;) {
@@ -218,11 +225,15 @@ async function pump(c: Ctx, read: (prompt: boolean) => Promise<Buffer | undefine
       }
       c.sent += chunk.length;
       const room = res.write(chunk, () => done(chunk));
+      unDrained += chunk.length;
       next = read(prompt);
       if (room) continue;
       const t = performance.now();
       if (!(await drained(res))) return;
-      prompt = performance.now() - t < PROMPT_DRAIN_MS;
+      const earned = Math.min(EARN_BYTES, (drainedBytes.get(sock) ?? 0) + unDrained);
+      unDrained = 0;
+      drainedBytes.set(sock, earned);
+      prompt = earned >= EARN_BYTES && performance.now() - t < PROMPT_DRAIN_MS;
     }
     res.end();
   } catch {

@@ -120,8 +120,9 @@ const PROMPT_DRAIN_MS = 200;
 class Pool {
   private readonly spare: Resizable[] = [];
   private out = 0;
-  /** Buffers handed out and not given back. One a response dropped (a write whose callback never
-   * came) is counted back when it is collected, so a leak cannot shrink the pool for good. */
+  /** With a `max`, buffers handed out and not given back. One a response dropped (a write whose
+   * callback never came) is counted back when it is collected, so a leak cannot shrink the pool for
+   * good. Without one nothing is tracked: the tracking kept freed chunks mapped for seconds longer. */
   private readonly taken = new WeakMap<Resizable, number>();
   private readonly outIds = new Set<number>();
   private nextId = 0;
@@ -144,21 +145,28 @@ class Pool {
   take(): Buffer | undefined {
     if (this.out >= this.max) return undefined;
     let ab = this.spare.pop();
+    const counted = this.max !== Infinity;
     if (!ab) {
       ab = newBuffer(this.size);
-      const id = this.nextId++;
-      this.taken.set(ab, id);
-      this.lost.register(ab, id);
+      if (counted) {
+        const id = this.nextId++;
+        this.taken.set(ab, id);
+        this.lost.register(ab, id);
+      }
     }
     this.low = Math.min(this.low, this.spare.length);
-    this.out++;
-    this.outIds.add(this.taken.get(ab)!);
+    if (counted) {
+      this.out++;
+      this.outIds.add(this.taken.get(ab)!);
+    }
     return Buffer.from(ab);
   }
   /** Takes back a buffer from take (or a view of one) once nothing uses it any more. */
   give(ab: Resizable): void {
-    if (!this.outIds.delete(this.taken.get(ab)!)) return;
-    this.out--;
+    if (this.max !== Infinity) {
+      if (!this.outIds.delete(this.taken.get(ab)!)) return;
+      this.out--;
+    }
     if (this.spare.length < this.spareMax) this.spare.push(ab);
     else ab.resize(0);
     if (this.trimMs && !this.trimmer) {

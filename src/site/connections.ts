@@ -14,7 +14,7 @@ import type { Metrics } from './metrics.js';
 /** Descriptors a process keeps for itself (stdio, epoll, the bundle's index, the libuv pool). */
 const FD_RESERVE = 64;
 const FDS_PER_CONNECTION = 2;
-/** With a generous open-file limit (the unit's LimitNOFILE=65536) memory is the bound: two 64 KiB chunks a connection, 128 MB in all. */
+/** With a generous open-file limit (the unit's LimitNOFILE=65536) memory is the bound: two 64 KiB chunks a connection, 128 MB in all, and the 32 MiB pool of big reads (respond.ts). */
 const DEFAULT_CEILING = 1024;
 /** Requests one connection may have waiting behind the one being answered. */
 export const MAX_PIPELINED = 64;

@@ -89,26 +89,108 @@ export const sendBody = (c: Ctx, status: number, body: Buffer | string, headers:
 };
 
 /**
- * Chunk buffers for file reads, reused, at most SPARE_MAX of them kept spare. A fresh buffer per
- * read left garbage until the next collection, and malloc kept the pages it had grown to, so RSS
- * stayed at its high-water mark after a flood. These are resizable ArrayBuffers, which V8 maps
- * itself: resizing one to nothing hands its pages back at once.
+ * Buffers for file reads, reused. A fresh buffer per read left garbage until the next collection,
+ * and malloc kept the pages it had grown to, so RSS stayed at its high-water mark after a flood.
+ * These are resizable ArrayBuffers, which V8 maps itself: resizing one to nothing hands its pages
+ * back at once.
+ *
+ * Two sizes. Every response may take CHUNK buffers (two at a time: one in the socket, one read
+ * ahead), so a connection that stops reading holds 128 KiB. A response whose client keeps up also
+ * takes BIG ones from a pool shared by the process and bounded by BIG_MAX: each read, write and
+ * drain costs about the same whatever its size, and a sixteenth as many of them is what the CPU
+ * profile asked for. A connection earns big buffers once EARN_BYTES have drained from it (more than
+ * the kernel's socket buffers take from a client that never reads) and while it drains promptly, so
+ * clients that never read never hold them, and one that stops holds two until the connection cap
+ * closes it.
  */
 interface Resizable extends ArrayBuffer {
   readonly resizable: boolean;
   readonly maxByteLength: number;
   resize(n: number): void;
 }
-const newChunk = () => new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(CHUNK, { maxByteLength: CHUNK });
-const spare: Resizable[] = [];
-const SPARE_MAX = 64;
-const takeChunk = () => Buffer.from(spare.pop() ?? newChunk());
-/** Takes back a chunk from takeChunk (or a view of one) once nothing uses it any more. */
+const newBuffer = (n: number) => new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(n, { maxByteLength: n });
+export const BIG = 1 << 20;
+/** Big buffers in use or spare at once, per process: 32 MiB, two each for 16 connections. */
+const BIG_MAX = 32;
+const EARN_BYTES = 16 << 20;
+/** Bytes each connection has drained, counted up to EARN_BYTES. */
+const drainedBytes = new WeakMap<object, number>();
+/** A drain slower than this sends the response back to CHUNK buffers. */
+const PROMPT_DRAIN_MS = 200;
+class Pool {
+  private readonly spare: Resizable[] = [];
+  private out = 0;
+  /** With a `max`, buffers handed out and not given back. One a response dropped (a write whose
+   * callback never came) is counted back when it is collected, so a leak cannot shrink the pool for
+   * good. Without one nothing is tracked: the tracking kept freed chunks mapped for seconds longer. */
+  private readonly taken = new WeakMap<Resizable, number>();
+  private readonly outIds = new Set<number>();
+  private nextId = 0;
+  private readonly lost = new FinalizationRegistry<number>((id) => {
+    if (this.outIds.delete(id)) this.out--;
+  });
+  /** The fewest spare buffers since the last trim: that many were not needed. */
+  private low = 0;
+  private trimmer: NodeJS.Timeout | undefined;
+  /**
+   * `spareMax` spare buffers are kept. With `trimMs`, spares are kept up to `max`, so that a steady
+   * load never frees and maps again, and every `trimMs` those that went unused are freed.
+   */
+  constructor(
+    readonly size: number,
+    private readonly spareMax: number,
+    private readonly max = Infinity,
+    private readonly trimMs = 0,
+  ) {}
+  take(): Buffer | undefined {
+    if (this.out >= this.max) return undefined;
+    let ab = this.spare.pop();
+    const counted = this.max !== Infinity;
+    if (!ab) {
+      ab = newBuffer(this.size);
+      if (counted) {
+        const id = this.nextId++;
+        this.taken.set(ab, id);
+        this.lost.register(ab, id);
+      }
+    }
+    this.low = Math.min(this.low, this.spare.length);
+    if (counted) {
+      this.out++;
+      this.outIds.add(this.taken.get(ab)!);
+    }
+    return Buffer.from(ab);
+  }
+  /** Takes back a buffer from take (or a view of one) once nothing uses it any more. */
+  give(ab: Resizable): void {
+    if (this.max !== Infinity) {
+      if (!this.outIds.delete(this.taken.get(ab)!)) return;
+      this.out--;
+    }
+    if (this.spare.length < this.spareMax) this.spare.push(ab);
+    else ab.resize(0);
+    if (this.trimMs && !this.trimmer) {
+      this.low = this.spare.length;
+      this.trimmer = setInterval(() => this.trim(), this.trimMs).unref();
+    }
+  }
+  private trim(): void {
+    for (let n = this.low; n > 0; n--) this.spare.shift()!.resize(0);
+    this.low = this.spare.length;
+    if (!this.spare.length) {
+      clearInterval(this.trimmer);
+      this.trimmer = undefined;
+    }
+  }
+}
+const chunks = new Pool(CHUNK, 64);
+const bigs = new Pool(BIG, BIG_MAX, BIG_MAX, 2000);
+const takeChunk = (big: boolean) => (big && bigs.take()) || chunks.take()!;
 const giveChunk = (b: Buffer) => {
   const ab = b.buffer as Resizable;
-  if (!ab.resizable || ab.maxByteLength !== CHUNK || ab.byteLength !== CHUNK) return;
-  if (spare.length < SPARE_MAX) spare.push(ab);
-  else ab.resize(0);
+  if (!ab.resizable || ab.byteLength !== ab.maxByteLength) return;
+  if (ab.maxByteLength === CHUNK) chunks.give(ab);
+  else if (ab.maxByteLength === BIG) bigs.give(ab);
 };
 
 /** true once the response drains, false if it closes first. */
@@ -133,9 +215,13 @@ const drained = (res: http.ServerResponse) =>
  * once, when the socket is done with it or it was never written. A failed read cuts the response,
  * whose length is already promised.
  */
-async function pump(c: Ctx, read: () => Promise<Buffer | undefined>, done: (b: Buffer) => void = () => {}): Promise<void> {
+async function pump(c: Ctx, read: (prompt: boolean) => Promise<Buffer | undefined>, done: (b: Buffer) => void = () => {}): Promise<void> {
   const res = c.res;
-  let next = read();
+  /** The connection has shown that it reads, and drained the last write promptly. */
+  const sock = res.socket ?? res;
+  let prompt = (drainedBytes.get(sock) ?? 0) >= EARN_BYTES;
+  let unDrained = 0;
+  let next = read(prompt);
   try {
     for (;;) {
       const chunk = await next;
@@ -147,8 +233,15 @@ async function pump(c: Ctx, read: () => Promise<Buffer | undefined>, done: (b: B
       }
       c.sent += chunk.length;
       const room = res.write(chunk, () => done(chunk));
-      next = read();
-      if (!room && !(await drained(res))) return;
+      unDrained += chunk.length;
+      next = read(prompt);
+      if (room) continue;
+      const t = performance.now();
+      if (!(await drained(res))) return;
+      const earned = Math.min(EARN_BYTES, (drainedBytes.get(sock) ?? 0) + unDrained);
+      unDrained = 0;
+      drainedBytes.set(sock, earned);
+      prompt = earned >= EARN_BYTES && performance.now() - t < PROMPT_DRAIN_MS;
     }
     res.end();
   } catch {
@@ -209,13 +302,22 @@ export const sendFile = async (c: Ctx, file: string, headers: Record<string, str
     let pos = start;
     await pump(
       c,
-      async () => {
+      async (prompt) => {
         if (pos > end) return undefined;
-        const b = takeChunk();
-        const { bytesRead } = await fh.read(b, 0, Math.min(CHUNK, end - pos + 1), pos);
-        if (bytesRead === 0) throw new Error(`${file} ended at ${pos} of ${st.size} bytes`);
+        const b = takeChunk(prompt && end - pos >= CHUNK);
+        let bytesRead;
+        try {
+          ({ bytesRead } = await fh.read(b, 0, Math.min(b.length, end - pos + 1), pos));
+        } catch (e) {
+          giveChunk(b);
+          throw e;
+        }
+        if (bytesRead === 0) {
+          giveChunk(b);
+          throw new Error(`${file} ended at ${pos} of ${st.size} bytes`);
+        }
         pos += bytesRead;
-        return bytesRead === CHUNK ? b : b.subarray(0, bytesRead);
+        return bytesRead === b.length ? b : b.subarray(0, bytesRead);
       },
       giveChunk,
     );

@@ -225,7 +225,12 @@ export class SshSession {
       },
     } as ConnectConfig;
     await new Promise<void>((resolve, reject) => {
-      c.once('ready', () => resolve());
+      c.once('ready', () => {
+        // SFTP is many small requests, each waiting for its answer: with Nagle's algorithm against
+        // the peer's delayed ACKs, every one of them waited ~40 ms (a 100 kB file took 0.85 s).
+        c.setNoDelay(true);
+        resolve();
+      });
       c.once('error', (e) =>
         reject(
           refused ??
@@ -267,13 +272,18 @@ export class SshSession {
     return this.sftpP;
   }
 
+  /** Directories this session made or found: an upload of many files asks for each one once. */
+  private readonly madeDirs = new Set<string>();
+
   async mkdirp(dir: string): Promise<void> {
     const s = await this.sftp();
     const parts = dir.split('/').filter(Boolean);
     let cur = '';
     for (const p of parts) {
       cur += `/${p}`;
+      if (this.madeDirs.has(cur)) continue;
       await new Promise<void>((resolve) => s.mkdir(cur, () => resolve()));
+      this.madeDirs.add(cur);
     }
   }
 

@@ -517,5 +517,5 @@ patches:
     } finally {
       for (const s of stops.reverse()) await s().catch(() => {});
     }
-  }, 360_000);
+  }, 180_000);
 });

@@ -1,0 +1,113 @@
+/*
+ * The site's state: what ferry knows of the cluster, kept in the cluster (ConfigMap `ferry-site` in
+ * `ferry-system`) and mirrored to every server's disk for when the API is down. Any server reads and
+ * updates it; every update is a compare-and-swap on the store's version.
+ *
+ * This file is the contract between the state room (stores, lease, journal) and its users (install,
+ * the operation layer, the CLI). It holds types and pure functions only.
+ */
+
+export const STATE_API_VERSION = 'ferry.dev/v1alpha1';
+export const STATE_KIND = 'SiteState';
+/** Where the state lives in the cluster. */
+export const STATE_NAMESPACE = 'ferry-system';
+export const STATE_CONFIGMAP = 'ferry-site';
+/** The key of the ConfigMap that holds the document (JSON). */
+export const STATE_KEY = 'state.json';
+/** The Lease object that one multi-node operation holds at a time. */
+export const OPERATION_LEASE = 'ferry-operation';
+
+export type NodeRole = 'server' | 'agent';
+
+/** One node as ferry knows it. */
+export interface NodeRecord {
+  name: string;
+  ip: string;
+  role: NodeRole;
+  /** linux/amd64, linux/arm64 */
+  platform: string;
+  kubernetesVersion: string;
+  /** The id of the bundle the node was installed or last upgraded from. */
+  bundle: string;
+  /** ISO 8601 */
+  joinedAt: string;
+}
+
+/** One bundle in the site store. */
+export interface BundleRecord {
+  /** `<name>-<version>`, as the store registers it. */
+  id: string;
+  name: string;
+  version: string;
+  /** The signer's key fingerprint (SHA256:…). */
+  fingerprint: string;
+  kubernetesVersion?: string;
+  /** sha256 of the bundle's checksums.txt: what makes two bundles of one id the same. */
+  checksums: string;
+  addedAt: string;
+}
+
+/** One entry of an operation's journal: a step of the operation, on one node or on the site. */
+export interface JournalEntry {
+  /** `<node>/<step>` or `site/<step>` */
+  key: string;
+  at: string;
+}
+
+/** The multi-node operation in progress (absent when none is). */
+export interface OperationRecord {
+  id: string;
+  /** join, upgrade, reset, certs-renew, backup, restore */
+  kind: string;
+  /** Who runs it: `<node>/<pid>`. */
+  holder: string;
+  startedAt: string;
+  /** What it was asked to do, enough for a re-run to check it is the same operation. */
+  args: Record<string, unknown>;
+  /** Steps finished, in order: a re-run skips them. */
+  journal: JournalEntry[];
+}
+
+/** The site's answers without secrets: what every server needs to act on the cluster. */
+export interface SiteAnswers {
+  domain: string;
+  clusterFqdn: string;
+  podCidr: string;
+  serviceCidr: string;
+  cni?: string;
+  records?: { name: string; ip: string }[];
+  upstreamDns?: string[];
+  ssh?: { user?: string; identityFile?: string; knownHosts?: string; port?: number };
+  cgroupV1?: string;
+  ignoreKubeadmPreflight?: string[];
+  /** kubelet and joinConfiguration patches, which joins reuse. */
+  patches?: Record<string, unknown>;
+}
+
+export interface SiteState {
+  apiVersion: typeof STATE_API_VERSION;
+  kind: typeof STATE_KIND;
+  answers: SiteAnswers;
+  nodes: NodeRecord[];
+  bundles: BundleRecord[];
+  /** The bundle the cluster runs (an id of `bundles`). */
+  current: string;
+  operation?: OperationRecord;
+}
+
+/** A state read from a store, with the version a write must name to replace it. */
+export interface Versioned<T> {
+  value: T;
+  /** The ConfigMap's resourceVersion, or the mirror's sequence number. */
+  version: string;
+}
+
+/**
+ * Where the state is kept. `write` replaces the document only if the store still holds `version`
+ * (undefined: only if there is none yet), and refuses otherwise with STATE_CONFLICT.
+ */
+export interface StateStore {
+  readonly where: string;
+  read(): Promise<Versioned<SiteState> | undefined>;
+  write(value: SiteState, version: string | undefined): Promise<string>;
+}

@@ -184,6 +184,13 @@ const table = {
   installRefused: ['INSTALL_REFUSED', 'usage'],
   /** `--offline`, and the cache lacks something the build needs. */
   offlineNotCached: ['OFFLINE_NOT_CACHED', 'usage'],
+  // Issue 18: the site state and its operations.
+  /** Another multi-node operation holds the site's lease. */
+  operationInProgress: ['OPERATION_IN_PROGRESS', 'usage'],
+  /** An unfinished operation of another kind is recorded for the site. */
+  operationUnfinished: ['OPERATION_UNFINISHED', 'usage'],
+  /** The state changed under a compare-and-swap write: re-read and retry. */
+  stateConflict: ['STATE_CONFLICT', 'remote'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

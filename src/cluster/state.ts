@@ -111,3 +111,28 @@ export interface StateStore {
   read(): Promise<Versioned<SiteState> | undefined>;
   write(value: SiteState, version: string | undefined): Promise<string>;
 }
+
+/**
+ * The state as its users see it: read from the cluster (or, when the API does not answer, the
+ * local mirror, with a warning), and updated by a compare-and-swap loop that re-reads and re-applies
+ * `fn` on a conflict, then refreshes the local mirror.
+ */
+export interface SiteStateAccess {
+  read(): Promise<SiteState | undefined>;
+  /** `fn` edits the document in place (or returns a new one); it may run more than once. */
+  update(fn: (s: SiteState) => SiteState | void): Promise<SiteState>;
+}
+
+/** The site's one operation lease, held while a multi-node operation runs (renewed in the background). */
+export interface OperationLease {
+  readonly holder: string;
+  release(): Promise<void>;
+}
+
+export interface LeaseProvider {
+  /**
+   * Takes the lease for `holder`. Held by another live holder: refused with OPERATION_IN_PROGRESS
+   * naming it, or, with `wait`, polled until it is free. An expired lease is taken over.
+   */
+  acquire(holder: string, o?: { wait?: boolean; onWait?: (holder: string) => void }): Promise<OperationLease>;
+}

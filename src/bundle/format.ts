@@ -7,6 +7,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { type CodeOf, Codes, IntegrityError, UsageError } from '../errors.js';
 import { exists, writeFileAtomic } from '../util/fsx.js';
+import { unameCaseArms } from '../util/platform.js';
+import { shWord } from '../util/shell.js';
 
 export const FORMAT_VERSION = 1;
 /** The ferry that writes a bundle says so in bundle.json (and in `ferry --version`). */
@@ -78,8 +80,7 @@ export const INSTALL_SH = `#!/bin/sh
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 case "$(uname -m)" in
-  x86_64|amd64) arch=amd64 ;;
-  aarch64|arm64) arch=arm64 ;;
+${unameCaseArms()}
   *) echo "ferry: unsupported architecture $(uname -m)" >&2; exit 2 ;;
 esac
 node="$here/runtime/linux-$arch/node"
@@ -99,9 +100,6 @@ exec "$node" ${QUIET_DEPRECATIONS.join(' ')} "$here/ferry/ferry.mjs" install "$@
 
 /** Where the Node.js runtime for a platform (`linux/amd64`) sits; install.sh looks there. */
 export const runtimePath = (platform: string) => `runtime/linux-${platform.split('/')[1]}/node`;
-
-/** Quotes a word for sh only when it needs it, so the usual file names stay readable. */
-const shWord = (s: string) => (/^[\w./+=:@%-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
 /**
  * The site's first commands, before anything from the bundle runs: stock tar, openssl and

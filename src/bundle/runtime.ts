@@ -9,6 +9,7 @@ import { hashFile, sha256Hex } from '../util/digest.js';
 import { tempPathFor, writeFileAtomic } from '../util/fsx.js';
 import { fetchText, fetchToCache, localPath, resolveCached, type FetchOptions } from './fetch.js';
 import { runtimePath } from './format.js';
+import { nodeArchOf } from '../util/platform.js';
 
 const RUNTIME_MAJOR = 24;
 
@@ -21,8 +22,6 @@ export interface FetchedRuntime {
   bundlePath: string;
   from: string;
 }
-
-const NPM_ARCH: Record<string, string> = { 'linux/amd64': 'x64', 'linux/arm64': 'arm64' };
 
 function npmRegistry(env: NodeJS.ProcessEnv = process.env): string {
   const r = env.FERRY_NPM_REGISTRY || env.npm_config_registry || 'https://registry.npmjs.org/';
@@ -200,7 +199,7 @@ export async function fetchRuntimes(platforms: string[], overrides: Record<strin
       out.push({ platform, version: 'override', sha256: sha, size, source: file, bundlePath, from: ov });
       continue;
     }
-    const npmArch = NPM_ARCH[platform];
+    const npmArch = nodeArchOf(platform);
     if (!npmArch) throw new UsageError(Codes.platformUnsupported, `no Node.js runtime package for ${platform}`, { hint: 'Set spec.runtime.node for that platform.' });
     const reg = o.npmRegistry ?? npmRegistry();
     const pkg = `node-linux-${npmArch}`;

@@ -5,7 +5,7 @@ import { Codes, RemoteError, UsageError } from '../errors.js';
 import { answerProblems, checkCidr, clusterFqdn, DEFAULTS, detectAddresses, loadAnswers, saveAnswers, type InstallAnswers } from '../install/answers.js';
 import { Host } from '../install/host.js';
 import type { JoinOutcome } from '../install/join.js';
-import { ADMIN_CONF, API_PORT, BUNDLE_DIR } from '../install/paths.js';
+import { ADMIN_CONF, ANSWERS_FILE, API_PORT, BUNDLE_DIR } from '../install/paths.js';
 import { describePlan, formatPlan, runPlan, type PlanEntry } from '../install/plan.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import { loadPublicKey } from '../sign/keys.js';
@@ -101,7 +101,7 @@ export function installCommand(): Command {
     .argument('<bundle>', 'the bundle: FILE or FILE.parts.json')
     .option('--trust <pub>', 'the trusted public key (ferry.pub); without it, confirm the fingerprint at the prompt')
     .option('--answers <file>', 'answers file (InstallAnswers YAML): no questions asked')
-    .option('--save-answers <file>', 'where to save the answers given at the prompts', '/etc/ferry/answers.yaml')
+    .option('--save-answers <file>', 'where to save the answers given at the prompts', ANSWERS_FILE)
     .option('--dry-run', 'verify the bundle, check the answers against it and print the plan (with --json as JSON); changes nothing, needs no root')
     .option('--show-files', 'with --dry-run: print every file a real run would write')
     .option('--out <dir>', 'with --dry-run: write every file a real run would write under DIR instead')
@@ -236,15 +236,15 @@ export function joinCommand(): Command {
     .option('--dry-run', 'check the answers and this server, list the nodes it would join; connects to none')
     .option('--allow-downgrade', "let a joining server's bundle replace a newer one unpacked there")
     .addHelpText('after', examples([
-      'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes',
-      'ferry join --answers /etc/ferry/answers.yaml --dry-run   # needs a first server where ferry install finished',
+      `ferry join --answers ${ANSWERS_FILE} --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes`,
+      `ferry join --answers ${ANSWERS_FILE} --dry-run   # needs a first server where ferry install finished`,
       'ferry join --answers answers.yaml --only k8s-agent-01 --json   # needs a first server and SSH to that node',
     ]))
     .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string; dryRun?: boolean; allowDowngrade?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
       const { joinNodes, formatJoinTable } = await import('../install/join.js');
       const host = new Host(path.resolve(o.root));
-      const answers = await loadAnswers(o.answers ?? host.p('/etc/ferry/answers.yaml'));
+      const answers = await loadAnswers(o.answers ?? host.p(ANSWERS_FILE));
       if (!answers.join?.length) {
         if (o.dryRun) throw new UsageError(Codes.usage, 'there are no hosts to join in the answers', { hint: 'List them under join: (host, name, role) and dry-run again.' });
         if (!canPrompt()) throw new UsageError(Codes.promptNoTty, 'no hosts to join, and no terminal to ask for them', { hint: 'List them under join: in an answers file and pass --answers FILE.' });

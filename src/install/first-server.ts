@@ -15,6 +15,7 @@ import { cniNodeObjects } from './cni.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
 import { imageCheckStep } from './image-check.js';
+import { writeLauncher } from './launcher.js';
 import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from './kube.js';
 import { renderKubeadmInit } from './kubeadm.js';
 import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
@@ -98,6 +99,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       }
       await fs.rm(host.p(FERRY_DIR), { recursive: true, force: true });
       await fs.cp(host.p(`${BUNDLE_DIR}/ferry`), host.p(FERRY_DIR), { recursive: true });
+      if (rt) await writeLauncher(host);
     }),
     kernelStep(host, 'load kernel modules and set sysctls for Kubernetes networking'),
     serviceRouteStep(host, answers.serviceCidr, answers.node.ip),

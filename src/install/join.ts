@@ -3,7 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { partFiles, QUIET_DEPRECATIONS } from '../bundle/format.js';
 import { Codes, FerryError, RemoteError, UsageError } from '../errors.js';
+import { archOfUname } from '../util/platform.js';
 import type { Reporter } from '../util/progress.js';
+import { shQuote as sq } from '../util/shell.js';
 import { checkAnswers, clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
 import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
 import { cniNodeObjects } from './cni.js';
@@ -54,7 +56,6 @@ async function listFiles(dir: string, rel = ''): Promise<string[]> {
 
 /** A join host's address in the cluster: checkAnswers resolved any host name into ip. */
 const nodeIp = (j: JoinHost) => j.ip ?? j.host;
-const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const expandHome = (p: string) => (p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p);
 
 /** A fresh bootstrap token (TTL 1h) and, for servers, a certificate key; never logged. */
@@ -88,7 +89,7 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
     const root = o.remoteRoot ? o.remoteRoot.replaceAll('{name}', j.name) : '/';
     const rp = (p: string) => path.posix.join(root, p);
     const uname = await s.exec('uname -m');
-    const arch = { x86_64: 'amd64', amd64: 'amd64', aarch64: 'arm64', arm64: 'arm64' }[uname.stdout.trim()];
+    const arch = archOfUname(uname.stdout);
     const manifest = (await bundleManifest(o.host))!;
     const rt = manifest.runtime.find((r) => r.platform === `linux/${arch}`);
     if (!rt) throw new UsageError(Codes.platformUnsupported, `${j.name} is ${uname.stdout.trim()}; the bundle has no runtime for it`, { hint: `The bundle carries ${manifest.platforms.join(', ')}.` });

@@ -16,9 +16,10 @@ import { cgroupSettings, cgroupsOnce, checkCgroupV1, type CgroupV1Policy } from 
 import { renderHostsToml } from './containerd.js';
 import type { Host } from './host.js';
 import { renderKubeadmJoin } from './kubeadm.js';
+import { renderLauncher, writeLauncher } from './launcher.js';
 import { archOf, installBinaries, installUnits, kernelStep, refuseMissingUnitBinaries, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { combinePatches, type Patches } from './patches.js';
-import { API_PORT, BUNDLE_DIR, BUNDLE_PUB, CONTAINERD_CERTS_D, DOWNLOADS_DIR, JOIN_CONFIG, KUBELET_CONF, PATCHES_DIR, PKI_DIR, REGISTRY_CERT_PREFIX, SITE_CA, SYSTEM_SITE_CA } from './paths.js';
+import { API_PORT, BUNDLE_DIR, FERRY_LAUNCHER, BUNDLE_PUB, CONTAINERD_CERTS_D, DOWNLOADS_DIR, JOIN_CONFIG, KUBELET_CONF, PATCHES_DIR, PKI_DIR, REGISTRY_CERT_PREFIX, SITE_CA, SYSTEM_SITE_CA } from './paths.js';
 import type { Step } from './plan.js';
 import { serviceRouteStep } from './routes.js';
 import { containerdConfigVersion } from './system-files.js';
@@ -147,6 +148,8 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       log('site CA installed');
     }),
     markerStep(host, 'binaries', `fetch the node binaries from ${registry} by FQDN, checking every checksum`, 'v1', (log) => fetchBinaries(host, p, log)),
+    // ferry join left the runtime and ferry in place: an operator here types `ferry status`.
+    markerStep(host, 'launcher', `put ferry on PATH (${FERRY_LAUNCHER})`, renderLauncher(), () => writeLauncher(host)),
     kernelStep(host, 'load kernel modules and set sysctls'),
     ...(p.serviceCidr ? [serviceRouteStep(host, p.serviceCidr, p.ip)] : []),
     markerStep(host, 'containerd-config', "configure containerd: the node's cgroup driver, mirrors to the site service", async () => `${p.registries.join(',')} ${(await cgroups()).driver} ${containerdConfigVersion(p.containerdVersion)}`, async (log) => {

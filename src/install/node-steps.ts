@@ -1,5 +1,4 @@
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { x as untar } from 'tar';
 import type { BundleFile } from '../bundle/format.js';
@@ -35,8 +34,9 @@ export function markerStep(host: Host, id: string, title: string, fingerprint: s
   };
 }
 
-/** This machine's architecture as the bundle names platforms (linux/<arch>). */
-export const archOf = () => ({ x64: 'amd64', arm64: 'arm64' })[os.arch() as 'x64' | 'arm64'] ?? os.arch();
+/** This machine's architecture as the bundle names platforms (linux/<arch>); kept here for the plans that import it. */
+export { archOf } from '../util/platform.js';
+import { archOf } from '../util/platform.js';
 
 /** Installs the bundle's binaries: plain files to /usr/local/bin, archives unpacked (executables flattened; CNI plugins to /opt/cni/bin). */
 export async function installBinaries(host: Host, bundleDir: string, files: BundleFile[], log: (l: string) => void): Promise<void> {

@@ -37,6 +37,8 @@ export const KUBEADM_CONFIG = '/etc/ferry/kubeadm.yaml';
 export const JOIN_CONFIG = '/etc/ferry/kubeadm-join.yaml';
 /** kubeadm patches of this node: its own kubelet settings over the cluster's kubelet-config. */
 export const PATCHES_DIR = '/etc/ferry/kubeadm-patches';
+/** The answers ferry install saves after its questions, and ferry join reads by default. */
+export const ANSWERS_FILE = '/etc/ferry/answers.yaml';
 
 /** What kubeadm writes. */
 export const ADMIN_CONF = '/etc/kubernetes/admin.conf';
@@ -59,6 +61,8 @@ export const CRI_SOCKET = 'unix:///run/containerd/containerd.sock';
 export const BIN_DIR = '/usr/local/bin';
 export const RUNC_PATH = '/usr/local/sbin/runc';
 export const CNI_BIN_DIR = '/opt/cni/bin';
+/** `ferry` on every node's PATH: runs FERRY_MJS with RUNTIME_NODE (launcher.ts). */
+export const FERRY_LAUNCHER = `${BIN_DIR}/ferry`;
 
 /** The site service (registry and file repository) on every server. */
 export const SITE_PORT = 5443;

@@ -7,14 +7,19 @@ import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 
 /**
- * Ajv's standalone code for the spec schema, generated from the sources as they are now, with the
- * options src/spec/spec-validator.ts compiles with at run time. The bundle carries it instead of
- * that module, so no start loads Ajv's compiler or compiles the schema.
+ * Ajv's standalone code for ferry's document schemas (the spec's, the answers'), generated from the
+ * sources as they are now, with the options src/spec/spec-validator.ts compiles with at run time.
+ * The bundle carries it instead of those modules, so no start loads Ajv's compiler or compiles a schema.
  */
-async function specValidatorCode() {
-  const gen = path.resolve('dist/.spec-validator-gen.mjs');
+const VALIDATORS = [
+  { module: /[\\/]src[\\/]spec[\\/]spec-validator\.ts$/, schema: 'bundleSpecSchema', from: './src/spec/schema.ts', fn: 'specValidator' },
+  { module: /[\\/]src[\\/]spec[\\/]answers-validator\.ts$/, schema: 'answersSchema', from: './src/spec/answers.ts', fn: 'answersValidator' },
+];
+
+async function validatorCode(v) {
+  const gen = path.resolve(`dist/.${v.fn}-gen.mjs`);
   await build({
-    stdin: { contents: "export { SPEC_AJV_OPTIONS } from './src/spec/spec-validator.ts'; export { bundleSpecSchema } from './src/spec/schema.ts';", resolveDir: '.', loader: 'ts' },
+    stdin: { contents: `export { SPEC_AJV_OPTIONS } from './src/spec/spec-validator.ts'; export { ${v.schema} } from '${v.from}';`, resolveDir: '.', loader: 'ts' },
     outfile: gen,
     bundle: true,
     packages: 'external',
@@ -23,11 +28,11 @@ async function specValidatorCode() {
     logLevel: 'warning',
   });
   try {
-    const { SPEC_AJV_OPTIONS, bundleSpecSchema } = await import(pathToFileURL(gen).href);
+    const mod = await import(pathToFileURL(gen).href);
     const { Ajv } = await import('ajv');
     const { default: standaloneCode } = await import('ajv/dist/standalone/index.js');
-    const ajv = new Ajv({ ...SPEC_AJV_OPTIONS, code: { source: true, esm: true } });
-    return `${standaloneCode(ajv, ajv.compile(bundleSpecSchema))}\nexport function specValidator() { return validate; }\n`;
+    const ajv = new Ajv({ ...mod.SPEC_AJV_OPTIONS, code: { source: true, esm: true } });
+    return `${standaloneCode(ajv, ajv.compile(mod[v.schema]))}\nexport function ${v.fn}() { return validate; }\n`;
   } finally {
     await rm(gen, { force: true });
   }
@@ -36,7 +41,7 @@ async function specValidatorCode() {
 const specValidator = {
   name: 'spec-validator',
   setup(b) {
-    b.onLoad({ filter: /[\\/]src[\\/]spec[\\/]spec-validator\.ts$/ }, async () => ({ contents: await specValidatorCode(), loader: 'js', resolveDir: path.resolve('src/spec') }));
+    for (const v of VALIDATORS) b.onLoad({ filter: v.module }, async () => ({ contents: await validatorCode(v), loader: 'js', resolveDir: path.resolve('src/spec') }));
   },
 };
 

@@ -2,7 +2,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, RemoteError, UsageError } from '../errors.js';
-import { answerProblems, checkCidr, clusterFqdn, DEFAULTS, detectAddresses, loadAnswers, saveAnswers, type InstallAnswers } from '../install/answers.js';
+import { answerProblems, clusterFqdn, DEFAULTS, defaultClusterFqdn, detectAddresses, loadAnswers, saveAnswers, type InstallAnswers } from '../install/answers.js';
+import { formatProblem } from '../spec/answers.js';
+import { formatPath } from '../spec/yamlpos.js';
 import { Host } from '../install/host.js';
 import type { JoinOutcome } from '../install/join.js';
 import { ADMIN_CONF, ANSWERS_FILE, API_PORT, BUNDLE_DIR } from '../install/paths.js';
@@ -21,37 +23,38 @@ async function askAnswers(bundle: string): Promise<InstallAnswers> {
   const hint = '--answers FILE';
   const { readBundleManifest } = await import('../bundle/inspect.js');
   const m = await readBundleManifest(bundle);
-  const check = (probe: Partial<InstallAnswers>, field: string) => (v: string): true | string => {
-    const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'a.example', node: { name: 'n', ip: '10.0.0.1' }, podCidr: DEFAULTS.podCidr, serviceCidr: '10.96.0.0/12', ...probe }).find((x) => x.path.join('.') === field);
-    return p ? `${field} ${p.msg}` : true;
+  // Each answer is checked by the answers' schema and rules, inside answers that are valid so far.
+  let sofar: InstallAnswers = { apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'a.example', node: { name: 'n', ip: '10.0.0.1' }, podCidr: DEFAULTS.podCidr, serviceCidr: DEFAULTS.serviceCidr };
+  const check = (field: string, probe: (v: string) => Partial<InstallAnswers>) => (v: string): true | string => {
+    const p = answerProblems({ ...sofar, ...probe(v) }).filter((x) => formatPath(x.path).startsWith(field));
+    return p.length ? p.map(formatProblem).join('; ') : true;
   };
-  const domain = await input('Site DNS domain', hint, { default: 'site.example', validate: (v) => check({ domain: v }, 'domain')(v) });
-  const fqdn = await input('Cluster FQDN (every node reaches the API by this name)', hint, { default: `k8s-cluster.${domain}`, validate: (v) => check({ clusterFqdn: v }, 'clusterFqdn')(v) });
-  const name = await input("This node's name", hint, { default: os.hostname().toLowerCase().split('.')[0], validate: (v) => check({ node: { name: v, ip: '10.0.0.1' } }, 'node.name')(v) });
+  const ask = async (field: string, q: string, probe: (v: string) => Partial<InstallAnswers>, def?: string) => {
+    const v = await input(q, hint, { ...(def !== undefined ? { default: def } : {}), validate: check(field, probe) });
+    sofar = { ...sofar, ...probe(v) };
+    return v;
+  };
+  const domain = await ask('domain', 'Site DNS domain', (v) => ({ domain: v }), 'site.example');
+  const fqdn = await ask('clusterFqdn', 'Cluster FQDN (every node reaches the API by this name)', (v) => ({ clusterFqdn: v }), defaultClusterFqdn(domain));
+  const name = await ask('node.name', "This node's name", (v) => ({ node: { ...sofar.node, name: v } }), os.hostname().toLowerCase().split('.')[0]);
   const ips = detectAddresses();
   const ip = ips.length
     ? await select("This node's IP", hint, [...ips.map((a) => ({ value: a })), { value: 'other', name: 'another address…' }], ips[0])
     : 'other';
-  const nodeIp = ip === 'other' ? await input("This node's IP", hint, { validate: (v) => check({ node: { name: 'n', ip: v } }, 'node.ip')(v) }) : ip;
-  const podCidr = await input('Pod CIDR', hint, { default: DEFAULTS.podCidr, validate: (v) => checkCidr(v) ?? true });
-  const serviceCidr = await input('Service CIDR', hint, { default: DEFAULTS.serviceCidr, validate: (v) => check({ podCidr, serviceCidr: v }, 'serviceCidr')(v) });
+  const nodeIp = ip === 'other' ? await ask('node.ip', "This node's IP", (v) => ({ node: { name, ip: v } })) : ip;
+  sofar = { ...sofar, node: { name, ip: nodeIp } };
+  const podCidr = await ask('podCidr', 'Pod CIDR', (v) => ({ podCidr: v }), DEFAULTS.podCidr);
+  const serviceCidr = await ask('serviceCidr', 'Service CIDR', (v) => ({ serviceCidr: v }), DEFAULTS.serviceCidr);
   const cnis = m.charts.filter((c) => KNOWN_CNIS.includes(c.name)).map((c) => c.name);
   const cni = cnis.length ? await select('CNI', hint, cnis.map((c) => ({ value: c }))) : undefined;
-  const recordsText = await input('Extra site DNS records, as name=ip separated by commas (empty for none)', hint, {
-    default: '',
-    validate: (v) => {
-      const recs = v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0] ?? '', ip: s.split('=')[1] ?? '' }));
-      // With the cluster FQDN as answered: a record must not shadow it either.
-      const p = answerProblems({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain, clusterFqdn: fqdn, node: { name, ip: nodeIp }, podCidr, serviceCidr, records: recs });
-      return p.length ? p.map((x) => `${x.path.join('.')} ${x.msg}`).join('; ') : true;
-    },
-  });
-  const records = recordsText.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0]!, ip: s.split('=')[1]! }));
+  const parseRecords = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0] ?? '', ip: s.split('=')[1] ?? '' }));
+  // With the cluster FQDN as answered: a record must not shadow it either.
+  const records = parseRecords(await ask('records', 'Extra site DNS records, as name=ip separated by commas (empty for none)', (v) => (v.trim() ? { records: parseRecords(v) } : {}), ''));
   return {
     apiVersion: 'ferry.dev/v1alpha1',
     kind: 'InstallAnswers',
     domain,
-    ...(fqdn !== `k8s-cluster.${domain}` ? { clusterFqdn: fqdn } : {}),
+    ...(fqdn !== defaultClusterFqdn(domain) ? { clusterFqdn: fqdn } : {}),
     node: { name, ip: nodeIp },
     podCidr,
     serviceCidr,
@@ -305,7 +308,7 @@ async function askJoinHosts(a: InstallAnswers): Promise<NonNullable<InstallAnswe
     const name = await input(`Node name for ${host}`, hint, {
       validate: (v) => {
         const probs = answerProblems({ ...a, join: [...out, { host, name: v, role: 'agent' }] }).filter((p) => p.path[0] === 'join');
-        return probs.length ? probs.map((p) => p.msg).join('; ') : true;
+        return probs.length ? probs.map(formatProblem).join('; ') : true;
       },
     });
     const role = await select(`Role of ${name}`, hint, [{ value: 'agent' as const, name: 'agent (worker)' }, { value: 'server' as const, name: 'server (control plane)' }]);

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { FERRY_VERSION } from '../bundle/format.js';
 import { ExitCode, UsageError, Codes } from '../errors.js';
+import { answersCommand } from './answers-commands.js';
 import { bundleCommand } from './bundle-commands.js';
 import { imagesCommand } from './images-commands.js';
 import { installCommand, joinCommand, nodeJoinCommand } from './install-commands.js';
@@ -56,6 +57,7 @@ ${EXIT_CODES}`,
   program.addCommand(containerdCommand());
   program.addCommand(installCommand());
   program.addCommand(joinCommand());
+  program.addCommand(answersCommand());
   program.addCommand(nodeJoinCommand(), { hidden: true });
   const exitOverride = (c: Command) => {
     c.exitOverride();

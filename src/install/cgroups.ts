@@ -16,8 +16,8 @@ export interface NodeCgroups {
  * its hosts' kernel command line on the day of the install, and Kubernetes still runs on v1 when
  * told to; the install warns loudly instead. `refuse` stops at preflight.
  */
-export type CgroupV1Policy = 'allow' | 'refuse';
-export const CGROUP_V1_POLICIES: readonly CgroupV1Policy[] = ['allow', 'refuse'];
+export { CGROUP_V1_POLICIES, type CgroupV1Policy } from '../spec/answers.js';
+import type { CgroupV1Policy } from '../spec/answers.js';
 
 /** The node's cgroup hierarchy and driver, read through the root prefix (a test's node is a directory). */
 export async function detectCgroups(host: Host): Promise<NodeCgroups> {

@@ -3,10 +3,9 @@
  * JSON merge patch (RFC 7386, kubeadm's "+merge") over the document ferry renders, so the operator's
  * value wins, objects merge key by key, arrays and scalars replace, and null removes a key.
  */
-export const PATCH_TARGETS = ['kubelet', 'kubeProxy', 'clusterConfiguration', 'initConfiguration', 'joinConfiguration'] as const;
-export type PatchTarget = (typeof PATCH_TARGETS)[number];
-export type Patch = Record<string, unknown>;
-export type Patches = Partial<Record<PatchTarget, Patch>>;
+import type { Patch } from '../spec/answers.js';
+
+export { PATCH_TARGETS, type Patch, type Patches, type PatchTarget } from '../spec/answers.js';
 
 const isMapping = (v: unknown): v is Patch => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -28,17 +27,4 @@ export function mergePatch<T extends Patch>(doc: T, patch: Patch | undefined): T
 /** Two merge patches as one, `b` after `a`: its nulls stay, to remove keys from what the result patches. */
 export function combinePatches(a: Patch, b: Patch | undefined): Patch {
   return b ? (merge(a, b, false) as Patch) : a;
-}
-
-/** Every problem with the answers' patches, each with its path under `patches`. */
-export function patchProblems(patches: unknown): { path: (string | number)[]; msg: string }[] {
-  if (patches === undefined) return [];
-  if (!isMapping(patches)) return [{ path: ['patches'], msg: `must be a mapping of ${PATCH_TARGETS.join(', ')}` }];
-  const out: { path: (string | number)[]; msg: string }[] = [];
-  for (const [k, v] of Object.entries(patches)) {
-    if (!(PATCH_TARGETS as readonly string[]).includes(k)) out.push({ path: ['patches', k], msg: `is not a patch target: use ${PATCH_TARGETS.join(', ')}` });
-    else if (!isMapping(v)) out.push({ path: ['patches', k], msg: 'must be a mapping (merged into the document ferry writes)' });
-    else for (const f of ['apiVersion', 'kind']) if (f in v) out.push({ path: ['patches', k, f], msg: 'cannot be patched: ferry writes the document of that kind' });
-  }
-  return out;
 }

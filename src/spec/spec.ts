@@ -4,8 +4,8 @@ import { Codes, SpecError, UsageError } from '../errors.js';
 import { formatPlatform, parsePlatform, type Platform } from '../oci/media.js';
 import { displayName, formatReference, parseReference, type Reference } from '../oci/reference.js';
 import { assertSupportedKubernetes } from './kubernetes.js';
-import { schemaProblems } from './schema-errors.js';
-import { PATH_SEGMENT } from './schema.js';
+import { describeSchemaProblems } from './schema-errors.js';
+import { bundleSpecSchema, PATH_SEGMENT } from './schema.js';
 import { specValidator } from './spec-validator.js';
 import { loadYaml, parseYamlText, positionOf, type LoadedYaml } from './yamlpos.js';
 
@@ -72,7 +72,7 @@ function validate(value: unknown): ErrorObject[] {
 
 /** One message per problem, each with file:line:col and the expected shape. */
 function describe(y: LoadedYaml, errors: ErrorObject[]): string[] {
-  return schemaProblems(errors).map((p) => `${positionOf(y, p.path, p.at)}: ${p.where} ${p.message}${p.expected ? ` (expected: ${p.expected})` : ''}`);
+  return describeSchemaProblems(y, errors, bundleSpecSchema).map((p) => `${p.at}: ${p.text}`);
 }
 
 /** Expands {version}, {semver} (no leading v), {os} and {arch} in a binary's URL. */

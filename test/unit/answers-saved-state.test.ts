@@ -49,12 +49,12 @@ join:
 `,
       ),
     ).toEqual([
-      '4:28: node.ip "fd00::10" is an IPv6 address: ferry is IPv4-only today',
-      '5:10: podCidr "fd00:10::/64" is an IPv6 CIDR: ferry is IPv4-only today',
-      '6:14: serviceCidr "fd00:20::/108" is an IPv6 CIDR: ferry is IPv4-only today',
-      '8:24: records.0.ip "fd00::50" is an IPv6 address: ferry is IPv4-only today',
-      '10:12: join.0.host "fd00::21" is an IPv6 address: ferry is IPv4-only today',
-      '11:55: join.1.ip "fd00::22" is an IPv6 address: ferry is IPv4-only today',
+      '4:28: node.ip "fd00::10" is not valid (expected: The node\'s IPv4 address, for example 10.0.0.11 (ferry is IPv4-only today))',
+      '5:10: podCidr "fd00:10::/64" is not valid (expected: The pod network, for example 10.244.0.0/16 (ferry is IPv4-only today))',
+      '6:14: serviceCidr "fd00:20::/108" is not valid (expected: The Service network, for example 10.96.0.0/12 (ferry is IPv4-only today))',
+      '8:24: records[0].ip "fd00::50" is not valid (expected: The IPv4 address the name answers (ferry is IPv4-only today))',
+      '10:12: join[0].host "fd00::21" is not valid (expected: A host name or IPv4 address to reach over SSH (ferry is IPv4-only today).)',
+      '11:55: join[1].ip "fd00::22" is not valid (expected: The node\'s own address on the cluster network, when it differs from host (ferry is IPv4-only today))',
     ]);
   });
 
@@ -73,8 +73,8 @@ join:
       ),
     ).toEqual([
       '4:28: node.ip 10.244.3.4 is inside podCidr 10.244.0.0/16: a node\'s address must be outside the pod and service networks',
-      '8:55: join.0.ip 10.100.0.20 is inside serviceCidr 10.96.0.0/12: a node\'s address must be outside the pod and service networks',
-      '9:12: join.1.host 10.244.255.254 is inside podCidr 10.244.0.0/16: a node\'s address must be outside the pod and service networks',
+      '8:55: join[0].ip 10.100.0.20 is inside serviceCidr 10.96.0.0/12: a node\'s address must be outside the pod and service networks',
+      '9:12: join[1].host 10.244.255.254 is inside podCidr 10.244.0.0/16: a node\'s address must be outside the pod and service networks',
     ]);
   });
 
@@ -93,10 +93,10 @@ join:
 `,
       ),
     ).toEqual([
-      '8:12: join.0.host 10.0.0.11 is also the address of server-1',
-      '9:67: join.1.ip 10.0.0.11 is also the address of server-1',
-      '10:12: join.2.host 127.0.0.1 is a loopback address, which the other nodes cannot reach',
-      '11:12: join.3.host 0.0.0.0 is not a host address',
+      '8:12: join[0].host 10.0.0.11 is also the address of server-1',
+      '9:67: join[1].ip 10.0.0.11 is also the address of server-1',
+      '10:12: join[2].host 127.0.0.1 is a loopback address, which the other nodes cannot reach',
+      '11:12: join[3].host 0.0.0.0 is not a host address',
     ]);
   });
 
@@ -114,9 +114,9 @@ join:
 `,
       ),
     ).toEqual([
-      '8:12: join.0.host "localhost" resolves to 127.0.0.1: 127.0.0.1 is a loopback address, which the other nodes cannot reach',
-      expect.stringMatching(/^9:12: join\.1\.host "no-such-node\.invalid" does not resolve to an IPv4 address \(\w+\): give its IP as host, or add ip:$/),
-      '10:12: join.2.host must be a host name or IPv4 address to reach over SSH',
+      '8:12: join[0].host "localhost" resolves to 127.0.0.1: 127.0.0.1 is a loopback address, which the other nodes cannot reach',
+      expect.stringMatching(/^9:12: join\[1\]\.host "no-such-node\.invalid" does not resolve to an IPv4 address \(\w+\): give its IP as host, or add ip:$/),
+      '10:12: join[2].host "bad host!" is not valid (expected: A host name or IPv4 address to reach over SSH (ferry is IPv4-only today).)',
     ]);
   });
 
@@ -141,12 +141,12 @@ join:
 `,
       ),
     ).toEqual([
-      '9:12: records.0.name would answer in the site DNS as registry.site.test, which is the site registry name',
-      '10:12: records.1.name would answer in the site DNS as registry.site.test, which is the site registry name',
-      '11:12: records.2.name would answer in the site DNS as api.site.test, which is the cluster FQDN',
-      '12:12: records.3.name would answer in the site DNS as server-1.site.test, which is node server-1',
-      '13:12: records.4.name would answer in the site DNS as agent-1.site.test, which is node agent-1',
-      '17:29: join.1.name would answer in the site DNS as registry.site.test, which is the site registry name',
+      '9:12: records[0].name would answer in the site DNS as registry.site.test, which is the site registry name',
+      '10:12: records[1].name would answer in the site DNS as registry.site.test, which is the site registry name',
+      '11:12: records[2].name would answer in the site DNS as api.site.test, which is the cluster FQDN',
+      '12:12: records[3].name would answer in the site DNS as server-1.site.test, which is node server-1',
+      '13:12: records[4].name would answer in the site DNS as agent-1.site.test, which is node agent-1',
+      '17:29: join[1].name would answer in the site DNS as registry.site.test, which is the site registry name',
     ]);
     expect(await refusals('fqdn-is-registry', 'node: {name: server-1, ip: 10.0.0.11}\npodCidr: 10.244.0.0/16\nserviceCidr: 10.96.0.0/12\nclusterFqdn: registry.site.test\n')).toEqual([
       '7:14: clusterFqdn is registry.site.test, the site registry name',

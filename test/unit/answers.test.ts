@@ -13,12 +13,12 @@ describe('the upstreamDns answer', () => {
 
   it('refuses names, IPv6, bad ports, a non-list and this node itself, naming each entry', () => {
     expect(problems({ upstreamDns: ['dns.corp', 'fd00::53', '10.0.0.53:70000', '10.0.0.11'] })).toEqual([
-      'upstreamDns.0: must be the IPv4 address of a resolver, optionally with a port: 10.0.0.53 or 10.0.0.53:5353',
-      'upstreamDns.1: must be the IPv4 address of a resolver, optionally with a port: 10.0.0.53 or 10.0.0.53:5353',
-      'upstreamDns.2: must be the IPv4 address of a resolver, optionally with a port: 10.0.0.53 or 10.0.0.53:5353',
+      'upstreamDns.0: "dns.corp" is not valid (expected: A resolver, for example 10.0.0.53 or 10.0.0.53:5353 (ferry is IPv4-only today).)',
+      'upstreamDns.1: "fd00::53" is not valid (expected: A resolver, for example 10.0.0.53 or 10.0.0.53:5353 (ferry is IPv4-only today).)',
+      'upstreamDns.2: "10.0.0.53:70000" is not valid (expected: A resolver, for example 10.0.0.53 or 10.0.0.53:5353 (ferry is IPv4-only today).)',
       'upstreamDns.3: is this node: the site DNS would forward to itself',
     ]);
-    expect(problems({ upstreamDns: '10.0.0.53' as unknown as string[] })).toEqual(['upstreamDns: must be a list of resolver addresses, such as [10.0.0.53]']);
+    expect(problems({ upstreamDns: '10.0.0.53' as unknown as string[] })).toEqual([expect.stringMatching(/^upstreamDns: must be array \(expected: The site resolvers/)]);
   });
 
   it('reaches the bootstrap values, and is left out when not answered', () => {

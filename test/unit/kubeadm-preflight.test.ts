@@ -33,8 +33,8 @@ describe("kubeadm's ignorePreflightErrors", () => {
     await fs.writeFile(file, `${base}ignoreKubeadmPreflight: [NumCPU, Port-6443, FileContent--proc-sys-net-ipv4-ip_forward]\n`);
     expect((await loadAnswers(file)).ignoreKubeadmPreflight).toEqual(['NumCPU', 'Port-6443', 'FileContent--proc-sys-net-ipv4-ip_forward']);
     await fs.writeFile(file, `${base}ignoreKubeadmPreflight:\n  - NumCPU\n  - "--all"\n`);
-    await expect(loadAnswers(file)).rejects.toThrow(new RegExp(`${file}:9:\\d+: ignoreKubeadmPreflight\\.1 must be a kubeadm preflight check name`));
+    await expect(loadAnswers(file)).rejects.toThrow(new RegExp(`${file}:9:\\d+: ignoreKubeadmPreflight\\[1\\] "--all" is not valid \\(expected: A kubeadm preflight check name`));
     await fs.writeFile(file, `${base}ignoreKubeadmPreflight: NumCPU\n`);
-    await expect(loadAnswers(file)).rejects.toThrow(new RegExp(`${file}:7:\\d+: ignoreKubeadmPreflight must be a list of kubeadm preflight check names`));
+    await expect(loadAnswers(file)).rejects.toThrow(new RegExp(`${file}:7:\\d+: ignoreKubeadmPreflight must be array \\(expected: kubeadm preflight checks to skip`));
   });
 });

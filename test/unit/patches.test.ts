@@ -70,8 +70,8 @@ describe('answers patches', () => {
     );
     const err = await loadAnswers(file).then(() => undefined, (e: Error & { code?: string }) => e);
     expect(err?.code).toBe('SPEC_INVALID');
-    expect(err?.message).toMatch(new RegExp(`${file}:9:\\d+: patches\\.kubeproxy is not a patch target: use kubelet, kubeProxy, clusterConfiguration, initConfiguration, joinConfiguration`));
-    expect(err?.message).toMatch(new RegExp(`${file}:10:\\d+: patches\\.clusterConfiguration must be a mapping`));
+    expect(err?.message).toMatch(new RegExp(`${file}:9:\\d+: patches\\.kubeproxy is not a known field; did you mean kubeProxy\\?`));
+    expect(err?.message).toMatch(new RegExp(`${file}:10:\\d+: patches\\.clusterConfiguration must be object`));
     expect(err?.message).toMatch(new RegExp(`${file}:11:\\d+: patches\\.joinConfiguration\\.kind cannot be patched`));
     expect(err?.message).not.toMatch(/patches\.kubelet /);
   });

@@ -2,6 +2,7 @@ import { parseAllDocuments } from 'yaml';
 import type { BundleManifest } from '../bundle/format.js';
 import { Codes, FerryError, UsageError } from '../errors.js';
 import { Host } from './host.js';
+import { BIN_DIR } from './paths.js';
 
 /*
  * The site's DNS and API load balancer, step 6 of the disconnected side. charts/ferry-bootstrap is
@@ -73,7 +74,7 @@ export interface BootstrapChart {
 }
 
 /** Where the binaries step puts the bundle's helm (files/helm/…, unpacked if it is an archive). */
-export const INSTALLED_HELM = '/usr/local/bin/helm';
+export const INSTALLED_HELM = `${BIN_DIR}/helm`;
 
 /**
  * The bundle's chart and helm on an installed host. FERRY_HELM overrides the helm, as it does at

@@ -5,6 +5,7 @@ import { Layout, REF_NAME } from '../oci/layout.js';
 import { MediaType } from '../oci/media.js';
 import { normalizeRegistry, parseReference } from '../oci/reference.js';
 import { writeFileAtomic } from '../util/fsx.js';
+import { SITE_CA } from './paths.js';
 
 /*
  * containerd's registry configuration for a site: one certs.d/<upstream>/hosts.toml per registry
@@ -113,7 +114,7 @@ export async function writeContainerdConfig(o: ContainerdConfigOptions): Promise
   }
   const mirrors = [...new Set(o.mirrors.map(normaliseMirror))];
   if (!o.caFile || !path.isAbsolute(o.caFile)) {
-    throw new UsageError(Codes.usage, `the CA file must be an absolute path, not "${o.caFile}"`, { hint: 'containerd reads it on every node: give the path it has there, e.g. --ca /etc/ferry/pki/ca.crt.' });
+    throw new UsageError(Codes.usage, `the CA file must be an absolute path, not "${o.caFile}"`, { hint: `containerd reads it on every node: give the path it has there, e.g. --ca ${SITE_CA}.` });
   }
   const registries = [...new Set([...(await bundleRegistries(o.bundleDir)), ...(o.extraRegistries ?? [])].map(normalizeRegistry))].sort().map(checkRegistryDir);
   const outDir = path.resolve(o.outDir);

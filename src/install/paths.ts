@@ -43,6 +43,7 @@ export const ANSWERS_FILE = '/etc/ferry/answers.yaml';
 /** What kubeadm writes. */
 export const ADMIN_CONF = '/etc/kubernetes/admin.conf';
 export const KUBELET_CONF = '/etc/kubernetes/kubelet.conf';
+export const BOOTSTRAP_KUBELET_CONF = '/etc/kubernetes/bootstrap-kubelet.conf';
 export const CLUSTER_CA = '/etc/kubernetes/pki/ca.crt';
 
 /** System files ferry writes. */

@@ -1,7 +1,7 @@
 import semver from 'semver';
 import type { CgroupDriver } from './cgroups.js';
 import { tomlString } from './containerd.js';
-import { CONTAINERD_CERTS_D } from './paths.js';
+import { BIN_DIR, BOOTSTRAP_KUBELET_CONF, CONTAINERD_CERTS_D, KUBELET_CONF } from './paths.js';
 
 /** Files ferry puts on every node besides the site service unit. */
 
@@ -13,7 +13,7 @@ After=network.target local-fs.target
 
 [Service]
 ExecStartPre=-/sbin/modprobe overlay
-ExecStart=/usr/local/bin/containerd
+ExecStart=${BIN_DIR}/containerd
 Type=notify
 Delegate=yes
 KillMode=process
@@ -36,7 +36,7 @@ Wants=network-online.target
 After=network-online.target containerd.service ferry-serve.service
 
 [Service]
-ExecStart=/usr/local/bin/kubelet
+ExecStart=${BIN_DIR}/kubelet
 Restart=always
 StartLimitInterval=0
 RestartSec=10
@@ -47,12 +47,12 @@ WantedBy=multi-user.target
 
 export const KUBELET_KUBEADM_DROPIN = `# Written by ferry (kubeadm's drop-in for kubelet).
 [Service]
-Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=${BOOTSTRAP_KUBELET_CONF} --kubeconfig=${KUBELET_CONF}"
 Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
 EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
 EnvironmentFile=-/etc/default/kubelet
 ExecStart=
-ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+ExecStart=${BIN_DIR}/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 `;
 
 export const MODULES = ['overlay', 'br_netfilter'];

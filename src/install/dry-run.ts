@@ -16,8 +16,9 @@ import { bootstrapValues, clusterNodes, containerdVersionOf, kubernetesVersionOf
 import { renderHostsToml } from './containerd.js';
 import type { InstallContext } from './first-server.js';
 import { renderKubeadmInit } from './kubeadm.js';
+import { renderLauncher } from './launcher.js';
 import { archOf, serverHostNames, siteServiceUrl, unitBinariesMissing } from './node-steps.js';
-import { CONTAINERD_CERTS_D, CONTAINERD_CONFIG, ETC_HOSTS, KUBEADM_CONFIG, MODULES_LOAD_FILE, REGISTRY_CERT, REGISTRY_KEY, SITE_CA, SITE_PORT, STATE_DIR, SYSCTL_FILE, SYSTEMD_DIR } from './paths.js';
+import { CONTAINERD_CERTS_D, CONTAINERD_CONFIG, ETC_HOSTS, FERRY_LAUNCHER, KUBEADM_CONFIG, MODULES_LOAD_FILE, REGISTRY_CERT, REGISTRY_KEY, SITE_CA, SITE_PORT, STATE_DIR, SYSCTL_FILE, SYSTEMD_DIR } from './paths.js';
 import { preflight } from './preflight.js';
 import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SYSCTL_CONF } from './system-files.js';
 import { renderServeUnit } from './units.js';
@@ -191,6 +192,7 @@ async function renderFiles(ctx: InstallContext, m: BundleManifest): Promise<Rend
     { path: `${SYSTEMD_DIR}/kubelet.service`, content: KUBELET_UNIT },
     { path: `${SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf`, content: KUBELET_KUBEADM_DROPIN },
     { path: `${SYSTEMD_DIR}/ferry-serve.service`, content: renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: REGISTRY_CERT, tlsKey: REGISTRY_KEY }) },
+    { path: FERRY_LAUNCHER, content: renderLauncher() },
   ];
   if (m.kubernetes?.version) {
     files.push({ path: KUBEADM_CONFIG, content: renderKubeadmInit({ answers, kubernetesVersion: m.kubernetes.version, imageRepository: m.kubernetes.imageRepository, cgroups: cg }) });

@@ -206,6 +206,7 @@ describe('ferry install --dry-run checks what a real run would', () => {
         '/etc/systemd/system/ferry-serve.service',
         '/etc/systemd/system/kubelet.service',
         '/etc/systemd/system/kubelet.service.d/10-kubeadm.conf',
+        '/usr/local/bin/ferry',
         '/var/lib/ferry/state/bootstrap-values.json',
       ].sort(),
     );

@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { answerProblems, loadAnswers } from '../../src/install/answers.js';
+import type { SiteAnswers } from '../../src/cluster/state.js';
 import { answersSchema, SITE_SCHEMAS, type InstallAnswers, type JoinHost } from '../../src/spec/answers.js';
 import { closestKey } from '../../src/spec/schema-errors.js';
 import { ROOT } from '../helpers/cli.js';
@@ -28,6 +29,8 @@ const checks: true[] = [
   true as Matches<S['properties']['join']['items'], JoinHost>,
   true as Matches<S['properties']['records']['items'], NonNullable<InstallAnswers['records']>[number]>,
   true as Matches<S['properties']['patches'], NonNullable<InstallAnswers['patches']>>,
+  // The site state keeps the answers without this node, the join list and the document's header.
+  true as Same<keyof SiteAnswers, Exclude<keyof InstallAnswers, 'apiVersion' | 'kind' | 'node' | 'join'>>,
 ];
 
 let work: string;
@@ -56,7 +59,7 @@ async function refusals(name: string, text: string): Promise<string[]> {
 
 describe('the answers schema', () => {
   it('is the TypeScript type of the answers, key for key and required for required', () => {
-    expect(checks).toHaveLength(6);
+    expect(checks).toHaveLength(7);
   });
 
   it("gives the bootstrap chart's values schema its shared parts as they are: domain, node names and IPs, records, resolvers", async () => {

@@ -225,7 +225,7 @@ describe('ferry install --dry-run checks what a real run would', () => {
     const out = path.join(work, 'rendered');
     const o = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--out', out]);
     expect(o.code, o.stderr).toBe(0);
-    expect(o.stdout).toContain(`11 files rendered under ${out}`);
+    expect(o.stdout).toContain(`12 files rendered under ${out}`);
     for (const [p, content] of byPath) expect(await fs.readFile(path.join(out, p), 'utf8')).toBe(content);
     expect(await fs.readdir(root)).toEqual([]);
   });

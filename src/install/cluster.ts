@@ -12,7 +12,7 @@ import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { BOOTSTRAP_NAMESPACE, bundledBootstrapChart, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
 import type { Host } from './host.js';
-import { applyObjects, waitForDaemonSets } from './kube.js';
+import { applyObjects, waitForDaemonSets } from '../kube/client.js';
 import { ADMIN_CONF, BUNDLE_DIR, CLUSTER_CA, FERRY_ROOT, NODES_FILE } from './paths.js';
 
 /*

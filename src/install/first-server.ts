@@ -15,7 +15,7 @@ import { cniNodeObjects } from './cni.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
 import { imageCheckStep } from './image-check.js';
-import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from './kube.js';
+import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from '../kube/client.js';
 import { renderKubeadmInit } from './kubeadm.js';
 import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR } from './paths.js';

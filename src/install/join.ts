@@ -9,7 +9,7 @@ import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNod
 import { cniNodeObjects } from './cni.js';
 import { bundleRegistries } from './containerd.js';
 import type { Host } from './host.js';
-import { applyObjects } from './kube.js';
+import { applyObjects } from '../kube/client.js';
 import { TOKEN_RE } from './kubeadm.js';
 import type { NodeJoinPayload } from './node-join.js';
 import { ADMIN_CONF, BUNDLE_DIR, BUNDLE_PUB, FERRY_DIR, FERRY_MJS, INCOMING_DIR, KUBEADM_CONFIG, RUNTIME_NODE, SITE_CA, SITE_CA_KEY } from './paths.js';

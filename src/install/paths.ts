@@ -39,7 +39,7 @@ export const JOIN_CONFIG = '/etc/ferry/kubeadm-join.yaml';
 export const PATCHES_DIR = '/etc/ferry/kubeadm-patches';
 
 /** What kubeadm writes. */
-export const ADMIN_CONF = '/etc/kubernetes/admin.conf';
+export { ADMIN_CONF } from '../kube/paths.js';
 export const KUBELET_CONF = '/etc/kubernetes/kubelet.conf';
 export const CLUSTER_CA = '/etc/kubernetes/pki/ca.crt';
 

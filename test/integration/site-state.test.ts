@@ -8,6 +8,9 @@ import { STATE_MIRROR } from '../../src/cluster/mirror.js';
 import { addNodes, openSiteState, refreshMirror } from '../../src/cluster/site.js';
 import type { NodeRecord, SiteState } from '../../src/cluster/state.js';
 import { getLease, putLease } from '../../src/kube/client.js';
+import type { BundleManifest } from '../../src/bundle/format.js';
+import { clusterNodes, ensureSiteState } from '../../src/install/cluster.js';
+import { Host } from '../../src/install/host.js';
 import type { Reporter } from '../../src/util/progress.js';
 import { startFakeApi } from '../helpers/fake-api.js';
 import { tmpdir } from '../helpers/peers.js';
@@ -165,5 +168,35 @@ describe('the site state when the API does not answer', () => {
     await expect(site.update((s) => void s.nodes.pop())).rejects.toMatchObject({ code: 'KUBE_UNREACHABLE' });
     // A server without a mirror has nothing to fall back on: the API's error, not an empty site.
     await expect(openSiteState({ kubeconfig: api.kubeconfig, root: path.join(dir, 'never-mirrored') }).read()).rejects.toMatchObject({ code: 'KUBE_UNREACHABLE' });
+  });
+});
+
+describe('a server that an older ferry installed', () => {
+  it('gets the site state built from its nodes.json and answers on first use, and nodes.json goes away', async () => {
+    const api2 = await startFakeApi(path.join(dir, 'api-2'));
+    try {
+      const host = new Host(path.join(dir, 'old-server'));
+      await host.write('/etc/kubernetes/admin.conf', await fs.readFile(api2.kubeconfig, 'utf8'));
+      await host.write('/etc/ferry/nodes.json', JSON.stringify([{ name: 'k8s-server-01', ip: '10.0.0.1', role: 'server' }, { name: 'k8s-agent-01', ip: '10.0.0.5', role: 'agent' }]));
+      await host.write('/var/lib/ferry/bundle/checksums.txt', 'abc  bundle.json\n');
+      const m = { name: 'k8s', version: '0.1.0', kubernetes: { version: 'v1.37.2' }, signer: { fingerprint: 'SHA256:signer', publicKey: '' } } as unknown as BundleManifest;
+      const answers = { apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'site.test', node: { name: 'k8s-server-01', ip: '10.0.0.1' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12', join: [{ host: '10.0.0.5', name: 'k8s-agent-01', role: 'agent' }] } as const;
+      // Before: the nodes come from nodes.json (no state yet).
+      expect((await clusterNodes(host, answers as never)).map((n) => n.name)).toEqual(['k8s-server-01', 'k8s-agent-01']);
+      const s = await ensureSiteState(host, answers as never, m, recorder());
+      expect(s.nodes.map((n) => [n.name, n.role, n.bundle])).toEqual([['k8s-server-01', 'server', 'k8s-0.1.0'], ['k8s-agent-01', 'agent', 'k8s-0.1.0']]);
+      expect(s.answers).not.toHaveProperty('join');
+      expect(s.answers).not.toHaveProperty('node');
+      expect(s.bundles).toEqual([expect.objectContaining({ id: 'k8s-0.1.0', fingerprint: 'SHA256:signer', kubernetesVersion: 'v1.37.2', checksums: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) })]);
+      expect(s.current).toBe('k8s-0.1.0');
+      expect(await host.read('/etc/ferry/nodes.json')).toBeUndefined();
+      // After: the same nodes, from the state in the cluster; the mirror holds them too.
+      expect((await clusterNodes(host, answers as never)).map((n) => n.name)).toEqual(['k8s-server-01', 'k8s-agent-01']);
+      expect(JSON.parse((await host.read(STATE_MIRROR))!).state.nodes).toHaveLength(2);
+      // Run again (a re-run of install): nothing is added twice.
+      expect((await ensureSiteState(host, answers as never, m, recorder())).nodes).toHaveLength(2);
+    } finally {
+      await api2.stop();
+    }
   });
 });

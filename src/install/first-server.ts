@@ -21,6 +21,7 @@ import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, map
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { preflight } from './preflight.js';
+import { STATE_MIRROR_TIMER } from './units.js';
 import { serviceRouteStep } from './routes.js';
 
 export interface InstallContext {
@@ -147,6 +148,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       check: async () => ((await siteOf(host, ctx.reporter).cluster.read().catch(() => undefined))?.value.nodes ?? []).some((n) => n.name === answers.node.name),
       apply: async (log) => {
         await ensureSiteState(host, answers, await manifestOf(), ctx.reporter, log);
+        // Its mirror is kept from now on (OnBootSec covers the boots after).
+        await host.run('systemctl', ['start', STATE_MIRROR_TIMER]);
       },
     },
     markerStep(host, 'cni', `apply the CNI${answers.cni ? ` (${answers.cni})` : ''} from the bundle`, `${answers.cni ?? 'none'} ${answers.podCidr}`, async (log) => {

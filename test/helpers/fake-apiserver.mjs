@@ -4,17 +4,27 @@
 // coordination.k8s.io/v1 Leases read and replaced whole: GET, POST (409 when the name exists) and
 // PUT (409 when metadata.resourceVersion is not the stored one), as the real one does for the site
 // state's compare-and-swap. Every request is appended to a JSONL record file so tests can check
-// exactly what ferry sent.
+// exactly what ferry sent. With FAKE_API_STORE set, what it holds outlives it in that file, as a
+// cluster outlives one ferry run.
 //   node fake-apiserver.mjs PORTFILE RECORDFILE [never-ready|ready] [PORT]
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 
 const [portFile, recordFile, mode, port] = process.argv.slice(2);
-const store = new Map();
+const persisted = process.env.FAKE_API_STORE;
+const saved = (() => {
+  try {
+    return JSON.parse(readFileSync(persisted, 'utf8'));
+  } catch {
+    return { revision: 100, objects: [] };
+  }
+})();
+const store = new Map(saved.objects);
 // One counter for every write, as etcd's revision.
-let revision = 100;
+let revision = saved.revision;
 const stamp = (obj) => {
   obj.metadata = { ...obj.metadata, resourceVersion: String(++revision) };
+  if (persisted) queueMicrotask(() => writeFileSync(persisted, JSON.stringify({ revision, objects: [...store.entries()] })));
   return obj;
 };
 const resources = {

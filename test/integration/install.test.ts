@@ -41,7 +41,7 @@ function runFerry(o: { args: string[]; standins: string; apiMode?: string; netns
     const api = `"${process.execPath}" "${ROOT}/test/helpers/fake-apiserver.mjs" "${portFile}" "${o.record ?? `${o.standins}/api.jsonl`}" ${o.apiMode ?? 'ready'} ${o.apiPort ?? 0} & api=$!; while [ ! -s "${portFile}" ]; do sleep 0.05; done`;
     const cmd = `ip link set lo up && ${api}; "${process.execPath}" "${FERRY}" ${o.args.map((a) => `'${a}'`).join(' ')}; rc=$?; kill $api; exit $rc`;
     const argv = o.netns ? ['ip', ['netns', 'exec', o.netns, 'sh', '-c', cmd]] as const : ['unshare', ['-n', 'sh', '-c', cmd]] as const;
-    execFile(argv[0], [...argv[1]], { cwd: ROOT, env: { ...process.env, PATH: `${o.standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile }, timeout: 170_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+    execFile(argv[0], [...argv[1]], { cwd: ROOT, env: { ...process.env, PATH: `${o.standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile, FAKE_API_STORE: path.join(o.standins, 'api-store.json') }, timeout: 170_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
@@ -403,7 +403,11 @@ patches:
       expect(lbCfg).toContain(`${ip}:6443`);
       expect(lbCfg).not.toContain(`${agent.ip}:6443`);
       expect(lbCfg).toMatch(/k8s-agent-01/);
-      expect(JSON.parse(await fs.readFile(path.join(root, 'etc/ferry/nodes.json'), 'utf8')).map((n: { name: string }) => n.name)).toEqual(['k8s-server-01', 'k8s-agent-01', 'k8s-server-02']);
+      // The site state records them (its mirror on this server shows it), with what each runs.
+      const site = JSON.parse(await fs.readFile(path.join(root, 'var/lib/ferry/site/state.json'), 'utf8')) as { state: { nodes: { name: string; role: string; platform: string; bundle: string }[] } };
+      expect(site.state.nodes.map((n) => n.name)).toEqual(['k8s-server-01', 'k8s-agent-01', 'k8s-server-02']);
+      expect(site.state.nodes.every((n) => /^linux\/(amd64|arm64)$/.test(n.platform) && n.bundle.length > 0)).toBe(true);
+      await expect(fs.access(path.join(root, 'etc/ferry/nodes.json'))).rejects.toThrow();
 
       const first = await standinCalls(root);
       expect(first).toContain('kubeadm token create --ttl 1h');

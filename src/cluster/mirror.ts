@@ -11,6 +11,8 @@ export const STATE_MIRROR = '/var/lib/ferry/site/state.json';
 /** The mirror file: the ConfigMap's document and the resourceVersion it copies. */
 interface MirrorFile {
   resourceVersion: string;
+  /** The ConfigMap's uid: a cluster built again has another, and its resourceVersions start over. */
+  uid?: string;
   copiedAt: string;
   state: SiteState;
 }
@@ -33,7 +35,7 @@ export class MirrorStore {
   }
 
   /** The mirrored document and the resourceVersion it copies; undefined when there is no mirror. */
-  async read(): Promise<(Versioned<SiteState> & { copiedAt: string }) | undefined> {
+  async read(): Promise<(Versioned<SiteState> & { copiedAt: string; uid?: string }) | undefined> {
     let text: string;
     try {
       text = await fs.readFile(this.file, 'utf8');
@@ -48,14 +50,14 @@ export class MirrorStore {
       throw new IntegrityError(Codes.stateInvalid, `the state mirror ${this.file} is not JSON`, { hint: `Remove it; ferry state mirror copies it again from the cluster.`, cause: e });
     }
     if (typeof f.resourceVersion !== 'string') throw new IntegrityError(Codes.stateInvalid, `the state mirror ${this.file} names no resourceVersion`, { hint: 'Remove it; ferry state mirror copies it again from the cluster.' });
-    return { value: checkState(f.state, this.file), version: f.resourceVersion, copiedAt: String(f.copiedAt ?? '') };
+    return { value: checkState(f.state, this.file), version: f.resourceVersion, copiedAt: String(f.copiedAt ?? ''), ...(f.uid ? { uid: f.uid } : {}) };
   }
 
-  /** Keeps `state` of `resourceVersion` unless the mirror already copies a newer one; true when written. */
-  async copy(state: SiteState, resourceVersion: string): Promise<boolean> {
+  /** Keeps `state` of `resourceVersion` unless the mirror already copies a newer one of the same ConfigMap; true when written. */
+  async copy(state: SiteState, resourceVersion: string, uid?: string): Promise<boolean> {
     const have = await this.read().catch(() => undefined);
-    if (have && !newerVersion(resourceVersion, have.version)) return false;
-    const f: MirrorFile = { resourceVersion, copiedAt: new Date().toISOString(), state };
+    if (have && (!uid || uid === have.uid) && !newerVersion(resourceVersion, have.version)) return false;
+    const f: MirrorFile = { resourceVersion, ...(uid ? { uid } : {}), copiedAt: new Date().toISOString(), state };
     // The answers hold no secrets, but the inventory is the site's map: root only.
     await writeFileAtomic(this.file, `${JSON.stringify(f, null, 2)}\n`, 0o600);
     return true;

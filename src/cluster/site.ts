@@ -11,12 +11,13 @@ export class ConfigMapStore implements StateStore {
   readonly where = `ConfigMap ${STATE_NAMESPACE}/${STATE_CONFIGMAP}`;
   constructor(private readonly kubeconfig: string) {}
 
-  async read(): Promise<Versioned<SiteState> | undefined> {
+  /** `uid`: the ConfigMap's identity; a cluster built again starts its resourceVersions over. */
+  async read(): Promise<(Versioned<SiteState> & { uid?: string }) | undefined> {
     const cm = await getConfigMap(this.kubeconfig, STATE_NAMESPACE, STATE_CONFIGMAP);
     if (!cm) return undefined;
     const text = cm.data[STATE_KEY];
     if (text === undefined) return undefined;
-    return { value: parseState(text, this.where), version: cm.resourceVersion };
+    return { value: parseState(text, this.where), version: cm.resourceVersion, uid: cm.uid };
   }
 
   async write(value: SiteState, version: string | undefined): Promise<string> {
@@ -54,9 +55,9 @@ export function openSiteState(o: SiteStateOptions): SiteStateHandle {
   const reporter = o.reporter ?? silentReporter;
   const attempts = o.attempts ?? 12;
   // A mirror is best effort: a reader without write access to it (not root) still reads the cluster.
-  const keep = async (s: SiteState, rv: string) => {
+  const keep = async (s: SiteState, rv: string, uid?: string) => {
     try {
-      await mirror.copy(s, rv);
+      await mirror.copy(s, rv, uid);
     } catch (e) {
       reporter.verbose(`state mirror ${mirror.file} not refreshed: ${(e as Error).message}`);
     }
@@ -65,7 +66,7 @@ export function openSiteState(o: SiteStateOptions): SiteStateHandle {
     try {
       const v = await cluster.read();
       if (!v) return undefined;
-      await keep(v.value, v.version);
+      await keep(v.value, v.version, v.uid);
       return { state: v.value, version: v.version, source: 'cluster' };
     } catch (e) {
       if (!unreachable(e)) throw e;
@@ -93,7 +94,7 @@ export function openSiteState(o: SiteStateOptions): SiteStateHandle {
         const next = fn(draft) ?? draft;
         try {
           const rv = await cluster.write(next, cur.version);
-          await keep(next, rv);
+          await keep(next, rv, cur.uid);
           return structuredClone(next);
         } catch (e) {
           if (!(e instanceof FerryError && e.code === Codes.stateConflict)) throw e;
@@ -124,5 +125,5 @@ export async function refreshMirror(o: { kubeconfig: string; root?: string }): P
   const mirror = new MirrorStore(o.root ?? '/');
   const v = await cluster.read();
   if (!v) return { updated: false, where: mirror.file };
-  return { resourceVersion: v.version, updated: await mirror.copy(v.value, v.version), where: mirror.file };
+  return { resourceVersion: v.version, updated: await mirror.copy(v.value, v.version, v.uid), where: mirror.file };
 }

@@ -17,6 +17,8 @@ export const FERRY_DIR = `${FERRY_ROOT}/ferry`;
 export const FERRY_MJS = `${FERRY_DIR}/ferry.mjs`;
 /** Where a joining server receives the bundle file (and its parts). */
 export const INCOMING_DIR = `${FERRY_ROOT}/incoming`;
+/** The site state's copy on every server (src/cluster/mirror.ts keeps the fact). */
+export { STATE_MIRROR } from '../cluster/mirror.js';
 /** Where a joining node keeps the binaries it fetched from the site service. */
 export const DOWNLOADS_DIR = `${FERRY_ROOT}/downloads`;
 

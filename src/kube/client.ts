@@ -243,9 +243,9 @@ export async function replaceObject(kubeconfig: string, ref: KubeRef, fields: Re
 }
 
 /** A ConfigMap's data and resourceVersion. */
-export async function getConfigMap(kubeconfig: string, namespace: string, name: string): Promise<{ data: Record<string, string>; resourceVersion: string } | undefined> {
+export async function getConfigMap(kubeconfig: string, namespace: string, name: string): Promise<{ data: Record<string, string>; resourceVersion: string; uid?: string } | undefined> {
   const o = await getObject<{ data?: Record<string, string> }>(kubeconfig, { apiVersion: 'v1', kind: 'ConfigMap', namespace, name });
-  return o && { data: o.body.data ?? {}, resourceVersion: o.resourceVersion };
+  return o && { data: o.body.data ?? {}, resourceVersion: o.resourceVersion, uid: o.body.metadata?.uid };
 }
 
 /** Writes a ConfigMap's data: created when `resourceVersion` is undefined, else replaced if unchanged since. */

@@ -7,6 +7,7 @@
 // exactly what ferry sent. With FAKE_API_STORE set, what it holds outlives it in that file, as a
 // cluster outlives one ferry run.
 //   node fake-apiserver.mjs PORTFILE RECORDFILE [never-ready|ready] [PORT]
+import { randomUUID } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 
@@ -67,6 +68,7 @@ const server = http.createServer((req, res) => {
       const obj = JSON.parse(body);
       const at = `${url.pathname}/${obj.metadata.name}`;
       if (store.has(at)) return send(409, { kind: 'Status', status: 'Failure', reason: 'AlreadyExists', code: 409, message: `${obj.metadata.name} already exists` });
+      obj.metadata.uid = randomUUID();
       store.set(at, stamp(obj));
       return send(201, store.get(at));
     }
@@ -77,6 +79,7 @@ const server = http.createServer((req, res) => {
       if (obj.metadata?.resourceVersion !== cur.metadata.resourceVersion) {
         return send(409, { kind: 'Status', status: 'Failure', reason: 'Conflict', code: 409, message: 'Operation cannot be fulfilled: the object has been modified; please apply your changes to the latest version and try again' });
       }
+      obj.metadata.uid = cur.metadata.uid;
       store.set(url.pathname, stamp(obj));
       return send(200, store.get(url.pathname));
     }

@@ -138,7 +138,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--json']);
     expect(r.code).toBe(0);
     const plan = JSON.parse(r.stdout) as { steps: { id: string; done: boolean }[] };
-    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'cni', 'bootstrap', 'resolver', 'ready']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'site-state', 'cni', 'bootstrap', 'resolver', 'ready']);
     // service-route reads the live routing table, which the machine running the test already has.
     expect(plan.steps.filter((s) => s.id !== 'service-route').every((s) => !s.done)).toBe(true);
     expect(await fs.readdir(root)).toEqual([]);
@@ -153,7 +153,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(r.stderr).not.toMatch(/error\[/);
     expect(r.code).toBe(0);
     // Honest steps (issue 12 item 4): what the bundle carries, each step's time, and what to do next.
-    expect(r.stderr).toMatch(/^\[3\/17\] install the bundle's binaries \(cni-plugins v1\.5\.1, containerd v1\.7\.23, helm v\S+, kubeadm v1\.37\.2, kubelet v1\.37\.2\)$/m);
+    expect(r.stderr).toMatch(/^\[3\/18\] install the bundle's binaries \(cni-plugins v1\.5\.1, containerd v1\.7\.23, helm v\S+, kubeadm v1\.37\.2, kubelet v1\.37\.2\)$/m);
     expect(r.stderr).toMatch(/^\s+done in \d+\.\ds$/m);
     expect(r.stdout).toMatch(/^  kubeadm-init\s+applied\s+\d+\.\ds$/m);
     expect(r.stdout).toContain(`admin kubeconfig: ${root}/etc/kubernetes/admin.conf`);

@@ -276,7 +276,17 @@ export async function putLease(kubeconfig: string, namespace: string, name: stri
   return resourceVersion === undefined ? createObject(kubeconfig, ref, fields) : replaceObject(kubeconfig, ref, fields, resourceVersion);
 }
 
-/** Makes sure a namespace exists (server-side apply: nothing changes when it does). */
+/**
+ * Makes sure a namespace exists: created when missing, never applied over, so that the labels the
+ * bootstrap chart gives ferry-system (pod security) stay its own.
+ */
 export async function ensureNamespace(kubeconfig: string, name: string): Promise<void> {
-  await call(`cannot ensure namespace ${name}`, () => applyObjects(kubeconfig, [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name } }]));
+  const ref = { apiVersion: 'v1', kind: 'Namespace', name };
+  if (await getObject(kubeconfig, ref)) return;
+  try {
+    await createObject(kubeconfig, ref, {});
+  } catch (e) {
+    // Created by another ferry meanwhile.
+    if (!(e instanceof FerryError && e.code === Codes.stateConflict)) throw e;
+  }
 }

@@ -30,7 +30,7 @@ const stamp = (obj) => {
 };
 const resources = {
   '/api/v1': { groupVersion: 'v1', resources: [
-    { name: 'namespaces', namespaced: false, kind: 'Namespace', verbs: ['get', 'patch'] },
+    { name: 'namespaces', namespaced: false, kind: 'Namespace', verbs: ['get', 'create', 'patch'] },
     { name: 'configmaps', namespaced: true, kind: 'ConfigMap', verbs: ['get', 'create', 'update', 'patch'] },
     { name: 'serviceaccounts', namespaced: true, kind: 'ServiceAccount', verbs: ['get', 'patch'] },
     { name: 'nodes', namespaced: false, kind: 'Node', verbs: ['get', 'patch'] },
@@ -63,8 +63,8 @@ const server = http.createServer((req, res) => {
       return send(200, obj);
     }
     // Objects written whole (the site state's ConfigMap, the operation Lease).
-    const whole = /^(\/api\/v1|\/apis\/coordination\.k8s\.io\/v1)\/namespaces\/[^/]+\/(configmaps|leases)(\/[^/]+)?$/.exec(url.pathname);
-    if (whole && req.method === 'POST' && !whole[3]) {
+    const whole = /^(\/api\/v1|\/apis\/coordination\.k8s\.io\/v1)(?:\/namespaces\/[^/]+\/(configmaps|leases)|\/(namespaces))(\/[^/]+)?$/.exec(url.pathname);
+    if (whole && req.method === 'POST' && !whole[4]) {
       const obj = JSON.parse(body);
       const at = `${url.pathname}/${obj.metadata.name}`;
       if (store.has(at)) return send(409, { kind: 'Status', status: 'Failure', reason: 'AlreadyExists', code: 409, message: `${obj.metadata.name} already exists` });
@@ -72,7 +72,7 @@ const server = http.createServer((req, res) => {
       store.set(at, stamp(obj));
       return send(201, store.get(at));
     }
-    if (whole && req.method === 'PUT' && whole[3]) {
+    if (whole && req.method === 'PUT' && whole[4]) {
       const obj = JSON.parse(body);
       const cur = store.get(url.pathname);
       if (!cur) return send(404, { kind: 'Status', status: 'Failure', reason: 'NotFound', code: 404, message: `${url.pathname} not found` });

@@ -191,6 +191,13 @@ const table = {
   operationUnfinished: ['OPERATION_UNFINISHED', 'usage'],
   /** The state changed under a compare-and-swap write: re-read and retry. */
   stateConflict: ['STATE_CONFLICT', 'remote'],
+  // Branch state (issue 18): the cluster state's stores.
+  /** The Kubernetes API did not answer (refused, unreachable, timed out). */
+  kubeUnreachable: ['KUBE_UNREACHABLE', 'remote'],
+  /** The site state document (ConfigMap or mirror) is not a SiteState ferry can read. */
+  stateInvalid: ['STATE_INVALID', 'integrity'],
+  /** There is no site state (neither in the cluster nor mirrored here). */
+  stateMissing: ['STATE_MISSING', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

@@ -11,6 +11,7 @@ import { containerdCommand, pkiCommand, serveCommand } from './site-commands.js'
 import { reportCancelled, reportError } from './output.js';
 import { cancelledPrompt } from './prompt.js';
 import { specCommand } from './spec-commands.js';
+import { stateCommand } from './state-commands.js';
 
 const EXIT_CODES = `
 Exit codes:
@@ -58,6 +59,7 @@ ${EXIT_CODES}`,
   program.addCommand(installCommand());
   program.addCommand(joinCommand());
   program.addCommand(answersCommand());
+  program.addCommand(stateCommand());
   program.addCommand(nodeJoinCommand(), { hidden: true });
   const exitOverride = (c: Command) => {
     c.exitOverride();

@@ -4,7 +4,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { BundleManifest } from '../bundle/format.js';
-import { Codes, IntegrityError, UsageError } from '../errors.js';
+import { Codes, FerryError, IntegrityError, UsageError } from '../errors.js';
 import { Layout } from '../oci/layout.js';
 import { MediaType, parseManifest } from '../oci/media.js';
 import { bundleKubernetesVersion } from '../spec/kubernetes.js';
@@ -12,25 +12,83 @@ import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { BOOTSTRAP_NAMESPACE, bundledBootstrapChart, renderBootstrap, type BootstrapNode, type BootstrapValues } from './bootstrap.js';
 import type { Host } from './host.js';
-import { applyObjects, waitForDaemonSets } from './kube.js';
+import { applyObjects, waitForDaemonSets } from '../kube/client.js';
+import { openSiteState, type SiteStateHandle } from '../cluster/site.js';
+import type { BundleRecord, NodeRecord, SiteAnswers, SiteState } from '../cluster/state.js';
+import { STATE_API_VERSION, STATE_KIND } from '../cluster/state.js';
+import { archOf } from './node-steps.js';
 import { ADMIN_CONF, BUNDLE_DIR, CLUSTER_CA, FERRY_ROOT, NODES_FILE } from './paths.js';
 
 /*
- * What a server knows about its cluster: the bundle it installed, the nodes (nodes.json), the
- * cluster CA, and the DNS and LB DaemonSets that follow the nodes. The first server writes it; ferry
- * join reads it and brings it up to date.
+ * What a server knows about its cluster: the bundle it installed, the site state (nodes, answers,
+ * bundles; kept in the cluster, src/cluster/), the cluster CA, and the DNS and LB DaemonSets that
+ * follow the nodes. The first server writes the state; any server reads and updates it.
  */
 
-/** The nodes of the cluster as ferry knows them: what the DNS records and LB backends list. */
-export async function clusterNodes(host: Host, answers: InstallAnswers): Promise<BootstrapNode[]> {
+/** The site state as this server reaches it: the cluster through its admin kubeconfig, its own mirror. */
+export const siteOf = (host: Host, reporter?: Reporter): SiteStateHandle => openSiteState({ kubeconfig: host.p(ADMIN_CONF), root: host.root, reporter });
+
+/** nodes.json, which servers installed by an older ferry kept: read only to migrate it. */
+async function legacyNodes(host: Host): Promise<BootstrapNode[]> {
   const t = await host.read(NODES_FILE);
-  const known = t ? (JSON.parse(t) as BootstrapNode[]) : [];
+  return t ? (JSON.parse(t) as BootstrapNode[]) : [];
+}
+
+/**
+ * The nodes of the cluster as ferry knows them: what the DNS records and LB backends list. From the
+ * site state once the cluster exists (its mirror when the API does not answer); before, this server.
+ */
+export async function clusterNodes(host: Host, answers: InstallAnswers, reporter?: Reporter): Promise<BootstrapNode[]> {
+  const state = (await host.read(ADMIN_CONF)) ? await siteOf(host, reporter).read() : undefined;
+  const known = state ? state.nodes.map((n) => ({ name: n.name, ip: n.ip, role: n.role })) : await legacyNodes(host);
   const self: BootstrapNode = { name: answers.node.name, ip: answers.node.ip, role: 'server' };
   return [self, ...known.filter((n) => n.name !== self.name)];
 }
 
-export async function saveClusterNodes(host: Host, nodes: BootstrapNode[]): Promise<void> {
-  await host.write(NODES_FILE, `${JSON.stringify(nodes, null, 2)}\n`);
+/** The answers every server needs, without this node's own and without the hosts to join. */
+export function siteAnswers(a: InstallAnswers): SiteAnswers {
+  const { apiVersion: _v, kind: _k, node: _n, join: _j, clusterFqdn: _f, ...rest } = a;
+  return { ...rest, clusterFqdn: clusterFqdn(a) } as SiteAnswers;
+}
+
+/** The bundle this server unpacked, as the site state records it. */
+export async function bundleRecord(host: Host, m: BundleManifest): Promise<BundleRecord> {
+  const sums = await host.read(`${BUNDLE_DIR}/checksums.txt`);
+  if (sums === undefined) throw new UsageError(Codes.installMissing, `${BUNDLE_DIR}/checksums.txt is missing`, { hint: 'Re-run ferry install: it unpacks the bundle first.' });
+  return { id: `${m.name}-${m.version}`, name: m.name, version: m.version, fingerprint: m.signer.fingerprint, kubernetesVersion: kubernetesVersionOf(m), checksums: sha256(sums), addedAt: new Date().toISOString() };
+}
+
+/** A node installed from this bundle now (its platform: this machine's, unless it is another). */
+export const nodeRecord = (n: BootstrapNode, m: BundleManifest, platform: string): NodeRecord => ({ ...n, platform, kubernetesVersion: kubernetesVersionOf(m) ?? 'unknown', bundle: `${m.name}-${m.version}`, joinedAt: new Date().toISOString() });
+
+/**
+ * Makes sure the cluster holds the site state and lists this server: written at the first install,
+ * built from nodes.json (then removed) on a server an older ferry installed. Returns the state.
+ */
+export async function ensureSiteState(host: Host, answers: InstallAnswers, m: BundleManifest, reporter: Reporter, log: (l: string) => void = () => {}): Promise<SiteState> {
+  const site = siteOf(host, reporter);
+  const self: BootstrapNode = { name: answers.node.name, ip: answers.node.ip, role: 'server' };
+  const selfRecord = nodeRecord(self, m, `linux/${archOf()}`);
+  const have = await site.cluster.read();
+  let state: SiteState;
+  if (have) {
+    state = have.value.nodes.some((n) => n.name === self.name) ? have.value : await site.update((s) => void s.nodes.unshift(selfRecord));
+  } else {
+    // Nodes an older ferry joined: their platforms it never recorded.
+    const legacy = (await legacyNodes(host)).filter((n) => n.name !== self.name);
+    const bundle = await bundleRecord(host, m);
+    state = { apiVersion: STATE_API_VERSION, kind: STATE_KIND, answers: siteAnswers(answers), nodes: [selfRecord, ...legacy.map((n) => nodeRecord(n, m, 'unknown'))], bundles: [bundle], current: bundle.id };
+    try {
+      await site.create(state);
+      log(`site state written to ${site.cluster.where} (${state.nodes.length} node${state.nodes.length === 1 ? '' : 's'}${legacy.length ? `, migrated from ${NODES_FILE}` : ''})`);
+    } catch (e) {
+      // Another server wrote it first: add this one to it.
+      if (!(e instanceof FerryError && e.code === Codes.stateConflict)) throw e;
+      return ensureSiteState(host, answers, m, reporter, log);
+    }
+  }
+  await fs.rm(host.p(NODES_FILE), { force: true });
+  return state;
 }
 
 /** Values for the bootstrap chart from the answers, the bundle's images and the known nodes. */

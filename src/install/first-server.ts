@@ -9,19 +9,20 @@ import { initPki } from '../sign/pki.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, registryFqdn, type InstallAnswers } from './answers.js';
 import { cgroupsOnce, checkCgroupV1 } from './cgroups.js';
-import { applyBootstrap, bootstrapValues, bundleManifest, chartBlob, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
+import { applyBootstrap, bootstrapValues, bundleManifest, chartBlob, clusterNodes, containerdVersionOf, ensureSiteState, kubernetesVersionOf, pauseImageOf, siteOf } from './cluster.js';
 import { BOOTSTRAP_CHART } from './bootstrap.js';
 import { cniNodeObjects } from './cni.js';
 import { writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
 import { imageCheckStep } from './image-check.js';
 import { writeLauncher } from './launcher.js';
-import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from './kube.js';
+import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from '../kube/client.js';
 import { renderKubeadmInit } from './kubeadm.js';
 import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { preflight } from './preflight.js';
+import { STATE_MIRROR_TIMER } from './units.js';
 import { serviceRouteStep } from './routes.js';
 
 export interface InstallContext {
@@ -143,6 +144,16 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         log(r.stdout.split('\n').filter((l) => /initialized|Your Kubernetes/.test(l)).join(' ') || 'kubeadm init done');
       },
     },
+    {
+      id: 'site-state',
+      title: 'write the site state (nodes, answers, bundles) into the cluster',
+      check: async () => ((await siteOf(host, ctx.reporter).cluster.read().catch(() => undefined))?.value.nodes ?? []).some((n) => n.name === answers.node.name),
+      apply: async (log) => {
+        await ensureSiteState(host, answers, await manifestOf(), ctx.reporter, log);
+        // Its mirror is kept from now on (OnBootSec covers the boots after).
+        await host.run('systemctl', ['start', STATE_MIRROR_TIMER]);
+      },
+    },
     markerStep(host, 'cni', `apply the CNI${answers.cni ? ` (${answers.cni})` : ''} from the bundle`, `${answers.cni ?? 'none'} ${answers.podCidr}`, async (log) => {
       const m = await manifestOf();
       const chart = answers.cni ? m.charts.find((c) => c.name === answers.cni) : undefined;
@@ -164,8 +175,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       return `${chart} ${JSON.stringify(bootstrapValues(answers, m, await clusterNodes(host, answers)))}`;
     }, async (log) => {
       const m = await manifestOf();
-      const nodes = await clusterNodes(host, answers);
-      await saveClusterNodes(host, nodes);
+      const nodes = await clusterNodes(host, answers, ctx.reporter);
       await applyBootstrap(host, bootstrapValues(answers, m, nodes), ctx.reporter, log, ctx.rolloutTimeoutMs ?? 300_000);
     }),
     // After the site DNS runs here: this server's resolver asks it first.

@@ -7,11 +7,12 @@ import { archOfUname } from '../util/platform.js';
 import type { Reporter } from '../util/progress.js';
 import { shQuote as sq } from '../util/shell.js';
 import { checkAnswers, clusterFqdn, type InstallAnswers, type JoinHost } from './answers.js';
-import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf, saveClusterNodes } from './cluster.js';
+import { applyBootstrap, bootstrapValues, bundleManifest, caCertHash, clusterNodes, containerdVersionOf, ensureSiteState, kubernetesVersionOf, nodeRecord, pauseImageOf, siteOf } from './cluster.js';
+import { addNodes } from '../cluster/site.js';
 import { cniNodeObjects } from './cni.js';
 import { bundleRegistries } from './containerd.js';
 import type { Host } from './host.js';
-import { applyObjects } from './kube.js';
+import { applyObjects } from '../kube/client.js';
 import { TOKEN_RE } from './kubeadm.js';
 import type { NodeJoinPayload } from './node-join.js';
 import { ADMIN_CONF, BUNDLE_DIR, BUNDLE_PUB, FERRY_DIR, FERRY_MJS, INCOMING_DIR, KUBEADM_CONFIG, RUNTIME_NODE, SITE_CA, SITE_CA_KEY } from './paths.js';
@@ -73,7 +74,8 @@ async function credentials(host: Host, servers: boolean): Promise<{ token: strin
   return { token, certificateKey };
 }
 
-async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload, 'role' | 'name' | 'ip'>, say: (l: string) => void): Promise<void> {
+/** Joins one host; returns its platform (linux/<arch>). */
+async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload, 'role' | 'name' | 'ip'>, say: (l: string) => void): Promise<string> {
   const ssh = o.answers.ssh ?? {};
   const target: SshTarget = {
     host: j.host,
@@ -122,6 +124,7 @@ async function joinOne(o: JoinOptions, j: JoinHost, common: Omit<NodeJoinPayload
       const last = o.host.redact(r.stderr.trim().split('\n').filter(Boolean).slice(-2).join(' / '));
       throw new RemoteError(Codes.joinFailed, `${j.name}: ${last || `exit ${r.code}`}`, { hint: `See /var/log/ferry/ on ${j.name}; fix the cause and run ferry join again for it (--only ${j.name}).` });
     }
+    return rt.platform;
   } finally {
     s.close();
   }
@@ -137,7 +140,7 @@ export async function joinNodes(opts: JoinOptions): Promise<JoinOutcome[]> {
   if (!manifest) throw new UsageError(Codes.installMissing, 'this machine has no unpacked bundle', { hint: 'Run ferry join on a server where ferry install finished.' });
   const creds = await credentials(o.host, hosts.some((h) => h.role === 'server'));
   // Every known server: a joining node's resolver and binary fetches must outlive any one of them.
-  const serverIps = (await clusterNodes(o.host, o.answers)).filter((n) => n.role === 'server').map((n) => n.ip);
+  const serverIps = (await clusterNodes(o.host, o.answers, o.reporter)).filter((n) => n.role === 'server').map((n) => n.ip);
   const common = {
     domain: o.answers.domain,
     fqdn: clusterFqdn(o.answers),
@@ -154,12 +157,13 @@ export async function joinNodes(opts: JoinOptions): Promise<JoinOutcome[]> {
     join: { token: creds.token, caCertHash: await caCertHash(o.host), ...(creds.certificateKey ? { certificateKey: creds.certificateKey } : {}) },
   };
   const width = Math.max(...hosts.map((h) => h.name.length));
+  const platforms = new Map<string, string>();
   const rows = await Promise.all(
     hosts.map(async (j) => {
       const t0 = Date.now();
       const say = (l: string) => o.reporter.info(`${j.name.padEnd(width)}  ${l}`);
       try {
-        await joinOne(o, j, { ...common, join: { ...common.join, ...(j.role === 'agent' ? { certificateKey: undefined } : {}) } }, say);
+        platforms.set(j.name, await joinOne(o, j, { ...common, join: { ...common.join, ...(j.role === 'agent' ? { certificateKey: undefined } : {}) } }, say));
         // The CNI learns the node's IP now, before its pod there gives up on a missing default route.
         await applyObjects(o.host.p(ADMIN_CONF), cniNodeObjects(o.answers.cni, { name: j.name, ip: nodeIp(j) }), (l) => o.reporter.verbose(l));
         say('joined');
@@ -174,14 +178,10 @@ export async function joinNodes(opts: JoinOptions): Promise<JoinOutcome[]> {
   const joined = hosts.filter((h) => rows.find((r) => r.name === h.name)?.ok);
   if (joined.length) {
     // New nodes get DNS records; new servers become LB backends. The pods roll on the new ConfigMaps.
-    const nodes = await clusterNodes(o.host, o.answers);
-    for (const h of joined) {
-      const n = { name: h.name, ip: nodeIp(h), role: h.role };
-      const i = nodes.findIndex((x) => x.name === h.name);
-      if (i >= 0) nodes[i] = n;
-      else nodes.push(n);
-    }
-    await saveClusterNodes(o.host, nodes);
+    // Recorded in the site state by compare-and-swap: a join from another server at once keeps its nodes too.
+    await ensureSiteState(o.host, o.answers, manifest, o.reporter);
+    await addNodes(siteOf(o.host, o.reporter), joined.map((h) => nodeRecord({ name: h.name, ip: nodeIp(h), role: h.role }, manifest, platforms.get(h.name) ?? 'unknown')));
+    const nodes = await clusterNodes(o.host, o.answers, o.reporter);
     o.reporter.info(`updating the site DNS records and LB backends for ${nodes.length} nodes`);
     await applyBootstrap(o.host, bootstrapValues(o.answers, manifest, nodes), o.reporter, (l) => o.reporter.verbose(l), o.rolloutTimeoutMs ?? 300_000);
   }

@@ -11,7 +11,7 @@ import { applySysctls, loadModules } from './kernel.js';
 import { BIN_DIR, CNI_BIN_DIR, CONTAINERD_CONFIG, ETC_HOSTS, RESOLV_CONF, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, SYSCTL_CONF } from './system-files.js';
-import { renderServeUnit } from './units.js';
+import { renderServeUnit, renderStateMirrorUnits, STATE_MIRROR_SERVICE, STATE_MIRROR_TIMER } from './units.js';
 
 /*
  * What the first server's plan and a joining node's plan both do to their host. Where the two
@@ -149,6 +149,11 @@ export async function installUnits(host: Host, siteService: boolean, files?: Bun
   if (siteService) {
     await host.write(`${SYSTEMD_DIR}/ferry-serve.service`, renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: REGISTRY_CERT, tlsKey: REGISTRY_KEY }));
     units.push('ferry-serve.service');
+    // Every server keeps a mirror of the site state (src/cluster/mirror.ts).
+    const mirror = renderStateMirrorUnits();
+    await host.write(`${SYSTEMD_DIR}/${STATE_MIRROR_SERVICE}`, mirror.service);
+    await host.write(`${SYSTEMD_DIR}/${STATE_MIRROR_TIMER}`, mirror.timer);
+    units.push(STATE_MIRROR_TIMER);
   }
   await host.run('systemctl', ['daemon-reload']);
   await host.run('systemctl', ['enable', ...units]);

@@ -17,6 +17,8 @@ export const FERRY_DIR = `${FERRY_ROOT}/ferry`;
 export const FERRY_MJS = `${FERRY_DIR}/ferry.mjs`;
 /** Where a joining server receives the bundle file (and its parts). */
 export const INCOMING_DIR = `${FERRY_ROOT}/incoming`;
+/** The site state's copy on every server (src/cluster/mirror.ts keeps the fact). */
+export { STATE_MIRROR } from '../cluster/mirror.js';
 /** Where a joining node keeps the binaries it fetched from the site service. */
 export const DOWNLOADS_DIR = `${FERRY_ROOT}/downloads`;
 
@@ -41,7 +43,7 @@ export const PATCHES_DIR = '/etc/ferry/kubeadm-patches';
 export const ANSWERS_FILE = '/etc/ferry/answers.yaml';
 
 /** What kubeadm writes. */
-export const ADMIN_CONF = '/etc/kubernetes/admin.conf';
+export { ADMIN_CONF } from '../kube/paths.js';
 export const KUBELET_CONF = '/etc/kubernetes/kubelet.conf';
 export const BOOTSTRAP_KUBELET_CONF = '/etc/kubernetes/bootstrap-kubelet.conf';
 export const CLUSTER_CA = '/etc/kubernetes/pki/ca.crt';

@@ -1,6 +1,6 @@
 import { QUIET_DEPRECATIONS } from '../bundle/format.js';
 import { Codes, UsageError } from '../errors.js';
-import { BUNDLE_DIR, FERRY_MJS, FERRY_ROOT, RUNTIME_NODE } from './paths.js';
+import { ADMIN_CONF, BUNDLE_DIR, FERRY_MJS, FERRY_ROOT, RUNTIME_NODE } from './paths.js';
 
 /* systemd units ferry installs on the nodes. */
 
@@ -100,4 +100,49 @@ export function renderServeUnit(o: ServeUnitOptions): string {
     'WantedBy=multi-user.target',
     '',
   ].join('\n');
+}
+
+/** The units that keep a server's copy of the site state current (its timer is what gets enabled). */
+export const STATE_MIRROR_SERVICE = 'ferry-state-mirror.service';
+export const STATE_MIRROR_TIMER = 'ferry-state-mirror.timer';
+
+/**
+ * `ferry state mirror` every 30 s, and soon after boot: a server that was off catches up with what
+ * the others changed while it was, so its mirror is current when the API is next down.
+ */
+export function renderStateMirrorUnits(o: { node?: string; ferry?: string } = {}): { service: string; timer: string } {
+  const exec = [absolute(o.node ?? RUNTIME_NODE, 'the runtime'), ...QUIET_DEPRECATIONS, absolute(o.ferry ?? FERRY_MJS, 'ferry.mjs'), 'state', 'mirror'].map(systemdArg).join(' ');
+  const service = [
+    "# Written by ferry. Copies the site state from the cluster to this server's mirror.",
+    '[Unit]',
+    "Description=ferry: copy the site state to this server's mirror",
+    // Nothing to copy before kubeadm has made this a control-plane node.
+    `ConditionPathExists=${ADMIN_CONF}`,
+    '',
+    '[Service]',
+    'Type=oneshot',
+    `ExecStart=${exec}`,
+    'TimeoutStartSec=60s',
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    `ReadWritePaths=${systemdArg(FERRY_ROOT)}`,
+    'ProtectHome=yes',
+    'PrivateTmp=yes',
+    '',
+  ].join('\n');
+  const timer = [
+    "# Written by ferry. Keeps this server's site state mirror current.",
+    '[Unit]',
+    "Description=ferry: keep this server's site state mirror current",
+    '',
+    '[Timer]',
+    'OnBootSec=30s',
+    'OnUnitActiveSec=30s',
+    'AccuracySec=5s',
+    '',
+    '[Install]',
+    'WantedBy=timers.target',
+    '',
+  ].join('\n');
+  return { service, timer };
 }

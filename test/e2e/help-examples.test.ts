@@ -69,12 +69,18 @@ const PLAN: Record<string, Plan> = {
   'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json   # needs an answers file for this machine (not root)': { needs: 'an answers file for this machine' },
   'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes': { needs: 'a first server and SSH to the nodes' },
   'ferry join --answers answers.yaml --only k8s-agent-01 --json   # needs a first server and SSH to that node': { needs: 'a first server and SSH to the nodes' },
+  'ferry state show   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
+  'ferry state show --json | jq .state.nodes   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
+  'ferry state lease break   # needs a server where ferry install finished; asks first': { needs: 'a server where ferry install finished' },
+  'ferry state lease break --yes   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
+  'ferry state mirror   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
+  'ferry state operation abandon join-20261203T102400 --yes   # needs a server where ferry install finished, and that operation recorded': { needs: 'a server where ferry install finished' },
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */
-const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|install|join)\b/;
+const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|install|join|state)\b/;
 /** These say it in so many words: `# needs …`. */
-const SAYS_NEEDS = /^(lock|bundle unpack|install|join)\b/;
+const SAYS_NEEDS = /^(lock|bundle unpack|install|join|state)\b/;
 
 let demo: string;
 let bin: string;

@@ -41,7 +41,7 @@ function runFerry(o: { args: string[]; standins: string; apiMode?: string; netns
     const api = `"${process.execPath}" "${ROOT}/test/helpers/fake-apiserver.mjs" "${portFile}" "${o.record ?? `${o.standins}/api.jsonl`}" ${o.apiMode ?? 'ready'} ${o.apiPort ?? 0} & api=$!; while [ ! -s "${portFile}" ]; do sleep 0.05; done`;
     const cmd = `ip link set lo up && ${api}; "${process.execPath}" "${FERRY}" ${o.args.map((a) => `'${a}'`).join(' ')}; rc=$?; kill $api; exit $rc`;
     const argv = o.netns ? ['ip', ['netns', 'exec', o.netns, 'sh', '-c', cmd]] as const : ['unshare', ['-n', 'sh', '-c', cmd]] as const;
-    execFile(argv[0], [...argv[1]], { cwd: ROOT, env: { ...process.env, PATH: `${o.standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile }, timeout: 170_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+    execFile(argv[0], [...argv[1]], { cwd: ROOT, env: { ...process.env, PATH: `${o.standins}:${process.env.PATH}`, FAKE_API_PORT_FILE: portFile, FAKE_API_STORE: path.join(o.standins, 'api-store.json') }, timeout: 170_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
@@ -138,7 +138,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--json']);
     expect(r.code).toBe(0);
     const plan = JSON.parse(r.stdout) as { steps: { id: string; done: boolean }[] };
-    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'cni', 'bootstrap', 'resolver', 'ready']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'site-state', 'cni', 'bootstrap', 'resolver', 'ready']);
     // service-route reads the live routing table, which the machine running the test already has.
     expect(plan.steps.filter((s) => s.id !== 'service-route').every((s) => !s.done)).toBe(true);
     expect(await fs.readdir(root)).toEqual([]);
@@ -153,7 +153,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(r.stderr).not.toMatch(/error\[/);
     expect(r.code).toBe(0);
     // Honest steps (issue 12 item 4): what the bundle carries, each step's time, and what to do next.
-    expect(r.stderr).toMatch(/^\[3\/17\] install the bundle's binaries \(cni-plugins v1\.5\.1, containerd v1\.7\.23, helm v\S+, kubeadm v1\.37\.2, kubelet v1\.37\.2\)$/m);
+    expect(r.stderr).toMatch(/^\[3\/18\] install the bundle's binaries \(cni-plugins v1\.5\.1, containerd v1\.7\.23, helm v\S+, kubeadm v1\.37\.2, kubelet v1\.37\.2\)$/m);
     expect(r.stderr).toMatch(/^\s+done in \d+\.\ds$/m);
     expect(r.stdout).toMatch(/^  kubeadm-init\s+applied\s+\d+\.\ds$/m);
     expect(r.stdout).toContain(`admin kubeconfig: ${root}/etc/kubernetes/admin.conf`);
@@ -171,7 +171,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     // Before init, the installed kubeadm and helm said which images they will ask for.
     expect(calls.indexOf('kubeadm config images list --config /etc/ferry/kubeadm.yaml')).toBeLessThan(calls.indexOf('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs'));
     expect(calls).toContainEqual(expect.stringMatching(/^helm template flannel \S+\.tgz --namespace kube-flannel --set podCidr=10\.244\.0\.0\/16$/));
-    expect(calls).toContain('systemctl enable containerd.service kubelet.service ferry-serve.service');
+    expect(calls).toContain('systemctl enable containerd.service kubelet.service ferry-serve.service ferry-state-mirror.timer');
     expect(calls).toContain('modprobe br_netfilter');
     // The CNI chart from the bundle goes in through the bundled helm (a stand-in here).
     const helmCall = calls.find((c) => c.startsWith('helm upgrade --install flannel '))!;
@@ -403,7 +403,11 @@ patches:
       expect(lbCfg).toContain(`${ip}:6443`);
       expect(lbCfg).not.toContain(`${agent.ip}:6443`);
       expect(lbCfg).toMatch(/k8s-agent-01/);
-      expect(JSON.parse(await fs.readFile(path.join(root, 'etc/ferry/nodes.json'), 'utf8')).map((n: { name: string }) => n.name)).toEqual(['k8s-server-01', 'k8s-agent-01', 'k8s-server-02']);
+      // The site state records them (its mirror on this server shows it), with what each runs.
+      const site = JSON.parse(await fs.readFile(path.join(root, 'var/lib/ferry/site/state.json'), 'utf8')) as { state: { nodes: { name: string; role: string; platform: string; bundle: string }[] } };
+      expect(site.state.nodes.map((n) => n.name)).toEqual(['k8s-server-01', 'k8s-agent-01', 'k8s-server-02']);
+      expect(site.state.nodes.every((n) => /^linux\/(amd64|arm64)$/.test(n.platform) && n.bundle.length > 0)).toBe(true);
+      await expect(fs.access(path.join(root, 'etc/ferry/nodes.json'))).rejects.toThrow();
 
       const first = await standinCalls(root);
       expect(first).toContain('kubeadm token create --ttl 1h');

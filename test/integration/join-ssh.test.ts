@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY, ROOT } from '../helpers/cli.js';
 import { startLab, type Lab, type NetnsHost } from '../helpers/netns.js';
 import { execFileP, tmpdir } from '../helpers/peers.js';
+import { startFakeApi } from '../helpers/fake-api.js';
 import { writeStandins } from '../helpers/standins.js';
 
 /*
@@ -29,6 +30,8 @@ let rogueEcdsa: NetnsHost;
 let rogueRsa: NetnsHost;
 let stub: ServerRoot;
 let full: ServerRoot;
+/** The STAND-IN API server the servers' admin.conf points at: the site state lives there. */
+let api: Awaited<ReturnType<typeof startFakeApi>>;
 /** What the `full` server's stand-in kubeadm prints: unique, so no other process can show them by chance. */
 const secrets = { token: `${randomBytes(3).toString('hex')}.${randomBytes(8).toString('hex')}`, certificateKey: randomBytes(32).toString('hex') };
 /** Keys "the real machine" at a rogue's address had: what known_hosts holds for it. */
@@ -51,10 +54,10 @@ interface JoinRun {
   uploaded: boolean;
   /** sshd accepted our identity (the host key check comes before it). */
   authenticated: boolean;
-  /** The first node's remote root, and what the server saved as its nodes. */
+  /** The first node's remote root, and the nodes the site state lists (the server's mirror of it). */
   remote: string;
   remotes: string[];
-  nodesJson?: { name: string; ip: string; role: string }[];
+  stateNodes?: { name: string; ip: string; role: string }[];
 }
 
 /**
@@ -72,7 +75,6 @@ async function join(o: { target: NetnsHost; port?: number; knownHosts: string; a
   const kh = path.join(dir, 'known_hosts');
   await fs.writeFile(kh, o.knownHosts);
   await fs.writeFile(path.join(work, 'node-join-exit'), `${o.exitCode ?? 3}\n`);
-  await fs.rm(path.join(server.root, 'etc/ferry/nodes.json'), { force: true });
   const answers = path.join(dir, 'answers.yaml');
   await fs.writeFile(
     answers,
@@ -97,7 +99,7 @@ ${names.map((name, i) => `  - {host: ${i ? o.also![i - 1]!.ip : (o.host ?? o.tar
   const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
     execFile(cmd, argv as string[], { cwd: ROOT, env: { ...process.env, PATH: `${server.standins}:${process.env.PATH}` }, timeout: 90_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
   );
-  const nodes = await fs.readFile(path.join(server.root, 'etc/ferry/nodes.json'), 'utf8').catch(() => undefined);
+  const nodes = await fs.readFile(path.join(server.root, 'var/lib/ferry/site/state.json'), 'utf8').catch(() => undefined);
   return {
     ...r,
     knownHostsBefore: o.knownHosts,
@@ -106,7 +108,7 @@ ${names.map((name, i) => `  - {host: ${i ? o.also![i - 1]!.ip : (o.host ?? o.tar
     authenticated: /Accepted publickey/.test(o.target.log().slice(logBefore)),
     remote: remotes[0]!,
     remotes,
-    ...(nodes ? { nodesJson: JSON.parse(nodes) } : {}),
+    ...(nodes ? { stateNodes: (JSON.parse(nodes).state.nodes as { name: string; ip: string; role: string }[]).map(({ name, ip, role }) => ({ name, ip, role })) } : {}),
   };
 }
 
@@ -115,7 +117,8 @@ async function serverRoot(root: string, standins: string, runtime: string, ferry
   const b = path.join(root, 'var/lib/ferry/bundle');
   await fs.mkdir(path.join(b, 'images'), { recursive: true });
   await fs.mkdir(path.join(b, 'runtime/linux-amd64'), { recursive: true });
-  await fs.writeFile(path.join(b, 'bundle.json'), JSON.stringify({ formatVersion: 1, name: 'k8s', version: '0.1.0', created: '2026-01-01T00:00:00Z', ferryVersion: '0.1.0', platforms: ['linux/amd64'], kubernetes: { version: 'v1.37.2' }, images: [], charts: [], files: [], runtime: [{ platform: 'linux/amd64', version: 'v24.0.0', path: 'runtime/linux-amd64/node', sha256: '0'.repeat(64), size: 1 }], signer: { fingerprint: '', publicKey: '' }, contentSize: 0, entries: 0 }));
+  await fs.writeFile(path.join(b, 'bundle.json'), JSON.stringify({ formatVersion: 1, name: 'k8s', version: '0.1.0', created: '2026-01-01T00:00:00Z', ferryVersion: '0.1.0', platforms: ['linux/amd64'], kubernetes: { version: 'v1.37.2' }, images: [], charts: [], files: [], runtime: [{ platform: 'linux/amd64', version: 'v24.0.0', path: 'runtime/linux-amd64/node', sha256: '0'.repeat(64), size: 1 }], signer: { fingerprint: 'SHA256:test', publicKey: '' }, contentSize: 0, entries: 0 }));
+  await fs.writeFile(path.join(b, 'checksums.txt'), `${'0'.repeat(64)}  bundle.json\n`);
   await fs.writeFile(path.join(b, 'images/index.json'), JSON.stringify({ schemaVersion: 2, manifests: [] }));
   await fs.writeFile(path.join(b, 'runtime/linux-amd64/node'), runtime, { mode: 0o755 });
   if (ferryDir) await fs.cp(ferryDir, path.join(b, 'ferry'), { recursive: true });
@@ -128,8 +131,8 @@ async function serverRoot(root: string, standins: string, runtime: string, ferry
   const ca = (key: string, crt: string, cn: string) => execFileP('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', crt, '-subj', `/CN=${cn}`, '-days', '1']);
   await ca(path.join(root, 'etc/ferry/pki/ca.key'), path.join(root, 'etc/ferry/pki/ca.crt'), 'site');
   await ca(path.join(root, 'k8s-ca.key'), path.join(root, 'etc/kubernetes/pki/ca.crt'), 'kubernetes');
-  // applyObjects of no objects reads the kubeconfig and sends nothing.
-  await fs.writeFile(path.join(root, 'etc/kubernetes/admin.conf'), 'apiVersion: v1\nkind: Config\nclusters: [{name: k, cluster: {server: "https://127.0.0.1:1"}}]\ncontexts: [{name: k, context: {cluster: k, user: a}}]\ncurrent-context: k\nusers: [{name: a, user: {token: x}}]\n');
+  // The site state is kept in the stand-in API; applyObjects of no objects sends nothing.
+  await fs.copyFile(api.kubeconfig, path.join(root, 'etc/kubernetes/admin.conf'));
   return { root, standins };
 }
 
@@ -198,12 +201,14 @@ beforeAll(async () => {
     const pub = (await fs.readFile(`${f}.pub`, 'utf8')).trim();
     other[pub.split(' ')[0]!] = keyOf(pub);
   }
+  api = await startFakeApi(path.join(work, 'api'));
   stub = await serverRoot(path.join(work, 'server'), await writeStandins(path.join(work, 'standins')), `#!/bin/sh\ncat > /dev/null\necho "node-join stand-in ran: $*" >&2\nexit "$(cat '${work}/node-join-exit')"\n`);
   full = await serverRoot(path.join(work, 'server-full'), await writeStandins(path.join(work, 'standins-full'), { ...secrets, holdSeconds: 2 }), `#!/bin/sh\nexec '${process.execPath}' "$@"\n`, path.join(ROOT, 'dist/ferry'));
   await fs.writeFile(path.join(work, 'site.ferry.tar'), 'not a real bundle: the joining server finds its store step done\n');
 }, 120_000);
 
 afterAll(async () => {
+  await api?.stop();
   await lab?.down();
   await fs.rm(work, { recursive: true, force: true });
 });
@@ -319,15 +324,15 @@ describe('ferry join --allow-downgrade', () => {
 });
 
 describe('a join host given by name', () => {
-  it('reaches nodes.json as the address it resolves to, and is still reached over SSH by its name', async () => {
+  it('reaches the site state as the address it resolves to, and is still reached over SSH by its name', async () => {
     const hosts = path.join(work, 'hosts');
     await fs.writeFile(hosts, `127.0.0.1 localhost\n${real.ip} k8s-node.site.test\n`);
     const r = await join({ target: real, host: 'k8s-node.site.test', knownHosts: `k8s-node.site.test ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`, etcHosts: hosts, exitCode: 0 });
     expect(r.authenticated).toBe(true);
-    expect(r.nodesJson).toEqual([
+    expect(r.stateNodes).toEqual(expect.arrayContaining([
       { name: 'k8s-server-01', ip: lab.gatewayIp, role: 'server' },
       { name: `k8s-node-${runs}`, ip: real.ip, role: 'agent' },
-    ]);
+    ]));
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { renderServeUnit, systemdArg } from '../../src/install/units.js';
+import { renderServeUnit, renderStateMirrorUnits, systemdArg } from '../../src/install/units.js';
 
 const base = { listen: '0.0.0.0:5443', tlsCert: '/etc/ferry/pki/registry.crt', tlsKey: '/etc/ferry/pki/registry.key' };
 const key = (unit: string, k: string) => unit.split('\n').filter((l) => l.startsWith(`${k}=`)).map((l) => l.slice(k.length + 1));
@@ -42,5 +42,18 @@ describe('ferry-serve.service', () => {
     expect(() => renderServeUnit({ ...base, tlsKey: 'registry.key' })).toThrow(expect.objectContaining({ code: 'UNIT_INVALID' }));
     expect(() => renderServeUnit({ ...base, bundleDir: '/a\nExecStartPre=/bin/rm' })).toThrow(expect.objectContaining({ code: 'UNIT_INVALID' }));
     expect(() => renderServeUnit({ ...base, listen: '0.0.0.0' })).toThrow(expect.objectContaining({ code: 'UNIT_INVALID' }));
+  });
+});
+
+describe('ferry-state-mirror.timer and its service', () => {
+  it("run ferry state mirror every 30 s and soon after boot, once the node has an admin kubeconfig, writing only under /var/lib/ferry", () => {
+    const { service, timer } = renderStateMirrorUnits();
+    expect(key(service, 'ExecStart')).toEqual(['/var/lib/ferry/runtime/node --disable-warning=DEP0040 --disable-warning=DEP0169 /var/lib/ferry/ferry/ferry.mjs state mirror']);
+    expect(key(service, 'Type')).toEqual(['oneshot']);
+    expect(key(service, 'ConditionPathExists')).toEqual(['/etc/kubernetes/admin.conf']);
+    expect(key(service, 'ReadWritePaths')).toEqual(['/var/lib/ferry']);
+    expect(key(timer, 'OnBootSec')).toEqual(['30s']);
+    expect(key(timer, 'OnUnitActiveSec')).toEqual(['30s']);
+    expect(key(timer, 'WantedBy')).toEqual(['timers.target']);
   });
 });

@@ -46,6 +46,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     // issue 12 item 2
     'INSTALL_REFUSED',
     'OFFLINE_NOT_CACHED',
+    // issue 18 (store)
+    'STORE_FILE_CLASH', 'STORE_BUNDLE_CLASH', 'STORE_NOT_FERRY', 'STORE_BUNDLE_UNKNOWN', 'INSTALL_VERSION_MISMATCH',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [

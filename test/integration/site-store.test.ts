@@ -334,3 +334,72 @@ describe('ferry serve of the store serves the union', () => {
     expect((await inspect('lib/app:2')).Digest).toBe(`sha256:${appB.manifest.hex}`);
   });
 });
+
+describe('the install guard (issue 18 item 5): another Kubernetes version on an initialised node is refused before anything changes', () => {
+  /** A stand-in for the API server's /version (only that path; the real one runs in the site suite). */
+  async function versionStandin(gitVersion: string): Promise<{ url: string; close: () => void }> {
+    const http = await import('node:http');
+    const srv = http.createServer((req, res) => {
+      res.writeHead(req.url === '/version' ? 200 : 404, { 'Content-Type': 'application/json' });
+      res.end(req.url === '/version' ? JSON.stringify({ major: '1', minor: '31', gitVersion }) : '{}');
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    return { url: `http://127.0.0.1:${(srv.address() as { port: number }).port}`, close: () => srv.close() };
+  }
+  const adminConf = (server: string) => `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "${server}", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`;
+  async function initialised(server: string, files: Record<string, string> = {}): Promise<string> {
+    const root = await tmpdir();
+    for (const [f, c] of Object.entries({ '/etc/kubernetes/admin.conf': adminConf(server), ...files })) {
+      await fs.mkdir(path.dirname(path.join(root, f)), { recursive: true });
+      await fs.writeFile(path.join(root, f), c);
+    }
+    return root;
+  }
+  const answersFile = async () => {
+    const f = path.join(work, 'answers.yaml');
+    await fs.writeFile(f, 'apiVersion: ferry.dev/v1alpha1\nkind: InstallAnswers\ndomain: site.test\nnode: {name: k8s-server-01, ip: 127.0.0.1}\npodCidr: 10.244.0.0/16\nserviceCidr: 10.96.0.0/12\n');
+    return f;
+  };
+  const install = async (root: string, bundle: string) => ferry(['install', bundle, '--trust', pub, '--root', root, '--answers', await answersFile(), '--ignore-preflight', 'root']);
+
+  it('reads the version from the API server, refuses with INSTALL_VERSION_MISMATCH naming ferry upgrade and bundle add, and writes nothing', async () => {
+    const api = await versionStandin('v1.31.2');
+    try {
+      const root = await initialised(api.url);
+      const before = await snapshot(root);
+      const r = await install(root, fileB);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/error\[INSTALL_VERSION_MISMATCH\]: this node's cluster runs Kubernetes v1\.31\.2 \(from the API server\); site-2\.0\.0\.ferry\.tar carries v1\.32\.0/);
+      expect(r.stderr).toContain('ferry upgrade');
+      expect(r.stderr).toContain('ferry bundle add site-2.0.0.ferry.tar');
+      expect(await snapshot(root)).toEqual(before);
+    } finally {
+      api.close();
+    }
+  });
+
+  it("falls back to the kubeadm ClusterConfiguration, then to the installed bundle's manifest, when the API does not answer", async () => {
+    const { guardInstallVersion } = await import('../../src/install/site-store.js');
+    const down = 'http://127.0.0.1:9';
+    const kubeadm = await initialised(down, { '/etc/ferry/kubeadm.yaml': 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.32.0\n' });
+    const before = await snapshot(kubeadm);
+    const r = await install(kubeadm, fileA);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/INSTALL_VERSION_MISMATCH\]: this node's cluster runs Kubernetes v1\.32\.0 \(from \/etc\/ferry\/kubeadm\.yaml\)/);
+    expect(await snapshot(kubeadm)).toEqual(before);
+    await expect(guardInstallVersion(new Host(kubeadm), fileB)).resolves.toBeUndefined();
+
+    const bundled = await initialised(down);
+    await addAndUse(new Host(bundled), fileA, { trust: site.publicKey });
+    await expect(guardInstallVersion(new Host(bundled), fileB)).rejects.toMatchObject({ code: 'INSTALL_VERSION_MISMATCH', exit: 'usage', message: expect.stringContaining('v1.31.2 (from the installed bundle') });
+    // The same version is an idempotent re-run; a node without admin.conf is not initialised.
+    await expect(guardInstallVersion(new Host(bundled), fileA)).resolves.toBeUndefined();
+    await expect(guardInstallVersion(new Host(await tmpdir()), fileB)).resolves.toBeUndefined();
+  });
+});

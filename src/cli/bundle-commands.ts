@@ -166,7 +166,7 @@ function storeCommands(): { add: Command; list: Command; prune: Command } {
       .description('verify a bundle and add it to the site store beside the others: content already there is not stored again; the current bundle stays current')
       .argument('<bundle>', 'FILE or FILE.parts.json')
       .option('--trust <pub>', 'the trusted public key (ferry.pub)'),
-  ).addHelpText('after', examples(['ferry bundle add kubernetes-0.2.0.ferry.tar --trust /etc/ferry/bundle.pub', 'sh install.sh bundle add kubernetes-0.2.0.ferry.tar --trust ferry.pub --json']));
+  ).addHelpText('after', examples(['ferry bundle add kubernetes-0.1.0.ferry.tar --trust ferry.pub --store ./site-store', 'ferry bundle add kubernetes-0.1.0.ferry.tar --trust /etc/ferry/bundle.pub   # needs root on a site server (it writes /var/lib/ferry/store)']));
   add.action(async (file: string, o: { trust?: string; store?: string }, c: Command) => {
     const out = makeOutput(globals(c));
     const { addedLine } = await import('../bundle/store.js');
@@ -175,7 +175,7 @@ function storeCommands(): { add: Command; list: Command; prune: Command } {
     out.reporter.done();
     out.result(addedLine(r), { id: r.id, name: r.manifest.name, version: r.manifest.version, kubernetesVersion: r.manifest.kubernetes?.version ?? null, fingerprint: r.fingerprint, already: r.already, blobsAdded: r.blobsAdded, filesAdded: r.filesAdded, bytesWritten: r.bytesWritten, store: store.dir });
   });
-  const list = storeOpt(new Command('list').description('list the bundles in the site store; * marks the current one')).addHelpText('after', examples(['ferry bundle list', 'ferry bundle list --json | jq -r ".bundles[].id"']));
+  const list = storeOpt(new Command('list').description('list the bundles in the site store; * marks the current one')).addHelpText('after', examples(['ferry bundle list --store ./site-store', "ferry bundle list --store ./site-store --json | jq -r '.bundles[].id'"]));
   list.action(async (o: { store?: string }, c: Command) => {
     const out = makeOutput(globals(c));
     const bundles = await (await openStore(o.store, false)).list();
@@ -187,7 +187,7 @@ function storeCommands(): { add: Command; list: Command; prune: Command } {
       .description('remove from the site store every bundle not kept (the current one always is) and the content no kept bundle needs')
       .option('--keep <id>', 'a bundle to keep (repeatable; default: every bundle, so only unused content goes)', collect)
       .option('--yes', 'remove without asking'),
-  ).addHelpText('after', examples(['ferry bundle prune', 'ferry bundle prune --keep kubernetes-0.2.0 --yes']));
+  ).addHelpText('after', examples(['ferry bundle prune --store ./site-store --yes', 'ferry bundle prune --keep kubernetes-0.1.0 --yes   # needs root on a site server (it writes /var/lib/ferry/store)']));
   prune.action(async (o: { store?: string; keep?: string[]; yes?: boolean }, c: Command) => {
     const out = makeOutput(globals(c));
     const store = await openStore(o.store, false);

@@ -75,7 +75,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
     },
     {
       id: 'unpack',
-      title: `verify the bundle, add it to ${STORE_DIR} and make it current (${BUNDLE_DIR})`,
+      title: `verify and unpack the bundle into the site store ${STORE_DIR}; ${BUNDLE_DIR} is its current bundle`,
       check: async () => {
         const want = await readBundleManifest(ctx.bundle).catch(() => undefined);
         const have = await bundleManifest(host);

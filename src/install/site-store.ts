@@ -27,6 +27,13 @@ export async function addAndUse(host: Host, bundle: string, o: VerifyOptions & {
   const st = await fs.lstat(view).catch(() => undefined);
   const tree = st && !st.isSymbolicLink() ? await currentTree(view, o) : undefined;
   const storeDir = host.p(STORE_DIR);
+  // A link is ferry's only when it leads into the store's bundles; anything else is the operator's.
+  if (st?.isSymbolicLink()) {
+    const to = path.resolve(path.dirname(view), await fs.readlink(view));
+    if (!to.startsWith(path.join(storeDir, 'bundles') + path.sep)) {
+      throw new UsageError(Codes.unpackNotOurs, `${view} is a link to ${to}, not to a bundle of the site store ${storeDir}, so ferry will not replace it`, { hint: `Remove or move the link if it is yours; ferry makes ${BUNDLE_DIR} a link to the current bundle in ${STORE_DIR}.` });
+    }
+  }
   const existing = await SiteStore.open(storeDir, { create: false }).catch(() => undefined);
   const cur = existing && (await existing.current());
   const installed: BundleManifest | undefined = cur ? await existing!.manifest(cur) : tree?.manifest;

@@ -289,6 +289,21 @@ describe('install makes a bundle current in the store; an older one never replac
     await addAndUse(host, fileA, { trust: site.publicKey, allowDowngrade: true });
     expect(await version()).toBe('1.0.0');
   });
+
+  it('replaces a tree an earlier ferry unpacked at BUNDLE_DIR with the link, and refuses a link of the operator', async () => {
+    const root = await tmpdir();
+    const tree = path.join(root, BUNDLE_DIR);
+    expect((await ferry(['bundle', 'unpack', fileA, '--trust', pub, '--to', tree])).code).toBe(0);
+    await addAndUse(new Host(root), fileB, { trust: site.publicKey });
+    expect((await fs.lstat(tree)).isSymbolicLink()).toBe(true);
+    expect(await fs.readdir(path.dirname(tree))).toEqual(expect.not.arrayContaining(['bundle.ferry-old', 'bundle.ferry-link']));
+    // A link elsewhere is not ferry's: refused, and left as it was.
+    const other = await tmpdir();
+    await fs.mkdir(path.join(other, 'var/lib/ferry'), { recursive: true });
+    await fs.symlink('/srv/mine', path.join(other, BUNDLE_DIR));
+    await expect(addAndUse(new Host(other), fileB, { trust: site.publicKey })).rejects.toMatchObject({ code: 'UNPACK_TARGET_NOT_FERRY' });
+    expect(await fs.readlink(path.join(other, BUNDLE_DIR))).toBe('/srv/mine');
+  });
 });
 
 describe('ferry serve of the store serves the union', () => {

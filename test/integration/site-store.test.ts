@@ -173,7 +173,7 @@ describe('the site store holds several bundles, content once', () => {
     const before = await snapshot(store);
     const bytes = await fs.readFile(fileB);
     const at = bytes.indexOf(Buffer.from('tool v2 binary'));
-    bytes[at] ^= 1;
+    bytes[at] = bytes[at]! ^ 1;
     const tampered = path.join(work, 'tampered.tar');
     await fs.writeFile(tampered, bytes);
     const t = await add(store, tampered);

@@ -198,6 +198,17 @@ const table = {
   stateInvalid: ['STATE_INVALID', 'integrity'],
   /** There is no site state (neither in the cluster nor mirrored here). */
   stateMissing: ['STATE_MISSING', 'usage'],
+  // Issue 18 (branch store): the site store of several bundles, and the install guard.
+  /** Two bundles carry the same files/ path with different content. */
+  storeFileClash: ['STORE_FILE_CLASH', 'usage'],
+  /** A bundle id already in the store with other content. */
+  storeBundleClash: ['STORE_BUNDLE_CLASH', 'usage'],
+  /** A store directory ferry did not make (no .ferry-store marker). */
+  storeNotOurs: ['STORE_NOT_FERRY', 'usage'],
+  /** A bundle id the store does not hold (prune --keep, current). */
+  storeBundleUnknown: ['STORE_BUNDLE_UNKNOWN', 'usage'],
+  /** ferry install on an initialised node with a bundle of another Kubernetes version. */
+  installVersionMismatch: ['INSTALL_VERSION_MISMATCH', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

@@ -95,7 +95,12 @@ if ! bad=$(cd "$here" && grep -E "^[0-9a-f]{64}  (install\\.sh|ferry/.+|runtime/
   echo "ferry: install.sh, ferry/ or runtime/linux-$arch/node here do not match checksums.txt; extract them again and run the openssl and sha256sum steps that ferry bundle build printed" >&2
   exit 2
 fi
-exec "$node" ${QUIET_DEPRECATIONS.join(' ')} "$here/ferry/ferry.mjs" install "$@"
+# The first word is ferry's subcommand (install, bundle add …); a bundle or an option first means
+# install, as "sh install.sh BUNDLE --trust ferry.pub" always did.
+case "\${1:-}" in
+  ""|-*|*.*|*/*) set -- install "$@" ;;
+esac
+exec "$node" ${QUIET_DEPRECATIONS.join(' ')} "$here/ferry/ferry.mjs" "$@"
 `;
 
 /** Where the Node.js runtime for a platform (`linux/amd64`) sits; install.sh looks there. */
@@ -120,7 +125,7 @@ export function bootstrapSteps(bundle: string, platform: string, o: { pub?: stri
     `openssl base64 -d -A -in ${sig} -out ${der}`,
     `openssl dgst -sha256 -verify ${pub} -signature ${der} ${CHECKSUMS_TXT}`,
     `grep -E '${listed}' ${CHECKSUMS_TXT} | sha256sum -c -`,
-    ['sh', 'install.sh', bundle, '--trust', o.pub ?? 'ferry.pub', ...(o.installArgs ?? [])].map(shWord).join(' '),
+    ['sh', 'install.sh', 'install', bundle, '--trust', o.pub ?? 'ferry.pub', ...(o.installArgs ?? [])].map(shWord).join(' '),
   ];
 }
 

@@ -24,7 +24,7 @@ export interface UnpackOptions extends VerifyOptions {
  * What `dest` holds now: nothing (absent or an empty directory), or a tree ferry unpacked, with its
  * bundle.json when that still reads. Anything else is not ferry's to delete.
  */
-async function currentTree(dest: string, o: { trust?: KeyObject; reporter?: Reporter }): Promise<{ manifest?: BundleManifest } | undefined> {
+export async function currentTree(dest: string, o: { trust?: KeyObject; reporter?: Reporter }): Promise<{ manifest?: BundleManifest } | undefined> {
   const st = await fs.stat(dest).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return undefined;
     throw e;
@@ -80,7 +80,7 @@ async function olderFerryTree(dest: string, trust: KeyObject): Promise<BundleMan
   }
 }
 
-const label = (m: BundleManifest) => `${m.name} ${m.version} (created ${m.created})`;
+export const label = (m: BundleManifest) => `${m.name} ${m.version} (created ${m.created})`;
 
 /** Why `incoming` would roll `installed` back: older by creation time, or by version when both are semver. */
 function downgradeOf(installed: BundleManifest, incoming: BundleManifest): string | undefined {
@@ -90,7 +90,7 @@ function downgradeOf(installed: BundleManifest, incoming: BundleManifest): strin
   return why.length ? why.join(' and ') : undefined;
 }
 
-function checkDowngrade(dest: string, installed: BundleManifest | undefined, incoming: BundleManifest, o: { allowDowngrade?: boolean; reporter?: Reporter }): void {
+export function checkDowngrade(dest: string, installed: BundleManifest | undefined, incoming: BundleManifest, o: { allowDowngrade?: boolean; reporter?: Reporter }): void {
   const why = installed && downgradeOf(installed, incoming);
   if (!why) return;
   const msg = `${dest} holds ${label(installed)}; ${label(incoming)} is older: ${why}`;

@@ -21,9 +21,10 @@ export interface VerifyOptions {
   reporter?: Reporter;
   /**
    * Unpack: called for each content entry once it is known to be listed; returns the file to
-   * write into (a staging path). The bytes are hashed as they are written.
+   * write into (a staging path), or undefined to hash it without keeping it (a store that holds
+   * it already). The bytes are hashed as they are written.
    */
-  extractTo?: (entryPath: string, mode: number) => Promise<string>;
+  extractTo?: (entryPath: string, mode: number) => Promise<string | undefined>;
   /** Stop after the signed table: says who signed the bundle, checks none of its content. */
   tableOnly?: boolean;
   /** Told where each content entry's data lies in the archive, so it can be copied out later (copyEntry). */

@@ -148,6 +148,59 @@ export function bundleCommand(): Command {
     ];
     out.result(lines.join('\n'), { ...m, signature, siteSteps: siteSteps(file, m) });
   });
-  for (const cmd of [build, verify, unpack, inspect]) bundle.addCommand(cmd);
+  const { add, list, prune } = storeCommands();
+  for (const cmd of [build, verify, unpack, inspect, add, list, prune]) bundle.addCommand(cmd);
   return bundle;
+}
+
+/** The site store: add, list, prune (`--store`, default the server's store). */
+function storeCommands(): { add: Command; list: Command; prune: Command } {
+  const storeOpt = (cmd: Command) => cmd.option('--store <dir>', 'the site store (default /var/lib/ferry/store)');
+  const openStore = async (dir: string | undefined, create: boolean) => {
+    const { SiteStore } = await import('../bundle/store.js');
+    const { STORE_DIR } = await import('../install/paths.js');
+    return SiteStore.open(dir ?? STORE_DIR, { create });
+  };
+  const add = storeOpt(
+    new Command('add')
+      .description('verify a bundle and add it to the site store beside the others: content already there is not stored again; the current bundle stays current')
+      .argument('<bundle>', 'FILE or FILE.parts.json')
+      .option('--trust <pub>', 'the trusted public key (ferry.pub)'),
+  ).addHelpText('after', examples(['ferry bundle add kubernetes-0.1.0.ferry.tar --trust ferry.pub --store ./site-store', 'ferry bundle add kubernetes-0.1.0.ferry.tar --trust /etc/ferry/bundle.pub   # needs root on a site server (it writes /var/lib/ferry/store)']));
+  add.action(async (file: string, o: { trust?: string; store?: string }, c: Command) => {
+    const out = makeOutput(globals(c));
+    const { addedLine } = await import('../bundle/store.js');
+    const store = await openStore(o.store, true);
+    const r = await store.add(file, await verifyOptions(o, out));
+    out.reporter.done();
+    out.result(addedLine(r), { id: r.id, name: r.manifest.name, version: r.manifest.version, kubernetesVersion: r.manifest.kubernetes?.version ?? null, fingerprint: r.fingerprint, already: r.already, blobsAdded: r.blobsAdded, filesAdded: r.filesAdded, bytesWritten: r.bytesWritten, store: store.dir });
+  });
+  const list = storeOpt(new Command('list').description('list the bundles in the site store; * marks the current one')).addHelpText('after', examples(['ferry bundle list --store ./site-store', "ferry bundle list --store ./site-store --json | jq -r '.bundles[].id'"]));
+  list.action(async (o: { store?: string }, c: Command) => {
+    const out = makeOutput(globals(c));
+    const bundles = await (await openStore(o.store, false)).list();
+    const rows = bundles.map((b) => `${b.current ? '*' : ' '} ${b.id}  ${b.kubernetesVersion ? `Kubernetes ${b.kubernetesVersion}` : 'no Kubernetes'}  created ${b.created}  signed by ${b.fingerprint}`);
+    out.result(rows.length ? rows.join('\n') : '(no bundles)', { bundles: bundles.map(({ id, name, version, kubernetesVersion, fingerprint, current }) => ({ id, name, version, kubernetesVersion, fingerprint, current })) });
+  });
+  const prune = storeOpt(
+    new Command('prune')
+      .description('remove from the site store every bundle not kept (the current one always is) and the content no kept bundle needs')
+      .option('--keep <id>', 'a bundle to keep (repeatable; default: every bundle, so only unused content goes)', collect)
+      .option('--yes', 'remove without asking'),
+  ).addHelpText('after', examples(['ferry bundle prune --store ./site-store --yes', 'ferry bundle prune --keep kubernetes-0.1.0 --yes   # needs root on a site server (it writes /var/lib/ferry/store)']));
+  prune.action(async (o: { store?: string; keep?: string[]; yes?: boolean }, c: Command) => {
+    const out = makeOutput(globals(c));
+    const store = await openStore(o.store, false);
+    const plan = await store.prunePlan(o.keep);
+    const what = `${plan.bundles.length} bundle(s)${plan.bundles.length ? ` (${plan.bundles.join(', ')})` : ''}, ${plan.blobs.length} blob(s) and ${plan.files.length} file(s), ${formatBytes(plan.bytes)}`;
+    const json = { bundles: plan.bundles, blobs: plan.blobs.length, files: plan.files.length, bytes: plan.bytes, unknown: plan.unknown };
+    const note = plan.unknown.length ? `\nleft ${plan.unknown.length} file(s) under files/ that no bundle listed (not provably ferry's): ${plan.unknown.slice(0, 5).join(', ')}` : '';
+    if (!plan.bundles.length && !plan.blobs.length && !plan.files.length) return out.result(`nothing to prune${note}`, { pruned: false, ...json });
+    if (!o.yes && !(await confirm(`Remove ${what} from ${store.dir}?`, '--yes', false))) {
+      throw new UsageError(Codes.usage, 'prune cancelled: nothing was removed', { hint: 'Pass --yes to remove without this question.' });
+    }
+    await store.prune(plan);
+    out.result(`removed ${what}${note}`, { pruned: true, ...json });
+  });
+  return { add, list, prune };
 }

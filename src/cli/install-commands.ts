@@ -131,6 +131,9 @@ export function installCommand(): Command {
           hint: 'Run it with sudo (sudo sh install.sh site.ferry.tar --trust ferry.pub), or try it first with --dry-run, which needs no root.',
         });
       }
+      // On an initialised node, another Kubernetes version is refused before any question or write.
+      const { guardInstallVersion } = await import('../install/site-store.js');
+      await guardInstallVersion(new Host(path.resolve(o.root)), bundle);
       let answers: InstallAnswers;
       if (o.answers) answers = await loadAnswers(o.answers);
       else {

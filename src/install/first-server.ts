@@ -2,7 +2,6 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { BundleManifest } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
-import { unpackBundle } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';
 import { Codes, HostError, UsageError } from '../errors.js';
 import { initPki } from '../sign/pki.js';
@@ -19,11 +18,12 @@ import { writeLauncher } from './launcher.js';
 import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from '../kube/client.js';
 import { renderKubeadmInit } from './kubeadm.js';
 import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
-import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR } from './paths.js';
+import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR, STORE_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { preflight } from './preflight.js';
 import { STATE_MIRROR_TIMER } from './units.js';
 import { serviceRouteStep } from './routes.js';
+import { addAndUse } from './site-store.js';
 
 export interface InstallContext {
   host: Host;
@@ -77,15 +77,15 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
     },
     {
       id: 'unpack',
-      title: `verify and unpack the bundle into ${BUNDLE_DIR}`,
+      title: `verify and unpack the bundle into the site store ${STORE_DIR}; ${BUNDLE_DIR} is its current bundle`,
       check: async () => {
         const want = await readBundleManifest(ctx.bundle).catch(() => undefined);
         const have = await bundleManifest(host);
         return !!want && !!have && JSON.stringify(want) === JSON.stringify(have);
       },
       apply: async (log) => {
-        const r = await unpackBundle(ctx.bundle, host.p(BUNDLE_DIR), { ...ctx.verify, allowDowngrade: ctx.allowDowngrade });
-        log(`unpacked ${r.manifest.name} ${r.manifest.version} (${r.manifest.kubernetes ? `Kubernetes ${r.manifest.kubernetes.version}` : 'no Kubernetes release'}): ${r.entries} entries, signed by ${r.fingerprint}`);
+        const r = await addAndUse(host, ctx.bundle, { ...ctx.verify, allowDowngrade: ctx.allowDowngrade });
+        log(`${r.already ? 'already in the store' : 'added to the store'}: ${r.id}, current (${r.manifest.kubernetes ? `Kubernetes ${r.manifest.kubernetes.version}` : 'no Kubernetes release'}): ${r.blobsAdded} blobs and ${r.filesAdded} files new, signed by ${r.fingerprint}`);
       },
     },
     markerStep(host, 'binaries', `install the bundle's binaries${ctx.manifest ? ` (${carriedBinaries(ctx.manifest.files).join(', ') || 'none for this machine'})` : ''}`, bundleId, async (log) => {

@@ -6,7 +6,6 @@ import type { LookupFunction } from 'node:net';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { bundleFileOf, parseVersionsJson, partFiles, VERSIONS_JSON, type BundleFile, type VersionsEntry } from '../bundle/format.js';
-import { unpackBundle } from '../bundle/unpack.js';
 import { Codes, HostError, IntegrityError, RemoteError } from '../errors.js';
 import { loadPublicKey } from '../sign/keys.js';
 import { issueServerCert } from '../sign/pki.js';
@@ -23,6 +22,7 @@ import { API_PORT, BUNDLE_DIR, FERRY_LAUNCHER, BUNDLE_PUB, CONTAINERD_CERTS_D, D
 import type { Step } from './plan.js';
 import { serviceRouteStep } from './routes.js';
 import { containerdConfigVersion } from './system-files.js';
+import { addAndUse } from './site-store.js';
 
 /** What a joining node is told over SSH (on stdin, so secrets never show in a process list). */
 export interface NodeJoinPayload {
@@ -168,9 +168,9 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       markerStep(host, 'store', 'verify and unpack the bundle: this server serves it too', 'v1', async (log) => {
         if (!opts.bundleFile) throw new HostError(Codes.joinUploadMissing, 'no bundle was uploaded for this server');
         const trust = await loadPublicKey(host.p(BUNDLE_PUB));
-        const r = await unpackBundle(opts.bundleFile, host.p(BUNDLE_DIR), { trust, allowDowngrade: opts.allowDowngrade });
+        const r = await addAndUse(host, opts.bundleFile, { trust, allowDowngrade: opts.allowDowngrade });
         for (const f of [...(await partFiles(opts.bundleFile)), opts.bundleFile]) await fs.rm(f, { force: true });
-        log(`unpacked ${r.manifest.name} ${r.manifest.version}`);
+        log(`${r.id} in the store, current`);
         const cert = await issueServerCert({ caDir: host.p(PKI_DIR), names: [registry, 'localhost'], ips: [p.ip, '127.0.0.1'], outPrefix: host.p(REGISTRY_CERT_PREFIX) });
         log(`registry certificate until ${cert.notAfter}`);
       }),

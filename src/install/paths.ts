@@ -9,6 +9,8 @@ export const FERRY_ROOT = '/var/lib/ferry';
 export const STATE_DIR = `${FERRY_ROOT}/state`;
 /** The unpacked, verified bundle that the site service serves. */
 export const BUNDLE_DIR = `${FERRY_ROOT}/bundle`;
+/** The site store of every added bundle; BUNDLE_DIR is a link to its current bundle's view. */
+export const STORE_DIR = `${FERRY_ROOT}/store`;
 export const RUNTIME_DIR = `${FERRY_ROOT}/runtime`;
 /** The bundled Node.js runtime that the site service and node-join run on. */
 export const RUNTIME_NODE = `${RUNTIME_DIR}/node`;

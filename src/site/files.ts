@@ -78,8 +78,11 @@ export class FileRepo {
   /** The bundle's checksums.txt lines for files/, relative to files/ so `sha256sum -c` works in a mirror. */
   async checksums(): Promise<string> {
     let text = '';
+    // Beside the real files/: a bundle's view in the site store links files/ to the store's
+    // union, whose checksums.txt lists every bundle's files.
+    const root = await this.realRoot();
     try {
-      text = await fs.readFile(this.checksumsFile, 'utf8');
+      text = await fs.readFile(root ? path.join(path.dirname(root), path.basename(this.checksumsFile)) : this.checksumsFile, 'utf8');
     } catch {
       /* a bundle without checksums.txt serves an empty list */
     }

@@ -49,6 +49,12 @@ const PLAN: Record<string, Plan> = {
   'ferry bundle verify kubernetes-0.1.0.ferry.tar.parts.json --trust ferry.pub --json': { prep: 'ferry bundle build bundle-spec/demo.yaml --key keys/ferry.key --split-size >/dev/null 2>&1' },
   'ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle   # needs root on a site server (it writes /var/lib/ferry)': { needs: 'root on a site server (it writes /var/lib/ferry)' },
   'ferry bundle inspect kubernetes-0.1.0.ferry.tar --trust ferry.pub': {},
+  'ferry bundle add kubernetes-0.1.0.ferry.tar --trust ferry.pub --store ./site-store': {},
+  'ferry bundle add kubernetes-0.1.0.ferry.tar --trust /etc/ferry/bundle.pub   # needs root on a site server (it writes /var/lib/ferry/store)': { needs: 'root on a site server (it writes /var/lib/ferry/store)' },
+  'ferry bundle list --store ./site-store': { prep: 'ferry bundle add demo-0.1.0.ferry.tar --trust ferry.pub --store ./site-store >/dev/null 2>&1' },
+  "ferry bundle list --store ./site-store --json | jq -r '.bundles[].id'": { prep: 'ferry bundle add demo-0.1.0.ferry.tar --trust ferry.pub --store ./site-store >/dev/null 2>&1' },
+  'ferry bundle prune --store ./site-store --yes': { prep: 'ferry bundle add demo-0.1.0.ferry.tar --trust ferry.pub --store ./site-store >/dev/null 2>&1' },
+  'ferry bundle prune --keep kubernetes-0.1.0 --yes   # needs root on a site server (it writes /var/lib/ferry/store)': { needs: 'root on a site server (it writes /var/lib/ferry/store)' },
   'ferry bundle inspect kubernetes-0.1.0.ferry.tar --json | jq .images': {},
   'ferry serve --bundle /var/lib/ferry/bundle --listen 0.0.0.0:5443 --tls-cert /etc/ferry/pki/registry.crt --tls-key /etc/ferry/pki/registry.key   # on a server after ferry install': { needs: 'a server after ferry install' },
   'ferry serve --bundle ./unpacked --listen 127.0.0.1:5000          # plain HTTP on loopback, for a look (after bundle unpack … --to ./unpacked)': { needs: 'a long-running server: run below, stopped by SIGTERM' },
@@ -78,7 +84,7 @@ const PLAN: Record<string, Plan> = {
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */
-const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|install|join|state)\b/;
+const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|bundle add|bundle prune|install|join|state)\b/;
 /** These say it in so many words: `# needs …`. */
 const SAYS_NEEDS = /^(lock|bundle unpack|install|join|state)\b/;
 

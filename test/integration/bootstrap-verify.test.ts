@@ -122,9 +122,9 @@ describe('the documented first steps on the site check the bootstrap with stock 
     expect(single.script).toMatch(/^tar -xf boot-1\.0\.0\.ferry\.tar /);
     expect(single.script).toContain('openssl dgst -sha256 -verify ferry.pub -signature checksums.txt.der checksums.txt');
     expect(single.script).toContain('| sha256sum -c -');
-    expect(single.script.split(' &&\n').pop()).toBe('sh install.sh boot-1.0.0.ferry.tar --trust ferry.pub');
+    expect(single.script.split(' &&\n').pop()).toBe('sh install.sh install boot-1.0.0.ferry.tar --trust ferry.pub');
     expect(split.script).toMatch(/^cat boot-1\.0\.0\.ferry\.tar\.part\[0-9\]\* \| tar -xf - /);
-    expect(split.script.split(' &&\n').pop()).toBe('sh install.sh boot-1.0.0.ferry.tar.parts.json --trust ferry.pub');
+    expect(split.script.split(' &&\n').pop()).toBe('sh install.sh install boot-1.0.0.ferry.tar.parts.json --trust ferry.pub');
     const i = await ferry(['bundle', 'inspect', single.file]);
     expect(printedScript(i.stdout)).toBe(single.script);
     const j = await ferry(['bundle', 'inspect', path.join(split.dir, `${split.base}.parts.json`), '--json']);

@@ -86,3 +86,31 @@ describe('ferry under the bundled Node 24', () => {
     expect(r.stderr).toMatch(/DEP0005/);
   });
 });
+
+describe('install.sh passes its subcommand through (issue 18)', () => {
+  it('runs `install` for a bundle or an option first, as before, and any other first word as the subcommand', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    const rt = `runtime/linux-${arch}/node`;
+    await fs.mkdir(path.join(dir, 'ferry'), { recursive: true });
+    await fs.mkdir(path.dirname(path.join(dir, rt)), { recursive: true });
+    await fs.writeFile(path.join(dir, 'install.sh'), INSTALL_SH);
+    await fs.writeFile(path.join(dir, 'ferry/ferry.mjs'), "console.log('ran', process.argv.slice(2).join(' '));\n");
+    await fs.copyFile(process.execPath, path.join(dir, rt));
+    const entries = [];
+    for (const p of ['install.sh', 'ferry/ferry.mjs', rt]) entries.push({ path: p, sha256: sha256Hex(await fs.readFile(path.join(dir, p))) });
+    await fs.writeFile(path.join(dir, 'checksums.txt'), checksumsText(entries));
+    const cases: [string[], string][] = [
+      [['site.ferry.tar', '--trust', 'ferry.pub'], 'install site.ferry.tar --trust ferry.pub'],
+      [['./site', '--trust', 'ferry.pub'], 'install ./site --trust ferry.pub'],
+      [['--help'], 'install --help'],
+      [[], 'install'],
+      [['install', 'site.ferry.tar', '--trust', 'ferry.pub'], 'install site.ferry.tar --trust ferry.pub'],
+      [['bundle', 'add', 'site-2.ferry.tar', '--trust', 'ferry.pub', '--json'], 'bundle add site-2.ferry.tar --trust ferry.pub --json'],
+      [['bundle', 'list'], 'bundle list'],
+    ];
+    for (const [args, ran] of cases) {
+      const r = await run('sh', ['install.sh', ...args], dir);
+      expect([args, r.code, r.stdout], r.stderr).toEqual([args, 0, `ran ${ran}\n`]);
+    }
+  });
+});

@@ -48,6 +48,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'OFFLINE_NOT_CACHED',
     // issue 18 (the contract on main, and branch state)
     'OPERATION_IN_PROGRESS', 'OPERATION_UNFINISHED', 'STATE_MISSING',
+    // issue 18 (store)
+    'STORE_FILE_CLASH', 'STORE_BUNDLE_CLASH', 'STORE_NOT_FERRY', 'STORE_BUNDLE_UNKNOWN', 'INSTALL_VERSION_MISMATCH',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [

@@ -118,7 +118,7 @@ async function bundleWith(name: string, over: Record<string, unknown>, signer = 
   };
   const m = { ...carried, ...over } as typeof carried;
   // Sorted, as ferry writes them: a chart's layer may come before or after its manifest.
-  const content = [{ path: 'install.sh', data: Buffer.from('#!/bin/sh\n') }, ...extras.entries, ...stepEntries(m.files, m.images)].sort((x, y) => (x.path < y.path ? -1 : 1));
+  const content = [{ path: 'install.sh', data: Buffer.from('#!/bin/sh\n') }, ...extras.entries, ...stepEntries(m.files as { name: string; path: string; archive?: boolean }[], m.images)].sort((x, y) => (x.path < y.path ? -1 : 1));
   const file = path.join(work, `${name}.ferry.tar`);
   await fs.writeFile(file, tarOf([...signedTable(signer, content, [], { ...carried, ...over }), ...content.map((c) => ({ name: c.path, data: c.data }))]));
   return file;

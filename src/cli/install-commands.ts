@@ -8,13 +8,16 @@ import { formatPath } from '../spec/yamlpos.js';
 import { Host } from '../install/host.js';
 import type { JoinOutcome } from '../install/join.js';
 import { ADMIN_CONF, ANSWERS_FILE, API_PORT, BUNDLE_DIR } from '../install/paths.js';
-import { describePlan, formatPlan, runPlan, type PlanEntry } from '../install/plan.js';
+import { formatPlan, runPlan, type PlanEntry } from '../install/plan.js';
+import type { RecordedFile } from '../install/recording-host.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import { loadPublicKey } from '../sign/keys.js';
 import { makeOutput } from './output.js';
 import { canPrompt, confirm, input, PromptCancelled, select } from './prompt.js';
 import { collectCsv, examples, globals } from './shared.js';
 
+
+const PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
 
 const KNOWN_CNIS = ['flannel', 'calico', 'tigera-operator', 'cilium'];
 
@@ -193,18 +196,27 @@ export function installCommand(): Command {
             details: { problems: d.problems.map((p) => p.toJSON()) },
           });
         }
+        // The dry run made its own keys for the site CA and the registry: never printed, never written out.
+        const shown = (f: RecordedFile) => (f.content !== undefined && !PRIVATE_KEY.test(f.content) ? f.content : undefined);
+        const rendered = d.files.filter((f) => shown(f) !== undefined);
         if (o.out) {
-          for (const f of d.files) await writeFileAtomic(path.join(path.resolve(o.out), f.path), f.content, 0o600);
+          for (const f of rendered) await writeFileAtomic(path.join(path.resolve(o.out), f.path), shown(f)!, 0o600);
         }
-        const plan = await describePlan(steps);
-        const files = d.files.map((f) => ({ path: f.path, ...(o.showFiles ? { content: f.content } : {}) }));
+        const files = d.files.map((f) => ({ path: f.path, mode: f.mode, size: f.size, ...(f.from ? { from: f.from } : {}), ...(o.showFiles && shown(f) !== undefined ? { content: shown(f) } : {}) }));
+        const describe = (f: RecordedFile) => (shown(f) !== undefined ? `\n--- ${f.path}\n${shown(f)!.trimEnd()}` : `\n--- ${f.path} (${f.from ? `from ${f.from}, ` : ''}${f.size} bytes${f.content !== undefined ? ', a private key: not shown' : ''})`);
         out.result(
           [
             `ferry install plan for ${answers.node.name} (${answers.node.ip}), root ${host.root}; bundle ${d.manifest.name} ${d.manifest.version} (Kubernetes ${d.manifest.kubernetes?.version}), signed by ${d.signer}:`,
-            formatPlan(plan),
-            o.out ? `\n${d.files.length} files rendered under ${path.resolve(o.out)}` : o.showFiles ? d.files.map((f) => `\n--- ${f.path}\n${f.content.trimEnd()}`).join('\n') : `\n${d.files.length} files would be written (see them with --show-files or --out DIR)`,
+            formatPlan(d.steps),
+            ...(d.unpacked ? [`\nunpack ${d.unpacked.files.length} files into ${d.unpacked.into}`] : []),
+            `\ncommands and applies, in order:\n${d.actions.map((a) => `  ${a}`).join('\n') || '  (none)'}`,
+            o.out
+              ? `\n${rendered.length} files rendered under ${path.resolve(o.out)}; ${d.files.length - rendered.length} more (copied from the bundle, or keys) are listed only`
+              : o.showFiles
+                ? d.files.map(describe).join('\n')
+                : `\n${d.files.length} files would be written: ${d.files.map((f) => f.path).join(', ')} (see them with --show-files or --out DIR)`,
           ].join('\n'),
-          { dryRun: true, node: answers.node, root: host.root, signer: d.signer, steps: plan, files, preflight: d.preflight },
+          { dryRun: true, node: answers.node, root: host.root, signer: d.signer, steps: d.steps, files, unpacked: d.unpacked, actions: d.actions, preflight: d.preflight },
         );
         return;
       }

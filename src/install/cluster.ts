@@ -1,7 +1,5 @@
 import { X509Certificate } from 'node:crypto';
 import { sha256 } from '../util/digest.js';
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { BundleManifest } from '../bundle/format.js';
 import { Codes, FerryError, IntegrityError, UsageError } from '../errors.js';
@@ -87,7 +85,7 @@ export async function ensureSiteState(host: Host, answers: InstallAnswers, m: Bu
       return ensureSiteState(host, answers, m, reporter, log);
     }
   }
-  await fs.rm(host.p(NODES_FILE), { force: true });
+  await host.rm(NODES_FILE);
   return state;
 }
 
@@ -109,10 +107,9 @@ export function bootstrapValues(answers: InstallAnswers, manifest: BundleManifes
 /** Applies the DNS and LB DaemonSets (server-side apply) and waits for them to roll out. */
 export async function applyBootstrap(host: Host, values: BootstrapValues, reporter: Reporter, log: (l: string) => void, timeoutMs: number): Promise<void> {
   const objects = await renderBootstrap(values, await bundledBootstrapChart(host, await bundleManifest(host), (d) => chartBlob(host, d)), host);
-  const kubeconfig = host.p(ADMIN_CONF);
-  await applyObjects(kubeconfig, objects as KubernetesObject[], log);
+  await host.apply(objects as KubernetesObject[], log);
   const sets = objects.filter((o) => o.kind === 'DaemonSet').map((o) => ({ namespace: o.metadata.namespace ?? BOOTSTRAP_NAMESPACE, name: o.metadata.name }));
-  await waitForDaemonSets(kubeconfig, sets, { timeoutMs, reporter });
+  await host.waitForDaemonSets(sets, { timeoutMs, reporter });
   log(`rolled out ${sets.map((x) => x.name).join(', ')}`);
 }
 
@@ -139,15 +136,18 @@ export const kubernetesVersionOf = (m: Pick<BundleManifest, 'kubernetes'>) => bu
 /** The sandbox (pause) image of the bundle, which containerd pins. */
 export const pauseImageOf = (m: Pick<BundleManifest, 'images'>) => m.images.find((i) => /\/pause:/.test(i.ref))?.ref ?? 'registry.k8s.io/pause:3.10';
 
-/** The chart .tgz of a chart manifest in the unpacked store. */
+/** A blob of the unpacked store, as a host path. */
+const storeBlob = (digest: string) => `${BUNDLE_DIR}/images/blobs/${digest.replace(':', '/')}`;
+
+/** The chart .tgz of a chart manifest in the unpacked store, copied out for helm (returned as a real path). */
 export async function chartBlob(host: Host, manifestDigest: string): Promise<string> {
-  const store = new Layout(host.p(`${BUNDLE_DIR}/images`));
-  const parsed = parseManifest(await store.readBlob(manifestDigest), '', manifestDigest);
+  const text = await host.read(storeBlob(manifestDigest));
+  if (text === undefined) throw new IntegrityError(Codes.bundleFormat, `the unpacked bundle has no blob ${manifestDigest}`, { hint: 'Re-run ferry install: it unpacks the bundle again.' });
+  const parsed = parseManifest(Buffer.from(text, 'utf8'), '', manifestDigest);
   const layer = parsed.kind === 'manifest' ? parsed.manifest.layers.find((l) => l.mediaType === MediaType.helmChart) : undefined;
   if (!layer) throw new IntegrityError(Codes.bundleFormat, `manifest ${manifestDigest} is not a Helm chart`);
   // helm wants a chart archive by its usual name; the store names blobs by digest only.
-  const tgz = host.p(`${FERRY_ROOT}/charts/${layer.digest.slice(7, 19)}.tgz`);
-  await fs.mkdir(path.dirname(tgz), { recursive: true });
-  await fs.copyFile(store.blobPath(layer.digest), tgz);
-  return tgz;
+  const tgz = `${FERRY_ROOT}/charts/${layer.digest.slice(7, 19)}.tgz`;
+  await host.copy(storeBlob(layer.digest), tgz);
+  return host.p(tgz);
 }

@@ -14,7 +14,10 @@ import { SITE_CA } from './paths.js';
  */
 
 export interface ContainerdConfigOptions {
-  bundleDir: string;
+  /** The unpacked bundle whose images' registries get a hosts.toml each (or `registries`). */
+  bundleDir?: string;
+  /** The bundle's registries, already read (registriesInIndex). */
+  registries?: string[];
   /** Site service URLs in the order nodes should try them, e.g. https://registry.site.example:5443 */
   mirrors: string[];
   /** The site CA as nodes see it, e.g. /etc/ferry/pki/ca.crt */
@@ -67,8 +70,17 @@ export async function bundleRegistries(bundleDir: string): Promise<string[]> {
       cause: e,
     });
   }
+  return registriesOf(idx.manifests);
+}
+
+/** Registry host names an unpacked bundle's images/index.json names, sorted. */
+export function registriesInIndex(indexJson: string): string[] {
+  return registriesOf((JSON.parse(indexJson) as { manifests?: { annotations?: Record<string, string>; artifactType?: string }[] }).manifests ?? []);
+}
+
+function registriesOf(manifests: { annotations?: Record<string, string>; artifactType?: string }[]): string[] {
   const out = new Set<string>();
-  for (const d of idx.manifests) {
+  for (const d of manifests) {
     const name = d.annotations?.[REF_NAME];
     // containerd never pulls Helm charts, so a registry that only holds charts needs no hosts.toml.
     if (!name || d.artifactType === MediaType.helmConfig) continue;
@@ -116,7 +128,7 @@ export async function writeContainerdConfig(o: ContainerdConfigOptions): Promise
   if (!o.caFile || !path.isAbsolute(o.caFile)) {
     throw new UsageError(Codes.usage, `the CA file must be an absolute path, not "${o.caFile}"`, { hint: `containerd reads it on every node: give the path it has there, e.g. --ca ${SITE_CA}.` });
   }
-  const registries = [...new Set([...(await bundleRegistries(o.bundleDir)), ...(o.extraRegistries ?? [])].map(normalizeRegistry))].sort().map(checkRegistryDir);
+  const registries = [...new Set([...(o.registries ?? (await bundleRegistries(o.bundleDir ?? '.'))), ...(o.extraRegistries ?? [])].map(normalizeRegistry))].sort().map(checkRegistryDir);
   const outDir = path.resolve(o.outDir);
   const certsDir = path.join(outDir, 'certs.d');
   const hostsFiles: string[] = [];

@@ -1,42 +1,33 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { stringify } from 'yaml';
 import { x as untar } from 'tar';
 import { copyEntry, verifyBundle, type EntryPlace, type VerifyResult } from '../bundle/verify.js';
-import { parseChecksums, refuse, type BundleManifest } from '../bundle/format.js';
+import { bundleId, parseChecksums, refuse, type BundleManifest } from '../bundle/format.js';
 import { imagesInManifests, imagesInObjects, imagesMissingError, missingImages, type ImageNeed } from '../bundle/image-check.js';
-import { Codes, FerryError, SpecError, UsageError } from '../errors.js';
+import { UNPACKED_MARKER } from '../bundle/unpack.js';
+import { Codes, FerryError, HostError, SpecError, UsageError } from '../errors.js';
 import { MediaType, parseManifest } from '../oci/media.js';
-import { parseReference } from '../oci/reference.js';
 import { kubeadmImages } from '../spec/kubernetes.js';
-import { clusterFqdn } from './answers.js';
-import { mayLowerOomScore } from './capabilities.js';
-import { cgroupsOnce } from './cgroups.js';
-import { bootstrapValues, clusterNodes, containerdVersionOf, kubernetesVersionOf, pauseImageOf } from './cluster.js';
-import { renderHostsToml } from './containerd.js';
-import type { InstallContext } from './first-server.js';
-import { renderKubeadmInit } from './kubeadm.js';
-import { renderLauncher } from './launcher.js';
-import { archOf, serverHostNames, siteServiceUrl, unitBinariesMissing } from './node-steps.js';
-import { CONTAINERD_CERTS_D, CONTAINERD_CONFIG, ETC_HOSTS, FERRY_LAUNCHER, KUBEADM_CONFIG, MODULES_LOAD_FILE, REGISTRY_CERT, REGISTRY_KEY, SITE_CA, SITE_PORT, STATE_DIR, SYSCTL_FILE, SYSTEMD_DIR } from './paths.js';
+import { sha256Hex } from '../util/digest.js';
+import { bootstrapValues, clusterNodes, kubernetesVersionOf } from './cluster.js';
+import { firstServerSteps, type InstallContext } from './first-server.js';
+import { archOf, unitBinariesMissing } from './node-steps.js';
+import type { PlanEntry } from './plan.js';
 import { preflight } from './preflight.js';
-import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, SYSCTL_CONF } from './system-files.js';
-import { renderServeUnit } from './units.js';
-import { BOOTSTRAP_CHART, bundledBootstrapChart, renderBootstrap } from './bootstrap.js';
+import { RecordingHost, type BundleEntries, type Recorded, type RecordedFile } from './recording-host.js';
+import { BOOTSTRAP_CHART, bundledBootstrapChart, renderBootstrap, type KubernetesObject } from './bootstrap.js';
 import { cniTemplateArgs } from './image-check.js';
 import { Host } from './host.js';
 
 /*
  * ferry install --dry-run: what a real run checks before it changes anything (the signature, the
- * answers against the bundle, the architecture, the images kubeadm and the charts ask for), and
- * every file it would write, rendered but not written.
+ * answers against the bundle, the architecture, the images kubeadm and the charts ask for), then
+ * the real run's own steps against a RecordingHost: every file they would write and every command
+ * and apply they would run, recorded instead of done. The unpack step records the tree it would
+ * unpack; later steps read that tree's entries from the verified bundle itself.
  */
-
-export interface RenderedFile {
-  /** The host path the real run writes. */
-  path: string;
-  content: string;
-}
 
 export interface DryRunFindings {
   signer: string;
@@ -45,24 +36,17 @@ export interface DryRunFindings {
   problems: FerryError[];
   /** Preflight findings about this machine, which may not be the one to install (a laptop). */
   preflight: string[];
-  files: RenderedFile[];
+  /** Each step, todo or done, as the recorded run met it (empty when there are problems). */
+  steps: PlanEntry[];
+  /** Every file the steps would leave written (a bundle's unpacked tree is in `unpacked`). */
+  files: RecordedFile[];
+  /** Where the bundle would be unpacked, and the files of that tree, relative to it. */
+  unpacked?: { into: string; files: string[] };
+  /** Commands, applies and waits, in order. */
+  actions: string[];
+  recorded: Recorded[];
 }
 
-/** Registries the bundle's images come from: containerd gets one hosts.toml for each. */
-function registriesOf(m: BundleManifest): string[] {
-  const out = new Set<string>();
-  for (const i of m.images) {
-    try {
-      out.add(parseReference(i.ref, { defaultTag: false }).registry);
-    } catch {
-      /* not a full reference: nothing to configure */
-    }
-  }
-  return [...out].sort();
-}
-
-/** Where each entry a chart check may need lies in the bundle: every blob (a chart's layer digest is known only from its manifest) and helm. */
-const placeable = (p: string) => p.startsWith('images/blobs/') || p.startsWith('files/helm/');
 
 /**
  * The images the CNI chart and the bootstrap chart ask for with these answers: both charts and this
@@ -75,6 +59,8 @@ interface ChartFindings {
   problems: FerryError[];
   /** The bundle has no helm for this arch to render the charts with. */
   noHelm: boolean;
+  /** The bootstrap chart's objects with these answers, as the bootstrap step will apply them. */
+  bootstrap?: KubernetesObject[];
 }
 
 async function chartNeeds(ctx: InstallContext, v: VerifyResult, places: Map<string, EntryPlace>): Promise<ChartFindings> {
@@ -83,6 +69,7 @@ async function chartNeeds(ctx: InstallContext, v: VerifyResult, places: Map<stri
   const needs: ImageNeed[] = [];
   const problems: FerryError[] = [];
   let noHelm = false;
+  let bootstrap: KubernetesObject[] | undefined;
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-dry-run-'));
   // helm's own homes in the temporary directory too, so the dry run writes nothing else.
   const host = new Host(ctx.host.root, { ...ctx.host.env, HELM_CACHE_HOME: `${tmp}/helm/cache`, HELM_CONFIG_HOME: `${tmp}/helm/config`, HELM_DATA_HOME: `${tmp}/helm/data` });
@@ -141,11 +128,12 @@ async function chartNeeds(ctx: InstallContext, v: VerifyResult, places: Map<stri
       if (!helm) return;
       const objects = await renderBootstrap(bootstrapValues(answers, m, await clusterNodes(ctx.host, answers)), { chart: from.chart, helm }, host);
       needs.push(...imagesInObjects(objects, `${BOOTSTRAP_CHART} (the DNS and LB DaemonSets)`));
+      bootstrap = objects;
     });
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
   }
-  return { needs, problems, noHelm };
+  return { needs, problems, noHelm, bootstrap };
 }
 
 function problemsOf(ctx: InstallContext, m: BundleManifest, charts: ChartFindings): FerryError[] {
@@ -174,44 +162,97 @@ function problemsOf(ctx: InstallContext, m: BundleManifest, charts: ChartFinding
   return out;
 }
 
-async function renderFiles(ctx: InstallContext, m: BundleManifest): Promise<RenderedFile[]> {
-  const { host, answers } = ctx;
-  const cg = await cgroupsOnce(host)();
-  const fqdn = clusterFqdn(answers);
-  const mirror = siteServiceUrl(answers.domain);
-  const files: RenderedFile[] = [
-    { path: MODULES_LOAD_FILE, content: MODULES_CONF },
-    { path: SYSCTL_FILE, content: SYSCTL_CONF },
-    { path: ETC_HOSTS, content: hostsWithBlock((await host.read(ETC_HOSTS)) ?? '127.0.0.1\tlocalhost\n', [{ ip: answers.node.ip, names: serverHostNames(answers.node, answers.domain, fqdn) }]) },
-    {
-      path: CONTAINERD_CONFIG,
-      content: containerdConfig({ pauseImage: pauseImageOf(m), cgroupDriver: cg.driver, configVersion: containerdConfigVersion(containerdVersionOf(m)), restrictOomScoreAdj: !(await mayLowerOomScore()) }),
+/** The verified bundle as the tree unpack would make of it, read entry by entry. */
+function bundleEntries(file: string, v: VerifyResult, places: Map<string, EntryPlace>, tmp: string): BundleEntries {
+  const sums = parseChecksums(v.table['checksums.txt'].toString('utf8'));
+  // What unpack writes besides the entries: the signed table and its marker (bundle/unpack.ts).
+  const marker = Buffer.from(`${JSON.stringify({ bundle: bundleId(v.manifest), created: v.manifest.created, checksums: sha256Hex(v.table['checksums.txt']), signer: v.fingerprint })}\n`);
+  const small = new Map<string, Buffer>([...Object.entries(v.table), [UNPACKED_MARKER, marker]]);
+  const files = new Map<string, number>([...[...places].map(([p, at]) => [p, at.size] as const), ...[...small].map(([p, b]) => [p, b.length] as const)]);
+  let n = 0;
+  const copyOut = async (rel: string, dest: string) => {
+    const b = small.get(rel);
+    if (b) return fs.writeFile(dest, b);
+    const at = places.get(rel);
+    const want = sums.get(rel);
+    if (!at || !want) throw refuse(Codes.bundleFormat, `the bundle lists no entry ${rel}`);
+    await copyEntry(file, rel, at, want, dest);
+  };
+  return {
+    file,
+    files,
+    summary: { manifest: v.manifest, fingerprint: v.fingerprint, entries: v.entries },
+    copyOut,
+    read: async (rel) => {
+      if (small.has(rel)) return small.get(rel);
+      if (!places.has(rel)) return undefined;
+      const dest = path.join(tmp, `entry-${n++}`);
+      await copyOut(rel, dest);
+      try {
+        return await fs.readFile(dest);
+      } finally {
+        await fs.rm(dest, { force: true });
+      }
     },
-    ...registriesOf(m).map((r) => ({ path: `${CONTAINERD_CERTS_D}/${r}/hosts.toml`, content: renderHostsToml(r, [mirror], SITE_CA) })),
-    { path: `${SYSTEMD_DIR}/containerd.service`, content: CONTAINERD_UNIT },
-    { path: `${SYSTEMD_DIR}/kubelet.service`, content: KUBELET_UNIT },
-    { path: `${SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf`, content: KUBELET_KUBEADM_DROPIN },
-    { path: `${SYSTEMD_DIR}/ferry-serve.service`, content: renderServeUnit({ listen: `0.0.0.0:${SITE_PORT}`, tlsCert: REGISTRY_CERT, tlsKey: REGISTRY_KEY }) },
-    { path: FERRY_LAUNCHER, content: renderLauncher() },
-  ];
-  if (m.kubernetes?.version) {
-    files.push({ path: KUBEADM_CONFIG, content: renderKubeadmInit({ answers, kubernetesVersion: m.kubernetes.version, imageRepository: m.kubernetes.imageRepository, cgroups: cg }) });
-  }
-  // The values the DNS and LB chart is applied with; the objects need the unpacked chart and helm.
-  files.push({ path: `${STATE_DIR}/bootstrap-values.json`, content: `${JSON.stringify(bootstrapValues(answers, m, await clusterNodes(host, answers)), null, 2)}\n` });
-  return files;
+  };
 }
 
-/** Verifies the bundle (a missing one is an error), then checks and renders without writing. */
+/** Runs the first server's steps against a RecordingHost: checks as they are, applies recorded. */
+async function recordSteps(ctx: InstallContext, entries: BundleEntries, bootstrapObjects: KubernetesObject[] | undefined): Promise<Pick<DryRunFindings, 'steps' | 'files' | 'unpacked' | 'actions' | 'recorded' | 'problems'>> {
+  // The bootstrap chart was rendered above, by the bundle's helm: the steps' helm template gets that.
+  const rendered = bootstrapObjects?.map((o) => `---\n${stringify(o)}`).join('');
+  const host = new RecordingHost(ctx.host.root, ctx.host.env, {
+    bundle: entries,
+    respond: (_cmd, args) => (rendered && args[0] === 'template' && args[1] === BOOTSTRAP_CHART ? { code: 0, stdout: rendered, stderr: '' } : undefined),
+  });
+  const steps: PlanEntry[] = [];
+  const problems: FerryError[] = [];
+  try {
+    for (const s of firstServerSteps({ ...ctx, host })) {
+      const done = await s.check().catch(() => false);
+      steps.push({ id: s.id, title: s.title, done, status: done ? 'done' : 'todo' });
+      // A check-only step (preflight) judges this machine; its findings are reported as warnings above.
+      if (done || s.always || problems.length) continue;
+      try {
+        await s.apply(() => {});
+      } catch (e) {
+        if (!(e instanceof FerryError)) throw new HostError(Codes.installStep, `step "${s.title}" failed in the dry run: ${(e as Error).message}`, { hint: 'A real run would stop here too. Fix the cause and dry-run again.', cause: e });
+        problems.push(e.withContext(`step "${s.title}" failed`, 'A real run would stop here too. Fix the cause and dry-run again.'));
+      }
+    }
+    const unpack = host.recorded.find((r) => r.kind === 'unpack');
+    const all = host.files();
+    const inTree = (p: string) => !!unpack && p.startsWith(`${unpack.into}/`);
+    return {
+      steps,
+      problems,
+      files: all.filter((f) => !inTree(f.path)),
+      ...(unpack?.kind === 'unpack' ? { unpacked: { into: unpack.into, files: all.filter((f) => inTree(f.path)).map((f) => f.path.slice(unpack.into.length + 1)) } } : {}),
+      actions: host.actions(),
+      recorded: host.recorded,
+    };
+  } finally {
+    await host.close();
+  }
+}
+
+/** Verifies the bundle (a missing one is an error), checks it against the answers, then records the real run's steps. */
 export async function dryRun(ctx: InstallContext): Promise<DryRunFindings> {
   const places = new Map<string, EntryPlace>();
-  const v = await verifyBundle(ctx.bundle, { trust: ctx.verify.trust, confirm: ctx.verify.confirm, reporter: ctx.reporter, onEntry: (p, at) => void (placeable(p) && places.set(p, at)) });
+  const v = await verifyBundle(ctx.bundle, { trust: ctx.verify.trust, confirm: ctx.verify.confirm, reporter: ctx.reporter, onEntry: (p, at) => void places.set(p, at) });
   const m = v.manifest;
-  return {
+  const charts = await chartNeeds(ctx, v, places);
+  const found = {
     signer: v.fingerprint,
     manifest: m,
-    problems: problemsOf(ctx, m, await chartNeeds(ctx, v, places)),
+    problems: problemsOf(ctx, m, charts),
     preflight: await preflight({ ...ctx, ignorePreflight: [...(ctx.ignorePreflight ?? []), 'root'] }, m),
-    files: await renderFiles(ctx, m),
   };
+  if (found.problems.length) return { ...found, steps: [], files: [], actions: [], recorded: [] };
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-dry-run-'));
+  try {
+    return { ...found, ...(await recordSteps(ctx, bundleEntries(ctx.bundle, v, places, tmp), charts.bootstrap)) };
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
 }

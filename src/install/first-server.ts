@@ -1,5 +1,4 @@
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
+import { STATE_CONFIGMAP, STATE_NAMESPACE } from '../cluster/state.js';
 import type { BundleManifest } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import type { VerifyOptions } from '../bundle/verify.js';
@@ -11,11 +10,10 @@ import { cgroupsOnce, checkCgroupV1 } from './cgroups.js';
 import { applyBootstrap, bootstrapValues, bundleManifest, chartBlob, clusterNodes, containerdVersionOf, ensureSiteState, kubernetesVersionOf, pauseImageOf, siteOf } from './cluster.js';
 import { BOOTSTRAP_CHART } from './bootstrap.js';
 import { cniNodeObjects } from './cni.js';
-import { writeContainerdConfig } from './containerd.js';
+import { registriesInIndex, writeContainerdConfig } from './containerd.js';
 import type { Host } from './host.js';
 import { imageCheckStep } from './image-check.js';
 import { writeLauncher } from './launcher.js';
-import { applyObjects, clusterNotReady, listDaemonSets, waitForClusterReady, waitForDaemonSets } from '../kube/client.js';
 import { renderKubeadmInit } from './kubeadm.js';
 import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR, STORE_DIR } from './paths.js';
@@ -84,28 +82,25 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         return !!want && !!have && JSON.stringify(want) === JSON.stringify(have);
       },
       apply: async (log) => {
-        const r = await addAndUse(host, ctx.bundle, { ...ctx.verify, allowDowngrade: ctx.allowDowngrade });
-        log(`${r.already ? 'already in the store' : 'added to the store'}: ${r.id}, current (${r.manifest.kubernetes ? `Kubernetes ${r.manifest.kubernetes.version}` : 'no Kubernetes release'}): ${r.blobsAdded} blobs and ${r.filesAdded} files new, signed by ${r.fingerprint}`);
+        const opts = { ...ctx.verify, allowDowngrade: ctx.allowDowngrade };
+        const r = await host.addBundle(ctx.bundle, BUNDLE_DIR, opts, async () => ({ ...(await addAndUse(host, ctx.bundle, opts)), entries: 0 }));
+        log(`${r.already ? 'already in the store' : 'added to the store'}: ${r.manifest.name}-${r.manifest.version}, current (${r.manifest.kubernetes ? `Kubernetes ${r.manifest.kubernetes.version}` : 'no Kubernetes release'}): ${r.blobsAdded ?? r.entries ?? 0} blobs and ${r.filesAdded ?? 0} files new, signed by ${r.fingerprint}`);
       },
     },
     markerStep(host, 'binaries', `install the bundle's binaries${ctx.manifest ? ` (${carriedBinaries(ctx.manifest.files).join(', ') || 'none for this machine'})` : ''}`, bundleId, async (log) => {
       const m = await manifestOf();
-      await installBinaries(host, host.p(BUNDLE_DIR), m.files, log);
+      await installBinaries(host, BUNDLE_DIR, m.files, log);
       // The runtime and ferry itself, for the site service unit and for joining nodes.
       const rt = m.runtime.find((r) => r.platform === `linux/${archOf()}`);
-      if (rt) {
-        await fs.mkdir(host.p(RUNTIME_DIR), { recursive: true });
-        await fs.copyFile(host.p(`${BUNDLE_DIR}/${rt.path}`), host.p(RUNTIME_NODE));
-        await fs.chmod(host.p(RUNTIME_NODE), 0o755);
-      }
-      await fs.rm(host.p(FERRY_DIR), { recursive: true, force: true });
-      await fs.cp(host.p(`${BUNDLE_DIR}/ferry`), host.p(FERRY_DIR), { recursive: true });
+      if (rt) await host.copy(`${BUNDLE_DIR}/${rt.path}`, RUNTIME_NODE, 0o755);
+      await host.rm(FERRY_DIR);
+      await host.copyTree(`${BUNDLE_DIR}/ferry`, FERRY_DIR);
       if (rt) await writeLauncher(host);
     }),
     kernelStep(host, 'load kernel modules and set sysctls for Kubernetes networking'),
     serviceRouteStep(host, answers.serviceCidr, answers.node.ip),
     markerStep(host, 'pki', `site CA and the certificate for ${registry}`, `${answers.domain} ${answers.node.ip}`, async (log) => {
-      const r = await initPki({ domain: answers.domain, ips: [answers.node.ip], outDir: host.p(PKI_DIR) });
+      const r = await host.produce(PKI_DIR, (dir) => initPki({ domain: answers.domain, ips: [answers.node.ip], outDir: dir }));
       log(`site CA ${r.caReused ? 'kept' : 'created'} (${r.caFingerprint}); registry certificate ${r.serverCert}`);
     }),
     markerStep(host, 'hosts', `map ${fqdn} and ${registry} to this server in /etc/hosts`, `${fqdn} ${registry} ${answers.node.ip}`, async (log) => {
@@ -118,7 +113,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       const { configVersion, restrictOomScoreAdj } = await writeContainerdToml(host, { pauseImage: pauseImageOf(m), cgroupDriver: driver, containerdVersion: containerdVersionOf(m) });
       if (restrictOomScoreAdj) ctx.reporter.warn(`${answers.node.name} denies CAP_SYS_RESOURCE (a container or sandbox?): containerd will keep pods' OOM scores at or above its own (restrict_oom_score_adj)`);
       log(`config.toml: version ${configVersion} for containerd ${containerdVersionOf(m) ?? '(not in the bundle)'}, ${driver} cgroup driver${restrictOomScoreAdj ? ', OOM scores restricted' : ''}`);
-      const r = await writeContainerdConfig({ bundleDir: host.p(BUNDLE_DIR), mirrors: [siteServiceUrl(answers.domain)], caFile: SITE_CA, outDir: host.p(CONTAINERD_DIR), configPath: CONTAINERD_CERTS_D });
+      const registries = registriesInIndex((await host.read(`${BUNDLE_DIR}/images/index.json`)) ?? '{}');
+      const r = await host.produce(CONTAINERD_DIR, (dir) => writeContainerdConfig({ registries, mirrors: [siteServiceUrl(answers.domain)], caFile: SITE_CA, outDir: dir, configPath: CONTAINERD_CERTS_D }));
       log(`hosts.toml for ${r.registries.join(', ')}`);
     }),
     markerStep(host, 'units', 'install systemd units for containerd, kubelet and the site service', answers.node.ip, async (log) => {
@@ -149,7 +145,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       title: 'write the site state (nodes, answers, bundles) into the cluster',
       check: async () => ((await siteOf(host, ctx.reporter).cluster.read().catch(() => undefined))?.value.nodes ?? []).some((n) => n.name === answers.node.name),
       apply: async (log) => {
-        await ensureSiteState(host, answers, await manifestOf(), ctx.reporter, log);
+        const m = await manifestOf();
+        await host.cluster(`ConfigMap/${STATE_NAMESPACE}/${STATE_CONFIGMAP} (the site state)`, () => ensureSiteState(host, answers, m, ctx.reporter, log));
         // Its mirror is kept from now on (OnBootSec covers the boots after).
         await host.run('systemctl', ['start', STATE_MIRROR_TIMER]);
       },
@@ -160,12 +157,12 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       if (!answers.cni) return log('no CNI chosen: none in the bundle; apply one before pods can run');
       if (!chart) throw new UsageError(Codes.chartNotFound, `the bundle carries no chart named ${answers.cni}`, { hint: `Choose one of: ${m.charts.map((c) => c.name).join(', ') || '(none)'}.` });
       const tgz = await chartBlob(host, chart.digest);
-      await applyObjects(host.p(ADMIN_CONF), cniNodeObjects(answers.cni, answers.node), log);
+      await host.apply(cniNodeObjects(answers.cni, answers.node), log);
       const ns = answers.cni === 'flannel' ? 'kube-flannel' : 'kube-system';
       await host.run('helm', ['upgrade', '--install', answers.cni, tgz, '--namespace', ns, '--create-namespace', '--kubeconfig', host.p(ADMIN_CONF), '--set', `podCidr=${answers.podCidr}`, '--wait', '--timeout', '10m']);
       // helm --wait lets a DaemonSet be maxUnavailable short: on one node, that is all of it.
-      const sets = (await listDaemonSets(host.p(ADMIN_CONF), ns)).map((name) => ({ namespace: ns, name }));
-      await waitForDaemonSets(host.p(ADMIN_CONF), sets, { timeoutMs: ctx.rolloutTimeoutMs ?? 300_000, reporter: ctx.reporter });
+      const sets = (await host.daemonSets(ns)).map((name) => ({ namespace: ns, name }));
+      await host.waitForDaemonSets(sets, { timeoutMs: ctx.rolloutTimeoutMs ?? 300_000, reporter: ctx.reporter });
       log(`${answers.cni} ${chart.version} installed in ${ns}; ${sets.map((x) => x.name).join(', ')} ready`);
     }),
     markerStep(host, 'bootstrap', 'apply the DNS and load-balancer DaemonSets (ferry-bootstrap) and wait for them', async () => {
@@ -183,9 +180,9 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
     {
       id: 'ready',
       title: `wait until ${answers.node.name} is Ready and kube-system's Deployments (CoreDNS) are available`,
-      check: async () => !!(await host.read(ADMIN_CONF)) && (await clusterNotReady(host.p(ADMIN_CONF), answers.node.name).catch(() => ['unknown'])).length === 0,
+      check: async () => !!(await host.read(ADMIN_CONF)) && (await host.clusterNotReady(answers.node.name).catch(() => ['unknown'])).length === 0,
       apply: async (log) => {
-        await waitForClusterReady(host.p(ADMIN_CONF), answers.node.name, { timeoutMs: ctx.rolloutTimeoutMs ?? 300_000, reporter: ctx.reporter });
+        await host.waitForClusterReady(answers.node.name, { timeoutMs: ctx.rolloutTimeoutMs ?? 300_000, reporter: ctx.reporter });
         log(`${answers.node.name} Ready; kube-system Deployments available`);
       },
     },

@@ -120,7 +120,7 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
     await fs.rename(tmp, dest);
     log(`fetched ${v.path} by FQDN, sha256 ok`);
   }
-  await installBinaries(host, dir, mine.map(bundleFileOf), log);
+  await installBinaries(host, DOWNLOADS_DIR, mine.map(bundleFileOf), log);
 }
 
 /** The steps a joining node runs on itself, started by ferry join over SSH. */

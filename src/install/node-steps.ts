@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { x as untar } from 'tar';
+import os from 'node:os';
 import type { BundleFile } from '../bundle/format.js';
 import { Codes, UsageError } from '../errors.js';
 import { registryFqdn } from './answers.js';
@@ -38,34 +39,19 @@ export function markerStep(host: Host, id: string, title: string, fingerprint: s
 export { archOf } from '../util/platform.js';
 import { archOf } from '../util/platform.js';
 
-/** Installs the bundle's binaries: plain files to /usr/local/bin, archives unpacked (executables flattened; CNI plugins to /opt/cni/bin). */
-export async function installBinaries(host: Host, bundleDir: string, files: BundleFile[], log: (l: string) => void): Promise<void> {
+/** Installs the bundle's binaries from a host directory: plain files to /usr/local/bin, archives unpacked (executables flattened; CNI plugins to /opt/cni/bin). */
+export async function installBinaries(host: Host, fromHostDir: string, files: BundleFile[], log: (l: string) => void): Promise<void> {
   const arch = `linux/${archOf()}`;
   for (const f of files.filter((x) => x.platform === arch)) {
-    const src = path.join(bundleDir, f.path);
+    const src = `${fromHostDir}/${f.path}`;
     if (!f.archive) {
       const dest = f.name === 'runc' ? RUNC_PATH : `${BIN_DIR}/${f.name}`;
-      await fs.mkdir(path.dirname(host.p(dest)), { recursive: true });
-      await fs.copyFile(src, `${host.p(dest)}.ferry-new`);
-      await fs.chmod(`${host.p(dest)}.ferry-new`, 0o755);
-      await fs.rename(`${host.p(dest)}.ferry-new`, host.p(dest));
+      await host.copy(src, dest, 0o755);
       log(`installed ${dest} (${f.name} ${f.version})`);
       continue;
     }
-    const cni = f.name === 'cni-plugins';
-    const dir = cni ? CNI_BIN_DIR : BIN_DIR;
-    const destDir = host.p(dir);
-    await fs.mkdir(destDir, { recursive: true });
-    await untar({
-      file: src,
-      cwd: destDir,
-      // Only regular executables, flattened to their names: archives differ in their layout.
-      filter: (p, e) => (e as { type?: string }).type === 'File' && ((e as { mode?: number }).mode ?? 0) & 0o111 ? true : false,
-      strip: 0,
-      onReadEntry: (e) => {
-        e.path = path.basename(e.path);
-      },
-    } as Parameters<typeof untar>[0]);
+    const dir = f.name === 'cni-plugins' ? CNI_BIN_DIR : BIN_DIR;
+    await host.untarExecutables(src, dir);
     log(`unpacked ${f.name} ${f.version} into ${dir}`);
   }
 }

@@ -11,7 +11,7 @@ import { kubeadmImages } from '../../src/spec/kubernetes.js';
 import { sha256Hex } from '../../src/util/digest.js';
 import { ferry } from '../helpers/cli.js';
 import { BOOTSTRAP_CHART_DIR, helm, helmArchive } from '../helpers/helm.js';
-import { tmpdir } from '../helpers/peers.js';
+import { execFileP, tmpdir } from '../helpers/peers.js';
 
 /*
  * ferry install --dry-run and ferry join --dry-run, against small signed bundles whose bundle.json
@@ -37,6 +37,22 @@ const held = (ref: string) => ({ ref, digest: `sha256:${'1'.repeat(64)}`, mediaT
 
 /** Built once: the entries of the CNI chart, the bootstrap chart and helm, and what bundle.json says of them. */
 let extras: { entries: { path: string; data: Buffer }[]; charts: { name: string; version: string; ref: string; digest: string }[]; helm: Record<string, unknown> };
+/** A containerd archive as upstream ships one (bin/containerd, bin/ctr), for the binaries step. */
+let containerdTgz: Buffer;
+
+/**
+ * The entries a bundle needs for the real run's steps to run on it (which the dry run runs,
+ * recorded): each binary bundle.json lists, ferry itself, and the image index, which names the
+ * registries containerd gets a hosts.toml for.
+ */
+function stepEntries(files: { name: string; path: string; archive?: boolean }[], images: { ref: string; digest: string; mediaType: string }[]): { path: string; data: Buffer }[] {
+  const index = { schemaVersion: 2, manifests: images.map((i) => ({ mediaType: i.mediaType, digest: i.digest, size: 1, annotations: { 'org.opencontainers.image.ref.name': i.ref } })) };
+  return [
+    ...files.filter((f) => f.name !== 'helm').map((f) => ({ path: f.path, data: f.archive ? containerdTgz : Buffer.from(`#!/bin/sh\necho ${f.name}\n`) })),
+    { path: 'ferry/ferry.mjs', data: Buffer.from('// ferry\n') },
+    { path: 'images/index.json', data: Buffer.from(JSON.stringify(index)) },
+  ];
+}
 
 /** A chart .tgz as an OCI artifact in the bundle's store: its manifest, config and layer blobs. */
 function chartEntries(tgz: Buffer): { digest: string; entries: { path: string; data: Buffer }[] } {
@@ -92,8 +108,6 @@ async function buildExtras(): Promise<void> {
  * ferry-bootstrap (real charts and helm), kubeadm, kubelet and containerd, with `over` on top.
  */
 async function bundleWith(name: string, over: Record<string, unknown>, signer = key): Promise<string> {
-  // Sorted, as ferry writes them: a chart's layer may come before or after its manifest.
-  const content = [{ path: 'install.sh', data: Buffer.from('#!/bin/sh\n') }, ...extras.entries].sort((x, y) => (x.path < y.path ? -1 : 1));
   const carried = {
     name: 'dry',
     kubernetes: { version: 'v1.37.2', imageRepository: REPO },
@@ -102,6 +116,9 @@ async function bundleWith(name: string, over: Record<string, unknown>, signer = 
     files: [bin('kubeadm'), bin('kubelet'), bin('containerd', true), extras.helm],
     platforms: [`linux/${arch}`],
   };
+  const m = { ...carried, ...over } as typeof carried;
+  // Sorted, as ferry writes them: a chart's layer may come before or after its manifest.
+  const content = [{ path: 'install.sh', data: Buffer.from('#!/bin/sh\n') }, ...extras.entries, ...stepEntries(m.files as { name: string; path: string; archive?: boolean }[], m.images)].sort((x, y) => (x.path < y.path ? -1 : 1));
   const file = path.join(work, `${name}.ferry.tar`);
   await fs.writeFile(file, tarOf([...signedTable(signer, content, [], { ...carried, ...over }), ...content.map((c) => ({ name: c.path, data: c.data }))]));
   return file;
@@ -119,6 +136,11 @@ beforeAll(async () => {
   pub = path.join(work, 'ferry.pub');
   await fs.writeFile(pub, createPublicKey(key).export({ type: 'spki', format: 'pem' }));
   answers = await answersWith('answers', 'cni: flannel\n');
+  const ctd = path.join(work, 'containerd');
+  await fs.mkdir(path.join(ctd, 'bin'), { recursive: true });
+  for (const b of ['containerd', 'ctr']) await fs.writeFile(path.join(ctd, 'bin', b), '#!/bin/sh\n', { mode: 0o755 });
+  await execFileP('tar', ['-czf', path.join(work, 'containerd.tgz'), '-C', ctd, 'bin']);
+  containerdTgz = await fs.readFile(path.join(work, 'containerd.tgz'));
   await buildExtras();
 });
 
@@ -180,7 +202,7 @@ describe('ferry install --dry-run checks what a real run would', () => {
     expect(doc.error.message).not.toContain('coredns');
   });
 
-  it('renders every file a real run writes, with --show-files and into --out DIR, and writes nothing else', async () => {
+  it('records every file the real run\'s steps write, shows the rendered ones with --show-files and into --out DIR, and writes nothing else', async () => {
     const b = await bundleWith('good', {});
     const root = path.join(work, 'r-good');
     await fs.mkdir(root);
@@ -190,32 +212,58 @@ describe('ferry install --dry-run checks what a real run would', () => {
     const r = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--show-files', '--json'], { env: { TMPDIR: tmp } });
     expect(r.code, r.stderr).toBe(0);
     expect(await fs.readdir(tmp)).toEqual([]);
-    const doc = JSON.parse(r.stdout) as { ok: boolean; dryRun: boolean; signer: string; steps: { id: string; status: string }[]; files: { path: string; content: string }[] };
+    const doc = JSON.parse(r.stdout) as { ok: boolean; dryRun: boolean; signer: string; steps: { id: string; status: string }[]; files: { path: string; content?: string; from?: string }[]; unpacked: { into: string; files: string[] }; actions: string[] };
     expect(doc).toMatchObject({ ok: true, dryRun: true, signer: fingerprint(createPublicKey(key)) });
     expect(doc.steps.find((s) => s.id === 'kubeadm-init')).toMatchObject({ status: 'todo' });
-    const byPath = new Map(doc.files.map((f) => [f.path, f.content]));
-    expect([...byPath.keys()].sort()).toEqual(
+    const byPath = new Map(doc.files.filter((f) => f.content !== undefined).map((f) => [f.path, f.content!]));
+    // Every file the steps write, from the steps themselves: the state markers, the PKI, nodes.json
+    // and resolv.conf too; binaries, ferry and charts copied out of the bundle (by their source).
+    const paths = doc.files.map((f) => f.path);
+    expect(paths.filter((p) => !p.startsWith('/var/lib/ferry/charts/') && !p.startsWith('/var/lib/ferry/state/') && !p.startsWith('/etc/ferry/pki/'))).toEqual(
       [
         '/etc/containerd/certs.d/registry.site-upstream.test/hosts.toml',
         '/etc/containerd/config.toml',
+        '/etc/containerd/containerd-v2-registry.toml',
+        '/etc/containerd/containerd-v3-registry.toml',
         '/etc/ferry/kubeadm.yaml',
+        '/etc/ferry/nodes.json',
         '/etc/hosts',
         '/etc/modules-load.d/ferry-kubernetes.conf',
+        '/etc/resolv.conf',
         '/etc/sysctl.d/99-ferry-kubernetes.conf',
         '/etc/systemd/system/containerd.service',
         '/etc/systemd/system/ferry-serve.service',
         '/etc/systemd/system/kubelet.service',
         '/etc/systemd/system/kubelet.service.d/10-kubeadm.conf',
+        '/usr/local/bin/containerd',
+        '/usr/local/bin/ctr',
         '/usr/local/bin/ferry',
-        '/var/lib/ferry/state/bootstrap-values.json',
+        '/usr/local/bin/helm',
+        '/usr/local/bin/kubeadm',
+        '/usr/local/bin/kubelet',
+        '/var/lib/ferry/ferry/ferry.mjs',
       ].sort(),
     );
+    expect(paths.filter((p) => p.startsWith('/etc/ferry/pki/'))).toEqual(['ca.crt', 'ca.key', 'registry.crt', 'registry.key'].map((f) => `/etc/ferry/pki/${f}`));
+    expect(paths.filter((p) => p.startsWith('/var/lib/ferry/charts/'))).toHaveLength(2);
+    // No step writes bootstrap-values.json: the old, separate dry run invented it.
+    expect(paths).not.toContain('/var/lib/ferry/state/bootstrap-values.json');
+    expect(paths).toContain('/var/lib/ferry/state/bootstrap');
+    expect(doc.files.find((f) => f.path === '/usr/local/bin/kubeadm')?.from).toBe(`bundle:files/kubeadm/v1.37.2/linux-${arch}/kubeadm`);
+    // The keys the dry run made for itself are never shown.
+    expect(doc.files.find((f) => f.path === '/etc/ferry/pki/ca.key')).not.toHaveProperty('content');
+    // The unpack is recorded with the tree it would leave: every entry, the signed table and the marker.
+    expect(doc.unpacked.into).toBe('/var/lib/ferry/bundle');
+    expect(doc.unpacked.files).toEqual(expect.arrayContaining(['bundle.json', 'checksums.txt', 'checksums.txt.sig', '.ferry-unpacked', 'install.sh', 'images/index.json']));
+    // Commands and applies in the real run's order, the bootstrap objects as the bundle's helm renders them.
+    expect(doc.actions.indexOf('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs')).toBeGreaterThan(doc.actions.indexOf('systemctl enable containerd.service kubelet.service ferry-serve.service'));
+    expect(doc.actions).toEqual(expect.arrayContaining(['apply DaemonSet/ferry-system/ferry-dns', 'apply DaemonSet/ferry-system/ferry-lb', 'wait for k8s-server-01 Ready']));
+    expect(JSON.parse(byPath.get('/etc/ferry/nodes.json')!)).toEqual([{ name: 'k8s-server-01', ip: '127.0.0.1', role: 'server' }]);
     expect(byPath.get('/etc/ferry/kubeadm.yaml')).toMatch(/controlPlaneEndpoint: k8s-cluster\.site\.test:6443/);
     expect(byPath.get('/etc/ferry/kubeadm.yaml')).toMatch(/kubernetesVersion: v1\.37\.2/);
     expect(byPath.get('/etc/containerd/certs.d/registry.site-upstream.test/hosts.toml')).toMatch(/^server = "https:\/\/registry\.site\.test:5443"$/m);
     expect(byPath.get('/etc/containerd/config.toml')).toContain(`sandbox_image = "${REPO}/pause:`);
     expect(byPath.get('/etc/hosts')).toMatch(/^127\.0\.0\.1\tk8s-cluster\.site\.test registry\.site\.test /m);
-    expect(JSON.parse(byPath.get('/var/lib/ferry/state/bootstrap-values.json')!)).toMatchObject({ domain: 'site.test', clusterFqdn: 'k8s-cluster.site.test' });
 
     const human = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--show-files']);
     expect(human.code).toBe(0);
@@ -225,8 +273,11 @@ describe('ferry install --dry-run checks what a real run would', () => {
     const out = path.join(work, 'rendered');
     const o = await ferry(['install', b, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--out', out]);
     expect(o.code, o.stderr).toBe(0);
-    expect(o.stdout).toContain(`12 files rendered under ${out}`);
-    for (const [p, content] of byPath) expect(await fs.readFile(path.join(out, p), 'utf8')).toBe(content);
+    expect(o.stdout).toContain(`${byPath.size} files rendered under ${out}`);
+    // Each dry run makes a fresh site CA and certificate: every other file is the same run to run.
+    for (const [p, content] of byPath) if (!p.startsWith('/etc/ferry/pki/')) expect(await fs.readFile(path.join(out, p), 'utf8'), p).toBe(content);
+    expect(await fs.readFile(path.join(out, 'etc/ferry/pki/ca.crt'), 'utf8')).toMatch(/^-----BEGIN CERTIFICATE-----/);
+    await expect(fs.access(path.join(out, 'etc/ferry/pki/ca.key'))).rejects.toThrow();
     expect(await fs.readdir(root)).toEqual([]);
   });
 

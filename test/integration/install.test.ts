@@ -242,15 +242,39 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect((await standinCalls(root)).filter((c) => c.startsWith('kubeadm init'))).toHaveLength(1);
   });
 
-  it('renders in a dry run, byte for byte, the files the install wrote', async () => {
-    const root = path.join(work, 'node1');
-    const out = path.join(work, 'node1-rendered');
-    const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--out', out, '--json']);
+  it('a dry run records exactly the files a real install writes, both ways', async () => {
+    // Two fresh roots, the same node (systemd as PID 1), each run in a namespace of its own.
+    const real = path.join(work, 'plan-real');
+    const dry = path.join(work, 'plan-dry');
+    for (const r of [real, dry]) await fs.mkdir(path.join(r, 'run/systemd/system'), { recursive: true });
+    const standins = await writeStandins(path.join(work, 'standins-plan'));
+    const r = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', real], standins);
     expect(r.code, r.stderr).toBe(0);
-    const files = (JSON.parse(r.stdout) as { files: { path: string }[] }).files.map((f) => f.path).filter((f) => !f.endsWith('bootstrap-values.json'));
-    expect(files).toContain(`/etc/containerd/certs.d/${reg.host}/hosts.toml`);
-    for (const f of files) expect(await fs.readFile(path.join(out, f), 'utf8'), f).toBe(await fs.readFile(path.join(root, f), 'utf8'));
-  });
+    const d = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', dry, '--dry-run', '--json'], standins);
+    expect(d.code, d.stderr).toBe(0);
+    const doc = JSON.parse(d.stdout) as { files: { path: string }[]; unpacked: { into: string; files: string[] } };
+    const recorded = [...doc.files.map((f) => f.path), ...doc.unpacked.files.map((f) => `${doc.unpacked.into}/${f}`)].map((p) => p.slice(1)).sort();
+    const written: string[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      for (const e of await fs.readdir(path.join(real, rel), { withFileTypes: true })) {
+        const p = rel ? `${rel}/${e.name}` : e.name;
+        if (e.isDirectory()) await walk(p);
+        else written.push(p);
+      }
+    };
+    await walk('');
+    // The only exclusions: the run's own log (runPlan writes it, no step does), and what the
+    // stand-in commands leave, which the dry run records as the commands themselves (kubeadm init's
+    // admin.conf and cluster CA, and the stand-ins' call log).
+    const excluded = (p: string) => p.startsWith('var/log/ferry/') || ['standins.log', 'etc/kubernetes/admin.conf', 'etc/kubernetes/pki/ca.crt', 'etc/kubernetes/pki/ca.key'].includes(p);
+    const real_ = written.filter((p) => !excluded(p)).sort();
+    expect(real_.length).toBeGreaterThan(40);
+    expect(real_.filter((p) => !recorded.includes(p)), 'written by the real run, not recorded by the dry run').toEqual([]);
+    expect(recorded.filter((p) => !real_.includes(p)), 'recorded by the dry run, not written by the real run').toEqual([]);
+    expect(recorded).toContain(`etc/containerd/certs.d/${reg.host}/hosts.toml`);
+    // The dry run wrote nothing under its root.
+    expect(await fs.readdir(dry)).toEqual(['run']);
+  }, 240_000);
 
   it('stops at preflight on a cgroup v1 node when the answers refuse cgroup v1, and goes on with cgroup v2', async () => {
     const refusing = path.join(work, 'answers-refuse-v1.yaml');

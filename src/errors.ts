@@ -191,6 +191,9 @@ const table = {
   operationUnfinished: ['OPERATION_UNFINISHED', 'usage'],
   /** The state changed under a compare-and-swap write: re-read and retry. */
   stateConflict: ['STATE_CONFLICT', 'remote'],
+  // Issue 18, branch ops: the operation layer.
+  /** A node operation's payload (stdin, from another ferry) does not match its schema. */
+  nodePayloadInvalid: ['NODE_PAYLOAD_INVALID', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

@@ -325,7 +325,8 @@ export function nodeJoinCommand(): Command {
       const { nodeJoinSteps } = await import('../install/node-join.js');
       let text = '';
       for await (const chunk of process.stdin) text += (chunk as Buffer).toString('utf8');
-      const payload = JSON.parse(text) as import('../install/node-join.js').NodeJoinPayload;
+      const { readNodeJoinPayload } = await import('../ops/node-op.js');
+      const payload = readNodeJoinPayload(text);
       const host = new Host(path.resolve(o.root), process.env, [payload.join.token, payload.join.certificateKey ?? ''].filter(Boolean));
       const r = await runPlan(host, 'join', nodeJoinSteps(host, payload, { bundleFile: o.bundle, reporter: out.reporter, allowDowngrade: o.allowDowngrade }), out.reporter);
       out.result(`joined ${payload.name}: ${r.applied.length} steps applied`, r);

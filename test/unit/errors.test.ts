@@ -46,6 +46,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     // issue 12 item 2
     'INSTALL_REFUSED',
     'OFFLINE_NOT_CACHED',
+    // issue 18, branch ops
+    'NODE_PAYLOAD_INVALID',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [

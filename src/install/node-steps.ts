@@ -35,11 +35,8 @@ export function markerStep(host: Host, id: string, title: string, fingerprint: s
   };
 }
 
-/**
- * An architecture as the bundle names platforms (linux/<arch>): this machine's (os.arch()), or
- * another's as `uname -m` prints it.
- */
-export const archOf = (machine: string = os.arch()) => ({ x64: 'amd64', x86_64: 'amd64', amd64: 'amd64', aarch64: 'arm64', arm64: 'arm64' } as Record<string, string>)[machine] ?? machine;
+/** This machine's architecture as the bundle names platforms (linux/<arch>). */
+export const archOf = () => ({ x64: 'amd64', arm64: 'arm64' })[os.arch() as 'x64' | 'arm64'] ?? os.arch();
 
 /** Installs the bundle's binaries: plain files to /usr/local/bin, archives unpacked (executables flattened; CNI plugins to /opt/cni/bin). */
 export async function installBinaries(host: Host, bundleDir: string, files: BundleFile[], log: (l: string) => void): Promise<void> {

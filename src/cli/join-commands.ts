@@ -26,6 +26,9 @@ export async function siteAccess(o: { kubeconfig: string; root: string; reporter
   return { site: await openSiteState({ kubeconfig: o.kubeconfig, root: o.root, reporter: o.reporter }), lease: await kubeLease({ kubeconfig: o.kubeconfig }) };
 }
 
+/** Where ferry install saves the answers (the first server only). */
+const SAVED_ANSWERS = '/etc/ferry/answers.yaml';
+
 interface JoinFlags {
   name?: string;
   role?: string;
@@ -45,15 +48,17 @@ interface JoinFlags {
 }
 
 /** The nodes to join: one named on the command line, or an answers file's join: list (with its ssh: settings). */
-async function targetsOf(hostArg: string | undefined, o: JoinFlags): Promise<{ targets: JoinTarget[]; answers?: InstallAnswers }> {
+async function targetsOf(host: Host, hostArg: string | undefined, o: JoinFlags): Promise<{ targets: JoinTarget[]; answers?: InstallAnswers }> {
   if (hostArg) {
     if (o.answers) throw new UsageError(Codes.usage, 'give either a HOST or --answers FILE, not both', { hint: 'ferry join HOST --name NAME --role server|agent, or ferry join --answers FILE.' });
     if (!o.name || (o.role !== 'server' && o.role !== 'agent')) throw new UsageError(Codes.usage, `joining ${hostArg} needs --name NAME and --role server|agent`, { hint: `ferry join ${hostArg} --name k8s-agent-01 --role agent` });
     return { targets: [{ host: hostArg, name: o.name, role: o.role, ...(o.ip ? { ip: o.ip } : {}) }] };
   }
   if (o.name || o.role || o.ip) throw new UsageError(Codes.usage, '--name, --role and --ip describe the HOST argument, which is missing', { hint: 'ferry join HOST --name NAME --role server|agent [--ip IP]' });
-  if (!o.answers) return { targets: [] };
-  const answers = await loadAnswers(o.answers);
+  // On the first server, the answers ferry install saved still list the nodes to join.
+  const file = o.answers ?? ((await host.read(SAVED_ANSWERS)) !== undefined ? host.p(SAVED_ANSWERS) : undefined);
+  if (!file) return { targets: [] };
+  const answers = await loadAnswers(file);
   const list = answers.join ?? [];
   const unknown = (o.only ?? []).filter((n) => !list.some((j) => j.name === n));
   if (unknown.length) throw new UsageError(Codes.usage, `--only names ${unknown.join(', ')}, which the answers do not list under join:`, { hint: `Choose from: ${list.map((j) => j.name).join(', ')}.` });
@@ -95,7 +100,7 @@ export function joinCommand(): Command {
       })();
       const { joinNodes, formatJoinTable, checkTargets } = await import('../ops/join.js');
       const host = new Host(path.resolve(o.root));
-      let { targets, answers } = await targetsOf(hostArg, o);
+      let { targets, answers } = await targetsOf(host, hostArg, o);
       if (!targets.length) {
         if (o.dryRun || !canPrompt()) throw new UsageError(o.dryRun ? Codes.usage : Codes.promptNoTty, 'no hosts to join', { hint: 'ferry join HOST --name NAME --role server|agent, or list them under join: in an answers file and pass --answers FILE.' });
         targets = await askJoinHosts(answers ?? ({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'site.invalid', node: { name: '', ip: '192.0.2.1' }, podCidr: DEFAULTS.podCidr, serviceCidr: DEFAULTS.serviceCidr } as InstallAnswers));

@@ -85,9 +85,10 @@ export function joinCommand(): Command {
     .option('--dry-run', 'check the nodes and this server, list the nodes it would join; connects to none')
     .option('--allow-downgrade', "let a joining server's bundle replace a newer one unpacked there")
     .addHelpText('after', examples([
-      'ferry join 10.0.0.21 --name k8s-agent-01 --role agent   # on any server; SSH settings come from the site',
-      'ferry join 10.0.0.12 --name k8s-server-02 --role server --bundle site.ferry.tar --wait',
-      'ferry join --answers answers.yaml --bundle site.ferry.tar --json   # the join: list of an answers file',
+      'ferry join 10.0.0.21 --name k8s-agent-01 --role agent   # needs any server where ferry install finished, and SSH to the node',
+      'ferry join 10.0.0.12 --name k8s-server-02 --role server --bundle site.ferry.tar --wait   # needs any server where ferry install finished, and SSH to the node',
+      'ferry join --answers answers.yaml --bundle site.ferry.tar --json   # needs any server where ferry install finished, and SSH to the nodes',
+      'ferry join --answers /etc/ferry/answers.yaml --dry-run   # needs a first server where ferry install finished',
     ]))
     .action(async (hostArg: string | undefined, o: JoinFlags, c: Command) => {
       const out = makeOutput(globals(c));
@@ -106,10 +107,10 @@ export function joinCommand(): Command {
         targets = await askJoinHosts(answers ?? ({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'site.invalid', node: { name: '', ip: '192.0.2.1' }, podCidr: DEFAULTS.podCidr, serviceCidr: DEFAULTS.serviceCidr } as InstallAnswers));
       }
       if (o.dryRun) {
-        checkTargets(targets, o);
         if (!(await host.read(ADMIN_CONF)) || !(await host.read(`${BUNDLE_DIR}/bundle.json`))) {
           throw new UsageError(Codes.installMissing, `this machine (root ${host.root}) is not a server where ferry install finished: no ${ADMIN_CONF} or unpacked bundle`, { hint: 'Run ferry join on a server, after ferry install.' });
         }
+        checkTargets(targets, o);
         if (o.bundle) await (await import('../bundle/inspect.js')).readBundleManifest(o.bundle);
         const rows: JoinOutcome[] = targets.map((j) => ({ name: j.name, host: j.host, role: j.role, ok: true, seconds: 0 }));
         return out.result(`ferry join would join (nothing was contacted):\n${formatJoinTable(rows)}`, { dryRun: true, nodes: rows });

@@ -67,8 +67,9 @@ const PLAN: Record<string, Plan> = {
   'ferry join --answers /etc/ferry/answers.yaml --dry-run   # needs a first server where ferry install finished': { needs: 'a first server where ferry install finished' },
   'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml   # needs root on a site server and an answers file for it': { needs: 'root on a site server' },
   'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json   # needs an answers file for this machine (not root)': { needs: 'an answers file for this machine' },
-  'ferry join --answers /etc/ferry/answers.yaml --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes': { needs: 'a first server and SSH to the nodes' },
-  'ferry join --answers answers.yaml --only k8s-agent-01 --json   # needs a first server and SSH to that node': { needs: 'a first server and SSH to the nodes' },
+  'ferry join 10.0.0.21 --name k8s-agent-01 --role agent   # needs any server where ferry install finished, and SSH to the node': { needs: 'a server and SSH to the node' },
+  'ferry join 10.0.0.12 --name k8s-server-02 --role server --bundle site.ferry.tar --wait   # needs any server where ferry install finished, and SSH to the node': { needs: 'a server and SSH to the node' },
+  'ferry join --answers answers.yaml --bundle site.ferry.tar --json   # needs any server where ferry install finished, and SSH to the nodes': { needs: 'a server and SSH to the nodes' },
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */

@@ -209,6 +209,9 @@ const table = {
   storeBundleUnknown: ['STORE_BUNDLE_UNKNOWN', 'usage'],
   /** ferry install on an initialised node with a bundle of another Kubernetes version. */
   installVersionMismatch: ['INSTALL_VERSION_MISMATCH', 'usage'],
+  // Issue 18, branch ops: the operation layer.
+  /** A node operation's payload (stdin, from another ferry) does not match its schema. */
+  nodePayloadInvalid: ['NODE_PAYLOAD_INVALID', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

@@ -6,7 +6,6 @@ import { answerProblems, clusterFqdn, DEFAULTS, defaultClusterFqdn, detectAddres
 import { formatProblem } from '../spec/answers.js';
 import { formatPath } from '../spec/yamlpos.js';
 import { Host } from '../install/host.js';
-import type { JoinOutcome } from '../install/join.js';
 import { ADMIN_CONF, ANSWERS_FILE, API_PORT, BUNDLE_DIR } from '../install/paths.js';
 import { formatPlan, runPlan, type PlanEntry } from '../install/plan.js';
 import type { RecordedFile } from '../install/recording-host.js';
@@ -241,80 +240,8 @@ export function installCommand(): Command {
     });
 }
 
-export function joinCommand(): Command {
-  return new Command('join')
-    .description('join servers and agents to the cluster over SSH, by the cluster FQDN, using only bundled content')
-    .option('--answers <file>', 'answers file with join: hosts and ssh: settings (default: the one ferry install saved)')
-    .option('--bundle <file>', 'the bundle file, for joining servers (they verify and serve it too)')
-    .option('--only <names>', 'join only these nodes (comma-separated)', collectCsv)
-    .option('--accept-new-host-keys', 'record host keys that known_hosts has never seen (never a changed one)')
-    .option('--root <dir>', "this server's host-file prefix (for tests)", '/')
-    .option('--remote-root <dir>', 'host-file prefix on each joining node, {name} is replaced (for tests)')
-    .option('--remote-path <dirs>', 'directories put first on the remote PATH (for tests)')
-    .option('--dry-run', 'check the answers and this server, list the nodes it would join; connects to none')
-    .option('--allow-downgrade', "let a joining server's bundle replace a newer one unpacked there")
-    .addHelpText('after', examples([
-      `ferry join --answers ${ANSWERS_FILE} --bundle site.ferry.tar   # needs a first server where ferry install finished, and SSH to the nodes`,
-      `ferry join --answers ${ANSWERS_FILE} --dry-run   # needs a first server where ferry install finished`,
-      'ferry join --answers answers.yaml --only k8s-agent-01 --json   # needs a first server and SSH to that node',
-    ]))
-    .action(async (o: { answers?: string; bundle?: string; only?: string[]; acceptNewHostKeys?: boolean; root: string; remoteRoot?: string; remotePath?: string; dryRun?: boolean; allowDowngrade?: boolean }, c: Command) => {
-      const out = makeOutput(globals(c));
-      const { joinNodes, formatJoinTable } = await import('../install/join.js');
-      const host = new Host(path.resolve(o.root));
-      const answers = await loadAnswers(o.answers ?? host.p(ANSWERS_FILE));
-      if (!answers.join?.length) {
-        if (o.dryRun) throw new UsageError(Codes.usage, 'there are no hosts to join in the answers', { hint: 'List them under join: (host, name, role) and dry-run again.' });
-        if (!canPrompt()) throw new UsageError(Codes.promptNoTty, 'no hosts to join, and no terminal to ask for them', { hint: 'List them under join: in an answers file and pass --answers FILE.' });
-        answers.join = await askJoinHosts(answers);
-      }
-      if (o.dryRun) {
-        const rows = await joinPlan(host, answers, o);
-        out.result(`ferry join would join (nothing was contacted):\n${formatJoinTable(rows)}`, { dryRun: true, nodes: rows });
-        return;
-      }
-      const rows = await joinNodes({
-        host,
-        answers,
-        bundle: o.bundle,
-        reporter: out.reporter,
-        only: o.only,
-        remoteRoot: o.remoteRoot,
-        remotePath: o.remotePath,
-        allowDowngrade: o.allowDowngrade,
-        confirmHostKey: async (h, fp) => {
-          if (o.acceptNewHostKeys) return true;
-          out.reporter.warn(`${h} offers host key ${fp}, which known_hosts has never seen`);
-          return confirm(`Trust the host key ${fp} of ${h}?`, '--accept-new-host-keys (after checking the fingerprint), or add the key to known_hosts');
-        },
-      });
-      out.reporter.done();
-      const failed = rows.filter((r) => !r.ok);
-      if (!failed.length) return out.result(formatJoinTable(rows), { dryRun: false, nodes: rows });
-      // With --json the error is the one document, and carries the rows.
-      out.human(formatJoinTable(rows));
-      throw new RemoteError(Codes.joinFailed, `${failed.length} of ${rows.length} nodes did not join: ${failed.map((f) => f.name).join(', ')}`, {
-        hint: `Fix each cause above, then run ferry join --only ${failed.map((f) => f.name).join(',')}.`,
-        details: { dryRun: false, nodes: rows },
-      });
-    });
-}
-
-/** What ferry join --dry-run checks without contacting a node: the hosts chosen, and that this is an installed server. */
-async function joinPlan(host: Host, a: InstallAnswers, o: { only?: string[]; bundle?: string }): Promise<JoinOutcome[]> {
-  const hosts = (a.join ?? []).filter((j) => !o.only?.length || o.only.includes(j.name));
-  const unknown = (o.only ?? []).filter((n) => !(a.join ?? []).some((j) => j.name === n));
-  if (unknown.length) throw new UsageError(Codes.usage, `--only names ${unknown.join(', ')}, which the answers do not list under join:`, { hint: `Choose from: ${(a.join ?? []).map((j) => j.name).join(', ')}.` });
-  if (!(await host.read(ADMIN_CONF)) || !(await host.read(`${BUNDLE_DIR}/bundle.json`))) {
-    throw new UsageError(Codes.installMissing, `this machine (root ${host.root}) is not a server where ferry install finished: no ${ADMIN_CONF} or unpacked bundle`, { hint: 'Run ferry join on the first server, after ferry install.' });
-  }
-  const { readBundleManifest } = await import('../bundle/inspect.js');
-  if (hosts.some((h) => h.role === 'server') && o.bundle) await readBundleManifest(o.bundle);
-  return hosts.map((j) => ({ name: j.name, host: j.host, role: j.role, ok: true, seconds: 0 }));
-}
-
 /** Asks for the hosts to join, one at a time, until an empty address. */
-async function askJoinHosts(a: InstallAnswers): Promise<NonNullable<InstallAnswers['join']>> {
+export async function askJoinHosts(a: InstallAnswers): Promise<NonNullable<InstallAnswers['join']>> {
   const hint = '--answers FILE with a join: list';
   const out: NonNullable<InstallAnswers['join']> = [];
   for (;;) {
@@ -343,7 +270,8 @@ export function nodeJoinCommand(): Command {
       const { nodeJoinSteps } = await import('../install/node-join.js');
       let text = '';
       for await (const chunk of process.stdin) text += (chunk as Buffer).toString('utf8');
-      const payload = JSON.parse(text) as import('../install/node-join.js').NodeJoinPayload;
+      const { readNodeJoinPayload } = await import('../ops/node-op.js');
+      const payload = readNodeJoinPayload(text);
       const host = new Host(path.resolve(o.root), process.env, [payload.join.token, payload.join.certificateKey ?? ''].filter(Boolean));
       const r = await runPlan(host, 'join', nodeJoinSteps(host, payload, { bundleFile: o.bundle, reporter: out.reporter, allowDowngrade: o.allowDowngrade }), out.reporter);
       out.result(`joined ${payload.name}: ${r.applied.length} steps applied`, r);

@@ -17,6 +17,8 @@ export const RUNTIME_NODE = `${RUNTIME_DIR}/node`;
 export const FERRY_DIR = `${FERRY_ROOT}/ferry`;
 /** The single-file CLI. */
 export const FERRY_MJS = `${FERRY_DIR}/ferry.mjs`;
+/** On a node ferry reached over SSH: the digest of the ferry tree and runtime uploaded there, written after the upload. */
+export const FERRY_DIGEST = `${FERRY_ROOT}/ferry.digest`;
 /** Where a joining server receives the bundle file (and its parts). */
 export const INCOMING_DIR = `${FERRY_ROOT}/incoming`;
 /** The site state's copy on every server (src/cluster/mirror.ts keeps the fact). */

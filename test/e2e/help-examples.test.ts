@@ -81,6 +81,9 @@ const PLAN: Record<string, Plan> = {
   'ferry state lease break --yes   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
   'ferry state mirror   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
   'ferry state operation abandon join-20261203T102400 --yes   # needs a server where ferry install finished, and that operation recorded': { needs: 'a server where ferry install finished' },
+  'ferry join 10.0.0.21 --name k8s-agent-01 --role agent   # needs any server where ferry install finished, and SSH to the node': { needs: 'a server and SSH to the node' },
+  'ferry join 10.0.0.12 --name k8s-server-02 --role server --bundle site.ferry.tar --wait   # needs any server where ferry install finished, and SSH to the node': { needs: 'a server and SSH to the node' },
+  'ferry join --answers answers.yaml --bundle site.ferry.tar --json   # needs any server where ferry install finished, and SSH to the nodes': { needs: 'a server and SSH to the nodes' },
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */

@@ -348,9 +348,14 @@ describe('ferry join --dry-run', () => {
     const ok = await ferry(['join', '--answers', a, '--root', root, '--dry-run', '--json', '--only', 'k8s-agent-01']);
     expect(ok.code, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout)).toEqual({ ok: true, dryRun: true, nodes: [{ name: 'k8s-agent-01', host: '10.0.0.21', role: 'agent', ok: true, seconds: 0 }] });
-    const human = await ferry(['join', '--answers', a, '--root', root, '--dry-run']);
+    const human = await ferry(['join', '--answers', a, '--root', root, '--dry-run', '--only', 'k8s-agent-01']);
     expect(human.stdout).toMatch(/nothing was contacted/);
-    expect(human.stdout).toMatch(/^k8s-server-02\s+10\.0\.0\.12\s+server/m);
+    expect(human.stdout).toMatch(/^k8s-agent-01\s+10\.0\.0\.21\s+agent/m);
+    // A joining server needs the bundle: the dry run refuses what the real run would.
+    const noBundle = await ferry(['join', '--answers', a, '--root', root, '--dry-run']);
+    expect(noBundle.code).toBe(2);
+    expect(noBundle.stderr).toMatch(/joining server k8s-server-02 needs the bundle file/);
+    expect(noBundle.stderr).toMatch(/--bundle FILE/);
     const typo = await ferry(['join', '--answers', a, '--root', root, '--dry-run', '--only', 'k8s-agent-1']);
     expect(typo.code).toBe(2);
     expect(typo.stderr).toMatch(/--only names k8s-agent-1, which the answers do not list/);

@@ -9,6 +9,10 @@ import { startLab, type Lab, type NetnsHost } from '../helpers/netns.js';
 import { execFileP, tmpdir } from '../helpers/peers.js';
 import { startFakeApi } from '../helpers/fake-api.js';
 import { writeStandins } from '../helpers/standins.js';
+import type { SiteState } from '../../src/cluster/state.js';
+
+/** The site state and lease the CLI reads in this file: a stand-in kept in a file per run (the real ones live in the cluster). */
+const SITE_STANDIN = path.join(ROOT, 'test/helpers/site-standin.mjs');
 
 /*
  * `ferry join` against real sshd in network namespaces, as an operator runs it, with known_hosts
@@ -54,10 +58,10 @@ interface JoinRun {
   uploaded: boolean;
   /** sshd accepted our identity (the host key check comes before it). */
   authenticated: boolean;
-  /** The first node's remote root, and the nodes the site state lists (the server's mirror of it). */
+  /** The first node's remote root, and the nodes the site state lists after the join. */
   remote: string;
   remotes: string[];
-  stateNodes?: { name: string; ip: string; role: string }[];
+  nodesJson: { name: string; ip: string; role: string }[];
 }
 
 /**
@@ -75,6 +79,9 @@ async function join(o: { target: NetnsHost; port?: number; knownHosts: string; a
   const kh = path.join(dir, 'known_hosts');
   await fs.writeFile(kh, o.knownHosts);
   await fs.writeFile(path.join(work, 'node-join-exit'), `${o.exitCode ?? 3}\n`);
+  // The site's state, as the first server recorded it; ferry join reads the site's answers and nodes there.
+  const stateFile = path.join(dir, 'site-state.json');
+  await fs.writeFile(stateFile, JSON.stringify(siteState(kh, o.port ?? 22)));
   const answers = path.join(dir, 'answers.yaml');
   await fs.writeFile(
     answers,
@@ -93,13 +100,13 @@ ${names.map((name, i) => `  - {host: ${i ? o.also![i - 1]!.ip : (o.host ?? o.tar
   const remotes = names.map((name) => path.join(remote, name));
   for (const r of remotes) await o.prepare?.(r);
   const logBefore = o.target.log().length;
-  const args = [FERRY, 'join', '--answers', answers, '--root', server.root, '--remote-root', path.join(remote, '{name}'), '--remote-path', server.standins, ...(roles.includes('server') ? ['--bundle', path.join(work, 'site.ferry.tar')] : []), ...(o.acceptNew ? ['--accept-new-host-keys'] : []), ...(o.flags ?? [])];
+  const args = [FERRY, 'join', '--answers', answers, '--site-standin', SITE_STANDIN, '--root', server.root, '--remote-root', path.join(remote, '{name}'), '--remote-path', server.standins, ...(roles.includes('server') ? ['--bundle', path.join(work, 'site.ferry.tar')] : []), ...(o.acceptNew ? ['--accept-new-host-keys'] : []), ...(o.flags ?? [])];
   // Another /etc/hosts, seen only by this ferry: host names resolve as an operator's site would have them.
   const [cmd, argv] = o.etcHosts ? ['unshare', ['-m', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', o.etcHosts, process.execPath, ...args]] : [process.execPath, args];
   const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-    execFile(cmd, argv as string[], { cwd: ROOT, env: { ...process.env, PATH: `${server.standins}:${process.env.PATH}` }, timeout: 90_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
+    execFile(cmd, argv as string[], { cwd: ROOT, env: { ...process.env, PATH: `${server.standins}:${process.env.PATH}`, FERRY_SITE_STANDIN_FILE: stateFile }, timeout: 90_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr })),
   );
-  const nodes = await fs.readFile(path.join(server.root, 'var/lib/ferry/site/state.json'), 'utf8').catch(() => undefined);
+  const nodes = (JSON.parse(await fs.readFile(stateFile, 'utf8')) as SiteState).nodes.map((x) => ({ name: x.name, ip: x.ip, role: x.role }));
   return {
     ...r,
     knownHostsBefore: o.knownHosts,
@@ -108,7 +115,19 @@ ${names.map((name, i) => `  - {host: ${i ? o.also![i - 1]!.ip : (o.host ?? o.tar
     authenticated: /Accepted publickey/.test(o.target.log().slice(logBefore)),
     remote: remotes[0]!,
     remotes,
-    ...(nodes ? { stateNodes: (JSON.parse(nodes).state.nodes as { name: string; ip: string; role: string }[]).map(({ name, ip, role }) => ({ name, ip, role })) } : {}),
+    nodesJson: nodes,
+  };
+}
+
+/** The site state a first server records: its answers (the SSH settings of this run) and itself. */
+function siteState(knownHosts: string, port: number): SiteState {
+  return {
+    apiVersion: 'ferry.dev/v1alpha1',
+    kind: 'SiteState',
+    answers: { domain: 'site.test', clusterFqdn: 'k8s-cluster.site.test', podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12', ssh: { user: 'root', identityFile: lab.identity, knownHosts, port } },
+    nodes: [{ name: 'k8s-server-01', ip: lab.gatewayIp, role: 'server', platform: 'linux/amd64', kubernetesVersion: 'v1.37.2', bundle: 'k8s-0.1.0', joinedAt: '2026-01-01T00:00:00Z' }],
+    bundles: [],
+    current: 'k8s-0.1.0',
   };
 }
 
@@ -324,12 +343,12 @@ describe('ferry join --allow-downgrade', () => {
 });
 
 describe('a join host given by name', () => {
-  it('reaches the site state as the address it resolves to, and is still reached over SSH by its name', async () => {
+  it("reaches the site state's nodes as the address it resolves to, and is still reached over SSH by its name", async () => {
     const hosts = path.join(work, 'hosts');
     await fs.writeFile(hosts, `127.0.0.1 localhost\n${real.ip} k8s-node.site.test\n`);
     const r = await join({ target: real, host: 'k8s-node.site.test', knownHosts: `k8s-node.site.test ${keyOf(real.hostKeys['ssh-ed25519']!)}\n`, etcHosts: hosts, exitCode: 0 });
     expect(r.authenticated).toBe(true);
-    expect(r.stateNodes).toEqual(expect.arrayContaining([
+    expect(r.nodesJson).toEqual(expect.arrayContaining([
       { name: 'k8s-server-01', ip: lab.gatewayIp, role: 'server' },
       { name: `k8s-node-${runs}`, ip: real.ip, role: 'agent' },
     ]));

@@ -50,6 +50,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'OPERATION_IN_PROGRESS', 'OPERATION_UNFINISHED', 'STATE_MISSING',
     // issue 18 (store)
     'STORE_FILE_CLASH', 'STORE_BUNDLE_CLASH', 'STORE_NOT_FERRY', 'STORE_BUNDLE_UNKNOWN', 'INSTALL_VERSION_MISMATCH',
+    // issue 18, branch ops
+    'NODE_PAYLOAD_INVALID',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [

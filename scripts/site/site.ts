@@ -8,7 +8,7 @@
  *   npm run site -- start NAME     (boots it again from its disk; its units and kubelet come back)
  *   npm run site -- add NAME --role server|agent [--json]   (a fresh host, not joined)
  *   npm run site -- join NAME --from HOST [--json]          (ferry join, typed on HOST)
- *   npm run site -- bundle [--version V] --out NAME [--json] (another signed bundle, in /srv)
+ *   npm run site -- bundle [--version V] [--relabel-kubernetes K] --out NAME [--json] (another signed bundle, in /srv)
  * `up` builds (or reuses) the upstream components, builds the signed bundle from
  * bundle-spec/kubernetes.yaml through loopback mirrors, creates the hosts and runs the bundle's own
  * install.sh on the first server. See README "The site in a box".
@@ -40,6 +40,7 @@ interface Args {
   from?: string;
   version?: string;
   out?: string;
+  relabel?: string;
   rest: string[];
 }
 
@@ -64,6 +65,7 @@ function parseArgs(argv: string[]): Args {
     } else if (f === '--from') a.from = val();
     else if (f === '--version') a.version = val();
     else if (f === '--out') a.out = val();
+    else if (f === '--relabel-kubernetes') a.relabel = val();
     else if (f === '--') {
       a.rest.push(...argv.slice(i + 1));
       break;
@@ -120,7 +122,7 @@ async function siteKeys(work: string): Promise<{ key: string; pub: string }> {
  * Builds a signed bundle of `spec` with the site's key through loopback mirrors (the images under
  * their upstream names, the binaries where their download sites keep them).
  */
-async function buildBundle(work: string, spec: string, out: string): Promise<{ bundle: string; pub: string }> {
+async function buildBundle(work: string, spec: string, out: string, relabel?: { from: string; to: string }): Promise<{ bundle: string; pub: string }> {
   const v = versions();
   const { dir: layout, refs } = await buildImages(v, say);
   const reg = await startRegistry(path.join(work, 'registry'), await freePort());
@@ -130,6 +132,12 @@ async function buildBundle(work: string, spec: string, out: string): Promise<{ b
   try {
     say(`pushing ${refs.length} images to ${reg.host} under their upstream names`);
     await pushImages(layout, refs, reg.host);
+    if (relabel) {
+      // The control-plane images of this site's release, tagged as another release's.
+      for (const ref of refs.filter((r) => /\/kube-(apiserver|controller-manager|scheduler|proxy):/.test(r))) {
+        await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layout}:${ref}`, `docker://${reg.host}/${ref.replace(`:${relabel.from}`, `:${relabel.to}`)}`]);
+      }
+    }
     const mirrors = ['registry.k8s.io', 'ghcr.io', 'docker.io'].flatMap((r) => ['--registry-mirror', `${r}=http://${reg.host}/${r}`]);
     const binMirrors = ['https://dl.k8s.io', 'https://github.com', 'https://get.helm.sh', 'https://flannel-io.github.io'].flatMap((u) => ['--binary-mirror', `${u}=${fs_.url}/${u.slice(8)}`]);
     const lock = path.join(path.dirname(out), `${path.basename(out)}.images.lock`);
@@ -148,18 +156,26 @@ async function buildBundle(work: string, spec: string, out: string): Promise<{ b
 }
 
 /**
- * The default spec with another metadata.version, written into the work dir; its charts/ (the
- * spec's relative chart paths) is linked to the checkout's.
+ * The default spec with another metadata.version (and, relabelled, another Kubernetes version),
+ * written into the work dir; its charts/ (the spec's relative chart paths) links to the checkout's.
  */
-async function specWithVersion(work: string, version: string): Promise<string> {
-  const dir = path.join(work, `spec-${version}`);
+async function specCopy(work: string, o: { version?: string; kubernetes?: string }): Promise<{ spec: string; relabel?: { from: string; to: string } }> {
+  const dir = path.join(work, `spec-${o.version ?? ''}-${o.kubernetes ?? ''}`);
   await fs.mkdir(dir, { recursive: true });
   const doc = parseDocument(await fs.readFile(SPEC, 'utf8'));
-  doc.setIn(['metadata', 'version'], version);
+  if (o.version) doc.setIn(['metadata', 'version'], o.version);
+  let relabel: { from: string; to: string } | undefined;
+  if (o.kubernetes) {
+    const from = String(doc.getIn(['spec', 'kubernetes', 'version']));
+    relabel = { from, to: o.kubernetes };
+    doc.setIn(['spec', 'kubernetes', 'version'], o.kubernetes);
+    const images = (doc.getIn(['spec', 'images']) as { items: { value: unknown }[] }).items;
+    for (const it of images) if (typeof it.value === 'string' && /\/kube-[a-z-]+:/.test(it.value)) it.value = it.value.replace(`:${from}`, `:${o.kubernetes}`);
+  }
   await fs.writeFile(path.join(dir, 'kubernetes.yaml'), doc.toString());
   await fs.rm(path.join(dir, 'charts'), { force: true });
   await fs.symlink(path.join(ROOT, 'charts'), path.join(dir, 'charts'));
-  return path.join(dir, 'kubernetes.yaml');
+  return { spec: path.join(dir, 'kubernetes.yaml'), relabel };
 }
 
 /** Puts a file into /srv of every server (its disk directory, so a server that is down gets it too). */
@@ -186,9 +202,11 @@ async function writeOnHost(h: HostState, file: string, content: string, mode: nu
   await fs.chmod(dest, mode);
 }
 
-/** A host's line for known_hosts (its ed25519 host key, read from its root). */
+/** A host's line for known_hosts (its ed25519 host key; read from its root's upper layer when it is down). */
 async function knownHostLine(h: HostState): Promise<string> {
-  const k = await fs.readFile(path.join(h.dir, 't/upper/etc/ssh/ssh_host_ed25519_key.pub'), 'utf8');
+  const file = '/etc/ssh/ssh_host_ed25519_key.pub';
+  const k = isUp(h) ? (await hostExec(h, ['cat', file])).stdout : await fs.readFile(path.join(h.dir, 't/upper', file), 'utf8');
+  if (!k.trim()) throw new Error(`${h.name} has no ${file}`);
   return `${h.ip} ${k.trim().split(' ').slice(0, 2).join(' ')}`;
 }
 
@@ -344,13 +362,19 @@ async function joinFrom(s: SiteState, name: string, from: string): Promise<{ cod
   return r;
 }
 
-/** `site bundle`: another signed bundle of the default spec, in /srv of every server. */
-async function bundle(s: SiteState, out: string, version?: string): Promise<{ bundle: string; bytes: number }> {
+/**
+ * `site bundle`: another signed bundle of the default spec, in /srv of every server. With
+ * `relabel`, its spec names another Kubernetes release whose control-plane images are this site's
+ * build retagged (binaries unchanged): a bundle that claims another release without building one,
+ * for the checks that refuse it before anything runs (`ferry install`'s version guard). Never for
+ * installing: a later issue builds other releases for real.
+ */
+async function bundle(s: SiteState, out: string, o: { version?: string; kubernetes?: string }): Promise<{ bundle: string; bytes: number }> {
   if (path.basename(out) !== out || !out.endsWith('.tar')) throw new Error(`--out takes a file name ending in .tar (it lands in /srv), not ${out}`);
-  const spec = version ? await specWithVersion(WORK, version) : SPEC;
+  const { spec, relabel } = o.version || o.kubernetes ? await specCopy(WORK, o) : { spec: SPEC, relabel: undefined };
   const dir = path.join(WORK, 'bundles');
   await fs.mkdir(dir, { recursive: true });
-  const { bundle: file, pub } = await buildBundle(WORK, spec, path.join(dir, out));
+  const { bundle: file, pub } = await buildBundle(WORK, spec, path.join(dir, out), relabel);
   await toEveryServer(s, file);
   await toEveryServer(s, pub, 'ferry.pub');
   return { bundle: `/srv/${out}`, bytes: (await fs.stat(file)).size };
@@ -452,7 +476,7 @@ async function main(): Promise<void> {
     const s = loadState();
     if (!s) throw new Error('no site is up');
     if (!a.out) usage('bundle takes --out NAME');
-    const b = await bundle(s, a.out, a.version);
+    const b = await bundle(s, a.out, { version: a.version, kubernetes: a.relabel });
     if (a.json) process.stdout.write(`${JSON.stringify(b)}\n`);
     else say(`${b.bundle} (${b.bytes} bytes) on every server, beside /srv/ferry.pub`);
   } else if (a.cmd === 'exec') {

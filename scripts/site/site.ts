@@ -169,6 +169,7 @@ async function specCopy(work: string, o: { version?: string; kubernetes?: string
     const from = String(doc.getIn(['spec', 'kubernetes', 'version']));
     relabel = { from, to: o.kubernetes };
     doc.setIn(['spec', 'kubernetes', 'version'], o.kubernetes);
+    doc.setIn(['metadata', 'description'], `Kubernetes ${from} of the site in a box, relabelled as ${o.kubernetes}: not for installing`);
     const images = (doc.getIn(['spec', 'images']) as { items: { value: unknown }[] }).items;
     for (const it of images) if (typeof it.value === 'string' && /\/kube-[a-z-]+:/.test(it.value)) it.value = it.value.replace(`:${from}`, `:${o.kubernetes}`);
   }

@@ -179,14 +179,16 @@ async function specCopy(work: string, o: { version?: string; kubernetes?: string
   return { spec: path.join(dir, 'kubernetes.yaml'), relabel };
 }
 
-/** Puts a file into /srv of every server (its disk directory, so a server that is down gets it too). */
+/** Puts a file into a host's /srv (its disk directory, so a host that is down gets it too). */
+async function toSrv(h: HostState, file: string, name = path.basename(file)): Promise<void> {
+  const dest = path.join(h.dir, 'disk/srv', name);
+  await fs.mkdir(path.dirname(dest), { recursive: true });
+  await fs.rm(dest, { force: true });
+  await fs.link(file, dest).catch(() => fs.copyFile(file, dest));
+}
+
 async function toEveryServer(s: SiteState, file: string, name = path.basename(file)): Promise<void> {
-  for (const h of s.hosts.filter((x) => x.role === 'server')) {
-    const dest = path.join(h.dir, 'disk/srv', name);
-    await fs.mkdir(path.dirname(dest), { recursive: true });
-    await fs.rm(dest, { force: true });
-    await fs.link(file, dest).catch(() => fs.copyFile(file, dest));
-  }
+  for (const h of s.hosts.filter((x) => x.role === 'server')) await toSrv(h, file, name);
 }
 
 /** Writes a file on a host: through the host when it runs, into its root's upper layer when it is down. */
@@ -334,11 +336,8 @@ async function add(s: SiteState, name: string, role: 'server' | 'agent'): Promis
   if (role === 'server') {
     await writeOnHost(h, '/root/.ssh/id_ed25519', await fs.readFile(key, 'utf8'), 0o600);
     await writeOnHost(h, '/root/.ssh/known_hosts', `${(await Promise.all(s.hosts.map(knownHostLine))).join('\n')}\n`, 0o644);
-    for (const f of [s.bundle, path.join(WORK, 'keys/ferry.pub')]) {
-      const dest = path.join(h.dir, 'disk/srv', path.basename(f));
-      await fs.mkdir(path.dirname(dest), { recursive: true });
-      await fs.link(f, dest).catch(() => fs.copyFile(f, dest));
-    }
+    await toSrv(h, s.bundle);
+    await toSrv(h, path.join(WORK, 'keys/ferry.pub'));
   }
   return h;
 }

@@ -140,7 +140,8 @@ export async function createHost(site: string, work: string, n: Net, h: HostSpec
  * `pubKey` authorized for root: what `ferry join` reaches the host by.
  */
 export async function startSshd(h: HostState, pubKey: string): Promise<void> {
-  const script = 'ssh-keygen -A -q && mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh.service';
+  // Fresh keys of its own: the root's lower layer is this machine's /, whose host keys every host would share.
+  const script = 'rm -f /etc/ssh/ssh_host_* && ssh-keygen -A -q && mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh.service';
   const r = await hostExec(h, ['sh', '-c', script], pubKey);
   if (r.code !== 0) throw new Error(`sshd on ${h.name}: ${r.stderr}`);
 }

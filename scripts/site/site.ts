@@ -6,19 +6,23 @@
  *   npm run site -- exec NAME -- CMD…
  *   npm run site -- kill NAME      (a power cut: every process SIGKILLed, bridge port down)
  *   npm run site -- start NAME     (boots it again from its disk; its units and kubelet come back)
+ *   npm run site -- add NAME --role server|agent [--json]   (a fresh host, not joined)
+ *   npm run site -- join NAME --from HOST [--json]          (ferry join, typed on HOST)
+ *   npm run site -- bundle [--version V] [--relabel-kubernetes K] --out NAME [--json] (another signed bundle, in /srv)
  * `up` builds (or reuses) the upstream components, builds the signed bundle from
  * bundle-spec/kubernetes.yaml through loopback mirrors, creates the hosts and runs the bundle's own
  * install.sh on the first server. See README "The site in a box".
  */
 import { spawn } from 'node:child_process';
-import { promises as fs, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { parseDocument } from 'yaml';
 import { bootstrapScript } from '../../src/bundle/format.js';
 import { buildFileTree, buildImages, pushImages, run, serveFiles, startRegistry } from './content.js';
 import { built, CACHE, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK } from './config.js';
 import { loadState, saveState, type SiteState } from './state.js';
-import { createBridge, createHost, deleteBridge, hostExec, isUp, killHost, onHost, removeHost, removeStray, startResolver, startSshd, stopResolver, unmountStray, type HostState } from './hosts.js';
+import { createBridge, createHost, deleteBridge, hostExec, isUp, killHost, onHost, removeHost, removeStray, startResolver, startSshd, stopResolver, unmountStray, type HostSpec, type HostState } from './hosts.js';
 
 const SITE = 'ferry-site';
 /** The site's internal resolver and the corporate zone it answers (see startResolver). */
@@ -32,6 +36,11 @@ interface Args {
   domain: string;
   subnet: string;
   json: boolean;
+  role?: 'server' | 'agent';
+  from?: string;
+  version?: string;
+  out?: string;
+  relabel?: string;
   rest: string[];
 }
 
@@ -49,6 +58,14 @@ function parseArgs(argv: string[]): Args {
     else if (f === '--domain') a.domain = val();
     else if (f === '--subnet') a.subnet = val().replace(/\.0\/24$/, '');
     else if (f === '--json') a.json = true;
+    else if (f === '--role') {
+      const r = val();
+      if (r !== 'server' && r !== 'agent') usage('--role takes server or agent');
+      a.role = r;
+    } else if (f === '--from') a.from = val();
+    else if (f === '--version') a.version = val();
+    else if (f === '--out') a.out = val();
+    else if (f === '--relabel-kubernetes') a.relabel = val();
     else if (f === '--') {
       a.rest.push(...argv.slice(i + 1));
       break;
@@ -61,7 +78,7 @@ function parseArgs(argv: string[]): Args {
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`error[SITE_USAGE]: ${msg}\n`);
-  process.stderr.write(readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 12).join('\n').replace(/^ \*\/?/gm, '') + '\n');
+  process.stderr.write(readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 15).join('\n').replace(/^ \*\/?/gm, '') + '\n');
   process.exit(2);
 }
 
@@ -94,8 +111,18 @@ async function buildComponents(): Promise<void> {
   say(`components ready in ${((Date.now() - t0) / 1000).toFixed(0)} s (cache ${CACHE})`);
 }
 
-/** Builds the signed default bundle through loopback mirrors. Returns the bundle and public key. */
-async function buildBundle(work: string): Promise<{ bundle: string; pub: string }> {
+/** The site's signing key pair, made once per site. */
+async function siteKeys(work: string): Promise<{ key: string; pub: string }> {
+  const dir = path.join(work, 'keys');
+  if (!existsSync(path.join(dir, 'ferry.key'))) await ferry(['key', 'generate', '--out', dir]);
+  return { key: path.join(dir, 'ferry.key'), pub: path.join(dir, 'ferry.pub') };
+}
+
+/**
+ * Builds a signed bundle of `spec` with the site's key through loopback mirrors (the images under
+ * their upstream names, the binaries where their download sites keep them).
+ */
+async function buildBundle(work: string, spec: string, out: string, relabel?: { from: string; to: string }): Promise<{ bundle: string; pub: string }> {
   const v = versions();
   const { dir: layout, refs } = await buildImages(v, say);
   const reg = await startRegistry(path.join(work, 'registry'), await freePort());
@@ -105,21 +132,97 @@ async function buildBundle(work: string): Promise<{ bundle: string; pub: string 
   try {
     say(`pushing ${refs.length} images to ${reg.host} under their upstream names`);
     await pushImages(layout, refs, reg.host);
+    if (relabel) {
+      // The control-plane images of this site's release, tagged as another release's.
+      for (const ref of refs.filter((r) => /\/kube-(apiserver|controller-manager|scheduler|proxy):/.test(r))) {
+        await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layout}:${ref}`, `docker://${reg.host}/${ref.replace(`:${relabel.from}`, `:${relabel.to}`)}`]);
+      }
+    }
     const mirrors = ['registry.k8s.io', 'ghcr.io', 'docker.io'].flatMap((r) => ['--registry-mirror', `${r}=http://${reg.host}/${r}`]);
     const binMirrors = ['https://dl.k8s.io', 'https://github.com', 'https://get.helm.sh', 'https://flannel-io.github.io'].flatMap((u) => ['--binary-mirror', `${u}=${fs_.url}/${u.slice(8)}`]);
-    const lock = path.join(work, 'images.lock');
+    const lock = path.join(path.dirname(out), `${path.basename(out)}.images.lock`);
     // helm renders the charts for the image check: values.yaml alone lists images a chart never uses.
     const env = { FERRY_NPM_REGISTRY: fs_.npm, FERRY_HELM: path.join(built('helm', v.HELM), 'helm') };
-    await ferry(['key', 'generate', '--out', path.join(work, 'keys')]);
-    await ferry(['lock', SPEC, '--lock', lock, '--platform', 'linux/amd64', ...mirrors], env);
-    const bundle = path.join(work, 'kubernetes-0.1.0.ferry.tar');
+    const { key, pub } = await siteKeys(work);
+    await ferry(['lock', spec, '--lock', lock, '--platform', 'linux/amd64', ...mirrors], env);
     const t0 = Date.now();
-    await ferry(['bundle', 'build', SPEC, '--lock', lock, '--key', path.join(work, 'keys/ferry.key'), '--out', bundle, '--platform', 'linux/amd64', ...mirrors, ...binMirrors, '--quiet'], env);
-    say(`bundle built in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${bundle}`);
-    return { bundle, pub: path.join(work, 'keys/ferry.pub') };
+    await ferry(['bundle', 'build', spec, '--lock', lock, '--key', key, '--out', out, '--platform', 'linux/amd64', ...mirrors, ...binMirrors, '--quiet'], env);
+    say(`bundle built in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${out}`);
+    return { bundle: out, pub };
   } finally {
     await fs_.close();
     await reg.stop();
+  }
+}
+
+/**
+ * The default spec with another metadata.version (and, relabelled, another Kubernetes version),
+ * written into the work dir; its charts/ (the spec's relative chart paths) links to the checkout's.
+ */
+async function specCopy(work: string, o: { version?: string; kubernetes?: string }): Promise<{ spec: string; relabel?: { from: string; to: string } }> {
+  const dir = path.join(work, `spec-${o.version ?? ''}-${o.kubernetes ?? ''}`);
+  await fs.mkdir(dir, { recursive: true });
+  const doc = parseDocument(await fs.readFile(SPEC, 'utf8'));
+  if (o.version) doc.setIn(['metadata', 'version'], o.version);
+  let relabel: { from: string; to: string } | undefined;
+  if (o.kubernetes) {
+    const from = String(doc.getIn(['spec', 'kubernetes', 'version']));
+    relabel = { from, to: o.kubernetes };
+    doc.setIn(['spec', 'kubernetes', 'version'], o.kubernetes);
+    doc.setIn(['metadata', 'description'], `Kubernetes ${from} of the site in a box, relabelled as ${o.kubernetes}: not for installing`);
+    const images = (doc.getIn(['spec', 'images']) as { items: { value: unknown }[] }).items;
+    for (const it of images) if (typeof it.value === 'string' && /\/kube-[a-z-]+:/.test(it.value)) it.value = it.value.replace(`:${from}`, `:${o.kubernetes}`);
+  }
+  await fs.writeFile(path.join(dir, 'kubernetes.yaml'), doc.toString());
+  await fs.rm(path.join(dir, 'charts'), { force: true });
+  await fs.symlink(path.join(ROOT, 'charts'), path.join(dir, 'charts'));
+  return { spec: path.join(dir, 'kubernetes.yaml'), relabel };
+}
+
+/** Puts a file into a host's /srv (its disk directory, so a host that is down gets it too). */
+async function toSrv(h: HostState, file: string, name = path.basename(file)): Promise<void> {
+  const dest = path.join(h.dir, 'disk/srv', name);
+  await fs.mkdir(path.dirname(dest), { recursive: true });
+  await fs.rm(dest, { force: true });
+  await fs.link(file, dest).catch(() => fs.copyFile(file, dest));
+}
+
+async function toEveryServer(s: SiteState, file: string, name = path.basename(file)): Promise<void> {
+  for (const h of s.hosts.filter((x) => x.role === 'server')) await toSrv(h, file, name);
+}
+
+/** Writes a file on a host: through the host when it runs, into its root's upper layer when it is down. */
+async function writeOnHost(h: HostState, file: string, content: string, mode: number, append = false): Promise<void> {
+  if (isUp(h)) {
+    const dir = path.posix.dirname(file);
+    const r = await hostExec(h, ['sh', '-c', `mkdir -p -m 700 ${dir} && cat ${append ? '>>' : '>'} ${file} && chmod ${mode.toString(8)} ${file}`], content);
+    if (r.code !== 0) throw new Error(`writing ${file} on ${h.name}: ${r.stderr}`);
+    return;
+  }
+  const dest = path.join(h.dir, 't/upper', file);
+  await fs.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+  await (append ? fs.appendFile(dest, content) : fs.writeFile(dest, content));
+  await fs.chmod(dest, mode);
+}
+
+/** A host's line for known_hosts (its ed25519 host key; read from its root's upper layer when it is down). */
+async function knownHostLine(h: HostState): Promise<string> {
+  const file = '/etc/ssh/ssh_host_ed25519_key.pub';
+  const k = isUp(h) ? (await hostExec(h, ['cat', file])).stdout : await fs.readFile(path.join(h.dir, 't/upper', file), 'utf8');
+  if (!k.trim()) throw new Error(`${h.name} has no ${file}`);
+  return `${h.ip} ${k.trim().split(' ').slice(0, 2).join(' ')}`;
+}
+
+/**
+ * Every server gets the site's SSH identity and every host's key in known_hosts, so that a join can
+ * run from any server, as it can on a real site whose operator keeps one key.
+ */
+async function trustEveryHost(s: SiteState, key: string): Promise<void> {
+  const known = `${(await Promise.all(s.hosts.map(knownHostLine))).join('\n')}\n`;
+  const id = await fs.readFile(key, 'utf8');
+  for (const h of s.hosts.filter((x) => x.role === 'server')) {
+    await writeOnHost(h, '/root/.ssh/id_ed25519', id, 0o600);
+    await writeOnHost(h, '/root/.ssh/known_hosts', known, 0o644);
   }
 }
 
@@ -165,8 +268,9 @@ function runOnHost(h: HostState, script: string): Promise<number> {
 async function install(s: SiteState, h: HostState, pub: string): Promise<void> {
   const srv = path.join(h.dir, 'disk/srv');
   const name = path.basename(s.bundle);
-  await fs.link(s.bundle, path.join(srv, name)).catch(() => fs.copyFile(s.bundle, path.join(srv, name)));
-  await fs.copyFile(pub, path.join(srv, 'ferry.pub'));
+  // The bundle and its key stay in /srv on every server: a join of a server, from any server, needs them.
+  await toEveryServer(s, s.bundle);
+  await toEveryServer(s, pub, 'ferry.pub');
   await fs.writeFile(path.join(srv, 'answers.yaml'), answersFor(s, h));
   const arch = process.arch === 'arm64' ? 'arm64' : 'amd64';
   const script = `cd /srv && ${bootstrapScript(name, `linux/${arch}`, { installArgs: ['--answers', 'answers.yaml'] })}`;
@@ -189,17 +293,9 @@ function peakMiB(h: HostState): string {
   return peak ? peak.toFixed(0) : '?';
 }
 
-/** `ferry join` on the first server for every other host: the site key and known host keys first. */
-async function join(s: SiteState, key: string): Promise<void> {
+/** `ferry join` on the first server for every other host (the site key and known host keys are there). */
+async function join(s: SiteState): Promise<void> {
   const [first, ...rest] = s.hosts as [HostState, ...HostState[]];
-  const known: string[] = [];
-  for (const h of rest) {
-    const k = await hostExec(h, ['cat', '/etc/ssh/ssh_host_ed25519_key.pub']);
-    known.push(`${h.ip} ${k.stdout.trim().split(' ').slice(0, 2).join(' ')}`);
-  }
-  const setup = 'mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/id_ed25519 && chmod 600 /root/.ssh/id_ed25519';
-  await hostExec(first, ['sh', '-c', setup], await fs.readFile(key, 'utf8'));
-  await hostExec(first, ['sh', '-c', 'cat > /root/.ssh/known_hosts'], `${known.join('\n')}\n`);
   const cmd = `/var/lib/ferry/runtime/node /var/lib/ferry/ferry/ferry.mjs join --answers /srv/answers.yaml --bundle /srv/${path.basename(s.bundle)}`;
   say(`${first.name}: ${cmd}`);
   const t0 = Date.now();
@@ -208,12 +304,88 @@ async function join(s: SiteState, key: string): Promise<void> {
   say(`joined ${rest.map((h) => h.name).join(', ')} in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }
 
+/** A fresh host on the bridge: sshd with the site key, the site's resolver, nothing of ferry. */
+async function newHost(s: SiteState, spec: HostSpec, pubKey: string): Promise<HostState> {
+  say(`creating host ${spec.name} (${spec.ip})`);
+  const h = await createHost(SITE, WORK, s.net, spec);
+  s.hosts.push(h);
+  await saveState(s);
+  await startSshd(h, pubKey);
+  // What the node's resolver had before ferry: the internal resolver and its search domain.
+  await hostExec(h, ['sh', '-c', 'cat > /etc/resolv.conf'], `search ${CORP.zone}\nnameserver ${s.resolver!.ip}\n`);
+  return h;
+}
+
+/** The next free address of a role's range (servers from .11, agents from .21). */
+function nextIp(s: SiteState, role: 'server' | 'agent'): string {
+  const prefix = s.net.subnet.replace(/\.0\/24$/, '');
+  const used = new Set(s.hosts.map((h) => h.ip));
+  for (let i = role === 'server' ? 11 : 21; i < (role === 'server' ? 21 : 31); i++) if (!used.has(`${prefix}.${i}`)) return `${prefix}.${i}`;
+  throw new Error(`no free ${role} address left in ${s.net.subnet}`);
+}
+
+/** `site add`: a fresh host, not joined; every server trusts its host key. */
+async function add(s: SiteState, name: string, role: 'server' | 'agent'): Promise<HostState> {
+  if (!/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(name)) throw new Error(`${name} is not a host name (lowercase letters, digits and -)`);
+  if (s.hosts.some((h) => h.name === name)) throw new Error(`the site has a host ${name} already`);
+  const key = path.join(WORK, 'ssh/id_ed25519');
+  const h = await newHost(s, { name, ip: nextIp(s, role), role }, await fs.readFile(`${key}.pub`, 'utf8'));
+  // Its key joins every server's known_hosts; a new server also gets the identity and every key.
+  const line = `${await knownHostLine(h)}\n`;
+  for (const x of s.hosts.filter((y) => y.role === 'server' && y !== h)) await writeOnHost(x, '/root/.ssh/known_hosts', line, 0o644, true);
+  if (role === 'server') {
+    await writeOnHost(h, '/root/.ssh/id_ed25519', await fs.readFile(key, 'utf8'), 0o600);
+    await writeOnHost(h, '/root/.ssh/known_hosts', `${(await Promise.all(s.hosts.map(knownHostLine))).join('\n')}\n`, 0o644);
+    await toSrv(h, s.bundle);
+    await toSrv(h, path.join(WORK, 'keys/ferry.pub'));
+  }
+  return h;
+}
+
+/**
+ * `site join NAME --from HOST`: ferry's own join, typed on HOST as an operator would type it there.
+ * Resolves to the command's exit code and output (its --json document on stdout).
+ */
+async function joinFrom(s: SiteState, name: string, from: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const h = s.hosts.find((x) => x.name === name);
+  const f = s.hosts.find((x) => x.name === from);
+  if (!h) throw new Error(`the site has no host ${name}; add it first: npm run site -- add ${name} --role agent`);
+  if (!f || f.role !== 'server') throw new Error(`${from} is not a server of the site`);
+  if (!isUp(f)) throw new Error(`${from} is down; start it or join from another server`);
+  const args = ['join', h.ip, '--name', h.name, '--role', h.role, '--json', ...(h.role === 'server' ? ['--bundle', `/srv/${path.basename(s.bundle)}`] : [])];
+  // TODO(answers branch): remove the fallback once /usr/local/bin/ferry is on every node.
+  const cmd = `if [ -x /usr/local/bin/ferry ]; then exec ferry "$@"; else exec /var/lib/ferry/runtime/node /var/lib/ferry/ferry/ferry.mjs "$@"; fi`;
+  say(`${f.name}: ferry ${args.join(' ')}`);
+  const t0 = Date.now();
+  const r = await hostExec(f, ['sh', '-c', cmd, 'ferry', ...args]);
+  say(`${f.name}: ferry join ${name} exited ${r.code} after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  return r;
+}
+
+/**
+ * `site bundle`: another signed bundle of the default spec, in /srv of every server. With
+ * `relabel`, its spec names another Kubernetes release whose control-plane images are this site's
+ * build retagged (binaries unchanged): a bundle that claims another release without building one,
+ * for the checks that refuse it before anything runs (`ferry install`'s version guard). Never for
+ * installing: a later issue builds other releases for real.
+ */
+async function bundle(s: SiteState, out: string, o: { version?: string; kubernetes?: string }): Promise<{ bundle: string; bytes: number }> {
+  if (path.basename(out) !== out || !out.endsWith('.tar')) throw new Error(`--out takes a file name ending in .tar (it lands in /srv), not ${out}`);
+  const { spec, relabel } = o.version || o.kubernetes ? await specCopy(WORK, o) : { spec: SPEC, relabel: undefined };
+  const dir = path.join(WORK, 'bundles');
+  await fs.mkdir(dir, { recursive: true });
+  const { bundle: file, pub } = await buildBundle(WORK, spec, path.join(dir, out), relabel);
+  await toEveryServer(s, file);
+  await toEveryServer(s, pub, 'ferry.pub');
+  return { bundle: `/srv/${out}`, bytes: (await fs.stat(file)).size };
+}
+
 async function up(a: Args): Promise<SiteState> {
   if (loadState()) throw new Error(`a site is up (${STATE_FILE}); run: npm run site -- down`);
   await buildComponents();
   const work = WORK;
   await fs.mkdir(work, { recursive: true });
-  const { bundle, pub } = await buildBundle(work);
+  const { bundle, pub } = await buildBundle(work, SPEC, path.join(work, 'kubernetes-0.1.0.ferry.tar'));
   const n = { bridge: 'fsite0', prefix: 24, subnet: `${a.subnet}.0/24` };
   const specs = [
     ...Array.from({ length: a.servers }, (_, i) => ({ name: `server-${i + 1}`, ip: `${a.subnet}.${11 + i}`, role: 'server' as const })),
@@ -228,17 +400,10 @@ async function up(a: Args): Promise<SiteState> {
   const key = path.join(work, 'ssh/id_ed25519');
   await fs.mkdir(path.dirname(key), { recursive: true });
   await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'ferry-site', '-f', key]);
-  for (const spec of specs) {
-    say(`creating host ${spec.name} (${spec.ip})`);
-    const h = await createHost(SITE, work, n, spec);
-    s.hosts.push(h);
-    await saveState(s);
-    await startSshd(h, await fs.readFile(`${key}.pub`, 'utf8'));
-    // What the node's resolver had before ferry: the internal resolver and its search domain.
-    await hostExec(h, ['sh', '-c', 'cat > /etc/resolv.conf'], `search ${CORP.zone}\nnameserver ${s.resolver.ip}\n`);
-  }
+  for (const spec of specs) await newHost(s, spec, await fs.readFile(`${key}.pub`, 'utf8'));
+  await trustEveryHost(s, key);
   await install(s, s.hosts[0]!, pub);
-  if (s.hosts.length > 1) await join(s, key);
+  if (s.hosts.length > 1) await join(s);
   return s;
 }
 
@@ -290,6 +455,30 @@ async function main(): Promise<void> {
       say(`${h.name} booted in ${((Date.now() - t0) / 1000).toFixed(1)} s (pid ${h.pid}); its units start on their own`);
     }
     if (a.json) process.stdout.write(`${JSON.stringify({ name: h.name, up: isUp(h), pid: h.pid })}\n`);
+  } else if (a.cmd === 'add') {
+    const s = loadState();
+    if (!s) throw new Error('no site is up');
+    if (!a.rest[0] || !a.role) usage('add takes NAME --role server|agent');
+    const t0 = Date.now();
+    const h = await add(s, a.rest[0], a.role);
+    say(`${h.name} (${h.ip}, ${h.role}) added in ${((Date.now() - t0) / 1000).toFixed(1)} s, not joined: npm run site -- join ${h.name} --from server-1`);
+    if (a.json) process.stdout.write(`${JSON.stringify({ name: h.name, ip: h.ip, role: h.role, pid: h.pid, up: isUp(h) })}\n`);
+  } else if (a.cmd === 'join') {
+    const s = loadState();
+    if (!s) throw new Error('no site is up');
+    if (!a.rest[0] || !a.from) usage('join takes NAME --from HOST');
+    const r = await joinFrom(s, a.rest[0], a.from);
+    // ferry's own output, as the operator sees it; its exit code is the site command's.
+    process.stdout.write(r.stdout);
+    process.stderr.write(r.stderr);
+    process.exitCode = r.code;
+  } else if (a.cmd === 'bundle') {
+    const s = loadState();
+    if (!s) throw new Error('no site is up');
+    if (!a.out) usage('bundle takes --out NAME');
+    const b = await bundle(s, a.out, { version: a.version, kubernetes: a.relabel });
+    if (a.json) process.stdout.write(`${JSON.stringify(b)}\n`);
+    else say(`${b.bundle} (${b.bytes} bytes) on every server, beside /srv/ferry.pub`);
   } else if (a.cmd === 'exec') {
     const s = loadState();
     const h = s?.hosts.find((x) => x.name === a.rest[0]);

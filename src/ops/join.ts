@@ -159,7 +159,8 @@ export async function joinNodes(o: JoinOptions): Promise<JoinOutcome[]> {
       serviceCidr: answers.serviceCidr,
       ...(answers.cgroupV1 ? { cgroupV1: answers.cgroupV1 as NodeJoinPayload['cgroupV1'] } : {}),
       ...(answers.ignoreKubeadmPreflight ? { ignoreKubeadmPreflight: answers.ignoreKubeadmPreflight } : {}),
-      patches: (answers.patches ?? {}) as NodeJoinPayload['patches'],
+      // Only the patches a joining node applies; the site's others (kube-proxy, init) are the first server's.
+      patches: { ...(answers.patches?.kubelet ? { kubelet: answers.patches.kubelet } : {}), ...(answers.patches?.joinConfiguration ? { joinConfiguration: answers.patches.joinConfiguration } : {}) } as NodeJoinPayload['patches'],
       caCertHash: pending.length ? await caCertHash(o.host) : '',
     };
     const platforms = new Map<string, string>();

@@ -253,7 +253,13 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const d = await ferryOffline(['install', bundle, '--trust', pub, '--answers', answers, '--root', dry, '--dry-run', '--json'], standins);
     expect(d.code, d.stderr).toBe(0);
     const doc = JSON.parse(d.stdout) as { files: { path: string }[]; unpacked: { into: string; files: string[] } };
-    const recorded = [...doc.files.map((f) => f.path), ...doc.unpacked.files.map((f) => `${doc.unpacked.into}/${f}`)].map((p) => p.slice(1)).sort();
+    // Two more, each recorded as one action rather than as files: the site store's add (the real run
+    // lays out var/lib/ferry/store and links var/lib/ferry/bundle to its current bundle; the dry run
+    // records the bundle's entries under that view), and the site state's mirror (written from the
+    // cluster's answer to a write the dry run records).
+    const store = (p: string) => p === 'var/lib/ferry/bundle' || p.startsWith('var/lib/ferry/bundle/') || p.startsWith('var/lib/ferry/store/');
+    const excluded = (p: string) => p.startsWith('var/log/ferry/') || store(p) || ['standins.log', 'etc/kubernetes/admin.conf', 'etc/kubernetes/pki/ca.crt', 'etc/kubernetes/pki/ca.key', 'var/lib/ferry/site/state.json'].includes(p);
+    const recorded = [...doc.files.map((f) => f.path), ...doc.unpacked.files.map((f) => `${doc.unpacked.into}/${f}`)].map((p) => p.slice(1)).filter((p) => !store(p)).sort();
     const written: string[] = [];
     const walk = async (rel: string): Promise<void> => {
       for (const e of await fs.readdir(path.join(real, rel), { withFileTypes: true })) {
@@ -266,7 +272,6 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     // The only exclusions: the run's own log (runPlan writes it, no step does), and what the
     // stand-in commands leave, which the dry run records as the commands themselves (kubeadm init's
     // admin.conf and cluster CA, and the stand-ins' call log).
-    const excluded = (p: string) => p.startsWith('var/log/ferry/') || ['standins.log', 'etc/kubernetes/admin.conf', 'etc/kubernetes/pki/ca.crt', 'etc/kubernetes/pki/ca.key'].includes(p);
     const real_ = written.filter((p) => !excluded(p)).sort();
     expect(real_.length).toBeGreaterThan(40);
     expect(real_.filter((p) => !recorded.includes(p)), 'written by the real run, not recorded by the dry run').toEqual([]);
@@ -348,8 +353,8 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     await write(bad, 'apiVersion: ferry.dev/v1alpha1\nkind: InstallAnswers\ndomain: site.test\nnode: {name: Bad_Name, ip: 300.1.1.1}\npodCidr: 10.96.0.0/16\nserviceCidr: 10.96.0.0/12\n');
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', bad, '--dry-run']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/bad-answers\.yaml:4:\d+: node\.name must be a node name/);
-    expect(r.stderr).toMatch(/node\.ip must be an IP address/);
+    expect(r.stderr).toMatch(/bad-answers\.yaml:4:\d+: node\.name "Bad_Name" is not valid \(expected: A node name/);
+    expect(r.stderr).toMatch(/node\.ip "300\.1\.1\.1" is not valid \(expected: The node's IPv4 address/);
     expect(r.stderr).toMatch(/bad-answers\.yaml:6:\d+: serviceCidr overlaps podCidr 10\.96\.0\.0\/16/);
   });
 });

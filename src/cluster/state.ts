@@ -7,6 +7,8 @@
  * the operation layer, the CLI). It holds types and pure functions only.
  */
 
+import type { InstallAnswers } from '../spec/answers.js';
+
 export const STATE_API_VERSION = 'ferry.dev/v1alpha1';
 export const STATE_KIND = 'SiteState';
 /** Where the state lives in the cluster. */
@@ -68,21 +70,8 @@ export interface OperationRecord {
   journal: JournalEntry[];
 }
 
-/** The site's answers without secrets: what every server needs to act on the cluster. */
-export interface SiteAnswers {
-  domain: string;
-  clusterFqdn: string;
-  podCidr: string;
-  serviceCidr: string;
-  cni?: string;
-  records?: { name: string; ip: string }[];
-  upstreamDns?: string[];
-  ssh?: { user?: string; identityFile?: string; knownHosts?: string; port?: number };
-  cgroupV1?: string;
-  ignoreKubeadmPreflight?: string[];
-  /** kubelet and joinConfiguration patches, which joins reuse. */
-  patches?: Record<string, unknown>;
-}
+/** The site's answers without secrets, this node's own and the hosts to join: what every server needs to act on the cluster. */
+export type SiteAnswers = Omit<InstallAnswers, 'apiVersion' | 'kind' | 'node' | 'join' | 'clusterFqdn'> & { clusterFqdn: string };
 
 export interface SiteState {
   apiVersion: typeof STATE_API_VERSION;

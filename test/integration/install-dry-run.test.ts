@@ -258,7 +258,9 @@ describe('ferry install --dry-run checks what a real run would', () => {
     // Commands and applies in the real run's order, the bootstrap objects as the bundle's helm renders them.
     expect(doc.actions.indexOf('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs')).toBeGreaterThan(doc.actions.indexOf('systemctl enable containerd.service kubelet.service ferry-serve.service'));
     expect(doc.actions).toEqual(expect.arrayContaining(['apply DaemonSet/ferry-system/ferry-dns', 'apply DaemonSet/ferry-system/ferry-lb', 'wait for k8s-server-01 Ready']));
-    expect(JSON.parse(byPath.get('/etc/ferry/nodes.json')!)).toEqual([{ name: 'k8s-server-01', ip: '127.0.0.1', role: 'server' }]);
+    // The site state goes to the cluster, recorded as one action; no nodes.json is written any more.
+    expect(doc.actions).toEqual(expect.arrayContaining(['apply ConfigMap/ferry-system/ferry-site (the site state)']));
+    expect(byPath.has('/etc/ferry/nodes.json')).toBe(false);
     expect(byPath.get('/etc/ferry/kubeadm.yaml')).toMatch(/controlPlaneEndpoint: k8s-cluster\.site\.test:6443/);
     expect(byPath.get('/etc/ferry/kubeadm.yaml')).toMatch(/kubernetesVersion: v1\.37\.2/);
     expect(byPath.get('/etc/containerd/certs.d/registry.site-upstream.test/hosts.toml')).toMatch(/^server = "https:\/\/registry\.site\.test:5443"$/m);

@@ -353,8 +353,8 @@ async function joinFrom(s: SiteState, name: string, from: string): Promise<{ cod
   if (!f || f.role !== 'server') throw new Error(`${from} is not a server of the site`);
   if (!isUp(f)) throw new Error(`${from} is down; start it or join from another server`);
   const args = ['join', h.ip, '--name', h.name, '--role', h.role, '--json', ...(h.role === 'server' ? ['--bundle', `/srv/${path.basename(s.bundle)}`] : [])];
-  // TODO(answers branch): remove the fallback once /usr/local/bin/ferry is on every node.
-  const cmd = `if [ -x /usr/local/bin/ferry ]; then exec ferry "$@"; else exec /var/lib/ferry/runtime/node /var/lib/ferry/ferry/ferry.mjs "$@"; fi`;
+  // As an operator types it there: the launcher ferry puts on every node's PATH.
+  const cmd = 'exec ferry "$@"';
   say(`${f.name}: ferry ${args.join(' ')}`);
   const t0 = Date.now();
   const r = await hostExec(f, ['sh', '-c', cmd, 'ferry', ...args]);

@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import { promises as fs, statfsSync } from 'node:fs';
 import path from 'node:path';
 import semver from 'semver';
@@ -210,6 +211,8 @@ export class SiteStore {
     try {
       const res = await verifyBundle(input, {
         ...o,
+        // The signer the table was checked against (confirmed at a prompt, if it was): asked once.
+        trust: o.trust ?? (m.signer?.publicKey ? createPublicKey(m.signer.publicKey) : undefined),
         extractTo: async (p) => {
           const b = BLOB_ENTRY.exec(p);
           if (b) {

@@ -74,6 +74,14 @@ export async function waitForDaemonSets(kubeconfig: string, sets: { namespace: s
   const deadline = Date.now() + (opts.timeoutMs ?? 300_000);
   let last = '';
   for (;;) {
+    // A node whose kubelet stopped reporting (Ready Unknown: powered off, cut off) cannot run its
+    // pod; the rollout waits for the rest, or a join with one server down would never finish.
+    let lost = 0;
+    try {
+      lost = ((await api.list('v1', 'Node')).items as NodeLike[]).filter((n) => n.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'Unknown').length;
+    } catch (e) {
+      throw kubeError('cannot list the nodes', e);
+    }
     const states = await Promise.all(
       sets.map(async (s) => {
         try {
@@ -83,13 +91,13 @@ export async function waitForDaemonSets(kubeconfig: string, sets: { namespace: s
           const updated = ds.status?.updatedNumberScheduled ?? 0;
           const current = (ds.status?.observedGeneration ?? 0) >= (ds.metadata?.generation ?? 0);
           // A DaemonSet that targets no node (the LB before any agent joins) has nothing to roll out.
-          return { s, want, ready, ok: current && ready >= want && updated >= want };
+          return { s, want, ready, ok: current && ready + lost >= want && updated + lost >= want };
         } catch (e) {
           throw kubeError(`cannot read DaemonSet ${s.namespace}/${s.name}`, e);
         }
       }),
     );
-    const line = states.map((x) => `${x.s.name} ${x.ready}/${x.want}`).join(', ');
+    const line = `${states.map((x) => `${x.s.name} ${x.ready}/${x.want}`).join(', ')}${lost ? ` (${lost} node${lost === 1 ? '' : 's'} not reporting: not waited for)` : ''}`;
     if (line !== last) reporter.info(`rollout: ${line}`);
     last = line;
     if (states.every((x) => x.ok)) return;

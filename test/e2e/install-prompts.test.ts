@@ -82,12 +82,12 @@ describe('ferry install at a terminal', () => {
     await answer(/Site DNS domain/, ['C-u', 'plant.example', 'Enter']);
     await answer(/Cluster FQDN/, ['Enter']);
     await answer(/This node's name/, ['C-u', 'Bad_Name', 'Enter']);
-    await waitFor(async () => /node\.name must be a node name/.test(await screen()), 'the validation message');
+    await waitFor(async () => /node\.name "Bad_Name" is not valid/.test(await screen()), 'the validation message');
     await run('tmux', ['send-keys', '-t', session, 'C-u']);
     await run('tmux', ['send-keys', '-t', session, '-l', 'k8s-server-01']);
     await run('tmux', ['send-keys', '-t', session, 'Enter']);
     await answer(/This node's IP/, ['300.1.1.1', 'Enter']);
-    await waitFor(async () => /node\.ip must be an IP address/.test(await screen()), 'the IP validation message');
+    await waitFor(async () => /node\.ip "300\.1\.1\.1" is not valid/.test(await screen()), 'the IP validation message');
     await run('tmux', ['send-keys', '-t', session, 'C-u']);
     await run('tmux', ['send-keys', '-t', session, '-l', '10.1.2.3']);
     await run('tmux', ['send-keys', '-t', session, 'Enter']);
@@ -196,9 +196,9 @@ describe('the records question', () => {
     for (const q of EVERY_QUESTION.slice(2, -1)) await t.answer(q, 'Enter');
     // The cluster FQDN as answered, then the site registry's name.
     await t.answer(/Extra site DNS records/, 'api=10.0.0.9', 'Enter');
-    await waitFor(async () => /records\.0\.name would answer in the site DNS as api\.site\.example, which is the cluster FQDN/.test(await t.screen()), 'the FQDN refusal');
+    await waitFor(async () => /records\[0\]\.name would answer in the site DNS as api\.site\.example, which is the cluster FQDN/.test(await t.screen()), 'the FQDN refusal');
     await t.keys('C-u', 'gitlab=10.0.0.50,registry=10.0.0.9', 'Enter');
-    await waitFor(async () => /records\.1\.name would answer in the site DNS as registry\.site\.example, which is the site registry name/.test(await t.screen()), 'the registry refusal');
+    await waitFor(async () => /records\[1\]\.name would answer in the site DNS as registry\.site\.example, which is the site registry name/.test(await t.screen()), 'the registry refusal');
     await t.keys('C-u', 'gitlab=10.0.0.50', 'Enter');
     await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
     const { code, transcript } = await t.exit();

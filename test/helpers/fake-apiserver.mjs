@@ -33,7 +33,7 @@ const resources = {
     { name: 'namespaces', namespaced: false, kind: 'Namespace', verbs: ['get', 'create', 'patch'] },
     { name: 'configmaps', namespaced: true, kind: 'ConfigMap', verbs: ['get', 'create', 'update', 'patch'] },
     { name: 'serviceaccounts', namespaced: true, kind: 'ServiceAccount', verbs: ['get', 'patch'] },
-    { name: 'nodes', namespaced: false, kind: 'Node', verbs: ['get', 'patch'] },
+    { name: 'nodes', namespaced: false, kind: 'Node', verbs: ['get', 'list', 'patch'] },
   ] },
   '/apis/coordination.k8s.io/v1': { groupVersion: 'coordination.k8s.io/v1', resources: [
     { name: 'leases', namespaced: true, kind: 'Lease', verbs: ['get', 'create', 'update'] },
@@ -82,6 +82,11 @@ const server = http.createServer((req, res) => {
       obj.metadata.uid = cur.metadata.uid;
       store.set(url.pathname, stamp(obj));
       return send(200, store.get(url.pathname));
+    }
+    // The node list: the nodes applied (the CNI's node objects), each Ready unless never-ready.
+    if (req.method === 'GET' && url.pathname === '/api/v1/nodes') {
+      const items = [...store.entries()].filter(([k]) => k.startsWith('/api/v1/nodes/')).map(([, o]) => ({ ...structuredClone(o), status: { conditions: [{ type: 'Ready', status: mode === 'never-ready' ? 'False' : 'True' }] } }));
+      return send(200, { apiVersion: 'v1', kind: 'NodeList', metadata: {}, items });
     }
     // The node kubeadm init registered (the kubeadm stand-in registers none): Ready unless never-ready.
     const node = /^\/api\/v1\/nodes\/([^/]+)$/.exec(url.pathname);

@@ -54,7 +54,7 @@ describe("node-join's payload, checked against its schema on the node", () => {
     expect(e.message).toMatch(/is missing required field "fqdn"/);
     expect(e.message).toMatch(/extra is not a known field/);
     expect(e.message).toMatch(/serverIps must be array/);
-    expect(e.message).toMatch(/role must be equal to one of the allowed values/);
+    expect(e.message).toMatch(/role must be server or agent/);
     expect(e.message).toMatch(/join\.token must be string/);
     expect(e.hint).toMatch(/same bundle/);
     const leaky = refusal(JSON.stringify({ ...good, join: { ...good.join, caCertHash: token } }));

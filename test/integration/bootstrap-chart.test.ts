@@ -19,7 +19,7 @@ import { tmpdir } from '../helpers/peers.js';
 const site: BootstrapValues = {
   domain: 'site.example',
   // Node names are single DNS labels, as the answers' schema (shared with the chart's) requires.
-  nodes: SITE_NODES,
+  nodes: [...SITE_NODES],
   records: [
     { name: 'ntp', ip: '10.0.0.5' },
     { name: 'harbor.site.example', ip: '10.0.0.6' },

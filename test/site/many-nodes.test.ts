@@ -18,7 +18,9 @@ let domain: string;
 const byName = (n: string) => hosts.find((h) => h.name === n)!;
 const refresh = () => (hosts = loadState()!.hosts);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const running = () => hosts.filter(isUp);
+/** Hosts powered off by the test: a killed host's namespaces may outlive its processes, so isUp alone cannot tell. */
+const poweredOff = new Set<string>();
+const running = () => hosts.filter((h) => isUp(h) && !poweredOff.has(h.name));
 
 async function kubectl(h: HostState, ...args: string[]): Promise<string> {
   const r = await hostExec(h, ['kubectl', '--kubeconfig', '/etc/kubernetes/admin.conf', '--request-timeout=15s', ...args]);
@@ -112,6 +114,7 @@ describe('one site, many nodes: joins from any server, one operation at a time, 
     expect(backendsBefore).toEqual(hosts.filter((h) => h.role === 'server').map((h) => h.ip).sort());
 
     expect((await site(['kill', 'server-1'])).code).toBe(0);
+    poweredOff.add('server-1');
     const added = await site(['add', 'agent-2', '--role', 'agent', '--json']);
     expect(added.code, added.stderr.slice(-2000)).toBe(0);
     refresh();
@@ -138,6 +141,7 @@ describe('one site, many nodes: joins from any server, one operation at a time, 
     await within(180_000, async () => expect(await lbBackends(a2)).toEqual(backendsBefore));
 
     expect((await site(['start', 'server-1'])).code).toBe(0);
+    poweredOff.delete('server-1');
     refresh();
     const s1 = byName('server-1');
     const five = ['agent-1', 'agent-2', 'server-1', 'server-2', 'server-3'];

@@ -64,5 +64,12 @@ ip addr add "$addr" dev eth0
 ip link set eth0 up
 
 echo "host-init: $name ready, starting systemd"
-exec chroot "$root" /usr/bin/env -i container=ferry-site /lib/systemd/systemd --show-status=no \
+# pivot_root, not chroot: the mount namespace's root must be the host's own, or every container that
+# runc execs into (kubectl exec, crictl exec) starts in this machine's / instead of its image.
+cd "$root"
+mkdir -p .host-init-old
+pivot_root . .host-init-old
+umount -l /.host-init-old
+rmdir /.host-init-old
+exec /usr/bin/env -i container=ferry-site /lib/systemd/systemd --show-status=no \
   systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1

@@ -129,7 +129,7 @@ export async function createHost(site: string, work: string, n: Net, h: HostSpec
   await waitFor(`systemd on ${h.name}`, async () => {
     const r = await hostExec(st, ['systemctl', 'is-system-running']);
     return /^(running|degraded)/.test(r.stdout.trim()) ? true : undefined;
-  }, 60_000).catch(async (e) => {
+  }, 180_000).catch(async (e) => {
     throw new Error(`${(e as Error).message}; see ${path.join(dir, 'host.log')}: ${(await fs.readFile(path.join(dir, 'host.log'), 'utf8')).slice(-1500)}`);
   });
   return st;
@@ -227,7 +227,7 @@ export function unmountStray(work: string): void {
 /**
  * The site's own internal resolver (the kind a real site has for its corporate names): CoreDNS in a
  * bare network namespace on the bridge, answering one zone. Nodes have it in resolv.conf before
- * ferry comes, and the `upstreamDns` answer makes the site DNS forward to it.
+ * ferry comes, and ferry makes it the site DNS's upstream (no `upstreamDns` answer is given).
  */
 export interface Resolver {
   netns: string;
@@ -240,7 +240,8 @@ export async function startResolver(n: Net, work: string, coredns: string, r: { 
   const dir = path.join(work, 'resolver');
   await fs.mkdir(dir, { recursive: true });
   const hosts = Object.entries(r.records).map(([name, ip]) => `        ${ip} ${name}`);
-  await fs.writeFile(path.join(dir, 'Corefile'), [`${r.zone}:53 {`, `    bind ${r.ip}`, '    hosts {', ...hosts, '    }', '}', ''].join('\n'));
+  // Like a real corporate resolver, it answers NXDOMAIN for a name nobody holds (not SERVFAIL or REFUSED).
+  await fs.writeFile(path.join(dir, 'Corefile'), [`${r.zone}:53 {`, `    bind ${r.ip}`, '    hosts {', ...hosts, '    }', '}', '.:53 {', `    bind ${r.ip}`, '    template ANY ANY {', '        rcode NXDOMAIN', '    }', '}', ''].join('\n'));
   sh('ip', ['netns', 'add', netns]);
   const port = portOf(n, 'dns');
   sh('ip', ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);

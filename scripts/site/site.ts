@@ -235,8 +235,8 @@ function answersFor(s: SiteState, h: HostState): string {
     'podCidr: 10.244.0.0/16',
     'serviceCidr: 10.96.0.0/12',
     'cni: flannel',
-    // Names outside the site domain go to the site's internal resolver.
-    ...(s.resolver ? [`upstreamDns: [${s.resolver.ip}]`] : []),
+    // No upstreamDns: names outside the site domain go to the resolver the first server had (the
+    // site's internal one), as ferry captures it.
     // A network namespace cannot set nf_conntrack_max: kube-proxy must leave it alone.
     'patches:',
     '  kubeProxy: {conntrack: {maxPerCore: 0}}',

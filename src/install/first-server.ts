@@ -15,7 +15,7 @@ import type { Host } from './host.js';
 import { imageCheckStep } from './image-check.js';
 import { writeLauncher } from './launcher.js';
 import { renderKubeadmInit } from './kubeadm.js';
-import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
+import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, mapHosts, markerStep, resolverStep, resolversHad, serverHostNames, siteServiceUrl, writeContainerdToml } from './node-steps.js';
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR, STORE_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { preflight } from './preflight.js';
@@ -48,6 +48,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
     if (!m) throw new HostError(Codes.installStep, 'the bundle is not unpacked', { hint: 'Re-run ferry install; it unpacks the bundle first.' });
     return m;
   };
+  // The site's answers: without an upstreamDns answer, the site DNS forwards to what this server used before.
+  const site = async (): Promise<InstallAnswers> => (answers.upstreamDns ? answers : { ...answers, upstreamDns: await resolversHad(host, [answers.node.ip]) });
   const bundleId = async () => (await host.read(`${BUNDLE_DIR}/checksums.txt`)) ?? 'none';
   const cgroups = cgroupsOnce(host);
   const kubeadmConfig = async () => {
@@ -130,7 +132,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await host.write(KUBEADM_CONFIG, await kubeadmConfig(), 0o600);
       log(`kubeadm config for Kubernetes ${kubernetesVersionOf(await manifestOf())}, endpoint ${fqdn}:${API_PORT}`);
     }),
-    imageCheckStep(host, answers, { kubeadmConfig: KUBEADM_CONFIG, manifest: manifestOf, chartTgz: (d) => chartBlob(host, d), bootstrapValues: async () => bootstrapValues(answers, await manifestOf(), await clusterNodes(host, answers)), bundleId }),
+    imageCheckStep(host, answers, { kubeadmConfig: KUBEADM_CONFIG, manifest: manifestOf, chartTgz: (d) => chartBlob(host, d), bootstrapValues: async () => bootstrapValues(await site(), await manifestOf(), await clusterNodes(host, answers)), bundleId }),
     {
       id: 'kubeadm-init',
       title: `kubeadm init (control plane behind ${fqdn}:${API_PORT})`,
@@ -146,7 +148,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       check: async () => ((await siteOf(host, ctx.reporter).cluster.read().catch(() => undefined))?.value.nodes ?? []).some((n) => n.name === answers.node.name),
       apply: async (log) => {
         const m = await manifestOf();
-        await host.cluster(`ConfigMap/${STATE_NAMESPACE}/${STATE_CONFIGMAP} (the site state)`, () => ensureSiteState(host, answers, m, ctx.reporter, log));
+        await host.cluster(`ConfigMap/${STATE_NAMESPACE}/${STATE_CONFIGMAP} (the site state)`, async () => ensureSiteState(host, await site(), m, ctx.reporter, log));
         // Its mirror is kept from now on (OnBootSec covers the boots after).
         await host.run('systemctl', ['start', STATE_MIRROR_TIMER]);
       },
@@ -169,11 +171,11 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       const m = await manifestOf();
       // A newer bundle whose chart changed is applied again, even with the same values.
       const chart = m.charts.find((c) => c.name === BOOTSTRAP_CHART)?.digest ?? 'no-chart';
-      return `${chart} ${JSON.stringify(bootstrapValues(answers, m, await clusterNodes(host, answers)))}`;
+      return `${chart} ${JSON.stringify(bootstrapValues(await site(), m, await clusterNodes(host, answers)))}`;
     }, async (log) => {
       const m = await manifestOf();
       const nodes = await clusterNodes(host, answers, ctx.reporter);
-      await applyBootstrap(host, bootstrapValues(answers, m, nodes), ctx.reporter, log, ctx.rolloutTimeoutMs ?? 300_000);
+      await applyBootstrap(host, bootstrapValues(await site(), m, nodes), ctx.reporter, log, ctx.rolloutTimeoutMs ?? 300_000);
     }),
     // After the site DNS runs here: this server's resolver asks it first.
     resolverStep(host, [answers.node.ip], answers.domain),

@@ -3,7 +3,7 @@ import { assertSupportedKubernetes, KUBEADM_API_VERSION } from '../spec/kubernet
 import { clusterFqdn, type InstallAnswers } from './answers.js';
 import { cgroupSettings, type NodeCgroups } from './cgroups.js';
 import { mergePatch, type Patch } from './patches.js';
-import { API_PORT, CRI_SOCKET } from './paths.js';
+import { API_PORT, CRI_SOCKET, RESOLV_CONF } from './paths.js';
 
 /**
  * ferry renders kubeadm.k8s.io/v1beta4 only. An old bundle may name a release outside the supported
@@ -62,7 +62,9 @@ export function renderKubeadmInit(i: KubeadmInput): string {
     apiServer: { certSANs: [fqdn, a.node.name, a.node.ip, '127.0.0.1', 'localhost'] },
     networking: { podSubnet: a.podCidr, serviceSubnet: a.serviceCidr, dnsDomain: 'cluster.local' },
   };
-  const kubelet = { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', ...cg.kubelet };
+  // Pods inherit the resolver ferry writes (the site DNS only): never systemd-resolved's upstream list,
+  // which kubeadm would pick where resolved runs and which does not know the site's zone.
+  const kubelet = { apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', resolvConf: RESOLV_CONF, ...cg.kubelet };
   const p = a.patches ?? {};
   const docs: Patch[] = [mergePatch(init, p.initConfiguration), mergePatch(cluster, p.clusterConfiguration), mergePatch(kubelet, p.kubelet)];
   if (p.kubeProxy) docs.push(mergePatch({ apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration' }, p.kubeProxy));

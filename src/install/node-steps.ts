@@ -9,9 +9,9 @@ import { mayLowerOomScore } from './capabilities.js';
 import type { CgroupDriver } from './cgroups.js';
 import type { Host } from './host.js';
 import { applySysctls, loadModules } from './kernel.js';
-import { BIN_DIR, CNI_BIN_DIR, CONTAINERD_CONFIG, ETC_HOSTS, RESOLV_CONF, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
+import { BIN_DIR, CNI_BIN_DIR, CONTAINERD_CONFIG, ETC_HOSTS, RESOLV_CONF, SYSTEMD_RESOLVED_CONF, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
 import type { Step } from './plan.js';
-import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, SYSCTL_CONF } from './system-files.js';
+import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, resolversBefore, SYSCTL_CONF } from './system-files.js';
 import { renderServeUnit, renderStateMirrorUnits, STATE_MIRROR_SERVICE, STATE_MIRROR_TIMER } from './units.js';
 
 /*
@@ -66,8 +66,8 @@ export function kernelStep(host: Host, title: string): Step {
 
 /** The site service as containerd and a joining node reach it: by its FQDN, never by an IP. */
 /**
- * The node's resolver: its own IP first (the site DNS runs on every node), then the servers', then
- * what the node had. A node whose own DNS is not up yet falls through to the next at once.
+ * The node's resolver: its own IP first (the site DNS runs on every node), then the servers'. A node
+ * whose own DNS is not up yet falls through to the next at once.
  */
 export function resolverStep(host: Host, nameservers: string[], domain: string): Step {
   const list = [...new Set(nameservers)];
@@ -75,6 +75,19 @@ export function resolverStep(host: Host, nameservers: string[], domain: string):
     await host.write(RESOLV_CONF, resolvConf((await host.read(RESOLV_CONF)) ?? '', list, domain));
     log('resolv.conf written');
   });
+}
+
+const isLoopback = (ip: string) => /^127\./.test(ip) || ip === '::1';
+
+/**
+ * The site DNS's upstreams when the answers name none: the resolvers this server had before ferry
+ * (kept in resolv.conf's comments), less loopback and the site's own addresses. A systemd-resolved
+ * stub is looked through to the resolvers it uses.
+ */
+export async function resolversHad(host: Host, siteIps: string[]): Promise<string[]> {
+  let had = resolversBefore((await host.read(RESOLV_CONF)) ?? '');
+  if (had.some(isLoopback)) had = [...had, ...resolversBefore((await host.read(SYSTEMD_RESOLVED_CONF)) ?? '')];
+  return [...new Set(had)].filter((n) => !isLoopback(n) && !siteIps.includes(n) && /^\d+\.\d+\.\d+\.\d+$/.test(n));
 }
 
 export const siteServiceUrl = (domain: string) => `https://${registryFqdn(domain)}:${SITE_PORT}`;

@@ -55,6 +55,8 @@ export const CLUSTER_CA = '/etc/kubernetes/pki/ca.crt';
 /** System files ferry writes. */
 export const ETC_HOSTS = '/etc/hosts';
 export const RESOLV_CONF = '/etc/resolv.conf';
+/** Where systemd-resolved lists the resolvers behind its 127.0.0.53 stub. */
+export const SYSTEMD_RESOLVED_CONF = '/run/systemd/resolve/resolv.conf';
 /** The site CA in the system's trust store. */
 export const SYSTEM_SITE_CA = '/usr/local/share/ca-certificates/ferry-site-ca.crt';
 export const SYSTEMD_DIR = '/etc/systemd/system';

@@ -128,18 +128,31 @@ export function hostsWithBlock(current: string, entries: { ip: string; names: st
   return `${[...kept, ...block].join('\n')}\n`;
 }
 
-const RESOLV_HEADER = "# Written by ferry: the site's own DNS first, then what this node had.";
+const RESOLV_HEADER = "# Written by ferry: only the site DNS, which forwards other names to the site's upstreams.";
+/** Headers of earlier ferry versions: still ferry's, so still rewritten. */
+const OLD_HEADERS = ["# Written by ferry: the site's own DNS first, then what this node had."];
+/** What the node had before ferry, kept as comments: the site DNS's default upstreams, and what a reset puts back. */
+const REPLACED = '# ferry replaced: nameserver ';
+
+/** The name servers this node had before ferry wrote its resolv.conf (re-runs keep the first answer). */
+export function resolversBefore(current: string): string[] {
+  const lines = current.split('\n').map((l) => l.trim());
+  const replaced = lines.filter((l) => l.startsWith(REPLACED)).map((l) => l.slice(REPLACED.length).trim());
+  if (lines[0] === RESOLV_HEADER) return replaced;
+  return [...new Set([...replaced, ...lines.filter((l) => /^nameserver\s/.test(l)).map((l) => l.split(/\s+/)[1]!)])];
+}
 
 /**
- * resolv.conf with the site's name servers first and the site domain first in `search`, keeping
- * what the node had after them: its own name servers (the site DNS answers only site names unless
- * it forwards) and search domains, and every other line (options). Re-running changes nothing.
+ * resolv.conf with only the site's name servers, the site domain first in `search`, and every other
+ * line the node had (options). The name servers it had go into comments: a resolver that does not
+ * know the site's zone must never be asked, or pods (which inherit this file, through CoreDNS too)
+ * get REFUSED for site names whenever it is picked. Re-running changes nothing.
  */
 export function resolvConf(current: string, nameservers: string[], domain: string): string {
   const lines = current.split('\n').map((l) => l.trim());
-  const had = lines.filter((l) => /^nameserver\s/.test(l)).map((l) => l.split(/\s+/)[1]!);
+  const had = resolversBefore(current).filter((n) => !nameservers.includes(n));
   const search = lines.filter((l) => /^(search|domain)\s/.test(l)).flatMap((l) => l.split(/\s+/).slice(1));
-  const keep = lines.filter((l) => l && l !== RESOLV_HEADER && !/^(nameserver|search|domain)\s/.test(l));
-  const servers = [...new Set([...nameservers, ...had])];
-  return `${[RESOLV_HEADER, `search ${[...new Set([domain, ...search])].join(' ')}`, ...servers.map((n) => `nameserver ${n}`), ...keep].join('\n')}\n`;
+  const keep = lines.filter((l) => l && l !== RESOLV_HEADER && !OLD_HEADERS.includes(l) && !l.startsWith(REPLACED) && !/^(nameserver|search|domain)\s/.test(l));
+  const servers = [...new Set(nameservers)];
+  return `${[RESOLV_HEADER, `search ${[...new Set([domain, ...search])].join(' ')}`, ...servers.map((n) => `nameserver ${n}`), ...had.map((n) => REPLACED + n), ...keep].join('\n')}\n`;
 }

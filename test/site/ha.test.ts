@@ -101,15 +101,18 @@ describe('three real servers and an agent, joined by FQDN, surviving the loss of
     }
   });
 
-  it("puts the site DNS first in every host's resolver and keeps the search domains it had", async () => {
+  it("lists only the site DNS in every host's resolver, its own first, and keeps the search domains it had", async () => {
+    const siteIps = [...servers().map((h) => h.ip), ...hosts.map((h) => h.ip)];
     for (const h of hosts) {
       const resolv = (await hostExec(h, ['cat', '/etc/resolv.conf'])).stdout.split('\n');
-      expect(resolv.find((l) => l.startsWith('nameserver ')), h.name).toBe(`nameserver ${h.ip}`);
+      const ns = resolv.filter((l) => l.startsWith('nameserver ')).map((l) => l.split(/\s+/)[1]);
+      expect(ns[0], h.name).toBe(h.ip);
+      for (const n of ns) expect(siteIps, `${h.name} asks ${n}`).toContain(n);
       expect(resolv.find((l) => l.startsWith('search ')), h.name).toBe(`search ${domain} corp.test`);
     }
   });
 
-  it('forwards names outside the site domain to the upstreamDns answer', async () => {
+  it('forwards names outside the site domain to the resolver the first server had', async () => {
     for (const h of hosts) expect(await dig(h, 'intranet.corp.test'), h.name).toEqual(['10.231.0.99']);
   });
 

@@ -111,6 +111,37 @@ describe('a real single-server site from the signed default bundle', () => {
     expect(await kubectl('logs', 'dns-probe')).toMatch(/Address:?\s+10\.96\.0\.1\b/);
   });
 
+  it('lists only the site DNS in the host resolver, and forwards other names to the resolver it had', async () => {
+    const corp = loadState()!.resolver!.ip;
+    const resolv = (await hostExec(server, ['cat', '/etc/resolv.conf'])).stdout;
+    expect(resolv.split('\n').filter((l) => l.startsWith('nameserver '))).toEqual([`nameserver ${server.ip}`]);
+    expect(resolv).toContain(`# ferry replaced: nameserver ${corp}`);
+    const dig = async (name: string) => (await hostExec(server, ['dig', '+time=3', '+tries=2', `@${server.ip}`, name])).stdout;
+    expect(await dig('intranet.corp.test')).toMatch(/status: NOERROR[\s\S]*intranet\.corp\.test\.\s+\d+\s+IN\s+A\s+10\.231\.0\.99/);
+    // Names nobody holds: NXDOMAIN from the upstream, passed on (not SERVFAIL or REFUSED).
+    expect(await dig('nosuch.corp.test')).toMatch(/status: NXDOMAIN/);
+    expect(await dig('nosuch.example.org')).toMatch(/status: NXDOMAIN/);
+  });
+
+  it("answers the site's own names to pods every time, through the cluster DNS", async () => {
+    const names = [`registry.${up.domain}`, up.fqdn, 'kubernetes.default.svc.cluster.local'];
+    const loop = `for i in 1 2 3 4 5 6 7 8; do for n in ${names.join(' ')}; do nslookup $n >/dev/null || { echo "failed: $n"; exit 1; }; done; done; echo all-answered`;
+    await kubectl('run', 'site-names', '--image=ghcr.io/flannel-io/flannel:v0.28.10', '--restart=Never', '--command', '--', 'sh', '-c', loop);
+    const phase = await podDone('default', 'site-names');
+    const log = await kubectl('logs', 'site-names');
+    expect(phase, log).toBe('Succeeded');
+    expect(log).toContain('all-answered');
+  });
+
+  it("execs into a container's own filesystem, not the host's", async () => {
+    await kubectl('run', 'exec-target', '--image=ghcr.io/flannel-io/flannel:v0.28.10', '--restart=Never', '--command', '--', 'sleep', '3600');
+    await kubectl('wait', '--for=condition=Ready', 'pod/exec-target', '--timeout=180s');
+    // The image has flanneld and no apt; this machine's root has apt and no flanneld.
+    const r = await hostExec(server, ['kubectl', '--kubeconfig', '/etc/kubernetes/admin.conf', 'exec', 'exec-target', '--', 'sh', '-c', 'test -x /opt/bin/flanneld && ! test -e /usr/bin/apt && echo image-root']);
+    expect(r.stdout.trim(), r.stderr).toBe('image-root');
+    await kubectl('delete', 'pod', 'exec-target', '--wait=false');
+  });
+
   it('has no route beyond the bridge', async () => {
     const routes = await hostExec(server, ['ip', '-4', 'route']);
     // The bridge's subnet, and the Service CIDR that ferry routes to eth0 because there is no

@@ -239,9 +239,12 @@ export async function startResolver(n: Net, work: string, coredns: string, r: { 
   const netns = 'ferry-site-dns';
   const dir = path.join(work, 'resolver');
   await fs.mkdir(dir, { recursive: true });
-  const hosts = Object.entries(r.records).map(([name, ip]) => `        ${ip} ${name}`);
-  // Like a real corporate resolver, it answers NXDOMAIN for a name nobody holds (not SERVFAIL or REFUSED).
-  await fs.writeFile(path.join(dir, 'Corefile'), [`${r.zone}:53 {`, `    bind ${r.ip}`, '    hosts {', ...hosts, '    }', '}', '.:53 {', `    bind ${r.ip}`, '    template ANY ANY {', '        rcode NXDOMAIN', '    }', '}', ''].join('\n'));
+  // Like a real corporate resolver it is authoritative for its zone (a zone file with an SOA) and
+  // answers NXDOMAIN for a name nobody holds: the hosts plugin would answer SERVFAIL, and a pod's
+  // lookup that walks its search list gives up on that.
+  const zone = [`$ORIGIN ${r.zone}.`, `@ 60 IN SOA ns.${r.zone}. hostmaster.${r.zone}. 1 7200 1800 86400 60`, ...Object.entries(r.records).map(([name, ip]) => `${name}. 60 IN A ${ip}`), ''];
+  await fs.writeFile(path.join(dir, `db.${r.zone}`), zone.join('\n'));
+  await fs.writeFile(path.join(dir, 'Corefile'), [`${r.zone}:53 {`, `    bind ${r.ip}`, `    file ${path.join(dir, `db.${r.zone}`)}`, '}', '.:53 {', `    bind ${r.ip}`, '    template ANY ANY {', '        rcode NXDOMAIN', '    }', '}', ''].join('\n'));
   sh('ip', ['netns', 'add', netns]);
   const port = portOf(n, 'dns');
   sh('ip', ['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);

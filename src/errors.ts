@@ -212,6 +212,21 @@ const table = {
   // Issue 18, branch ops: the operation layer.
   /** A node operation's payload (stdin, from another ferry) does not match its schema. */
   nodePayloadInvalid: ['NODE_PAYLOAD_INVALID', 'usage'],
+  // Issue 19 (branch delta): delta bundles and the upgrade's refusals.
+  /** A delta bundle offered where its base (by checksums.txt digest) is not held. */
+  bundleBaseMissing: ['BUNDLE_BASE_MISSING', 'usage'],
+  /** A delta's base.json contradicts the base it names (an entry taken from it with another checksum). */
+  bundleBaseMismatch: ['BUNDLE_BASE_MISMATCH', 'integrity'],
+  /** build --since: the base's signed table cannot be read or was signed by another key. */
+  bundleBaseUnreadable: ['BUNDLE_BASE_UNREADABLE', 'usage'],
+  /** An upgrade to a bundle that is not newer than the site's, or to an older Kubernetes. */
+  upgradeNotNewer: ['UPGRADE_NOT_NEWER', 'usage'],
+  /** An upgrade that would skip a Kubernetes minor version on some node. */
+  upgradeSkipsMinor: ['UPGRADE_SKIPS_MINOR', 'usage'],
+  /** An upgrade after which (or during which) a kubelet would be newer than an API server. */
+  upgradeKubeletSkew: ['UPGRADE_KUBELET_SKEW', 'usage'],
+  /** An upgrade bundle signed by another key than the site's. */
+  upgradeSigner: ['UPGRADE_SIGNER', 'integrity'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

@@ -17,15 +17,19 @@ import { silentReporter, type Reporter } from '../util/progress.js';
 import { writeArchive, type ArchiveEntry } from './archive.js';
 import { fetchBinaries, type FetchedFile } from './binaries.js';
 import { fetchCharts, type PackedChart } from './charts.js';
+import { BASE_JSON, BASE_SIG, deltaBytes, fromBaseOf, type DeltaManifest } from './delta.js';
 import type { BinaryMirror } from './fetch.js';
 import {
   bundleId,
+  CHECKSUMS_TXT,
   checksumsText,
   entryMode,
   FERRY_VERSION,
   FORMAT_VERSION,
   INSTALL_SH,
   manifestBytes,
+  parseBundleManifest,
+  parseChecksums,
   partsFileOf,
   partsSigningBytes,
   TABLE,
@@ -38,6 +42,7 @@ import {
 import { chartArchive, checkBundleImages, findHelm } from './image-check.js';
 import { lockedPlatforms, pullImages } from './images.js';
 import { fetchRuntimes, type FetchedRuntime } from './runtime.js';
+import { verifyBundle } from './verify.js';
 
 const publicOf = (k: KeyObject) => createPublicKey(k);
 
@@ -92,6 +97,8 @@ export interface BuildOptions {
   platforms?: string[];
   /** --offline: fetch nothing; the cache must hold every input and resolution. */
   offline?: boolean;
+  /** --since: write a delta on this base (its archive, parts.json, or the bundle.json of an unpacked tree or store view). */
+  since?: string;
 }
 
 export interface BuildResult {
@@ -100,6 +107,36 @@ export interface BuildResult {
   size: number;
   entries: number;
   manifest: BundleManifest;
+  /** A delta: what it leaves to its base. */
+  delta?: DeltaManifest;
+  /** A delta: the bytes of content it carries, and the bytes the full bundle would carry. */
+  carried?: { bytes: number; fullBytes: number };
+}
+
+/**
+ * The base of a delta: its signed table, checked against the key the delta is signed with (a site
+ * trusts one key, so a delta on a base of another key could never be added).
+ */
+async function readBase(since: string, key: KeyObject): Promise<{ manifest: BundleManifest; checksums: Buffer }> {
+  const unreadable = (why: string, cause?: unknown) =>
+    new UsageError(Codes.bundleBaseUnreadable, `cannot use ${since} as the base: ${why}`, {
+      hint: 'Pass the base bundle (FILE or FILE.parts.json with its parts), or the bundle.json of a tree it was unpacked or added to (checksums.txt and its signature beside it), signed with the same --key.',
+      ...(cause ? { cause } : {}),
+    });
+  try {
+    if (path.basename(since) === TABLE[0]) {
+      const dir = path.dirname(since);
+      const [json, sums, sig] = await Promise.all(TABLE.map((n) => fs.readFile(path.join(dir, n)).catch((e: unknown) => Promise.reject(unreadable(`${path.join(dir, n)} cannot be read`, e)))));
+      verifyBytes(publicOf(key), sums!, sig!.toString('utf8'), path.join(dir, CHECKSUMS_TXT));
+      if (parseChecksums(sums!.toString('utf8')).get(TABLE[0]) !== sha256Hex(json!)) throw unreadable(`${since} does not match the checksums.txt beside it`);
+      return { manifest: parseBundleManifest(json!, since), checksums: sums! };
+    }
+    const t = await verifyBundle(since, { trust: publicOf(key), tableOnly: true });
+    return { manifest: t.manifest, checksums: t.table['checksums.txt'] };
+  } catch (e) {
+    if (e instanceof UsageError && e.code === Codes.bundleBaseUnreadable) throw e;
+    throw unreadable((e as Error).message, e);
+  }
 }
 
 /** Every store blob the bundle's images and charts need, from the cache. */
@@ -158,6 +195,8 @@ async function cachedSignature(key: KeyObject, data: Buffer): Promise<{ sig: str
 
 export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   const reporter = o.reporter ?? silentReporter;
+  // The base first: a wrong --since fails before anything is fetched.
+  const base = o.since ? await readBase(o.since, o.key) : undefined;
   const spec = narrowPlatforms(await loadSpec(o.specFile), o.platforms);
   const specDir = specBaseDir(o.specFile);
   let lock;
@@ -260,10 +299,26 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   const signed = await cachedSignature(o.key, checksums);
   const sig = Buffer.from(`${signed.sig}\n`);
   const head = [bytesEntry(manifestName, bundleJson), bytesEntry(checksumsName, checksums), bytesEntry(sigName, sig)];
-  reporter.info(`writing ${o.out}: ${content.length + head.length} entries`);
+  // A delta: the same signed table, its base.json, and only what the base lacks.
+  let delta: DeltaManifest | undefined;
+  let carried = content;
+  let deltaSig: Awaited<ReturnType<typeof cachedSignature>> | undefined;
+  if (base) {
+    const fromBase = fromBaseOf(parseChecksums(checksums.toString('utf8')), parseChecksums(base.checksums.toString('utf8')));
+    const bm = base.manifest;
+    delta = { formatVersion: 1, base: { id: bundleId(bm), name: bm.name, version: bm.version, ...(bm.kubernetes ? { kubernetesVersion: bm.kubernetes.version } : {}), checksums: sha256Hex(base.checksums) }, fromBase };
+    const taken = new Set(fromBase);
+    carried = content.filter((e) => !taken.has(e.path));
+    const db = deltaBytes(delta);
+    deltaSig = await cachedSignature(o.key, db);
+    head.push(bytesEntry(BASE_JSON, db), bytesEntry(BASE_SIG, Buffer.from(`${deltaSig.sig}\n`)));
+    reporter.info(`a delta on ${delta.base.id}: ${fromBase.length} of ${content.length} entries come from it`);
+  }
+  reporter.info(`writing ${o.out}: ${carried.length + head.length} entries`);
   // Every byte is hashed as it is written and must match the checksums; else nothing is kept.
-  const r = await writeArchive(o.out, head, content, { partSize: o.partSize, reporter });
+  const r = await writeArchive(o.out, head, carried, { partSize: o.partSize, reporter });
   await signed.keep();
+  await deltaSig?.keep();
   let partsFile: string | undefined;
   if (o.partSize) {
     partsFile = partsFileOf(o.out);
@@ -273,5 +328,6 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
     await writePartsManifest(partsFile, pm);
     await partsSig.keep();
   }
-  return { out: o.out, ...(partsFile ? { parts: partsFile } : {}), size: r.size, entries: content.length + TABLE.length, manifest };
+  const sum = (es: ArchiveEntry[]) => es.reduce((n, e) => n + e.size, 0);
+  return { out: o.out, ...(partsFile ? { parts: partsFile } : {}), size: r.size, entries: carried.length + head.length, manifest, ...(delta ? { delta, carried: { bytes: sum(carried), fullBytes: sum(content) } } : {}) };
 }

@@ -1,7 +1,9 @@
 import { createReadStream } from 'node:fs';
 import { Parser, type ReadEntry } from 'tar';
 import { Codes, IntegrityError, UsageError } from '../errors.js';
+import { BASE_JSON, parseDelta, type DeltaManifest } from './delta.js';
 import { checkBundlePath, isPartsFile, parseBundleManifest, partFiles, TABLE, type BundleManifest } from './format.js';
+import { readTar } from './tarread.js';
 
 /** Reads bundle.json, the first entry, without verifying anything: for inspect and preflights. */
 export async function readBundleManifest(input: string): Promise<BundleManifest> {
@@ -42,4 +44,25 @@ export async function readBundleManifest(input: string): Promise<BundleManifest>
     src.on('error', (e) => finish(new UsageError(Codes.bundleRead, `cannot read ${input}: ${e.message}`, { hint: 'Check the path.' })));
     src.pipe(p);
   });
+}
+
+/** A delta's base.json, read without verifying anything (inspect without --trust); undefined for a full bundle. */
+export async function readBundleDelta(input: string): Promise<DeltaManifest | undefined> {
+  await checkBundlePath(input);
+  const files = isPartsFile(input) ? await partFiles(input) : [input];
+  async function* bytes(): AsyncGenerator<Buffer> {
+    for (const f of files) yield* createReadStream(f) as AsyncIterable<Buffer>;
+  }
+  let i = 0;
+  for await (const e of readTar(bytes())) {
+    if (i++ < TABLE.length) {
+      for await (const _ of e.data) void _;
+      continue;
+    }
+    if (e.path !== BASE_JSON || e.size > 64 << 20) return undefined;
+    const chunks: Buffer[] = [];
+    for await (const c of e.data) chunks.push(c);
+    return parseDelta(Buffer.concat(chunks), input);
+  }
+  return undefined;
 }

@@ -2,7 +2,7 @@ import { createPublicKey } from 'node:crypto';
 import { promises as fs, statfsSync } from 'node:fs';
 import path from 'node:path';
 import semver from 'semver';
-import { Codes, StoreError, UsageError } from '../errors.js';
+import { Codes, IntegrityError, StoreError, UsageError } from '../errors.js';
 import { CONTAINERD_NAME, REF_NAME } from '../oci/layout.js';
 import type { Descriptor } from '../oci/media.js';
 import { parseReference } from '../oci/reference.js';
@@ -10,7 +10,8 @@ import { sha256Hex } from '../util/digest.js';
 import { exists, ioError, mkdirs, writeFileAtomic } from '../util/fsx.js';
 import type { Reporter } from '../util/progress.js';
 import { formatBytes } from '../util/size.js';
-import { bundleId, FILES, parseBundleManifest, parseChecksums, refuse, TABLE, VERSIONS_JSON, versionsJson, type BundleFile, type BundleManifest } from './format.js';
+import { baseLabel, baseMissing, copyChecked, ownPath, type DeltaManifest } from './delta.js';
+import { bundleId, entryMode, FILES, parseBundleManifest, parseChecksums, refuse, TABLE, VERSIONS_JSON, versionsJson, type BundleFile, type BundleManifest } from './format.js';
 import { checkDowngrade, label, UNPACKED_MARKER } from './unpack.js';
 import { verifyBundle, type VerifyOptions } from './verify.js';
 
@@ -191,6 +192,8 @@ export class SiteStore {
       await this.refresh();
       return { id, manifest: m, fingerprint: table.fingerprint, already: true, blobsAdded: 0, filesAdded: 0, bytesWritten: 0 };
     }
+    // A delta: the store must hold its exact base, with everything the delta leaves to it, before anything changes.
+    const base = table.delta ? await this.deltaBase(input, table.delta.manifest, sums) : undefined;
 
     const staging = path.join(this.dir, '.staging', id);
     await local(`cannot clear ${staging}`, fs.rm(staging, { recursive: true, force: true }));
@@ -235,6 +238,8 @@ export class SiteStore {
         },
       });
       if (!res.table['checksums.txt'].equals(table.table['checksums.txt'])) throw refuse(Codes.bundleInputMismatch, `${input} changed while it was read`);
+      // What the delta left to its base and the bundle keeps for itself (install.sh, ferry/, its index …): copied from the base's view.
+      for (const p of base?.own ?? []) await copyChecked(path.join(this.bundleDir(base!.id), ownPath(p)), await stageAt(path.join(own, ownPath(p))), sums.get(p)!, entryMode(p));
       // All of it checked out: content first (a blob or file in place is always verified), the bundle last.
       for (const hex of blobs) {
         const from = path.join(staging, 'blobs', hex);
@@ -264,6 +269,30 @@ export class SiteStore {
       await fs.rm(staging, { recursive: true, force: true }).catch(() => {});
       throw e;
     }
+  }
+
+  /**
+   * The registered bundle a delta's base.json names (by its checksums.txt digest), and the entries
+   * it leaves to that base which the bundle keeps for itself. Refuses, naming the base, when the
+   * store does not hold it, and when the base lacks anything the delta takes from it.
+   */
+  private async deltaBase(input: string, d: DeltaManifest, sums: Map<string, string>): Promise<{ id: string; own: string[] }> {
+    let baseId: string | undefined;
+    const ids = await this.ids();
+    for (const id of ids) {
+      if (sha256Hex(await fs.readFile(path.join(this.bundleDir(id), TABLE[1]))) === d.base.checksums) baseId = id;
+    }
+    if (!baseId) throw baseMissing(input, d, `the store ${this.dir}`, `; it holds ${ids.join(', ') || 'no bundle'}`);
+    const baseSums = await this.sums(baseId);
+    const own: string[] = [];
+    for (const p of d.fromBase) {
+      if (baseSums.get(p) !== sums.get(p)) throw new IntegrityError(Codes.bundleBaseMismatch, `${input} takes ${p} from ${baseLabel(d)}, which lists it with another checksum`, { hint: 'The delta was not built on this base. Bring the full bundle.' });
+      const b = BLOB_ENTRY.exec(p);
+      const at = b ? this.blobPath(b[1]!) : p.startsWith(FILES) && p !== VERSIONS_JSON ? path.join(this.dir, p) : path.join(this.bundleDir(baseId), ownPath(p));
+      if (!b && !(p.startsWith(FILES) && p !== VERSIONS_JSON)) own.push(p);
+      if (!(await exists(at))) throw new StoreError(Codes.storeMissing, `the store's copy of ${baseId} lacks ${p} (${at}), which the delta ${input} takes from it`, { hint: `Add ${baseId} again (ferry bundle add) to repair it, or bring the full bundle.` });
+    }
+    return { id: baseId, own };
   }
 
   /**

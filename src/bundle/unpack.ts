@@ -8,8 +8,9 @@ import { sha256Hex } from '../util/digest.js';
 import { formatBytes } from '../util/size.js';
 import type { Reporter } from '../util/progress.js';
 import { verifyBytes } from '../sign/keys.js';
-import { bundleId, CHECKSUMS_TXT, parseBundleManifest, parseChecksums, TABLE, type BundleManifest } from './format.js';
-import { readBundleManifest } from './inspect.js';
+import { bundleId, CHECKSUMS_TXT, entryMode, parseBundleManifest, parseChecksums, TABLE, type BundleManifest } from './format.js';
+import { baseMissing, copyChecked } from './delta.js';
+import { readBundleDelta, readBundleManifest } from './inspect.js';
 import { verifyBundle, type VerifyOptions, type VerifyResult } from './verify.js';
 
 /** Written by unpack into every tree it makes: the one sign that a directory is ferry's to replace. */
@@ -122,6 +123,10 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
   // changes whether we try; the verified manifest is checked again before anything is replaced.
   const manifest = await readBundleManifest(input);
   if (!o.allowDowngrade) checkDowngrade(dest, current?.manifest, manifest, o);
+  // A delta applies only onto the tree of its exact base (checked again once its table is verified).
+  const treeSums = async () => (current ? sha256Hex(await fs.readFile(path.join(dest, CHECKSUMS_TXT)).catch(() => Buffer.alloc(0))) : undefined);
+  const claimed = await readBundleDelta(input);
+  if (claimed && claimed.base.checksums !== (await treeSums())) throw baseMissing(input, claimed, dest);
   const st = statfsSync(parent);
   const free = Number(st.bavail) * Number(st.bsize);
   const need = manifest.contentSize + 64 * 1024 * 1024;
@@ -144,6 +149,15 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
       },
     });
     checkDowngrade(dest, current?.manifest, res.manifest, o);
+    const d = res.delta?.manifest;
+    if (d) {
+      if (d.base.checksums !== (await treeSums())) throw baseMissing(input, d, dest);
+      const sums = parseChecksums(res.table['checksums.txt'].toString('utf8'));
+      for (const p of d.fromBase) {
+        await local(`cannot create ${path.dirname(path.join(staging, p))}`, mkdirs(path.dirname(path.join(staging, p))));
+        await copyChecked(path.join(dest, p), path.join(staging, p), sums.get(p)!, entryMode(p));
+      }
+    }
     // Keep the signed table too, so the unpacked tree can be checked again later.
     for (const [name, bytes] of Object.entries(res.table)) await local(`cannot write ${path.join(staging, name)}`, fs.writeFile(path.join(staging, name), bytes, { mode: 0o644 }));
     const marker = { bundle: bundleId(res.manifest), created: res.manifest.created, checksums: sha256Hex(res.table['checksums.txt']), signer: res.fingerprint };

@@ -9,6 +9,7 @@ import { ioError, isErrno } from '../util/fsx.js';
 import { HashWorkers } from '../util/hash-workers.js';
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { checkBundlePath, checkEntryPath, isPartsFile, parseBundleManifest, parseChecksums, partsSigningBytes, readPartsManifest, refuse as bad, TABLE, type BundleManifest, type PartsManifest, type TableEntry } from './format.js';
+import { BASE_JSON, BASE_SIG, parseDelta, type DeltaManifest } from './delta.js';
 import { ELF_HEAD, runtimeEntryProblem } from './runtime.js';
 import { readTar, TarFormatError, type TarEntry } from './tarread.js';
 import { fileHeader } from './tarwriter.js';
@@ -25,7 +26,7 @@ export interface VerifyOptions {
    * it already). The bytes are hashed as they are written.
    */
   extractTo?: (entryPath: string, mode: number) => Promise<string | undefined>;
-  /** Stop after the signed table: says who signed the bundle, checks none of its content. */
+  /** Stop after the signed table (and a delta's base.json): says who signed the bundle, checks none of its content. */
   tableOnly?: boolean;
   /** Told where each content entry's data lies in the archive, so it can be copied out later (copyEntry). */
   onEntry?: (entryPath: string, at: EntryPlace) => void;
@@ -44,6 +45,8 @@ export interface VerifyResult {
   fingerprint: string;
   entries: number;
   bytes: number;
+  /** A delta bundle: its signed base.json (the base it needs, the entries it leaves to it), and the bytes to keep. */
+  delta?: { manifest: DeltaManifest; bytes: Buffer; sig: Buffer };
 }
 
 const MAX_TABLE = 64 << 20;
@@ -219,6 +222,8 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
   let checksumsBytes: Buffer | undefined;
   let sigBytes: Buffer | undefined;
   let sums: Map<string, string> | undefined;
+  let delta: { manifest: DeltaManifest; bytes: Buffer; sig: Buffer } | undefined;
+  let deltaBytes: Buffer | undefined;
   const seen = new Set<string>();
   let bytes = 0;
   // Entries hash on worker threads while the reader moves on; digests are checked in entry order.
@@ -272,6 +277,7 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
     const p = e.path;
     const want = sums!.get(p);
     if (!want) throw bad(Codes.bundleUnlisted, `entry ${p} is not listed in checksums.txt`);
+    if (delta?.manifest.fromBase.includes(p)) throw bad(Codes.bundleFormat, `entry ${p} is carried, yet ${BASE_JSON} takes it from the base`);
     if (seen.has(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
     seen.add(p);
     o.onEntry?.(p, { offset: e.offset, size: e.size });
@@ -321,14 +327,29 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
       if (i < TABLE.length) {
         if (p !== TABLE[i]) throw bad(Codes.bundleFormat, `entry ${i + 1} is ${p}; a bundle starts with ${TABLE.join(', ')}`);
         await onHead(e, TABLE[i]!);
-        if (o.tableOnly && i === TABLE.length - 1) break;
+      } else if (i === TABLE.length && p === BASE_JSON) {
+        // A delta: the full table, then its own signed base.json (see delta.ts).
+        if (sums!.has(BASE_JSON)) throw bad(Codes.bundleFormat, `checksums.txt lists ${BASE_JSON}, which only a delta's own table may hold`);
+        deltaBytes = await readSmall(e, MAX_TABLE);
+      } else if (i === TABLE.length + 1 && deltaBytes) {
+        if (p !== BASE_SIG) throw bad(Codes.bundleFormat, `entry ${i + 1} is ${p}; a delta's ${BASE_JSON} is followed by ${BASE_SIG}`);
+        const sig = await readSmall(e, 4096);
+        verifyBytes(key!, deltaBytes, sig.toString('utf8'), BASE_JSON, manifest?.signer?.fingerprint);
+        const d = parseDelta(deltaBytes, input);
+        for (const q of d.fromBase) if (!sums!.has(q)) throw bad(Codes.bundleFormat, `${BASE_JSON} takes ${q} from the base, but checksums.txt does not list it`);
+        delta = { manifest: d, bytes: deltaBytes, sig };
+        reporter.info(`a delta on ${d.base.id}: ${d.fromBase.length} of ${sums!.size} entries come from it`);
+      } else if (o.tableOnly) {
+        break;
       } else {
         if ((TABLE as readonly string[]).includes(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
         await settle(16);
         await onContent(e);
       }
       i++;
+      if (o.tableOnly && i === TABLE.length + 2 && delta) break;
     }
+    if (deltaBytes && !delta) throw bad(Codes.bundleTruncated, `${input} ends after ${BASE_JSON}, before its signature`);
     await settle(0);
   } catch (err) {
     // Ask about the part before closing the stream: closing ends the part being read.
@@ -352,16 +373,17 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
     await hashes.close();
   }
   if (!sums || !manifest) throw bad(Codes.bundleTruncated, `${input} ends before its signed table: it is empty, cut short, or not a ferry bundle`);
-  const result = (entries: number): VerifyResult => ({ manifest: manifest!, table: { 'bundle.json': manifestBytes!, 'checksums.txt': checksumsBytes!, 'checksums.txt.sig': sigBytes! }, fingerprint: fingerprint(key!), entries, bytes });
+  const result = (entries: number): VerifyResult => ({ manifest: manifest!, table: { 'bundle.json': manifestBytes!, 'checksums.txt': checksumsBytes!, 'checksums.txt.sig': sigBytes! }, fingerprint: fingerprint(key!), entries, bytes, ...(delta ? { delta } : {}) });
   if (o.tableOnly) {
     src.close();
-    return result(TABLE.length);
+    return result(TABLE.length + (delta ? 2 : 0));
   }
-  const missing = [...sums.keys()].filter((p) => !seen.has(p));
+  const fromBase = new Set(delta?.manifest.fromBase);
+  const missing = [...sums.keys()].filter((p) => !seen.has(p) && !fromBase.has(p));
   if (missing.length) {
     throw bad(Codes.bundleTruncated, `the archive ends before ${missing.length} listed entries (first: ${missing[0]}): it was cut short`, 'Copy the bundle again; check free space on the medium it came on.');
   }
-  return result(seen.size + 2);
+  return result(seen.size + 2 + (delta ? 2 : 0));
 }
 
 /** The bytes [offset, offset + size) of a bundle file or of its parts read as one stream. */

@@ -49,6 +49,7 @@ export function bundleCommand(): Command {
     .option('--update-lock', 're-resolve tags and rewrite the lock before building')
     .option('--offline', 'fetch nothing: build from the cache alone (what an earlier build fetched and resolved), and name whatever it lacks')
     .option('--binary-mirror <prefix=url>', 'fetch binaries, charts and the runtime whose URL starts with PREFIX from URL instead; the bundle keeps upstream URLs (repeatable; the longest PREFIX wins)', collect)
+    .option('--since <base>', 'write a delta: only what the base bundle (FILE, FILE.parts.json, or an unpacked bundle.json) lacks; a site applies it only where it holds that base')
     .addHelpText(
       'after',
       examples([
@@ -57,9 +58,10 @@ export function bundleCommand(): Command {
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --binary-mirror https://dl.k8s.io=https://artifactory.corp/dl.k8s.io',
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --platform linux/amd64',
         'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --offline   # after one build of it on this cache',
+        'ferry bundle build bundle-spec/kubernetes.yaml --key keys/ferry.key --since kubernetes-0.1.0.ferry.tar --out kubernetes-0.2.0.delta.ferry.tar',
       ]),
     );
-  addRegistryOptions(addPlatformOption(build)).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean; offline?: boolean; binaryMirror?: string[]; platform?: string[] }, c: Command) => {
+  addRegistryOptions(addPlatformOption(build)).action(async (specFile: string, o: RegistryFlags & { lock?: string; key: string; passphraseFile?: string; out?: string; splitSize?: string | boolean; updateLock?: boolean; offline?: boolean; binaryMirror?: string[]; platform?: string[]; since?: string }, c: Command) => {
     const out = makeOutput(globals(c));
     const { buildBundle } = await import('../bundle/build.js');
     const { parseBinaryMirror } = await import('../bundle/fetch.js');
@@ -73,12 +75,13 @@ export function bundleCommand(): Command {
     if (o.offline && o.updateLock) throw new UsageError(Codes.usage, '--offline and --update-lock cannot go together: resolving tags needs the registries', { hint: 'Drop one of them.' });
     const client = await clientFrom(o, out.reporter, { offline: o.offline });
     const outFile = o.out ?? bundleFileName(s.spec.metadata);
-    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, offline: o.offline, binaryMirrors, platforms: o.platform });
+    const r = await buildBundle({ specFile, lockFile: o.lock ?? defaultLock(specFile), key, out: outFile, partSize, client, reporter: out.reporter, updateLock: o.updateLock, offline: o.offline, binaryMirrors, platforms: o.platform, since: o.since });
     out.reporter.done();
     const file = r.parts ?? r.out;
+    const delta = r.delta && r.carried ? `\na delta on ${r.delta.base.id}: carries ${formatBytes(r.carried.bytes)} of the full bundle's ${formatBytes(r.carried.fullBytes)} (${((100 * r.carried.bytes) / Math.max(1, r.carried.fullBytes)).toFixed(1)}%); ${r.delta.fromBase.length} entries come from the base, which the site must hold` : '';
     out.result(
-      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}\n\n${siteStepsText(file, r.manifest)}`,
-      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint, siteSteps: siteSteps(file, r.manifest) },
+      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}${delta}\n\n${siteStepsText(file, r.manifest)}`,
+      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint, siteSteps: siteSteps(file, r.manifest), ...(r.delta ? { base: r.delta.base, fromBase: r.delta.fromBase.length, carriedBytes: r.carried?.bytes, fullBytes: r.carried?.fullBytes } : {}) },
     );
   });
   const verify = new Command('verify')
@@ -91,14 +94,19 @@ export function bundleCommand(): Command {
     const { verifyBundle } = await import('../bundle/verify.js');
     const r = await verifyBundle(file, await verifyOptions(o, out));
     out.reporter.done();
-    out.result(`${file}: ok — ${r.manifest.name} ${r.manifest.version}, ${r.entries} entries, ${formatBytes(r.bytes)} checked, signed by ${r.fingerprint}`, {
-      ok: true,
-      name: r.manifest.name,
-      version: r.manifest.version,
-      entries: r.entries,
-      bytes: r.bytes,
-      fingerprint: r.fingerprint,
-    });
+    const base = r.delta?.manifest;
+    out.result(
+      `${file}: ok — ${r.manifest.name} ${r.manifest.version}, ${r.entries} entries, ${formatBytes(r.bytes)} checked, signed by ${r.fingerprint}${base ? `\na delta on ${base.base.id} (its checksums.txt sha256 ${base.base.checksums}): ${base.fromBase.length} entries come from it, checked where it is added` : ''}`,
+      {
+        ok: true,
+        name: r.manifest.name,
+        version: r.manifest.version,
+        entries: r.entries,
+        bytes: r.bytes,
+        fingerprint: r.fingerprint,
+        ...(base ? { base: base.base, fromBase: base.fromBase.length } : {}),
+      },
+    );
   });
   const unpack = new Command('unpack')
     .description('verify and extract a bundle into a directory; nothing lands there unless all of it checks out')
@@ -122,11 +130,12 @@ export function bundleCommand(): Command {
   inspect.action(async (file: string, o: { trust?: string }, c: Command) => {
     const out = makeOutput(globals(c));
     const { verifyBundle } = await import('../bundle/verify.js');
-    const { readBundleManifest } = await import('../bundle/inspect.js');
+    const { readBundleManifest, readBundleDelta } = await import('../bundle/inspect.js');
     const { loadPublicKey } = await import('../sign/keys.js');
     // Without --trust nothing here is checked, so the key bundle.json names is only a claim.
     const signed = o.trust ? await verifyBundle(file, { trust: await loadPublicKey(o.trust), tableOnly: true, reporter: out.reporter }) : undefined;
     const m = signed?.manifest ?? (await readBundleManifest(file));
+    const delta = signed ? signed.delta?.manifest : await readBundleDelta(file);
     const signature = signed ? { verified: true, fingerprint: signed.fingerprint } : { verified: false, claimedFingerprint: m.signer?.fingerprint };
     const lines = [
       `${m.name} ${m.version} (format ${m.formatVersion}, ferry ${m.ferryVersion}, created ${m.created})`,
@@ -135,6 +144,7 @@ export function bundleCommand(): Command {
         : `signer: UNVERIFIED; bundle.json claims ${m.signer?.fingerprint ?? 'no key'}, which anyone can write (pass --trust ferry.pub to check it)`,
       `platforms: ${m.platforms.join(', ')}${m.kubernetes ? `; Kubernetes ${m.kubernetes.version}` : ''}`,
       `content: ${formatBytes(m.contentSize)} in ${m.entries} entries`,
+      ...(delta ? [`a delta on ${delta.base.id}${delta.base.kubernetesVersion ? ` (Kubernetes ${delta.base.kubernetesVersion})` : ''}, checksums.txt sha256 ${delta.base.checksums}: ${delta.fromBase.length} of the entries come from it; a site applies it only where it holds that base`] : []),
       `images (${m.images.length}):`,
       ...m.images.map((i) => `  ${i.ref}  ${i.digest.slice(0, 19)}…  [${i.platforms.join(', ')}]`),
       `charts (${m.charts.length}):`,
@@ -146,7 +156,7 @@ export function bundleCommand(): Command {
       '',
       siteStepsText(file, m),
     ];
-    out.result(lines.join('\n'), { ...m, signature, siteSteps: siteSteps(file, m) });
+    out.result(lines.join('\n'), { ...m, signature, siteSteps: siteSteps(file, m), ...(delta ? { base: delta.base, fromBase: delta.fromBase.length } : {}) });
   });
   const { add, list, prune } = storeCommands();
   for (const cmd of [build, verify, unpack, inspect, add, list, prune]) bundle.addCommand(cmd);

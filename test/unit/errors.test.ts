@@ -52,6 +52,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'STORE_FILE_CLASH', 'STORE_BUNDLE_CLASH', 'STORE_NOT_FERRY', 'STORE_BUNDLE_UNKNOWN', 'INSTALL_VERSION_MISMATCH',
     // issue 18, branch ops
     'NODE_PAYLOAD_INVALID',
+    // issue 19, branch delta
+    'BUNDLE_BASE_MISSING', 'BUNDLE_BASE_UNREADABLE', 'UPGRADE_NOT_NEWER', 'UPGRADE_SKIPS_MINOR', 'UPGRADE_KUBELET_SKEW',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [
@@ -70,6 +72,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'RUNTIME_ARCH_MISMATCH',
     // issue 18, branch state
     'STATE_INVALID',
+    // issue 19, branch delta
+    'BUNDLE_BASE_MISMATCH', 'UPGRADE_SIGNER',
   ],
   io: [
     'STORE_IO', 'STORE_INVALID', 'STORE_MISSING_BLOB', 'BUNDLE_BUILD', 'INSTALL_STEP_FAILED', 'KERNEL_MODULE_MISSING', 'SYSCTL_NOT_SET',

@@ -57,7 +57,21 @@ export interface AddResult {
   bytesWritten: number;
 }
 
+export interface PruneOptions {
+  /** Keep exactly these (and the current one); without it: the current, any newer, and the previous one. */
+  keep?: string[];
+  /** Without keep: the previous bundle goes too. */
+  all?: boolean;
+  /**
+   * The images running pods use (refs, `name@sha256:…`, or `sha256:…`, as the API's imageID or
+   * crictl report them): a bundle that holds one is kept, and so is any blob named.
+   */
+  inUse?: Iterable<string>;
+}
+
 export interface PrunePlan {
+  /** Bundles kept, and why (current, newer than current, the previous bundle, --keep, in use: IMAGE). */
+  kept: { id: string; why: string }[];
   bundles: string[];
   blobs: string[];
   files: string[];
@@ -354,15 +368,48 @@ export class SiteStore {
   }
 
   /**
-   * What pruning to `keep` (default: every registered bundle; the current one always) would remove:
-   * the other bundles, then every blob and file no kept bundle lists.
+   * What pruning would remove: the bundles older than the current one but the previous (all of them
+   * with `all`; all but `keep` when given), never a bundle that holds an image in use, then every
+   * blob and file no kept bundle lists. Without a current bundle nothing is older: only unused content goes.
    */
-  async prunePlan(keep?: string[]): Promise<PrunePlan> {
+  async prunePlan(o: PruneOptions = {}): Promise<PrunePlan> {
     const ids = await this.ids();
     const cur = await this.current();
+    const keep = o.keep?.length ? o.keep : undefined;
     for (const k of keep ?? []) if (!ids.includes(k)) throw new UsageError(Codes.storeBundleUnknown, `the store holds no bundle ${k}`, { hint: `It holds: ${ids.join(', ') || '(none)'}.` });
-    const kept = new Set(keep ?? ids);
-    if (cur) kept.add(cur);
+    const why = new Map<string, string>();
+    if (cur) why.set(cur, 'current');
+    const manifests = new Map<string, BundleManifest>();
+    for (const id of ids) manifests.set(id, await this.manifest(id));
+    if (keep) for (const k of keep) if (!why.has(k)) why.set(k, '--keep');
+    if (!keep && !cur) for (const id of ids) why.set(id, 'no bundle is current, so none is older');
+    if (!keep && cur) {
+      const curM = manifests.get(cur)!;
+      const older = ids.filter((id) => id !== cur && newestFirst(curM, manifests.get(id)!) < 0).sort((a, b) => newestFirst(manifests.get(a)!, manifests.get(b)!));
+      for (const id of ids) if (id !== cur && !older.includes(id)) why.set(id, 'newer than the current bundle');
+      if (!o.all && older[0]) why.set(older[0], 'the previous bundle');
+    }
+    // What running pods use stays, whatever was asked: a bundle is kept for an image in use that no kept bundle holds.
+    const used = inUseOf(o.inUse ?? []);
+    const blobsOf = async (id: string) => [...(await this.sums(id)).keys()].map((p) => BLOB_ENTRY.exec(p)?.[1]).filter((h): h is string => !!h);
+    const keptBlobs = new Set<string>();
+    const keptImages = new Set<string>();
+    const keepContent = async (id: string) => {
+      for (const h of await blobsOf(id)) keptBlobs.add(h);
+      for (const i of manifests.get(id)!.images) keptImages.add(`${normalRef(i.ref)}@${i.digest}`);
+    };
+    for (const id of why.keys()) await keepContent(id);
+    for (const id of ids) {
+      if (why.has(id)) continue;
+      const m = manifests.get(id)!;
+      const byTag = m.images.find((i) => used.refs.has(normalRef(i.ref)) && !keptImages.has(`${normalRef(i.ref)}@${i.digest}`));
+      const byDigest = (await blobsOf(id)).find((h) => used.digests.has(h) && !keptBlobs.has(h));
+      if (!byTag && !byDigest) continue;
+      const named = byDigest ? (m.images.find((i) => i.digest === `sha256:${byDigest}`)?.ref ?? `sha256:${byDigest}`) : byTag!.ref;
+      why.set(id, `in use by a running pod: ${named}`);
+      await keepContent(id);
+    }
+    const kept = new Set(why.keys());
     const neededBlobs = new Set<string>();
     const neededFiles = new Set<string>();
     const everListed = new Set<string>();
@@ -379,7 +426,7 @@ export class SiteStore {
     const blobs: string[] = [];
     for (const hex of await fs.readdir(path.join(this.dir, 'images', 'blobs', 'sha256')).catch(() => [] as string[])) {
       // Only names that are digests: ferry put those there.
-      if (!/^[a-f0-9]{64}$/.test(hex) || neededBlobs.has(hex)) continue;
+      if (!/^[a-f0-9]{64}$/.test(hex) || neededBlobs.has(hex) || used.digests.has(hex)) continue;
       blobs.push(hex);
       bytes += (await fs.stat(this.blobPath(hex))).size;
     }
@@ -397,7 +444,7 @@ export class SiteStore {
       }
     };
     await walk('');
-    return { bundles: ids.filter((id) => !kept.has(id)), blobs, files, bytes, unknown };
+    return { kept: ids.filter((id) => kept.has(id)).map((id) => ({ id, why: why.get(id)! })), bundles: ids.filter((id) => !kept.has(id)), blobs, files, bytes, unknown };
   }
 
   /** Removes what a plan names: bundles first (the union stops naming them), then their content. */
@@ -410,9 +457,38 @@ export class SiteStore {
     }
     await this.refresh();
     for (const hex of plan.blobs) await local(`cannot remove blob ${hex}`, fs.rm(this.blobPath(hex), { force: true }));
-    for (const rel of plan.files) await local(`cannot remove ${rel}`, fs.rm(path.join(this.dir, FILES, rel), { force: true }));
+    for (const rel of plan.files) {
+      await local(`cannot remove ${rel}`, fs.rm(path.join(this.dir, FILES, rel), { force: true }));
+      // The directories of its version and arch, once empty (rmdir removes nothing else).
+      for (let d = path.dirname(rel); d !== '.'; d = path.dirname(d)) if (!(await fs.rmdir(path.join(this.dir, FILES, d)).then(() => true, () => false))) break;
+    }
     await fs.rm(path.join(this.dir, '.staging'), { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/** A reference in one spelling: what parseReference makes of it (docker.io/library/… for short names), else as given. */
+function normalRef(ref: string): string {
+  try {
+    const r = parseReference(ref);
+    return `${r.registry}/${r.repository}${r.tag ? `:${r.tag}` : ''}`;
+  } catch {
+    return ref;
+  }
+}
+
+/** The in-use list as digests (hex) and tag references; `docker-pullable://` and the like are dropped. */
+function inUseOf(list: Iterable<string>): { digests: Set<string>; refs: Set<string> } {
+  const digests = new Set<string>();
+  const refs = new Set<string>();
+  for (const raw of list) {
+    const s = raw.trim().replace(/^[a-z-]+:\/\//, '');
+    if (!s) continue;
+    const d = /sha256:([a-f0-9]{64})/.exec(s);
+    // A digest names the image exactly; a tag alone is matched by name.
+    if (d) digests.add(d[1]!);
+    else refs.add(normalRef(s));
+  }
+  return { digests, refs };
 }
 
 /** A line for an added bundle. */

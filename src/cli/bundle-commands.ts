@@ -163,6 +163,36 @@ export function bundleCommand(): Command {
   return bundle;
 }
 
+/**
+ * The images running pods use, for prune: from --in-use (a file, or - for stdin), else from the
+ * cluster when this machine is a server (its admin kubeconfig), else none: no cluster, no pod.
+ * A server whose API does not answer is refused: prune cannot know what is in use.
+ */
+async function imagesInUse(file: string | undefined, out: Output): Promise<{ images: string[]; from: string }> {
+  const { promises: fs } = await import('node:fs');
+  if (file) {
+    const text = file === '-' ? await readStdin() : await fs.readFile(file, 'utf8').catch((e: unknown) => Promise.reject(new UsageError(Codes.usage, `cannot read --in-use ${file}: ${(e as Error).message}`, { hint: 'One image a line; - reads them from stdin.' })));
+    const images = text.split('\n').map((l) => l.trim()).filter(Boolean);
+    return { images, from: `${images.length} from ${file === '-' ? 'stdin' : file}` };
+  }
+  const { ADMIN_CONF } = await import('../kube/paths.js');
+  if (!(await fs.stat(ADMIN_CONF).then(() => true, () => false))) return { images: [], from: `none (no ${ADMIN_CONF}: this machine runs no cluster)` };
+  const { podImages } = await import('../kube/client.js');
+  try {
+    const images = await podImages(ADMIN_CONF);
+    return { images, from: `${images.length} from the pods of the cluster` };
+  } catch (e) {
+    out.reporter.warn(`cannot list the pods: ${(e as Error).message}`);
+    throw new UsageError(Codes.usage, 'prune cannot tell which images running pods use: the cluster did not answer', { hint: "Pass them with --in-use FILE (crictl ps -o json | jq -r '.containers[].image.image' on each node), or try again when the API answers.", cause: e });
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 /** The site store: add, list, prune (`--store`, default the server's store). */
 function storeCommands(): { add: Command; list: Command; prune: Command } {
   const storeOpt = (cmd: Command) => cmd.option('--store <dir>', 'the site store (default /var/lib/ferry/store)');
@@ -194,18 +224,36 @@ function storeCommands(): { add: Command; list: Command; prune: Command } {
   });
   const prune = storeOpt(
     new Command('prune')
-      .description('remove from the site store every bundle not kept (the current one always is) and the content no kept bundle needs')
-      .option('--keep <id>', 'a bundle to keep (repeatable; default: every bundle, so only unused content goes)', collect)
+      .description('remove from the site store the bundles older than the current one but the previous one, and the content no kept bundle needs; never a bundle whose images running pods use')
+      .option('--all', 'remove the previous bundle too: keep only the current one (and any newer one staged)')
+      .option('--keep <id>', 'keep exactly these bundles, and the current one (repeatable)', collect)
+      .option('--in-use <file>', 'the images running pods use, one a line (refs or digests, as crictl ps or the API report them; - for stdin); default on a server: from the cluster')
+      .option('--dry-run', 'list what would be removed, and remove nothing')
       .option('--yes', 'remove without asking'),
-  ).addHelpText('after', examples(['ferry bundle prune --store ./site-store --yes', 'ferry bundle prune --keep kubernetes-0.1.0 --yes   # needs root on a site server (it writes /var/lib/ferry/store)']));
-  prune.action(async (o: { store?: string; keep?: string[]; yes?: boolean }, c: Command) => {
+  ).addHelpText(
+    'after',
+    examples([
+      'ferry bundle prune --store ./site-store --dry-run',
+      'ferry bundle prune --store ./site-store --yes',
+      'ferry bundle prune --all --yes   # needs root on a site server (it writes /var/lib/ferry/store; the images in use come from the cluster)',
+      "crictl ps -o json | jq -r '.containers[].image.image' | ferry bundle prune --in-use - --store ./site-store --dry-run",
+    ]),
+  );
+  prune.action(async (o: { store?: string; keep?: string[]; all?: boolean; inUse?: string; dryRun?: boolean; yes?: boolean }, c: Command) => {
     const out = makeOutput(globals(c));
+    if (o.all && o.keep?.length) throw new UsageError(Codes.usage, '--all and --keep cannot go together', { hint: 'Drop one: --all keeps only the current bundle, --keep keeps the ones named.' });
     const store = await openStore(o.store, false);
-    const plan = await store.prunePlan(o.keep);
+    const inUse = await imagesInUse(o.inUse, out);
+    const plan = await store.prunePlan({ keep: o.keep, all: o.all, inUse: inUse.images });
     const what = `${plan.bundles.length} bundle(s)${plan.bundles.length ? ` (${plan.bundles.join(', ')})` : ''}, ${plan.blobs.length} blob(s) and ${plan.files.length} file(s), ${formatBytes(plan.bytes)}`;
-    const json = { bundles: plan.bundles, blobs: plan.blobs.length, files: plan.files.length, bytes: plan.bytes, unknown: plan.unknown };
-    const note = plan.unknown.length ? `\nleft ${plan.unknown.length} file(s) under files/ that no bundle listed (not provably ferry's): ${plan.unknown.slice(0, 5).join(', ')}` : '';
+    const json = { bundles: plan.bundles, blobs: plan.blobs.length, files: plan.files.length, bytes: plan.bytes, unknown: plan.unknown, kept: plan.kept, inUse: inUse.from };
+    const keptLines = plan.kept.map((k) => `kept ${k.id}: ${k.why}`);
+    const note = [`images in use: ${inUse.from}`, ...keptLines, ...(plan.unknown.length ? [`left ${plan.unknown.length} file(s) under files/ that no bundle listed (not provably ferry's): ${plan.unknown.slice(0, 5).join(', ')}`] : [])].map((l) => `\n${l}`).join('');
     if (!plan.bundles.length && !plan.blobs.length && !plan.files.length) return out.result(`nothing to prune${note}`, { pruned: false, ...json });
+    if (o.dryRun) {
+      const listing = [...plan.bundles.map((b) => `  bundle ${b}`), ...plan.files.map((f) => `  files/${f}`), ...(plan.blobs.length ? [`  ${plan.blobs.length} blob(s) under images/blobs/sha256/`] : [])].join('\n');
+      return out.result(`would remove ${what} (--dry-run: nothing removed)\n${listing}${note}`, { pruned: false, dryRun: true, ...json, blobDigests: plan.blobs.map((h) => `sha256:${h}`), fileList: plan.files });
+    }
     if (!o.yes && !(await confirm(`Remove ${what} from ${store.dir}?`, '--yes', false))) {
       throw new UsageError(Codes.usage, 'prune cancelled: nothing was removed', { hint: 'Pass --yes to remove without this question.' });
     }

@@ -298,3 +298,39 @@ export async function ensureNamespace(kubeconfig: string, name: string): Promise
     if (!(e instanceof FerryError && e.code === Codes.stateConflict)) throw e;
   }
 }
+
+/** A pod as far as the images it runs go. */
+export interface PodImages {
+  spec?: { containers?: { image?: string }[]; initContainers?: { image?: string }[]; ephemeralContainers?: { image?: string }[] };
+  status?: { phase?: string; containerStatuses?: { image?: string; imageID?: string }[]; initContainerStatuses?: { image?: string; imageID?: string }[]; ephemeralContainerStatuses?: { image?: string; imageID?: string }[] };
+}
+
+/**
+ * The images pods use (issue 19, what bundle prune must keep): each container's image as the spec
+ * names it and as the kubelet resolved it (imageID, by digest). Finished pods (Succeeded, Failed)
+ * use none.
+ */
+export function imagesOfPods(pods: PodImages[]): string[] {
+  const out = new Set<string>();
+  for (const p of pods) {
+    if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') continue;
+    for (const c of [...(p.spec?.containers ?? []), ...(p.spec?.initContainers ?? []), ...(p.spec?.ephemeralContainers ?? [])]) if (c.image) out.add(c.image);
+    for (const s of [...(p.status?.containerStatuses ?? []), ...(p.status?.initContainerStatuses ?? []), ...(p.status?.ephemeralContainerStatuses ?? [])]) {
+      if (s.image) out.add(s.image);
+      if (s.imageID) out.add(s.imageID);
+    }
+  }
+  return [...out].sort();
+}
+
+/** imagesOfPods over every pod of the cluster. */
+export async function podImages(kubeconfig: string): Promise<string[]> {
+  const api = await call('cannot reach the API', () => client(kubeconfig));
+  try {
+    const pods = await call('cannot list the pods', () => api.list('v1', 'Pod'));
+    return imagesOfPods(pods.items as PodImages[]);
+  } catch (e) {
+    if (e instanceof FerryError) throw e;
+    throw kubeError('cannot list the pods', e);
+  }
+}

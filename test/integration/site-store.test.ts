@@ -267,6 +267,63 @@ describe('the site store holds several bundles, content once', () => {
   });
 });
 
+describe('prune after an upgrade (issue 19 item 3): content only older bundles have goes; the previous bundle and what pods use stay', () => {
+  const appC = image('app-c', [blob('layer of C'), blob('shared base layer')]);
+  const specC: Spec = { version: '3.0.0', created: '2026-03-01T00:00:00.000Z', kubernetes: 'v1.33.0', images: [{ ref: 'r.test/lib/shared:1', img: shared }, { ref: 'r.test/lib/app:3', img: appC }], files: [{ name: 'tool', version: 'v3.0.0', data: Buffer.from('tool v3 binary') }] };
+  let fileC: string;
+  const prune = async (store: string, ...args: string[]) => {
+    const r = await ferry(['bundle', 'prune', '--store', store, '--json', ...args]);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as { pruned: boolean; dryRun?: boolean; bundles: string[]; blobs: number; kept: { id: string; why: string }[]; fileList?: string[] };
+  };
+  const threeBundles = async (current: string) => {
+    const store = path.join(await tmpdir(), 'store');
+    for (const f of [fileA, fileB, fileC]) expect((await add(store, f)).code).toBe(0);
+    await (await SiteStore.open(store)).setCurrent(current);
+    return store;
+  };
+  beforeAll(async () => {
+    fileC = await bundleFile(path.join(work, 'site-3.0.0.ferry.tar'), specC);
+  });
+
+  it('lists what would go with --dry-run and removes nothing; then keeps the current and the previous bundle, and --all keeps only the current', async () => {
+    const store = await threeBundles('site-3.0.0');
+    const before = await snapshot(store);
+    const dry = await prune(store, '--dry-run');
+    expect(dry).toMatchObject({ pruned: false, dryRun: true, bundles: ['site-1.0.0'], fileList: [] });
+    expect(dry.kept).toEqual([{ id: 'site-2.0.0', why: 'the previous bundle' }, { id: 'site-3.0.0', why: 'current' }]);
+    expect(await snapshot(store)).toEqual(before);
+    expect(await prune(store, '--yes')).toMatchObject({ pruned: true, bundles: ['site-1.0.0'], blobs: distinct(shared, appA, appB, appC) - distinct(shared, appB, appC) });
+    expect((await list(store)).bundles.map((b) => b.id)).toEqual(['site-2.0.0', 'site-3.0.0']);
+    const all = await prune(store, '--all', '--yes');
+    expect(all).toMatchObject({ pruned: true, bundles: ['site-2.0.0'] });
+    expect(await blobsIn(store)).toEqual([...new Set([...shared.blobs, ...appC.blobs].map((b) => b.hex))].sort());
+    // tool v1 and v2 were only the older bundles'.
+    expect((await fs.readdir(path.join(store, 'files', 'tool'))).sort()).toEqual(['v3.0.0']);
+  });
+
+  it('never removes a bundle whose image a running pod uses (by digest or by tag), nor a newer bundle staged for an upgrade', async () => {
+    const store = await threeBundles('site-2.0.0');
+    const inUse = path.join(await tmpdir(), 'in-use.txt');
+    // As the API reports a pod of A's app (imageID by digest); a tag every kept bundle carries at the same digest keeps nothing more.
+    await fs.writeFile(inUse, `r.test/lib/app@sha256:${appA.manifest.hex}\nr.test/lib/shared:1\n`);
+    const r = await prune(store, '--all', '--in-use', inUse, '--dry-run');
+    expect(r.bundles).toEqual([]);
+    expect(r.kept).toEqual([
+      { id: 'site-1.0.0', why: `in use by a running pod: r.test/lib/app:1` },
+      { id: 'site-2.0.0', why: 'current' },
+      { id: 'site-3.0.0', why: 'newer than the current bundle' },
+    ]);
+    // By tag: A's app:1 is another image than B's app:1, so a pod running that tag (as crictl names it) keeps A as well.
+    await fs.writeFile(inUse, 'docker.io/library/unrelated:1\n');
+    expect((await prune(store, '--all', '--in-use', inUse, '--dry-run')).bundles).toEqual(['site-1.0.0']);
+    await fs.writeFile(inUse, 'r.test/lib/app:1\n');
+    expect((await prune(store, '--all', '--in-use', inUse, '--dry-run')).kept[0]).toEqual({ id: 'site-1.0.0', why: 'in use by a running pod: r.test/lib/app:1' });
+    await fs.writeFile(inUse, 'docker.io/library/unrelated:1\n');
+    expect(await prune(store, '--all', '--in-use', inUse, '--yes')).toMatchObject({ pruned: true, bundles: ['site-1.0.0'] });
+  });
+});
+
 describe('install makes a bundle current in the store; an older one never replaces a newer one', () => {
   it('links BUNDLE_DIR to the current bundle, refuses a rollback unless allowed, and keeps both bundles', async () => {
     const root = await tmpdir();

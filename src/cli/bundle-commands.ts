@@ -236,7 +236,7 @@ function storeCommands(): { add: Command; list: Command; prune: Command } {
       'ferry bundle prune --store ./site-store --dry-run',
       'ferry bundle prune --store ./site-store --yes',
       'ferry bundle prune --all --yes   # needs root on a site server (it writes /var/lib/ferry/store; the images in use come from the cluster)',
-      "crictl ps -o json | jq -r '.containers[].image.image' | ferry bundle prune --in-use - --store ./site-store --dry-run",
+      "crictl ps -o json | jq -r '.containers[].image.image' | ferry bundle prune --in-use - --store ./site-store --dry-run   # on a site node",
     ]),
   );
   prune.action(async (o: { store?: string; keep?: string[]; all?: boolean; inUse?: string; dryRun?: boolean; yes?: boolean }, c: Command) => {

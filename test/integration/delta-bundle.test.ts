@@ -174,6 +174,19 @@ describe('a delta applied to the site store', () => {
     expect(json<{ already: boolean }>(await add(a, delta)).already).toBe(true);
   });
 
+  it('is the same delta built from the base archive or from the bundle.json of a store holding it, and adds from its parts', async () => {
+    const store = path.join(await tmpdir(), 'store');
+    expect((await add(store, base)).code).toBe(0);
+    const again = path.join(work, 'again.delta.ferry.tar');
+    const r = await p.build(again, ['--since', path.join(store, 'bundles', 'mini-0.1.0', 'bundle.json'), '--split-size', '1M']);
+    expect(r.code, r.stderr).toBe(0);
+    const parts = (await fs.readdir(work)).filter((n) => /^again\.delta\.ferry\.tar\.part\d{3}$/.test(n)).sort();
+    expect(parts.length).toBeGreaterThan(2);
+    const joined = Buffer.concat(await Promise.all(parts.map((n) => fs.readFile(path.join(work, n)))));
+    expect(joined.equals(await fs.readFile(delta))).toBe(true);
+    expect(json<{ id: string; already: boolean }>(await add(store, `${again}.parts.json`))).toMatchObject({ id: 'mini-0.2.0', already: false });
+  });
+
   it('is refused where the store does not hold its base, with the base named, and nothing changes', async () => {
     const dir = path.join(await tmpdir(), 'store');
     await SiteStore.open(dir);

@@ -21,6 +21,10 @@ async function verifyOptions(o: { trust?: string }, out: Output): Promise<Verify
   };
 }
 
+/** A delta cannot bootstrap a machine (its ferry and runtime may be the base's): the installed ferry adds it. */
+const deltaStepsText = (file: string, baseId: string) =>
+  `On a site server whose store holds ${baseId}: ferry bundle add ${path.basename(file)} --trust /etc/ferry/bundle.pub (a delta is not a first install: the stock-tools bootstrap needs the full bundle).`;
+
 /** The stock-tools check of the bootstrap, one script per platform the bundle carries. */
 function siteSteps(file: string, m: Pick<BundleManifest, 'platforms'>): { platform: string; script: string }[] {
   return m.platforms.map((platform) => ({ platform, script: bootstrapScript(path.basename(file), platform) }));
@@ -80,8 +84,8 @@ export function bundleCommand(): Command {
     const file = r.parts ?? r.out;
     const delta = r.delta && r.carried ? `\na delta on ${r.delta.base.id}: carries ${formatBytes(r.carried.bytes)} of the full bundle's ${formatBytes(r.carried.fullBytes)} (${((100 * r.carried.bytes) / Math.max(1, r.carried.fullBytes)).toFixed(1)}%); ${r.delta.fromBase.length} entries come from the base, which the site must hold` : '';
     out.result(
-      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}${delta}\n\n${siteStepsText(file, r.manifest)}`,
-      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint, siteSteps: siteSteps(file, r.manifest), ...(r.delta ? { base: r.delta.base, fromBase: r.delta.fromBase.length, carriedBytes: r.carried?.bytes, fullBytes: r.carried?.fullBytes } : {}) },
+      `wrote ${r.out}${r.parts ? ` as parts, listed in ${r.parts}` : ''}: ${r.entries} entries, ${formatBytes(r.size)}\nsigned by ${r.manifest.signer.fingerprint}${delta}\n\n${r.delta ? deltaStepsText(file, r.delta.base.id) : siteStepsText(file, r.manifest)}`,
+      { out: r.out, parts: r.parts, size: r.size, entries: r.entries, fingerprint: r.manifest.signer.fingerprint, siteSteps: r.delta ? [] : siteSteps(file, r.manifest), ...(r.delta ? { base: r.delta.base, fromBase: r.delta.fromBase.length, carriedBytes: r.carried?.bytes, fullBytes: r.carried?.fullBytes } : {}) },
     );
   });
   const verify = new Command('verify')
@@ -154,9 +158,9 @@ export function bundleCommand(): Command {
       `runtime (${m.runtime.length}):`,
       ...m.runtime.map((r) => `  ${r.path}  Node.js ${r.version}  ${formatBytes(r.size)}`),
       '',
-      siteStepsText(file, m),
+      delta ? deltaStepsText(file, delta.base.id) : siteStepsText(file, m),
     ];
-    out.result(lines.join('\n'), { ...m, signature, siteSteps: siteSteps(file, m), ...(delta ? { base: delta.base, fromBase: delta.fromBase.length } : {}) });
+    out.result(lines.join('\n'), { ...m, signature, siteSteps: delta ? [] : siteSteps(file, m), ...(delta ? { base: delta.base, fromBase: delta.fromBase.length } : {}) });
   });
   const { add, list, prune } = storeCommands();
   for (const cmd of [build, verify, unpack, inspect, add, list, prune]) bundle.addCommand(cmd);

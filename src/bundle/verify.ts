@@ -224,6 +224,7 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
   let sums: Map<string, string> | undefined;
   let delta: { manifest: DeltaManifest; bytes: Buffer; sig: Buffer } | undefined;
   let deltaBytes: Buffer | undefined;
+  const fromBase = new Set<string>();
   const seen = new Set<string>();
   let bytes = 0;
   // Entries hash on worker threads while the reader moves on; digests are checked in entry order.
@@ -277,7 +278,7 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
     const p = e.path;
     const want = sums!.get(p);
     if (!want) throw bad(Codes.bundleUnlisted, `entry ${p} is not listed in checksums.txt`);
-    if (delta?.manifest.fromBase.includes(p)) throw bad(Codes.bundleFormat, `entry ${p} is carried, yet ${BASE_JSON} takes it from the base`);
+    if (fromBase.has(p)) throw bad(Codes.bundleFormat, `entry ${p} is carried, yet ${BASE_JSON} takes it from the base`);
     if (seen.has(p)) throw bad(Codes.bundleDuplicate, `entry ${p} appears twice`);
     seen.add(p);
     o.onEntry?.(p, { offset: e.offset, size: e.size });
@@ -338,6 +339,7 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
         const d = parseDelta(deltaBytes, input);
         for (const q of d.fromBase) if (!sums!.has(q)) throw bad(Codes.bundleFormat, `${BASE_JSON} takes ${q} from the base, but checksums.txt does not list it`);
         delta = { manifest: d, bytes: deltaBytes, sig };
+        for (const q of d.fromBase) fromBase.add(q);
         reporter.info(`a delta on ${d.base.id}: ${d.fromBase.length} of ${sums!.size} entries come from it`);
       } else if (o.tableOnly) {
         break;
@@ -360,7 +362,7 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
     await settle(0);
     if (err instanceof TarFormatError) {
       if (err.kind === 'truncated' && sums) {
-        const missing = [...sums.keys()].filter((q) => !seen.has(q));
+        const missing = [...sums.keys()].filter((q) => !seen.has(q) && !fromBase.has(q));
         throw bad(Codes.bundleTruncated, `the archive is cut short: ${err.message}${missing.length ? `; ${missing.length} listed entries never came (first: ${missing[0]})` : ''}`, 'Copy the bundle again; check free space on the medium it came on.');
       }
       throw bad(err.kind === 'truncated' ? Codes.bundleTruncated : Codes.bundleFormat, `the archive is ${err.kind === 'truncated' ? 'cut short' : 'malformed'}: ${err.message}`);
@@ -378,7 +380,6 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
     src.close();
     return result(TABLE.length + (delta ? 2 : 0));
   }
-  const fromBase = new Set(delta?.manifest.fromBase);
   const missing = [...sums.keys()].filter((p) => !seen.has(p) && !fromBase.has(p));
   if (missing.length) {
     throw bad(Codes.bundleTruncated, `the archive ends before ${missing.length} listed entries (first: ${missing[0]}): it was cut short`, 'Copy the bundle again; check free space on the medium it came on.');

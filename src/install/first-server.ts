@@ -109,6 +109,10 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       await mapHosts(host, [{ ip: answers.node.ip, names: serverHostNames(answers.node, answers.domain, fqdn) }]);
       log(`/etc/hosts: ${fqdn} → ${answers.node.ip}`);
     }),
+    // Before any pod starts: a pod copies the node's resolv.conf when it starts, and CoreDNS (which
+    // forwards to it) must never hold the old resolvers. Site names resolve from /etc/hosts until
+    // the site DNS runs.
+    resolverStep(host, [answers.node.ip], answers.domain),
     markerStep(host, 'containerd-config', "configure containerd: the node's cgroup driver, mirrors to the site service only", async () => `${await bundleId()} ${(await cgroups()).driver}`, async (log) => {
       const m = await manifestOf();
       const { driver } = await cgroups();
@@ -177,8 +181,6 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       const nodes = await clusterNodes(host, answers, ctx.reporter);
       await applyBootstrap(host, bootstrapValues(await site(), m, nodes), ctx.reporter, log, ctx.rolloutTimeoutMs ?? 300_000);
     }),
-    // After the site DNS runs here: this server's resolver asks it first.
-    resolverStep(host, [answers.node.ip], answers.domain),
     {
       id: 'ready',
       title: `wait until ${answers.node.name} is Ready and kube-system's Deployments (CoreDNS) are available`,

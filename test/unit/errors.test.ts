@@ -74,6 +74,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'STATE_INVALID',
     // issue 19, branch delta
     'BUNDLE_BASE_MISMATCH', 'UPGRADE_SIGNER',
+    // issue 21, branch trust
+    'FERRY_TREE_UNLISTED',
   ],
   io: [
     'STORE_IO', 'STORE_INVALID', 'STORE_MISSING_BLOB', 'BUNDLE_BUILD', 'INSTALL_STEP_FAILED', 'KERNEL_MODULE_MISSING', 'SYSCTL_NOT_SET',

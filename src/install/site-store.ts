@@ -18,6 +18,19 @@ import { ADMIN_CONF, BUNDLE_DIR, KUBEADM_CONFIG, STORE_DIR } from './paths.js';
  */
 
 /**
+ * What this server runs now, for the rollback and signer checks: the store's current bundle, or a
+ * tree an earlier ferry unpacked at BUNDLE_DIR. The dry run checks against the same.
+ */
+export async function installedHere(host: Host, o: VerifyOptions): Promise<Installed | undefined> {
+  const existing = await SiteStore.open(host.p(STORE_DIR), { create: false }).catch(() => undefined);
+  const cur = existing && (await existing.current());
+  if (cur) return existing!.installed(cur);
+  const view = host.p(BUNDLE_DIR);
+  const st = await fs.lstat(view).catch(() => undefined);
+  return st && !st.isSymbolicLink() ? (await currentTree(view, o))?.installed : undefined;
+}
+
+/**
  * Adds `bundle` to this server's store and makes it the one the cluster runs. BUNDLE_DIR may be
  * absent, a link ferry made, or a tree an earlier ferry unpacked (replaced by the link); anything
  * else is not ferry's and is refused before anything is written.

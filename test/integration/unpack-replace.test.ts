@@ -6,6 +6,8 @@ import { tarOf } from '../../fixtures/hostile.js';
 import { checksumsText, manifestBytes, TABLE, type BundleManifest } from '../../src/bundle/format.js';
 import { UNPACKED_MARKER } from '../../src/bundle/unpack.js';
 import { Host } from '../../src/install/host.js';
+import { RecordingHost } from '../../src/install/recording-host.js';
+import { verifyBundle } from '../../src/bundle/verify.js';
 import { firstServerSteps } from '../../src/install/first-server.js';
 import { nodeJoinSteps, type NodeJoinPayload } from '../../src/install/node-join.js';
 import { BUNDLE_DIR, BUNDLE_PUB, PKI_DIR } from '../../src/install/paths.js';
@@ -380,6 +382,25 @@ describe('unpack names what changes (issue 22 item 4)', () => {
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stderr).toMatch(/signed by .*; the new bundle is signed by .*: the signer changes \(--allow-signer-change\)/);
     expect(await versionIn(dir)).toBe('1.1.0');
+  });
+
+  it("shows the signer change in install's plan: the dry run refuses it as the real run does, and says it with --allow-signer-change", async () => {
+    const root = await tmpdir();
+    await installUnpack(root, await bundleFile('p1.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }));
+    const other = await bundleFile('p2.tar', { version: '1.1.0', created: '2025-07-01T00:00:00.000Z' }, { signWith: attacker.privateKey, claims: attacker.privateKey });
+    const v = await verifyBundle(other, { trust: attacker.publicKey });
+    const entries = { file: other, files: new Map<string, number>(), summary: { manifest: v.manifest, fingerprint: v.fingerprint, entries: v.entries }, read: async () => undefined, copyOut: async () => {} };
+    const warned: string[] = [];
+    const reporter = { ...silentReporter, warn: (m: string) => void warned.push(m) };
+    const dry = new RecordingHost(root, process.env, { bundle: entries });
+    const never = () => Promise.reject(new Error('a dry run adds nothing'));
+    await expect(dry.addBundle(other, BUNDLE_DIR, { reporter }, never)).rejects.toMatchObject({ code: 'BUNDLE_SIGNER_CHANGED' });
+    await dry.addBundle(other, BUNDLE_DIR, { reporter, allowSignerChange: true }, never);
+    expect(warned.join('\n')).toContain(`signed by ${fingerprint(site.publicKey)}; the new bundle is signed by ${fingerprint(attacker.publicKey)}: the signer changes (--allow-signer-change)`);
+    // The real install step refuses it the same way.
+    const steps = firstServerSteps({ host: new Host(root), bundle: other, answers, verify: { trust: attacker.publicKey }, reporter: silentReporter });
+    await expect(steps.find((s) => s.id === 'unpack')!.apply(() => {})).rejects.toMatchObject({ code: 'BUNDLE_SIGNER_CHANGED' });
+    expect(await versionIn(path.join(root, BUNDLE_DIR))).toBe('1.0.0');
   });
 });
 

@@ -227,6 +227,11 @@ const table = {
   upgradeKubeletSkew: ['UPGRADE_KUBELET_SKEW', 'usage'],
   /** An upgrade bundle signed by another key than the site's. */
   upgradeSigner: ['UPGRADE_SIGNER', 'integrity'],
+  // Issue 21, branch trust: nothing unlisted runs; rollback and ownership checks that fail closed.
+  /** A file under ferry/ or runtime/ that the bundle does not list (install.sh and the bundled ferry's guard print it). */
+  ferryTreeUnlisted: ['FERRY_TREE_UNLISTED', 'integrity'],
+  /** The incoming bundle is signed by another key than the installed one (without --allow-signer-change). */
+  bundleSignerChanged: ['BUNDLE_SIGNER_CHANGED', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

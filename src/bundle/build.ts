@@ -24,6 +24,7 @@ import {
   CHECKSUMS_TXT,
   checksumsText,
   entryMode,
+  FERRY_FILES_LIST,
   FERRY_VERSION,
   FORMAT_VERSION,
   INSTALL_SH,
@@ -54,26 +55,34 @@ const publicOf = (k: KeyObject) => createPublicKey(k);
  */
 function defaultFerryDir(): string {
   const here = fileURLToPath(import.meta.url);
-  if (path.basename(here) === 'ferry.mjs') return path.dirname(here);
+  if (path.basename(here) === 'ferry.mjs' || path.basename(here) === 'main.mjs') return path.dirname(here);
   // A command's code is a lazily loaded chunk, in ferry/chunks/.
   if (here.endsWith('.mjs') && path.basename(path.dirname(here)) === 'chunks') return path.dirname(path.dirname(here));
   return path.resolve(path.dirname(here), '..', 'ferry');
 }
 
-/** Every file of the bundled ferry, as archive entries under ferry/. */
+/**
+ * Every file of the bundled ferry, as archive entries under ferry/: exactly the files its own list
+ * (FERRY_FILES_LIST, written by the build) names, which its guard checks its directory against on
+ * every start. A file the list does not name, or one changed since, fails the build.
+ */
 async function ferryEntries(dir: string): Promise<ArchiveEntry[]> {
+  const listed = parseChecksums(await fs.readFile(path.join(dir, FERRY_FILES_LIST), 'utf8'));
   const out: ArchiveEntry[] = [];
   const walk = async (rel: string) => {
     for (const e of await fs.readdir(path.join(dir, rel), { withFileTypes: true })) {
       const r = rel ? `${rel}/${e.name}` : e.name;
       if (e.isDirectory()) await walk(r);
-      else if (e.isFile() && r.endsWith('.mjs')) {
-        const h = await hashFile(path.join(dir, r));
-        out.push({ path: `ferry/${r}`, size: h.size, sha256: h.digest.slice(7), source: path.join(dir, r), mode: 0o644 });
+      else {
+        const h = e.isFile() ? await hashFile(path.join(dir, r)) : undefined;
+        if (r !== FERRY_FILES_LIST && (!h || listed.get(r) !== h.digest.slice(7))) throw new Error(`${path.join(dir, r)} is not the file ${FERRY_FILES_LIST} lists`);
+        out.push({ path: `ferry/${r}`, size: h!.size, sha256: h!.digest.slice(7), source: path.join(dir, r), mode: 0o644 });
       }
     }
   };
   await walk('');
+  const missing = [...listed.keys()].filter((f) => !out.some((e) => e.path === `ferry/${f}`));
+  if (missing.length) throw new Error(`${dir} lacks ${missing.join(', ')}`);
   if (!out.some((e) => e.path === 'ferry/ferry.mjs')) throw new Error(`${dir} has no ferry.mjs`);
   return out;
 }
@@ -236,7 +245,7 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
   try {
     ferryFiles = await ferryEntries(ferryDir);
   } catch (e) {
-    throw new HostError(Codes.bundleBuild, `the bundled ferry (${ferryDir}/ferry.mjs) is missing`, { hint: 'Run `npm run build` (npm ci does it) to make dist/ferry/.', cause: e });
+    throw new HostError(Codes.bundleBuild, `the bundled ferry in ${ferryDir} is missing or not as built: ${(e as Error).message}`, { hint: 'Run `npm run build` (npm ci does it) to make dist/ferry/.', cause: e });
   }
 
   const locked = new Map(lock.images.map((i) => [i.name, i]));

@@ -88,6 +88,18 @@ if [ ! -x "$node" ]; then
   echo "ferry: this bundle carries no runtime for linux/$arch" >&2
   exit 2
 fi
+# Nothing unlisted may sit under ferry/ or runtime/ (Node would load a node_modules planted there,
+# or left from an earlier extract): every regular file there is listed, with a plain name.
+unlisted=$(cd "$here" && {
+  find ferry runtime -name '*[!A-Za-z0-9._+-]*' -print
+  find ferry runtime ! -type d ! -type f -print
+  find ferry runtime -type f -print | awk 'NR == FNR { listed[substr($0, 67)] = 1; next } !($0 in listed)' checksums.txt -
+} 2>&1) || true
+if [ -n "$unlisted" ]; then
+  printf '%s\n' "$unlisted" | head -n 20 >&2
+  echo "ferry: error[FERRY_TREE_UNLISTED]: the files above under ferry/ or runtime/ are not listed in checksums.txt; extract the bundle again into an empty directory with the steps that ferry bundle build printed" >&2
+  exit 5
+fi
 # A guard against accidents (a partial extract, a file changed since), not the trust anchor: that
 # is the openssl and sha256sum check run before this script, which covered this script too.
 if ! bad=$(cd "$here" && grep -E "^[0-9a-f]{64}  (install\\.sh|ferry/.+|runtime/linux-$arch/node)\\$" checksums.txt | sha256sum -c - 2>&1); then
@@ -100,6 +112,8 @@ fi
 case "\${1:-}" in
   ""|-*|*.*|*/*) set -- install "$@" ;;
 esac
+# Nothing from the environment decides what Node loads: no preloaded module, no extra search path.
+unset NODE_OPTIONS NODE_PATH
 exec "$node" ${QUIET_DEPRECATIONS.join(' ')} "$here/ferry/ferry.mjs" "$@"
 `;
 
@@ -108,26 +122,45 @@ export const runtimePath = (platform: string) => `runtime/linux-${platform.split
 
 /**
  * The site's first commands, before anything from the bundle runs: stock tar, openssl and
- * sha256sum, with the ferry.pub that came by another channel, check the signed table and then
- * install.sh, ferry/ and the runtime against it; only then does install.sh run. `bundle` is what
- * install.sh is given (FILE or FILE.parts.json), relative to the directory the commands run in.
- * tar keeps no owner or mode from the archive: the headers are not signed, a setuid bit would be.
+ * sha256sum, with the ferry.pub that came by another channel. tar takes the signed table out first
+ * (and stops there); openssl checks it; then tar takes out exactly the names it lists for install.sh,
+ * ferry/ and this machine's runtime (never a directory, so nothing unlisted comes along), sha256sum
+ * checks them, and only then does install.sh run, which refuses any unlisted file beside them.
+ * Parts are read in the order FILE.parts.json lists them, never by a glob (a planted FILE.part000
+ * is not read; a name parts.json lists falsely only yields bytes the table then refuses).
+ * `bundle` is what install.sh is given (FILE or FILE.parts.json), relative to the directory the
+ * commands run in. tar keeps no owner or mode from the archive: the headers are not signed, a
+ * setuid bit would be.
  */
 export function bootstrapSteps(bundle: string, platform: string, o: { pub?: string; installArgs?: string[] } = {}): string[] {
   const rt = runtimePath(platform);
-  const read = isPartsFile(bundle) ? `cat ${shWord(bundle.slice(0, -PARTS_SUFFIX.length))}.part[0-9]* | tar -xf -` : `tar -xf ${shWord(bundle)}`;
+  const dir = path.posix.dirname(bundle);
+  const read = isPartsFile(bundle)
+    ? `sed -n 's/^ *"name": "\\([A-Za-z0-9._-]*\\.part[0-9][0-9]*\\)",\\{0,1\\}$/\\1/p' ${shWord(bundle)} | while IFS= read -r p; do cat ${dir === '.' ? '' : `${shWord(dir)}/`}"$p" || exit; done | tar -xf -`
+    : `tar -xf ${shWord(bundle)}`;
+  const tarOpts = '--no-same-owner --no-same-permissions';
   const pub = shWord(o.pub ?? 'ferry.pub');
   const sig = `${CHECKSUMS_TXT}.sig`;
   const der = `${CHECKSUMS_TXT}.der`;
-  const listed = `^[0-9a-f]{64}  (install\\.sh|ferry/.+|${rt})$`;
+  const listed = `^[0-9a-f]{64}  (install\\.sh|ferry/.+|${rt.replace(/\./g, '\\.')})$`;
   return [
-    `${read} --no-same-owner --no-same-permissions ${[...TABLE, 'install.sh', 'ferry', rt].join(' ')}`,
+    `${read} ${tarOpts} --occurrence ${TABLE.join(' ')}`,
     `openssl base64 -d -A -in ${sig} -out ${der}`,
     `openssl dgst -sha256 -verify ${pub} -signature ${der} ${CHECKSUMS_TXT}`,
-    `grep -E '${listed}' ${CHECKSUMS_TXT} | sha256sum -c -`,
+    `grep -E '${listed}' ${CHECKSUMS_TXT} > ${FIRST_STEP_SUMS}`,
+    `sed 's/^.\\{66\\}//' ${FIRST_STEP_SUMS} > ${FIRST_STEP_NAMES}`,
+    `${read} ${tarOpts} --no-recursion -T ${FIRST_STEP_NAMES}`,
+    `sha256sum -c ${FIRST_STEP_SUMS}`,
     ['sh', 'install.sh', 'install', bundle, '--trust', o.pub ?? 'ferry.pub', ...(o.installArgs ?? [])].map(shWord).join(' '),
   ];
 }
+
+/** The first step's own files beside the bundle: the signed lines it checks, and their names for tar. */
+const FIRST_STEP_SUMS = 'first-step.sha256';
+const FIRST_STEP_NAMES = 'first-step.names';
+
+/** The bundled ferry's list of its own files (sha256sum lines, relative to ferry/), written by the build; its guard checks its directory against it. */
+export const FERRY_FILES_LIST = 'ferry.files';
 
 /** bootstrapSteps as one script: each command runs only if the one before it succeeded. */
 export const bootstrapScript = (...a: Parameters<typeof bootstrapSteps>) => bootstrapSteps(...a).join(' &&\n');

@@ -12,7 +12,7 @@ import type { Reporter } from '../util/progress.js';
 import { formatBytes } from '../util/size.js';
 import { baseLabel, baseMissing, copyChecked, ownPath, type DeltaManifest } from './delta.js';
 import { bundleId, entryMode, FILES, parseBundleManifest, parseChecksums, refuse, TABLE, VERSIONS_JSON, versionsJson, type BundleFile, type BundleManifest } from './format.js';
-import { checkDowngrade, label, UNPACKED_MARKER } from './unpack.js';
+import { checkDowngrade, checkSigner, installedOf, label, markerRecord, readMarker, UNPACKED_MARKER, type Installed } from './unpack.js';
 import { verifyBundle, type VerifyOptions } from './verify.js';
 
 /*
@@ -80,9 +80,11 @@ export interface PrunePlan {
   unknown: string[];
 }
 
+/** Versions order bundles of one name only; otherwise the signed build time, an unreadable one oldest. */
 const newestFirst = (a: BundleManifest, b: BundleManifest) => {
-  if (semver.valid(a.version) && semver.valid(b.version) && a.version !== b.version) return semver.rcompare(a.version, b.version);
-  return Date.parse(b.created) - Date.parse(a.created);
+  if (a.name === b.name && semver.valid(a.version) && semver.valid(b.version) && semver.compare(a.version, b.version) !== 0) return semver.rcompare(a.version, b.version);
+  const t = (m: BundleManifest) => (Number.isNaN(Date.parse(m.created)) ? -Infinity : Date.parse(m.created));
+  return t(b) === t(a) ? 0 : t(b) > t(a) ? 1 : -1;
 };
 
 export class SiteStore {
@@ -138,6 +140,13 @@ export class SiteStore {
 
   private async sums(id: string): Promise<Map<string, string>> {
     return parseChecksums(await fs.readFile(path.join(this.bundleDir(id), TABLE[1]), 'utf8'));
+  }
+
+  /** What a registered bundle is, for the rollback and signer checks: its bundle.json, else what its marker recorded. */
+  async installed(id: string): Promise<Installed> {
+    const marker = await readMarker(this.bundleDir(id));
+    const m = await this.manifest(id).catch(() => undefined);
+    return m ? { ...installedOf(m), ...(marker.signer ? { signer: marker.signer } : {}) } : marker;
   }
 
   async current(): Promise<string | undefined> {
@@ -270,7 +279,7 @@ export class SiteStore {
       for (const [name, bytes] of Object.entries(res.table)) await local(`cannot write ${name}`, fs.writeFile(path.join(own, name), bytes, { mode: 0o644 }));
       await local('cannot link the union', fs.symlink('../../images', path.join(own, 'images')));
       await local('cannot link the union', fs.symlink('../../files', path.join(own, 'files')));
-      const marker = { bundle: id, created: m.created, checksums: sha256Hex(res.table['checksums.txt']), signer: res.fingerprint };
+      const marker = markerRecord(res.manifest, res.table, res.fingerprint);
       await local('cannot write the marker', fs.writeFile(path.join(own, UNPACKED_MARKER), `${JSON.stringify(marker)}\n`, { mode: 0o644 }));
       await local(`cannot create ${path.join(this.dir, 'bundles')}`, mkdirs(path.join(this.dir, 'bundles')));
       // A directory left by an add killed between its rename and its marker is not registered: replace it.
@@ -313,10 +322,16 @@ export class SiteStore {
    * Makes `id` the bundle the cluster runs: its tags win in the union. An older bundle never
    * replaces a newer one without allowDowngrade.
    */
-  async setCurrent(id: string, o: { allowDowngrade?: boolean; reporter?: Reporter } = {}): Promise<void> {
+  async setCurrent(id: string, o: { allowDowngrade?: boolean; allowSignerChange?: boolean; reporter?: Reporter } = {}): Promise<void> {
     if (!(await exists(path.join(this.bundleDir(id), UNPACKED_MARKER)))) throw new UsageError(Codes.storeBundleUnknown, `the store holds no bundle ${id}`, { hint: 'ferry bundle list shows what it holds.' });
     const cur = await this.current();
-    if (cur && cur !== id) checkDowngrade(`the site store (current: ${cur})`, await this.manifest(cur), await this.manifest(id), o);
+    if (cur && cur !== id) {
+      const where = `the site store (current: ${cur})`;
+      const installed = await this.installed(cur);
+      checkDowngrade(where, installed, await this.manifest(id), o);
+      const signer = (await readMarker(this.bundleDir(id))).signer;
+      if (signer) checkSigner(where, installed, signer, o);
+    }
     await writeFileAtomic(path.join(this.dir, 'current'), `${id}\n`);
     await this.refresh();
   }

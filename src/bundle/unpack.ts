@@ -4,11 +4,11 @@ import path from 'node:path';
 import semver from 'semver';
 import { Codes, IntegrityError, StoreError, UsageError } from '../errors.js';
 import { exists, ioError, mkdirs } from '../util/fsx.js';
-import { sha256Hex } from '../util/digest.js';
+import { hashFile, sha256Hex } from '../util/digest.js';
 import { formatBytes } from '../util/size.js';
 import type { Reporter } from '../util/progress.js';
-import { verifyBytes } from '../sign/keys.js';
-import { bundleId, CHECKSUMS_TXT, entryMode, parseBundleManifest, parseChecksums, TABLE, type BundleManifest } from './format.js';
+import { fingerprint, verifyBytes } from '../sign/keys.js';
+import { bundleId, CHECKSUMS_TXT, entryMode, parseBundleManifest, parseChecksums, TABLE, type BundleManifest, type TableEntry } from './format.js';
 import { baseMissing, copyChecked } from './delta.js';
 import { readBundleDelta, readBundleManifest } from './inspect.js';
 import { verifyBundle, type VerifyOptions, type VerifyResult } from './verify.js';
@@ -17,46 +17,89 @@ import { verifyBundle, type VerifyOptions, type VerifyResult } from './verify.js
 export const UNPACKED_MARKER = '.ferry-unpacked';
 
 export interface UnpackOptions extends VerifyOptions {
-  /** Let a bundle older than the unpacked one replace it (--allow-downgrade). */
+  /** Let a bundle older than the unpacked one, or of unknown order, replace it (--allow-downgrade). */
   allowDowngrade?: boolean;
+  /** Let a bundle signed by another key replace the unpacked one (--allow-signer-change). */
+  allowSignerChange?: boolean;
+}
+
+/**
+ * What an unpacked tree or a store's current bundle is, for the rollback and signer checks: its
+ * bundle.json, or, when that is missing or damaged, what its marker recorded. A field that is not
+ * known makes the order unknown, which counts as a downgrade.
+ */
+export interface Installed {
+  name?: string;
+  version?: string;
+  created?: string;
+  /** The fingerprint the tree was verified against when it was unpacked. */
+  signer?: string;
+}
+
+/** What unpack writes into UNPACKED_MARKER. */
+export const markerRecord = (m: BundleManifest, table: Record<TableEntry, Buffer>, signer: string) => ({
+  bundle: bundleId(m),
+  name: m.name,
+  version: m.version,
+  created: m.created,
+  checksums: sha256Hex(table['checksums.txt']),
+  signer,
+});
+
+/** A tree's marker, read back; undefined fields when it is damaged or older. */
+export async function readMarker(dir: string): Promise<Installed> {
+  try {
+    const v = JSON.parse(await fs.readFile(path.join(dir, UNPACKED_MARKER), 'utf8')) as Record<string, unknown>;
+    const str = (k: string) => (typeof v?.[k] === 'string' ? { [k]: v[k] as string } : {});
+    return { ...str('name'), ...str('version'), ...str('created'), ...str('signer') };
+  } catch {
+    return {};
+  }
 }
 
 /**
  * What `dest` holds now: nothing (absent or an empty directory), or a tree ferry unpacked, with its
  * bundle.json when that still reads. Anything else is not ferry's to delete.
  */
-export async function currentTree(dest: string, o: { trust?: KeyObject; reporter?: Reporter }): Promise<{ manifest?: BundleManifest } | undefined> {
+export async function currentTree(dest: string, o: { trust?: KeyObject; reporter?: Reporter }): Promise<{ manifest?: BundleManifest; installed: Installed } | undefined> {
   const st = await fs.stat(dest).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return undefined;
     throw e;
   });
   if (!st) return undefined;
-  const notOurs = (what: string) =>
-    new UsageError(Codes.unpackNotOurs, `${dest} ${what}, so ferry will not replace it`, {
-      hint: `Choose a new or empty directory for --to. A bundle an older ferry unpacked there is recognised with --trust and the key that signed it, when it holds nothing but its signed files.`,
-    });
-  if (!st.isDirectory()) throw notOurs('is not a directory');
+  if (!st.isDirectory()) throw notOurs(dest, 'is not a directory');
   const names = await fs.readdir(dest);
   if (!names.length) return undefined;
   if (!names.includes(UNPACKED_MARKER)) {
-    const older = o.trust && (await olderFerryTree(dest, o.trust));
-    if (!older) throw notOurs(`holds files and no ${UNPACKED_MARKER} (it is not a bundle ferry unpacked)`);
-    o.reporter?.info(`${dest} holds ${label(older)} as an older ferry unpacked it (no ${UNPACKED_MARKER}; its own signed table lists every file there): replacing it`);
-    return { manifest: older };
+    const older = o.trust ? await olderFerryTree(dest, o.trust) : { why: 'no --trust key to check its own signed table with' };
+    if ('why' in older) throw notOurs(dest, `holds files and no ${UNPACKED_MARKER} (it is not a bundle ferry unpacked: ${older.why})`);
+    o.reporter?.info(`${dest} holds ${label(older.manifest)} as an older ferry unpacked it (no ${UNPACKED_MARKER}; its own signed table lists every file there, and each matches): replacing it`);
+    return { manifest: older.manifest, installed: { ...installedOf(older.manifest), signer: fingerprint(o.trust!) } };
   }
+  const marker = await readMarker(dest);
   const manifest = await fs
     .readFile(path.join(dest, TABLE[0]))
     .then((b) => parseBundleManifest(b, dest))
     .catch(() => undefined);
-  return manifest ? { manifest } : {};
+  // A damaged bundle.json leaves what the marker recorded; what neither says stays unknown.
+  if (!manifest) o.reporter?.warn(`${dest}/${TABLE[0]} is missing or damaged: comparing with what ${UNPACKED_MARKER} recorded${marker.version ? ` (${marker.name ?? '?'} ${marker.version})` : ', which names no version'}`);
+  return manifest ? { manifest, installed: { ...installedOf(manifest), ...(marker.signer ? { signer: marker.signer } : {}) } } : { installed: marker };
 }
+
+const notOurs = (dir: string, what: string) =>
+  new UsageError(Codes.unpackNotOurs, `${dir} ${what}, so ferry will not replace it`, {
+    hint: `Choose a new or empty directory for --to, or move ${dir} away if it is yours. A bundle an older ferry unpacked there is recognised with --trust and the key that signed it, when it holds nothing but its signed files, unchanged.`,
+  });
+
+export const installedOf = (m: BundleManifest): Installed => ({ name: m.name, version: m.version, created: m.created });
 
 /**
  * A tree unpacked before UNPACKED_MARKER existed: its own signed table (which unpack has always
- * kept) verifies under the trusted key, and lists every file below it. Anything more, a link, or a
- * table that does not check, and the tree is not ferry's to replace.
+ * kept) verifies under the trusted key, lists every file below it, and every file matches its
+ * listed hash. Anything more, a link, a changed file, or a table that does not check, and the tree
+ * is not ferry's to replace: an operator's edit is never deleted with it.
  */
-async function olderFerryTree(dest: string, trust: KeyObject): Promise<BundleManifest | undefined> {
+async function olderFerryTree(dest: string, trust: KeyObject): Promise<{ manifest: BundleManifest } | { why: string }> {
   try {
     const small = async (name: string) => {
       const f = path.join(dest, name);
@@ -66,43 +109,107 @@ async function olderFerryTree(dest: string, trust: KeyObject): Promise<BundleMan
     const [json, sums, sig] = await Promise.all(TABLE.map(small));
     verifyBytes(trust, sums!, sig!.toString('utf8'), CHECKSUMS_TXT);
     const listed = parseChecksums(sums!.toString('utf8'));
-    if (listed.get('bundle.json') !== sha256Hex(json!)) return undefined;
-    const allowed = new Set<string>([...TABLE, ...listed.keys()]);
-    const walk = async (rel: string): Promise<boolean> => {
+    if (listed.get('bundle.json') !== sha256Hex(json!)) return { why: 'its bundle.json does not match its checksums.txt' };
+    const walk = async (rel: string): Promise<string | undefined> => {
       for (const e of await fs.readdir(path.join(dest, rel), { withFileTypes: true })) {
         const r = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory() ? !(await walk(r)) : !e.isFile() || !allowed.has(r)) return false;
+        if (e.isDirectory()) {
+          const why = await walk(r);
+          if (why) return why;
+        } else if (!e.isFile()) return `${r} is not a regular file`;
+        else if (!(TABLE as readonly string[]).includes(r)) {
+          const want = listed.get(r);
+          if (!want) return `${r} is not in its signed table`;
+          if ((await hashFile(path.join(dest, r))).digest !== `sha256:${want}`) return `${r} differs from its signed table (changed since it was unpacked)`;
+        }
       }
-      return true;
+      return undefined;
     };
-    return (await walk('')) ? parseBundleManifest(json!, dest) : undefined;
-  } catch {
-    return undefined;
+    const why = await walk('');
+    return why ? { why } : { manifest: parseBundleManifest(json!, dest) };
+  } catch (e) {
+    return { why: `its signed table does not verify under --trust (${(e as Error).message})` };
   }
 }
 
 export const label = (m: BundleManifest) => `${m.name} ${m.version} (created ${m.created})`;
 
-/** Why `incoming` would roll `installed` back: older by creation time, or by version when both are semver. */
-function downgradeOf(installed: BundleManifest, incoming: BundleManifest): string | undefined {
-  const why: string[] = [];
-  if (Date.parse(incoming.created) < Date.parse(installed.created)) why.push('it was created earlier');
-  if (semver.valid(incoming.version) && semver.valid(installed.version) && semver.lt(incoming.version, installed.version)) why.push('its version is lower');
-  return why.length ? why.join(' and ') : undefined;
+/**
+ * Why `incoming` would roll `installed` back, or undefined when it is the same or newer. The order
+ * is explicit: the spec's semver version, then, for the same version, the build time the bundle
+ * signs (`created`). An unreadable time counts as older; versions that are not both semver and
+ * differ, or a version not known, have no order, which counts as a downgrade. Only bundles of one
+ * name are compared (the caller checks the name).
+ */
+export function downgradeOf(installed: Installed, incoming: Installed): string | undefined {
+  const iv = installed.version;
+  const nv = incoming.version;
+  if (iv === undefined || nv === undefined) return 'the version of one of them is not known, so their order is not';
+  const both = semver.valid(iv) && semver.valid(nv);
+  if (both ? semver.compare(nv, iv) < 0 : false) return 'its version is lower';
+  if (both ? semver.compare(nv, iv) > 0 : iv !== nv) return both ? undefined : `${iv} and ${nv} are not both semver versions, so their order is not known`;
+  const ti = Date.parse(installed.created ?? '');
+  const tn = Date.parse(incoming.created ?? '');
+  if (Number.isNaN(tn)) return installed.created === incoming.created ? (installed.created === undefined ? 'neither creation time is known' : undefined) : 'its creation time cannot be read, which counts as older';
+  if (Number.isNaN(ti)) return undefined;
+  return tn < ti ? 'it was created earlier' : undefined;
 }
 
-export function checkDowngrade(dest: string, installed: BundleManifest | undefined, incoming: BundleManifest, o: { allowDowngrade?: boolean; reporter?: Reporter }): void {
-  const why = installed && downgradeOf(installed, incoming);
+const labelOf = (i: Installed) => `${i.name ?? '(unknown bundle)'} ${i.version ?? '(unknown version)'} (created ${i.created ?? 'unknown'})`;
+
+/**
+ * Refuses a rollback: a bundle of the same name that is older or of unknown order, unless
+ * allowDowngrade. A bundle of another name is not compared by version; it replaces the installed
+ * one, and the reporter says so.
+ */
+export function checkDowngrade(dest: string, installed: Installed | undefined, incoming: BundleManifest, o: { allowDowngrade?: boolean; reporter?: Reporter }): void {
+  if (!installed) return;
+  if (installed.name !== undefined && installed.name !== incoming.name) {
+    o.reporter?.warn(`${dest} holds ${labelOf(installed)}; ${label(incoming)} is another bundle, so their versions are not compared: replacing it`);
+    return;
+  }
+  const why = downgradeOf(installed, installedOf(incoming));
   if (!why) return;
-  const msg = `${dest} holds ${label(installed)}; ${label(incoming)} is older: ${why}`;
+  const msg = `${dest} holds ${labelOf(installed)}; ${label(incoming)} is older or of unknown order: ${why}`;
   if (o.allowDowngrade) {
     o.reporter?.warn(`${msg}; replacing it anyway (--allow-downgrade)`);
     return;
   }
   throw new UsageError(Codes.bundleDowngrade, `refusing to roll back: ${msg}`, {
-    hint: `Use a bundle at least as new as ${installed.name} ${installed.version}, or pass --allow-downgrade if you mean to go back.`,
+    hint: `Use a bundle of ${installed.name ?? 'that name'} newer than ${installed.version ?? 'the installed one'}, or pass --allow-downgrade if you mean to go back.`,
   });
 }
+
+/**
+ * Refuses a bundle signed by another key than the installed one was, unless allowSignerChange;
+ * with it, the change is said in the log. `signer` is the verified fingerprint.
+ */
+export function checkSigner(dest: string, installed: Installed | undefined, signer: string, o: { allowSignerChange?: boolean; reporter?: Reporter }): void {
+  if (!installed?.signer || installed.signer === signer) return;
+  const msg = `${dest} holds ${labelOf(installed)}, signed by ${installed.signer}; the new bundle is signed by ${signer}`;
+  if (o.allowSignerChange) {
+    o.reporter?.warn(`${msg}: the signer changes (--allow-signer-change)`);
+    return;
+  }
+  throw new UsageError(Codes.bundleSignerChanged, `refusing to change the signer: ${msg}`, {
+    hint: 'Check that the new key is meant to sign this site\'s bundles, then pass --allow-signer-change.',
+  });
+}
+
+/**
+ * Removes a directory unpack left beside `dest` (its staging or the tree moved aside) only when it
+ * is provably ferry's: empty, or holding UNPACKED_MARKER or STAGING_MARKER. Anything else is refused.
+ */
+export async function removeOwnLeftover(dir: string): Promise<void> {
+  const st = await fs.lstat(dir).catch(() => undefined);
+  if (!st) return;
+  const names = st.isDirectory() ? await fs.readdir(dir) : undefined;
+  if (!names || (names.length && !names.includes(UNPACKED_MARKER) && !names.includes(STAGING_MARKER))) throw notOurs(dir, `is in the way and holds no ${UNPACKED_MARKER} or ${STAGING_MARKER}`);
+  await fs.rm(dir, { recursive: true, force: true }).catch((e: unknown) => Promise.reject(ioError(`cannot remove ${dir}`, e)));
+}
+
+/** Written first into a staging directory, so a later run knows it for ferry's own. */
+export const STAGING_MARKER = '.ferry-staging';
 
 /**
  * Verifies while extracting into a staging directory beside `to`, and moves the tree into place
@@ -117,12 +224,14 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
   const local = <T>(what: string, op: Promise<T>): Promise<T> => op.catch((e: unknown) => Promise.reject(ioError(what, e)));
   await local(`cannot create ${parent}`, mkdirs(parent));
   const staging = path.join(parent, `.${path.basename(dest)}.ferry-staging`);
-  await local(`cannot clear ${staging}`, fs.rm(staging, { recursive: true, force: true }));
+  const old = `${dest}.ferry-old`;
   const current = await currentTree(dest, o);
+  await removeOwnLeftover(staging);
+  await removeOwnLeftover(old);
   // Disk preflight and a first rollback check from the (not yet trusted) table: a lie here only
   // changes whether we try; the verified manifest is checked again before anything is replaced.
   const manifest = await readBundleManifest(input);
-  if (!o.allowDowngrade) checkDowngrade(dest, current?.manifest, manifest, o);
+  if (!o.allowDowngrade) checkDowngrade(dest, current?.installed, manifest, o);
   // A delta applies only onto the tree of its exact base (checked again once its table is verified).
   const treeSums = async () => (current ? sha256Hex(await fs.readFile(path.join(dest, CHECKSUMS_TXT)).catch(() => Buffer.alloc(0))) : undefined);
   const claimed = await readBundleDelta(input);
@@ -136,6 +245,7 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
     });
   }
   await local(`cannot create ${staging}`, mkdirs(staging, 0o755));
+  await local(`cannot write ${staging}`, fs.writeFile(path.join(staging, STAGING_MARKER), ''));
   try {
     const res = await verifyBundle(input, {
       ...o,
@@ -148,7 +258,8 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
         return target;
       },
     });
-    checkDowngrade(dest, current?.manifest, res.manifest, o);
+    checkDowngrade(dest, current?.installed, res.manifest, o);
+    checkSigner(dest, current?.installed, res.fingerprint, o);
     const d = res.delta?.manifest;
     if (d) {
       if (d.base.checksums !== (await treeSums())) throw baseMissing(input, d, dest);
@@ -160,16 +271,16 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
     }
     // Keep the signed table too, so the unpacked tree can be checked again later.
     for (const [name, bytes] of Object.entries(res.table)) await local(`cannot write ${path.join(staging, name)}`, fs.writeFile(path.join(staging, name), bytes, { mode: 0o644 }));
-    const marker = { bundle: bundleId(res.manifest), created: res.manifest.created, checksums: sha256Hex(res.table['checksums.txt']), signer: res.fingerprint };
+    const marker = markerRecord(res.manifest, res.table, res.fingerprint);
     await local(`cannot write ${path.join(staging, UNPACKED_MARKER)}`, fs.writeFile(path.join(staging, UNPACKED_MARKER), `${JSON.stringify(marker)}\n`, { mode: 0o644 }));
-    const old = `${dest}.ferry-old`;
-    await local(`cannot remove ${old}`, fs.rm(old, { recursive: true, force: true }));
+    await local(`cannot write ${staging}`, fs.rm(path.join(staging, STAGING_MARKER)));
     if (await exists(dest)) await local(`cannot move ${dest} aside`, fs.rename(dest, old));
     await local(`cannot move ${staging} to ${dest}`, fs.rename(staging, dest));
     await local(`cannot remove ${old}`, fs.rm(old, { recursive: true, force: true }));
     return { ...res, dir: dest };
   } catch (e) {
-    await fs.rm(staging, { recursive: true, force: true }).catch(() => {});
+    // Ours: made above, and still marked.
+    await removeOwnLeftover(staging).catch(() => {});
     throw e;
   }
 }

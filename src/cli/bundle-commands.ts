@@ -117,12 +117,13 @@ export function bundleCommand(): Command {
     .argument('<bundle>', 'FILE or FILE.parts.json')
     .requiredOption('--to <dir>', 'directory to create or replace')
     .option('--trust <pub>', 'the trusted public key (ferry.pub)')
-    .option('--allow-downgrade', 'replace an unpacked bundle with an older one (by creation time or version)')
+    .option('--allow-downgrade', 'replace an unpacked bundle of the same name with an older one, or one of unknown order (by version, then signed build time)')
+    .option('--allow-signer-change', 'replace an unpacked bundle with one signed by another key')
     .addHelpText('after', examples(['ferry bundle unpack kubernetes-0.1.0.ferry.tar --trust ferry.pub --to /var/lib/ferry/bundle   # needs root on a site server (it writes /var/lib/ferry)']));
-  unpack.action(async (file: string, o: { trust?: string; to: string; allowDowngrade?: boolean }, c: Command) => {
+  unpack.action(async (file: string, o: { trust?: string; to: string; allowDowngrade?: boolean; allowSignerChange?: boolean }, c: Command) => {
     const out = makeOutput(globals(c));
     const { unpackBundle } = await import('../bundle/unpack.js');
-    const r = await unpackBundle(file, o.to, { ...(await verifyOptions(o, out)), allowDowngrade: o.allowDowngrade });
+    const r = await unpackBundle(file, o.to, { ...(await verifyOptions(o, out)), allowDowngrade: o.allowDowngrade, allowSignerChange: o.allowSignerChange });
     out.reporter.done();
     out.result(`unpacked ${r.manifest.name} ${r.manifest.version} into ${r.dir}: ${r.entries} entries, ${formatBytes(r.bytes)}`, { dir: r.dir, entries: r.entries, bytes: r.bytes, fingerprint: r.fingerprint });
   });

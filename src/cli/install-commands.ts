@@ -114,14 +114,15 @@ export function installCommand(): Command {
     .option('--ignore-preflight <checks>', 'skip these preflight checks (root,arch,swap,ports,disk,clock)', collectCsv)
     .option('--yes', 'install without asking to confirm the summary (the question defaults to No)')
     .option('--rollout-timeout <seconds>', 'how long to wait for the DNS and LB DaemonSets', '300')
-    .option('--allow-downgrade', 'replace the unpacked bundle with an older one (by creation time or version)')
+    .option('--allow-downgrade', 'replace the installed bundle of the same name with an older one, or one of unknown order (by version, then signed build time)')
+    .option('--allow-signer-change', 'replace the installed bundle with one signed by another key')
     .addHelpText('after', examples([
       'sudo sh install.sh site.ferry.tar --trust ferry.pub   # needs root on a site server, after the openssl and sha256sum steps ferry bundle build printed',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml   # needs root on a site server and an answers file for it',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --json   # needs an answers file for this machine (not root)',
       'ferry install site.ferry.tar --trust ferry.pub --answers answers.yaml --dry-run --out rendered/   # needs an answers file for this machine (not root)',
     ]))
-    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; showFiles?: boolean; out?: string; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string; allowDowngrade?: boolean }, c: Command) => {
+    .action(async (bundle: string, o: { trust?: string; answers?: string; saveAnswers: string; dryRun?: boolean; showFiles?: boolean; out?: string; root: string; ignorePreflight?: string[]; yes?: boolean; rolloutTimeout: string; allowDowngrade?: boolean; allowSignerChange?: boolean }, c: Command) => {
       const out = makeOutput(globals(c));
       const { readBundleManifest } = await import('../bundle/inspect.js');
       const { firstServerSteps } = await import('../install/first-server.js');
@@ -177,6 +178,7 @@ export function installCommand(): Command {
         ignorePreflight: o.ignorePreflight,
         rolloutTimeoutMs: Number(o.rolloutTimeout) * 1000,
         allowDowngrade: o.allowDowngrade,
+        allowSignerChange: o.allowSignerChange,
         manifest: await readBundleManifest(bundle).catch(() => undefined),
         verify: {
           trust,

@@ -34,6 +34,8 @@ export interface InstallContext {
   rolloutTimeoutMs?: number;
   /** Let an older bundle replace the unpacked one (--allow-downgrade). */
   allowDowngrade?: boolean;
+  /** Let a bundle signed by another key replace the installed one (--allow-signer-change). */
+  allowSignerChange?: boolean;
   /** The bundle's manifest as read before verifying (for the steps' titles; the steps verify). */
   manifest?: BundleManifest;
 }
@@ -84,7 +86,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         return !!want && !!have && JSON.stringify(want) === JSON.stringify(have);
       },
       apply: async (log) => {
-        const opts = { ...ctx.verify, allowDowngrade: ctx.allowDowngrade };
+        const opts = { ...ctx.verify, allowDowngrade: ctx.allowDowngrade, allowSignerChange: ctx.allowSignerChange };
         const r = await host.addBundle(ctx.bundle, BUNDLE_DIR, opts, async () => ({ ...(await addAndUse(host, ctx.bundle, opts)), entries: 0 }));
         log(`${r.already ? 'already in the store' : 'added to the store'}: ${r.manifest.name}-${r.manifest.version}, current (${r.manifest.kubernetes ? `Kubernetes ${r.manifest.kubernetes.version}` : 'no Kubernetes release'}): ${r.blobsAdded ?? r.entries ?? 0} blobs and ${r.filesAdded ?? 0} files new, signed by ${r.fingerprint}`);
       },

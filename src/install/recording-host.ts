@@ -3,8 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { t as listTar } from 'tar';
-import type { UnpackOptions } from '../bundle/unpack.js';
+import { checkDowngrade, checkSigner, type UnpackOptions } from '../bundle/unpack.js';
 import { Codes, HostError } from '../errors.js';
+import { installedHere } from './site-store.js';
 import { Host, isExecutableFile, type RunResult, type UnpackSummary, type WaitOptions } from './host.js';
 
 /*
@@ -227,6 +228,13 @@ export class RecordingHost extends Host {
 
   /** A dry run records the store's add as an unpack of the bundle's entries into the current view. */
   override async addBundle<T extends UnpackSummary>(bundle: string, viewHostDir: string, o: UnpackOptions, _add: () => Promise<T>): Promise<UnpackSummary> {
+    // The real run's rollback and signer checks, against what this server runs now.
+    const summary = this.o.bundle?.summary;
+    if (summary) {
+      const installed = await installedHere(this, o);
+      checkDowngrade(viewHostDir, installed, summary.manifest, o);
+      checkSigner(viewHostDir, installed, summary.fingerprint, o);
+    }
     return this.unpackBundle(bundle, viewHostDir, o);
   }
 

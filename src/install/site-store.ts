@@ -4,7 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import type { BundleManifest } from '../bundle/format.js';
 import { readBundleManifest } from '../bundle/inspect.js';
 import { SiteStore, type AddResult } from '../bundle/store.js';
-import { checkDowngrade, currentTree } from '../bundle/unpack.js';
+import { checkDowngrade, checkSigner, currentTree, removeOwnLeftover, type Installed } from '../bundle/unpack.js';
 import type { VerifyOptions } from '../bundle/verify.js';
 import { Codes, UsageError } from '../errors.js';
 import { ioError } from '../util/fsx.js';
@@ -18,11 +18,24 @@ import { ADMIN_CONF, BUNDLE_DIR, KUBEADM_CONFIG, STORE_DIR } from './paths.js';
  */
 
 /**
+ * What this server runs now, for the rollback and signer checks: the store's current bundle, or a
+ * tree an earlier ferry unpacked at BUNDLE_DIR. The dry run checks against the same.
+ */
+export async function installedHere(host: Host, o: VerifyOptions): Promise<Installed | undefined> {
+  const existing = await SiteStore.open(host.p(STORE_DIR), { create: false }).catch(() => undefined);
+  const cur = existing && (await existing.current());
+  if (cur) return existing!.installed(cur);
+  const view = host.p(BUNDLE_DIR);
+  const st = await fs.lstat(view).catch(() => undefined);
+  return st && !st.isSymbolicLink() ? (await currentTree(view, o))?.installed : undefined;
+}
+
+/**
  * Adds `bundle` to this server's store and makes it the one the cluster runs. BUNDLE_DIR may be
  * absent, a link ferry made, or a tree an earlier ferry unpacked (replaced by the link); anything
  * else is not ferry's and is refused before anything is written.
  */
-export async function addAndUse(host: Host, bundle: string, o: VerifyOptions & { allowDowngrade?: boolean }): Promise<AddResult> {
+export async function addAndUse(host: Host, bundle: string, o: VerifyOptions & { allowDowngrade?: boolean; allowSignerChange?: boolean }): Promise<AddResult> {
   const view = host.p(BUNDLE_DIR);
   const st = await fs.lstat(view).catch(() => undefined);
   const tree = st && !st.isSymbolicLink() ? await currentTree(view, o) : undefined;
@@ -36,12 +49,15 @@ export async function addAndUse(host: Host, bundle: string, o: VerifyOptions & {
   }
   const existing = await SiteStore.open(storeDir, { create: false }).catch(() => undefined);
   const cur = existing && (await existing.current());
-  const installed: BundleManifest | undefined = cur ? await existing!.manifest(cur) : tree?.manifest;
+  const installed: Installed | undefined = cur ? await existing!.installed(cur) : tree?.installed;
   // A first check on the unverified table: a refusal here writes nothing.
   if (!o.allowDowngrade) checkDowngrade(BUNDLE_DIR, installed, await readBundleManifest(bundle), o);
   const store = existing ?? (await SiteStore.open(storeDir));
   const r = await store.add(bundle, o);
-  if (!cur) checkDowngrade(BUNDLE_DIR, installed, r.manifest, o);
+  if (!cur) {
+    checkDowngrade(BUNDLE_DIR, installed, r.manifest, o);
+    checkSigner(BUNDLE_DIR, installed, r.fingerprint, o);
+  }
   await store.setCurrent(r.id, o);
   // Swap the link in one rename; a tree from an earlier ferry moves aside first.
   const link = `${view}.ferry-link`;
@@ -50,7 +66,7 @@ export async function addAndUse(host: Host, bundle: string, o: VerifyOptions & {
   await local(`cannot link ${view}`, fs.symlink(path.relative(path.dirname(view), store.viewOf(r.id)), link));
   if (st && !st.isSymbolicLink()) {
     const old = `${view}.ferry-old`;
-    await local(`cannot remove ${old}`, fs.rm(old, { recursive: true, force: true }));
+    await removeOwnLeftover(old);
     await local(`cannot move ${view} aside`, fs.rename(view, old));
     await local(`cannot link ${view}`, fs.rename(link, view));
     await local(`cannot remove ${old}`, fs.rm(old, { recursive: true, force: true }));

@@ -148,7 +148,8 @@ export async function ensureFerry(node: RemoteNode, local: Host, manifest: Bundl
   const stamp = node.p(FERRY_DIGEST);
   const have = (await node.session.exec(`cat ${sq(stamp)} 2>/dev/null`)).stdout.trim();
   if (have === payload.digest && !o.force) return { digest: payload.digest, uploaded: 0, seconds: (Date.now() - t0) / 1000 };
-  await must(node, `rm -f ${sq(stamp)}`);
+  // The ferry tree is replaced whole: its guard refuses any file its list does not name, such as a chunk of the ferry uploaded before.
+  await must(node, `rm -f ${sq(stamp)} && rm -rf ${sq(node.p(FERRY_DIR))}`);
   await uploadFiles(node, payload.files, o.parallel);
   await must(node, `printf '%s\\n' ${payload.digest} > ${sq(`${stamp}.tmp`)} && mv ${sq(`${stamp}.tmp`)} ${sq(stamp)}`);
   return { digest: payload.digest, uploaded: payload.files.length, seconds: (Date.now() - t0) / 1000 };

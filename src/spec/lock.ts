@@ -133,6 +133,8 @@ export interface Drift {
  */
 export function specLockDrift(spec: LoadedSpec, lock: ImagesLock): Drift[] {
   const drift: Drift[] = [];
+  // A lock pins one spec's images: another spec's lock is never taken for it, however alike.
+  if (lock.spec?.name !== undefined && lock.spec.name !== spec.spec.metadata.name) drift.push({ name: 'metadata.name', problem: `is "${spec.spec.metadata.name}" in the spec, but the lock was written for spec "${lock.spec.name}"` });
   const locked = new Map(lock.images.map((i) => [i.name, i]));
   for (const name of spec.narrowed?.skipped ?? []) locked.delete(name);
   for (const img of spec.images) {

@@ -198,7 +198,10 @@ describe('ferry bundle build', () => {
     await write(bad, (await fs.readFile(specFile, 'utf8')).replace(/sha256: \{linux\/amd64: [a-f0-9]{64}/, `sha256: {linux/amd64: ${wrong}`).replace('name: site', 'name: bad'));
     const out = path.join(work, 'bad.ferry.tar');
     const cacheEnv = { ...env, FERRY_CACHE_DIR: path.join(work, 'cache-bad') };
-    const r = await ferry(['bundle', 'build', bad, '--lock', path.join(work, 'images.lock'), '--key', path.join(work, 'keys', 'ferry.key'), '--out', out], { env: cacheEnv });
+    // A lock belongs to one spec: the renamed spec gets its own copy.
+    const badLock = path.join(work, 'bad.images.lock');
+    await write(badLock, (await fs.readFile(path.join(work, 'images.lock'), 'utf8')).replace(/^( {2}name: )site$/m, '$1bad'));
+    const r = await ferry(['bundle', 'build', bad, '--lock', badLock, '--key', path.join(work, 'keys', 'ferry.key'), '--out', out], { env: cacheEnv });
     expect(r.code).toBe(5);
     expect(r.stderr).toMatch(new RegExp(`error\\[CHECKSUM_MISMATCH\\]: checksum mismatch for .*vendor/crictl-amd64: expected sha256 ${wrong}, got ${(await sha256File(`${work}/vendor/crictl-amd64`))}`));
     await expect(fs.access(out)).rejects.toThrow();

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildBundle } from '../../src/bundle/build.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { loadPrivateKey } from '../../src/sign/keys.js';
+import { sha256Hex } from '../../src/util/digest.js';
 import { ferry, ROOT } from '../helpers/cli.js';
 import { miniProject, type MiniProject } from '../helpers/mini-bundle.js';
 import { execFileP, tmpdir } from '../helpers/peers.js';
@@ -31,7 +32,12 @@ beforeAll(async () => {
   const ferryDir = path.join(work, 'ferry');
   await fs.cp(path.join(ROOT, 'dist', 'ferry'), ferryDir, { recursive: true });
   await fs.mkdir(path.join(ferryDir, 'chunks'), { recursive: true });
-  for (const n of NAMES) await fs.writeFile(path.join(ferryDir, 'chunks', n), `export const name = ${JSON.stringify(n)};\n`);
+  for (const n of NAMES) {
+    const body = `export const name = ${JSON.stringify(n)};\n`;
+    await fs.writeFile(path.join(ferryDir, 'chunks', n), body);
+    // The build carries exactly the files the bundled ferry's own list names.
+    await fs.appendFile(path.join(ferryDir, 'ferry.files'), `${sha256Hex(Buffer.from(body))}  chunks/${n}\n`);
+  }
   process.env.FERRY_CACHE_DIR = p.cache;
   await buildBundle({ specFile: p.specFile, lockFile: path.join(p.dir, 'images.lock'), key: await loadPrivateKey(p.key), out: path.join(work, 'mini.ferry.tar'), client: new RegistryClient(), ferryDir });
   await buildBundle({ specFile: p.specFile, lockFile: path.join(p.dir, 'images.lock'), key: await loadPrivateKey(p.key), out: path.join(work, 'split', 'mini.ferry.tar'), partSize: 100_000, client: new RegistryClient(), ferryDir });

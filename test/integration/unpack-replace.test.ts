@@ -6,6 +6,8 @@ import { tarOf } from '../../fixtures/hostile.js';
 import { checksumsText, manifestBytes, TABLE, type BundleManifest } from '../../src/bundle/format.js';
 import { UNPACKED_MARKER } from '../../src/bundle/unpack.js';
 import { Host } from '../../src/install/host.js';
+import { RecordingHost } from '../../src/install/recording-host.js';
+import { verifyBundle } from '../../src/bundle/verify.js';
 import { firstServerSteps } from '../../src/install/first-server.js';
 import { nodeJoinSteps, type NodeJoinPayload } from '../../src/install/node-join.js';
 import { BUNDLE_DIR, BUNDLE_PUB, PKI_DIR } from '../../src/install/paths.js';
@@ -119,11 +121,66 @@ describe('unpack refuses a rollback (issue 10 item 4)', () => {
     expect(await versionIn(dir)).toBe(version);
   });
 
-  it('refuses by creation time alone when a version is not semver', async () => {
+  // Issue 21 item 2: the order is explicit (semver, then the signed build time) and fails closed.
+  it('counts versions that are not both semver and differ as of unknown order: a downgrade, whatever their creation times', async () => {
     const dir = path.join(await tmpdir(), 'bundle');
     expect((await unpack(await bundleFile('cal-new.tar', { version: '2025.06', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
-    const r = await unpack(await bundleFile('cal-old.tar', { version: '2025.07', created: '2025-05-01T00:00:00.000Z' }), dir);
-    expect(r.stderr).toMatch(/BUNDLE_DOWNGRADE.*site 2025\.06 .* site 2025\.07 .*created earlier/);
+    const later = await bundleFile('cal-later.tar', { version: '2025.07', created: '2025-07-01T00:00:00.000Z' });
+    const r = await unpack(later, dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/BUNDLE_DOWNGRADE.*site 2025\.06 .* site 2025\.07 .*not both semver versions, so their order is not known/);
+    expect(await versionIn(dir)).toBe('2025.06');
+    expect((await unpack(later, dir, '--allow-downgrade')).code).toBe(0);
+    expect(await versionIn(dir)).toBe('2025.07');
+  });
+
+  it('orders by semver first: a higher version is newer even when its creation time is earlier', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('v1.tar', { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    const r = await unpack(await bundleFile('v2.tar', { version: '1.3.0', created: '2025-01-01T00:00:00.000Z' }), dir);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await versionIn(dir)).toBe('1.3.0');
+  });
+
+  it('counts an unreadable creation time as older', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('t1.tar', { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    const r = await unpack(await bundleFile('t2.tar', { version: '1.2.0', created: 'yesterday-ish' }), dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/BUNDLE_DOWNGRADE.*its creation time cannot be read, which counts as older/);
+    // The other way round, the installed one's unreadable time is the older.
+    const other = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('t3.tar', { version: '1.2.0', created: 'garbled' }), other)).code).toBe(0);
+    expect((await unpack(await bundleFile('t4.tar', { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' }), other)).code).toBe(0);
+  });
+
+  const damaged: [string, (dir: string) => Promise<void>, RegExp][] = [
+    ['missing', (d) => fs.rm(path.join(d, 'bundle.json')), /site 1\.2\.0/],
+    ['not JSON', (d) => fs.writeFile(path.join(d, 'bundle.json'), '{"name": "site", "vers'), /site 1\.2\.0/],
+    [
+      'missing, and the marker an older ferry wrote names no version',
+      async (d) => {
+        await fs.rm(path.join(d, 'bundle.json'));
+        await fs.writeFile(path.join(d, UNPACKED_MARKER), `${JSON.stringify({ bundle: 'site-1.2.0', created: '2025-06-01T00:00:00.000Z', checksums: '0', signer: fingerprint(site.publicKey) })}\n`);
+      },
+      /not known/,
+    ],
+    ['missing, with a damaged marker', async (d) => {
+      await fs.rm(path.join(d, 'bundle.json'));
+      await fs.writeFile(path.join(d, UNPACKED_MARKER), 'garbage');
+    }, /not known/],
+  ];
+  it.each(damaged)('falls back to the marker, or refuses, when a marked tree\'s bundle.json is %s', async (_what, damage, names) => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('d1.tar', { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    await damage(dir);
+    const old = await bundleFile('d0.tar', { version: '1.1.0', created: '2025-05-01T00:00:00.000Z' });
+    const r = await unpack(old, dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[BUNDLE_DOWNGRADE\]/);
+    expect(r.stderr).toMatch(names);
+    expect((await unpack(old, dir, '--allow-downgrade')).code).toBe(0);
+    expect(await versionIn(dir)).toBe('1.1.0');
   });
 
   it('accepts the same bundle again and any newer one', async () => {
@@ -259,6 +316,91 @@ describe('a bundle an older ferry unpacked, before the marker existed', () => {
     expect(r.stderr).toMatch(/error\[UNPACK_TARGET_NOT_FERRY\]: .* holds files and no \.ferry-unpacked/);
     expect(await fs.readdir(dir, { recursive: true })).toEqual(before);
     expect(await versionIn(dir)).toBe('1.0.0');
+  });
+});
+
+describe('unpack never deletes what it cannot prove is its own (issue 21 item 3)', () => {
+  it('refuses a tree an older ferry unpacked when a listed file was edited since, and keeps the edit', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('h1.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    await fs.rm(path.join(dir, UNPACKED_MARKER));
+    await fs.writeFile(path.join(dir, 'install.sh'), '#!/bin/sh\necho my local fix\n');
+    const r = await unpack(await bundleFile('h2.tar', { version: '1.1.0', created: '2025-07-01T00:00:00.000Z' }), dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/UNPACK_TARGET_NOT_FERRY.*install\.sh differs from its signed table/);
+    expect(await fs.readFile(path.join(dir, 'install.sh'), 'utf8')).toBe('#!/bin/sh\necho my local fix\n');
+  });
+
+  for (const [what, nameOf] of [
+    ['DEST.ferry-old', (dest: string) => `${dest}.ferry-old`],
+    ['.DEST.ferry-staging', (dest: string) => path.join(path.dirname(dest), `.${path.basename(dest)}.ferry-staging`)],
+  ] as const) {
+    it(`refuses to remove ${what} when it holds someone else's files, and clears one ferry left`, async () => {
+      const dest = path.join(await tmpdir(), 'bundle');
+      const beside = nameOf(dest);
+      await fs.mkdir(beside, { recursive: true });
+      await fs.writeFile(path.join(beside, 'notes.txt'), 'mine');
+      const b = await bundleFile('s1.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' });
+      const r = await unpack(b, dest);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/UNPACK_TARGET_NOT_FERRY.*is in the way/);
+      expect(await fs.readFile(path.join(beside, 'notes.txt'), 'utf8')).toBe('mine');
+      // What an interrupted run of ferry leaves there is its own, and goes.
+      await fs.rm(path.join(beside, 'notes.txt'));
+      await fs.writeFile(path.join(beside, what.endsWith('staging') ? '.ferry-staging' : UNPACKED_MARKER), '');
+      await fs.writeFile(path.join(beside, 'install.sh'), 'half written');
+      expect((await unpack(b, dest)).code).toBe(0);
+      await expect(fs.access(beside)).rejects.toThrow();
+      expect(await versionIn(dest)).toBe('1.0.0');
+    });
+  }
+});
+
+describe('unpack names what changes (issue 22 item 4)', () => {
+  it('compares versions only within one bundle name, and says that another bundle replaces the installed one', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('n1.tar', { name: 'site', version: '2.0.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    const r = await unpack(await bundleFile('n2.tar', { name: 'demo', version: '0.1.0', created: '2025-05-01T00:00:00.000Z' }), dir);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('site 2.0.0 (created 2025-06-01T00:00:00.000Z); demo 0.1.0 (created 2025-05-01T00:00:00.000Z) is another bundle');
+  });
+
+  it('refuses a bundle signed by another key than the installed one, unless --allow-signer-change, and says so', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    expect((await unpack(await bundleFile('k1.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }), dir)).code).toBe(0);
+    const other = await bundleFile('k2.tar', { version: '1.1.0', created: '2025-07-01T00:00:00.000Z' }, { signWith: attacker.privateKey, claims: attacker.privateKey });
+    const r = await ferry(['bundle', 'unpack', other, '--trust', attackerPub, '--to', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/error\[BUNDLE_SIGNER_CHANGED\]: refusing to change the signer/);
+    expect(r.stderr).toContain(fingerprint(site.publicKey));
+    expect(r.stderr).toContain(fingerprint(attacker.publicKey));
+    expect(r.stderr).toContain('--allow-signer-change');
+    expect(await versionIn(dir)).toBe('1.0.0');
+    // --allow-downgrade is not the flag for it.
+    expect((await ferry(['bundle', 'unpack', other, '--trust', attackerPub, '--to', dir, '--allow-downgrade'])).code).toBe(2);
+    const ok = await ferry(['bundle', 'unpack', other, '--trust', attackerPub, '--to', dir, '--allow-signer-change']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/signed by .*; the new bundle is signed by .*: the signer changes \(--allow-signer-change\)/);
+    expect(await versionIn(dir)).toBe('1.1.0');
+  });
+
+  it("shows the signer change in install's plan: the dry run refuses it as the real run does, and says it with --allow-signer-change", async () => {
+    const root = await tmpdir();
+    await installUnpack(root, await bundleFile('p1.tar', { version: '1.0.0', created: '2025-06-01T00:00:00.000Z' }));
+    const other = await bundleFile('p2.tar', { version: '1.1.0', created: '2025-07-01T00:00:00.000Z' }, { signWith: attacker.privateKey, claims: attacker.privateKey });
+    const v = await verifyBundle(other, { trust: attacker.publicKey });
+    const entries = { file: other, files: new Map<string, number>(), summary: { manifest: v.manifest, fingerprint: v.fingerprint, entries: v.entries }, read: async () => undefined, copyOut: async () => {} };
+    const warned: string[] = [];
+    const reporter = { ...silentReporter, warn: (m: string) => void warned.push(m) };
+    const dry = new RecordingHost(root, process.env, { bundle: entries });
+    const never = () => Promise.reject(new Error('a dry run adds nothing'));
+    await expect(dry.addBundle(other, BUNDLE_DIR, { reporter }, never)).rejects.toMatchObject({ code: 'BUNDLE_SIGNER_CHANGED' });
+    await dry.addBundle(other, BUNDLE_DIR, { reporter, allowSignerChange: true }, never);
+    expect(warned.join('\n')).toContain(`signed by ${fingerprint(site.publicKey)}; the new bundle is signed by ${fingerprint(attacker.publicKey)}: the signer changes (--allow-signer-change)`);
+    // The real install step refuses it the same way.
+    const steps = firstServerSteps({ host: new Host(root), bundle: other, answers, verify: { trust: attacker.publicKey }, reporter: silentReporter });
+    await expect(steps.find((s) => s.id === 'unpack')!.apply(() => {})).rejects.toMatchObject({ code: 'BUNDLE_SIGNER_CHANGED' });
+    expect(await versionIn(path.join(root, BUNDLE_DIR))).toBe('1.0.0');
   });
 });
 

@@ -53,6 +53,15 @@ describe('the lock file', () => {
   });
 });
 
+describe('a lock belongs to one spec (issue 22 item 4)', () => {
+  it('is refused for a spec of another name, even when every image matches', () => {
+    const text = (name: string) => `apiVersion: ferry.dev/v1alpha1\nkind: BundleSpec\nmetadata: {name: ${name}, version: 0.1.0}\nspec:\n  platforms: [linux/amd64, linux/arm64]\n  images: [registry.k8s.io/pause:3.10, docker.io/library/haproxy:2.9]\n`;
+    const narrowLock = { ...lock, images: lock.images.map((i) => (i.name.includes('haproxy') ? { ...i, platforms: [...i.platforms, { ...i.platforms[0]!, platform: 'linux/arm64' }] } : i)) };
+    expect(specLockDrift(parseSpecText(text('demo')), narrowLock)).toEqual([]);
+    expect(specLockDrift(parseSpecText(text('other')), narrowLock)).toEqual([{ name: 'metadata.name', problem: 'is "other" in the spec, but the lock was written for spec "demo"' }]);
+  });
+});
+
 describe('the shipped images.lock', () => {
   it('parses, pins nothing yet, and makes pulls name every image it lacks', async () => {
     const { readLock } = await import('../../src/spec/lock.js');

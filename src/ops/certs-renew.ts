@@ -6,7 +6,7 @@ import type { LeaseProvider, NodeRecord, SiteStateAccess } from '../cluster/stat
 import { Codes, FerryError, InternalError, RemoteError, UsageError } from '../errors.js';
 import { bundleManifest } from '../install/cluster.js';
 import type { Host } from '../install/host.js';
-import { ADMIN_CONF, CRI_SOCKET, PKI_DIR, REGISTRY_CERT, REGISTRY_CERT_PREFIX, REGISTRY_KEY, SITE_PORT } from '../install/paths.js';
+import { ADMIN_CONF, API_PORT, CRI_SOCKET, PKI_DIR, REGISTRY_CERT, REGISTRY_CERT_PREFIX, REGISTRY_KEY, SITE_PORT } from '../install/paths.js';
 import { issueServerCert } from '../sign/pki.js';
 import { sleep } from '../util/limit.js';
 import type { Reporter } from '../util/progress.js';
@@ -98,12 +98,14 @@ export function presentedCert(host: string, port: number, timeoutMs = 5000, serv
 }
 
 /** ClusterConfiguration from the cluster with a certificate validity (the test knob), for kubeadm --config. */
-async function validityConfig(host: Host, hours: number): Promise<string> {
+async function validityConfig(host: Host, p: RenewPayload, hours: number): Promise<string> {
   const r = await host.run('kubectl', ['--kubeconfig', host.p(ADMIN_CONF), '--request-timeout=15s', '-n', 'kube-system', 'get', 'configmap', 'kubeadm-config', '-o', 'jsonpath={.data.ClusterConfiguration}']);
   const cc = YAML.parse(r.stdout) as Record<string, unknown>;
   cc.certificateValidityPeriod = `${hours}h0m0s`;
+  // This node's own part too: without it kubeadm guesses the address from a default route the node may not have.
+  const init = { apiVersion: cc.apiVersion, kind: 'InitConfiguration', localAPIEndpoint: { advertiseAddress: p.ip, bindPort: API_PORT }, nodeRegistration: { name: p.name, criSocket: CRI_SOCKET } };
   const file = `${PKI_DIR}/renew-cluster-config.yaml`;
-  await host.write(file, YAML.stringify(cc), 0o600);
+  await host.write(file, `${YAML.stringify(init)}---\n${YAML.stringify(cc)}`, 0o600);
   return host.p(file);
 }
 
@@ -134,9 +136,13 @@ export async function renewLocal(host: Host, p: RenewPayload, log: (l: string) =
   const renewable = (c: CertInfo) => c.kind === 'site-service' || (c.kind === 'kubeadm' && !/(^|\/)ca$|-ca$/.test(c.name));
   const before = await probeLocal(host, p.name);
   const args = ['certs', 'renew', 'all'];
-  if (p.validityHours) args.push('--config', await validityConfig(host, p.validityHours));
+  if (p.validityHours) args.push('--config', await validityConfig(host, p, p.validityHours));
   log(`kubeadm ${args.join(' ')}`);
-  await host.run('kubeadm', args, { timeoutMs: 120_000 });
+  try {
+    await host.run('kubeadm', args, { timeoutMs: 120_000 });
+  } finally {
+    await host.rm(`${PKI_DIR}/renew-cluster-config.yaml`);
+  }
   for (const c of CONTROL_PLANE) {
     await restartContainer(host, c, log);
     if (c === 'kube-apiserver') await waitFor('the API server', () => apiAnswers(host), 300_000);
@@ -150,7 +156,9 @@ export async function renewLocal(host: Host, p: RenewPayload, log: (l: string) =
 /** A Kubernetes Event on the node, so the renewal shows in `kubectl describe node` (best effort). */
 export async function nodeEvent(host: Host, node: string, reason: string, message: string): Promise<boolean> {
   const at = new Date().toISOString();
-  const ev = { apiVersion: 'v1', kind: 'Event', metadata: { generateName: `${node}.ferry-`, namespace: 'default' }, involvedObject: { apiVersion: 'v1', kind: 'Node', name: node, uid: node }, reason, message, type: 'Normal', source: { component: 'ferry', host: node }, firstTimestamp: at, lastTimestamp: at, count: 1, reportingComponent: 'ferry', reportingInstance: node };
+  // With the Node's uid, as kubelet's own events carry it: kubectl describe node selects by it.
+  const uid = (await host.run('kubectl', ['--kubeconfig', host.p(ADMIN_CONF), '--request-timeout=15s', 'get', 'node', node, '-o', 'jsonpath={.metadata.uid}'], { allowFail: true, timeoutMs: 30_000 })).stdout.trim();
+  const ev = { apiVersion: 'v1', kind: 'Event', metadata: { generateName: `${node}.ferry-`, namespace: 'default' }, involvedObject: { kind: 'Node', name: node, ...(uid ? { uid } : {}) }, reason, message, type: 'Normal', source: { component: 'ferry', host: node }, firstTimestamp: at, lastTimestamp: at, count: 1 };
   const r = await host.run('kubectl', ['--kubeconfig', host.p(ADMIN_CONF), '--request-timeout=15s', 'create', '-f', '-'], { input: JSON.stringify(ev), allowFail: true, timeoutMs: 30_000 });
   return r.code === 0;
 }

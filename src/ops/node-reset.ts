@@ -37,7 +37,7 @@ export const OWN_CHAIN = /^(KUBE-|FLANNEL-|CNI-)/;
 export const CNI_INTERFACES = ['flannel.1', 'flannel-v6.1', 'cni0'];
 /** Directories whose mounts (pod volumes, sandboxes' network namespaces, snapshots) go before the directories. */
 export const MOUNT_ROOTS = ['/var/lib/kubelet', '/run/containerd', '/var/lib/containerd', '/run/netns'];
-/** State of the cluster ferry made: removed whole. */
+/** State of the cluster ferry made: emptied (each directory stays: it may be a mount point). */
 export const STATE_TREES = ['/var/lib/kubelet', '/var/lib/containerd', '/run/containerd', '/var/lib/etcd', '/etc/kubernetes', '/var/lib/cni', '/run/flannel', '/etc/ferry'];
 const CNI_CONF_DIR = '/etc/cni/net.d';
 
@@ -83,7 +83,8 @@ export function mountsUnder(mountinfo: string, roots: string[]): string[] {
     .map((l) => l.split(' ')[4])
     .filter((p): p is string => !!p)
     .map((p) => p.replace(/\\040/g, ' '))
-    .filter((p) => roots.some((r) => p === r || p.startsWith(`${r}/`)));
+    // Only below each root: the root itself may be a disk of its own, which stays mounted.
+    .filter((p) => roots.some((r) => p.startsWith(`${r}/`)));
   return [...new Set(points)].sort((a, b) => b.split('/').length - a.split('/').length || b.localeCompare(a));
 }
 
@@ -91,6 +92,13 @@ export interface ResetItem {
   /** What is removed, as the operator reads it. */
   what: string;
   apply: () => Promise<void>;
+}
+
+const entriesOf = (host: Host, dir: string) => fs.readdir(host.p(dir)).catch(() => [] as string[]);
+
+/** Removes everything in a directory and keeps the directory (a mount point stays one). */
+async function emptyDir(host: Host, dir: string): Promise<void> {
+  await Promise.all((await entriesOf(host, dir)).map((e) => host.rm(`${dir}/${e}`)));
 }
 
 const which = async (host: Host, cmd: string) => (await host.run('sh', ['-c', `command -v ${cmd}`], { allowFail: true })).code === 0;
@@ -183,8 +191,8 @@ export async function nodeResetPlan(host: Host, p: NodeResetPayload): Promise<Re
   const cni = (await fs.readdir(host.p(CNI_CONF_DIR)).catch(() => [] as string[])).filter((f) => /flannel/.test(f));
   if (cni.length) items.push({ what: `CNI configuration removed: ${cni.map((f) => `${CNI_CONF_DIR}/${f}`).join(', ')}`, apply: async () => void (await Promise.all(cni.map((f) => host.rm(`${CNI_CONF_DIR}/${f}`)))) });
   const trees: string[] = [];
-  for (const d of STATE_TREES) if (await host.exists(d)) trees.push(d);
-  if (trees.length) items.push({ what: `state removed: ${trees.join(', ')}`, apply: async () => void (await Promise.all(trees.map((d) => host.rm(d)))) });
+  for (const d of STATE_TREES) if ((await entriesOf(host, d)).length) trees.push(d);
+  if (trees.length) items.push({ what: `state emptied: ${trees.join(', ')}`, apply: async () => void (await Promise.all(trees.map((d) => emptyDir(host, d)))) });
   const hosts = await host.read(ETC_HOSTS);
   if (hosts && withoutHostsBlock(hosts) !== hosts) items.push({ what: `ferry's block in ${ETC_HOSTS} removed`, apply: () => host.write(ETC_HOSTS, withoutHostsBlock(hosts)) });
   if (await host.exists(SYSTEM_SITE_CA)) {
@@ -198,7 +206,7 @@ export async function nodeResetPlan(host: Host, p: NodeResetPayload): Promise<Re
   }
   const launcher = (await host.read(FERRY_LAUNCHER)) !== undefined;
   // Last: ferry itself runs from here (everything it needs is loaded already).
-  items.push({ what: `ferry's own files removed: ${[FERRY_ROOT, ...(launcher ? [FERRY_LAUNCHER] : [])].join(', ')}`, apply: async () => void (await Promise.all([host.rm(FERRY_ROOT), ...(launcher ? [host.rm(FERRY_LAUNCHER)] : [])])) });
+  items.push({ what: `ferry's own files removed: ${[`${FERRY_ROOT}/*`, ...(launcher ? [FERRY_LAUNCHER] : [])].join(', ')}`, apply: async () => void (await Promise.all([emptyDir(host, FERRY_ROOT), ...(launcher ? [host.rm(FERRY_LAUNCHER)] : [])])) });
   return items;
 }
 

@@ -138,6 +138,8 @@ export async function nodeResetPlan(host: Host, p: NodeResetPayload): Promise<Re
         }
         for (const u of units) await host.rm(`${SYSTEMD_DIR}/${u}`);
         await host.rm(`${SYSTEMD_DIR}/kubelet.service.d/10-kubeadm.conf`);
+        // The drop-in directory goes too when nothing else is in it.
+        await fs.rmdir(host.p(`${SYSTEMD_DIR}/kubelet.service.d`)).catch(() => {});
         await run('systemctl', ['daemon-reload']);
         await run('systemctl', ['reset-failed']);
       },

@@ -52,7 +52,8 @@ export function probeScript(root = '/'): string {
   const files = [SITE_CA, REGISTRY_CERT, ...KUBEADM_CERT_FILES, ...KUBEADM_KUBECONFIGS, KUBELET_CLIENT, KUBELET_CONFIG];
   const lines = files.map((f) => `[ -f ${p(f)} ] && { echo '==> file ${f}'; cat ${p(f)}; echo; }`);
   for (const [k, d] of [['store', STORE_DIR], ['containerd', CONTAINERD_DIR], ['etcd', ETCD_DIR], ['ferry', FERRY_ROOT]] as const) {
-    lines.push(`[ -d ${p(d)} ] && echo "==> du ${k} $(du -sxb ${p(d)} 2>/dev/null | cut -f1)"`);
+    // Bounded: a large containerd tree on a busy disk must not stall the whole probe.
+    lines.push(`[ -d ${p(d)} ] && echo "==> du ${k} $(timeout 5 du -sxb ${p(d)} 2>/dev/null | cut -f1)"`);
   }
   lines.push(`echo "==> df $(df -B1 --output=size,avail ${p('/var/lib')} 2>/dev/null | tail -1)"`);
   return `${lines.join('\n')}\ntrue\n`;

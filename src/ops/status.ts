@@ -219,7 +219,7 @@ export async function gatherStatus(o: GatherOptions): Promise<StatusReport> {
       const [health, catalog, probe] = await Promise.all([
         bounded(get(`https://${sv.ip}:${SITE_PORT}/healthz`, { ca, timeoutMs: ms }), ms, undefined),
         bounded(get(`https://${sv.ip}:${SITE_PORT}/v2/_catalog?n=10000`, { ca, timeoutMs: ms }), ms, undefined),
-        probeNode({ host: o.host, ssh: { ...state?.answers.ssh, ...o.ssh } }, sv, self, ms + 5000),
+        probeNode({ host: o.host, ssh: { ...state?.answers.ssh, ...o.ssh } }, sv, self, ms + 20_000),
       ]);
       let repositories: number | undefined;
       try {

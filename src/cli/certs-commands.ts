@@ -28,7 +28,7 @@ export function certsCommand(): Command {
       .description('list every certificate of every node with its expiry (exit 10 when one has under 30 days, or a node does not answer)')
       .option('--timeout <duration>', "each node's bound", '15s')
       .option('--root <dir>', "this server's host-file prefix (for tests)", '/')
-      .addHelpText('after', `${examples(['ferry certs check   # on any server', 'ferry certs check --json | jq \'.certs[] | select(.daysLeft < 90)\'   # on any server'])}
+      .addHelpText('after', `${examples(['ferry certs check   # needs a server where ferry install finished', 'ferry certs check --json | jq \'.certs[] | select(.daysLeft < 90)\'   # needs a server where ferry install finished'])}
 Exit codes (apart from the error codes 1-6): 0 every certificate has 30 days or more; 10 one has fewer, or a node was not reached.
 `)
       .action(async (o: { timeout: string; root: string }, c: Command) => {
@@ -67,8 +67,8 @@ Exit codes (apart from the error codes 1-6): 0 every certificate has 30 days or 
       .option('--root <dir>', "this server's host-file prefix (for tests)", '/')
       .addOption(new Option('--validity-hours <n>', 'issue certificates valid this many hours (for tests)').hideHelp())
       .addHelpText('after', examples([
-        'ferry certs renew   # on any server: every server, one at a time',
-        'ferry certs renew --local --under-days 90   # on a server: what ferry-certs.timer runs daily',
+        'ferry certs renew   # needs a server where ferry install finished, and SSH to the other servers',
+        'ferry certs renew --local --under-days 90   # needs a server where ferry install finished (what ferry-certs.timer runs daily)',
       ]))
       .action(async (o: { local?: boolean; underDays?: string; wait?: boolean; root: string; validityHours?: string }, c: Command) => {
         const out = makeOutput(globals(c));

@@ -32,10 +32,10 @@ export function resetCommand(): Command {
     .option('--accept-new-host-keys', 'record host keys that known_hosts has never seen (never a changed one)')
     .option('--root <dir>', "this machine's host-file prefix (for tests)", '/')
     .addHelpText('after', examples([
-      'ferry reset k8s-agent-03 --dry-run   # on any server: what would go',
-      'ferry reset k8s-agent-03   # on any server; asks first (default No)',
-      'ferry reset k8s-server-02 --yes   # on another server: its etcd member first, refused if that loses quorum',
-      'ferry reset --local   # on the node itself, when the cluster is gone or has forgotten it',
+      'ferry reset k8s-agent-03 --dry-run   # needs a server where ferry install finished, and SSH to the node',
+      'ferry reset k8s-agent-03   # needs a server where ferry install finished, and SSH to the node; asks first (default No)',
+      'ferry reset k8s-server-02 --yes   # needs another server where ferry install finished, and SSH to the node',
+      'ferry reset --local   # needs root on the node itself, which ferry installed or joined',
     ]))
     .action(async (nodeArg: string | undefined, o: ResetFlags, c: Command) => {
       const out = makeOutput(globals(c));

@@ -28,9 +28,9 @@ export function statusCommand(): Command {
     .option('--timeout <duration>', "each probe's bound: a server, etcd or the API that does not answer within it counts as down", '10s')
     .option('--root <dir>', "this server's host-file prefix (for tests)", '/')
     .addHelpText('after', `${examples([
-      'ferry status   # on any server where ferry install finished',
-      'ferry status --json | jq .reasons   # on any server',
-      'ferry status --wait 10m   # on any server: exits 0 as soon as the site is healthy',
+      'ferry status   # needs a server where ferry install finished',
+      'ferry status --json | jq .reasons   # needs a server where ferry install finished',
+      'ferry status --wait 10m   # needs a server where ferry install finished; exits 0 as soon as the site is healthy',
     ])}
 Exit codes (apart from the error codes 1-6):
   0   healthy

@@ -78,9 +78,10 @@ export function classify(r: Partial0): Pick<StatusReport, 'verdict' | 'exitCode'
   if (!r.api.answering) down.push('the API server does not answer');
   if (r.etcd.members.length && !r.etcd.quorum) down.push(`etcd has no quorum: ${r.etcd.members.filter((m) => m.healthy).length} of ${r.etcd.members.length} members answer`);
   if (!r.etcd.answered && r.api.answering) degraded.push('no etcd member answered');
+  // Without the API a node's readiness is unknown: the API's absence is the reason.
   for (const n of r.nodes) {
     if (!n.registered) degraded.push(`${n.name} is in the site state but not in the cluster`);
-    else if (!n.ready) degraded.push(`${n.name} is not Ready`);
+    else if (n.ready === false) degraded.push(`${n.name} is not Ready`);
   }
   for (const m of r.etcd.members) if (!m.healthy) degraded.push(`etcd member ${m.name} does not answer`);
   for (const s of r.servers) {
@@ -258,7 +259,7 @@ export async function gatherStatus(o: GatherOptions): Promise<StatusReport> {
       role: n.role,
       ip: n.ip,
       registered: nodeList ? !!k : true,
-      ...(k ? { ready: k.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True', cordoned: !!k.spec?.unschedulable, arch: k.status?.nodeInfo?.architecture, kubernetesVersion: k.status?.nodeInfo?.kubeletVersion } : nodeList ? {} : { ready: false }),
+      ...(k ? { ready: k.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True', cordoned: !!k.spec?.unschedulable, arch: k.status?.nodeInfo?.architecture, kubernetesVersion: k.status?.nodeInfo?.kubeletVersion } : {}),
     };
   });
   const partial: Partial0 = {
@@ -288,7 +289,7 @@ export function formatStatus(r: StatusReport): string {
   const out: string[] = [`site: ${r.verdict.toUpperCase()} (exit ${r.exitCode})${r.source === 'mirror' ? ", nodes from this server's state mirror (the API does not answer)" : ''}`];
   for (const x of r.reasons) out.push(`  - ${x}`);
   for (const w of r.warnings) out.push(`  warning: ${w}`);
-  out.push('', table(['NODE', 'ROLE', 'IP', 'ARCH', 'KUBERNETES', 'READY', 'CORDONED', 'DNS'], r.nodes.map((n) => [n.name, n.role, n.ip, n.arch ?? '-', n.kubernetesVersion ?? '-', n.registered ? (n.ready ? 'yes' : 'NO') : 'GONE', n.cordoned ? 'yes' : 'no', r.dns.find((d) => d.node === n.name)?.ok ? 'ok' : 'WRONG'])));
+  out.push('', table(['NODE', 'ROLE', 'IP', 'ARCH', 'KUBERNETES', 'READY', 'CORDONED', 'DNS'], r.nodes.map((n) => [n.name, n.role, n.ip, n.arch ?? '-', n.kubernetesVersion ?? '-', !n.registered ? 'GONE' : n.ready === undefined ? '?' : n.ready ? 'yes' : 'NO', n.cordoned ? 'yes' : 'no', r.dns.find((d) => d.node === n.name)?.ok ? 'ok' : 'WRONG'])));
   out.push('', table(['ETCD MEMBER', 'IP', 'HEALTHY', 'LEADER', 'DB SIZE'], r.etcd.members.map((m) => [m.name, m.ip ?? '-', m.healthy ? 'yes' : 'NO', m.leader ? '*' : '', m.dbSize === undefined ? '-' : `${(m.dbSize / 2 ** 20).toFixed(1)}M`])));
   out.push('', table(['SERVER', 'SITE SERVICE', 'REPOSITORIES', 'STORE', 'CONTAINERD', 'ETCD', 'FREE'], r.servers.map((s) => [s.name, s.siteService.up ? 'up' : 'DOWN', String(s.siteService.repositories ?? '-'), gib(s.disk.store), gib(s.disk.containerd), gib(s.disk.etcd), gib(s.disk.free)])));
   if (r.lb.length) out.push('', table(['AGENT', 'LB BACKENDS UP'], r.lb.map((l) => [l.agent, l.answered ? `${l.backends.filter((b) => b.up).length}/${l.backends.length} ${l.backends.filter((b) => !b.up).map((b) => `(${b.name} DOWN)`).join(' ')}`.trim() : 'NO ANSWER'])));

@@ -109,7 +109,10 @@ describe('ferry status verdict', () => {
   });
 
   it('is down (exit 11) without the API, or without etcd quorum', () => {
-    expect(classify({ ...base, api: { answering: false } }).exitCode).toBe(11);
+    const noApi = classify({ ...base, api: { answering: false }, nodes: base.nodes.map(({ ready: _r, ...n }) => n) });
+    expect(noApi.exitCode).toBe(11);
+    // Readiness is unknown then: the API's absence is the reason, not every node.
+    expect(noApi.reasons).toEqual(['the API server does not answer']);
     const r = classify({ ...base, etcd: { ...base.etcd, quorum: false, members: base.etcd.members.map((m) => ({ ...m, healthy: m.name === 'server-1' })) } });
     expect(r.verdict).toBe('down');
     expect(r.reasons[0]).toBe('etcd has no quorum: 1 of 3 members answer');

@@ -67,6 +67,34 @@ export function withoutOwnRules(save: string): { text: string; removed: number }
   return { text: out.join('\n'), removed };
 }
 
+/**
+ * The commands that take ferry's cluster's rules out one by one (pure): in each table, the jumps into
+ * its chains deleted from the other chains, then its chains flushed and deleted.
+ */
+export function ownRuleDeletions(save: string): string[][] {
+  const out: string[][] = [];
+  const chains: [string, string][] = [];
+  let table = 'filter';
+  for (const line of save.split('\n')) {
+    if (line.startsWith('*')) table = line.slice(1).trim();
+    const chain = /^:(\S+)\s/.exec(line)?.[1];
+    if (chain && OWN_CHAIN.test(chain)) chains.push([table, chain]);
+    if (line.startsWith('-A ')) {
+      const [, owner] = line.split(/\s+/);
+      const target = /\s-[jg]\s+(\S+)/.exec(line)?.[1];
+      if (owner && !OWN_CHAIN.test(owner) && target && OWN_CHAIN.test(target)) out.push(['-t', table, '-D', ...splitRule(line.slice(3))]);
+    }
+  }
+  for (const [t, c] of chains) out.push(['-t', t, '-F', c]);
+  for (const [t, c] of chains) out.push(['-t', t, '-X', c]);
+  return out;
+}
+
+/** An iptables-save rule's words, with its quoted comments kept whole. */
+function splitRule(rule: string): string[] {
+  return [...rule.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)].map((m) => (m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]!));
+}
+
 /** /etc/hosts without ferry's block (pure). */
 export function withoutHostsBlock(text: string): string {
   const lines = text.split('\n');
@@ -181,7 +209,16 @@ export async function nodeResetPlan(host: Host, p: NodeResetPayload): Promise<Re
       const r = await run(save, []);
       const f = withoutOwnRules(r.stdout);
       if (r.code === 0 && f.removed) {
-        items.push({ what: `${save.replace('-save', '')}: ${f.removed} chains and rules of kube-proxy, flannel and the CNI removed`, apply: async () => void (await host.run(restore, [], { input: `${withoutOwnRules((await run(save, [])).stdout).text}\n` })) });
+        const cmd = save.replace('-save', '');
+        items.push({
+          what: `${cmd}: ${f.removed} chains and rules of kube-proxy, flannel and the CNI removed`,
+          apply: async () => {
+            const now = (await run(save, [])).stdout;
+            if ((await host.run(restore, [], { input: `${withoutOwnRules(now).text}\n`, allowFail: true, timeoutMs: 60_000 })).code === 0) return;
+            // A table the restore refuses: rule by rule instead, as kube-proxy --cleanup does.
+            for (const c of ownRuleDeletions(now)) await run(cmd, c);
+          },
+        });
       }
     }
     if (await which(host, 'nft')) {

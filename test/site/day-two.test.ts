@@ -67,7 +67,9 @@ interface Status {
 
 describe('day two on a real site: status, certificates, reset', () => {
   beforeAll(async () => {
-    const r = await siteUp(3, 1);
+    // FERRY_DAYTWO_SHAPE=1,1 brings up a smaller site, for running only the reset test (-t reset) while working on it.
+    const [sv, ag] = (process.env.FERRY_DAYTWO_SHAPE ?? '3,1').split(',').map(Number);
+    const r = await siteUp(sv!, ag!);
     expect(r.code, r.stderr.slice(-3000)).toBe(0);
     const st = loadState()!;
     hosts = st.hosts;
@@ -123,6 +125,13 @@ describe('day two on a real site: status, certificates, reset', () => {
       }
     })();
 
+    // The timers stay off while the test looks at short-lived certificates (a timer due now would renew them under its feet).
+    for (const h of servers()) {
+      await hostExec(h, ['systemctl', 'stop', 'ferry-certs.timer']);
+      await within(900_000, async () => {
+        if ((await hostExec(h, ['systemctl', 'is-active', 'ferry-certs.service'])).stdout.trim() === 'activating') throw new Error(`${h.name}: a renewal is running`);
+      });
+    }
     // The test knob: every server's kubeadm certificates and site service certificate issued for 10 days.
     const short = await ferry(byName('server-1'), 'certs', 'renew', '--validity-hours', '240', '--json');
     expect(short.code, short.stderr.slice(-3000)).toBe(0);
@@ -170,6 +179,7 @@ describe('day two on a real site: status, certificates, reset', () => {
         expect(daysLeft(c), `${h.name}:${port}`).toBeGreaterThan(300);
       }
     }
+    for (const h of servers()) await hostExec(h, ['systemctl', 'start', 'ferry-certs.timer']);
     const ok = await ferry(byName('server-1'), 'certs', 'check', '--json');
     expect(ok.code, ok.stdout.slice(0, 2000)).toBe(0);
     polling = false;
@@ -204,6 +214,7 @@ describe('day two on a real site: status, certificates, reset', () => {
 
     const t0 = Date.now();
     const r = await ferry(s1, 'reset', 'agent-1', '--yes', '--json');
+    process.stderr.write(`ferry reset agent-1 --yes --json: exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-3000)}\n`);
     expect(r.code, r.stderr.slice(-3000)).toBe(0);
     const resetS = (Date.now() - t0) / 1000;
     const gone = await kubectl(s1, 'get', 'node', 'agent-1');
@@ -215,6 +226,8 @@ describe('day two on a real site: status, certificates, reset', () => {
       for (const h of servers()) if ((await dig(h, `agent-1.${domain}`)).length) throw new Error(`${h.name} still answers agent-1`);
     });
     // The host: no kubelet, no CNI configuration, none of ferry's units, no CNI interfaces or chains.
+    const left = await hostExec(agent, ['sh', '-c', 'pgrep -a kubelet; systemctl list-units --all "ferry-*" kubelet.service containerd.service --no-legend; ls /etc/systemd/system /etc/cni/net.d; ip -br link; iptables-save | grep -E "^(:|-A )(KUBE-|FLANNEL-|CNI-)" | head; ls -A /var/lib/ferry /var/lib/kubelet']);
+    process.stderr.write(`agent-1 after the reset:\n${left.stdout}${left.stderr}\n`);
     expect((await hostExec(agent, ['pgrep', '-x', 'kubelet'])).code).not.toBe(0);
     expect((await hostExec(agent, ['systemctl', 'is-active', 'kubelet.service'])).stdout.trim()).not.toBe('active');
     expect((await hostExec(agent, ['sh', '-c', 'ls /etc/cni/net.d/ 2>/dev/null'])).stdout.trim()).toBe('');

@@ -4,7 +4,7 @@ import { renderCertsUnits } from '../../src/install/units.js';
 import { daysLeft, expiringWithin, kubeconfigCert, parseProbe, probeScript } from '../../src/ops/certs.js';
 import { NODE_CERTS_RENEW_SCHEMA, readRenewPayload } from '../../src/ops/certs-renew.js';
 import { memberIp, quorumOf, removalKeepsQuorum } from '../../src/ops/etcd.js';
-import { mountsUnder, readNodeResetPayload, withoutHostsBlock, withoutOwnRules } from '../../src/ops/node-reset.js';
+import { mountsUnder, ownRuleDeletions, readNodeResetPayload, withoutHostsBlock, withoutOwnRules } from '../../src/ops/node-reset.js';
 import { resetSteps } from '../../src/ops/reset.js';
 import { classify, parseHaproxyCsv, STATUS_EXIT } from '../../src/ops/status.js';
 
@@ -162,6 +162,16 @@ describe('ferry reset plan', () => {
     expect(r.text.split('\n')).toEqual(['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':MINE - [0:0]', '-A INPUT -p tcp --dport 22 -j ACCEPT', '-A FORWARD -j MINE', 'COMMIT']);
     expect(r.removed).toBe(7);
     expect(withoutOwnRules('*nat\nCOMMIT').removed).toBe(0);
+    // Rule by rule, when a restore is refused: the jumps first, then the chains.
+    expect(ownRuleDeletions(save)).toEqual([
+      ['-t', 'filter', '-D', 'INPUT', '-m', 'comment', '--comment', 'kubernetes health check', '-j', 'KUBE-NODEPORTS'],
+      ['-t', 'filter', '-D', 'FORWARD', '-j', 'FLANNEL-FWD'],
+      ['-t', 'filter', '-D', 'MINE', '-j', 'CNI-abc'],
+      ['-t', 'filter', '-F', 'KUBE-FORWARD'],
+      ['-t', 'filter', '-F', 'FLANNEL-FWD'],
+      ['-t', 'filter', '-X', 'KUBE-FORWARD'],
+      ['-t', 'filter', '-X', 'FLANNEL-FWD'],
+    ]);
   });
 
   it("removes ferry's /etc/hosts block and nothing else", () => {

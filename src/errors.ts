@@ -232,6 +232,17 @@ const table = {
   ferryTreeUnlisted: ['FERRY_TREE_UNLISTED', 'integrity'],
   /** The incoming bundle is signed by another key than the installed one (without --allow-signer-change). */
   bundleSignerChanged: ['BUNDLE_SIGNER_CHANGED', 'usage'],
+  // Issue 20, branch daytwo: status, certificates, reset.
+  /** A server's certificate renewal failed (kubeadm, a control-plane restart, the site service). */
+  certsRenewFailed: ['CERTS_RENEW_FAILED', 'remote'],
+  /** ferry reset of a server would leave etcd without quorum (without --force). */
+  resetQuorum: ['RESET_QUORUM', 'usage'],
+  /** ferry reset names a node the site does not know. */
+  resetUnknownNode: ['RESET_UNKNOWN_NODE', 'usage'],
+  /** A node's cleanup (node-reset) or a cluster step of ferry reset failed. */
+  resetFailed: ['RESET_FAILED', 'remote'],
+  /** ferry reset --local on a machine without ferry's markers: nothing there is provably ferry's. */
+  resetNotOurs: ['RESET_NOT_FERRY', 'usage'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

@@ -13,6 +13,10 @@ import { reportCancelled, reportError } from './output.js';
 import { cancelledPrompt } from './prompt.js';
 import { specCommand } from './spec-commands.js';
 import { stateCommand } from './state-commands.js';
+import { certsCommand, nodeCertsRenewCommand } from './certs-commands.js';
+import { nodeResetCommand, resetCommand } from './reset-commands.js';
+import { statusCommand } from './status-commands.js';
+import { takeVerdictExit } from './verdict.js';
 
 const EXIT_CODES = `
 Exit codes:
@@ -23,6 +27,8 @@ Exit codes:
   4  registry or network failure (unreachable, auth, not found)
   5  integrity failure (digest, size or signature mismatch)
   6  local filesystem failure (permissions, disk full)
+  10  ferry status, certs check: degraded (a server down, a certificate near expiry)
+  11  ferry status: down (no API, or etcd without quorum)
   130  cancelled at a prompt (Ctrl-C): nothing more was done
 
 Errors print as "error[CODE]: message" and a hint; with --json also as {"error": {...}} on stdout.
@@ -62,6 +68,11 @@ ${EXIT_CODES}`,
   program.addCommand(answersCommand());
   program.addCommand(stateCommand());
   program.addCommand(nodeJoinCommand(), { hidden: true });
+  program.addCommand(statusCommand());
+  program.addCommand(certsCommand());
+  program.addCommand(resetCommand());
+  program.addCommand(nodeCertsRenewCommand(), { hidden: true });
+  program.addCommand(nodeResetCommand(), { hidden: true });
   const exitOverride = (c: Command) => {
     c.exitOverride();
     // main() prints commander's errors as error[USAGE] lines; commander printing them too said it twice.
@@ -77,8 +88,9 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   const json = argv.includes('--json');
   try {
+    takeVerdictExit();
     await program.parseAsync(argv, { from: 'user' });
-    return ExitCode.ok;
+    return takeVerdictExit() ?? ExitCode.ok;
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return ExitCode.ok;

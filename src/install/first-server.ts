@@ -19,7 +19,7 @@ import { archOf, carriedBinaries, installBinaries, installUnits, kernelStep, map
 import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, CONTROL_PLANE_PORTS, FERRY_DIR, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, RUNTIME_DIR, RUNTIME_NODE, SITE_CA, SITE_PORT, STATE_DIR, STORE_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { preflight } from './preflight.js';
-import { STATE_MIRROR_TIMER } from './units.js';
+import { CERTS_TIMER, STATE_MIRROR_TIMER } from './units.js';
 import { serviceRouteStep } from './routes.js';
 import { addAndUse } from './site-store.js';
 
@@ -156,7 +156,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         const m = await manifestOf();
         await host.cluster(`ConfigMap/${STATE_NAMESPACE}/${STATE_CONFIGMAP} (the site state)`, async () => ensureSiteState(host, await site(), m, ctx.reporter, log));
         // Its mirror is kept from now on (OnBootSec covers the boots after).
-        await host.run('systemctl', ['start', STATE_MIRROR_TIMER]);
+        await host.run('systemctl', ['start', STATE_MIRROR_TIMER, CERTS_TIMER]);
       },
     },
     markerStep(host, 'cni', `apply the CNI${answers.cni ? ` (${answers.cni})` : ''} from the bundle`, `${answers.cni ?? 'none'} ${answers.podCidr}`, async (log) => {

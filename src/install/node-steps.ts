@@ -12,7 +12,7 @@ import { applySysctls, loadModules } from './kernel.js';
 import { BIN_DIR, CNI_BIN_DIR, CONTAINERD_CONFIG, ETC_HOSTS, RESOLV_CONF, SYSTEMD_RESOLVED_CONF, REGISTRY_CERT, REGISTRY_KEY, RUNC_PATH, SITE_PORT, STATE_DIR, SYSTEMD_DIR } from './paths.js';
 import type { Step } from './plan.js';
 import { CONTAINERD_UNIT, containerdConfig, containerdConfigVersion, hostsWithBlock, KUBELET_KUBEADM_DROPIN, KUBELET_UNIT, MODULES_CONF, resolvConf, resolversBefore, SYSCTL_CONF } from './system-files.js';
-import { renderServeUnit, renderStateMirrorUnits, STATE_MIRROR_SERVICE, STATE_MIRROR_TIMER } from './units.js';
+import { CERTS_SERVICE, CERTS_TIMER, renderCertsUnits, renderServeUnit, renderStateMirrorUnits, STATE_MIRROR_SERVICE, STATE_MIRROR_TIMER } from './units.js';
 
 /*
  * What the first server's plan and a joining node's plan both do to their host. Where the two
@@ -153,6 +153,11 @@ export async function installUnits(host: Host, siteService: boolean, files?: Bun
     await host.write(`${SYSTEMD_DIR}/${STATE_MIRROR_SERVICE}`, mirror.service);
     await host.write(`${SYSTEMD_DIR}/${STATE_MIRROR_TIMER}`, mirror.timer);
     units.push(STATE_MIRROR_TIMER);
+    // And renews its certificates before they expire (ferry certs renew --local).
+    const certs = renderCertsUnits();
+    await host.write(`${SYSTEMD_DIR}/${CERTS_SERVICE}`, certs.service);
+    await host.write(`${SYSTEMD_DIR}/${CERTS_TIMER}`, certs.timer);
+    units.push(CERTS_TIMER);
   }
   await host.run('systemctl', ['daemon-reload']);
   await host.run('systemctl', ['enable', ...units]);

@@ -146,3 +146,46 @@ export function renderStateMirrorUnits(o: { node?: string; ferry?: string } = {}
   ].join('\n');
   return { service, timer };
 }
+
+/** The units that renew a server's certificates before they expire (its timer is what gets enabled). */
+export const CERTS_SERVICE = 'ferry-certs.service';
+export const CERTS_TIMER = 'ferry-certs.timer';
+
+/**
+ * `ferry certs renew --local --under-days 90` daily and soon after boot (a site powered off for
+ * months renews as it comes back): kubeadm's and the site service's certificates, renewed only when
+ * one has under 90 days left; it logs to the journal and leaves an Event on the node.
+ */
+export function renderCertsUnits(o: { node?: string; ferry?: string; underDays?: number } = {}): { service: string; timer: string } {
+  const exec = [absolute(o.node ?? RUNTIME_NODE, 'the runtime'), ...QUIET_DEPRECATIONS, absolute(o.ferry ?? FERRY_MJS, 'ferry.mjs'), 'certs', 'renew', '--local', '--wait', '--under-days', String(o.underDays ?? 90)].map(systemdArg).join(' ');
+  const service = [
+    "# Written by ferry. Renews this server's certificates when one has under 90 days left.",
+    '[Unit]',
+    "Description=ferry: renew this server's certificates before they expire",
+    `ConditionPathExists=${ADMIN_CONF}`,
+    'After=kubelet.service',
+    '',
+    '[Service]',
+    'Type=oneshot',
+    `ExecStart=${exec}`,
+    // kubeadm, crictl and a control plane's restart, then the API's wait.
+    'TimeoutStartSec=30min',
+    '',
+  ].join('\n');
+  const timer = [
+    "# Written by ferry. Checks this server's certificates daily.",
+    '[Unit]',
+    "Description=ferry: check this server's certificates daily",
+    '',
+    '[Timer]',
+    'OnBootSec=10min',
+    'OnCalendar=daily',
+    'RandomizedDelaySec=1h',
+    'Persistent=true',
+    '',
+    '[Install]',
+    'WantedBy=timers.target',
+    '',
+  ].join('\n');
+  return { service, timer };
+}

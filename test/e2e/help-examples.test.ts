@@ -87,12 +87,24 @@ const PLAN: Record<string, Plan> = {
   'ferry join 10.0.0.21 --name k8s-agent-01 --role agent   # needs any server where ferry install finished, and SSH to the node': { needs: 'a server and SSH to the node' },
   'ferry join 10.0.0.12 --name k8s-server-02 --role server --bundle site.ferry.tar --wait   # needs any server where ferry install finished, and SSH to the node': { needs: 'a server and SSH to the node' },
   'ferry join --answers answers.yaml --bundle site.ferry.tar --json   # needs any server where ferry install finished, and SSH to the nodes': { needs: 'a server and SSH to the nodes' },
+  // issue 20, branch daytwo
+  'ferry status   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
+  'ferry status --json | jq .reasons   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
+  'ferry status --wait 10m   # needs a server where ferry install finished; exits 0 as soon as the site is healthy': { needs: 'a server where ferry install finished' },
+  'ferry certs check   # needs a server where ferry install finished': { needs: 'a server where ferry install finished' },
+  "ferry certs check --json | jq '.certs[] | select(.daysLeft < 90)'   # needs a server where ferry install finished": { needs: 'a server where ferry install finished' },
+  'ferry certs renew   # needs a server where ferry install finished, and SSH to the other servers': { needs: 'a server where ferry install finished' },
+  'ferry certs renew --local --under-days 90   # needs a server where ferry install finished (what ferry-certs.timer runs daily)': { needs: 'a server where ferry install finished' },
+  'ferry reset k8s-agent-03 --dry-run   # needs a server where ferry install finished, and SSH to the node': { needs: 'a server where ferry install finished' },
+  'ferry reset k8s-agent-03   # needs a server where ferry install finished, and SSH to the node; asks first (default No)': { needs: 'a server where ferry install finished' },
+  'ferry reset k8s-server-02 --yes   # needs another server where ferry install finished, and SSH to the node': { needs: 'a server where ferry install finished' },
+  'ferry reset --local   # needs root on the node itself, which ferry installed or joined': { needs: 'root on a node ferry joined' },
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */
-const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|bundle add|bundle prune|install|join|state)\b/;
+const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|bundle add|bundle prune|install|join|state|status|certs|reset)\b/;
 /** These say it in so many words: `# needs …`. */
-const SAYS_NEEDS = /^(lock|bundle unpack|install|join|state)\b/;
+const SAYS_NEEDS = /^(lock|bundle unpack|install|join|state|status|certs|reset)\b/;
 
 let demo: string;
 let bin: string;

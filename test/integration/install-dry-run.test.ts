@@ -231,6 +231,8 @@ describe('ferry install --dry-run checks what a real run would', () => {
         '/etc/resolv.conf',
         '/etc/sysctl.d/99-ferry-kubernetes.conf',
         '/etc/systemd/system/containerd.service',
+        '/etc/systemd/system/ferry-certs.service',
+        '/etc/systemd/system/ferry-certs.timer',
         '/etc/systemd/system/ferry-serve.service',
         '/etc/systemd/system/ferry-state-mirror.service',
         '/etc/systemd/system/ferry-state-mirror.timer',

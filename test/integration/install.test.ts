@@ -171,7 +171,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     // Before init, the installed kubeadm and helm said which images they will ask for.
     expect(calls.indexOf('kubeadm config images list --config /etc/ferry/kubeadm.yaml')).toBeLessThan(calls.indexOf('kubeadm init --config /etc/ferry/kubeadm.yaml --upload-certs'));
     expect(calls).toContainEqual(expect.stringMatching(/^helm template flannel \S+\.tgz --namespace kube-flannel --set podCidr=10\.244\.0\.0\/16$/));
-    expect(calls).toContain('systemctl enable containerd.service kubelet.service ferry-serve.service ferry-state-mirror.timer');
+    expect(calls).toContain('systemctl enable containerd.service kubelet.service ferry-serve.service ferry-state-mirror.timer ferry-certs.timer');
     expect(calls).toContain('modprobe br_netfilter');
     // The CNI chart from the bundle goes in through the bundled helm (a stand-in here).
     const helmCall = calls.find((c) => c.startsWith('helm upgrade --install flannel '))!;

@@ -54,6 +54,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'NODE_PAYLOAD_INVALID',
     // issue 19, branch delta
     'BUNDLE_BASE_MISSING', 'BUNDLE_BASE_UNREADABLE', 'UPGRADE_NOT_NEWER', 'UPGRADE_SKIPS_MINOR', 'UPGRADE_KUBELET_SKEW',
+    // issue 20, branch daytwo
+    'RESET_QUORUM', 'RESET_UNKNOWN_NODE', 'RESET_NOT_FERRY',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [
@@ -62,6 +64,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'JOIN_FAILED', 'KUBE_API', 'ROLLOUT_TIMEOUT', 'SSH_HOST_KEY_REVOKED', 'SSH_HOST_KEY_CERT_AUTHORITY', 'MANIFEST_GRAPH_TOO_LARGE', 'MANIFEST_TOO_LARGE',
     // issue 18 (the contract on main, and branch state)
     'STATE_CONFLICT', 'KUBE_UNREACHABLE',
+    // issue 20, branch daytwo
+    'CERTS_RENEW_FAILED', 'RESET_FAILED',
   ],
   integrity: [
     'DIGEST_MISMATCH', 'SIZE_MISMATCH', 'CHECKSUM_MISMATCH', 'RUNTIME_INVALID', 'BUNDLE_SIGNATURE_INVALID', 'BUNDLE_UNSIGNED', 'BUNDLE_UNTRUSTED',

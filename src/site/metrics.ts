@@ -1,7 +1,7 @@
 // The site service's counters: requests by route, method and status, bytes sent, refused and open connections.
 // With workers, each process counts its own and the primary adds them up for /metrics.
 
-export type Route = 'base' | 'manifest' | 'blob' | 'tags' | 'catalog' | 'files' | 'files_index' | 'healthz' | 'metrics' | 'other';
+export type Route = 'base' | 'manifest' | 'blob' | 'referrers' | 'tags' | 'catalog' | 'files' | 'files_index' | 'healthz' | 'metrics' | 'other';
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
 /** One process's counters and gauges, as they cross IPC. */

@@ -226,10 +226,23 @@ export function shareBuffers(workers: number): { big: number; spareChunks: numbe
   chunks.narrow(spareChunks, Infinity);
   return { big, spareChunks };
 }
-const takeChunk = (big: boolean) => (big && bigs.take()) || chunks.take()!;
+/**
+ * Bytes of buffers responses hold now, and the most they held at once: what the memory bound is
+ * about, counted where buffers are taken and given back, so a test need not wait for the collector.
+ */
+let held = 0;
+let heldPeak = 0;
+export const bufferBytes = () => ({ held, peak: heldPeak });
+const takeChunk = (big: boolean) => {
+  const b = (big && bigs.take()) || chunks.take()!;
+  held += b.length;
+  heldPeak = Math.max(heldPeak, held);
+  return b;
+};
 const giveChunk = (b: Buffer) => {
   const ab = b.buffer as Resizable;
   if (!ab.resizable || ab.byteLength !== ab.maxByteLength) return;
+  held -= ab.maxByteLength;
   if (ab.maxByteLength === CHUNK) chunks.give(ab);
   else if (ab.maxByteLength === BIG) bigs.give(ab);
 };

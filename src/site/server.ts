@@ -9,7 +9,7 @@ import { ConnectionGate, connectionsFor, openFileLimit } from './connections.js'
 import { FileRepo } from './files.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import { SiteRegistry } from './registry.js';
-import { clean, HttpError, sendBody, sendError, type Ctx } from './respond.js';
+import { bufferBytes, clean, HttpError, sendBody, sendError, type Ctx } from './respond.js';
 
 /*
  * The site service: the OCI distribution pull API served straight from an unpacked bundle's
@@ -104,6 +104,11 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
   const bundleDir = path.resolve(opts.bundleDir);
   const { host, port } = parseListen(opts.listen);
   const metrics = new Metrics();
+  metrics.sample = () => {
+    const b = bufferBytes();
+    metrics.bufferBytes = b.held;
+    metrics.bufferBytesPeak = b.peak;
+  };
   const site: Site = {
     registry: await SiteRegistry.open(bundleDir, log),
     files: FileRepo.forBundle(bundleDir),

@@ -233,7 +233,7 @@ describe('ferry serve --workers', () => {
     );
     await waitFor(async () => (await request(`${s.url}/healthz`).catch(() => undefined))?.status === 200, 'the service to answer again', 60_000);
     await waitFor(async () => (await childrenOf(s.pid)).length === 2, 'two workers again', 60_000);
-  });
+  }, 240_000);
 
   it('with --workers 1 serves from the one process it starts, with no primary and no child', async () => {
     const s = await serve(['--workers', '1']);

@@ -27,9 +27,9 @@ interface Served {
 }
 
 /** `ferry serve` with `args`; quiet, it says nothing, so it listens on a port picked here. */
-async function serve(args: string[]): Promise<Served> {
+async function serve(args: string[], o: { fixedPort?: boolean } = {}): Promise<Served> {
   const quiet = args.includes('-q');
-  const listen = quiet ? `127.0.0.1:${await freePort()}` : '127.0.0.1:0';
+  const listen = quiet || o.fixedPort ? `127.0.0.1:${await freePort()}` : '127.0.0.1:0';
   const child = spawn(process.execPath, [FERRY, 'serve', '--bundle', b.dir, '--listen', listen, '--shutdown-timeout', '5', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   const logs: string[] = [];
@@ -216,7 +216,8 @@ describe('ferry serve --workers', () => {
   });
 
   it('when every worker dies, starts one at once instead of waiting out the backoff, so the port opens again', async () => {
-    const s = await serve(['--workers', '2']);
+    // A fixed port: once no worker listens, node's cluster closes the socket, and port 0 would pick another.
+    const s = await serve(['--workers', '2'], { fixedPort: true });
     const first = [...(await serving(s.url)).keys()];
     expect(first).toHaveLength(2);
     // Both at once: the first exit the primary sees leaves one worker listening (a backoff), the second none.

@@ -41,7 +41,7 @@ import {
   type PartsManifest,
 } from './format.js';
 import { chartArchive, checkBundleImages, findHelm } from './image-check.js';
-import { lockedPlatforms, pullImages } from './images.js';
+import { bundledReferrers, lockedPlatforms, pullImages } from './images.js';
 import { fetchRuntimes, type FetchedRuntime } from './runtime.js';
 import { verifyBundle } from './verify.js';
 
@@ -262,6 +262,8 @@ export async function buildBundle(o: BuildOptions): Promise<BuildResult> {
     const d = await cache.resolve(c.ref);
     if (d) named.push({ name: c.ref, desc: d });
   }
+  // Signatures and SBOMs the cache holds for these images travel with them.
+  named.push(...(await bundledReferrers(cache, named)));
   const store = await storeEntries(cache, named);
   const ociLayout = Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   const bundleFiles = files.map((f) => ({ name: f.name, version: f.version, platform: f.platform, path: f.bundlePath, sha256: f.sha256, size: f.size, archive: f.archive, url: f.url })).sort((a, b) => (a.path < b.path ? -1 : 1));

@@ -3,14 +3,21 @@ import { allOrAbort } from '../util/limit.js';
 import { assertNoDrift, type ImagesLock, type LockedImage, type LockedPlatform } from '../spec/lock.js';
 import type { LoadedSpec, SpecImage } from '../spec/spec.js';
 import { formatPlatform, parsePlatform } from '../oci/media.js';
-import { Puller, Pusher, type CopyContext, type PullStats } from '../oci/copy.js';
+import { collectImage, Puller, Pusher, type CopyContext, type PullStats } from '../oci/copy.js';
+import type { Layout } from '../oci/layout.js';
+import type { Descriptor } from '../oci/media.js';
 import { CONTAINERD_NAME, REF_NAME } from '../oci/layout.js';
 import { DOCKER_HUB, parseReference, registryOf, type Reference } from '../oci/reference.js';
 import { Codes as C, UsageError } from '../errors.js';
 
 export interface PullResult {
-  images: { name: string; digest: string; platforms: string[] }[];
+  images: { name: string; digest: string; platforms: string[]; referrers?: { digest: string; artifactType?: string }[] }[];
   stats: PullStats;
+}
+
+export interface PullOptions {
+  /** Also copy each image's referrers (signatures, SBOMs), named `<registry>/<repository>@<digest>`. */
+  withReferrers?: boolean;
 }
 
 /** The lock's platforms of an image that this run wants (all of them, unless --platform narrowed it). */
@@ -20,7 +27,7 @@ export function lockedPlatforms(img: SpecImage, l: LockedImage): LockedPlatform[
 }
 
 /** Fills a store with every image of a spec, pinned by its lock. Refuses a spec that drifted from the lock. */
-export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: ImagesLock, lockFile: string): Promise<PullResult> {
+export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: ImagesLock, lockFile: string, opts: PullOptions = {}): Promise<PullResult> {
   assertNoDrift(spec, lock, lockFile);
   const locked = new Map(lock.images.map((i) => [i.name, i]));
   const puller = new Puller(ctx);
@@ -33,7 +40,13 @@ export async function pullImages(ctx: CopyContext, spec: LoadedSpec, lock: Image
         throw new IntegrityError(Codes.digestMismatch, `${img.name}: stored ${desc.digest}, lock says ${l.digest}`);
       }
       ctx.reporter?.verbose(`pulled ${img.name}@${l.digest}`);
-      return { name: img.name, digest: l.digest, platforms: platforms.map((p) => p.platform) };
+      const out: PullResult['images'][number] = { name: img.name, digest: l.digest, platforms: platforms.map((p) => p.platform) };
+      if (opts.withReferrers) {
+        const refs = await puller.pullReferrers({ registry: img.ref.registry, repository: img.ref.repository }, desc);
+        out.referrers = refs.map((r) => ({ digest: r.digest, ...(r.artifactType ? { artifactType: r.artifactType } : {}) }));
+        if (refs.length) ctx.reporter?.verbose(`pulled ${refs.length} referrers of ${img.name}`);
+      }
+      return out;
     }),
     puller.ac,
   );
@@ -102,4 +115,65 @@ export async function pushStore(ctx: CopyContext, to: string, only?: (name: stri
     ctx.reporter?.verbose(`pushed ${p.name} → ${images[images.length - 1]!.target}`);
   }
   return { images };
+}
+
+/**
+ * The referrers a store holds for the images a bundle carries (and for those referrers in turn):
+ * each store entry named `<registry>/<repository>@<digest>` whose manifest's `subject` is a
+ * manifest of a carried image. `ferry images pull --with-referrers` put them there; a bundle
+ * carries them under the same names, so the site serves them beside their subjects.
+ */
+export async function bundledReferrers(store: Layout, named: { name: string; desc: Descriptor; only?: Set<string> }[]): Promise<{ name: string; desc: Descriptor }[]> {
+  const repoOf = (name: string) => {
+    try {
+      const r = parseReference(name, { defaultTag: false });
+      return `${r.registry}/${r.repository}`;
+    } catch {
+      return undefined;
+    }
+  };
+  // Candidates: by-digest names in the repository of a carried image.
+  const byRepo = new Map<string, Descriptor[]>();
+  for (const d of (await store.readIndex()).manifests) {
+    const name = d.annotations?.[REF_NAME];
+    const at = name?.lastIndexOf('@') ?? -1;
+    if (!name || at < 0 || name.slice(at + 1) !== d.digest) continue;
+    const list = byRepo.get(name.slice(0, at)) ?? [];
+    list.push(d);
+    byRepo.set(name.slice(0, at), list);
+  }
+  const out: { name: string; desc: Descriptor }[] = [];
+  const taken = new Set(named.map((n) => n.name));
+  for (const { name, desc, only } of named) {
+    const repo = repoOf(name);
+    const candidates = repo ? byRepo.get(repo) : undefined;
+    if (!repo || !candidates) continue;
+    const { manifests } = await collectImage(store, desc, only && ((c) => only.has(c.digest)));
+    const subjects = new Set(manifests.map((m) => m.desc.digest));
+    // Until a pass adds nothing: a referrer may refer to another referrer.
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const c of candidates) {
+        const refName = `${repo}@${c.digest}`;
+        if (taken.has(refName) || !(await store.hasBlob(c.digest))) continue;
+        let subject: string | undefined;
+        let artifactType: string | undefined;
+        try {
+          const j = JSON.parse((await store.readBlob(c.digest, 4 << 20)).toString('utf8')) as { subject?: { digest?: unknown }; artifactType?: unknown; config?: { mediaType?: unknown } };
+          subject = typeof j.subject?.digest === 'string' ? j.subject.digest : undefined;
+          artifactType = typeof j.artifactType === 'string' ? j.artifactType : typeof j.config?.mediaType === 'string' ? j.config.mediaType : undefined;
+        } catch {
+          continue;
+        }
+        if (!subject || !subjects.has(subject)) continue;
+        const { manifests: own, missing } = await collectImage(store, c);
+        if (missing.length) continue;
+        for (const m of own) subjects.add(m.desc.digest);
+        taken.add(refName);
+        out.push({ name: refName, desc: { mediaType: c.mediaType, digest: c.digest, size: c.size, ...(artifactType ? { artifactType } : {}) } });
+        grew = true;
+      }
+    }
+  }
+  return out;
 }

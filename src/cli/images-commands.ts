@@ -24,8 +24,9 @@ export function imagesCommand(): Command {
     .argument('<spec>', 'bundle spec')
     .option('--lock <file>', 'lock file (default: images.lock beside bundle-spec/)')
     .option('--out <dir>', 'store directory, an OCI image layout (default: the cache store)')
-    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10          # once a spec with that image has been pulled']));
-  addRegistryOptions(addPlatformOption(pull)).action(async (specFile: string, o: RegistryFlags & { lock?: string; out?: string; platform?: string[] }, c: Command) => {
+    .option('--with-referrers', "also copy each image's referrers (signatures, SBOMs: the registry's referrers API, else its sha256-<hex> referrers tag); a bundle built from the cache carries them")
+    .addHelpText('after', examples(['ferry images pull bundle-spec/kubernetes.yaml --out ./store', 'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64', 'ferry images pull bundle-spec/kubernetes.yaml --with-referrers        # signatures and SBOMs too, for the next bundle build', 'skopeo inspect oci:./store:registry.k8s.io/pause:3.10          # once a spec with that image has been pulled']));
+  addRegistryOptions(addPlatformOption(pull)).action(async (specFile: string, o: RegistryFlags & { lock?: string; out?: string; platform?: string[]; withReferrers?: boolean }, c: Command) => {
     const out = makeOutput(globals(c));
     const { pullImages } = await import('../bundle/images.js');
     const { Layout } = await import('../oci/layout.js');
@@ -37,10 +38,11 @@ export function imagesCommand(): Command {
     const cache = await Layout.open(cacheStoreDir());
     const store = o.out ? await Layout.open(o.out) : cache;
     const client = await clientFrom(o, out.reporter);
-    const r = await pullImages({ client, store, cache, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, 6) }, spec, lock, lockFile);
+    const r = await pullImages({ client, store, cache, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, 6) }, spec, lock, lockFile, { withReferrers: o.withReferrers === true });
     out.reporter.done();
+    const refs = r.images.reduce((n, i) => n + (i.referrers?.length ?? 0), 0);
     out.result(
-      `${store.dir}: ${r.images.length} images; fetched ${r.stats.blobsFetched} blobs (${formatBytes(r.stats.bytesFetched)}), ${r.stats.blobsPresent} already present`,
+      `${store.dir}: ${r.images.length} images${o.withReferrers ? ` and ${refs} referrers` : ''}; fetched ${r.stats.blobsFetched} blobs (${formatBytes(r.stats.bytesFetched)}), ${r.stats.blobsPresent} already present`,
       { store: store.dir, ...r },
     );
   });

@@ -24,7 +24,7 @@ export function serveCommand(): Command {
     .option('--tls-cert <pem>', 'server certificate (from `ferry pki init`: registry.crt)')
     .option('--tls-key <pem>', 'server key (registry.key)')
     .option('--shutdown-timeout <seconds>', 'on SIGTERM/SIGINT, and for the old workers on SIGHUP, how long in-flight requests may finish', '10')
-    .option('--max-connections <n>', 'open connections each process keeps; past it, idle and stalled ones make room (default: what the open-file limit supports, at most 1024; the service holds workers × this)')
+    .option('--max-connections <n>', 'open connections the whole service keeps, split evenly across the workers (at least 8 each); past it, idle and stalled ones make room (default: 1024, less if the open-file limit supports fewer)')
     .option('--workers <n|auto>', 'processes serving the one port: auto is one per core; 1 is a single process, with no primary and no restart on SIGHUP', 'auto')
     .addHelpText(
       'after',
@@ -88,7 +88,7 @@ export function serveCommand(): Command {
       } else {
         const primary = await startPrimary({ workers, shutdownTimeoutMs: shutdownMs, ...(log ? { log } : {}) });
         log?.(
-          `ferry serve: ${path.resolve(o.bundle)} on ${primary.url} (listening on ${o.listen}, ${workers} workers, at most ${primary.maxConnections} connections each; SIGHUP restarts them)`,
+          `ferry serve: ${path.resolve(o.bundle)} on ${primary.url} (listening on ${o.listen}, ${workers} workers, at most ${primary.maxConnections} connections in all, ${primary.maxConnectionsEach} each; SIGHUP restarts them)`,
         );
         ({ url } = primary);
         close = () => primary.close();

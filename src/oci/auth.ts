@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Codes, RegistryError, UsageError } from '../errors.js';
@@ -84,33 +85,16 @@ export class CredentialStore {
     const hasHost = eq > 0 && /^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(value.slice(0, eq));
     const host = hasHost ? value.slice(0, eq) : '*';
     const file = hasHost ? value.slice(eq + 1) : value;
-    let text: string;
-    try {
-      const st = await fs.stat(file);
-      if (st.mode & 0o077) {
-        throw new UsageError(Codes.credsInvalid, `--creds-file ${file} is open to other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): it holds a password`, {
-          hint: `Make it readable by you alone: chmod 600 ${file}`,
-        });
-      }
-      text = await fs.readFile(file, 'utf8');
-    } catch (e) {
-      if (e instanceof UsageError) throw e;
-      throw new UsageError(Codes.credsInvalid, `cannot read --creds-file ${file}: ${(e as Error).message}`, { hint: 'Check the path: the file holds USER:PASSWORD, or is a docker config.json.', cause: e });
-    }
+    const text = await readSecretFile(file);
     const m = new Map<string, Credential>();
     if (text.trimStart().startsWith('{')) {
-      let cfg: DockerConfig;
+      let cfg: unknown;
       try {
-        cfg = JSON.parse(text) as DockerConfig;
+        cfg = JSON.parse(text);
       } catch (e) {
         throw new UsageError(Codes.credsInvalid, `--creds-file ${file} is not valid JSON`, { hint: 'Give USER:PASSWORD on one line, or a docker config.json with auths.', cause: e });
       }
-      for (const [k, v] of Object.entries(cfg.auths ?? {})) {
-        const dec = v.auth ? Buffer.from(v.auth, 'base64').toString('utf8') : '';
-        const i = dec.indexOf(':');
-        const cred = i > 0 ? { username: dec.slice(0, i), password: dec.slice(i + 1) } : v.username && v.password ? { username: v.username, password: v.password } : undefined;
-        if (cred) m.set(normalizeRegistry(normaliseKey(k)), cred);
-      }
+      for (const [k, cred] of configAuths(cfg, `--creds-file ${file}`)) if (cred) m.set(normalizeRegistry(normaliseKey(k)), cred);
       if (!m.size) throw new UsageError(Codes.credsInvalid, `--creds-file ${file} holds no auths with a user and password`, { hint: 'A docker config.json lists them under auths: {"registry": {"auth": base64 of USER:PASSWORD}}.' });
       return m;
     }
@@ -152,17 +136,83 @@ export class CredentialStore {
       const c = await runCredHelper(helper, registry === DOCKER_HUB ? DOCKER_HUB_KEY : registry);
       if (c) return c;
     }
-    for (const [k, v] of Object.entries(cfg.auths ?? {})) {
+    for (const [k, cred] of configAuths(cfg, this.configPath)) {
       if (!keys.includes(k) && !keys.includes(normaliseKey(k)) && normaliseKey(k) !== registry) continue;
-      if (v.auth) {
-        const dec = Buffer.from(v.auth, 'base64').toString('utf8');
-        const i = dec.indexOf(':');
-        if (i > 0) return { username: dec.slice(0, i), password: dec.slice(i + 1) };
-      }
-      if (v.username && v.password) return { username: v.username, password: v.password };
+      if (cred) return cred;
     }
     return undefined;
   }
+}
+
+/** A credentials file may hold a docker config with every auth in it; more is not a credentials file. */
+const MAX_CREDS_FILE = 1 << 20;
+
+/**
+ * Reads a file that holds a secret: a regular file (a FIFO or a device would block or never end),
+ * readable by its owner alone, judged on the descriptor that is then read, so that nothing can be
+ * swapped in between the check and the read.
+ */
+async function readSecretFile(file: string): Promise<string> {
+  const invalid = (why: string, hint: string, cause?: unknown) => new UsageError(Codes.credsInvalid, `--creds-file ${file} ${why}`, { hint, cause });
+  let fh: FileHandle;
+  try {
+    // O_NONBLOCK: opening a FIFO for reading waits for a writer otherwise, before any check can run.
+    fh = await fs.open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+  } catch (e) {
+    throw invalid(`cannot be read: ${(e as Error).message}`, 'Check the path: the file holds USER:PASSWORD, or is a docker config.json.', e);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw invalid('is not a regular file', 'Give a regular file that holds USER:PASSWORD, or a docker config.json; a pipe or device is refused.');
+    if (st.mode & 0o077) {
+      throw new UsageError(Codes.credsInvalid, `--creds-file ${file} is open to other users (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): it holds a password`, {
+        hint: `Make it readable by you alone: chmod 600 ${file}`,
+      });
+    }
+    if (st.size > MAX_CREDS_FILE) throw invalid(`is ${st.size} bytes, more than a credentials file holds (${MAX_CREDS_FILE})`, 'Give the file that holds USER:PASSWORD, or a docker config.json.');
+    const buf = Buffer.alloc(st.size);
+    let at = 0;
+    while (at < buf.length) {
+      const { bytesRead } = await fh.read(buf, at, buf.length - at, at);
+      if (!bytesRead) break;
+      at += bytesRead;
+    }
+    return buf.subarray(0, at).toString('utf8');
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+    throw invalid(`cannot be read: ${(e as Error).message}`, 'Check the path: the file holds USER:PASSWORD, or is a docker config.json.', e);
+  } finally {
+    await fh.close().catch(() => {});
+  }
+}
+
+/**
+ * The `auths` of a docker config, each with the credential it holds (undefined for an entry with
+ * none, such as an identity token). Whatever is not the shape docker writes is refused by name.
+ */
+const kind = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
+
+function configAuths(cfg: unknown, where: string): Array<[string, Credential | undefined]> {
+  const bad = (what: string) =>
+    new UsageError(Codes.credsInvalid, `${where}: ${what}`, { hint: 'A docker config.json lists logins as auths: {"registry": {"auth": "base64 of USER:PASSWORD"}} or {"username": ..., "password": ...}, each a string.' });
+  if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) throw bad('is not a JSON object');
+  const auths = (cfg as { auths?: unknown }).auths;
+  if (auths === undefined) return [];
+  if (typeof auths !== 'object' || auths === null || Array.isArray(auths)) throw bad('auths is not an object');
+  const out: Array<[string, Credential | undefined]> = [];
+  for (const [k, v] of Object.entries(auths as Record<string, unknown>)) {
+    const name = JSON.stringify(k.slice(0, 200));
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(`auths.${name} is ${kind(v)}, not an object`);
+    const e = v as Record<string, unknown>;
+    for (const f of ['auth', 'username', 'password', 'identitytoken']) {
+      if (e[f] !== undefined && typeof e[f] !== 'string') throw bad(`auths.${name}.${f} is ${kind(e[f])}, not a string`);
+    }
+    const { auth, username, password } = e as { auth?: string; username?: string; password?: string };
+    const dec = auth ? Buffer.from(auth, 'base64').toString('utf8') : '';
+    const i = dec.indexOf(':');
+    out.push([k, i > 0 ? { username: dec.slice(0, i), password: dec.slice(i + 1) } : username && password ? { username, password } : undefined]);
+  }
+  return out;
 }
 
 /** Runs `docker-credential-<helper> get`, the protocol docker uses. A missing helper means no creds. */

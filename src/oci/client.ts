@@ -5,7 +5,7 @@ import { backoff, drain, header, httpSend, isRetryableStatus, isTlsToPlain, isTr
 import { silentReporter, type Reporter } from '../util/progress.js';
 import { authError, CredentialStore, RegistryAuth } from './auth.js';
 import type { BlobWriter } from './layout.js';
-import { MANIFEST_ACCEPT, MediaType } from './media.js';
+import { MANIFEST_ACCEPT, MediaType, type Descriptor } from './media.js';
 import { apiHost, isLoopbackHost } from './reference.js';
 
 export interface Repo {
@@ -299,6 +299,71 @@ export class RegistryClient {
       throw new RegistryError(Codes.regProtocol, `${what} is not JSON`, { cause: e });
     }
     return { bytes, mediaType, digest };
+  }
+
+  /**
+   * The manifests whose `subject` is `digest` (signatures, SBOMs, attestations), as the registry's
+   * referrers API lists them, pages followed. A registry without the API answers 404 there: then
+   * the referrers tag schema (`sha256-<hex>`, an index that clients which push referrers keep up to
+   * date) stands in, and a registry with neither has no referrers. `how` says which answered.
+   */
+  async referrers(repo: Repo, digest: string, artifactType?: string): Promise<{ manifests: Descriptor[]; how: 'api' | 'tag' | 'none' }> {
+    const ep = this.endpoint(repo.registry);
+    const rp = this.repoPath(ep, repo.repository);
+    const what = `referrers of ${repo.registry}/${repo.repository}@${digest}`;
+    const parseIndex = (bytes: Buffer, from: string): Descriptor[] => {
+      let j: unknown;
+      try {
+        j = JSON.parse(bytes.toString('utf8'));
+      } catch (e) {
+        throw new RegistryError(Codes.regProtocol, `${from} is not JSON`, { cause: e });
+      }
+      const ms = (j as { manifests?: unknown } | null)?.manifests;
+      if (!Array.isArray(ms)) throw new RegistryError(Codes.regProtocol, `${from} is not an image index`);
+      return ms.filter((d): d is Descriptor => !!d && typeof d === 'object' && typeof (d as Descriptor).digest === 'string' && typeof (d as Descriptor).mediaType === 'string' && typeof (d as Descriptor).size === 'number');
+    };
+    const tooBig = () => new RegistryError(Codes.manifestTooLarge, `${what}: the answer is larger than ${MAX_MANIFEST >> 20} MiB`);
+    const out: Descriptor[] = [];
+    const q = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : '';
+    let url: URL | undefined;
+    let filtered = true;
+    for (let page = 0; page < 100; page++) {
+      const res = await this.request(repo.registry, {
+        method: 'GET',
+        ...(url ? { url } : { path: `${rp}/referrers/${digest}${q}` }),
+        headers: { accept: MediaType.ociIndex },
+        scope: this.pullScope(rp),
+        ok: page === 0 ? [200, 404, 405] : [200],
+        what,
+      });
+      if (res.status !== 200) {
+        await drain(res);
+        return this.referrersByTag(repo, rp, digest, artifactType, parseIndex);
+      }
+      if (page === 0) filtered = !!artifactType && (header(res.headers, 'oci-filters-applied') ?? '').split(',').some((f) => f.trim() === 'artifactType');
+      out.push(...parseIndex(await this.readSmall(repo.registry, res, MAX_MANIFEST, tooBig), what));
+      const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(header(res.headers, 'link') ?? '');
+      if (!next) break;
+      const base = url ?? new URL(`/v2/${rp}/referrers/${digest}`, ep.origin);
+      url = new URL(next[1]!, base);
+      // The request carries this registry's credentials: a next page elsewhere is not followed.
+      if (url.origin !== base.origin) throw new RegistryError(Codes.regProtocol, `${what}: the next page is on another host (${url.origin})`);
+    }
+    // A registry that did not apply the filter leaves it to the client, as the spec says.
+    return { manifests: filtered || !artifactType ? out : out.filter((d) => d.artifactType === artifactType), how: 'api' };
+  }
+
+  private async referrersByTag(repo: Repo, rp: string, digest: string, artifactType: string | undefined, parseIndex: (b: Buffer, from: string) => Descriptor[]): Promise<{ manifests: Descriptor[]; how: 'tag' | 'none' }> {
+    const [alg, hex] = digest.split(':');
+    const tag = `${alg}-${hex}`.slice(0, 128);
+    const what = `referrers tag ${repo.registry}/${repo.repository}:${tag}`;
+    const res = await this.request(repo.registry, { method: 'GET', path: `${rp}/manifests/${tag}`, headers: { accept: MANIFEST_ACCEPT }, scope: this.pullScope(rp), ok: [200, 404], what });
+    if (res.status === 404) {
+      await drain(res);
+      return { manifests: [], how: 'none' };
+    }
+    const all = parseIndex(await this.readSmall(repo.registry, res, MAX_MANIFEST, () => new RegistryError(Codes.manifestTooLarge, `${what} is larger than ${MAX_MANIFEST >> 20} MiB`)), what);
+    return { manifests: artifactType ? all.filter((d) => d.artifactType === artifactType) : all, how: 'tag' };
   }
 
   /** Reads a small body whole: over `max` is `tooBig()`, a cut connection a remote failure, never a bug. */

@@ -127,6 +127,44 @@ export class Puller {
     return desc;
   }
 
+  /**
+   * Copies the referrers of an image pulled into the store (signatures, SBOMs: manifests whose
+   * `subject` is the image or one of its platform manifests), and theirs in turn, a few levels
+   * deep. Each is named `<registry>/<repository>@<digest>`, where it lives beside its subject.
+   * A listed manifest whose subject is not what the listing says (a stale referrers tag) is left.
+   */
+  async pullReferrers(repo: Repo, image: Descriptor): Promise<Descriptor[]> {
+    const { manifests } = await collectImage(this.ctx.store, image);
+    let level = manifests.map((m) => m.desc.digest);
+    const seen = new Set(level);
+    const out: Descriptor[] = [];
+    for (let depth = 0; depth < REFERRER_DEPTH && level.length; depth++) {
+      const next: string[] = [];
+      for (const subject of level) {
+        const { manifests: listed } = await this.ctx.client.referrers(repo, subject);
+        for (const d of listed) {
+          if (seen.has(d.digest) || !d.digest.startsWith('sha256:')) continue;
+          seen.add(d.digest);
+          if (out.length >= MAX_REFERRERS) {
+            throw new RegistryError(Codes.manifestGraphTooLarge, `${repo.registry}/${repo.repository}@${image.digest} has more than ${MAX_REFERRERS} referrers`, { hint: 'Pull without --with-referrers, or prune the artifacts attached to this image upstream.' });
+          }
+          const m = await this.manifest(repo, { digest: d.digest, mediaType: d.mediaType, size: d.size });
+          const doc = parseManifest(m.bytes, m.mediaType, `referrer ${d.digest} of ${repo.registry}/${repo.repository}`);
+          const subj = doc.kind === 'manifest' ? doc.manifest.subject : doc.index.subject;
+          if (subj?.digest !== subject) {
+            this.reporter.warn(`${repo.registry}/${repo.repository}: ${d.digest} is listed as a referrer of ${subject} but names ${subj?.digest ?? 'no subject'}; left out`);
+            continue;
+          }
+          const desc = await this.pull(repo, d.digest, [`${repo.registry}/${repo.repository}@${d.digest}`]);
+          out.push({ ...desc, ...(d.artifactType ? { artifactType: d.artifactType } : {}) });
+          next.push(d.digest);
+        }
+      }
+      level = next;
+    }
+    return out;
+  }
+
   /** The entries of an index to fetch: those of the chosen platforms (and nested indexes), else all. */
   private wanted(index: ImageIndex, what: string, platforms?: Platform[]): Descriptor[] {
     if (!platforms?.length) return index.manifests;
@@ -139,6 +177,11 @@ export class Puller {
     return index.manifests.filter((d) => isIndexType(d.mediaType) || platforms.some((p) => platformMatches(p, d.platform)));
   }
 }
+
+/** Referrers of referrers (a signature of an SBOM) are followed this deep. */
+const REFERRER_DEPTH = 3;
+/** Referrers carried per image, at most. */
+const MAX_REFERRERS = 1000;
 
 interface PulledNode {
   mediaType: string;

@@ -46,6 +46,8 @@ export interface ImageIndex {
   schemaVersion: 2;
   mediaType?: string;
   manifests: Descriptor[];
+  artifactType?: string;
+  subject?: Descriptor;
   annotations?: Record<string, string>;
 }
 

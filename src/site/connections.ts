@@ -7,15 +7,26 @@ import type { Metrics } from './metrics.js';
  * descriptors. Past the cap, a new connection takes the place of the least recently active idle one
  * (no request in flight: silent, still sending headers, or kept alive), else of a response that has
  * not drained for a while; if every connection is busy and draining, the new one is refused. The count
- * is per process, against that process's own open-file limit: with one process per core, each process
- * gets its share of the cap.
+ * is kept per process, against that process's own open-file limit, and the cap is the service's:
+ * with workers, each process keeps its share of it.
  */
 
 /** Descriptors a process keeps for itself (stdio, epoll, the bundle's index, the libuv pool). */
 const FD_RESERVE = 64;
 const FDS_PER_CONNECTION = 2;
-/** With a generous open-file limit (the unit's LimitNOFILE=65536) memory is the bound: two 64 KiB chunks a connection, 128 MB in all, and the 32 MiB pool of big reads (respond.ts). */
-const DEFAULT_CEILING = 1024;
+/**
+ * With a generous open-file limit (the unit's LimitNOFILE=65536) memory is the bound: two 64 KiB
+ * chunks a connection, 128 MB in all, and the 32 MiB pool of big reads (respond.ts). The bound is
+ * the whole service's: with workers, each process gets its share (shareOf).
+ */
+export const DEFAULT_CEILING = 1024;
+/** Fewest connections one process keeps, however many share the service's cap. */
+export const MIN_SHARE = 8;
+
+/** One process's share of a service-wide connection cap split across `workers`. */
+export function shareOf(total: number, workers: number): number {
+  return Math.max(MIN_SHARE, Math.floor(total / Math.max(1, workers)));
+}
 /** Requests one connection may have waiting behind the one being answered. */
 export const MAX_PIPELINED = 64;
 

@@ -142,7 +142,7 @@ export class FileRepo {
 
   /** Answers a path under /files/. */
   async serve(c: Ctx, p: string): Promise<void> {
-    const notFound = () => new HttpError(404, 'NOT_FOUND', 'no such file', { path: clean(p, 300) });
+    const notFound = () => new HttpError(404, 'NAME_UNKNOWN', 'no such file', { path: clean(p, 300) });
     if (p === '/files') {
       setCommon(c);
       c.res.writeHead(301, { Location: '/files/', 'Content-Length': 0 });
@@ -162,7 +162,7 @@ export class FileRepo {
       return;
     }
     const rel = p.slice('/files/'.length);
-    if (!checkRelPath(rel)) throw new HttpError(400, 'PATH_INVALID', 'invalid file path', { path: clean(p, 300) });
+    if (!checkRelPath(rel)) throw new HttpError(400, 'NAME_INVALID', 'invalid file path', { path: clean(p, 300) });
     const real = await this.locate(rel);
     if (!real) throw notFound();
     const st = await fs.stat(real);

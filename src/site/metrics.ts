@@ -1,7 +1,7 @@
 // The site service's counters: requests by route, method and status, bytes sent, refused and open connections.
 // With workers, each process counts its own and the primary adds them up for /metrics.
 
-export type Route = 'base' | 'manifest' | 'blob' | 'tags' | 'catalog' | 'files' | 'files_index' | 'healthz' | 'metrics' | 'other';
+export type Route = 'base' | 'manifest' | 'blob' | 'referrers' | 'tags' | 'catalog' | 'files' | 'files_index' | 'healthz' | 'metrics' | 'other';
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
 /** One process's counters and gauges, as they cross IPC. */
@@ -13,6 +13,8 @@ export interface MetricsSnapshot {
   inFlight: number;
   connections: number;
   connectionsMax: number;
+  bufferBytes: number;
+  bufferBytesPeak: number;
 }
 
 /** A serving process and the requests it answered, for the per-process series. */
@@ -33,6 +35,11 @@ export class Metrics {
   inFlight = 0;
   connections = 0;
   connectionsMax = 0;
+  /** Bytes of response buffers held now, and at most since start: read from the pools when asked. */
+  bufferBytes = 0;
+  bufferBytesPeak = 0;
+  /** Refreshes the gauges that are read, not counted (set by the server). */
+  sample: () => void = () => {};
 
   count(route: Route, method: string, status: number, bytes: number): void {
     const m = METHODS.has(method) ? method : 'other';
@@ -50,6 +57,7 @@ export class Metrics {
   }
 
   snapshot(): MetricsSnapshot {
+    this.sample();
     return {
       requests: [...this.requests],
       bytes: [...this.bytes],
@@ -58,6 +66,8 @@ export class Metrics {
       inFlight: this.inFlight,
       connections: this.connections,
       connectionsMax: this.connectionsMax,
+      bufferBytes: this.bufferBytes,
+      bufferBytesPeak: this.bufferBytesPeak,
     };
   }
 
@@ -78,10 +88,13 @@ export class Metrics {
     this.inFlight += s.inFlight;
     this.connections += s.connections;
     this.connectionsMax += s.connectionsMax;
+    this.bufferBytes += s.bufferBytes ?? 0;
+    this.bufferBytesPeak += s.bufferBytesPeak ?? 0;
   }
 
   /** The text exposition; `processes` are the serving processes (this one alone without workers). */
   render(processes: ProcessCount[] = [{ pid: process.pid, requests: this.answered() }]): string {
+    this.sample();
     const lines = [
       ...family('ferry_serve_requests_total', 'counter', 'HTTP requests answered, by route, method and status.', labelled(this.requests)),
       ...family('ferry_serve_sent_bytes_total', 'counter', 'Response body bytes sent, by route.', labelled(this.bytes, 'route')),
@@ -95,6 +108,8 @@ export class Metrics {
       ...family('ferry_serve_connections', 'gauge', 'Open connections.', [['', this.connections]]),
       ...family('ferry_serve_connections_max', 'gauge', 'The connection cap: per process, summed over the workers.', [['', this.connectionsMax]]),
       ...family('ferry_serve_connections_dropped_total', 'counter', 'Connections closed at the cap to make room (idle, stalled) or refused there.', labelled(this.connectionsDropped, 'reason')),
+      ...family('ferry_serve_buffer_bytes', 'gauge', 'Bytes of response buffers held by responses now (not the spare ones).', [['', this.bufferBytes]]),
+      ...family('ferry_serve_buffer_bytes_peak', 'gauge', 'The most bytes of response buffers held at once since start: per process, summed over the workers.', [['', this.bufferBytesPeak]]),
       ...family('ferry_serve_workers', 'gauge', 'Processes serving now (1 without workers).', [['', processes.length]]),
       ...family(
         'ferry_serve_worker_requests_total',

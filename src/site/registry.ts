@@ -23,6 +23,17 @@ export const isValidTag = isTag;
 /** sha256 only: the store holds nothing else, and a digest becomes a path below blobs/. */
 export const isValidDigest = (d: string): boolean => d.startsWith('sha256:') && isDigest(d);
 
+/**
+ * A digest a client sent, as the store holds it: sha256 (and then a path below blobs/). Another
+ * registered algorithm, well formed, names nothing here: undefined, for the 404 the spec wants.
+ * Anything else is DIGEST_INVALID.
+ */
+function storeDigest(d: string): string | undefined {
+  if (isValidDigest(d)) return d;
+  if (isDigest(d)) return undefined;
+  throw new HttpError(400, 'DIGEST_INVALID', 'invalid digest', { digest: clean(d, 200) });
+}
+
 /** `n`/`last` pagination over a sorted list, as /v2/_catalog and tags/list do it. */
 export function paginate(items: string[], n: number | undefined, last: string | undefined): { page: string[]; more: boolean } {
   const from = last === undefined ? items : items.filter((i) => i > last);
@@ -46,6 +57,8 @@ interface RepoGraph {
   manifests: Map<string, string>;
   /** every config and layer digest */
   blobs: Set<string>;
+  /** subject digest → the manifests that name it as their `subject`, as the referrers API lists them */
+  referrers: Map<string, Descriptor[]>;
 }
 
 const MAX_MANIFEST = 4 << 20;
@@ -159,20 +172,33 @@ class BundleImages {
   private async walk(repo: Repo): Promise<RepoGraph> {
     const manifests = new Map<string, string>();
     const blobs = new Set<string>();
+    const referrers = new Map<string, Descriptor[]>();
     await walkManifests<ManifestDoc>(repo.roots, {
       maxNodes: MAX_GRAPH_NODES,
       read: async (d) => {
         // A platform-filtered image keeps its upstream index but not every child: skip what is absent.
         if (!isValidDigest(d.digest) || !(await this.layout.hasBlob(d.digest))) return undefined;
         let doc: ManifestDoc;
+        let size: number;
         try {
-          doc = JSON.parse((await this.layout.readBlob(d.digest, MAX_MANIFEST)).toString('utf8')) as ManifestDoc;
+          const bytes = await this.layout.readBlob(d.digest, MAX_MANIFEST);
+          size = bytes.length;
+          doc = JSON.parse(bytes.toString('utf8')) as ManifestDoc;
         } catch (e) {
           this.log(`${repo.registry}/${repo.path}: cannot read manifest ${d.digest}: ${(e as Error).message}`);
           return undefined;
         }
         if (typeof doc !== 'object' || doc === null) return undefined;
-        manifests.set(d.digest, manifestType(d.mediaType, doc));
+        const type = manifestType(d.mediaType, doc);
+        manifests.set(d.digest, type);
+        const subject = doc.subject?.digest;
+        if (typeof subject === 'string' && isDigest(subject)) {
+          const artifactType = typeof doc.artifactType === 'string' ? doc.artifactType : typeof doc.config?.mediaType === 'string' ? doc.config.mediaType : undefined;
+          const annotations = doc.annotations && typeof doc.annotations === 'object' ? doc.annotations : undefined;
+          const list = referrers.get(subject) ?? [];
+          if (!list.some((r) => r.digest === d.digest)) list.push({ mediaType: type, digest: d.digest, size, ...(artifactType ? { artifactType } : {}), ...(annotations ? { annotations } : {}) });
+          referrers.set(subject, list);
+        }
         for (const b of [doc.config, ...(Array.isArray(doc.layers) ? doc.layers : [])]) {
           if (b && typeof b.digest === 'string' && isValidDigest(b.digest)) blobs.add(b.digest);
         }
@@ -180,16 +206,19 @@ class BundleImages {
       },
       next: (doc) => (Array.isArray(doc.manifests) ? doc.manifests.filter((c) => c && typeof c.digest === 'string') : []),
     });
-    return { manifests, blobs };
+    return { manifests, blobs, referrers };
   }
 }
 
 /** A manifest read by its shape alone: whatever the store holds is served as it is. */
 interface ManifestDoc {
   mediaType?: string;
+  artifactType?: string;
   manifests?: Descriptor[];
   config?: Descriptor;
   layers?: Descriptor[];
+  subject?: Descriptor;
+  annotations?: Record<string, string>;
 }
 
 /** The type a manifest is served with: what its parent says, else what it says, else its shape. */
@@ -250,11 +279,13 @@ export class SiteRegistry {
     let type: string | undefined;
     // An algorithm prefix (`sha256:`, `md5:`) makes a digest; anything else is judged as a tag.
     if (/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:/.test(reference)) {
-      if (!isValidDigest(reference)) throw new HttpError(400, 'DIGEST_INVALID', 'provided digest did not match uploaded content', { digest: clean(reference, 200) });
-      digest = reference;
+      const d = storeDigest(reference);
+      if (!d) throw new HttpError(404, 'MANIFEST_UNKNOWN', 'manifest unknown', { name, digest: reference });
+      digest = d;
       type = (await this.holder(repos, digest, false))?.manifests.get(digest);
     } else {
-      if (!isValidTag(reference)) throw new HttpError(400, 'TAG_INVALID', 'manifest tag did not match URI', { tag: clean(reference, 200) });
+      // No manifest can have a tag outside the grammar: unknown, as the spec's codes have it.
+      if (!isValidTag(reference)) throw new HttpError(404, 'MANIFEST_UNKNOWN', 'manifest unknown: not a valid tag', { name, tag: clean(reference, 200) });
       const repo = repos.find((r) => r.tags.has(reference));
       if (!repo) throw new HttpError(404, 'MANIFEST_UNKNOWN', 'manifest unknown', { name, tag: reference });
       digest = repo.tags.get(reference)!.digest;
@@ -274,13 +305,34 @@ export class SiteRegistry {
 
   private async blob(c: Ctx, name: string, digest: string, ns: string | undefined): Promise<void> {
     const repos = this.reposFor(name, ns);
-    if (!isValidDigest(digest)) throw new HttpError(400, 'DIGEST_INVALID', 'provided digest did not match uploaded content', { digest: clean(digest, 200) });
     const unknown = () => new HttpError(404, 'BLOB_UNKNOWN', 'blob unknown to registry', { name, digest });
+    if (!storeDigest(digest)) throw unknown();
     if (!(await this.holder(repos, digest, true))) throw unknown();
     // The digest is checked, so the path is inside blobs/; the realpath check stops symlinks out.
     const real = await realFileUnder(this.images.layout.dir, this.images.layout.blobPath(digest));
     if (!real) throw unknown();
     await sendFile(c, real, { ...API_HEADER, 'Content-Type': 'application/octet-stream', 'Docker-Content-Digest': digest }, `"${digest}"`, unknown);
+  }
+
+  /**
+   * The referrers API: an image index of the manifests whose `subject` is `digest`, in every
+   * repository the name resolves to, filtered by `artifactType` when asked. A repository that
+   * exists always answers 200, an empty index when nothing refers to the digest.
+   */
+  private async referrers(c: Ctx, name: string, digest: string, q: URLSearchParams, ns: string | undefined): Promise<void> {
+    const repos = this.reposFor(name, ns);
+    const found = new Map<string, Descriptor>();
+    if (storeDigest(digest)) {
+      for (const r of repos) for (const d of (await this.images.graph(r)).referrers.get(digest) ?? []) if (!found.has(d.digest)) found.set(d.digest, d);
+    }
+    const types = q.getAll('artifactType');
+    let manifests = [...found.values()].sort((a, b) => sortStrings(a.digest, b.digest));
+    const headers: Record<string, string> = { ...API_HEADER, 'Content-Type': MediaType.ociIndex };
+    if (types.length) {
+      manifests = manifests.filter((d) => d.artifactType !== undefined && types.includes(d.artifactType));
+      headers['OCI-Filters-Applied'] = 'artifactType';
+    }
+    sendBody(c, 200, JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests }), headers);
   }
 
   /** Answers a path under /v2/. */
@@ -319,6 +371,12 @@ export class SiteRegistry {
     if (/^\/v2\/(.+)\/blobs\/uploads(\/|$)/.test(p)) {
       throw new HttpError(405, 'UNSUPPORTED', 'uploads are not supported: this registry is read-only', undefined, { Allow: 'GET, HEAD' });
     }
+    m = /^\/v2\/(.+)\/referrers\/([^/]+)$/.exec(p);
+    if (m) {
+      c.route = 'referrers';
+      await this.referrers(c, m[1]!, m[2]!, q, ns);
+      return;
+    }
     m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(p);
     if (m) {
       c.route = m[2] === 'manifests' ? 'manifest' : 'blob';
@@ -334,7 +392,7 @@ function pageParams(q: URLSearchParams): { n: number | undefined; last: string |
   const nRaw = q.get('n');
   let n: number | undefined;
   if (nRaw !== null && nRaw !== '') {
-    if (!/^\d{1,9}$/.test(nRaw)) throw new HttpError(400, 'PAGINATION_NUMBER_INVALID', 'invalid number of results requested', { n: clean(nRaw, 50) });
+    if (!/^\d{1,9}$/.test(nRaw)) throw new HttpError(400, 'UNSUPPORTED', 'invalid number of results requested', { n: clean(nRaw, 50) });
     n = Math.min(Number(nRaw), 10_000);
   }
   return { n, last: q.get('last') ?? undefined };

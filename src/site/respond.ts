@@ -7,10 +7,32 @@ import type { Route } from './metrics.js';
 // How the site service answers: one request's context, errors as the distribution spec words them,
 // bodies, files with ranges and ETags, and the log-safe form of what a client sent.
 
+/**
+ * The error codes of the OCI distribution spec, the only ones a client may be sent (500 says
+ * UNKNOWN, as distribution does). ferry's own detail goes in `message` and `detail`.
+ */
+export const SPEC_ERROR_CODES = [
+  'BLOB_UNKNOWN',
+  'BLOB_UPLOAD_INVALID',
+  'BLOB_UPLOAD_UNKNOWN',
+  'DIGEST_INVALID',
+  'MANIFEST_BLOB_UNKNOWN',
+  'MANIFEST_INVALID',
+  'MANIFEST_UNKNOWN',
+  'NAME_INVALID',
+  'NAME_UNKNOWN',
+  'SIZE_INVALID',
+  'UNAUTHORIZED',
+  'DENIED',
+  'UNSUPPORTED',
+  'TOOMANYREQUESTS',
+] as const;
+export type SpecErrorCode = (typeof SPEC_ERROR_CODES)[number] | 'UNKNOWN';
+
 export class HttpError extends Error {
   constructor(
     readonly status: number,
-    readonly code: string,
+    readonly code: SpecErrorCode,
     message: string,
     readonly detail?: unknown,
     readonly headers: Record<string, string> = {},
@@ -110,7 +132,7 @@ interface Resizable extends ArrayBuffer {
 }
 const newBuffer = (n: number) => new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => Resizable)(n, { maxByteLength: n });
 export const BIG = 1 << 20;
-/** Big buffers in use or spare at once, per process: 32 MiB, two each for 16 connections. */
+/** Big buffers in use or spare at once, in the whole service: 32 MiB, two each for 16 connections. */
 const BIG_MAX = 32;
 const EARN_BYTES = 16 << 20;
 /** Bytes each connection has drained, counted up to EARN_BYTES. */
@@ -138,10 +160,16 @@ class Pool {
    */
   constructor(
     readonly size: number,
-    private readonly spareMax: number,
-    private readonly max = Infinity,
+    private spareMax: number,
+    private max = Infinity,
     private readonly trimMs = 0,
   ) {}
+  /** Narrows the pool to a share of itself (a worker's): what is out stays out until given back. */
+  narrow(spareMax: number, max: number): void {
+    this.spareMax = spareMax;
+    if (this.max !== Infinity) this.max = max;
+    while (this.spare.length > spareMax) this.spare.pop()!.resize(0);
+  }
   take(): Buffer | undefined {
     if (this.out >= this.max) return undefined;
     let ab = this.spare.pop();
@@ -183,12 +211,38 @@ class Pool {
     }
   }
 }
-const chunks = new Pool(CHUNK, 64);
+const SPARE_CHUNKS = 64;
+const chunks = new Pool(CHUNK, SPARE_CHUNKS);
 const bigs = new Pool(BIG, BIG_MAX, BIG_MAX, 2000);
-const takeChunk = (big: boolean) => (big && bigs.take()) || chunks.take()!;
+
+/**
+ * This process is one of `workers` serving the one service: the buffer pools, sized for the whole
+ * service, shrink to its share, so that more cores do not mean more memory.
+ */
+export function shareBuffers(workers: number): { big: number; spareChunks: number } {
+  const big = Math.max(2, Math.floor(BIG_MAX / Math.max(1, workers)));
+  const spareChunks = Math.max(2, Math.floor(SPARE_CHUNKS / Math.max(1, workers)));
+  bigs.narrow(big, big);
+  chunks.narrow(spareChunks, Infinity);
+  return { big, spareChunks };
+}
+/**
+ * Bytes of buffers responses hold now, and the most they held at once: what the memory bound is
+ * about, counted where buffers are taken and given back, so a test need not wait for the collector.
+ */
+let held = 0;
+let heldPeak = 0;
+export const bufferBytes = () => ({ held, peak: heldPeak });
+const takeChunk = (big: boolean) => {
+  const b = (big && bigs.take()) || chunks.take()!;
+  held += b.length;
+  heldPeak = Math.max(heldPeak, held);
+  return b;
+};
 const giveChunk = (b: Buffer) => {
   const ab = b.buffer as Resizable;
   if (!ab.resizable || ab.byteLength !== ab.maxByteLength) return;
+  held -= ab.maxByteLength;
   if (ab.maxByteLength === CHUNK) chunks.give(ab);
   else if (ab.maxByteLength === BIG) bigs.give(ab);
 };
@@ -282,7 +336,7 @@ export const sendFile = async (c: Ctx, file: string, headers: Record<string, str
     if (notModified(c, etag)) return;
     const range = parseRange(c.req.headers.range, st.size);
     if (range.kind === 'unsatisfiable') {
-      throw new HttpError(416, 'RANGE_INVALID', 'the requested range cannot be satisfied', { size: st.size, range: clean(c.req.headers.range ?? '', 100) }, { 'Content-Range': `bytes */${st.size}` });
+      throw new HttpError(416, 'UNSUPPORTED', 'the requested range cannot be satisfied', { size: st.size, range: clean(c.req.headers.range ?? '', 100) }, { 'Content-Range': `bytes */${st.size}` });
     }
     const start = range.kind === 'partial' ? range.start : 0;
     const end = range.kind === 'partial' ? range.end : st.size - 1;

@@ -9,7 +9,7 @@ import { ConnectionGate, connectionsFor, openFileLimit } from './connections.js'
 import { FileRepo } from './files.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
 import { SiteRegistry } from './registry.js';
-import { clean, HttpError, sendBody, sendError, type Ctx } from './respond.js';
+import { bufferBytes, clean, HttpError, sendBody, sendError, type Ctx } from './respond.js';
 
 /*
  * The site service: the OCI distribution pull API served straight from an unpacked bundle's
@@ -104,6 +104,11 @@ export async function startServer(opts: ServeOptions): Promise<SiteServer> {
   const bundleDir = path.resolve(opts.bundleDir);
   const { host, port } = parseListen(opts.listen);
   const metrics = new Metrics();
+  metrics.sample = () => {
+    const b = bufferBytes();
+    metrics.bufferBytes = b.held;
+    metrics.bufferBytesPeak = b.peak;
+  };
   const site: Site = {
     registry: await SiteRegistry.open(bundleDir, log),
     files: FileRepo.forBundle(bundleDir),
@@ -203,7 +208,7 @@ function answer(site: Site, req: http.IncomingMessage, res: http.ServerResponse,
 async function route(site: Site, c: Ctx): Promise<void> {
   const raw = c.req.url ?? '';
   // Only origin-form targets: absolute-form would let a client name another host.
-  if (!raw.startsWith('/')) throw new HttpError(400, 'PATH_INVALID', 'request target must be a path');
+  if (!raw.startsWith('/')) throw new HttpError(400, 'NAME_INVALID', 'request target must be a path');
   const qi = raw.indexOf('?');
   const rawPath = qi >= 0 ? raw.slice(0, qi) : raw;
   const q = new URLSearchParams(qi >= 0 ? raw.slice(qi + 1) : '');
@@ -211,9 +216,9 @@ async function route(site: Site, c: Ctx): Promise<void> {
   try {
     p = decodeURIComponent(rawPath);
   } catch {
-    throw new HttpError(400, 'PATH_INVALID', 'malformed percent-encoding in the path');
+    throw new HttpError(400, 'NAME_INVALID', 'malformed percent-encoding in the path');
   }
-  if (p.includes('\0') || p.includes('\\')) throw new HttpError(400, 'PATH_INVALID', 'invalid characters in the path');
+  if (p.includes('\0') || p.includes('\\')) throw new HttpError(400, 'NAME_INVALID', 'invalid characters in the path');
   const method = c.req.method ?? 'GET';
   const isV2 = p === '/v2' || p.startsWith('/v2/');
   const isFiles = p === '/files' || p.startsWith('/files/');
@@ -236,7 +241,7 @@ async function route(site: Site, c: Ctx): Promise<void> {
     sendBody(c, 200, await site.metricsText(), { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Cache-Control': 'no-store' });
     return;
   }
-  throw new HttpError(404, 'NOT_FOUND', 'not found');
+  throw new HttpError(404, 'NAME_UNKNOWN', 'not found');
 }
 
 async function readTls(t: { cert: string; key: string }): Promise<{ cert: Buffer; key: Buffer }> {

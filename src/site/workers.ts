@@ -1,8 +1,9 @@
 import cluster, { type Worker } from 'node:cluster';
 import { DriftError, FerryError, HostError, IntegrityError, InternalError, kindOf, RegistryError, RemoteError, SpecError, StoreError, UsageError, Codes, type Code } from '../errors.js';
 import { Metrics, type MetricsSnapshot } from './metrics.js';
-import { clean } from './respond.js';
-import { startServer, type ServeOptions, type SiteServer } from './server.js';
+import { connectionsFor, DEFAULT_CEILING, openFileLimit, shareOf } from './connections.js';
+import { clean, shareBuffers } from './respond.js';
+import { startServer, type ServeLimits, type ServeOptions, type SiteServer } from './server.js';
 
 /*
  * The site service on every core: a primary that holds the listening socket and hands each new
@@ -32,6 +33,15 @@ const START_TIMEOUT_MS = 60_000;
 const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 const CRASH_WINDOW_MS = 60_000;
+/**
+ * When the last serving worker dies, its replacement starts at once, not after the backoff: node's
+ * cluster closes the shared listening socket with the last worker that listens on it, and the
+ * port refuses connections until a new one listens. Each later start waits at least this long, so
+ * a worker that dies as soon as it listens cannot make the primary fork without pause.
+ */
+const LAST_WORKER_GAP_MS = 1000;
+/** The primary tells each worker how many share the service (its caps are split that many ways). */
+const WORKERS_ENV = 'FERRY_SERVE_WORKERS';
 
 export interface WorkerOptions extends Omit<ServeOptions, 'log' | 'metricsText'> {
   /** Resolves when this worker should stop on its own (SIGTERM/SIGINT reach every process of a terminal or cgroup). */
@@ -76,8 +86,10 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const { stop, shutdownTimeoutMs, ...serve } = o;
   let srv: SiteServer;
   try {
+    const limits = await workerLimits(serve.limits, Number(process.env[WORKERS_ENV]) || 1);
     srv = await startServer({
       ...serve,
+      limits,
       log,
       // The whole service's counters, from the primary; this worker's own if it does not answer.
       metricsText: () =>
@@ -113,6 +125,17 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   cluster.worker?.disconnect();
 }
 
+/**
+ * A worker's limits: its share of the service's connection cap (--max-connections, else the
+ * default ceiling, and never more than its open-file limit supports) and of the buffer pools.
+ */
+export async function workerLimits(limits: ServeLimits | undefined, workers: number): Promise<ServeLimits> {
+  shareBuffers(workers);
+  const given = limits?.maxConnections;
+  const share = shareOf(given ?? DEFAULT_CEILING, workers);
+  return { ...limits, maxConnections: given !== undefined ? share : Math.min(share, connectionsFor(await openFileLimit())) };
+}
+
 export interface PrimaryOptions {
   workers: number;
   shutdownTimeoutMs: number;
@@ -121,8 +144,10 @@ export interface PrimaryOptions {
 
 export interface ServicePrimary {
   url: string;
-  /** The connection cap of each worker. */
+  /** The service's connection cap: each worker's share, added up. */
   maxConnections: number;
+  /** The connection cap of each worker. */
+  maxConnectionsEach: number;
   /** The pids serving now. */
   pids(): number[];
   /** Starts fresh workers, waits until they listen, then drains the old ones. Resolves when the old ones are gone. */
@@ -166,7 +191,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<ServicePrimary> {
   let gen = 0;
   let stopping = false;
   let url = '';
-  let maxConnections = 0;
+  let maxConnectionsEach = 0;
   const retired = new Metrics();
   const crashes: number[] = [];
   const timers = new Set<NodeJS.Timeout>();
@@ -175,7 +200,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<ServicePrimary> {
 
   const fork = (g: number): Promise<Info> =>
     new Promise<Info>((resolve, reject) => {
-      const worker = cluster.fork();
+      const worker = cluster.fork({ [WORKERS_ENV]: String(o.workers) });
       let exited!: () => void;
       const info: Info = { worker, pid: worker.process.pid ?? 0, gen: g, ready: false, retiring: false, exited: new Promise<void>((r) => (exited = r)) };
       infos.set(worker, info);
@@ -190,7 +215,7 @@ export async function startPrimary(o: PrimaryOptions): Promise<ServicePrimary> {
             clearTimeout(startTimer);
             info.ready = true;
             url ||= m.url;
-            maxConnections ||= m.maxConnections;
+            maxConnectionsEach ||= m.maxConnections;
             resolve(info);
             break;
           case 'failed':
@@ -229,27 +254,63 @@ export async function startPrimary(o: PrimaryOptions): Promise<ServicePrimary> {
       });
     });
 
-  /** A worker that died on its own is replaced, later and later if they keep dying. */
+  /** Workers being started to replace dead ones. */
+  let replacing = 0;
+  let lastUrgent = 0;
+  /** Replacements waiting out their backoff, soonest first. */
+  const waiting: { dead: Info; start: () => void; t: NodeJS.Timeout }[] = [];
+  const listening = () => [...infos.values()].some((i) => i.ready && !i.retiring);
+
+  /**
+   * A worker that died on its own is replaced, later and later if they keep dying; but with no
+   * worker left listening (and none starting), one replacement starts now (LAST_WORKER_GAP_MS).
+   */
   const replace = (dead: Info, how: string) => {
     if (stopping) return;
     const now = Date.now();
     crashes.push(now);
     while (crashes.length && crashes[0]! < now - CRASH_WINDOW_MS) crashes.shift();
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (crashes.length - 1));
-    log(`ferry serve: worker ${dead.pid} ${how}; starting another in ${delay} ms (${crashes.length} crash(es) in the last minute)`);
-    const t = setTimeout(() => {
-      timers.delete(t);
+    const backoffMs = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (crashes.length - 1));
+    const start = () => {
+      const i = waiting.indexOf(entry);
+      if (i >= 0) waiting.splice(i, 1);
+      clearTimeout(entry.t);
+      timers.delete(entry.t);
       if (stopping || dead.gen !== gen) return;
+      replacing++;
       fork(dead.gen).then(
         (w) => {
+          replacing--;
           // A restart finished meanwhile: this one belongs to the old set.
           if (w.gen !== gen || stopping) retire(w);
           else log(`ferry serve: worker ${w.pid} replaces ${dead.pid}`);
         },
-        (e: Error) => replace(dead, `could not be replaced (${clean(e.message)})`),
+        (e: Error) => {
+          replacing--;
+          replace(dead, `could not be replaced (${clean(e.message)})`);
+        },
       );
-    }, delay);
-    timers.add(t);
+    };
+    const entry = { dead, start, t: setTimeout(() => start(), backoffMs) };
+    timers.add(entry.t);
+    waiting.push(entry);
+    const urgent = !listening() && replacing === 0 && !rolling;
+    if (!urgent) {
+      const why = listening() ? '' : rolling ? ' (a restart is starting new workers)' : ' (another is already starting)';
+      log(`ferry serve: worker ${dead.pid} ${how}; starting another in ${backoffMs} ms${why} (${crashes.length} crash(es) in the last minute)`);
+      return;
+    }
+    // No worker listens: the port refuses connections until one does.
+    const soonest = waiting[0]!;
+    const delay = Math.max(0, lastUrgent + LAST_WORKER_GAP_MS - now);
+    lastUrgent = now + delay;
+    clearTimeout(soonest.t);
+    timers.delete(soonest.t);
+    soonest.t = setTimeout(() => soonest.start(), delay);
+    timers.add(soonest.t);
+    log(
+      `ferry serve: worker ${dead.pid} ${how}; no worker is listening, so the port refuses connections until one does: starting another in ${delay} ms (${crashes.length} crash(es) in the last minute)`,
+    );
   };
 
   const retire = (w: Info): Promise<void> => {
@@ -297,12 +358,13 @@ export async function startPrimary(o: PrimaryOptions): Promise<ServicePrimary> {
     throw failed.reason;
   };
 
-  await startSet(gen);
   let rolling: Promise<void> | undefined;
+  await startSet(gen);
   let closed: Promise<void> | undefined;
   return {
     url,
-    maxConnections,
+    maxConnections: maxConnectionsEach * o.workers,
+    maxConnectionsEach,
     pids: () => [...infos.values()].filter((i) => i.ready && !i.retiring).map((i) => i.pid),
     restart() {
       if (stopping) return Promise.resolve();

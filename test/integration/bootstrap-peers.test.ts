@@ -98,7 +98,7 @@ describe('haproxy.cfg with real haproxy', () => {
 
       // Stop s1: haproxy marks it DOWN within a few checks, and every new connection goes to s2.
       await new Promise((r) => s1.close(r));
-      await waitFor(async () => (await stats()).s1 === 'DOWN', 'haproxy to mark s1 DOWN', 5_000);
+      await waitFor(async () => (await stats()).s1 === 'DOWN', 'haproxy to mark s1 DOWN', 60_000);
       expect((await stats()).s2).toBe('UP');
       const after: string[] = [];
       for (let i = 0; i < 6; i++) after.push(await through('127.0.0.1', apiPort));
@@ -107,7 +107,7 @@ describe('haproxy.cfg with real haproxy', () => {
 
       // No API server left: the pod turns unready (and stays alive).
       await new Promise((r) => s2.close(r));
-      await waitFor(async () => (await readyz()) === 503, 'haproxy /readyz to answer 503', 5_000);
+      await waitFor(async () => (await readyz()) === 503, 'haproxy /readyz to answer 503', 60_000);
       expect(await (await fetch(`http://127.0.0.1:${statsPort}/readyz`)).text()).toBe('no API server is up');
       expect((await fetch(`http://127.0.0.1:${statsPort}/healthz`)).status).toBe(200);
       expect(lb.proc.exitCode).toBeNull();

@@ -55,7 +55,7 @@ describe('the agent load balancer in network namespaces (stand-in API servers)',
       expect(new Set(seen)).toEqual(new Set(['s1', 's2']));
       // s1's API server dies: haproxy marks it DOWN and sends every new connection to s2.
       api1.kill('SIGKILL');
-      await waitFor(async () => (await stats()).s1 === 'DOWN', 'haproxy to mark s1 DOWN', 5_000);
+      await waitFor(async () => (await stats()).s1 === 'DOWN', 'haproxy to mark s1 DOWN', 60_000);
       const after: string[] = [];
       for (let i = 0; i < 6; i++) after.push(await through(a1.ip, 6443));
       expect(after).toEqual(Array(6).fill('s2'));

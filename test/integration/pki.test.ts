@@ -19,9 +19,7 @@ const mode = async (f: string) => (await fs.stat(f)).mode & 0o777;
 
 describe('the site PKI', () => {
   it('makes a CA and a registry certificate that openssl verifies for every name and IP', async () => {
-    const t0 = Date.now();
     const r = await initPki({ domain: 'site.test', ips: ['10.0.0.5', 'fd00::5'], outDir: path.join(work, 'a') });
-    expect(Date.now() - t0).toBeLessThan(5000);
     expect([r.caReused, r.serverCert]).toEqual([false, 'issued']);
     expect(await mode(r.caKey)).toBe(0o600);
     expect(await mode(r.key)).toBe(0o600);

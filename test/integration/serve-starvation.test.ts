@@ -58,13 +58,8 @@ async function serve(limit: number, opts: { tls?: boolean; args?: string[] } = {
 }
 
 const openFiles = async (pid: number) => (await fs.readdir(`/proc/${pid}/fd`)).length;
-/** Anonymous resident memory: the heap and buffers, not the pages of the node binary. */
-async function rssAnon(pid: number): Promise<number> {
-  const m = /^RssAnon:\s+(\d+) kB$/m.exec(await fs.readFile(`/proc/${pid}/status`, 'utf8'));
-  return Number(m![1]) * 1024;
-}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const MB = 1 << 20;
+const CHUNK = 64 << 10;
 const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /**
@@ -140,13 +135,16 @@ describe('ferry serve under a lowered open-file limit', () => {
       holdOpen(secure.port, 200, 'silent'),
       holdOpen(secure.port, 200, 'tls-silent', ca),
     ]);
-    const t0 = Date.now();
-    // A normal client is served at once, long before any of those time out.
+    // A normal client asks while those are held (the episode at the cap is on) and is let in: a held
+    // one makes room, nobody is refused. However long a loaded machine then takes to answer.
+    const atCap = (s: Served) => s.logs.some((l) => /^connections: at the cap of 96/.test(l)) && !s.logs.some((l) => /^connections: below the cap/.test(l));
     for (const s of [plain, secure]) {
-      expect((await served(`${s.url}/healthz`, HEADER_TIMEOUT_MS / 2)).status, s.url).toBe(200);
-      expect((await served(`${s.url}/v2/fx/big/blobs/${b.big!.layer.digest}`, HEADER_TIMEOUT_MS / 2, { Range: 'bytes=0-1023' })).status, s.url).toBe(206);
+      expect(atCap(s), s.url).toBe(true);
+      expect((await served(`${s.url}/healthz`, 60_000)).status, s.url).toBe(200);
+      expect((await served(`${s.url}/v2/fx/big/blobs/${b.big!.layer.digest}`, 60_000, { Range: 'bytes=0-1023' })).status, s.url).toBe(206);
+      const m = (await request(`${s.url}/metrics`, s === secure ? { ca } : {})).text;
+      expect(metric(m, 'ferry_serve_connections_dropped_total', { reason: 'refused' }), s.url).toBe(0);
     }
-    expect(Date.now() - t0).toBeLessThan(HEADER_TIMEOUT_MS);
     expect(held).toEqual([200, 200, 200, 200]);
     for (const s of [plain, secure]) {
       const m = (await request(`${s.url}/metrics`, s === secure ? { ca } : {})).text;
@@ -156,7 +154,7 @@ describe('ferry serve under a lowered open-file limit', () => {
     }
     // Past the header (or TLS handshake) timeout, the server holds none of them, although no client
     // ever closed its side: a 408 alone would leave each socket half-open.
-    await waitFor(async () => (await openFiles(plain.pid)) <= base.plain + 2 && (await openFiles(secure.pid)) <= base.secure + 2, 'the servers to close every held connection', HEADER_TIMEOUT_MS + 8000);
+    await waitFor(async () => (await openFiles(plain.pid)) <= base.plain + 2 && (await openFiles(secure.pid)) <= base.secure + 2, 'the servers to close every held connection', HEADER_TIMEOUT_MS + 60_000);
     for (const s of [plain, secure]) {
       // One line says the cap was reached and one that it is over: not a line per connection.
       await waitFor(async () => s.logs.some((l) => /^connections: below the cap of 96 again/.test(l)), 'the end of the episode');
@@ -165,45 +163,45 @@ describe('ferry serve under a lowered open-file limit', () => {
     }
   });
 
-  it('keeps RSS bounded while 600 clients request a 64 MB blob and never read, serves a normal client meanwhile, and gives the memory back once they go', async () => {
+  it('holds at most two chunks per capped connection while 600 clients request a 64 MB blob and never read, serves a normal client meanwhile, and gives every buffer back once they go', async () => {
     const s = await serve(FD_LIMIT);
     const blob = `/v2/fx/big/blobs/${b.big!.layer.digest}`;
+    const gauges = async () => {
+      const m = (await request(`${s.url}/metrics`)).text;
+      return { held: metric(m, 'ferry_serve_buffer_bytes'), peak: metric(m, 'ferry_serve_buffer_bytes_peak') };
+    };
     // Warm up the repository graph and the blob route.
     expect((await served(`${s.url}${blob}`, 5000, { Range: 'bytes=0-1023' })).status).toBe(206);
-    await sleep(500);
-    const base = { rss: await rssAnon(s.pid), fds: await openFiles(s.pid) };
-    let peak = base.rss;
-    const sampler = setInterval(() => void rssAnon(s.pid).then((v) => (peak = Math.max(peak, v)), () => {}), 50);
-    try {
-      for (let i = 0; i < 600; i++) {
-        const c = net.connect({ host: '127.0.0.1', port: s.port }, () => {
-          c.write(`GET ${blob} HTTP/1.1\r\nHost: x\r\n\r\n`);
-          c.pause();
-        });
-        c.on('error', () => {});
-        clients.push(c);
-        if (i % 50 === 49) await sleep(50);
-      }
-      await sleep(3000);
-      // Every slot holds a response that does not drain: a new client waits until one has stalled
-      // long enough to make room, and no longer than that.
-      const normal = await served(`${s.url}${blob}`, STALLED_MS + 8000, { Range: 'bytes=0-1023' });
-      expect(normal.status).toBe(206);
-    } finally {
-      clearInterval(sampler);
+    const fds = await openFiles(s.pid);
+    for (let i = 0; i < 600; i++) {
+      const c = net.connect({ host: '127.0.0.1', port: s.port }, () => {
+        c.write(`GET ${blob} HTTP/1.1\r\nHost: x\r\n\r\n`);
+        c.pause();
+      });
+      c.on('error', () => {});
+      clients.push(c);
+      if (i % 50 === 49) await sleep(50);
     }
-    // Two 64 KiB chunks for each of 96 connections is 12 MB; V8's heap grows as much under the
-    // flood (25-35 MB in all). The 256 KiB read-ahead of before cost 90 MB here, and kept it.
-    expect(peak - base.rss).toBeLessThan(48 * MB);
+    // The flood is on once responses that do not drain hold buffers.
+    await waitFor(async () => (await gauges()).held >= 16 * 2 * CHUNK, 'the flood to hold buffers', 60_000);
+    // Every slot holds a response that does not drain: a new client waits until one has stalled
+    // long enough to make room.
+    const normal = await served(`${s.url}${blob}`, STALLED_MS + 60_000, { Range: 'bytes=0-1023' });
+    expect(normal.status).toBe(206);
+    // The bound, counted where buffers are taken and given back (no sampling, no collector): two
+    // 64 KiB chunks for each of the 96 connections the cap allows, with room for the few that are
+    // being replaced at that moment and the normal client; 600 connections would hold 75 MB.
+    // (The RSS this costs, and how soon V8 returns its heap, is bench/serve-flood.ts's to measure.)
+    const during = await gauges();
+    expect(during.peak).toBeLessThanOrEqual((96 + 8) * 2 * CHUNK);
     for (const c of clients.splice(0)) c.destroy();
-    await waitFor(async () => (await openFiles(s.pid)) <= base.fds + 2, 'the server to close the flood');
-    // The chunk buffers go back at once, V8's heap at its next idle collection (10-15 s here); what
-    // stays is mostly the spare chunks (4 MB).
-    await waitFor(async () => (await rssAnon(s.pid)) - base.rss < 16 * MB, 'RSS to fall back', 90_000);
+    await waitFor(async () => (await openFiles(s.pid)) <= fds + 2, 'the server to close the flood', 60_000);
+    // Every buffer is given back as its connection closes, whenever the collector runs.
+    await waitFor(async () => (await gauges()).held === 0, 'every response buffer to be given back', 60_000);
     // Reused chunks never mix two responses: a whole download still has its digest.
     const whole = await request(`${s.url}${blob}`);
     expect(sha256(whole.body)).toBe(b.big!.layer.digest);
-  }, 180_000);
+  }, 240_000);
 
   it('answers pipelined requests one at a time, one open file per connection, and cuts a connection that queues more than 64', async () => {
     const s = await serve(FD_LIMIT);

@@ -27,9 +27,9 @@ interface Served {
 }
 
 /** `ferry serve` with `args`; quiet, it says nothing, so it listens on a port picked here. */
-async function serve(args: string[]): Promise<Served> {
+async function serve(args: string[], o: { fixedPort?: boolean } = {}): Promise<Served> {
   const quiet = args.includes('-q');
-  const listen = quiet ? `127.0.0.1:${await freePort()}` : '127.0.0.1:0';
+  const listen = quiet || o.fixedPort ? `127.0.0.1:${await freePort()}` : '127.0.0.1:0';
   const child = spawn(process.execPath, [FERRY, 'serve', '--bundle', b.dir, '--listen', listen, '--shutdown-timeout', '5', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   const logs: string[] = [];
@@ -82,8 +82,9 @@ afterAll(async () => {
 
 describe('ferry serve --workers', () => {
   it('spreads new connections over two worker processes of one primary, which adds up their counters and writes the one access log', async () => {
-    const s = await serve(['--workers', '2', '--max-connections', '7']);
-    expect(s.logs.find((l) => l.startsWith('ferry serve: '))).toMatch(/, 2 workers, at most 7 connections each;/);
+    // The cap is the service's, split across the workers: memory does not grow with the cores.
+    const s = await serve(['--workers', '2', '--max-connections', '20']);
+    expect(s.logs.find((l) => l.startsWith('ferry serve: '))).toMatch(/, 2 workers, at most 20 connections in all, 10 each;/);
     for (let i = 0; i < 20; i++) expect((await request(`${s.url}/v2/`)).status).toBe(200);
     const pids = await serving(s.url);
     expect(pids.size).toBe(2);
@@ -96,7 +97,7 @@ describe('ferry serve --workers', () => {
     // The 20 requests and the first scrape, whichever worker answered them.
     expect(metric(m, 'ferry_serve_requests_total', { route: 'base' })).toBe(20);
     expect(metric(m, 'ferry_serve_requests_total', { route: 'metrics' })).toBe(1);
-    expect(metric(m, 'ferry_serve_connections_max')).toBe(14);
+    expect(metric(m, 'ferry_serve_connections_max')).toBe(20);
     // One line per request, whole, in the format of a single process.
     await waitFor(async () => s.logs.filter((l) => l.includes('"GET /metrics')).length === 1, 'the log line of the first scrape');
     expect(s.logs.filter((l) => l.includes('"GET /v2/ '))).toHaveLength(20);
@@ -213,6 +214,27 @@ describe('ferry serve --workers', () => {
     for (let i = 0; i < 6; i++) expect((await request(`${s.url}/healthz`)).status).toBe(200);
     expect([...(await serving(s.url)).keys()].sort()).toEqual(now.sort());
   });
+
+  it('when every worker dies, starts one at once instead of waiting out the backoff, so the port opens again', async () => {
+    // A fixed port: once no worker listens, node's cluster closes the socket, and port 0 would pick another.
+    const s = await serve(['--workers', '2'], { fixedPort: true });
+    const first = [...(await serving(s.url)).keys()];
+    expect(first).toHaveLength(2);
+    // Both at once: the first exit the primary sees leaves one worker listening (a backoff), the second none.
+    process.kill(first[0]!, 'SIGKILL');
+    process.kill(first[1]!, 'SIGKILL');
+    const crashLine = (pid: number) => s.logs.find((l) => l.startsWith(`ferry serve: worker ${pid} was killed by SIGKILL;`));
+    await waitFor(async () => !!crashLine(first[0]!) && !!crashLine(first[1]!), 'both crash lines', 60_000);
+    const [earlier, later] = s.logs.indexOf(crashLine(first[0]!)!) < s.logs.indexOf(crashLine(first[1]!)!) ? [first[0]!, first[1]!] : [first[1]!, first[0]!];
+    expect(crashLine(earlier)).toMatch(/; starting another in 100 ms \(1 crash\(es\) in the last minute\)$/);
+    // Never a plain backoff with no worker listening: one starts at once, or one was already starting
+    // (the machine stalled past the first one's 100 ms).
+    expect(crashLine(later)).toMatch(
+      new RegExp(`^ferry serve: worker ${later} was killed by SIGKILL; (no worker is listening, so the port refuses connections until one does: starting another in 0 ms|starting another in 200 ms \\(another is already starting\\)) \\(2 crash\\(es\\) in the last minute\\)$`),
+    );
+    await waitFor(async () => (await request(`${s.url}/healthz`).catch(() => undefined))?.status === 200, 'the service to answer again', 60_000);
+    await waitFor(async () => (await childrenOf(s.pid)).length === 2, 'two workers again', 60_000);
+  }, 240_000);
 
   it('with --workers 1 serves from the one process it starts, with no primary and no child', async () => {
     const s = await serve(['--workers', '1']);

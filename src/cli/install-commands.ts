@@ -187,7 +187,6 @@ export function installCommand(): Command {
       const steps = firstServerSteps(ctx);
       if (o.dryRun) {
         const d = await dryRun(ctx).catch(orCancelled);
-        for (const p of d.preflight) out.reporter.warn(`preflight on this machine: ${p}`);
         if (d.problems.length === 1) throw d.problems[0]!;
         if (d.problems.length > 1) {
           throw new UsageError(Codes.installRefused, `a real run would stop, for ${d.problems.length} reasons:\n  ${d.problems.map((p) => `[${p.code}] ${p.message.replace(/\n/g, '\n    ')}`).join('\n  ')}`, {
@@ -215,7 +214,7 @@ export function installCommand(): Command {
                 ? d.files.map(describe).join('\n')
                 : `\n${d.files.length} files would be written: ${d.files.map((f) => f.path).join(', ')} (see them with --show-files or --out DIR)`,
           ].join('\n'),
-          { dryRun: true, node: answers.node, root: host.root, signer: d.signer, steps: d.steps, files, unpacked: d.unpacked, actions: d.actions, preflight: d.preflight },
+          { dryRun: true, node: answers.node, root: host.root, signer: d.signer, steps: d.steps, files, unpacked: d.unpacked, actions: d.actions },
         );
         return;
       }

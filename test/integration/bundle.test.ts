@@ -270,6 +270,23 @@ describe('ferry bundle verify, inspect and split parts', () => {
     expect(gone.code).toBe(5);
     expect(gone.stderr).toMatch(new RegExp(`error\\[BUNDLE_PART_MISSING\\]: part ${parts[1]!.replace('.', '\\.')}`));
   });
+
+  it('splits into more than 999 parts, each named to one width, so verify takes them and a shell glob reads them in order', async () => {
+    const split = path.join(work, 'split-many', 'site.ferry.tar');
+    // A size that needs 1,000 parts or more of this bundle, however big the fixture grows.
+    const size = Math.max(512, Math.floor((await fs.stat(bundle)).size / 1050));
+    const r = await ferry(['bundle', 'build', specFile, '--key', path.join(work, 'keys', 'ferry.key'), '--out', split, '--split-size', String(size)], { env });
+    expect(r.code).toBe(0);
+    const names = (JSON.parse(await fs.readFile(`${split}.parts.json`, 'utf8')) as { parts: { name: string }[] }).parts.map((p) => p.name);
+    expect(names.length).toBeGreaterThan(999);
+    const width = String(names.length).length;
+    expect(names[0]).toBe(`site.ferry.tar.part${'1'.padStart(width, '0')}`);
+    expect(new Set(names.map((n) => n.length)).size).toBe(1);
+    expect((await fs.readdir(path.dirname(split))).filter((f) => /\.part\d+$/.test(f)).sort()).toEqual(names);
+    expect((await ferry(['bundle', 'verify', `${split}.parts.json`, '--trust', path.join(work, 'keys', 'ferry.pub')])).code).toBe(0);
+    const { stdout } = await execFileP('sh', ['-c', 'cat site.ferry.tar.part[0-9]* | sha256sum'], { cwd: path.dirname(split) });
+    expect(stdout.split(' ')[0]).toBe(await sha256File(bundle));
+  }, 180_000);
 });
 
 describe('charts through the site registry', () => {

@@ -217,6 +217,8 @@ class Blocks {
  */
 export async function writeArchive(out: string, head: ArchiveEntry[], content: ArchiveEntry[], opts: { partSize?: number; reporter?: Reporter } = {}): Promise<{ parts: PartInfo[]; size: number }> {
   const reporter = opts.reporter ?? silentReporter;
+  // A bundle holds entries (a blob is one kind): the count matches the entries the build names.
+  reporter.counting?.('entries');
   const sorted = [...content].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   // Entries on one worker, parts (when split) on a second, so the two hashes of a byte run side by side.
   const hashes = await HashWorkers.start({ workers: opts.partSize ? 2 : 1, slots: BLOCKS, slotBytes: BLOCK });

@@ -36,7 +36,6 @@ function buildProgram(): Command {
     .option('--json', 'machine-readable output on stdout')
     .option('-q, --quiet', 'only errors')
     .option('-v, --verbose', 'more detail, including retries')
-    .showHelpAfterError()
     .addHelpText(
       'after',
       `

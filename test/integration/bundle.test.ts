@@ -135,7 +135,9 @@ ${KUBEADM_NAMES.map((n) => `    - ${reg.host}/fx/${n}`).join('\n')}
   const b = await ferry(['bundle', 'build', specFile, '--key', path.join(work, 'keys', 'ferry.key'), '--out', bundle], { env });
   expect(b.stderr).not.toMatch(/error/);
   expect(b.code).toBe(0);
+  buildOutput = `${b.stderr}${b.stdout}`;
 }, 120_000);
+let buildOutput = '';
 
 afterAll(async () => {
   await web?.close();
@@ -216,7 +218,14 @@ describe('ferry bundle verify, inspect and split parts', () => {
     const j = JSON.parse(r.stdout) as { ok: boolean; entries: number; fingerprint: string };
     expect(j.ok).toBe(true);
     const { stdout } = await execFileP('tar', ['-tf', bundle]);
-    expect(j.entries).toBe(stdout.trim().split('\n').length);
+    const n = stdout.trim().split('\n').length;
+    expect(j.entries).toBe(n);
+    // One count of entries everywhere: the build's, its progress (entries, not blobs), and verify's signature line.
+    expect(buildOutput).toMatch(new RegExp(`: ${n} entries, `));
+    expect(buildOutput).toMatch(new RegExp(`done: entries ${n}/${n} `));
+    expect(buildOutput).not.toMatch(/blobs \d+\/\d+/);
+    const plain = await ferry(['bundle', 'verify', bundle, '--trust', path.join(work, 'keys', 'ferry.pub')]);
+    expect(plain.stderr).toMatch(new RegExp(`signature ok: signed by sha256:[a-f0-9]+; ${n} entries: checksums\.txt, its signature and the ${n - 2} it lists`));
     const i = await ferry(['bundle', 'inspect', bundle]);
     expect(i.stdout).toMatch(/^site 1\.0\.0/);
     expect(i.stdout).toContain(`${reg.host}/fx/multi:v1`);

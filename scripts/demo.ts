@@ -152,6 +152,21 @@ spec:
     process.stdout.write(`digest ${info.Digest}, architecture ${info.Architecture}\n`);
   }
   step(`done: the bundle is ${path.relative(process.cwd(), bundle)}, the store ${path.relative(process.cwd(), path.join(out, 'store'))}`);
+  // The build printed "On the site" steps: for this bundle they end in a refusal, so say where the site side is.
+  process.stdout.write(
+    [
+      '',
+      'This demo bundle is connected-side only: it carries two images and two binaries, and no Kubernetes,',
+      'so `ferry install` on it refuses (INSTALL_REFUSED) and the "On the site" steps above are not for it.',
+      'To see the site side on this machine, the site in a box installs real Kubernetes from',
+      'bundle-spec/kubernetes.yaml on network-namespace hosts (as root):',
+      '  npm run site -- up      # the first run builds Kubernetes and its components from source: tens of',
+      '                          # minutes on 2 cores, cached after that (about 5 minutes per up)',
+      '  npm run site -- down',
+      'npm run site -- --help lists the rest; README "The site in a box" tells what it does.',
+      '',
+    ].join('\n'),
+  );
 } finally {
   for (const s of stops) await s();
   reg.kill('SIGTERM');

@@ -9,7 +9,9 @@
  *   npm run site -- add NAME --role server|agent [--json]   (a fresh host, not joined)
  *   npm run site -- join NAME --from HOST [--json]          (ferry join, typed on HOST)
  *   npm run site -- bundle [--version V] [--relabel-kubernetes K] --out NAME [--json] (another signed bundle, in /srv)
- * `up` builds (or reuses) the upstream components, builds the signed bundle from
+ *   npm run site -- help | --help
+ * `up` builds (or reuses) the upstream components (the first run builds them from source: tens of
+ * minutes on 2 cores; cached in ~/.cache/ferry-site after that), builds the signed bundle from
  * bundle-spec/kubernetes.yaml through loopback mirrors, creates the hosts and runs the bundle's own
  * install.sh on the first server. See README "The site in a box".
  */
@@ -45,7 +47,9 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { cmd: argv[0] ?? 'help', servers: 1, agents: 0, domain: 'site.test', subnet: '10.231.0', json: false, rest: [] };
+  // --help anywhere before `--` is a question, never a run (`up --help` must not bring a site up).
+  const asked = argv.slice(0, argv.includes('--') ? argv.indexOf('--') : argv.length).some((f) => f === '--help' || f === '-h');
+  const a: Args = { cmd: asked || argv[0] === undefined ? 'help' : argv[0], servers: 1, agents: 0, domain: 'site.test', subnet: '10.231.0', json: false, rest: [] };
   for (let i = 1; i < argv.length; i++) {
     const f = argv[i]!;
     const val = () => {
@@ -76,10 +80,13 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
+/** The help is this file's opening comment; asked for, it goes to stdout with exit 0, after a mistake to stderr with exit 2. */
 function usage(msg?: string): never {
-  if (msg) process.stderr.write(`error[SITE_USAGE]: ${msg}\n`);
-  process.stderr.write(readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 15).join('\n').replace(/^ \*\/?/gm, '') + '\n');
-  process.exit(2);
+  const lines = readFileSync(new URL(import.meta.url), 'utf8').split('\n');
+  const help = `${lines.slice(1, lines.indexOf(' */')).join('\n').replace(/^ \* ?/gm, '')}\n`;
+  if (msg) process.stderr.write(`error[SITE_USAGE]: ${msg}\n${help}`);
+  else process.stdout.write(help);
+  process.exit(msg ? 2 : 0);
 }
 
 let quiet = false;

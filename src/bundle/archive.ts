@@ -82,8 +82,11 @@ class Sink {
   async finish(): Promise<void> {
     if (!this.fh) await this.openNext();
     await this.closeCurrent();
-    for (const t of this.temps) {
-      await fs.rename(t.tmp, t.final);
+    // Named once the count is known: 1,231 parts are part0001 … part1231.
+    for (const [i, t] of this.temps.entries()) {
+      const final = this.partSize ? partFileOf(this.out, i + 1, this.temps.length) : t.final;
+      await fs.rename(t.tmp, final);
+      if (this.partSize) this.parts[i]!.name = path.basename(final);
       t.release();
     }
   }
@@ -214,6 +217,8 @@ class Blocks {
  */
 export async function writeArchive(out: string, head: ArchiveEntry[], content: ArchiveEntry[], opts: { partSize?: number; reporter?: Reporter } = {}): Promise<{ parts: PartInfo[]; size: number }> {
   const reporter = opts.reporter ?? silentReporter;
+  // A bundle holds entries (a blob is one kind): the count matches the entries the build names.
+  reporter.counting?.('entries');
   const sorted = [...content].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   // Entries on one worker, parts (when split) on a second, so the two hashes of a byte run side by side.
   const hashes = await HashWorkers.start({ workers: opts.partSize ? 2 : 1, slots: BLOCKS, slotBytes: BLOCK });
@@ -236,7 +241,7 @@ export async function writeArchive(out: string, head: ArchiveEntry[], content: A
     const dir = path.dirname(path.resolve(out));
     await fs.mkdir(dir, { recursive: true });
     // What an earlier, killed build of this output left behind.
-    await sweepStaleTemps(dir, (base) => base === path.basename(out) || /^\.part\d{3}$/.test(base.slice(path.basename(out).length)));
+    await sweepStaleTemps(dir, (base) => base === path.basename(out) || /^\.part\d{3,}$/.test(base.slice(path.basename(out).length)));
     for (const e of [...head, ...sorted]) {
       const h = fileHeader(e.path, e.size, e.mode ?? 0o644);
       await blocks.put(h);

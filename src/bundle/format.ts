@@ -321,10 +321,13 @@ export const DEFAULT_PART_SIZE = 4 * 1024 ** 3 - 64 * 1024;
 const PARTS_SUFFIX = '.parts.json';
 export const isPartsFile = (input: string) => input.endsWith(PARTS_SUFFIX);
 export const partsFileOf = (bundleFile: string) => `${bundleFile}${PARTS_SUFFIX}`;
-/** The n-th part (from 1) of a bundle file, beside it. */
-export const partFileOf = (bundleFile: string, n: number) => `${bundleFile}.part${String(n).padStart(3, '0')}`;
+/**
+ * The n-th part (from 1) of a bundle file, beside it, its number padded to the width the count
+ * needs (at least 3): every part name is as long as the others, so a shell glob sorts them in order.
+ */
+export const partFileOf = (bundleFile: string, n: number, count = n) => `${bundleFile}.part${String(n).padStart(Math.max(3, String(count).length), '0')}`;
 /** A part is a plain file name beside the parts manifest: no directory, so no `..` and no absolute path. */
-const PART_NAME = /^[^/\\]+\.part\d{3}$/;
+const PART_NAME = /^[^/\\]+\.part\d{3,}$/;
 
 /** The bytes that parts.json's signature covers: the manifest without its signature, keys sorted. */
 export function partsSigningBytes(m: PartsManifest): Buffer {
@@ -365,7 +368,7 @@ export async function readPartsManifest(file: string): Promise<PartsManifest> {
  * exist, and one part named where the parts manifest belongs.
  */
 export async function checkBundlePath(input: string): Promise<void> {
-  const part = /^(.*)\.part\d{3}$/.exec(input);
+  const part = /^(.*)\.part\d{3,}$/.exec(input);
   if (part) {
     const manifest = partsFileOf(part[1]!);
     throw new UsageError(Codes.bundlePartGiven, `${input} is one part of a split bundle; ferry reads the parts through their manifest`, {

@@ -157,6 +157,10 @@ export interface TarEntry extends TarEntryHead {
  */
 export async function* readTar(src: AsyncIterable<Buffer>): AsyncGenerator<TarEntry> {
   const r = new ByteReader(src);
+  let previous: string | undefined;
+  // Which entry a bad header belongs to: the name it claims (not trusted, only shown), where it sits, what came before.
+  const badChecksum = (h: Buffer) =>
+    new TarFormatError(`the header of entry ${JSON.stringify(str(h, 0, 100))} at byte ${r.consumed - 512}${previous ? ` (after ${previous})` : ' (the first entry)'} has a checksum that does not match`, 'format');
   for (;;) {
     let raw = await r.read(512);
     if (raw.length === 0) throw new TarFormatError('the archive ends without its end-of-archive blocks', 'truncated');
@@ -169,7 +173,7 @@ export async function* readTar(src: AsyncIterable<Buffer>): AsyncGenerator<TarEn
       for await (const c of r.stream(Number.MAX_SAFE_INTEGER)) if (!isZero(c)) throw new TarFormatError('data follows the end of the archive', 'format');
       return;
     }
-    if (!checksumOk(raw)) throw new TarFormatError('a header checksum does not match', 'format');
+    if (!checksumOk(raw)) throw badChecksum(raw);
     let pax: Record<string, string> = {};
     const head: Buffer[] = [];
     if (String.fromCharCode(raw[156]!) === 'x') {
@@ -181,7 +185,7 @@ export async function* readTar(src: AsyncIterable<Buffer>): AsyncGenerator<TarEn
       head.push(raw, body);
       raw = await r.read(512);
       if (raw.length < 512) throw new TarFormatError('the archive ends inside a header', 'truncated');
-      if (!checksumOk(raw)) throw new TarFormatError('a header checksum does not match', 'format');
+      if (!checksumOk(raw)) throw badChecksum(raw);
     }
     head.push(raw);
     const typeChar = String.fromCharCode(raw[156]!);
@@ -215,6 +219,7 @@ export async function* readTar(src: AsyncIterable<Buffer>): AsyncGenerator<TarEn
         }
       })(),
     };
+    previous = p;
     yield entry;
   }
 }

@@ -270,7 +270,7 @@ async function verifyStream(input: string, o: VerifyOptions): Promise<VerifyResu
       checkTree([...TABLE, ...sums.keys()]);
       if (sums.get('bundle.json') !== sha256Hex(manifestBytes!)) throw bad(Codes.bundleChecksum, 'bundle.json does not match its signed checksum');
       seen.add('bundle.json');
-      reporter.info(`signature ok: signed by ${fingerprint(key)}; ${sums.size} entries listed`);
+      reporter.info(`signature ok: signed by ${fingerprint(key)}; ${sums.size + 2} entries: checksums.txt, its signature and the ${sums.size} it lists`);
     }
   };
 

@@ -5,7 +5,7 @@ import { exists } from '../util/fsx.js';
 import { cacheStoreDir } from '../util/paths.js';
 import { formatBytes } from '../util/size.js';
 import { makeOutput } from './output.js';
-import { addRegistryOptions, clientFrom, intOption, type RegistryFlags } from './registry-options.js';
+import { addRegistryOptions, clientFrom, CONCURRENCY, intOption, type RegistryFlags } from './registry-options.js';
 import { addPlatformOption, defaultLock, examples, globals } from './shared.js';
 
 /** A store to read from must exist: opening one creates it, and an empty push exits 0 having done nothing. */
@@ -38,7 +38,7 @@ export function imagesCommand(): Command {
     const cache = await Layout.open(cacheStoreDir());
     const store = o.out ? await Layout.open(o.out) : cache;
     const client = await clientFrom(o, out.reporter);
-    const r = await pullImages({ client, store, cache, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, 6) }, spec, lock, lockFile, { withReferrers: o.withReferrers === true });
+    const r = await pullImages({ client, store, cache, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, CONCURRENCY.pull) }, spec, lock, lockFile, { withReferrers: o.withReferrers === true });
     out.reporter.done();
     const refs = r.images.reduce((n, i) => n + (i.referrers?.length ?? 0), 0);
     out.result(
@@ -51,14 +51,14 @@ export function imagesCommand(): Command {
     .requiredOption('--store <dir>', 'store directory (an OCI image layout)')
     .requiredOption('--to <registry[/prefix]>', 'target registry and optional repository prefix')
     .addHelpText('after', examples(['ferry images push --store ./store --to harbor.site.example/ferry --creds harbor.site.example=admin:secret   # needs that registry', 'ferry images push --store ./store --to 127.0.0.1:5000          # needs a registry there (docker-registry serve)']));
-  addRegistryOptions(push).action(async (o: RegistryFlags & { store: string; to: string }, c: Command) => {
+  addRegistryOptions(push, CONCURRENCY.push).action(async (o: RegistryFlags & { store: string; to: string }, c: Command) => {
     const out = makeOutput(globals(c));
     const { pushStore } = await import('../bundle/images.js');
     const { Layout } = await import('../oci/layout.js');
     await requireStore(o.store);
     const store = await Layout.open(o.store);
     const client = await clientFrom(o, out.reporter);
-    const r = await pushStore({ client, store, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, 4) }, o.to);
+    const r = await pushStore({ client, store, reporter: out.reporter, concurrency: intOption('--concurrency', o.concurrency, CONCURRENCY.push) }, o.to);
     out.reporter.done();
     out.result(r.images.map((i) => `${i.source} → ${i.target}${i.filtered ? ' (platform subset)' : ''}`).join('\n') || 'the store has no named images', r);
   });

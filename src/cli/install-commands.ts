@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
@@ -27,8 +29,11 @@ async function askAnswers(bundle: string): Promise<InstallAnswers> {
   const m = await readBundleManifest(bundle);
   // Each answer is checked by the answers' schema and rules, inside answers that are valid so far.
   let sofar: InstallAnswers = { apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'a.example', node: { name: 'n', ip: '10.0.0.1' }, podCidr: DEFAULTS.podCidr, serviceCidr: DEFAULTS.serviceCidr };
+  // This field's problems, and any rule across fields this answer breaks (pod CIDR 10.0.0.0/8 with
+  // node IP 10.0.0.30 is caught at the pod CIDR, the prompt that can fix it, not at the end).
   const check = (field: string, probe: (v: string) => Partial<InstallAnswers>) => (v: string): true | string => {
-    const p = answerProblems({ ...sofar, ...probe(v) }).filter((x) => formatPath(x.path).startsWith(field));
+    const before = new Set(answerProblems(sofar).map(formatProblem));
+    const p = answerProblems({ ...sofar, ...probe(v) }).filter((x) => formatPath(x.path).startsWith(field) || !before.has(formatProblem(x)));
     return p.length ? p.map(formatProblem).join('; ') : true;
   };
   const ask = async (field: string, q: string, probe: (v: string) => Partial<InstallAnswers>, def?: string) => {
@@ -52,6 +57,10 @@ async function askAnswers(bundle: string): Promise<InstallAnswers> {
   const parseRecords = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0] ?? '', ip: s.split('=')[1] ?? '' }));
   // With the cluster FQDN as answered: a record must not shadow it either.
   const records = parseRecords(await ask('records', 'Extra site DNS records, as name=ip separated by commas (empty for none)', (v) => (v.trim() ? { records: parseRecords(v) } : {}), ''));
+  // Names outside the site domain: offered as this host resolves them today (loopback stubs are no site resolver).
+  const resolvers = hostResolvers();
+  const parseList = (v: string) => [...new Set(v.split(/[\s,]+/).filter(Boolean))];
+  const upstreamDns = parseList(await ask('upstreamDns', `Upstream DNS servers for names outside ${domain}, separated by commas (empty: answer only the site domain)`, (v) => (v.trim() ? { upstreamDns: parseList(v) } : {}), resolvers.join(',')));
   return {
     apiVersion: 'ferry.dev/v1alpha1',
     kind: 'InstallAnswers',
@@ -62,7 +71,37 @@ async function askAnswers(bundle: string): Promise<InstallAnswers> {
     serviceCidr,
     ...(cni ? { cni } : {}),
     ...(records.length ? { records } : {}),
+    ...(upstreamDns.length ? { upstreamDns } : {}),
   };
+}
+
+/** Refuses, before any question, a bundle this machine cannot install: no Kubernetes in it, or another architecture. */
+async function refuseBeforeQuestions(bundle: string, ignore: string[]): Promise<void> {
+  const { readBundleManifest } = await import('../bundle/inspect.js');
+  const m = await readBundleManifest(bundle);
+  if (!m.kubernetes?.version) {
+    throw new UsageError(Codes.installRefused, `${bundle} (${m.name} ${m.version}) carries no Kubernetes release (its spec has no spec.kubernetes): it cannot install a cluster, so no questions are asked`, {
+      hint: 'Install a bundle built from a spec with spec.kubernetes (bundle-spec/kubernetes.yaml); a connected-side bundle such as the demo\'s only moves images and files.',
+    });
+  }
+  const { archOf } = await import('../install/node-steps.js');
+  const arch = `linux/${archOf()}`;
+  if (!ignore.includes('arch') && !m.platforms.includes(arch)) {
+    throw new UsageError(Codes.preflight, `this machine is ${arch}, and ${bundle} carries ${m.platforms.join(', ')}: it cannot install here, so no questions are asked`, {
+      hint: "Build a bundle for this platform (spec.platforms), or install on a machine of the bundle's.",
+    });
+  }
+}
+
+/** This host's resolvers from /etc/resolv.conf, less loopback stubs (systemd-resolved's 127.0.0.53). */
+function hostResolvers(): string[] {
+  let text = '';
+  try {
+    text = readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    return [];
+  }
+  return [...text.matchAll(/^nameserver\s+(\S+)/gm)].map((m) => m[1]!).filter((ip) => net.isIPv4(ip) && !ip.startsWith('127.'));
 }
 
 function summary(a: InstallAnswers): string {
@@ -74,6 +113,7 @@ function summary(a: InstallAnswers): string {
     `service CIDR    ${a.serviceCidr}`,
     `CNI             ${a.cni ?? '(none in the bundle)'}`,
     `extra records   ${(a.records ?? []).map((r) => `${r.name}=${r.ip}`).join(', ') || '(none)'}`,
+    `upstream DNS    ${(a.upstreamDns ?? []).join(', ') || '(none: only the site domain answers)'}`,
     `nodes to join   ${(a.join ?? []).map((j) => `${j.name} (${j.role}, ${j.host})`).join(', ') || '(none)'}`,
   ].join('\n');
 }
@@ -145,6 +185,8 @@ export function installCommand(): Command {
             hint: 'Pass --answers FILE (an InstallAnswers YAML; see the README), or run on a terminal.',
           });
         }
+        // The bundle first: no questions for one that cannot install here.
+        await refuseBeforeQuestions(bundle, o.ignorePreflight ?? []);
         answers = await askAnswers(bundle);
       }
       if (!o.answers && !o.dryRun) {
@@ -189,7 +231,6 @@ export function installCommand(): Command {
       const steps = firstServerSteps(ctx);
       if (o.dryRun) {
         const d = await dryRun(ctx).catch(orCancelled);
-        for (const p of d.preflight) out.reporter.warn(`preflight on this machine: ${p}`);
         if (d.problems.length === 1) throw d.problems[0]!;
         if (d.problems.length > 1) {
           throw new UsageError(Codes.installRefused, `a real run would stop, for ${d.problems.length} reasons:\n  ${d.problems.map((p) => `[${p.code}] ${p.message.replace(/\n/g, '\n    ')}`).join('\n  ')}`, {
@@ -217,7 +258,7 @@ export function installCommand(): Command {
                 ? d.files.map(describe).join('\n')
                 : `\n${d.files.length} files would be written: ${d.files.map((f) => f.path).join(', ')} (see them with --show-files or --out DIR)`,
           ].join('\n'),
-          { dryRun: true, node: answers.node, root: host.root, signer: d.signer, steps: d.steps, files, unpacked: d.unpacked, actions: d.actions, preflight: d.preflight },
+          { dryRun: true, node: answers.node, root: host.root, signer: d.signer, steps: d.steps, files, unpacked: d.unpacked, actions: d.actions },
         );
         return;
       }

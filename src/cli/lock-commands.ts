@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { Codes, DriftError } from '../errors.js';
 import { makeOutput } from './output.js';
-import { addRegistryOptions, clientFrom, intOption, type RegistryFlags } from './registry-options.js';
+import { addRegistryOptions, clientFrom, CONCURRENCY, intOption, type RegistryFlags } from './registry-options.js';
 import { addPlatformOption, defaultLock, examples, globals } from './shared.js';
 
 export function lockCommand(): Command {
@@ -27,7 +27,7 @@ export function lockCommand(): Command {
     const lockFile = o.lock ?? defaultLock(specFile);
     const client = await clientFrom(o, out.reporter);
     out.reporter.info(`resolving ${spec.images.length} images from ${specFile}`);
-    const fresh = await resolveAll(client, spec, intOption('--concurrency', o.concurrency, 6));
+    const fresh = await resolveAll(client, spec, intOption('--concurrency', o.concurrency, CONCURRENCY.pull));
     out.reporter.done();
     if (o.check) {
       const moved = movedTags(await readLock(lockFile), fresh, spec.narrowed);

@@ -42,7 +42,6 @@ function buildProgram(): Command {
     .option('--json', 'machine-readable output on stdout')
     .option('-q, --quiet', 'only errors')
     .option('-v, --verbose', 'more detail, including retries')
-    .showHelpAfterError()
     .addHelpText(
       'after',
       `

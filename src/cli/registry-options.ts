@@ -17,14 +17,17 @@ export interface RegistryFlags {
   retries?: string;
 }
 
-export function addRegistryOptions(cmd: Command): Command {
+/** Parallel blob transfers by default: pushes go to one site registry, which takes fewer at once. */
+export const CONCURRENCY = { pull: 6, push: 4 } as const;
+
+export function addRegistryOptions(cmd: Command, concurrency: number = CONCURRENCY.pull): Command {
   return cmd
     .option('--creds <[registry=]user:pass>', 'credentials for a registry (repeatable); without registry= for any. Other users can see it in the process list: prefer --creds-file', collect)
     .option('--creds-file <[registry=]file>', 'read the credentials from FILE (USER:PASSWORD on one line, or a docker config.json), which must be readable by you alone (repeatable)', collect)
     .option('--insecure-registry <host>', 'allow plain HTTP or unverified TLS for this host (repeatable)', collect)
     .option('--registry-mirror <upstream=url>', 'fetch bytes for UPSTREAM from URL; names stay upstream (repeatable)', collect)
     .option('--ca-file <pem>', 'also trust the CA certificates in this PEM file')
-    .option('--concurrency <n>', 'parallel blob transfers', '6')
+    .option('--concurrency <n>', 'parallel blob transfers', String(concurrency))
     .option('--retries <n>', 'attempts per request on 429, 5xx and cut connections', '5');
 }
 

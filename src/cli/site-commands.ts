@@ -16,6 +16,12 @@ async function refuseArchive(dir: string): Promise<void> {
   });
 }
 
+/** Whether --listen keeps to this machine (loopback), where plain HTTP is only a look. */
+function isLoopback(listen: string): boolean {
+  const host = listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
 export function serveCommand(): Command {
   return new Command('serve')
     .description('serve an unpacked bundle: the OCI pull API (tags, digests, Range, catalog) and the binary repository at /files/')
@@ -44,6 +50,9 @@ export function serveCommand(): Command {
       }
       const workers = o.workers === 'auto' ? os.availableParallelism() : intOption('--workers', o.workers, 1, 1);
       await refuseArchive(o.bundle);
+      if (!(o.tlsCert && o.tlsKey) && !isLoopback(o.listen)) {
+        out.reporter.warn(`ferry serve listens on ${o.listen} in plain HTTP: any host that reaches it can pull every image and file, and sees them unencrypted. Pass --tls-cert and --tls-key (from \`ferry pki init\`), or --listen 127.0.0.1:PORT for a look on this machine.`);
+      }
       const { startServer } = await import('../site/server.js');
       const { isWorker, runWorker, startPrimary } = await import('../site/workers.js');
       const shutdownMs = intOption('--shutdown-timeout', o.shutdownTimeout, 10, 0) * 1000;
@@ -101,7 +110,8 @@ export function serveCommand(): Command {
       const signal = await stopped;
       log?.(`ferry serve: ${signal}: finishing in-flight requests (up to ${shutdownMs / 1000} s)`);
       await close();
-      out.result(`ferry serve stopped on ${signal}`, { stopped: true, signal, url });
+      // The signal was named above, when the drain began: once is enough.
+      out.result('ferry serve stopped: in-flight requests finished', { stopped: true, signal, url });
     });
 }
 

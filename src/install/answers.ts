@@ -3,7 +3,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { stringify } from 'yaml';
 import { Codes, SpecError } from '../errors.js';
-import { answersSchema, crossFieldProblems, DEFAULTS, type AnswerProblem, type InstallAnswers, type JoinHost } from '../spec/answers.js';
+import { answersSchema, crossFieldProblems, DEFAULTS, SITE_SCHEMAS, type AnswerProblem, type InstallAnswers, type JoinHost } from '../spec/answers.js';
 import { answersValidator } from '../spec/answers-validator.js';
 import { describeSchemaProblems, schemaProblems } from '../spec/schema-errors.js';
 import { formatPath, loadYaml, positionOf, type LoadedYaml } from '../spec/yamlpos.js';
@@ -22,8 +22,31 @@ function validate(value: unknown) {
   return validator(value) ? [] : [...(validator.errors ?? [])];
 }
 
+const IP_FIELD = /^(node\.ip|join\[\d+\]\.ip|records\[\d+\]\.ip)$/;
+const NAME_FIELD = /^(domain|clusterFqdn|node\.name|join\[\d+\]\.name|records\[\d+\]\.name)$/;
+
+/**
+ * What a pattern's refusal means, in the operator's words: `10.0.0.300` is not an IP address, and
+ * a capital letter in a DNS name is named. Undefined when the plain schema message says it best.
+ */
+export function plainerProblem(field: string, value: unknown): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  if (IP_FIELD.test(field) && !net.isIP(value)) return `"${value}" is not an IP address (an IPv4 address such as 10.0.0.11; ferry is IPv4-only today)`;
+  if (NAME_FIELD.test(field)) {
+    const cap = /[A-Z]/.exec(value);
+    // Only when the capital is the one fault: "Bad_Name" has another.
+    const pattern = new RegExp((/name$/.test(field) && !field.startsWith('records') ? SITE_SCHEMAS.nodeName : SITE_SCHEMAS.domain).pattern);
+    if (cap && pattern.test(value.toLowerCase())) return `"${value}" has a capital letter (${cap[0]}): DNS names here are lowercase, write "${value.toLowerCase()}"`;
+  }
+  return undefined;
+}
+
+/** The value at a path of the answers. */
+const valueAt = (a: unknown, p: (string | number)[]) => p.reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string | number, unknown>)[k] : undefined), a);
+
 /** What the schema finds wrong, each at its path. */
-const schemaAnswerProblems = (a: unknown): AnswerProblem[] => schemaProblems(validate(a), answersSchema, { valueForPattern: true }).map((p) => ({ path: p.path, msg: `${p.message}${p.expected ? ` (expected: ${p.expected})` : ''}` }));
+const schemaAnswerProblems = (a: unknown): AnswerProblem[] =>
+  schemaProblems(validate(a), answersSchema, { valueForPattern: true }).map((p) => ({ path: p.path, msg: plainerProblem(formatPath(p.path), valueAt(a, p.path)) ?? `${p.message}${p.expected ? ` (expected: ${p.expected})` : ''}` }));
 
 /** Every problem with a set of answers, schema and rules across fields alike (the prompts' check; no file positions). */
 export function answerProblems(a: unknown, resolved: Map<number, string> = new Map()): AnswerProblem[] {
@@ -62,6 +85,19 @@ export async function resolveJoinHosts(join: unknown): Promise<ResolvedHosts> {
   return out;
 }
 
+/** A file's schema line `node.ip "10.0.0.300" is not valid (expected: …)` in the operator's words; a missing required field as missing. */
+function plainerLine(text: string, v: unknown): string {
+  const m = /^(\S+) "(.*)" is not valid/.exec(text);
+  const plain = m ? plainerProblem(m[1]!, m[2]) : undefined;
+  if (plain) return `${m![1]} ${plain}`;
+  const missing = /^\(top level\) is missing required field "([^"]+)"$/.exec(text) ?? /^(\S+) is missing required field "([^"]+)"$/.exec(text);
+  if (missing) {
+    const field = missing.length === 3 ? `${missing[1]}.${missing[2]}` : missing[1]!;
+    return `${field} is missing: it is required${v && typeof v === 'object' ? '' : ' (the file holds no answers)'}`;
+  }
+  return text;
+}
+
 /** In file order (file:line:col), as an operator reads them. */
 function inFileOrder(lines: { at?: string; text: string }[]): string[] {
   const key = (at?: string) => (/:(\d+):(\d+)$/.exec(at ?? '') ?? []).slice(1).map(Number);
@@ -76,7 +112,7 @@ function inFileOrder(lines: { at?: string; text: string }[]): string[] {
 export async function checkAnswers(v: unknown, heading: string, y?: LoadedYaml): Promise<InstallAnswers> {
   const a = (v ?? {}) as Partial<InstallAnswers>;
   const resolved = await resolveJoinHosts(a.join);
-  const schema = y ? describeSchemaProblems(y, validate(v), answersSchema, { valueForPattern: true }) : schemaAnswerProblems(v).map((p) => ({ at: undefined as string | undefined, text: `${formatPath(p.path)} ${p.msg}` }));
+  const schema = y ? describeSchemaProblems(y, validate(v), answersSchema, { valueForPattern: true }).map((l) => ({ ...l, text: plainerLine(l.text, v) })) : schemaAnswerProblems(v).map((p) => ({ at: undefined as string | undefined, text: `${formatPath(p.path)} ${p.msg}` }));
   const rules = [...crossFieldProblems(a, resolved.ips), ...resolved.problems].map((p) => ({ at: y ? positionOf(y, p.path) : undefined, text: `${formatPath(p.path)} ${p.msg}` }));
   if (schema.length || rules.length) {
     throw new SpecError(Codes.specInvalid, `${heading}:\n  ${inFileOrder([...schema, ...rules]).join('\n  ')}`, { hint: 'Fix each field above (`ferry answers schema` prints every field); run ferry install on a terminal to be asked instead.' });

@@ -12,10 +12,10 @@ import { MediaType, parseManifest } from '../oci/media.js';
 import { kubeadmImages } from '../spec/kubernetes.js';
 import { sha256Hex } from '../util/digest.js';
 import { bootstrapValues, clusterNodes, kubernetesVersionOf } from './cluster.js';
-import { firstServerSteps, type InstallContext } from './first-server.js';
+import { firstServerSteps, preflightCheck, type InstallContext } from './first-server.js';
 import { archOf, unitBinariesMissing } from './node-steps.js';
 import type { PlanEntry } from './plan.js';
-import { preflight } from './preflight.js';
+import { cgroupsOnce } from './cgroups.js';
 import { RecordingHost, type BundleEntries, type Recorded, type RecordedFile } from './recording-host.js';
 import { BOOTSTRAP_CHART, bundledBootstrapChart, renderBootstrap, type KubernetesObject } from './bootstrap.js';
 import { cniTemplateArgs } from './image-check.js';
@@ -34,8 +34,6 @@ export interface DryRunFindings {
   manifest: BundleManifest;
   /** Refusals: a real run would stop on each. */
   problems: FerryError[];
-  /** Preflight findings about this machine, which may not be the one to install (a laptop). */
-  preflight: string[];
   /** Each step, todo or done, as the recorded run met it (empty when there are problems). */
   steps: PlanEntry[];
   /** Every file the steps would leave written (a bundle's unpacked tree is in `unpacked`). */
@@ -140,9 +138,6 @@ function problemsOf(ctx: InstallContext, m: BundleManifest, charts: ChartFinding
   const { answers } = ctx;
   const out: FerryError[] = [];
   const arch = `linux/${archOf()}`;
-  if (!m.platforms.includes(arch)) {
-    out.push(new UsageError(Codes.preflight, `this machine is ${arch}, the bundle carries ${m.platforms.join(', ')}`, { hint: 'Build a bundle for this platform (spec.platforms), or install on a machine of the bundle\'s.' }));
-  }
   if (answers.cni && !m.charts.some((c) => c.name === answers.cni)) {
     out.push(new UsageError(Codes.chartNotFound, `the answers choose the CNI ${answers.cni}, but the bundle carries no chart of that name`, { hint: `Choose one of: ${m.charts.map((c) => c.name).join(', ') || '(none)'}.` }));
   }
@@ -211,7 +206,7 @@ async function recordSteps(ctx: InstallContext, entries: BundleEntries, bootstra
     for (const s of firstServerSteps({ ...ctx, host })) {
       const done = await s.check().catch(() => false);
       steps.push({ id: s.id, title: s.title, done, status: done ? 'done' : 'todo' });
-      // A check-only step (preflight) judges this machine; its findings are reported as warnings above.
+      // The check-only step (preflight) ran first, in dryRun, as the real run's first step.
       if (done || s.always || problems.length) continue;
       try {
         await s.apply(() => {});
@@ -242,12 +237,13 @@ export async function dryRun(ctx: InstallContext): Promise<DryRunFindings> {
   const v = await verifyBundle(ctx.bundle, { trust: ctx.verify.trust, confirm: ctx.verify.confirm, reporter: ctx.reporter, onEntry: (p, at) => void places.set(p, at) });
   const m = v.manifest;
   const charts = await chartNeeds(ctx, v, places);
-  const found = {
-    signer: v.fingerprint,
-    manifest: m,
-    problems: problemsOf(ctx, m, charts),
-    preflight: await preflight({ ...ctx, ignorePreflight: [...(ctx.ignorePreflight ?? []), 'root'] }, m),
-  };
+  // The real run's first step, with its refusal and its warnings: a dry run passes only where it would.
+  const pre: FerryError[] = [];
+  await preflightCheck(ctx, m, cgroupsOnce(ctx.host), { dryRun: true }).catch((e: unknown) => {
+    if (!(e instanceof FerryError)) throw e;
+    pre.push(e);
+  });
+  const found = { signer: v.fingerprint, manifest: m, problems: [...pre, ...problemsOf(ctx, m, charts)] };
   if (found.problems.length) return { ...found, steps: [], files: [], actions: [], recorded: [] };
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'ferry-dry-run-'));
   try {

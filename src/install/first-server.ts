@@ -6,7 +6,7 @@ import { Codes, HostError, UsageError } from '../errors.js';
 import { initPki } from '../sign/pki.js';
 import type { Reporter } from '../util/progress.js';
 import { clusterFqdn, registryFqdn, type InstallAnswers } from './answers.js';
-import { cgroupsOnce, checkCgroupV1 } from './cgroups.js';
+import { cgroupsOnce, checkCgroupV1, type NodeCgroups } from './cgroups.js';
 import { applyBootstrap, bootstrapValues, bundleManifest, chartBlob, clusterNodes, containerdVersionOf, ensureSiteState, kubernetesVersionOf, pauseImageOf, siteOf } from './cluster.js';
 import { BOOTSTRAP_CHART } from './bootstrap.js';
 import { cniNodeObjects } from './cni.js';
@@ -40,6 +40,23 @@ export interface InstallContext {
   manifest?: BundleManifest;
 }
 
+/**
+ * This machine against the bundle and the answers: throws the refusal a real run stops on, and
+ * warns as it warns (cgroup v1). The dry run calls it too, so it never passes where the real run
+ * refuses; only `root` is the dry run's to skip (it needs none).
+ */
+export async function preflightCheck(ctx: InstallContext, m: Pick<BundleManifest, 'platforms' | 'contentSize' | 'created' | 'kubernetes'>, cgroups: () => Promise<NodeCgroups>, o: { dryRun?: boolean } = {}): Promise<NodeCgroups> {
+  const problems = await preflight(o.dryRun ? { ...ctx, ignorePreflight: [...(ctx.ignorePreflight ?? []), 'root'] } : ctx, m);
+  if (problems.length) {
+    throw new UsageError(Codes.preflight, `this machine is not ready:\n  ${problems.join('\n  ')}`, {
+      hint: 'Fix each problem, or skip a check you accept with --ignore-preflight NAME (e.g. --ignore-preflight swap).',
+    });
+  }
+  const cg = await cgroups();
+  checkCgroupV1(cg, ctx.answers.cgroupV1, kubernetesVersionOf(m), ctx.reporter, ctx.answers.node.name);
+  return cg;
+}
+
 /** The steps of the first server, in order. */
 export function firstServerSteps(ctx: InstallContext): Step[] {
   const { host, answers } = ctx;
@@ -65,15 +82,7 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
       always: true,
       check: async () => false,
       apply: async (log) => {
-        const m = await readBundleManifest(ctx.bundle);
-        const problems = await preflight(ctx, m);
-        if (problems.length) {
-          throw new UsageError(Codes.preflight, `this machine is not ready:\n  ${problems.join('\n  ')}`, {
-            hint: 'Fix each problem, or skip a check you accept with --ignore-preflight NAME (e.g. --ignore-preflight swap).',
-          });
-        }
-        const cg = await cgroups();
-        checkCgroupV1(cg, answers.cgroupV1, kubernetesVersionOf(m), ctx.reporter, answers.node.name);
+        const cg = await preflightCheck(ctx, await readBundleManifest(ctx.bundle), cgroups);
         log(`preflight passed (cgroup v${cg.version})`);
       },
     },

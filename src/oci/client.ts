@@ -31,6 +31,10 @@ export interface ClientOptions {
   monolithicMax?: number;
   chunkSize?: number;
   timeoutMs?: number;
+  /** How long a request waits for the registry's first byte (its response headers); default 30 s. */
+  firstByteMs?: number;
+  /** After how long a request still unanswered is reported as a wait; default 5 s. */
+  waitNoticeMs?: number;
   /** `--offline`: every request is refused, naming what the cache lacked. */
   offline?: boolean;
 }
@@ -83,6 +87,8 @@ export class RegistryClient {
   private readonly monolithicMax: number;
   private readonly chunkSize: number;
   private readonly timeoutMs: number;
+  private readonly firstByteMs: number;
+  private readonly waitNoticeMs: number;
   private readonly ca: string | Buffer | undefined;
   private readonly schemes = new Map<string, 'https:' | 'http:'>();
   private readonly redirectsSaid = new Set<string>();
@@ -113,6 +119,8 @@ export class RegistryClient {
     this.monolithicMax = opts.monolithicMax ?? 32 << 20;
     this.chunkSize = opts.chunkSize ?? 16 << 20;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
+    this.firstByteMs = opts.firstByteMs ?? 30_000;
+    this.waitNoticeMs = opts.waitNoticeMs ?? 5_000;
     this.ca = opts.ca;
     this.auth = new RegistryAuth(opts.credentials ?? new CredentialStore(), { retry: this.retry, ca: this.ca, timeoutMs: this.timeoutMs, userAgent: USER_AGENT, insecure: this.insecure, log: (m) => this.reporter.verbose(m) });
   }
@@ -197,7 +205,10 @@ export class RegistryClient {
       if (probe) this.probes.set(url.host, new Promise<void>((r) => (probed = r)));
       let res: HttpResponse;
       try {
-        res = await httpSend({ method: o.method, url, headers, body: o.body?.(), insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+        // No silent waits: a registry that holds the connection open without answering is named, on a terminal and in plain logs alike.
+        const tries = `attempt ${attempt + 1} of ${this.retry.retries}`;
+        const waiting = { afterMs: this.waitNoticeMs, notice: () => this.reporter.info(`${o.what}: waiting for ${url.host} to answer (${this.waitNoticeMs / 1000} s so far; gives up at ${this.firstByteMs / 1000} s, ${tries})`) };
+        res = await httpSend({ method: o.method, url, headers, body: o.body?.(), insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs, firstByteMs: this.firstByteMs, waiting });
         if (probe) this.schemes.set(url.host, 'https:');
       } catch (e) {
         if (url.protocol === 'https:' && ep.plainHttpAllowed && !this.mirrors.has(registry) && isTlsToPlain(e)) {
@@ -208,7 +219,7 @@ export class RegistryClient {
         }
         lastErr = e;
         if (isTransient(e) && attempt + 1 < this.retry.retries) {
-          this.reporter.verbose(`${o.what}: ${(e as Error).message}; retrying`);
+          this.reporter.info(`${o.what}: ${url.host}: ${(e as Error).message}; retry ${attempt + 2} of ${this.retry.retries}`);
           await backoff(this.retry, attempt);
           continue;
         }
@@ -236,7 +247,7 @@ export class RegistryClient {
         await drain(res);
         lastErr = new RegistryError(Codes.regHttp, `${o.what}: ${ep.origin.host} answered ${res.status}`, { status: res.status });
         if (attempt + 1 < this.retry.retries) {
-          this.reporter.verbose(`${o.what}: ${ep.origin.host} answered ${res.status}; retrying`);
+          this.reporter.info(`${o.what}: ${ep.origin.host} answered ${res.status}; retry ${attempt + 2} of ${this.retry.retries}`);
           await backoff(this.retry, attempt, header(res.headers, 'retry-after'));
           continue;
         }
@@ -461,7 +472,7 @@ export class RegistryClient {
         this.redirectsSaid.add(next.host);
         this.reporter.verbose(`auth: blobs of ${repo.registry} redirect to ${next.host}; no credentials go there`);
       }
-      res = await httpSend({ method: 'GET', url: next, headers: { 'user-agent': USER_AGENT, ...rangeHeaders }, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+      res = await httpSend({ method: 'GET', url: next, headers: { 'user-agent': USER_AGENT, ...rangeHeaders }, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs, firstByteMs: this.firstByteMs });
       if (res.status >= 400) {
         await drain(res);
         throw new RegistryError(res.status >= 500 ? Codes.regHttp : Codes.regNotFound, `${what}: storage at ${next.host} answered ${res.status}`, { status: res.status });
@@ -545,7 +556,7 @@ export class RegistryClient {
       const loc = header(res.headers, 'location');
       await drain(res);
       if (!loc) throw new RegistryError(Codes.regProtocol, `${what}: bad redirect`);
-      res = await httpSend({ method: 'GET', url: new URL(loc, ep.origin), headers: { 'user-agent': USER_AGENT }, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs });
+      res = await httpSend({ method: 'GET', url: new URL(loc, ep.origin), headers: { 'user-agent': USER_AGENT }, insecureTls: ep.insecure, ca: this.ca, timeoutMs: this.timeoutMs, firstByteMs: this.firstByteMs });
     }
     if (res.status !== 200) {
       await drain(res);

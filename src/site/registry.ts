@@ -243,7 +243,7 @@ export class SiteRegistry {
       await fs.access(path.join(imagesReal, 'index.json'));
     } catch (e) {
       throw new StoreError(Codes.serveBundle, `${bundleDir} is not an unpacked bundle: ${imagesDir}/index.json is missing`, {
-        hint: 'Point --bundle at the directory `ferry bundle verify` unpacked (it holds images/, files/ and checksums.txt).',
+        hint: 'Point --bundle at the directory `ferry bundle unpack FILE --trust ferry.pub --to DIR` wrote (it holds images/, files/ and checksums.txt).',
         cause: e,
       });
     }

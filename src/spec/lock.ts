@@ -158,7 +158,7 @@ export function assertNoDrift(spec: LoadedSpec, lock: ImagesLock, lockFile: stri
   const drift = specLockDrift(spec, lock);
   if (drift.length) {
     throw new DriftError(Codes.lockDrift, `${spec.file} no longer matches ${lockFile}:\n  ${drift.map((d) => `${d.name} ${d.problem}`).join('\n  ')}`, {
-      hint: `Run \`ferry lock ${spec.file} --lock ${lockFile}\` to re-pin, review the diff, then pull again.`,
+      hint: `Run \`ferry lock ${spec.file} --lock ${lockFile}\` to re-pin, review the diff, then run this command again.`,
       details: { drift },
     });
   }

@@ -25,6 +25,10 @@ export interface HttpRequest {
   ca?: string | Buffer;
   /** Idle socket timeout; a stalled transfer fails and is retried. */
   timeoutMs?: number;
+  /** How long to wait for the response headers once the request is sent, apart from the transfer's idle timeout. */
+  firstByteMs?: number;
+  /** Called once if the response headers have not come `afterMs` after the request was sent. */
+  waiting?: { afterMs: number; notice: () => void };
   /** Resolves the host name instead of the system resolver (a site's own DNS servers). */
   lookup?: LookupFunction;
 }
@@ -58,13 +62,32 @@ export function httpSend(req: HttpRequest): Promise<HttpResponse> {
         ...(req.lookup ? { lookup: req.lookup } : {}),
       },
       (res) => {
+        clearTimers();
         res.setTimeout(req.timeoutMs ?? 60_000, () => res.destroy(Object.assign(new Error('idle timeout while reading the response'), { code: 'ETIMEDOUT' })));
         if (process.env.FERRY_HTTP_DEBUG) process.stderr.write(`http: <- ${res.statusCode} ${req.method} ${req.url.pathname}\n`);
         resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res });
       },
     );
     r.setTimeout(req.timeoutMs ?? 60_000, () => r.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
-    r.on('error', reject);
+    // A server that takes the connection and never answers: bounded on its own, not by the
+    // transfer's timeout, from when the request (and any body it uploads) is sent.
+    let firstByte: NodeJS.Timeout | undefined;
+    let notice: NodeJS.Timeout | undefined;
+    let answered = false;
+    const clearTimers = () => {
+      answered = true;
+      clearTimeout(firstByte);
+      clearTimeout(notice);
+    };
+    r.on('finish', () => {
+      if (answered) return;
+      if (req.firstByteMs) firstByte = setTimeout(() => r.destroy(Object.assign(new Error(`no answer within ${Math.round(req.firstByteMs! / 100) / 10} s (the connection is open, the server sends nothing)`), { code: 'ETIMEDOUT' })), req.firstByteMs);
+      if (req.waiting) notice = setTimeout(req.waiting.notice, req.waiting.afterMs);
+    });
+    r.on('error', (e) => {
+      clearTimers();
+      reject(e);
+    });
     if (!req.body) r.end();
     else if (Buffer.isBuffer(req.body)) r.end(req.body);
     else {

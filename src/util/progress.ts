@@ -18,6 +18,8 @@ export interface Reporter {
   blobDone(): void;
   /** Stops any live display; call once at the end. */
   done(): void;
+  /** A new phase counts other things (a bundle's entries, not blobs): counts start again under this name. */
+  counting?(noun: string): void;
 }
 
 export const silentReporter: Reporter = {
@@ -46,7 +48,8 @@ export class ConsoleReporter implements Reporter {
   private gotBytes = 0;
   private blobsTotal = 0;
   private blobsDone = 0;
-  private readonly started = Date.now();
+  private noun = 'blobs';
+  private started = Date.now();
   private lastPlain = 0;
   private drawn = false;
 
@@ -86,9 +89,14 @@ export class ConsoleReporter implements Reporter {
   blobDone() {
     this.blobsDone++;
   }
+  counting(noun: string) {
+    this.noun = noun;
+    this.blobsTotal = this.blobsDone = this.totalBytes = this.gotBytes = 0;
+    this.started = Date.now();
+  }
   private status(): string {
     const secs = Math.max((Date.now() - this.started) / 1000, 0.001);
-    return `blobs ${this.blobsDone}/${this.blobsTotal}  ${formatBytes(this.gotBytes)}/${formatBytes(this.totalBytes)}  ${formatBytes(Math.round(this.gotBytes / secs))}/s`;
+    return `${this.noun} ${this.blobsDone}/${this.blobsTotal}  ${formatBytes(this.gotBytes)}/${formatBytes(this.totalBytes)}  ${formatBytes(Math.round(this.gotBytes / secs))}/s`;
   }
   private ensureTimer() {
     if (this.timer || this.verbosity === 'quiet') return;

@@ -24,6 +24,9 @@ describe("the README's first command", () => {
     );
     expect(stdout).toMatch(/fetched 0 blobs \(0 B\), \d+ already present/);
     expect(stdout).toMatch(/demo-0\.1\.0\.ferry\.tar: ok — demo 0\.1\.0, \d+ entries/);
+    // After it, the newcomer learns the demo bundle installs nothing, and where the site side is.
+    expect(stdout).toMatch(/This demo bundle is connected-side only: .* no Kubernetes,\nso `ferry install` on it refuses \(INSTALL_REFUSED\)/);
+    expect(stdout).toMatch(/npm run site -- up +# the first run builds Kubernetes and its components from source: tens of/);
     const bundle = path.join(out, 'demo-0.1.0.ferry.tar');
     const { stdout: listing } = await execFileP('tar', ['-tf', bundle]);
     expect(listing.split('\n').slice(0, 3)).toEqual(['bundle.json', 'checksums.txt', 'checksums.txt.sig']);

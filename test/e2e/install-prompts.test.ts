@@ -21,12 +21,12 @@ afterAll(async () => {
 });
 
 /** A minimal signed bundle (no charts, so no CNI question). */
-async function minimalBundle(dir: string): Promise<string> {
+async function minimalBundle(dir: string, over: Record<string, unknown> = {}): Promise<string> {
   const { tarOf, signedTable, honestContent } = await import('../../fixtures/hostile.js');
   const { generateKeyPairSync } = await import('node:crypto');
   const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const bundle = path.join(dir, 'b.ferry.tar');
-  await fs.writeFile(bundle, tarOf([...signedTable(key.privateKey, honestContent), ...honestContent.map((c) => ({ name: c.path, data: c.data }))]));
+  await fs.writeFile(bundle, tarOf([...signedTable(key.privateKey, honestContent, [], over), ...honestContent.map((c) => ({ name: c.path, data: c.data }))]));
   return bundle;
 }
 
@@ -57,7 +57,7 @@ async function terminal(name: string, ferryArgs: string) {
 }
 
 /** The questions in order, each answered with its default (Enter). */
-const EVERY_QUESTION = [/Site DNS domain/, /Cluster FQDN/, /This node's name/, /This node's IP/, /Pod CIDR/, /Service CIDR/, /Extra site DNS records/];
+const EVERY_QUESTION = [/Site DNS domain/, /Cluster FQDN/, /This node's name/, /This node's IP/, /Pod CIDR/, /Service CIDR/, /Extra site DNS records/, /Upstream DNS servers/];
 
 describe('ferry install at a terminal', () => {
   it('asks each question, validates answers, shows a summary and saves the answers for reuse', async () => {
@@ -80,20 +80,30 @@ describe('ferry install at a terminal', () => {
       for (const k of keys) await run('tmux', ['send-keys', '-t', session, ...(k === 'Enter' || k === 'C-u' ? [k] : ['-l', k])]);
     };
     await answer(/Site DNS domain/, ['C-u', 'plant.example', 'Enter']);
-    await answer(/Cluster FQDN/, ['Enter']);
+    // A capital letter is named as such.
+    await answer(/Cluster FQDN/, ['C-u', 'K8s.plant.example', 'Enter']);
+    await waitFor(async () => /clusterFqdn "K8s\.plant\.example" has a capital letter \(K\)/.test(await screen()), 'the capital-letter message');
+    await run('tmux', ['send-keys', '-t', session, 'C-u']);
+    await run('tmux', ['send-keys', '-t', session, '-l', 'k8s-cluster.plant.example']);
+    await run('tmux', ['send-keys', '-t', session, 'Enter']);
     await answer(/This node's name/, ['C-u', 'Bad_Name', 'Enter']);
     await waitFor(async () => /node\.name "Bad_Name" is not valid/.test(await screen()), 'the validation message');
     await run('tmux', ['send-keys', '-t', session, 'C-u']);
     await run('tmux', ['send-keys', '-t', session, '-l', 'k8s-server-01']);
     await run('tmux', ['send-keys', '-t', session, 'Enter']);
-    await answer(/This node's IP/, ['300.1.1.1', 'Enter']);
-    await waitFor(async () => /node\.ip "300\.1\.1\.1" is not valid/.test(await screen()), 'the IP validation message');
+    await answer(/This node's IP/, ['10.0.0.300', 'Enter']);
+    await waitFor(async () => /node\.ip "10\.0\.0\.300" is not an IP address/.test(await screen()), 'the IP validation message');
     await run('tmux', ['send-keys', '-t', session, 'C-u']);
     await run('tmux', ['send-keys', '-t', session, '-l', '10.1.2.3']);
     await run('tmux', ['send-keys', '-t', session, 'Enter']);
     await answer(/Pod CIDR/, ['Enter']);
     await answer(/Service CIDR/, ['Enter']);
     await answer(/Extra site DNS records/, ['gitlab=10.0.0.50', 'Enter']);
+    await answer(/Upstream DNS servers for names outside plant\.example/, ['C-u', '10.1.2.3', 'Enter']);
+    await waitFor(async () => /upstreamDns\[0\] is this node: the site DNS would forward to itself/.test(await screen()), 'the resolver refusal');
+    await run('tmux', ['send-keys', '-t', session, 'C-u']);
+    await run('tmux', ['send-keys', '-t', session, '-l', '10.9.9.53, 10.9.9.54']);
+    await run('tmux', ['send-keys', '-t', session, 'Enter']);
     // The summary, then (no --trust) the bundle signer's fingerprint to confirm.
     await answer(/Trust the bundle signed by sha256:[a-f0-9]{64}/, ['y', 'Enter']);
     await waitFor(async () => /EXIT=\d+/.test(await screen()), 'ferry to finish', 30_000);
@@ -103,7 +113,8 @@ describe('ferry install at a terminal', () => {
     expect(out).toMatch(/answers saved to/);
     expect(out).toMatch(/signature ok: signed by sha256:/);
     const saved = parse(await fs.readFile(path.join(root, 'etc/ferry/answers.yaml'), 'utf8')) as Record<string, unknown>;
-    expect(saved).toMatchObject({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'plant.example', node: { name: 'k8s-server-01', ip: '10.1.2.3' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12', records: [{ name: 'gitlab', ip: '10.0.0.50' }] });
+    expect(saved).toMatchObject({ apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'plant.example', node: { name: 'k8s-server-01', ip: '10.1.2.3' }, podCidr: '10.244.0.0/16', serviceCidr: '10.96.0.0/12', records: [{ name: 'gitlab', ip: '10.0.0.50' }], upstreamDns: ['10.9.9.53', '10.9.9.54'] });
+    expect(out).toMatch(/upstream DNS\s+10\.9\.9\.53, 10\.9\.9\.54/);
     expect((await fs.stat(path.join(root, 'etc/ferry/answers.yaml'))).mode & 0o777).toBe(0o600);
   }, 90_000);
 
@@ -193,16 +204,45 @@ describe('the records question', () => {
     const t = await terminal('shadow', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock`);
     await t.answer(/Site DNS domain/, 'Enter');
     await t.answer(/Cluster FQDN/, 'C-u', 'api.site.example', 'Enter');
-    for (const q of EVERY_QUESTION.slice(2, -1)) await t.answer(q, 'Enter');
+    for (const q of EVERY_QUESTION.slice(2, -2)) await t.answer(q, 'Enter');
     // The cluster FQDN as answered, then the site registry's name.
     await t.answer(/Extra site DNS records/, 'api=10.0.0.9', 'Enter');
     await waitFor(async () => /records\[0\]\.name would answer in the site DNS as api\.site\.example, which is the cluster FQDN/.test(await t.screen()), 'the FQDN refusal');
     await t.keys('C-u', 'gitlab=10.0.0.50,registry=10.0.0.9', 'Enter');
     await waitFor(async () => /records\[1\]\.name would answer in the site DNS as registry\.site\.example, which is the site registry name/.test(await t.screen()), 'the registry refusal');
     await t.keys('C-u', 'gitlab=10.0.0.50', 'Enter');
+    await t.answer(/Upstream DNS servers/, 'Enter');
     await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
     const { code, transcript } = await t.exit();
     expect(transcript).toMatch(/extra records\s+gitlab=10\.0\.0\.50$/m);
     expect(code).toBe(2);
   }, 90_000);
+});
+
+describe('the installer has no dead ends', () => {
+  it('a pod CIDR that holds the node IP is refused at the pod CIDR question, which can fix it, not at the end', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const t = await terminal('podcidr', `install ${bundle} --root ${path.join(dir, 'root')} --ignore-preflight root,arch,swap,ports,disk,clock`);
+    for (const q of EVERY_QUESTION.slice(0, 4)) await t.answer(q, 'Enter');
+    await t.answer(/Pod CIDR/, 'C-u', '10.0.0.0/8', 'Enter');
+    await waitFor(async () => /node\.ip 10\.1\.2\.3 is inside podCidr 10\.0\.0\.0\/8/.test(await t.screen()), 'the refusal at the pod CIDR question');
+    await t.keys('C-u', '10.244.0.0/16', 'Enter');
+    for (const q of EVERY_QUESTION.slice(5)) await t.answer(q, 'Enter');
+    await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
+    const { code, transcript } = await t.exit();
+    console.log(`--- the pod CIDR question refusing a network that holds the node IP ---\n${transcript}\n--- exit ${code} ---`);
+    expect(transcript).toMatch(/pod CIDR\s+10\.244\.0\.0\/16/);
+    expect(code).toBe(2);
+  }, 90_000);
+
+  it('reads the bundle first and refuses one with no Kubernetes before any question', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir, { kubernetes: null });
+    const t = await terminal('nok8s', `install ${bundle} --root ${path.join(dir, 'root')} --ignore-preflight root,arch,swap,ports,disk,clock`);
+    const { code, transcript } = await t.exit();
+    expect(transcript.replace(/\n/g, '')).toMatch(/error\[INSTALL_REFUSED\]: .* carries no Kubernetes release .*so no questions are asked/);
+    expect(transcript).not.toMatch(/Site DNS domain/);
+    expect(code).toBe(2);
+  }, 60_000);
 });

@@ -135,7 +135,9 @@ ${KUBEADM_NAMES.map((n) => `    - ${reg.host}/fx/${n}`).join('\n')}
   const b = await ferry(['bundle', 'build', specFile, '--key', path.join(work, 'keys', 'ferry.key'), '--out', bundle], { env });
   expect(b.stderr).not.toMatch(/error/);
   expect(b.code).toBe(0);
+  buildOutput = `${b.stderr}${b.stdout}`;
 }, 120_000);
+let buildOutput = '';
 
 afterAll(async () => {
   await web?.close();
@@ -219,7 +221,14 @@ describe('ferry bundle verify, inspect and split parts', () => {
     const j = JSON.parse(r.stdout) as { ok: boolean; entries: number; fingerprint: string };
     expect(j.ok).toBe(true);
     const { stdout } = await execFileP('tar', ['-tf', bundle]);
-    expect(j.entries).toBe(stdout.trim().split('\n').length);
+    const n = stdout.trim().split('\n').length;
+    expect(j.entries).toBe(n);
+    // One count of entries everywhere: the build's, its progress (entries, not blobs), and verify's signature line.
+    expect(buildOutput).toMatch(new RegExp(`: ${n} entries, `));
+    expect(buildOutput).toMatch(new RegExp(`done: entries ${n}/${n} `));
+    expect(buildOutput).not.toMatch(new RegExp(`blobs ${n}/${n} `));
+    const plain = await ferry(['bundle', 'verify', bundle, '--trust', path.join(work, 'keys', 'ferry.pub')]);
+    expect(plain.stderr).toMatch(new RegExp(`signature ok: signed by sha256:[a-f0-9]+; ${n} entries: checksums\.txt, its signature and the ${n - 2} it lists`));
     const i = await ferry(['bundle', 'inspect', bundle]);
     expect(i.stdout).toMatch(/^site 1\.0\.0/);
     expect(i.stdout).toContain(`${reg.host}/fx/multi:v1`);
@@ -273,6 +282,23 @@ describe('ferry bundle verify, inspect and split parts', () => {
     expect(gone.code).toBe(5);
     expect(gone.stderr).toMatch(new RegExp(`error\\[BUNDLE_PART_MISSING\\]: part ${parts[1]!.replace('.', '\\.')}`));
   });
+
+  it('splits into more than 999 parts, each named to one width, so verify takes them and a shell glob reads them in order', async () => {
+    const split = path.join(work, 'split-many', 'site.ferry.tar');
+    // A size that needs 1,000 parts or more of this bundle, however big the fixture grows.
+    const size = Math.max(512, Math.floor((await fs.stat(bundle)).size / 1050));
+    const r = await ferry(['bundle', 'build', specFile, '--key', path.join(work, 'keys', 'ferry.key'), '--out', split, '--split-size', String(size)], { env });
+    expect(r.code).toBe(0);
+    const names = (JSON.parse(await fs.readFile(`${split}.parts.json`, 'utf8')) as { parts: { name: string }[] }).parts.map((p) => p.name);
+    expect(names.length).toBeGreaterThan(999);
+    const width = String(names.length).length;
+    expect(names[0]).toBe(`site.ferry.tar.part${'1'.padStart(width, '0')}`);
+    expect(new Set(names.map((n) => n.length)).size).toBe(1);
+    expect((await fs.readdir(path.dirname(split))).filter((f) => /\.part\d+$/.test(f)).sort()).toEqual(names);
+    expect((await ferry(['bundle', 'verify', `${split}.parts.json`, '--trust', path.join(work, 'keys', 'ferry.pub')])).code).toBe(0);
+    const { stdout } = await execFileP('sh', ['-c', 'cat site.ferry.tar.part[0-9]* | sha256sum'], { cwd: path.dirname(split) });
+    expect(stdout.split(' ')[0]).toBe(await sha256File(bundle));
+  }, 180_000);
 });
 
 describe('charts through the site registry', () => {

@@ -6,7 +6,7 @@ import { Pusher } from '../../src/oci/copy.js';
 import { Layout } from '../../src/oci/layout.js';
 import { parseSpecText } from '../../src/spec/spec.js';
 import { buildFixtureSet, randomLayer, writeImage, type FixtureSet } from '../../fixtures/images.js';
-import { ferry } from '../helpers/cli.js';
+import { ferry, ROOT } from '../helpers/cli.js';
 import { pushFixtures, skopeoInspect, startRegistry, tmpdir, type RegistryPeer } from '../helpers/peers.js';
 import { writeSpec } from '../helpers/spec.js';
 
@@ -165,6 +165,24 @@ describe('the CLI boundary', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/unknown option '--frobnicate'/);
     expect(r.stderr).toMatch(/^error\[USAGE\]/m);
+  });
+
+  it('an unknown command is one error line and its hint, not the whole help first', async () => {
+    const r = await ferry(['instal', 'x.tar']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^error\[USAGE\]: unknown command 'instal'/);
+    expect(r.stderr).toMatch(/Did you mean install\?/);
+    expect(r.stderr).not.toMatch(/Usage:|Commands:/);
+    expect(r.stderr.trim().split('\n').length).toBeLessThanOrEqual(3);
+  });
+
+  it("each command's help gives the concurrency it uses, as the README does (4 for pushes, 6 for pulls)", async () => {
+    const push = await ferry(['images', 'push', '--help']);
+    expect(push.stdout).toMatch(/--concurrency <n>\s+parallel blob transfers \(default: "4"\)/);
+    const pull = await ferry(['images', 'pull', '--help']);
+    expect(pull.stdout).toMatch(/--concurrency <n>\s+parallel blob transfers \(default: "6"\)/);
+    const readme = await fs.readFile(path.join(ROOT, 'README.md'), 'utf8');
+    expect(readme).toMatch(/`--concurrency N` \| parallel blob transfers \(default 6 for pulls, 4 for pushes\)/);
   });
 
   it('shows examples in the help of every command', async () => {

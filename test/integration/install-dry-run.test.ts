@@ -371,3 +371,64 @@ describe('ferry join --dry-run', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, error: { code: 'SPEC_READ' } });
   });
 });
+
+/**
+ * The dry run never passes where the real run refuses: each of the real run's refusals, run both
+ * ways on this machine (root, the host files under a fresh --root). The real run stops at its first
+ * step, preflight; in case one did not, the host tools its later steps run are stand-ins that fail,
+ * so the test never loads modules or starts units here.
+ */
+describe('ferry install refuses in a dry run what the real run refuses', () => {
+  /** The refusal's own words, without the real run's `step "…" failed: ` before them. */
+  const firstLine = (s: string) => (/error\[[A-Z_0-9]+\]: (.*)/.exec(s)?.[1] ?? '').replace(/^step ".*?" failed: /, '').trim();
+  /** The real run's refusal and the dry run's outcome, with the same bundle, answers and machine. */
+  async function bothWays(bundle: string, answersFile: string) {
+    const stubs = path.join(work, 'stub-tools');
+    await fs.mkdir(stubs, { recursive: true });
+    for (const t of ['modprobe', 'sysctl', 'systemctl', 'kubeadm']) await fs.writeFile(path.join(stubs, t), '#!/bin/sh\necho stand-in: not run by this test >&2\nexit 1\n', { mode: 0o755 });
+    const env = { PATH: `${stubs}:${process.env.PATH}` };
+    const real = await ferry(['install', bundle, '--trust', pub, '--answers', answersFile, '--root', await tmpdir('ferry-real-')], { env });
+    const dry = await ferry(['install', bundle, '--trust', pub, '--answers', answersFile, '--root', await tmpdir('ferry-dry-root-'), '--dry-run'], { env });
+    return { real, dry };
+  }
+  const realRefusals = (process.getuid?.() === 0 ? it : it.skip);
+
+  realRefusals.each([
+    { name: 'cgroup v1 with cgroupV1: refuse', code: 'CGROUP_V1_REFUSED', over: {}, extra: 'cgroupV1: refuse\n', want: /runs cgroup v1 .* cgroupV1: refuse/ },
+    { name: 'node.ip not on this machine', code: 'PREFLIGHT_FAILED', over: {}, node: '10.254.3.7', want: /address: 10\.254\.3\.7 \(node\.ip\) is not an address of this machine/ },
+    { name: 'a bundle made in the future (the clock)', code: 'PREFLIGHT_FAILED', over: { created: '2999-01-01T00:00:00.000Z' }, want: /clock: the clock says .* before the bundle was made/ },
+    { name: 'a bundle for another architecture', code: 'PREFLIGHT_FAILED', over: { platforms: ['linux/s390x'] }, want: /arch: this machine is linux\/\w+, the bundle carries linux\/s390x/ },
+  ])('$name: both refuse, for the same reason', async ({ code, over, extra, node, want }) => {
+    const bundle = await bundleWith(`refuse-${code}-${Object.keys(over).join('-') || node || 'x'}`, over);
+    const a = await answersWith(`refuse-${node ?? 'local'}`, `cni: flannel\n${extra ?? ''}`);
+    if (node) await fs.writeFile(a, (await fs.readFile(a, 'utf8')).replace('127.0.0.1', node));
+    const { real, dry } = await bothWays(bundle, a);
+    expect(real.stderr).toContain(`error[${code}]`);
+    expect(real.stderr).toMatch(want);
+    expect(real.code).not.toBe(0);
+    // The dry run names the very refusal, and exits as a refusal.
+    expect(dry.code).not.toBe(0);
+    expect(dry.stderr).toMatch(want);
+    expect(firstLine(real.stderr)).not.toBe('');
+    expect(dry.stderr).toContain(firstLine(real.stderr));
+  }, 180_000);
+
+  realRefusals('a port the control plane needs in use: both refuse', async () => {
+    const net = await import('node:net');
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.once('error', () => resolve()).listen(6443, '127.0.0.1', () => resolve()));
+    try {
+      const { real, dry } = await bothWays(await bundleWith('refuse-port', {}), await answersWith('refuse-port', 'cni: flannel\n'));
+      expect(real.stderr).toMatch(/error\[PREFLIGHT_FAILED\][\s\S]*ports: port 6443 on 127\.0\.0\.1 is in use/);
+      expect(dry.code).not.toBe(0);
+      expect(dry.stderr).toMatch(/ports: port 6443 on 127\.0\.0\.1 is in use/);
+    } finally {
+      server.close();
+    }
+  }, 180_000);
+
+  it('the loud cgroup v1 warning shows in a dry run as in the real run', async () => {
+    const r = await ferry(['install', await bundleWith('cg-warn', {}), '--trust', pub, '--answers', answers, '--root', await tmpdir('ferry-cg-'), '--dry-run']);
+    expect(r.stderr).toMatch(/CGROUP V1 ON K8S-SERVER-01/);
+  }, 120_000);
+});

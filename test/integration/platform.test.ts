@@ -103,6 +103,9 @@ describe('--platform narrows a run to some of the spec platforms', () => {
     const wide = await ferry(['bundle', 'build', spec, '--lock', lock, '--key', key, '--out', path.join(work, 'wide.tar')], { env });
     expect(wide.code).toBe(3);
     expect(wide.stderr).toMatch(/error\[LOCK_DRIFT\]: [\s\S]*multi:v1 wants platforms \[linux\/amd64, linux\/arm64\] but the lock has \[linux\/amd64\]/);
+    // A build is re-run, not a pull.
+    expect(wide.stderr).toMatch(/hint: Run `ferry lock .*` to re-pin, review the diff, then run this command again\./);
+    expect(wide.stderr).not.toMatch(/pull again/);
   }, 90_000);
 
   it('builds and pulls one platform from a full lock without drift, carrying none of the other platform even when the cache has it', async () => {

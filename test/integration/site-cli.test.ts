@@ -98,7 +98,29 @@ describe('ferry serve', () => {
     }
     expect(await exited).toBe(0);
     expect(stderr).toMatch(/SIGTERM: finishing in-flight requests/);
-    expect(stdout).toBe('ferry serve stopped on SIGTERM\n');
+    expect(stdout).toBe('ferry serve stopped: in-flight requests finished\n');
+    // Said once, when the drain began (it used to be said again on stdout).
+    expect(`${stderr}${stdout}`.match(/SIGTERM/g)).toHaveLength(1);
+    // TLS: no plain-HTTP warning.
+    expect(stderr).not.toMatch(/plain HTTP/);
+  });
+
+  it('warns that plain HTTP on an address other than loopback serves every image to anyone, unencrypted', async () => {
+    const port = await freePort();
+    for (const [listen, warned] of [[`0.0.0.0:${port}`, true], [`127.0.0.1:${port}`, false]] as const) {
+      const child = spawn(process.execPath, [RUNNER, 'serve', '--bundle', b.dir, '--listen', listen, '--workers', '1'], { cwd: ROOT });
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      try {
+        await waitFor(async () => stderr.includes(`listening on ${listen}`), 'ferry serve to listen');
+      } finally {
+        child.kill('SIGTERM');
+      }
+      expect(await exited).toBe(0);
+      if (warned) expect(stderr).toMatch(new RegExp(`warning: ferry serve listens on 0\\.0\\.0\\.0:${port} in plain HTTP: .*--tls-cert and --tls-key`));
+      else expect(stderr).not.toMatch(/plain HTTP/);
+    }
   });
 
   it('refuses half a TLS pair, a directory that is no bundle, and a taken port, each with its code', async () => {
@@ -106,6 +128,8 @@ describe('ferry serve', () => {
     expect([half.code, half.stderr]).toEqual([2, expect.stringMatching(/^error\[USAGE\]: --tls-cert and --tls-key go together/m)]);
     const noBundle = await run(['serve', '--bundle', work, '--listen', '127.0.0.1:0']);
     expect([noBundle.code, noBundle.stderr]).toEqual([6, expect.stringMatching(/^error\[SERVE_BUNDLE\]: .* is not an unpacked bundle/m)]);
+    // The directory comes from bundle unpack; verify writes nothing.
+    expect(noBundle.stderr).toMatch(/hint: Point --bundle at the directory `ferry bundle unpack FILE --trust ferry\.pub --to DIR` wrote/);
     const badListen = await run(['serve', '--bundle', b.dir, '--listen', 'everywhere']);
     expect([badListen.code, badListen.stderr]).toEqual([2, expect.stringMatching(/^error\[SERVE_LISTEN\]: cannot listen on "everywhere"/m)]);
     const blocker = spawn(process.execPath, ['-e', "require('net').createServer().listen(Number(process.argv[1]), '127.0.0.1', () => console.log('up'))", String(await freePort())]);

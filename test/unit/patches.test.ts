@@ -36,7 +36,7 @@ describe('answers patches', () => {
       kubernetesVersion: 'v1.37.2',
       cgroups: { version: 2, driver: 'systemd' },
     });
-    expect(kind(text, 'KubeletConfiguration')).toEqual({ apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', cgroupDriver: 'cgroupfs', failSwapOn: false });
+    expect(kind(text, 'KubeletConfiguration')).toEqual({ apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration', resolvConf: '/etc/resolv.conf', cgroupDriver: 'cgroupfs', failSwapOn: false });
     expect(kind(text, 'KubeProxyConfiguration')).toEqual({ apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', conntrack: { maxPerCore: 0 } });
     const cluster = kind(text, 'ClusterConfiguration')!;
     expect(cluster.apiServer).toEqual({ certSANs: expect.arrayContaining(['k8s-cluster.site.test']), extraArgs: [{ name: 'audit-log-maxage', value: '7' }] });

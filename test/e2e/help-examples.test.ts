@@ -29,6 +29,7 @@ const PLAN: Record<string, Plan> = {
   'ferry images pull bundle-spec/kubernetes.yaml --out store': {},
   'ferry images pull bundle-spec/kubernetes.yaml --out ./store': {},
   'ferry images pull bundle-spec/kubernetes.yaml --out ./store --platform linux/amd64': {},
+  'ferry images pull bundle-spec/kubernetes.yaml --with-referrers        # signatures and SBOMs too, for the next bundle build': { needs: 'the registry the spec names, reachable' },
   'skopeo inspect oci:./store:registry.k8s.io/pause:3.10          # once a spec with that image has been pulled': { needs: 'a store holding pause' },
   'ferry images push --store store --to harbor.site.example/ferry': { needs: 'that registry' },
   'ferry images push --store ./store --to harbor.site.example/ferry --creds harbor.site.example=admin:secret   # needs that registry': { needs: 'that registry' },

@@ -354,7 +354,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', bad, '--dry-run']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/bad-answers\.yaml:4:\d+: node\.name "Bad_Name" is not valid \(expected: A node name/);
-    expect(r.stderr).toMatch(/node\.ip "300\.1\.1\.1" is not valid \(expected: The node's IPv4 address/);
+    expect(r.stderr).toMatch(/node\.ip "300\.1\.1\.1" is not an IP address \(an IPv4 address such as/);
     expect(r.stderr).toMatch(/bad-answers\.yaml:6:\d+: serviceCidr overlaps podCidr 10\.96\.0\.0\/16/);
   });
 });

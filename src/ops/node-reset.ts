@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import { Codes, UsageError } from '../errors.js';
 import type { Host } from '../install/host.js';
 import { BIN_DIR, CRI_SOCKET, ETC_HOSTS, FERRY_LAUNCHER, FERRY_ROOT, STATE_DIR, SYSTEM_SITE_CA, SYSTEMD_DIR } from '../install/paths.js';
+import { SERVICE_ROUTE_UNIT } from '../install/routes.js';
 import { readPayload } from './node-op.js';
 
 /*
@@ -27,7 +28,7 @@ export const NODE_RESET_SCHEMA = {
 export const readNodeResetPayload = (text: string) => readPayload<NodeResetPayload>(text, NODE_RESET_SCHEMA, 'node-reset');
 
 /** ferry's units, stopped in this order (kubelet before containerd, so nothing restarts a pod). */
-export const FERRY_UNITS = ['ferry-certs.timer', 'ferry-certs.service', 'ferry-state-mirror.timer', 'ferry-state-mirror.service', 'kubelet.service', 'ferry-serve.service', 'containerd.service'];
+export const FERRY_UNITS = ['ferry-certs.timer', 'ferry-certs.service', 'ferry-state-mirror.timer', 'ferry-state-mirror.service', 'kubelet.service', 'ferry-serve.service', 'containerd.service', SERVICE_ROUTE_UNIT];
 /** A unit file is ferry's when it says so on its first line. */
 export const FERRY_UNIT_MARK = '# Written by ferry';
 

@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostExec, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
-import { site, siteUp } from './harness.js';
+import { site, siteUp, within } from './harness.js';
 
 /**
  * Day two on real Kubernetes (`up --servers 3 --agents 1`): `ferry status` and its exit codes,
@@ -29,18 +29,6 @@ const json = <T>(r: { stdout: string; stderr: string }): T => {
 
 async function kubectl(h: HostState, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return hostExec(h, ['kubectl', '--kubeconfig', '/etc/kubernetes/admin.conf', '--request-timeout=15s', ...args]);
-}
-
-async function within<T>(ms: number, fn: () => Promise<T>): Promise<{ value: T; seconds: number }> {
-  const t0 = Date.now();
-  for (;;) {
-    try {
-      return { value: await fn(), seconds: (Date.now() - t0) / 1000 };
-    } catch (e) {
-      if (Date.now() - t0 > ms) throw e;
-      await sleep(3000);
-    }
-  }
 }
 
 /** The certificate a server presents on a port, as seen from that server. */

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostExec, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
 import { built, versions } from '../../scripts/site/config.js';
-import { site, siteUp } from './harness.js';
+import { site, siteUp, within } from './harness.js';
 
 /**
  * The seed architecture on real Kubernetes: `npm run site -- up --servers 3 --agents 1` installs
@@ -23,18 +23,6 @@ async function kubectl(h: HostState, ...args: string[]): Promise<string> {
 }
 
 /** Polls fn until it returns without throwing, or throws its last error at the deadline. */
-async function within<T>(ms: number, fn: () => Promise<T>): Promise<{ value: T; seconds: number }> {
-  const t0 = Date.now();
-  for (;;) {
-    try {
-      return { value: await fn(), seconds: (Date.now() - t0) / 1000 };
-    } catch (e) {
-      if (Date.now() - t0 > ms) throw e;
-      await sleep(2000);
-    }
-  }
-}
-
 interface NodeList {
   items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[] } }[];
 }

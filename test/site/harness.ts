@@ -31,3 +31,18 @@ export async function siteUp(servers: number, agents: number): Promise<{ code: n
   await site(['down']);
   return site(['up', '--servers', String(servers), '--agents', String(agents), '--json']);
 }
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Retries fn until it resolves or ms have passed (then its last error); says how long it took. */
+export async function within<T>(ms: number, fn: () => Promise<T>): Promise<{ value: T; seconds: number }> {
+  const t0 = Date.now();
+  for (;;) {
+    try {
+      return { value: await fn(), seconds: (Date.now() - t0) / 1000 };
+    } catch (e) {
+      if (Date.now() - t0 > ms) throw e;
+      await pause(2500);
+    }
+  }
+}

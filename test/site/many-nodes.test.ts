@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WORK } from '../../scripts/site/config.js';
 import { hostExec, isUp, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
-import { site, siteUp } from './harness.js';
+import { site, siteUp, within } from './harness.js';
 
 /**
  * One site, many nodes (issue 18): the cluster state lives in the cluster, so a join runs from any
@@ -17,7 +17,6 @@ let hosts: HostState[];
 let domain: string;
 const byName = (n: string) => hosts.find((h) => h.name === n)!;
 const refresh = () => (hosts = loadState()!.hosts);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Hosts powered off by the test: a killed host's namespaces may outlive its processes, so isUp alone cannot tell. */
 const poweredOff = new Set<string>();
 const running = () => hosts.filter((h) => isUp(h) && !poweredOff.has(h.name));
@@ -32,18 +31,6 @@ async function kubectl(h: HostState, ...args: string[]): Promise<string> {
 const ferry = (h: HostState, ...args: string[]) => hostExec(h, ['ferry', ...args]);
 
 /** Polls fn until it returns without throwing, or throws its last error at the deadline. */
-async function within<T>(ms: number, fn: () => Promise<T>): Promise<{ value: T; seconds: number }> {
-  const t0 = Date.now();
-  for (;;) {
-    try {
-      return { value: await fn(), seconds: (Date.now() - t0) / 1000 };
-    } catch (e) {
-      if (Date.now() - t0 > ms) throw e;
-      await sleep(3000);
-    }
-  }
-}
-
 interface NodeList {
   items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[] } }[];
 }

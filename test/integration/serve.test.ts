@@ -50,7 +50,9 @@ beforeAll(async () => {
   certDir = path.join(work, 'certs');
   await fs.mkdir(certDir);
   await fs.copyFile(caFile, path.join(certDir, 'ca.crt'));
-  const limits = { headersTimeoutMs: 1500, requestTimeoutMs: 3000 };
+  // A short headers timeout for the trickle tests; the request timeout (which also bounds a TLS
+  // handshake) stays long, or a loaded machine's curl and skopeo handshakes are cut mid-way.
+  const limits = { headersTimeoutMs: 1500, requestTimeoutMs: 20_000 };
   srv = await startServer({ bundleDir: b.dir, listen: '127.0.0.1:0', tls: { cert: pki.cert, key: pki.key }, log: (l) => logs.push(l), limits });
   plain = await startServer({ bundleDir: b.dir, listen: '127.0.0.1:0', log: (l) => logs.push(l), limits });
   port = srv.address.port;

@@ -106,12 +106,22 @@ export function renderServeUnit(o: ServeUnitOptions): string {
 export const STATE_MIRROR_SERVICE = 'ferry-state-mirror.service';
 export const STATE_MIRROR_TIMER = 'ferry-state-mirror.timer';
 
+/** The command line of a unit that runs the installed ferry on the bundled runtime. */
+function ferryExec(o: { node?: string; ferry?: string }, args: string[]): string {
+  return [absolute(o.node ?? RUNTIME_NODE, 'the runtime'), ...QUIET_DEPRECATIONS, absolute(o.ferry ?? FERRY_MJS, 'ferry.mjs'), ...args].map(systemdArg).join(' ');
+}
+
+/** A timer unit of ferry's: what it does (its comment and description) and when. */
+function timerUnit(description: string, comment: string, when: string[]): string {
+  return [`# Written by ferry. ${comment}`, '[Unit]', `Description=ferry: ${description}`, '', '[Timer]', ...when, '', '[Install]', 'WantedBy=timers.target', ''].join('\n');
+}
+
 /**
  * `ferry state mirror` every 30 s, and soon after boot: a server that was off catches up with what
  * the others changed while it was, so its mirror is current when the API is next down.
  */
 export function renderStateMirrorUnits(o: { node?: string; ferry?: string } = {}): { service: string; timer: string } {
-  const exec = [absolute(o.node ?? RUNTIME_NODE, 'the runtime'), ...QUIET_DEPRECATIONS, absolute(o.ferry ?? FERRY_MJS, 'ferry.mjs'), 'state', 'mirror'].map(systemdArg).join(' ');
+  const exec = ferryExec(o, ['state', 'mirror']);
   const service = [
     "# Written by ferry. Copies the site state from the cluster to this server's mirror.",
     '[Unit]',
@@ -130,20 +140,7 @@ export function renderStateMirrorUnits(o: { node?: string; ferry?: string } = {}
     'PrivateTmp=yes',
     '',
   ].join('\n');
-  const timer = [
-    "# Written by ferry. Keeps this server's site state mirror current.",
-    '[Unit]',
-    "Description=ferry: keep this server's site state mirror current",
-    '',
-    '[Timer]',
-    'OnBootSec=30s',
-    'OnUnitActiveSec=30s',
-    'AccuracySec=5s',
-    '',
-    '[Install]',
-    'WantedBy=timers.target',
-    '',
-  ].join('\n');
+  const timer = timerUnit("keep this server's site state mirror current", "Keeps this server's site state mirror current.", ['OnBootSec=30s', 'OnUnitActiveSec=30s', 'AccuracySec=5s']);
   return { service, timer };
 }
 
@@ -157,7 +154,7 @@ export const CERTS_TIMER = 'ferry-certs.timer';
  * one has under 90 days left; it logs to the journal and leaves an Event on the node.
  */
 export function renderCertsUnits(o: { node?: string; ferry?: string; underDays?: number } = {}): { service: string; timer: string } {
-  const exec = [absolute(o.node ?? RUNTIME_NODE, 'the runtime'), ...QUIET_DEPRECATIONS, absolute(o.ferry ?? FERRY_MJS, 'ferry.mjs'), 'certs', 'renew', '--local', '--wait', '--under-days', String(o.underDays ?? 90)].map(systemdArg).join(' ');
+  const exec = ferryExec(o, ['certs', 'renew', '--local', '--wait', '--under-days', String(o.underDays ?? 90)]);
   const service = [
     "# Written by ferry. Renews this server's certificates when one has under 90 days left.",
     '[Unit]',
@@ -172,20 +169,6 @@ export function renderCertsUnits(o: { node?: string; ferry?: string; underDays?:
     'TimeoutStartSec=30min',
     '',
   ].join('\n');
-  const timer = [
-    "# Written by ferry. Checks this server's certificates daily.",
-    '[Unit]',
-    "Description=ferry: check this server's certificates daily",
-    '',
-    '[Timer]',
-    'OnBootSec=10min',
-    'OnCalendar=daily',
-    'RandomizedDelaySec=1h',
-    'Persistent=true',
-    '',
-    '[Install]',
-    'WantedBy=timers.target',
-    '',
-  ].join('\n');
+  const timer = timerUnit("check this server's certificates daily", "Checks this server's certificates daily.", ['OnBootSec=10min', 'OnCalendar=daily', 'RandomizedDelaySec=1h', 'Persistent=true']);
   return { service, timer };
 }

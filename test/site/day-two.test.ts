@@ -1,8 +1,8 @@
 import { X509Certificate } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { hostExec, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
-import { site, siteUp, within } from './harness.js';
+import { site, siteForFile, within } from './harness.js';
 
 /**
  * Day two on real Kubernetes (`up --servers 3 --agents 1`): `ferry status` and its exit codes,
@@ -54,19 +54,12 @@ interface Status {
 }
 
 describe('day two on a real site: status, certificates, reset', () => {
-  beforeAll(async () => {
-    // FERRY_DAYTWO_SHAPE=1,1 brings up a smaller site, for running only the reset test (-t reset) while working on it.
-    const [sv, ag] = (process.env.FERRY_DAYTWO_SHAPE ?? '3,1').split(',').map(Number);
-    const r = await siteUp(sv!, ag!);
-    expect(r.code, r.stderr.slice(-3000)).toBe(0);
-    const st = loadState()!;
+  // FERRY_DAYTWO_SHAPE=1,1 brings up a smaller site, for running only the reset test (-t reset) while working on it.
+  const [sv, ag] = (process.env.FERRY_DAYTWO_SHAPE ?? '3,1').split(',').map(Number);
+  siteForFile(sv!, ag!, (st) => {
     hosts = st.hosts;
     domain = st.domain;
-  }, 3_600_000);
-
-  afterAll(async () => {
-    if (!process.env.FERRY_SITE_KEEP) await site(['down']);
-  }, 300_000);
+  });
 
   it('ferry status exits 0 (healthy) on the fresh site and shows nodes, etcd, site services, DNS, LB, certificates and disk', async () => {
     const r = await ferry(byName('server-2'), 'status', '--json', '--wait', '5m');

@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { hostExec, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
 import { built, versions } from '../../scripts/site/config.js';
-import { site, siteUp, within } from './harness.js';
+import { site, siteForFile, within } from './harness.js';
 
 /**
  * The seed architecture on real Kubernetes: `npm run site -- up --servers 3 --agents 1` installs
@@ -52,20 +52,13 @@ async function podPhase(h: HostState, name: string, timeoutMs: number): Promise<
 }
 
 describe('three real servers and an agent, joined by FQDN, surviving the loss of a server', () => {
-  beforeAll(async () => {
-    const r = await siteUp(3, 1);
-    expect(r.code, r.stderr.slice(-3000)).toBe(0);
-    const st = loadState()!;
+  siteForFile(3, 1, async (st) => {
     hosts = st.hosts;
     domain = st.domain;
     // The agent gets an admin kubeconfig, as an operator would carry one; it names the FQDN.
     const conf = (await hostExec(byName('server-1'), ['cat', '/etc/kubernetes/admin.conf'])).stdout;
     await hostExec(byName('agent-1'), ['sh', '-c', 'cat > /etc/kubernetes/admin.conf'], conf);
-  }, 3_600_000);
-
-  afterAll(async () => {
-    if (!process.env.FERRY_SITE_KEEP) await site(['down']);
-  }, 300_000);
+  });
 
   it('has all four nodes Ready', async () => {
     const nodes = JSON.parse(await kubectl(byName('server-1'), 'get', 'nodes', '-o', 'json')) as NodeList;

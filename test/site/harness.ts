@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, expect } from 'vitest';
 import path from 'node:path';
 import { ROOT } from '../../scripts/site/config.js';
-import { loadState } from '../../scripts/site/state.js';
+import { loadState, type SiteState } from '../../scripts/site/state.js';
 
 /** Runs `npm run site -- ARGS` (through tsx), passing its progress through to the test's stderr. */
 export function site(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -45,4 +46,16 @@ export async function within<T>(ms: number, fn: () => Promise<T>): Promise<{ val
       await pause(2500);
     }
   }
+}
+
+/** A site of this shape for the file's tests: up before them (then `ready` on its state), down after unless FERRY_SITE_KEEP. */
+export function siteForFile(servers: number, agents: number, ready: (s: SiteState) => Promise<void> | void): void {
+  beforeAll(async () => {
+    const r = await siteUp(servers, agents);
+    expect(r.code, r.stderr.slice(-3000)).toBe(0);
+    await ready(loadState()!);
+  }, 3_600_000);
+  afterAll(async () => {
+    if (!process.env.FERRY_SITE_KEEP) await site(['down']);
+  }, 300_000);
 }

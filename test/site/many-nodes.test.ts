@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { WORK } from '../../scripts/site/config.js';
 import { hostExec, isUp, type HostState } from '../../scripts/site/hosts.js';
 import { loadState } from '../../scripts/site/state.js';
-import { site, siteUp, within } from './harness.js';
+import { site, siteForFile, within } from './harness.js';
 
 /**
  * One site, many nodes (issue 18): the cluster state lives in the cluster, so a join runs from any
@@ -83,17 +83,10 @@ async function joinFrom(name: string, from: string): Promise<{ code: number; out
 }
 
 describe('one site, many nodes: joins from any server, one operation at a time, two bundles side by side', () => {
-  beforeAll(async () => {
-    const r = await siteUp(3, 1);
-    expect(r.code, r.stderr.slice(-3000)).toBe(0);
-    const st = loadState()!;
+  siteForFile(3, 1, (st) => {
     hosts = st.hosts;
     domain = st.domain;
-  }, 3_600_000);
-
-  afterAll(async () => {
-    if (!process.env.FERRY_SITE_KEEP) await site(['down']);
-  }, 300_000);
+  });
 
   it('joins agent-2 from server-2 while server-1 is powered off, and server-1 learns of it when it comes back', async () => {
     const backendsBefore = await lbBackends(byName('agent-1'));

@@ -130,7 +130,15 @@ describe('three real servers and an agent, joined by FQDN, surviving the loss of
     // A new pod, scheduled on the agent, with an image the agent has never pulled.
     const image = `registry.k8s.io/etcd:${versions().ETCD.replace(/^v/, '')}-0`;
     await within(60_000, () => kubectl(s2, 'run', 'after-loss', `--image=${image}`, '--restart=Never', '--overrides', JSON.stringify({ spec: { nodeSelector: { 'kubernetes.io/hostname': 'agent-1' } } }), '--command', '--', 'etcd', '--version'));
-    expect(await podPhase(s2, 'after-loss', 240_000)).toBe('Succeeded');
+    const phase = await podPhase(s2, 'after-loss', 240_000);
+    if (phase !== 'Succeeded') {
+      // What the pod waited on, for the log of a failed run.
+      const why = await kubectl(s2, 'describe', 'pod', 'after-loss').catch((e: Error) => e.message);
+      const taints = await kubectl(s2, 'get', 'nodes', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.spec.taints} {.status.conditions[?(@.type=="Ready")]}{"\\n"}{end}').catch((e: Error) => e.message);
+      const kubelet = (await hostExec(agent, ['sh', '-c', 'journalctl -u kubelet --no-pager -o short-precise | tail -60'])).stdout;
+      process.stderr.write(`after-loss is ${phase}:\n${why}\nnodes:\n${taints}\nkubelet on agent-1:\n${kubelet}\n`);
+    }
+    expect(phase).toBe('Succeeded');
     const served = await Promise.all(
       ['server-2', 'server-3'].map(async (n) => (await hostExec(byName(n), ['journalctl', '-u', 'ferry-serve.service', '--no-pager', '-o', 'cat'])).stdout),
     );

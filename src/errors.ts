@@ -243,6 +243,13 @@ const table = {
   resetFailed: ['RESET_FAILED', 'remote'],
   /** ferry reset --local on a machine without ferry's markers: nothing there is provably ferry's. */
   resetNotOurs: ['RESET_NOT_FERRY', 'usage'],
+  // Issue 19: ferry upgrade.
+  /** A site-wide check before an upgrade failed (a node not Ready or unreachable, etcd, disk, an image the new release needs). */
+  upgradePreflight: ['UPGRADE_PREFLIGHT', 'usage'],
+  /** A step of the rollout failed (a drain, kubeadm on a node, a node not Ready in time). */
+  upgradeFailed: ['UPGRADE_FAILED', 'remote'],
+  /** The pre-upgrade etcd snapshot is damaged (its trailing sha256 does not match). */
+  snapshotDamaged: ['ETCD_SNAPSHOT_DAMAGED', 'integrity'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

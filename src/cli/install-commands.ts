@@ -320,3 +320,21 @@ export function nodeJoinCommand(): Command {
       out.result(`joined ${payload.name}: ${r.applied.length} steps applied`, r);
     });
 }
+
+export function nodeUpgradeCommand(): Command {
+  return new Command('node-upgrade')
+    .description('(internal) what a node runs on itself during an upgrade; started by ferry upgrade')
+    .option('--root <dir>', 'host-file prefix', '/')
+    .option('--bundle <file>', 'the bundle uploaded for a server to stage')
+    .action(async (o: { root: string; bundle?: string }, c: Command) => {
+      const out = makeOutput(globals(c));
+      let text = '';
+      for await (const chunk of process.stdin) text += (chunk as Buffer).toString('utf8');
+      const { readNodeUpgradePayload } = await import('../ops/node-op.js');
+      const payload = readNodeUpgradePayload(text);
+      const { nodeUpgradeSteps } = await import('../install/node-upgrade.js');
+      const host = new Host(path.resolve(o.root));
+      const r = await runPlan(host, `upgrade-${payload.phase}`, nodeUpgradeSteps(host, payload, { bundleFile: o.bundle }), out.reporter);
+      out.result(`${payload.phase === 'stage' ? 'staged' : 'upgraded'} ${payload.name} to ${payload.bundle}: ${r.applied.length} steps applied`, r);
+    });
+}

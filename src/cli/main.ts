@@ -4,7 +4,8 @@ import { ExitCode, UsageError, Codes } from '../errors.js';
 import { answersCommand } from './answers-commands.js';
 import { bundleCommand } from './bundle-commands.js';
 import { imagesCommand } from './images-commands.js';
-import { installCommand, nodeJoinCommand } from './install-commands.js';
+import { installCommand, nodeJoinCommand, nodeUpgradeCommand } from './install-commands.js';
+import { upgradeCommand } from './upgrade-commands.js';
 import { joinCommand } from './join-commands.js';
 import { keyCommand } from './key-commands.js';
 import { lockCommand } from './lock-commands.js';
@@ -67,9 +68,11 @@ ${EXIT_CODES}`,
   program.addCommand(answersCommand());
   program.addCommand(stateCommand());
   program.addCommand(nodeJoinCommand(), { hidden: true });
+  program.addCommand(nodeUpgradeCommand(), { hidden: true });
   program.addCommand(statusCommand());
   program.addCommand(certsCommand());
   program.addCommand(resetCommand());
+  program.addCommand(upgradeCommand());
   program.addCommand(nodeCertsRenewCommand(), { hidden: true });
   program.addCommand(nodeResetCommand(), { hidden: true });
   const exitOverride = (c: Command) => {

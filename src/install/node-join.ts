@@ -49,11 +49,14 @@ export interface NodeJoinPayload {
 
 const KUBELET_PATCH = `${PATCHES_DIR}/kubeletconfiguration+merge.yaml`;
 
+/** How a node reaches the site service: by the registry FQDN, resolved through the servers' DNS. */
+export type SiteAddress = Pick<NodeJoinPayload, 'domain' | 'serverIps'>;
+
 /**
  * HTTPS from the site service by its FQDN, resolved through the servers' DNS (not the host's
  * resolver, which may not know the site yet) and checked against the site CA.
  */
-async function siteGet(host: Host, p: NodeJoinPayload, urlPath: string, onBody: (res: NodeJS.ReadableStream) => Promise<void>): Promise<void> {
+export async function siteGet(host: Host, p: SiteAddress, urlPath: string, onBody: (res: NodeJS.ReadableStream) => Promise<void>): Promise<void> {
   const ca = await host.read(SITE_CA);
   if (!ca) throw new HostError(Codes.joinUploadMissing, `the site CA ${SITE_CA} is missing`, { hint: 'ferry join uploads it; run it again.' });
   const resolver = new dns.Resolver({ timeout: 2000, tries: 2 });
@@ -96,10 +99,15 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
   // Before any download: a unit without its binary would only fail at boot.
   refuseMissingUnitBinaries(versions.map(bundleFileOf));
   await host.write(FETCHED_VERSIONS, text);
-  const arch = `linux/${archOf()}`;
+  const mine = versions.filter((v) => v.platform === `linux/${archOf()}`);
+  await fetchFiles(host, p, mine, log);
+  await installBinaries(host, DOWNLOADS_DIR, mine.map(bundleFileOf), log);
+}
+
+/** Fetches versions.json entries from the site service into DOWNLOADS_DIR/files, each checked against its sha256 as it streams. */
+export async function fetchFiles(host: Host, p: SiteAddress, entries: VersionsEntry[], log: (l: string) => void): Promise<void> {
   const dir = host.p(DOWNLOADS_DIR);
-  const mine = versions.filter((v) => v.platform === arch);
-  for (const v of mine) {
+  for (const v of entries) {
     const dest = path.join(dir, 'files', v.path);
     await fs.mkdir(path.dirname(dest), { recursive: true });
     const tmp = `${dest}.part`;
@@ -120,7 +128,6 @@ async function fetchBinaries(host: Host, p: NodeJoinPayload, log: (l: string) =>
     await fs.rename(tmp, dest);
     log(`fetched ${v.path} by FQDN, sha256 ok`);
   }
-  await installBinaries(host, DOWNLOADS_DIR, mine.map(bundleFileOf), log);
 }
 
 /** The steps a joining node runs on itself, started by ferry join over SSH. */

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, type Stats } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { BundleManifest } from '../bundle/format.js';
@@ -59,11 +59,17 @@ export async function addAndUse(host: Host, bundle: string, o: VerifyOptions & {
     checkSigner(BUNDLE_DIR, installed, r.fingerprint, o);
   }
   await store.setCurrent(r.id, o);
-  // Swap the link in one rename; a tree from an earlier ferry moves aside first.
+  await linkView(host, store, r.id, st);
+  return r;
+}
+
+/** Points BUNDLE_DIR at the store's view of `id` in one rename; a tree from an earlier ferry moves aside first. */
+async function linkView(host: Host, store: SiteStore, id: string, st: Stats | undefined): Promise<void> {
+  const view = host.p(BUNDLE_DIR);
   const link = `${view}.ferry-link`;
   const local = <T>(what: string, op: Promise<T>) => op.catch((e: unknown) => Promise.reject(ioError(what, e)));
   await local(`cannot link ${view}`, fs.rm(link, { force: true }));
-  await local(`cannot link ${view}`, fs.symlink(path.relative(path.dirname(view), store.viewOf(r.id)), link));
+  await local(`cannot link ${view}`, fs.symlink(path.relative(path.dirname(view), store.viewOf(id)), link));
   if (st && !st.isSymbolicLink()) {
     const old = `${view}.ferry-old`;
     await removeOwnLeftover(old);
@@ -71,7 +77,18 @@ export async function addAndUse(host: Host, bundle: string, o: VerifyOptions & {
     await local(`cannot link ${view}`, fs.rename(link, view));
     await local(`cannot remove ${old}`, fs.rm(old, { recursive: true, force: true }));
   } else await local(`cannot link ${view}`, fs.rename(link, view));
-  return r;
+}
+
+/**
+ * Makes a bundle already in this server's store the one it runs (an upgrade, once this server is
+ * upgraded): the store's current, and BUNDLE_DIR's link.
+ */
+export async function useStored(host: Host, id: string, o: { allowDowngrade?: boolean } = {}): Promise<void> {
+  const store = await SiteStore.open(host.p(STORE_DIR), { create: false });
+  const st = await fs.lstat(host.p(BUNDLE_DIR)).catch(() => undefined);
+  if (st && !st.isSymbolicLink()) throw new UsageError(Codes.unpackNotOurs, `${BUNDLE_DIR} is not a link into the site store`, { hint: 'Re-run ferry install (or ferry join) on this server, which moves an older tree into the store.' });
+  if ((await store.current()) !== id) await store.setCurrent(id, o);
+  await linkView(host, store, id, st);
 }
 
 /** x.y.z of a Kubernetes version (`v1.31.2`, `1.31.2+k3s1`), for comparing. */

@@ -1,4 +1,5 @@
 import https from 'node:https';
+import { Codes, IntegrityError } from '../errors.js';
 import type { Host } from '../install/host.js';
 
 /*
@@ -94,4 +95,74 @@ export function removalKeepsQuorum(o: { voters: number; healthyVoters: number; t
   const healthyAfter = o.healthyVoters - (o.targetHealthy ? 1 : 0);
   const need = after > 0 ? quorumOf(after) : 1;
   return { ok: after > 0 && healthyAfter >= need, after, healthyAfter, need };
+}
+
+/**
+ * Streams a snapshot of the member at `ip` into `file` (0600) through the JSON gateway, decoding as
+ * the chunks arrive, and checks the sha256 etcd appends as its last 32 bytes. Returns the size of
+ * the database and the hex digest of the whole file.
+ */
+export async function snapshotTo(t: EtcdTls, ip: string, file: string, timeoutMs = 600_000): Promise<{ bytes: number; sha256: string }> {
+  const { createWriteStream, promises: fsp } = await import('node:fs');
+  const { createHash } = await import('node:crypto');
+  const tmp = `${file}.part`;
+  const out = createWriteStream(tmp, { mode: 0o600 });
+  const whole = createHash('sha256');
+  const db = createHash('sha256');
+  // The last 32 bytes are etcd's digest of the rest: held back until more bytes come.
+  let tail = Buffer.alloc(0);
+  let bytes = 0;
+  const write = (b: Buffer) => new Promise<void>((r, j) => out.write(b, (e) => (e ? j(e) : r())));
+  const take = async (blob: Buffer) => {
+    whole.update(blob);
+    const all = Buffer.concat([tail, blob]);
+    const keep = Math.min(32, all.length);
+    const body = all.subarray(0, all.length - keep);
+    tail = Buffer.from(all.subarray(all.length - keep));
+    db.update(body);
+    bytes += body.length;
+    await write(blob);
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const req = https.request({ host: ip, port: ETCD_CLIENT_PORT, path: '/v3/maintenance/snapshot', method: 'POST', ca: t.ca, cert: t.cert, key: t.key, timeout: timeoutMs, headers: { 'content-type': 'application/json', 'content-length': 2 } }, (res) => {
+        if ((res.statusCode ?? 500) >= 300) {
+          res.resume();
+          return reject(new Error(`etcd ${ip} snapshot: HTTP ${res.statusCode}`));
+        }
+        let line = '';
+        let chain = Promise.resolve();
+        res.on('data', (d: Buffer) => {
+          line += d.toString('utf8');
+          let nl: number;
+          while ((nl = line.indexOf('\n')) >= 0) {
+            const one = line.slice(0, nl).trim();
+            line = line.slice(nl + 1);
+            if (!one) continue;
+            const m = JSON.parse(one) as { result?: { blob?: string }; error?: { message?: string } };
+            if (m.error) return req.destroy(new Error(`etcd ${ip} snapshot: ${m.error.message ?? 'error'}`));
+            const blob = Buffer.from(m.result?.blob ?? '', 'base64');
+            res.pause();
+            chain = chain.then(() => take(blob)).then(() => void res.resume(), (e: Error) => void req.destroy(e));
+          }
+        });
+        res.on('end', () => chain.then(() => (line.trim() ? take(Buffer.from((JSON.parse(line) as { result?: { blob?: string } }).result?.blob ?? '', 'base64')) : undefined)).then(resolve, reject));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error(`etcd ${ip} snapshot took over ${timeoutMs / 1000}s`)));
+      req.on('error', reject);
+      req.end('{}');
+    });
+    await new Promise<void>((r, j) => out.end((e?: Error | null) => (e ? j(e) : r())));
+  } catch (e) {
+    out.destroy();
+    await fsp.rm(tmp, { force: true });
+    throw e;
+  }
+  if (tail.length !== 32 || !tail.equals(db.digest())) {
+    await fsp.rm(tmp, { force: true });
+    throw new IntegrityError(Codes.snapshotDamaged, `the etcd snapshot from ${ip} does not match the sha256 etcd appended to it`, { hint: 'Check etcd (ferry status) and run the same command again.' });
+  }
+  await fsp.rename(tmp, file);
+  return { bytes, sha256: whole.digest('hex') };
 }

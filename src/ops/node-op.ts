@@ -1,6 +1,7 @@
 import { Ajv } from 'ajv';
 import { Codes, UsageError } from '../errors.js';
 import type { NodeJoinPayload } from '../install/node-join.js';
+import type { NodeUpgradePayload } from '../install/node-upgrade.js';
 import { schemaProblems } from '../spec/schema-errors.js';
 
 /*
@@ -72,3 +73,31 @@ export function readPayload<T>(text: string, schema: Schema, what: string): T {
 }
 
 export const readNodeJoinPayload = (text: string) => readPayload<NodeJoinPayload>(text, NODE_JOIN_SCHEMA, 'node-join');
+
+const versionsEntry = {
+  type: 'object',
+  required: ['name', 'version', 'platform', 'path', 'sha256', 'size'],
+  properties: { name: str, version: str, platform: str, path: str, sha256: { type: 'string', pattern: '^[a-f0-9]{64}$' }, size: { type: 'integer', minimum: 0 }, archive: { type: 'boolean' } },
+};
+
+/** The schema of `ferry node-upgrade`'s payload: NodeUpgradePayload (the test checks they agree). */
+export const NODE_UPGRADE_SCHEMA: Schema = {
+  $id: 'ferry.dev/node-upgrade-payload',
+  type: 'object',
+  additionalProperties: false,
+  required: ['phase', 'name', 'role', 'domain', 'serverIps', 'bundle', 'kubernetesVersion', 'files'],
+  properties: {
+    phase: { enum: ['stage', 'upgrade'] },
+    name: str,
+    role: { enum: ['server', 'agent'] },
+    domain: str,
+    serverIps: { type: 'array', items: ipv4, minItems: 1 },
+    bundle: str,
+    kubernetesVersion: { type: 'string', pattern: '^v\\d+\\.\\d+\\.\\d+' },
+    apply: { type: 'boolean' },
+    files: { type: 'array', items: versionsEntry },
+    ignoreKubeadmPreflight: strs,
+  },
+};
+
+export const readNodeUpgradePayload = (text: string) => readPayload<NodeUpgradePayload>(text, NODE_UPGRADE_SCHEMA, 'node-upgrade');

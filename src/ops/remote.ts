@@ -103,10 +103,10 @@ export interface FerryPayload {
  * checksums.txt lines (the signed table the unpacked bundle keeps), or, where the tree has no table,
  * of the same lines computed from the files.
  */
-export async function ferryPayload(local: Host, manifest: BundleManifest, platform: string): Promise<FerryPayload> {
+export async function ferryPayload(local: Host, manifest: BundleManifest, platform: string, dir?: string): Promise<FerryPayload> {
   const rt = manifest.runtime.find((r) => r.platform === platform);
   if (!rt) throw new UsageError(Codes.platformUnsupported, `the bundle has no runtime for ${platform}`, { hint: `The bundle carries ${manifest.platforms.join(', ')}.` });
-  const bundleDir = local.p(BUNDLE_DIR);
+  const bundleDir = dir ?? local.p(BUNDLE_DIR);
   const tree = await listFiles(path.join(bundleDir, 'ferry'));
   const entries = [rt.path, ...tree.map((f) => `ferry/${f}`)];
   const table = await fs.readFile(path.join(bundleDir, 'checksums.txt'), 'utf8').catch(() => undefined);
@@ -142,9 +142,10 @@ export interface EnsureResult {
  * compared first, and only a node without it, or with another, gets the files. The stamp goes
  * before the upload and comes back after it, so a cut upload never looks complete.
  */
-export async function ensureFerry(node: RemoteNode, local: Host, manifest: BundleManifest, o: { parallel?: number; force?: boolean } = {}): Promise<EnsureResult> {
+/** `bundleDir`: another unpacked bundle than BUNDLE_DIR (an upgrade's, in the store). */
+export async function ensureFerry(node: RemoteNode, local: Host, manifest: BundleManifest, o: { parallel?: number; force?: boolean; bundleDir?: string } = {}): Promise<EnsureResult> {
   const t0 = Date.now();
-  const payload = await ferryPayload(local, manifest, `linux/${node.arch}`);
+  const payload = await ferryPayload(local, manifest, `linux/${node.arch}`, o.bundleDir);
   const stamp = node.p(FERRY_DIGEST);
   const have = (await node.session.exec(`cat ${sq(stamp)} 2>/dev/null`)).stdout.trim();
   if (have === payload.digest && !o.force) return { digest: payload.digest, uploaded: 0, seconds: (Date.now() - t0) / 1000 };

@@ -100,6 +100,9 @@ const PLAN: Record<string, Plan> = {
   'ferry reset k8s-agent-03   # needs a server where ferry install finished, and SSH to the node; asks first (default No)': { needs: 'a server where ferry install finished' },
   'ferry reset k8s-server-02 --yes   # needs another server where ferry install finished, and SSH to the node': { needs: 'a server where ferry install finished' },
   'ferry reset --local   # needs root on the node itself, which ferry installed or joined': { needs: 'root on a node ferry joined' },
+  'ferry upgrade /srv/kubernetes-0.2.0.ferry.tar --dry-run   # needs a server where ferry install finished, and SSH to every node': { needs: 'a server where ferry install finished' },
+  'ferry upgrade /srv/kubernetes-0.2.0.ferry.tar --yes   # needs a server where ferry install finished, and SSH to every node': { needs: 'a server where ferry install finished' },
+  'ferry upgrade /srv/kubernetes-0.2.0.ferry.tar.parts.json --trust /srv/ferry.pub --max-unavailable 2   # a split bundle; asks first (default No)': { needs: 'a server where ferry install finished' },
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */

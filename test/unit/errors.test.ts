@@ -56,6 +56,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'BUNDLE_BASE_MISSING', 'BUNDLE_BASE_UNREADABLE', 'UPGRADE_NOT_NEWER', 'UPGRADE_SKIPS_MINOR', 'UPGRADE_KUBELET_SKEW',
     // issue 20, branch daytwo
     'RESET_QUORUM', 'RESET_UNKNOWN_NODE', 'RESET_NOT_FERRY',
+    // issue 19: ferry upgrade
+    'UPGRADE_PREFLIGHT',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [
@@ -66,6 +68,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'STATE_CONFLICT', 'KUBE_UNREACHABLE',
     // issue 20, branch daytwo
     'CERTS_RENEW_FAILED', 'RESET_FAILED',
+    // issue 19: ferry upgrade
+    'UPGRADE_FAILED',
   ],
   integrity: [
     'DIGEST_MISMATCH', 'SIZE_MISMATCH', 'CHECKSUM_MISMATCH', 'RUNTIME_INVALID', 'BUNDLE_SIGNATURE_INVALID', 'BUNDLE_UNSIGNED', 'BUNDLE_UNTRUSTED',
@@ -80,6 +84,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'BUNDLE_BASE_MISMATCH', 'UPGRADE_SIGNER',
     // issue 21, branch trust
     'FERRY_TREE_UNLISTED',
+    // issue 19: ferry upgrade
+    'ETCD_SNAPSHOT_DAMAGED',
   ],
   io: [
     'STORE_IO', 'STORE_INVALID', 'STORE_MISSING_BLOB', 'BUNDLE_BUILD', 'INSTALL_STEP_FAILED', 'KERNEL_MODULE_MISSING', 'SYSCTL_NOT_SET',

@@ -247,6 +247,9 @@ function answersFor(s: SiteState, h: HostState): string {
     // A network namespace cannot set nf_conntrack_max: kube-proxy must leave it alone.
     'patches:',
     '  kubeProxy: {conntrack: {maxPerCore: 0}}',
+    // The hosts share this machine's disk, which the tests' own builds fill: its free share must not
+    // taint the nodes with disk-pressure (at 14% free every node was tainted and nothing scheduled).
+    '  kubelet: {evictionHard: {memory.available: 100Mi, nodefs.available: 1%, nodefs.inodesFree: 1%, imagefs.available: 1%}, imageGCHighThresholdPercent: 99, imageGCLowThresholdPercent: 98}',
     // With no agents the servers run the workloads: no control-plane taint.
     ...(s.hosts.some((x) => x.role === 'agent') ? [] : ['  initConfiguration: {nodeRegistration: {taints: []}}']),
     // The other hosts, joined from this one over SSH with the site key, host keys checked.

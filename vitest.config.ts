@@ -12,5 +12,6 @@ export default defineConfig({
     minWorkers: 1,
     reporters: ['default', './test/helpers/summary-reporter.ts'],
     globalSetup: ['./test/helpers/global-setup.ts'],
+    setupFiles: ['./test/helpers/cleanup.ts'],
   },
 });

@@ -9,7 +9,7 @@ import { formatProblem } from '../spec/answers.js';
 import { formatPath } from '../spec/yamlpos.js';
 import { Host } from '../install/host.js';
 import { ADMIN_CONF, ANSWERS_FILE, API_PORT, BUNDLE_DIR } from '../install/paths.js';
-import { formatPlan, runPlan, type PlanEntry } from '../install/plan.js';
+import { formatPlan, runPlan, withHostLock, type PlanEntry } from '../install/plan.js';
 import type { RecordedFile } from '../install/recording-host.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import { loadPublicKey } from '../sign/keys.js';
@@ -334,7 +334,8 @@ export function nodeUpgradeCommand(): Command {
       const payload = readNodeUpgradePayload(text);
       const { nodeUpgradeSteps } = await import('../install/node-upgrade.js');
       const host = new Host(path.resolve(o.root));
-      const r = await runPlan(host, `upgrade-${payload.phase}`, nodeUpgradeSteps(host, payload, { bundleFile: o.bundle }), out.reporter);
+      // A run killed on the server that started it may still be at work here: wait for it.
+      const r = await withHostLock(host, 'upgrade', () => runPlan(host, `upgrade-${payload.phase}`, nodeUpgradeSteps(host, payload, { bundleFile: o.bundle }), out.reporter), { onWait: (pid) => out.reporter.info(`waiting for an earlier ferry node-upgrade (pid ${pid}) on this node to end`) });
       out.result(`${payload.phase === 'stage' ? 'staged' : 'upgraded'} ${payload.name} to ${payload.bundle}: ${r.applied.length} steps applied`, r);
     });
 }

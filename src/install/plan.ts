@@ -3,6 +3,7 @@ import path from 'node:path';
 import { Codes, FerryError, HostError } from '../errors.js';
 import type { Reporter } from '../util/progress.js';
 import type { Host } from './host.js';
+import { STATE_DIR } from './paths.js';
 
 /**
  * One idempotent step: `check` says whether the host is already as the step wants it (read-only),
@@ -110,4 +111,44 @@ export async function runPlan(host: Host, name: string, steps: Step[], reporter:
     await log.close();
   }
   return { applied, skipped, checked, steps: entries, logFile };
+}
+
+/**
+ * Runs fn while holding a lock file of this node (its pid inside): an operation killed on the
+ * machine that started it leaves its node's part running, and a re-run must wait for it, not race it.
+ * A lock whose process is gone is taken over.
+ */
+export async function withHostLock<T>(host: Host, name: string, fn: () => Promise<T>, o: { waitMs?: number; onWait?: (pid: number) => void } = {}): Promise<T> {
+  const file = host.p(`${STATE_DIR}/${name}.lock`);
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const end = Date.now() + (o.waitMs ?? 30 * 60_000);
+  let told = 0;
+  for (;;) {
+    try {
+      await fs.writeFile(file, `${process.pid}\n`, { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
+      let alive = false;
+      try {
+        alive = pid > 0 && process.kill(pid, 0);
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+      if (!alive) {
+        await fs.rm(file, { force: true });
+        continue;
+      }
+      if (Date.now() > end) throw new HostError(Codes.installStep, `another ferry (pid ${pid}) is running ${name} on this node`, { hint: `Wait for it to end (or stop it), then run the command again; ${file} names it.` });
+      if (told !== pid) o.onWait?.(pid);
+      told = pid;
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await fs.rm(file, { force: true });
+  }
 }

@@ -75,7 +75,8 @@ A failed or killed upgrade resumes when the same command runs again: upgraded no
         refuseFailedPreflight(plan.preflight);
         return out.result('(dry run: nothing was changed)', { dryRun: true, ...doc });
       }
-      out.human(lines.join('\n'));
+      // The new bundle's ferry, started by this command, has its plan printed already.
+      if (!process.env.FERRY_UPGRADE_CHILD) out.human(lines.join('\n'));
       refuseFailedPreflight(plan.preflight);
       if (!o.yes && !process.env.FERRY_UPGRADE_CHILD && !(await confirm(`Upgrade the site to ${d.to}?`, '--yes'))) return out.result('nothing was changed', { dryRun: false, action: 'cancelled' });
 

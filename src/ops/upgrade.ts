@@ -108,7 +108,8 @@ async function nodeViews(host: Host): Promise<NodeView[]> {
 
 /** The offered bundle's signed table: who signed it and what it is, without reading its content. */
 async function offer(o: Pick<UpgradeOptions, 'bundle' | 'verify'>): Promise<{ offered: UpgradePlan['offered']; manifest: BundleManifest }> {
-  const t = await verifyBundle(o.bundle, { ...o.verify, tableOnly: true });
+  // Quietly: the plan is made more than once (printed, confirmed, then run), and says who signed.
+  const t = await verifyBundle(o.bundle, { ...o.verify, reporter: undefined, tableOnly: true });
   const m = t.manifest;
   let bytes = 0;
   for (const f of [o.bundle, ...(await partFiles(o.bundle))]) bytes += (await fs.stat(f)).size;
@@ -192,7 +193,7 @@ async function kubeadmImagesCheck(o: UpgradeOptions, m: BundleManifest, target: 
     else {
       // Out of the verified bundle: its place is known once the stream checked it.
       let at: EntryPlace | undefined;
-      await verifyBundle(o.bundle, { ...o.verify, onEntry: (p, place) => void (p === f.path && (at = place)) });
+      await verifyBundle(o.bundle, { ...o.verify, reporter: undefined, onEntry: (p, place) => void (p === f.path && (at = place)) });
       if (!at) return { name: 'images', ok: true, detail: `kubeadm ${f.version} comes from the delta's base; its images are checked once staged` };
       await copyEntry(o.bundle, f.path, at, f.sha256, bin, 0o755);
     }

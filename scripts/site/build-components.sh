@@ -2,7 +2,9 @@
 # Builds every upstream component of the site in a box from its upstream Go module, at the versions
 # pinned in versions.env, into a cache outside the checkout (one directory per component and version,
 # complete only once its .done marker exists). A second run builds nothing.
-#   sh scripts/site/build-components.sh [COMPONENT…]      # default: all
+#   sh scripts/site/build-components.sh [COMPONENT…]      # default: all, both releases
+# kubernetes, etcd and coredns build the current release's pins; `previous` builds the three at the
+# PREVIOUS_* pins (the same way, into the same kind of directory).
 # Env: FERRY_SITE_CACHE (default ~/.cache/ferry-site), GOMODCACHE/GOCACHE (kept by Go in ~).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,8 +34,8 @@ gobuild() { # gobuild OUTDIR LDFLAGS PKG…
   CGO_ENABLED=${CGO:-0} go build -trimpath ${TAGS:+-tags "$TAGS"} -ldflags "-s -w $ld" -o "$o/" "$@"
 }
 
-build_kubernetes() {
-  v=$KUBERNETES n=kubernetes; built $n "$v" && return 0
+build_kubernetes() { # [VERSION], default the current release's
+  v=${1:-$KUBERNETES} n=kubernetes; built $n "$v" && return 0
   log "$n $v (7 binaries; tens of minutes cold)"
   w=$WORK/$n-$v; module "$w" k8s.io/kubernetes "$v"
   gomod=$(go mod download -json "k8s.io/kubernetes@$v" | jq -r .GoMod)
@@ -59,8 +61,8 @@ build_kubernetes() {
   finish $n "$v"
 }
 
-build_etcd() {
-  v=$ETCD n=etcd; built $n "$v" && return 0
+build_etcd() { # [VERSION], default the current release's
+  v=${1:-$ETCD} n=etcd; built $n "$v" && return 0
   log "$n $v"
   w=$WORK/$n-$v; module "$w" go.etcd.io/etcd/server/v3 "$v"
   go mod edit -require="go.etcd.io/etcd/etcdctl/v3@$v"
@@ -72,13 +74,19 @@ build_etcd() {
   finish $n "$v"
 }
 
-build_coredns() {
-  v=$COREDNS n=coredns; built $n "$v" && return 0
+build_coredns() { # [VERSION], default the current release's
+  v=${1:-$COREDNS} n=coredns; built $n "$v" && return 0
   log "$n $v"
   w=$WORK/$n-$v; module "$w" github.com/coredns/coredns "$v"
   mkdir -p "$OUT/$n-$v"
   gobuild "$OUT/$n-$v" "-X github.com/coredns/coredns/coremain.GitCommit=ferry-site-$v" github.com/coredns/coredns
   finish $n "$v"
+}
+
+build_previous() {
+  (build_kubernetes "$PREVIOUS_KUBERNETES")
+  (build_etcd "$PREVIOUS_ETCD")
+  (build_coredns "$PREVIOUS_COREDNS")
 }
 
 build_containerd() {
@@ -182,7 +190,7 @@ build_node() {
   finish $n "$v"
 }
 
-ALL="node kubernetes etcd coredns containerd runc cni_plugins flannel_cni crictl helm flannel pause"
+ALL="node kubernetes etcd coredns containerd runc cni_plugins flannel_cni crictl helm flannel pause previous"
 [ $# -gt 0 ] || set -- $ALL
 for c in "$@"; do
   c=$(echo "$c" | tr - _)

@@ -2,9 +2,9 @@
 # Builds every upstream component of the site in a box from its upstream Go module, at the versions
 # pinned in versions.env, into a cache outside the checkout (one directory per component and version,
 # complete only once its .done marker exists). A second run builds nothing.
-#   sh scripts/site/build-components.sh [COMPONENT…]      # default: all, both releases
-# kubernetes, etcd and coredns build the current release's pins; `previous` builds the three at the
-# PREVIOUS_* pins (the same way, into the same kind of directory).
+#   sh scripts/site/build-components.sh [COMPONENT|GROUP…]   # default: shared current previous
+# kubernetes, etcd and coredns (the group `current`) build the current release's pins; the group
+# `previous` builds the same three at the PREVIOUS_* pins; `shared` is every other component.
 # Env: FERRY_SITE_CACHE (default ~/.cache/ferry-site), GOMODCACHE/GOCACHE (kept by Go in ~).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -190,8 +190,11 @@ build_node() {
   finish $n "$v"
 }
 
-ALL="node kubernetes etcd coredns containerd runc cni_plugins flannel_cni crictl helm flannel pause previous"
-[ $# -gt 0 ] || set -- $ALL
+# Groups: what both releases share, and what each release pins for itself.
+SHARED="node containerd runc cni_plugins flannel_cni crictl helm flannel pause"
+build_shared() { for c in $SHARED; do (build_$c); done; }
+build_current() { (build_kubernetes); (build_etcd); (build_coredns); }
+[ $# -gt 0 ] || set -- shared current previous
 for c in "$@"; do
   c=$(echo "$c" | tr - _)
   (build_$c)

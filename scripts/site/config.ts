@@ -18,11 +18,28 @@ export type Versions = Record<
   string
 >;
 
-export function versions(): Versions {
-  const out: Record<string, string> = {};
+/** The site can be installed at the current release or at the previous one (to prove an upgrade). */
+export type Release = 'current' | 'previous';
+export const RELEASES: readonly Release[] = ['current', 'previous'];
+
+/** What differs between the releases: versions.env pins the previous one's as PREVIOUS_<NAME>. */
+export const RELEASE_PINS = ['KUBERNETES', 'ETCD', 'COREDNS'] as const;
+
+/** The pins of one release: the previous one's Kubernetes, etcd and CoreDNS, every other component shared. */
+export function versions(release: Release = 'current'): Versions {
+  const all: Record<string, string> = {};
   for (const line of readFileSync(path.join(SITE_SCRIPTS, 'versions.env'), 'utf8').split('\n')) {
     const m = /^([A-Z_]+)=(\S+)$/.exec(line.trim());
-    if (m) out[m[1]!] = m[2]!;
+    if (m) all[m[1]!] = m[2]!;
+  }
+  // Only the component names, in file order: buildImages keys its cache on this object.
+  const out = Object.fromEntries(Object.entries(all).filter(([k]) => !k.startsWith('PREVIOUS_')));
+  if (release === 'previous') {
+    for (const k of RELEASE_PINS) {
+      const v = all[`PREVIOUS_${k}`];
+      if (!v) throw new Error(`versions.env has no PREVIOUS_${k}`);
+      out[k] = v;
+    }
   }
   return out as Versions;
 }

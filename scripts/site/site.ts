@@ -1,6 +1,6 @@
 /**
  * The site in a box: real Kubernetes from a signed ferry bundle, on namespace hosts of this machine.
- *   npm run site -- up [--servers N] [--agents M] [--domain D] [--json]
+ *   npm run site -- up [--servers N] [--agents M] [--domain D] [--release current|previous] [--json]
  *   npm run site -- down
  *   npm run site -- status [--json]
  *   npm run site -- exec NAME -- CMD…
@@ -8,7 +8,8 @@
  *   npm run site -- start NAME     (boots it again from its disk; its units and kubelet come back)
  *   npm run site -- add NAME --role server|agent [--json]   (a fresh host, not joined)
  *   npm run site -- join NAME --from HOST [--json]          (ferry join, typed on HOST)
- *   npm run site -- bundle [--version V] [--relabel-kubernetes K] --out NAME [--json] (another signed bundle, in /srv)
+ *   npm run site -- bundle [--release current|previous] [--since /srv/BASE.tar] [--version V]
+ *                          [--relabel-kubernetes K] --out NAME [--json]  (another signed bundle, in /srv)
  *   npm run site -- help | --help
  * `up` builds (or reuses) the upstream components (the first run builds them from source: tens of
  * minutes on 2 cores; cached in ~/.cache/ferry-site after that), builds the signed bundle from
@@ -22,7 +23,8 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { bootstrapScript } from '../../src/bundle/format.js';
 import { buildFileTree, buildImages, pushImages, run, serveFiles, startRegistry } from './content.js';
-import { built, CACHE, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK } from './config.js';
+import { built, CACHE, RELEASES, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK, type Release } from './config.js';
+import { previousSpec } from './release.js';
 import { loadState, saveState, type SiteState } from './state.js';
 import { createBridge, createHost, deleteBridge, hostExec, isUp, killHost, onHost, removeHost, removeStray, startResolver, startSshd, stopResolver, unmountStray, type HostSpec, type HostState } from './hosts.js';
 
@@ -43,6 +45,8 @@ interface Args {
   version?: string;
   out?: string;
   relabel?: string;
+  release?: Release;
+  since?: string;
   rest: string[];
 }
 
@@ -70,6 +74,11 @@ function parseArgs(argv: string[]): Args {
     else if (f === '--version') a.version = val();
     else if (f === '--out') a.out = val();
     else if (f === '--relabel-kubernetes') a.relabel = val();
+    else if (f === '--release') {
+      const r = val();
+      if (!RELEASES.includes(r as Release)) usage(`--release takes ${RELEASES.join(' or ')}`);
+      a.release = r as Release;
+    } else if (f === '--since') a.since = val();
     else if (f === '--') {
       a.rest.push(...argv.slice(i + 1));
       break;
@@ -109,10 +118,11 @@ function ferry(args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
   return run(process.execPath, [path.join(ROOT, 'bin/ferry'), ...args], { env: { ...process.env, ...env } });
 }
 
-async function buildComponents(): Promise<void> {
+/** Builds (or finds in the cache) what a release needs: the shared components and its own. */
+async function buildComponents(release: Release): Promise<void> {
   const t0 = Date.now();
   await new Promise<void>((resolve, reject) => {
-    const c = spawn('sh', [path.join(SITE_SCRIPTS, 'build-components.sh')], { stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] });
+    const c = spawn('sh', [path.join(SITE_SCRIPTS, 'build-components.sh'), 'shared', release], { stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit'] });
     c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`build-components.sh failed (${code})`))));
   });
   say(`components ready in ${((Date.now() - t0) / 1000).toFixed(0)} s (cache ${CACHE})`);
@@ -127,10 +137,18 @@ async function siteKeys(work: string): Promise<{ key: string; pub: string }> {
 
 /**
  * Builds a signed bundle of `spec` with the site's key through loopback mirrors (the images under
- * their upstream names, the binaries where their download sites keep them).
+ * their upstream names, the binaries where their download sites keep them), from the components of
+ * `release`. With `since` (a local bundle file) it is a delta on that base, and with `fullOut` the
+ * full bundle is built there too, to compare sizes.
  */
-async function buildBundle(work: string, spec: string, out: string, relabel?: { from: string; to: string }): Promise<{ bundle: string; pub: string }> {
-  const v = versions();
+async function buildBundle(
+  work: string,
+  spec: string,
+  out: string,
+  o: { release: Release; relabel?: { from: string; to: string }; since?: string; fullOut?: string },
+): Promise<{ bundle: string; pub: string }> {
+  const { relabel } = o;
+  const v = versions(o.release);
   const { dir: layout, refs } = await buildImages(v, say);
   const reg = await startRegistry(path.join(work, 'registry'), await freePort());
   const files = path.join(work, 'files');
@@ -152,9 +170,13 @@ async function buildBundle(work: string, spec: string, out: string, relabel?: { 
     const env = { FERRY_NPM_REGISTRY: fs_.npm, FERRY_HELM: path.join(built('helm', v.HELM), 'helm') };
     const { key, pub } = await siteKeys(work);
     await ferry(['lock', spec, '--lock', lock, '--platform', 'linux/amd64', ...mirrors], env);
-    const t0 = Date.now();
-    await ferry(['bundle', 'build', spec, '--lock', lock, '--key', key, '--out', out, '--platform', 'linux/amd64', ...mirrors, ...binMirrors, '--quiet'], env);
-    say(`bundle built in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${out}`);
+    const build = async (file: string, since?: string) => {
+      const t0 = Date.now();
+      await ferry(['bundle', 'build', spec, '--lock', lock, '--key', key, '--out', file, '--platform', 'linux/amd64', ...mirrors, ...binMirrors, ...(since ? ['--since', since] : []), '--quiet'], env);
+      say(`bundle built in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${file}`);
+    };
+    if (o.fullOut) await build(o.fullOut);
+    await build(out, o.since);
     return { bundle: out, pub };
   } finally {
     await fs_.close();
@@ -163,13 +185,19 @@ async function buildBundle(work: string, spec: string, out: string, relabel?: { 
 }
 
 /**
- * The default spec with another metadata.version (and, relabelled, another Kubernetes version),
- * written into the work dir; its charts/ (the spec's relative chart paths) links to the checkout's.
+ * The default spec at `release` (the previous one: see release.ts), with another metadata.version
+ * (and, relabelled, another Kubernetes version), written into the work dir; its charts/ (the spec's
+ * relative chart paths) links to the checkout's. The default spec itself when nothing changes.
  */
-async function specCopy(work: string, o: { version?: string; kubernetes?: string }): Promise<{ spec: string; relabel?: { from: string; to: string } }> {
-  const dir = path.join(work, `spec-${o.version ?? ''}-${o.kubernetes ?? ''}`);
+async function specCopy(
+  work: string,
+  o: { release: Release; version?: string; kubernetes?: string },
+): Promise<{ spec: string; version: string; relabel?: { from: string; to: string } }> {
+  const text = await fs.readFile(SPEC, 'utf8');
+  if (o.release === 'current' && !o.version && !o.kubernetes) return { spec: SPEC, version: String(parseDocument(text).getIn(['metadata', 'version'])) };
+  const dir = path.join(work, `spec-${o.release}-${o.version ?? ''}-${o.kubernetes ?? ''}`);
   await fs.mkdir(dir, { recursive: true });
-  const doc = parseDocument(await fs.readFile(SPEC, 'utf8'));
+  const doc = parseDocument(o.release === 'previous' ? previousSpec(text, versions('current'), versions('previous'), o.version).text : text);
   if (o.version) doc.setIn(['metadata', 'version'], o.version);
   let relabel: { from: string; to: string } | undefined;
   if (o.kubernetes) {
@@ -183,7 +211,7 @@ async function specCopy(work: string, o: { version?: string; kubernetes?: string
   await fs.writeFile(path.join(dir, 'kubernetes.yaml'), doc.toString());
   await fs.rm(path.join(dir, 'charts'), { force: true });
   await fs.symlink(path.join(ROOT, 'charts'), path.join(dir, 'charts'));
-  return { spec: path.join(dir, 'kubernetes.yaml'), relabel };
+  return { spec: path.join(dir, 'kubernetes.yaml'), version: String(doc.getIn(['metadata', 'version'])), relabel };
 }
 
 /** Puts a file into a host's /srv (its disk directory, so a host that is down gets it too). */
@@ -373,38 +401,58 @@ async function joinFrom(s: SiteState, name: string, from: string): Promise<{ cod
 }
 
 /**
- * `site bundle`: another signed bundle of the default spec, in /srv of every server. With
- * `relabel`, its spec names another Kubernetes release whose control-plane images are this site's
- * build retagged (binaries unchanged): a bundle that claims another release without building one,
- * for the checks that refuse it before anything runs (`ferry install`'s version guard). Never for
- * installing: a later issue builds other releases for real.
+ * `site bundle`: another signed bundle of the default spec at `release` (default the current one),
+ * in /srv of every server. With `since` (a bundle in a server's /srv, such as the one the site was
+ * installed from) it is a delta on that base, and the full bundle is built too (kept in the work
+ * dir, not in /srv) so that its size can be compared. With `relabel`, its spec names another
+ * Kubernetes release whose control-plane images are this site's build retagged (binaries
+ * unchanged): a bundle that claims another release without building one, for the checks that
+ * refuse it before anything runs (`ferry install`'s version guard). Never for installing.
  */
-async function bundle(s: SiteState, out: string, o: { version?: string; kubernetes?: string }): Promise<{ bundle: string; bytes: number }> {
+async function bundle(
+  s: SiteState,
+  out: string,
+  o: { version?: string; kubernetes?: string; release?: Release; since?: string },
+): Promise<{ bundle: string; bytes: number; base?: string; fullBytes?: number }> {
   if (path.basename(out) !== out || !out.endsWith('.tar')) throw new Error(`--out takes a file name ending in .tar (it lands in /srv), not ${out}`);
-  const { spec, relabel } = o.version || o.kubernetes ? await specCopy(WORK, o) : { spec: SPEC, relabel: undefined };
+  const release = o.release ?? 'current';
+  let base: string | undefined;
+  if (o.since) {
+    // A server's /srv is its disk directory here: the same file the server holds.
+    const m = /^\/srv\/([^/]+)$/.exec(o.since);
+    const server = s.hosts.find((h) => h.role === 'server');
+    base = m && server ? path.join(server.dir, 'disk/srv', m[1]!) : undefined;
+    if (!base || !existsSync(base)) throw new Error(`--since takes a bundle in /srv of the servers, such as /srv/${path.basename(s.bundle)}; not ${o.since}`);
+  }
+  await buildComponents(release);
+  const { spec, relabel } = await specCopy(WORK, { release, version: o.version, kubernetes: o.kubernetes });
   const dir = path.join(WORK, 'bundles');
   await fs.mkdir(dir, { recursive: true });
-  const { bundle: file, pub } = await buildBundle(WORK, spec, path.join(dir, out), relabel);
+  const fullOut = base ? path.join(dir, out.replace(/\.tar$/, '.full.tar')) : undefined;
+  const { bundle: file, pub } = await buildBundle(WORK, spec, path.join(dir, out), { release, relabel, since: base, fullOut });
   await toEveryServer(s, file);
   await toEveryServer(s, pub, 'ferry.pub');
-  return { bundle: `/srv/${out}`, bytes: (await fs.stat(file)).size };
+  const bytes = (await fs.stat(file)).size;
+  return { bundle: `/srv/${out}`, bytes, ...(base && fullOut ? { base: o.since, fullBytes: (await fs.stat(fullOut)).size } : {}) };
 }
 
 async function up(a: Args): Promise<SiteState> {
   if (loadState()) throw new Error(`a site is up (${STATE_FILE}); run: npm run site -- down`);
-  await buildComponents();
+  const release = a.release ?? 'current';
+  await buildComponents(release);
   const work = WORK;
   await fs.mkdir(work, { recursive: true });
-  const { bundle, pub } = await buildBundle(work, SPEC, path.join(work, 'kubernetes-0.1.0.ferry.tar'));
+  const { spec, version } = await specCopy(work, { release, version: a.version });
+  const { bundle, pub } = await buildBundle(work, spec, path.join(work, `kubernetes-${version}.ferry.tar`), { release });
   const n = { bridge: 'fsite0', prefix: 24, subnet: `${a.subnet}.0/24` };
   const specs = [
     ...Array.from({ length: a.servers }, (_, i) => ({ name: `server-${i + 1}`, ip: `${a.subnet}.${11 + i}`, role: 'server' as const })),
     ...Array.from({ length: a.agents }, (_, i) => ({ name: `agent-${i + 1}`, ip: `${a.subnet}.${21 + i}`, role: 'agent' as const })),
   ];
-  const s: SiteState = { domain: a.domain, fqdn: `k8s-cluster.${a.domain}`, net: n, bundle, hosts: [] };
+  const s: SiteState = { domain: a.domain, fqdn: `k8s-cluster.${a.domain}`, net: n, bundle, release, hosts: [] };
   await saveState(s);
   createBridge(n);
-  s.resolver = await startResolver(n, work, path.join(built('coredns', versions().COREDNS), 'coredns'), { ip: `${a.subnet}.2`, ...CORP });
+  s.resolver = await startResolver(n, work, path.join(built('coredns', versions(release).COREDNS), 'coredns'), { ip: `${a.subnet}.2`, ...CORP });
   await saveState(s);
   // One SSH key for the site: each host authorizes it for root, as an operator's hosts would.
   const key = path.join(work, 'ssh/id_ed25519');
@@ -486,9 +534,10 @@ async function main(): Promise<void> {
     const s = loadState();
     if (!s) throw new Error('no site is up');
     if (!a.out) usage('bundle takes --out NAME');
-    const b = await bundle(s, a.out, { version: a.version, kubernetes: a.relabel });
+    const b = await bundle(s, a.out, { version: a.version, kubernetes: a.relabel, release: a.release, since: a.since });
     if (a.json) process.stdout.write(`${JSON.stringify(b)}\n`);
     else say(`${b.bundle} (${b.bytes} bytes) on every server, beside /srv/ferry.pub`);
+    if (b.fullBytes) say(`a delta on ${b.base}: ${b.bytes} bytes, ${((100 * b.bytes) / b.fullBytes).toFixed(1)} % of the full bundle's ${b.fullBytes}`);
   } else if (a.cmd === 'exec') {
     const s = loadState();
     const h = s?.hosts.find((x) => x.name === a.rest[0]);

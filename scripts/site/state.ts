@@ -1,6 +1,6 @@
 /* What `npm run site -- up` made, so that `down`, `exec` and the tests can find it. */
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
-import { STATE_FILE, WORK } from './config.js';
+import { STATE_FILE, WORK, type Release } from './config.js';
 import type { HostState, Net, Resolver } from './hosts.js';
 
 export interface SiteState {
@@ -8,6 +8,8 @@ export interface SiteState {
   fqdn: string;
   net: Net & { subnet: string };
   bundle: string;
+  /** The release the site was installed at (absent: current, from before there were two). */
+  release?: Release;
   hosts: HostState[];
   resolver?: Resolver;
 }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, expect } from 'vitest';
 import path from 'node:path';
-import { ROOT } from '../../scripts/site/config.js';
+import { ROOT, type Release } from '../../scripts/site/config.js';
 import { loadState, type SiteState } from '../../scripts/site/state.js';
 
 /** Runs `npm run site -- ARGS` (through tsx), passing its progress through to the test's stderr. */
@@ -19,18 +19,25 @@ export function site(args: string[]): Promise<{ code: number; stdout: string; st
   });
 }
 
+/** What a site test file asks of its site beyond its shape. */
+export interface SiteOptions {
+  /** The release it is installed at (default current; previous to prove an upgrade). */
+  release?: Release;
+}
+
 /**
- * `site up ARGS`, after a `down`; with FERRY_SITE_REUSE=1 a site that is up with the same hosts is
- * used as it is (for working on one test file against a site kept by FERRY_SITE_KEEP=1).
+ * `site up ARGS`, after a `down`; with FERRY_SITE_REUSE=1 a site that is up with the same hosts and
+ * release is used as it is (for working on one test file against a site kept by FERRY_SITE_KEEP=1).
  */
-export async function siteUp(servers: number, agents: number): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function siteUp(servers: number, agents: number, o: SiteOptions = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const s = loadState();
+  const release = o.release ?? 'current';
   const want = [...Array.from({ length: servers }, (_, i) => `server-${i + 1}`), ...Array.from({ length: agents }, (_, i) => `agent-${i + 1}`)];
-  if (process.env.FERRY_SITE_REUSE && s && JSON.stringify(s.hosts.map((h) => h.name)) === JSON.stringify(want)) {
+  if (process.env.FERRY_SITE_REUSE && s && (s.release ?? 'current') === release && JSON.stringify(s.hosts.map((h) => h.name)) === JSON.stringify(want)) {
     return site(['status', '--json']);
   }
   await site(['down']);
-  return site(['up', '--servers', String(servers), '--agents', String(agents), '--json']);
+  return site(['up', '--servers', String(servers), '--agents', String(agents), '--release', release, '--json']);
 }
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -48,10 +55,13 @@ export async function within<T>(ms: number, fn: () => Promise<T>): Promise<{ val
   }
 }
 
-/** A site of this shape for the file's tests: up before them (then `ready` on its state), down after unless FERRY_SITE_KEEP. */
-export function siteForFile(servers: number, agents: number, ready: (s: SiteState) => Promise<void> | void): void {
+/**
+ * A site of this shape (and release, default current) for the file's tests: up before them (then
+ * `ready` on its state), down after unless FERRY_SITE_KEEP.
+ */
+export function siteForFile(servers: number, agents: number, ready: (s: SiteState) => Promise<void> | void, o: SiteOptions = {}): void {
   beforeAll(async () => {
-    const r = await siteUp(servers, agents);
+    const r = await siteUp(servers, agents, o);
     expect(r.code, r.stderr.slice(-3000)).toBe(0);
     await ready(loadState()!);
   }, 3_600_000);

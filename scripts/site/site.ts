@@ -1,6 +1,6 @@
 /**
  * The site in a box: real Kubernetes from a signed ferry bundle, on namespace hosts of this machine.
- *   npm run site -- up [--servers N] [--agents M] [--domain D] [--release current|previous] [--json]
+ *   npm run site -- up [--servers N] [--agents M] [--domain D] [--release current|previous] [--version V] [--json]
  *   npm run site -- down
  *   npm run site -- status [--json]
  *   npm run site -- exec NAME -- CMD…

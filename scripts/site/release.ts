@@ -50,3 +50,18 @@ export function previousSpec(text: string, cur: Versions, prev: Versions, versio
   doc.setIn(['metadata', 'description'], `kubeadm Kubernetes ${prev.KUBERNETES} (the site in a box's previous release) with flannel, CoreDNS and haproxy`);
   return { text: doc.toString(), version: v };
 }
+
+/**
+ * ferry-bootstrap's values.yaml at the previous release: its CoreDNS image that of the release.
+ * `ferry bundle build` checks every image a chart renders with its default values, and the chart's
+ * default is the current release's CoreDNS (install gives it the bundle's CoreDNS instead), so a
+ * bundle of the previous release carries the chart as that release would have shipped it.
+ */
+export function previousBootstrapValues(text: string, cur: Versions, prev: Versions): string {
+  const doc = parseDocument(text);
+  const want = `registry.k8s.io/coredns/coredns:${cur.COREDNS}`;
+  const has = String(doc.getIn(['images', 'coredns']));
+  if (has !== want) throw new Error(`ferry-bootstrap's values.yaml names CoreDNS ${has}; versions.env pins ${want}`);
+  doc.setIn(['images', 'coredns'], `registry.k8s.io/coredns/coredns:${prev.COREDNS}`);
+  return doc.toString();
+}

@@ -24,7 +24,7 @@ import { parseDocument } from 'yaml';
 import { bootstrapScript } from '../../src/bundle/format.js';
 import { buildFileTree, buildImages, pushImages, run, serveFiles, startRegistry } from './content.js';
 import { built, CACHE, RELEASES, ROOT, SITE_SCRIPTS, STATE_FILE, versions, WORK, type Release } from './config.js';
-import { previousSpec } from './release.js';
+import { previousBootstrapValues, previousSpec } from './release.js';
 import { loadState, saveState, type SiteState } from './state.js';
 import { createBridge, createHost, deleteBridge, hostExec, isUp, killHost, onHost, removeHost, removeStray, startResolver, startSshd, stopResolver, unmountStray, type HostSpec, type HostState } from './hosts.js';
 
@@ -187,7 +187,8 @@ async function buildBundle(
 /**
  * The default spec at `release` (the previous one: see release.ts), with another metadata.version
  * (and, relabelled, another Kubernetes version), written into the work dir; its charts/ (the spec's
- * relative chart paths) links to the checkout's. The default spec itself when nothing changes.
+ * relative chart paths) links to the checkout's, or at the previous release is a copy with that
+ * release's CoreDNS in ferry-bootstrap's values. The default spec itself when nothing changes.
  */
 async function specCopy(
   work: string,
@@ -209,8 +210,14 @@ async function specCopy(
     for (const it of images) if (typeof it.value === 'string' && /\/kube-[a-z-]+:/.test(it.value)) it.value = it.value.replace(`:${from}`, `:${o.kubernetes}`);
   }
   await fs.writeFile(path.join(dir, 'kubernetes.yaml'), doc.toString());
-  await fs.rm(path.join(dir, 'charts'), { force: true });
-  await fs.symlink(path.join(ROOT, 'charts'), path.join(dir, 'charts'));
+  await fs.rm(path.join(dir, 'charts'), { recursive: true, force: true });
+  if (o.release === 'previous') {
+    // The checkout's charts, ferry-bootstrap copied with the previous release's CoreDNS as its default.
+    const charts = path.join(dir, 'charts');
+    await fs.cp(path.join(ROOT, 'charts'), charts, { recursive: true });
+    const values = path.join(charts, 'ferry-bootstrap/values.yaml');
+    await fs.writeFile(values, previousBootstrapValues(await fs.readFile(values, 'utf8'), versions('current'), versions('previous')));
+  } else await fs.symlink(path.join(ROOT, 'charts'), path.join(dir, 'charts'));
   return { spec: path.join(dir, 'kubernetes.yaml'), version: String(doc.getIn(['metadata', 'version'])), relabel };
 }
 

@@ -3,7 +3,8 @@ import path from 'node:path';
 import semver from 'semver';
 import { describe, expect, it } from 'vitest';
 import { versions } from '../../scripts/site/config.js';
-import { olderVersion, previousSpec } from '../../scripts/site/release.js';
+import { olderVersion, previousBootstrapValues, previousSpec } from '../../scripts/site/release.js';
+import { parse as parseYaml } from 'yaml';
 import { compareBundles } from '../../src/cluster/upgrade-policy.js';
 import { parseSpecText } from '../../src/spec/spec.js';
 import { kubeadmImages } from '../../src/spec/kubernetes.js';
@@ -46,6 +47,16 @@ describe('the site in a box at the previous release', () => {
     expect(compareBundles(p, c)).toBeLessThan(0);
     expect([olderVersion('0.1.0'), olderVersion('0.2.3'), olderVersion('2.0.0')]).toEqual(['0.0.1', '0.2.2', '1.0.1']);
     expect(() => olderVersion('0.0.0')).toThrow(/no release version is older/);
+  });
+
+  it("ferry-bootstrap's default CoreDNS image is the previous release's in that release's bundle, nothing else of the chart's values changed", () => {
+    const values = readFileSync(path.join(ROOT, 'charts/ferry-bootstrap/values.yaml'), 'utf8');
+    const before = parseYaml(values) as { images: { coredns: string } };
+    const after = parseYaml(previousBootstrapValues(values, cur, prev)) as { images: { coredns: string } };
+    expect(after.images.coredns).toBe(kubeadmImages(prev.KUBERNETES)[4]);
+    expect(before.images.coredns).toBe(kubeadmImages(cur.KUBERNETES)[4]);
+    expect({ ...after, images: { ...after.images, coredns: '' } }).toEqual({ ...before, images: { ...before.images, coredns: '' } });
+    expect(() => previousBootstrapValues(values.replace(cur.COREDNS, 'v1.11.1'), cur, prev)).toThrow(/names CoreDNS registry.k8s.io\/coredns\/coredns:v1.11.1/);
   });
 
   it('a spec that is not at the current release is refused rather than rewritten into a mix of releases', () => {

@@ -7,6 +7,8 @@
 export const FERRY_ROOT = '/var/lib/ferry';
 /** Step markers: what each finished step was applied with. */
 export const STATE_DIR = `${FERRY_ROOT}/state`;
+/** Each run's step logs. */
+export const LOG_DIR = '/var/log/ferry';
 /** The unpacked, verified bundle that the site service serves. */
 export const BUNDLE_DIR = `${FERRY_ROOT}/bundle`;
 /** The site store of every added bundle; BUNDLE_DIR is a link to its current bundle's view. */

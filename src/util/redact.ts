@@ -62,7 +62,8 @@ export class Redactor {
     if (this.inPem) {
       if (PEM_END.test(l)) {
         this.inPem = false;
-        return l.replace(/^.*?(-----END)/, `${REDACTED} $1`);
+        // Key material before the END marker on its line goes too; indentation stays.
+        return l.replace(/^(\s*)\S.*?(-----END)/, (m, sp: string, end: string) => (m.trimStart().startsWith('-----END') ? m : `${sp}${REDACTED} ${end}`));
       }
       return REDACTED;
     }

@@ -17,6 +17,9 @@ describe('redact', () => {
     expect(out).toContain('-----BEGIN EC PRIVATE KEY-----');
     expect(out).toContain('-----END EC PRIVATE KEY-----');
     expect(out.split('\n').at(-1)).toBe('after');
+    // The frame lines stay as they were, indentation too; key material before an END marker goes.
+    expect(redact(['  -----BEGIN RSA PRIVATE KEY-----', '  QUJD', '  -----END RSA PRIVATE KEY-----'].join('\n'))).toBe(['  -----BEGIN RSA PRIVATE KEY-----', REDACTED, '  -----END RSA PRIVATE KEY-----'].join('\n'));
+    expect(redact('-----BEGIN PRIVATE KEY-----\nQUJD\nQUJDREVG-----END PRIVATE KEY-----')).not.toContain('QUJDREVG');
   });
 
   it('blanks a private key written on one line (JSON with \\n escapes)', () => {

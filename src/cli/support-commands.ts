@@ -67,7 +67,7 @@ credentials are replaced by <redacted> before anything is written; read summary.
       });
       const lines = [
         `wrote ${r.out} (${(r.bytes / 2 ** 20).toFixed(1)} MiB), secrets redacted`,
-        ...r.nodes.map((n) => `  ${n.name.padEnd(20)} ${n.collected ? `${n.files} files${n.where === 'here' ? ' (this server)' : ''}` : `NOT COLLECTED: ${n.error}`}`),
+        ...r.nodes.map((n) => `  ${n.name.padEnd(20)} ${n.collected ? `${n.files} files${n.where === 'here' ? ' (this server)' : ''}${n.error ? `: ${n.error}` : ''}` : `NOT COLLECTED: ${n.error}`}`),
         ...r.failed.map((f) => `  ${f.what}: ${f.error}`),
       ];
       out.result(lines.join('\n'), r);

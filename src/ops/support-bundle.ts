@@ -179,27 +179,46 @@ async function knownSecrets(host: Host): Promise<string[]> {
   return out;
 }
 
-/** Collects one remote node's sections over SSH into `dir`. */
-async function collectRemote(n: NodeRecord, dir: string, known: string[], o: SupportOptions): Promise<number> {
-  const node = await connectNode(addressOf(n), { ssh: o.ssh, confirmHostKey: async () => false, ...(o.remoteRoot ? { remoteRoot: o.remoteRoot } : {}) });
+/**
+ * Collects one remote node's sections over SSH into `dir`. Past `ms` the connection is closed, so
+ * nothing is still writing when the archive is made; what arrived by then is kept.
+ */
+async function collectRemote(n: NodeRecord, dir: string, known: string[], o: SupportOptions, ms: number): Promise<{ files: number; timedOut: boolean }> {
+  let timedOut = false;
+  let node: Awaited<ReturnType<typeof connectNode>> | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    node?.close();
+  }, ms);
   try {
+    node = await connectNode(addressOf(n), { ssh: o.ssh, confirmHostKey: async () => false, ...(o.remoteRoot ? { remoteRoot: o.remoteRoot } : {}) });
+    if (timedOut) throw new Error(`no answer within ${ms / 1000}s`);
     const env = o.remotePath ? `PATH=${sq(o.remotePath)}:"$PATH" ` : '';
     const { stdout, done } = await node.session.execStream(`${env}sh -c ${sq(collectScript(node.root))}`);
     const files = await writeSections(stdout, dir, new Redactor(known));
-    const r = await done;
-    if (r.code !== 0 && !files.length) throw new Error(`the collection exited ${r.code}: ${r.stderr.trim().split('\n').at(-1) ?? ''}`);
-    return files.length;
+    const r = timedOut ? undefined : await done;
+    if (r && r.code !== 0 && !files.length) throw new Error(`the collection exited ${r.code}: ${r.stderr.trim().split('\n').at(-1) ?? ''}`);
+    return { files: files.length, timedOut };
   } finally {
-    node.close();
+    clearTimeout(timer);
+    node?.close();
   }
 }
 
-/** Collects this server's sections into `dir`. */
-async function collectLocal(host: Host, dir: string, known: string[], timeoutMs: number): Promise<number> {
-  const child = spawn('sh', ['-c', collectScript(host.root)], { stdio: ['ignore', 'pipe', 'ignore'], env: host.env });
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+/** Collects this server's sections into `dir`; past `ms` the whole collection (its process group) is killed. */
+async function collectLocal(host: Host, dir: string, known: string[], ms: number): Promise<{ files: number; timedOut: boolean }> {
+  const child = spawn('sh', ['-c', collectScript(host.root)], { stdio: ['ignore', 'pipe', 'ignore'], env: host.env, detached: true });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      child.kill('SIGKILL');
+    }
+  }, ms);
   try {
-    return (await writeSections(child.stdout, dir, new Redactor(known))).length;
+    return { files: (await writeSections(child.stdout, dir, new Redactor(known))).length, timedOut };
   } finally {
     clearTimeout(timer);
   }
@@ -294,8 +313,9 @@ export async function collectSupportBundle(o: SupportOptions): Promise<SupportRe
     ]);
 
     const here: NodeCollection = { name: self?.name ?? os.hostname(), ip: self?.ip ?? '', role: self?.role ?? 'server', where: 'here', collected: false, files: 0 };
+    const partly = (r: { files: number; timedOut: boolean }) => `stopped after ${ms / 1000}s, with the ${r.files} files collected by then`;
     const localP = collectLocal(o.host, path.join(top, 'nodes', here.name), known, ms).then(
-      (files) => Object.assign(here, { collected: true, files }),
+      (r) => Object.assign(here, { collected: true, files: r.files }, r.timedOut ? { error: partly(r) } : {}),
       (e: Error) => Object.assign(here, { error: e.message }),
     );
     const remoteP = Promise.all(
@@ -303,16 +323,12 @@ export async function collectSupportBundle(o: SupportOptions): Promise<SupportRe
         .filter((n) => n.name !== self?.name)
         .map(async (n): Promise<NodeCollection> => {
           const row: NodeCollection = { name: n.name, ip: n.ip, role: n.role, where: 'ssh', collected: false, files: 0 };
-          const files = await bounded(
-            collectRemote(n, path.join(top, 'nodes', n.name), known, o).then(
-              (f) => f,
-              (e: Error) => e,
-            ),
-            ms,
-            new Error(`no answer within ${ms / 1000}s`),
-          );
-          if (files instanceof Error) row.error = files.message.split('\n')[0];
-          else Object.assign(row, { collected: true, files });
+          try {
+            const r = await collectRemote(n, path.join(top, 'nodes', n.name), known, o, ms);
+            Object.assign(row, { collected: true, files: r.files }, r.timedOut ? { error: partly(r) } : {});
+          } catch (e) {
+            row.error = (e as Error).message.split('\n')[0];
+          }
           o.onNode?.(n.name, row.collected, row.error ?? `${row.files} files`);
           return row;
         }),

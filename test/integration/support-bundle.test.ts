@@ -209,6 +209,29 @@ describe('ferry support-bundle', () => {
     expect(summary.failed.map((f) => f.what)).toContain('etcd');
   }, 240_000);
 
+  it('bounds a node that answers but does not finish: closed at --timeout, listed with what arrived by then, and the run ends', async () => {
+    // STAND-IN journalctl on the agent that never finishes in time.
+    const slow = path.join(work, 'slow-bin');
+    await put(path.join(slow, 'journalctl'), '#!/bin/sh\nexec sleep 20\n', 0o755);
+    const out = path.join(work, 'out', 'slow.tar.gz');
+    const r = await ferry(
+      ['support-bundle', '--out', out, '--json', '--timeout', '4s', '--root', root, '--site-standin', SITE_STANDIN, '--remote-root', path.join(work, 'remote', '{name}'), '--remote-path', slow],
+      { env: { PATH: `${bin}:${process.env.PATH}`, FERRY_SITE_STANDIN_FILE: path.join(work, 'state.json') }, timeout: 120_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const agent = (JSON.parse(r.stdout) as { nodes: { name: string; collected: boolean; files: number; error?: string }[] }).nodes.find((n) => n.name === 'k8s-agent-01')!;
+    expect(agent.error).toMatch(/stopped after 4s, with the \d+ files collected by then/);
+    expect(agent.files).toBeGreaterThan(0);
+    const x = path.join(work, 'x-slow');
+    await fs.mkdir(x);
+    await execFileP('tar', ['-xzf', out, '-C', x]);
+    const [top] = await fs.readdir(x);
+    // Its logs come before its journals: they arrived, redacted as ever.
+    const log = await fs.readFile(path.join(x, top!, 'nodes/k8s-agent-01/files/var/log/ferry/node-join-20261203T100500.log'), 'utf8');
+    expect(log).toContain('ORDINARY-AGENT-LOG');
+    expect(log).not.toContain(S.remoteToken);
+  }, 180_000);
+
   it('refuses on a machine where ferry install did not finish', async () => {
     const r = await ferry(['support-bundle', '--root', path.join(work, 'empty'), '--out', path.join(work, 'none.tar.gz')]);
     expect(r.code).toBe(2);

@@ -52,8 +52,13 @@ credentials are replaced by <redacted> before anything is written; read summary.
       if (!(await host.exists(ADMIN_CONF))) throw new UsageError(Codes.installMissing, `this machine is not a server where ferry install finished: no ${ADMIN_CONF}`, { hint: 'Run ferry support-bundle on a server.' });
       const file = o.out ?? `ferry-support-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}.tar.gz`;
       const { collectSupportBundle } = await import('../ops/support-bundle.js');
-      const { site } = await siteAccess({ kubeconfig: host.p(ADMIN_CONF), root: host.root, reporter: out.reporter, standin: o.siteStandin });
-      const state = await site.read().catch(() => undefined);
+      // No state (the API down and no mirror, a kubeconfig that does not load) still leaves this server's files to collect.
+      const state = await siteAccess({ kubeconfig: host.p(ADMIN_CONF), root: host.root, reporter: out.reporter, standin: o.siteStandin })
+        .then(({ site }) => site.read())
+        .catch((e: Error) => {
+          out.reporter.warn(`the site state cannot be read (${e.message.split('\n')[0]}): collecting this server only`);
+          return undefined;
+        });
       out.reporter.info(`collecting from ${state ? `${state.nodes.length} nodes` : 'this server (there is no site state)'}`);
       const r = await collectSupportBundle({
         host,

@@ -250,6 +250,9 @@ const table = {
   upgradeFailed: ['UPGRADE_FAILED', 'remote'],
   /** The pre-upgrade etcd snapshot is damaged (its trailing sha256 does not match). */
   snapshotDamaged: ['ETCD_SNAPSHOT_DAMAGED', 'integrity'],
+  // Issue 22, branch operator2
+  /** ferry support-bundle could not write its archive (--out not writable, disk full). */
+  supportBundleWrite: ['SUPPORT_BUNDLE_WRITE', 'host'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

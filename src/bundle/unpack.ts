@@ -208,6 +208,19 @@ export async function removeOwnLeftover(dir: string): Promise<void> {
   await fs.rm(dir, { recursive: true, force: true }).catch((e: unknown) => Promise.reject(ioError(`cannot remove ${dir}`, e)));
 }
 
+/**
+ * `dest` holds the tree of this signed table: its marker records the same checksums.txt digest, and
+ * every entry the table lists is there (a file removed since is put back by a real unpack).
+ */
+async function sameTree(dest: string, t: VerifyResult): Promise<boolean> {
+  const marker = await fs.readFile(path.join(dest, UNPACKED_MARKER), 'utf8').then((x) => JSON.parse(x) as { checksums?: unknown }).catch(() => undefined);
+  if (marker?.checksums !== sha256Hex(t.table['checksums.txt'])) return false;
+  for (const p of parseChecksums(t.table['checksums.txt'].toString('utf8')).keys()) {
+    if (!(await fs.stat(path.join(dest, p)).then((st) => st.isFile(), () => false))) return false;
+  }
+  return true;
+}
+
 /** Written first into a staging directory, so a later run knows it for ferry's own. */
 export const STAGING_MARKER = '.ferry-staging';
 
@@ -217,7 +230,7 @@ export const STAGING_MARKER = '.ferry-staging';
  * interruption starts a fresh staging directory. `to` is replaced only when it is empty or a tree
  * ferry unpacked (it holds UNPACKED_MARKER), and not by an older bundle unless allowDowngrade.
  */
-export async function unpackBundle(input: string, to: string, o: UnpackOptions = {}): Promise<VerifyResult & { dir: string }> {
+export async function unpackBundle(input: string, to: string, o: UnpackOptions = {}): Promise<VerifyResult & { dir: string; already?: boolean }> {
   const dest = path.resolve(to);
   const parent = path.dirname(dest);
   // The host's filesystem failing (read-only, full, no permission) is an io error, never a bug.
@@ -228,6 +241,20 @@ export async function unpackBundle(input: string, to: string, o: UnpackOptions =
   const current = await currentTree(dest, o);
   await removeOwnLeftover(staging);
   await removeOwnLeftover(old);
+  // The same signed table unpacked here already, by the same signer, every entry in place: only the table is read.
+  let accepted: string | undefined;
+  if (current?.manifest) {
+    const t = await verifyBundle(input, { ...o, tableOnly: true, confirm: o.confirm && (async (fp) => ((await o.confirm!(fp)) ? ((accepted = fp), true) : false)) });
+    if ((await sameTree(dest, t)) && (!current.installed.signer || current.installed.signer === t.fingerprint)) {
+      o.reporter?.info(`${dest} already holds ${label(t.manifest)}, unpacked from this same signed table (signed by ${t.fingerprint}): nothing to do`);
+      return { ...t, entries: 0, bytes: 0, dir: dest, already: true };
+    }
+  }
+  // A fingerprint the operator just accepted is not asked about twice.
+  if (accepted) {
+    const ask = o.confirm!;
+    o = { ...o, confirm: async (fp) => fp === accepted || ask(fp) };
+  }
   // Disk preflight and a first rollback check from the (not yet trusted) table: a lie here only
   // changes whether we try; the verified manifest is checked again before anything is replaced.
   const manifest = await readBundleManifest(input);

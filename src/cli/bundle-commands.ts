@@ -125,7 +125,8 @@ export function bundleCommand(): Command {
     const { unpackBundle } = await import('../bundle/unpack.js');
     const r = await unpackBundle(file, o.to, { ...(await verifyOptions(o, out)), allowDowngrade: o.allowDowngrade, allowSignerChange: o.allowSignerChange });
     out.reporter.done();
-    out.result(`unpacked ${r.manifest.name} ${r.manifest.version} into ${r.dir}: ${r.entries} entries, ${formatBytes(r.bytes)}`, { dir: r.dir, entries: r.entries, bytes: r.bytes, fingerprint: r.fingerprint });
+    if (r.already) return out.result(`${r.manifest.name} ${r.manifest.version} is already unpacked in ${r.dir}: nothing to do`, { dir: r.dir, already: true, entries: 0, bytes: 0, fingerprint: r.fingerprint });
+    out.result(`unpacked ${r.manifest.name} ${r.manifest.version} into ${r.dir}: ${r.entries} entries, ${formatBytes(r.bytes)}`, { dir: r.dir, already: false, entries: r.entries, bytes: r.bytes, fingerprint: r.fingerprint });
   });
   const inspect = new Command('inspect')
     .description('list what a bundle holds (reads bundle.json; with --trust also checks who signed it; use verify to check the content)')

@@ -1,79 +1,21 @@
-import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { Codes, RemoteError, UsageError } from '../errors.js';
-import { answerProblems, clusterFqdn, DEFAULTS, defaultClusterFqdn, detectAddresses, loadAnswers, saveAnswers, type InstallAnswers } from '../install/answers.js';
+import { answerProblems, clusterFqdn, loadAnswers, parseDraft, saveAnswers, saveDraft, type InstallAnswers } from '../install/answers.js';
 import { formatProblem } from '../spec/answers.js';
-import { formatPath } from '../spec/yamlpos.js';
 import { Host } from '../install/host.js';
-import { ADMIN_CONF, ANSWERS_FILE, API_PORT, BUNDLE_DIR } from '../install/paths.js';
+import { ADMIN_CONF, ANSWERS_DRAFT, ANSWERS_FILE, API_PORT, BUNDLE_DIR } from '../install/paths.js';
 import { formatPlan, runPlan, withHostLock, type PlanEntry } from '../install/plan.js';
 import type { RecordedFile } from '../install/recording-host.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import { loadPublicKey } from '../sign/keys.js';
 import { makeOutput } from './output.js';
+import { InstallQuestions, summary, type Field } from './install-questions.js';
 import { canPrompt, confirm, input, PromptCancelled, select } from './prompt.js';
 import { collectCsv, examples, globals } from './shared.js';
 
 
 const PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
-
-const KNOWN_CNIS = ['flannel', 'calico', 'tigera-operator', 'cilium'];
-
-/** Asks every question an answers file would hold; refuses without a terminal. */
-async function askAnswers(bundle: string): Promise<InstallAnswers> {
-  const hint = '--answers FILE';
-  const { readBundleManifest } = await import('../bundle/inspect.js');
-  const m = await readBundleManifest(bundle);
-  // Each answer is checked by the answers' schema and rules, inside answers that are valid so far.
-  let sofar: InstallAnswers = { apiVersion: 'ferry.dev/v1alpha1', kind: 'InstallAnswers', domain: 'a.example', node: { name: 'n', ip: '10.0.0.1' }, podCidr: DEFAULTS.podCidr, serviceCidr: DEFAULTS.serviceCidr };
-  // This field's problems, and any rule across fields this answer breaks (pod CIDR 10.0.0.0/8 with
-  // node IP 10.0.0.30 is caught at the pod CIDR, the prompt that can fix it, not at the end).
-  const check = (field: string, probe: (v: string) => Partial<InstallAnswers>) => (v: string): true | string => {
-    const before = new Set(answerProblems(sofar).map(formatProblem));
-    const p = answerProblems({ ...sofar, ...probe(v) }).filter((x) => formatPath(x.path).startsWith(field) || !before.has(formatProblem(x)));
-    return p.length ? p.map(formatProblem).join('; ') : true;
-  };
-  const ask = async (field: string, q: string, probe: (v: string) => Partial<InstallAnswers>, def?: string) => {
-    const v = await input(q, hint, { ...(def !== undefined ? { default: def } : {}), validate: check(field, probe) });
-    sofar = { ...sofar, ...probe(v) };
-    return v;
-  };
-  const domain = await ask('domain', 'Site DNS domain', (v) => ({ domain: v }), 'site.example');
-  const fqdn = await ask('clusterFqdn', 'Cluster FQDN (every node reaches the API by this name)', (v) => ({ clusterFqdn: v }), defaultClusterFqdn(domain));
-  const name = await ask('node.name', "This node's name", (v) => ({ node: { ...sofar.node, name: v } }), os.hostname().toLowerCase().split('.')[0]);
-  const ips = detectAddresses();
-  const ip = ips.length
-    ? await select("This node's IP", hint, [...ips.map((a) => ({ value: a })), { value: 'other', name: 'another address…' }], ips[0])
-    : 'other';
-  const nodeIp = ip === 'other' ? await ask('node.ip', "This node's IP", (v) => ({ node: { name, ip: v } })) : ip;
-  sofar = { ...sofar, node: { name, ip: nodeIp } };
-  const podCidr = await ask('podCidr', 'Pod CIDR', (v) => ({ podCidr: v }), DEFAULTS.podCidr);
-  const serviceCidr = await ask('serviceCidr', 'Service CIDR', (v) => ({ serviceCidr: v }), DEFAULTS.serviceCidr);
-  const cnis = m.charts.filter((c) => KNOWN_CNIS.includes(c.name)).map((c) => c.name);
-  const cni = cnis.length ? await select('CNI', hint, cnis.map((c) => ({ value: c }))) : undefined;
-  const parseRecords = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean).map((s) => ({ name: s.split('=')[0] ?? '', ip: s.split('=')[1] ?? '' }));
-  // With the cluster FQDN as answered: a record must not shadow it either.
-  const records = parseRecords(await ask('records', 'Extra site DNS records, as name=ip separated by commas (empty for none)', (v) => (v.trim() ? { records: parseRecords(v) } : {}), ''));
-  // Names outside the site domain: offered as this host resolves them today (loopback stubs are no site resolver).
-  const resolvers = hostResolvers();
-  const parseList = (v: string) => [...new Set(v.split(/[\s,]+/).filter(Boolean))];
-  const upstreamDns = parseList(await ask('upstreamDns', `Upstream DNS servers for names outside ${domain}, separated by commas (empty: answer only the site domain)`, (v) => (v.trim() ? { upstreamDns: parseList(v) } : {}), resolvers.join(',')));
-  return {
-    apiVersion: 'ferry.dev/v1alpha1',
-    kind: 'InstallAnswers',
-    domain,
-    ...(fqdn !== defaultClusterFqdn(domain) ? { clusterFqdn: fqdn } : {}),
-    node: { name, ip: nodeIp },
-    podCidr,
-    serviceCidr,
-    ...(cni ? { cni } : {}),
-    ...(records.length ? { records } : {}),
-    ...(upstreamDns.length ? { upstreamDns } : {}),
-  };
-}
 
 /** Refuses, before any question, a bundle this machine cannot install: no Kubernetes in it, or another architecture. */
 async function refuseBeforeQuestions(bundle: string, ignore: string[]): Promise<void> {
@@ -93,29 +35,53 @@ async function refuseBeforeQuestions(bundle: string, ignore: string[]): Promise<
   }
 }
 
-/** This host's resolvers from /etc/resolv.conf, less loopback stubs (systemd-resolved's 127.0.0.53). */
-function hostResolvers(): string[] {
-  let text = '';
+/**
+ * The questions, then (but in a dry run) the summary, from which the operator installs, stops, or
+ * changes any answer. Stopping there or Ctrl-C keeps what was answered as a draft (ANSWERS_DRAFT,
+ * 0600), which the next run offers as its defaults; a dry run writes none.
+ */
+async function askWithDraft(bundle: string, root: string, dryRun: boolean, yes: boolean, reporter: { info(l: string): void; warn(l: string): void }): Promise<InstallAnswers> {
+  const { readBundleManifest } = await import('../bundle/inspect.js');
+  const { promises: fs } = await import('node:fs');
+  const m = await readBundleManifest(bundle);
+  const draftFile = path.join(root, ANSWERS_DRAFT);
+  const draft = parseDraft(await fs.readFile(draftFile, 'utf8').catch(() => undefined));
+  if (draft) reporter.info(`the answers of an unfinished ferry install (${draftFile}) are offered as the defaults: Enter keeps each`);
+  const q = new InstallQuestions(InstallQuestions.cnisOf(m.charts), draft);
+  const keepDraft = async (): Promise<boolean> => {
+    if (dryRun || !Object.keys(q.given).length) return false;
+    try {
+      await saveDraft(draftFile, q.given);
+      return true;
+    } catch (e) {
+      reporter.warn(`could not keep a draft of the answers in ${draftFile}: ${(e as Error).message}`);
+      return false;
+    }
+  };
   try {
-    text = readFileSync('/etc/resolv.conf', 'utf8');
-  } catch {
-    return [];
+    let answers = await q.askAll();
+    if (dryRun) return answers;
+    for (;;) {
+      process.stderr.write(`\n${summary(answers)}\n\n`);
+      if (yes) return answers;
+      const problems = answerProblems(answers);
+      if (problems.length) process.stderr.write(`These answers cannot install: ${problems.map(formatProblem).join('; ')}\nChange one of them.\n\n`);
+      const choices = q.summaryChoices().filter((c) => c.value !== 'yes' || !problems.length);
+      // Every choice on one screen: no scrolling to find the answer to change.
+      const choice = await select('Install with these answers?', '--yes', choices, 'no', choices.length);
+      if (choice === 'yes') return answers;
+      if (choice === 'no') {
+        const kept = await keepDraft();
+        throw new UsageError(Codes.usage, `installation cancelled: nothing was written${kept ? ` but a draft of the answers, ${draftFile}` : ''}`, {
+          hint: kept ? 'Run ferry install again: it offers these answers as the defaults. --yes installs without this question.' : 'Run again to answer differently, or pass --yes to install without this question.',
+        });
+      }
+      answers = await q.change(choice.slice('change:'.length) as Field);
+    }
+  } catch (e) {
+    if (e instanceof PromptCancelled && (await keepDraft())) reporter.info(`the answers given so far are kept in ${draftFile}: the next ferry install offers them as the defaults`);
+    throw e;
   }
-  return [...text.matchAll(/^nameserver\s+(\S+)/gm)].map((m) => m[1]!).filter((ip) => net.isIPv4(ip) && !ip.startsWith('127.'));
-}
-
-function summary(a: InstallAnswers): string {
-  return [
-    `domain          ${a.domain}`,
-    `cluster FQDN    ${clusterFqdn(a)}`,
-    `this node       ${a.node.name} (${a.node.ip})`,
-    `pod CIDR        ${a.podCidr}`,
-    `service CIDR    ${a.serviceCidr}`,
-    `CNI             ${a.cni ?? '(none in the bundle)'}`,
-    `extra records   ${(a.records ?? []).map((r) => `${r.name}=${r.ip}`).join(', ') || '(none)'}`,
-    `upstream DNS    ${(a.upstreamDns ?? []).join(', ') || '(none: only the site domain answers)'}`,
-    `nodes to join   ${(a.join ?? []).map((j) => `${j.name} (${j.role}, ${j.host})`).join(', ') || '(none)'}`,
-  ].join('\n');
 }
 
 /** What the operator needs once the first server is up, as kubeadm and k3s print it. */
@@ -187,13 +153,7 @@ export function installCommand(): Command {
         }
         // The bundle first: no questions for one that cannot install here.
         await refuseBeforeQuestions(bundle, o.ignorePreflight ?? []);
-        answers = await askAnswers(bundle);
-      }
-      if (!o.answers && !o.dryRun) {
-        process.stderr.write(`\n${summary(answers)}\n\n`);
-        if (!o.yes && !(await confirm('Install with these answers?', '--yes', false))) {
-          throw new UsageError(Codes.usage, 'installation cancelled: nothing was written', { hint: 'Run again to answer differently, or pass --yes to install without this question.' });
-        }
+        answers = await askWithDraft(bundle, path.resolve(o.root), !!o.dryRun, !!o.yes, out.reporter);
       }
       const trust = o.trust ? await loadPublicKey(o.trust) : undefined;
       const host = new Host(path.resolve(o.root));
@@ -264,6 +224,7 @@ export function installCommand(): Command {
       }
       if (!o.answers) {
         await saveAnswers(host.p(o.saveAnswers), answers);
+        await host.rm(ANSWERS_DRAFT);
         out.reporter.info(`answers saved to ${host.p(o.saveAnswers)}: re-run with --answers to repeat without questions`);
       }
       const r = await runPlan(host, 'install', steps, out.reporter).catch(orCancelled);

@@ -55,8 +55,8 @@ export async function input(question: string, instead: string, opts: { default?:
   return asking(question, () => ask({ message: question, default: opts.default, validate: opts.validate }, { output: process.stderr }));
 }
 
-export async function select<T extends string>(question: string, instead: string, choices: { value: T; name?: string; description?: string }[], dflt?: T): Promise<T> {
+export async function select<T extends string>(question: string, instead: string, choices: { value: T; name?: string; description?: string }[], dflt?: T, pageSize?: number): Promise<T> {
   if (!canPrompt()) throw noTty(question, instead);
   const { select: ask } = await import('@inquirer/prompts');
-  return asking(question, () => ask<T>({ message: question, choices, default: dflt }, { output: process.stderr }));
+  return asking(question, () => ask<T>({ message: question, choices, default: dflt, ...(pageSize ? { pageSize } : {}) }, { output: process.stderr }));
 }

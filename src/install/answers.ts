@@ -1,7 +1,7 @@
 import { promises as dns } from 'node:dns';
 import net from 'node:net';
 import os from 'node:os';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Codes, SpecError } from '../errors.js';
 import { answersSchema, crossFieldProblems, DEFAULTS, SITE_SCHEMAS, type AnswerProblem, type InstallAnswers, type JoinHost } from '../spec/answers.js';
 import { answersValidator } from '../spec/answers-validator.js';
@@ -133,6 +133,52 @@ export async function loadAnswers(file: string): Promise<InstallAnswers> {
 
 export async function saveAnswers(file: string, a: InstallAnswers): Promise<void> {
   await writeFileAtomic(file, `# Written by ferry install: re-run with --answers ${file}\n${stringify(a)}`, 0o600);
+}
+
+/**
+ * Answers given at the prompts of an install that was declined or cancelled: offered as defaults the
+ * next time. Any subset of the fields, unchecked (the questions check each again). Answers hold no
+ * secrets; a draft holds only the fields below.
+ */
+export interface DraftAnswers {
+  domain?: string;
+  clusterFqdn?: string;
+  node?: { name?: string; ip?: string };
+  podCidr?: string;
+  serviceCidr?: string;
+  cni?: string;
+  records?: { name: string; ip: string }[];
+  upstreamDns?: string[];
+}
+
+export async function saveDraft(file: string, d: DraftAnswers): Promise<void> {
+  await writeFileAtomic(file, `# Written by ferry install when its questions were left unfinished: not an answers file.\n# The next ferry install offers these as defaults; it removes this file once it installs.\n${stringify(d)}`, 0o600);
+}
+
+/** A draft's fields that have the right types; undefined when there is none or it does not parse. */
+export function parseDraft(text: string | undefined): DraftAnswers | undefined {
+  if (!text) return undefined;
+  let v: unknown;
+  try {
+    v = parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!v || typeof v !== 'object') return undefined;
+  const o = v as Record<string, unknown>;
+  const str = (x: unknown) => (typeof x === 'string' ? x : undefined);
+  const node = o.node && typeof o.node === 'object' ? (o.node as Record<string, unknown>) : {};
+  const d: DraftAnswers = {
+    domain: str(o.domain),
+    clusterFqdn: str(o.clusterFqdn),
+    node: { name: str(node.name), ip: str(node.ip) },
+    podCidr: str(o.podCidr),
+    serviceCidr: str(o.serviceCidr),
+    cni: str(o.cni),
+    records: Array.isArray(o.records) ? o.records.filter((r): r is { name: string; ip: string } => !!r && typeof r === 'object' && typeof r.name === 'string' && typeof r.ip === 'string') : undefined,
+    upstreamDns: Array.isArray(o.upstreamDns) ? o.upstreamDns.filter((x): x is string => typeof x === 'string') : undefined,
+  };
+  return d;
 }
 
 /** This machine's IPv4 addresses; loopback too when asked (preflight's node-IP check). */

@@ -7,6 +7,8 @@
 export const FERRY_ROOT = '/var/lib/ferry';
 /** Step markers: what each finished step was applied with. */
 export const STATE_DIR = `${FERRY_ROOT}/state`;
+/** Each run's step logs. */
+export const LOG_DIR = '/var/log/ferry';
 /** The unpacked, verified bundle that the site service serves. */
 export const BUNDLE_DIR = `${FERRY_ROOT}/bundle`;
 /** The site store of every added bundle; BUNDLE_DIR is a link to its current bundle's view. */
@@ -45,6 +47,8 @@ export const JOIN_CONFIG = '/etc/ferry/kubeadm-join.yaml';
 export const PATCHES_DIR = '/etc/ferry/kubeadm-patches';
 /** The answers ferry install saves after its questions, and ferry join reads by default. */
 export const ANSWERS_FILE = '/etc/ferry/answers.yaml';
+/** The answers of an install declined or cancelled at its prompts, offered as defaults the next time (not an answers file). */
+export const ANSWERS_DRAFT = `${FERRY_ROOT}/answers.draft.yaml`;
 
 /** What kubeadm writes. */
 export { ADMIN_CONF } from '../kube/paths.js';

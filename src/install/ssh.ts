@@ -1,6 +1,7 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import type { Client, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { Codes, FerryError, RemoteError, UsageError } from '../errors.js';
 
@@ -263,6 +264,20 @@ export class SshSession {
         });
         ch.on('close', (code: number | null) => resolve({ code: code ?? 255, stdout, stderr }));
         ch.end(opts.input ?? '');
+      });
+    });
+  }
+
+  /** A command whose output is read as a stream, never held whole (a support bundle's logs); stderr keeps its last 4 kB. */
+  execStream(command: string): Promise<{ stdout: Readable; done: Promise<{ code: number; stderr: string }> }> {
+    return new Promise((resolve, reject) => {
+      this.c.exec(command, (err, ch) => {
+        if (err) return reject(new RemoteError(Codes.sshConnect, `cannot run a command on ${this.target.host}: ${err.message}`, { cause: err }));
+        let stderr = '';
+        ch.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-4096)));
+        const done = new Promise<{ code: number; stderr: string }>((res) => ch.on('close', (code: number | null) => res({ code: code ?? 255, stderr })));
+        ch.end();
+        resolve({ stdout: ch, done });
       });
     });
   }

@@ -103,12 +103,15 @@ const PLAN: Record<string, Plan> = {
   'ferry upgrade /srv/kubernetes-0.2.0.ferry.tar --dry-run   # needs a server where ferry install finished, and SSH to every node': { needs: 'a server where ferry install finished' },
   'ferry upgrade /srv/kubernetes-0.2.0.ferry.tar --yes   # needs a server where ferry install finished, and SSH to every node': { needs: 'a server where ferry install finished' },
   'ferry upgrade /srv/kubernetes-0.2.0.ferry.tar.parts.json --trust /srv/ferry.pub --max-unavailable 2   # a split bundle; asks first (default No)': { needs: 'a server where ferry install finished' },
+  // issue 22, branch operator2
+  'ferry support-bundle   # needs a server where ferry install finished, and SSH to the other nodes': { needs: 'a server where ferry install finished' },
+  'ferry support-bundle --out /tmp/site-support.tar.gz --json   # needs a server where ferry install finished; nodes that do not answer are listed': { needs: 'a server where ferry install finished' },
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */
-const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|bundle add|bundle prune|install|join|state|status|certs|reset)\b/;
+const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|bundle add|bundle prune|install|join|state|status|certs|reset|support-bundle)\b/;
 /** These say it in so many words: `# needs …`. */
-const SAYS_NEEDS = /^(lock|bundle unpack|install|join|state|status|certs|reset)\b/;
+const SAYS_NEEDS = /^(lock|bundle unpack|install|join|state|status|certs|reset|support-bundle)\b/;
 
 let demo: string;
 let bin: string;

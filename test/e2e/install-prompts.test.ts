@@ -20,6 +20,12 @@ afterAll(async () => {
   for (const s of [session, ...sessions].filter(Boolean)) await run('tmux', ['kill-session', '-t', s]).catch(() => {});
 });
 
+/** Files below a directory, relative and sorted (none when it does not exist). */
+async function listFiles(dir: string): Promise<string[]> {
+  const out = await fs.readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return out.filter((e) => e.isFile()).map((e) => path.relative(dir, path.join(e.parentPath, e.name))).sort();
+}
+
 /** A minimal signed bundle (no charts, so no CNI question). */
 async function minimalBundle(dir: string, over: Record<string, unknown> = {}): Promise<string> {
   const { tarOf, signedTable, honestContent } = await import('../../fixtures/hostile.js');
@@ -42,7 +48,7 @@ async function terminal(name: string, ferryArgs: string) {
   await run('tmux', ['new-session', '-d', '-s', s, '-x', '160', '-y', '50', cmd]);
   const screen = async () => (await run('tmux', ['capture-pane', '-p', '-S', '-', '-t', s])).stdout;
   const keys = async (...ks: string[]) => {
-    for (const k of ks) await run('tmux', ['send-keys', '-t', s, ...(['Enter', 'C-u', 'C-c'].includes(k) ? [k] : ['-l', k])]);
+    for (const k of ks) await run('tmux', ['send-keys', '-t', s, ...(['Enter', 'C-u', 'C-c', 'Down', 'Up'].includes(k) ? [k] : ['-l', k])]);
   };
   const answer = async (prompt: RegExp, ...ks: string[]) => {
     await waitFor(async () => prompt.test(await screen()), `prompt ${prompt}`, 20_000);
@@ -55,6 +61,11 @@ async function terminal(name: string, ferryArgs: string) {
   };
   return { screen, keys, answer, exit };
 }
+
+/** The final question: a choice whose default (highlighted) is No. */
+const FINAL = /Install with these answers\?[^\n]*\n❯ No: stop here/;
+/** The choices at the summary, in order: No, Yes, then a change of each answer. */
+const CHOICE = { yes: 1, domain: 2, clusterFqdn: 3, nodeName: 4, nodeIp: 5, podCidr: 6 } as const;
 
 /** The questions in order, each answered with its default (Enter). */
 const EVERY_QUESTION = [/Site DNS domain/, /Cluster FQDN/, /This node's name/, /This node's IP/, /Pod CIDR/, /Service CIDR/, /Extra site DNS records/, /Upstream DNS servers/];
@@ -118,22 +129,22 @@ describe('ferry install at a terminal', () => {
     expect((await fs.stat(path.join(root, 'etc/ferry/answers.yaml'))).mode & 0o777).toBe(0o600);
   }, 90_000);
 
-  it('pressing Enter through every prompt ends at the final question, whose default is No, with nothing written', async () => {
+  it('pressing Enter through every prompt ends at the final question, whose default is No, with nothing written but a draft of the answers', async () => {
     const dir = await tmpdir();
     const bundle = await minimalBundle(dir);
     const root = path.join(dir, 'root');
     const t = await terminal('enter', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock`);
     for (const q of EVERY_QUESTION) await t.answer(q, 'Enter');
-    await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
+    await t.answer(FINAL, 'Enter');
     const { code, transcript } = await t.exit();
     // The transcript, for the issue's closing note.
     console.log(`--- pressing Enter through every prompt of ferry install ---\n${transcript}\n--- exit ${code} ---`);
     expect(transcript).toMatch(/node\s+.*\(10\.1\.2\.3\)/);
-    expect(transcript).toMatch(/error\[USAGE\]: installation cancelled: nothing was written/);
+    expect(transcript.replace(/\n/g, '')).toMatch(/error\[USAGE\]: installation cancelled: nothing was written but a draft of the answers, .*answers\.draft\.yaml/);
     expect(transcript).not.toMatch(/Trust the bundle|signature ok|answers saved/);
     expect(code).toBe(2);
-    // Not even the root prefix was made: no answers file, no log, no state.
-    await expect(fs.stat(root)).rejects.toThrow(/ENOENT/);
+    // Nothing but the draft: no answers file, no log, no state.
+    expect(await listFiles(root)).toEqual(['var/lib/ferry/answers.draft.yaml']);
   }, 90_000);
 
   it('Ctrl-C at a question ends calmly with exit 130, not as an internal error', async () => {
@@ -147,7 +158,10 @@ describe('ferry install at a terminal', () => {
     expect(transcript).toMatch(/cancelled at "Cluster FQDN \(every node reaches the API by this name\)": nothing more was done\./);
     expect(transcript).not.toMatch(/error\[|INTERNAL|a bug in ferry/);
     expect(code).toBe(130);
-    await expect(fs.stat(root)).rejects.toThrow(/ENOENT/);
+    // The one answer given is kept as a draft, and nothing else was written.
+    expect(transcript.replace(/\n/g, '')).toMatch(/the answers given so far are kept in .*answers\.draft\.yaml/);
+    expect(await listFiles(root)).toEqual(['var/lib/ferry/answers.draft.yaml']);
+    expect(parse(await fs.readFile(path.join(root, 'var/lib/ferry/answers.draft.yaml'), 'utf8'))).toEqual({ domain: 'site.example' });
   }, 90_000);
 
   it('Ctrl-C at the trust question, asked from inside a step, still ends with exit 130', async () => {
@@ -212,7 +226,7 @@ describe('the records question', () => {
     await waitFor(async () => /records\[1\]\.name would answer in the site DNS as registry\.site\.example, which is the site registry name/.test(await t.screen()), 'the registry refusal');
     await t.keys('C-u', 'gitlab=10.0.0.50', 'Enter');
     await t.answer(/Upstream DNS servers/, 'Enter');
-    await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
+    await t.answer(FINAL, 'Enter');
     const { code, transcript } = await t.exit();
     expect(transcript).toMatch(/extra records\s+gitlab=10\.0\.0\.50$/m);
     expect(code).toBe(2);
@@ -229,12 +243,86 @@ describe('the installer has no dead ends', () => {
     await waitFor(async () => /node\.ip 10\.1\.2\.3 is inside podCidr 10\.0\.0\.0\/8/.test(await t.screen()), 'the refusal at the pod CIDR question');
     await t.keys('C-u', '10.244.0.0/16', 'Enter');
     for (const q of EVERY_QUESTION.slice(5)) await t.answer(q, 'Enter');
-    await t.answer(/Install with these answers\? \(y\/N\)/, 'Enter');
+    await t.answer(FINAL, 'Enter');
     const { code, transcript } = await t.exit();
     console.log(`--- the pod CIDR question refusing a network that holds the node IP ---\n${transcript}\n--- exit ${code} ---`);
     expect(transcript).toMatch(/pod CIDR\s+10\.244\.0\.0\/16/);
     expect(code).toBe(2);
   }, 90_000);
+
+  it('the summary offers to change any answer: asked again with its current value as the default, the rules across fields checked again, then installs with the change', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const root = path.join(dir, 'root');
+    const t = await terminal('change', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,address,ports,disk,clock`);
+    for (const q of EVERY_QUESTION.slice(0, 4)) await t.answer(q, 'Enter');
+    await t.answer(/Pod CIDR/, 'C-u', '10.60.0.0/16', 'Enter');
+    for (const q of EVERY_QUESTION.slice(5)) await t.answer(q, 'Enter');
+    await t.answer(FINAL, ...Array<string>(CHOICE.podCidr).fill('Down'), 'Enter');
+    // Asked again with the value given, not ferry's default.
+    await waitFor(async () => /Pod CIDR \(10\.60\.0\.0\/16\)/.test(await t.screen()), 'the pod CIDR asked again with its current value');
+    // A rule across fields is checked at this prompt too: the node IP inside the new pod CIDR.
+    await t.keys('C-u', '10.0.0.0/8', 'Enter');
+    await waitFor(async () => /node\.ip 10\.1\.2\.3 is inside podCidr 10\.0\.0\.0\/8/.test(await t.screen()), 'the refusal at the changed pod CIDR');
+    await t.keys('C-u', '10.50.0.0/16', 'Enter');
+    // The summary again, with the change, and the other answers as they were.
+    await waitFor(async () => /pod CIDR\s+10\.50\.0\.0\/16[\s\S]*Change the pod CIDR \(10\.50\.0\.0\/16\)/.test(await t.screen()), 'the summary with the change');
+    // Then the domain: the cluster FQDN, left at its default, follows it.
+    await t.keys(...Array<string>(CHOICE.domain).fill('Down'), 'Enter');
+    await t.answer(/Site DNS domain \(site\.example\)/, 'C-u', 'changed.example', 'Enter');
+    await waitFor(async () => /cluster FQDN\s+k8s-cluster\.changed\.example[\s\S]*Change the domain \(changed\.example\)/.test(await t.screen()), 'the summary with the new domain');
+    await t.keys(...Array<string>(CHOICE.yes).fill('Down'), 'Enter');
+    await t.answer(/Trust the bundle signed by sha256:[a-f0-9]{64}/, 'y', 'Enter');
+    const { code, transcript } = await t.exit();
+    console.log(`--- changing answers at the summary of ferry install ---\n${transcript}\n--- exit ${code} ---`);
+    expect(transcript).toMatch(/answers saved to/);
+    const saved = parse(await fs.readFile(path.join(root, 'etc/ferry/answers.yaml'), 'utf8')) as Record<string, unknown>;
+    expect(saved).toMatchObject({ domain: 'changed.example', podCidr: '10.50.0.0/16', node: { ip: '10.1.2.3' }, serviceCidr: '10.96.0.0/12' });
+    expect(saved.clusterFqdn).toBeUndefined();
+    expect(await listFiles(root)).not.toContain('var/lib/ferry/answers.draft.yaml');
+  }, 120_000);
+
+  it('declining at the summary keeps a draft (0600, not an answers file), which the next run offers as its defaults and says so', async () => {
+    const dir = await tmpdir();
+    const bundle = await minimalBundle(dir);
+    const root = path.join(dir, 'root');
+    const draft = path.join(root, 'var/lib/ferry/answers.draft.yaml');
+    const first = await terminal('draft1', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock`);
+    await first.answer(/Site DNS domain/, 'C-u', 'draft.example', 'Enter');
+    for (const q of EVERY_QUESTION.slice(1, 4)) await first.answer(q, 'Enter');
+    await first.answer(/Pod CIDR/, 'C-u', '10.61.0.0/16', 'Enter');
+    await first.answer(/Service CIDR/, 'Enter');
+    await first.answer(/Extra site DNS records/, 'gitlab=10.0.0.50', 'Enter');
+    await first.answer(/Upstream DNS servers/, 'C-u', '10.9.9.53', 'Enter');
+    await first.answer(FINAL, 'Enter');
+    expect((await first.exit()).code).toBe(2);
+    expect((await fs.stat(draft)).mode & 0o777).toBe(0o600);
+    const text = await fs.readFile(draft, 'utf8');
+    expect(text).toMatch(/^# .*not an answers file/);
+    expect(parse(text)).toEqual({ domain: 'draft.example', clusterFqdn: 'k8s-cluster.draft.example', node: { name: expect.any(String), ip: '10.1.2.3' }, podCidr: '10.61.0.0/16', serviceCidr: '10.96.0.0/12', records: [{ name: 'gitlab', ip: '10.0.0.50' }], upstreamDns: ['10.9.9.53'] });
+    expect(await listFiles(root)).toEqual(['var/lib/ferry/answers.draft.yaml']);
+
+    // The next run: the draft's answers are each question's default, and it says where they come from.
+    const second = await terminal('draft2', `install ${bundle} --root ${root} --ignore-preflight root,arch,swap,ports,disk,clock`);
+    await second.answer(/Site DNS domain \(draft\.example\)/, 'Enter');
+    expect(await second.screen()).toMatch(/answers of an unfinished ferry install \(.*answers\.draft\.yaml\) are offered as the defaults/);
+    await second.answer(/Cluster FQDN .*\(k8s-cluster\.draft\.example\)/, 'Enter');
+    for (const q of EVERY_QUESTION.slice(2, 4)) await second.answer(q, 'Enter');
+    await second.answer(/Pod CIDR \(10\.61\.0\.0\/16\)/, 'Enter');
+    await second.answer(/Service CIDR/, 'Enter');
+    await second.answer(/Extra site DNS records.*\(gitlab=10\.0\.0\.50\)/, 'Enter');
+    await second.answer(/Upstream DNS servers .* \(10\.9\.9\.53\)/, 'Enter');
+    // Ctrl-C at the summary keeps the draft too.
+    await second.answer(FINAL, 'C-c');
+    const { code, transcript } = await second.exit();
+    console.log(`--- a draft offered as the defaults, then Ctrl-C at the summary ---\n${transcript}\n--- exit ${code} ---`);
+    expect(transcript).toMatch(/domain\s+draft\.example/);
+    expect(transcript).toMatch(/pod CIDR\s+10\.61\.0\.0\/16/);
+    expect(transcript).toMatch(/extra records\s+gitlab=10\.0\.0\.50/);
+    expect(code).toBe(130);
+    expect(parse(await fs.readFile(draft, 'utf8'))).toMatchObject({ domain: 'draft.example', podCidr: '10.61.0.0/16' });
+    expect(await listFiles(root)).toEqual(['var/lib/ferry/answers.draft.yaml']);
+  }, 150_000);
 
   it('reads the bundle first and refuses one with no Kubernetes before any question', async () => {
     const dir = await tmpdir();

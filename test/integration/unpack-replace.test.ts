@@ -272,6 +272,49 @@ describe('unpack replaces only a directory ferry marked as an unpacked bundle (i
   });
 });
 
+describe('re-unpacking a bundle already unpacked (issue 22 item 3)', () => {
+  it('says so and does no work: only the signed table is read, the tree is left as it was', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    const good = await bundleFile('again.tar', { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' });
+    expect((await unpack(good, dir)).code).toBe(0);
+    const before = await Promise.all([fs.stat(dir), fs.stat(path.join(dir, 'install.sh'))]);
+    // The same archive with one content byte flipped after its signed table: read whole, it is refused...
+    const bytes = await fs.readFile(good);
+    const at = bytes.indexOf('echo 1.2.0');
+    expect(at).toBeGreaterThan(0);
+    bytes[at] = 'E'.charCodeAt(0);
+    const flipped = path.join(work, 'again-flipped.tar');
+    await fs.writeFile(flipped, bytes);
+    const whole = await unpack(flipped, path.join(await tmpdir(), 'fresh'));
+    expect(whole.code).toBe(5);
+    expect(whole.stderr).toContain('BUNDLE_CHECKSUM_MISMATCH');
+    // ...while a re-unpack over the tree of its signed table reads no content: it says so, and succeeds.
+    const again = await unpack(flipped, dir);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/site 1\.2\.0 is already unpacked in .*bundle: nothing to do/);
+    expect(again.stderr).toMatch(/already holds site 1\.2\.0 .*unpacked from this same signed table/);
+    const json = await ferry(['bundle', 'unpack', good, '--trust', sitePub, '--to', dir, '--json']);
+    expect(JSON.parse(json.stdout)).toMatchObject({ ok: true, already: true, entries: 0, bytes: 0, fingerprint: fingerprint(site.publicKey) });
+    // Nothing was moved, rewritten or staged.
+    const after = await Promise.all([fs.stat(dir), fs.stat(path.join(dir, 'install.sh'))]);
+    expect(after.map((st) => [st.ino, st.mtimeMs])).toEqual(before.map((st) => [st.ino, st.mtimeMs]));
+    expect((await fs.readdir(path.dirname(dir))).sort()).toEqual(['bundle']);
+  });
+
+  it('unpacks again when a listed file is gone from the tree, or the bundle is another', async () => {
+    const dir = path.join(await tmpdir(), 'bundle');
+    const good = await bundleFile('again2.tar', { version: '1.2.0', created: '2025-06-01T00:00:00.000Z' });
+    expect((await unpack(good, dir)).code).toBe(0);
+    await fs.rm(path.join(dir, 'install.sh'));
+    const r = await unpack(good, dir);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^unpacked site 1\.2\.0/);
+    expect(await fs.readFile(path.join(dir, 'install.sh'), 'utf8')).toContain('echo 1.2.0');
+    const next = await unpack(await bundleFile('again3.tar', { version: '1.2.1', created: '2025-06-01T00:00:00.000Z' }), dir);
+    expect(next.stdout).toMatch(/^unpacked site 1\.2\.1/);
+  });
+});
+
 describe('a bundle an older ferry unpacked, before the marker existed', () => {
   /** A tree as ferry before the marker left it: the same files, its signed table, no marker. */
   async function olderTree(): Promise<string> {

@@ -92,6 +92,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'JOIN_UPLOAD_MISSING', 'KUBECONFIG_READ', 'SERVE_SOCKET', 'SERVE_BUNDLE',
     // issue 12 item 5
     'HOST_COMMAND_MISSING',
+    // issue 22, branch operator2
+    'SUPPORT_BUNDLE_WRITE',
   ],
 };
 

@@ -17,6 +17,7 @@ import { stateCommand } from './state-commands.js';
 import { certsCommand, nodeCertsRenewCommand } from './certs-commands.js';
 import { nodeResetCommand, resetCommand } from './reset-commands.js';
 import { statusCommand } from './status-commands.js';
+import { backupCommand } from './backup-commands.js';
 import { takeVerdictExit } from './verdict.js';
 
 const EXIT_CODES = `
@@ -73,6 +74,7 @@ ${EXIT_CODES}`,
   program.addCommand(certsCommand());
   program.addCommand(resetCommand());
   program.addCommand(upgradeCommand());
+  program.addCommand(backupCommand());
   program.addCommand(nodeCertsRenewCommand(), { hidden: true });
   program.addCommand(nodeResetCommand(), { hidden: true });
   const exitOverride = (c: Command) => {

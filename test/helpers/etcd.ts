@@ -12,7 +12,7 @@ import { siteBinary } from './site-cache.js';
  */
 
 export const etcdBinary = () => siteBinary('etcd', 'etcd', 'FERRY_ETCD');
-/** etcdutl is not in the site's etcd build yet: FERRY_ETCDUTL names one, else the site cache's when it has one. */
+/** etcdutl: FERRY_ETCDUTL, else the site cache's (build-components.sh adds it to an etcd build from before it). */
 export const etcdutlBinary = () => siteBinary('etcd', 'etcdutl', 'FERRY_ETCDUTL');
 
 export interface EtcdPki {

@@ -511,6 +511,18 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<{ head
   }
 }
 
+/** Where the etcd image keeps etcdutl (upstream's registry.k8s.io/etcd does, and the site in a box's). */
+export const IMAGE_ETCDUTL = '/usr/local/bin/etcdutl';
+
+/**
+ * `ctr` arguments that run etcdutl from the etcd image already in containerd (nodes have no etcdutl
+ * of their own), with `dir` (holding both the decrypted snapshot and the new data directory, as
+ * restoreSnapshot lays them out) bound at the same path, and the container removed after.
+ */
+export function etcdutlCtrArgs(o: { image: string; dir: string; id: string; namespace?: string }, args: string[]): string[] {
+  return ['-n', o.namespace ?? 'k8s.io', 'run', '--rm', '--mount', `type=bind,src=${o.dir},dst=${o.dir},options=rbind:rw`, o.image, o.id, IMAGE_ETCDUTL, ...args];
+}
+
 /**
  * Writes a backup's files (files/<host path>) under `host`, for a restore on a new host: only
  * those `want` accepts, each 0600 or its own mode, after the whole backup checked out.

@@ -8,11 +8,14 @@ import type { SiteState } from '../../src/cluster/state.js';
 import { backupKeyId, ensureBackupKey } from '../../src/install/backup-timer.js';
 import { Host } from '../../src/install/host.js';
 import { BACKUP_DIR, BACKUP_KEY } from '../../src/install/paths.js';
-import { backupFileName, listBackups, openBackup, readBackupHeader, restoreFiles, restoreSnapshot, saveBackup } from '../../src/ops/backup.js';
+import { backupFileName, etcdutlCtrArgs, IMAGE_ETCDUTL, listBackups, openBackup, readBackupHeader, restoreFiles, restoreSnapshot, saveBackup } from '../../src/ops/backup.js';
+import { Layout } from '../../src/oci/layout.js';
+import { writeImage, writeLayer } from '../../fixtures/images.js';
+import { startContainerd } from '../helpers/containerd.js';
 import { endpointStatus, memberList } from '../../src/ops/etcd.js';
 import { ferry } from '../helpers/cli.js';
 import { etcdBinary, etcdGet, etcdPut, etcdutlBinary, makeEtcdPki, startEtcd, type EtcdPeer, type EtcdPki } from '../helpers/etcd.js';
-import { freePort, tmpdir } from '../helpers/peers.js';
+import { execFileP, freePort, tmpdir, which } from '../helpers/peers.js';
 
 /*
  * Issue 20 item 3: ferry backup against a REAL etcd (the site suite's build) on loopback, with TLS
@@ -220,6 +223,50 @@ describe.skipIf(!ETCD)(`ferry backup against a real etcd with TLS${skipWhy ? ` (
     // And a second restore into the same, now full, directory is refused.
     await expect(restoreSnapshot({ file: saved.file, key, dataDir, name: 'restored', peerUrl, etcdutl: run })).rejects.toMatchObject({ code: 'RESTORE_FAILED' });
   }, 180_000);
+
+  it.skipIf(!ETCDUTL)('restoreSnapshot on a node: etcdutl run by ctr from an etcd image in a real containerd, the data directory bound in', async (ctx) => {
+    if (!(await which('containerd')) || !(await which('runc'))) ctx.skip();
+    const ctd = await startContainerd();
+    stops.push(() => ctd.stop());
+    // An image like the site's etcd image: etcdutl at the path upstream's has it.
+    const layoutDir = await tmpdir('ferry-backup-image-');
+    const store = await Layout.open(layoutDir);
+    const size = (await fs.stat(ETCDUTL!)).size;
+    const layer = await writeLayer(store, [{ name: IMAGE_ETCDUTL.slice(1), mode: 0o755, size, data: { file: ETCDUTL!, size } }]);
+    const { platform: _p, ...img } = await writeImage(store, { platform: 'linux/amd64', layers: [layer], entrypoint: ['/usr/local/bin/etcd'] });
+    const image = 'registry.k8s.io/etcd:3.7.0-0';
+    await store.addRefs([{ name: image, descriptor: img }]);
+    const tar = path.join(await tmpdir('ferry-backup-imgtar-'), 'etcd.tar');
+    await execFileP('tar', ['-C', layoutDir, '-cf', tar, '.']);
+    await ctd.ctr(['-n', 'k8s.io', 'images', 'import', tar], { timeout: 120_000 });
+
+    const base = await tmpdir('ferry-backup-varlib-');
+    const dataDir = path.join(base, 'etcd');
+    const peerPort = await freePort();
+    const peerUrl = `http://127.0.0.1:${peerPort}`;
+    const seen: string[][] = [];
+    const r = await restoreSnapshot({
+      file: saved.file,
+      key,
+      dataDir,
+      name: 'on-node',
+      peerUrl,
+      etcdutl: (args) => {
+        const full = etcdutlCtrArgs({ image, dir: base, id: `ferry-restore-${process.pid}` }, args);
+        seen.push(full);
+        return execFileP('ctr', ['-a', ctd.sock, ...full], { timeout: 120_000 }).then(() => ({ code: 0, stderr: '' }), (e: { code?: number; stderr?: string }) => ({ code: e.code ?? 1, stderr: e.stderr ?? '' }));
+      },
+    });
+    expect(seen[0]!.slice(0, 5)).toEqual(['-n', 'k8s.io', 'run', '--rm', '--mount']);
+    expect(r.snapshotBytes).toBe(saved.snapshotBytes);
+    // The container is gone, the decrypted snapshot too; the data directory is a member's.
+    expect(await ctd.ctr(['-n', 'k8s.io', 'containers', 'ls', '-q'])).toBe('');
+    expect((await fs.readdir(base)).sort()).toEqual(['etcd']);
+    const back = await startEtcd(ETCD!, pki, { name: 'on-node', dataDir, peerPort, existing: true });
+    stops.push(() => back.stop());
+    expect(await etcdGet(pki.tls, back.endpoint, '/registry/sentinel')).toBe(SENTINEL);
+    expect((await memberList(pki.tls, back.endpoint)).map((m) => m.name)).toEqual(['on-node']);
+  }, 240_000);
 
   it('restoreFiles puts the PKI and state back on a new host with their modes', async () => {
     const fresh = new Host(await tmpdir('ferry-backup-newhost-'));

@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { Codes, UsageError } from '../errors.js';
 import { Host } from '../install/host.js';
 import { ADMIN_CONF, BACKUP_DIR, BACKUP_KEY } from '../install/paths.js';
+import { BACKUP_KEEP } from '../install/units.js';
 import { makeOutput } from './output.js';
 import { confirm } from './prompt.js';
 import { examples, globals } from './shared.js';
@@ -13,7 +14,7 @@ const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
 const keepOption = (v: string) => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(Codes.usage, `--keep ${v}: a whole number of backups, at least 1`, { hint: '--keep 28 (a week at one every 6 hours)' });
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(Codes.usage, `--keep ${v}: a whole number of backups, at least 1`, { hint: `--keep ${BACKUP_KEEP} (a week at one every 6 hours)` });
   return n;
 };
 
@@ -68,7 +69,7 @@ The backup is useless without ${BACKUP_KEY}: copy that key off-site once, apart 
   backup.addCommand(
     new Command('prune')
       .description('remove the backups past the newest N (only files ferry wrote: their name and header are checked; pre-upgrade snapshots stay)')
-      .option('--keep <n>', 'how many backups to keep', '28')
+      .option('--keep <n>', 'how many backups to keep', String(BACKUP_KEEP))
       .option('--dir <dir>', 'prune this directory instead', BACKUP_DIR)
       .option('--dry-run', 'list what would be removed, and remove nothing')
       .option('--yes', 'remove without asking')

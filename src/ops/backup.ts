@@ -6,6 +6,7 @@ import { MirrorStore } from '../cluster/mirror.js';
 import { Codes, HostError, IntegrityError, RemoteError, UsageError, isFerryError } from '../errors.js';
 import { backupKeyId, readBackupKeyFile } from '../install/backup-timer.js';
 import type { Host } from '../install/host.js';
+import { BACKUP_KEEP } from '../install/units.js';
 import { ANSWERS_FILE, BACKUP_DIR, BACKUP_KEY, BUNDLE_PUB, FERRY_ROOT, KUBEADM_CONFIG, PKI_DIR, STATE_MIRROR } from '../install/paths.js';
 import { removeOnSignal, sweepStaleTemps, tempPathFor } from '../util/fsx.js';
 import { ByteReader, openSealed, SealWriter } from '../util/sealed.js';
@@ -445,7 +446,7 @@ export function pruneCandidates(list: BackupListing[], keep: number): BackupList
 }
 
 export async function pruneBackups(dir: string, keep: number, confirm: (doomed: BackupListing[]) => Promise<boolean>): Promise<{ removed: BackupListing[]; kept: number; stale: string[]; confirmed: boolean }> {
-  if (!Number.isInteger(keep) || keep < 1) throw new UsageError(Codes.usage, `--keep ${keep}: keep at least one backup`, { hint: '--keep 28 (a week at one every 6 hours)' });
+  if (!Number.isInteger(keep) || keep < 1) throw new UsageError(Codes.usage, `--keep ${keep}: keep at least one backup`, { hint: `--keep ${BACKUP_KEEP} (a week at one every 6 hours)` });
   const list = await listBackups(dir);
   const doomed = pruneCandidates(list, keep);
   const kept = list.filter((r) => r.kind === 'backup').length - doomed.length;

@@ -253,6 +253,23 @@ const table = {
   // Issue 22, branch operator2
   /** ferry support-bundle could not write its archive (--out not writable, disk full). */
   supportBundleWrite: ['SUPPORT_BUNDLE_WRITE', 'host'],
+  // Issue 20, branch backup: encrypted etcd backups, their retention and the restore core.
+  /** This server has no backup key (/etc/ferry/backup.key), or it is not 32 bytes. */
+  backupKeyMissing: ['BACKUP_KEY_MISSING', 'usage'],
+  /** The backup was sealed with another key than the one given (its header names the key's id). */
+  backupWrongKey: ['BACKUP_WRONG_KEY', 'usage'],
+  /** A file that is not a ferry backup (no magic, or a header that does not parse). */
+  backupNotOurs: ['BACKUP_NOT_FERRY', 'integrity'],
+  /** A backup of a format version this ferry does not read. */
+  backupFormat: ['BACKUP_FORMAT_UNSUPPORTED', 'usage'],
+  /** A backup cut short before its last frame. */
+  backupTruncated: ['BACKUP_TRUNCATED', 'integrity'],
+  /** A backup whose frame fails its tag, whose contents do not match its manifest, or whose snapshot does not match etcd's own sha256. */
+  backupCorrupt: ['BACKUP_CORRUPT', 'integrity'],
+  /** Taking a backup failed: etcd did not answer or broke off the snapshot. */
+  backupFailed: ['BACKUP_FAILED', 'remote'],
+  /** Restoring a backup's snapshot into a data directory failed (etcdutl missing or refusing). */
+  restoreFailed: ['RESTORE_FAILED', 'host'],
 } as const satisfies Record<string, readonly [string, ErrorKind]>;
 type Table = typeof table;
 

@@ -62,13 +62,21 @@ build_kubernetes() { # [VERSION], default the current release's
 }
 
 build_etcd() { # [VERSION], default the current release's
-  v=${1:-$ETCD} n=etcd; built $n "$v" && return 0
+  v=${1:-$ETCD} n=etcd
+  ld="-X go.etcd.io/etcd/api/v3/version.GitSHA=ferry-site-$v"
+  # etcdutl (snapshot restore, which etcdctl no longer does) came later: a cache from before gets it alone.
+  if built $n "$v"; then
+    [ -f "$OUT/$n-$v/etcdutl" ] && return 0
+    log "$n $v: etcdutl"
+    w=$WORK/$n-$v-etcdutl; module "$w" go.etcd.io/etcd/etcdutl/v3 "$v"
+    gobuild "$OUT/$n-$v" "$ld" go.etcd.io/etcd/etcdutl/v3
+    return 0
+  fi
   log "$n $v"
   w=$WORK/$n-$v; module "$w" go.etcd.io/etcd/server/v3 "$v"
-  go mod edit -require="go.etcd.io/etcd/etcdctl/v3@$v"
-  ld="-X go.etcd.io/etcd/api/v3/version.GitSHA=ferry-site-$v"
+  go mod edit -require="go.etcd.io/etcd/etcdctl/v3@$v" -require="go.etcd.io/etcd/etcdutl/v3@$v"
   mkdir -p "$OUT/$n-$v"
-  gobuild "$OUT/$n-$v" "$ld" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3
+  gobuild "$OUT/$n-$v" "$ld" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3
   # go build names a binary after its package's last path element: server/v3 becomes "server".
   mv "$OUT/$n-$v/server" "$OUT/$n-$v/etcd"
   finish $n "$v"

@@ -18,6 +18,7 @@ import { certsCommand, nodeCertsRenewCommand } from './certs-commands.js';
 import { nodeResetCommand, resetCommand } from './reset-commands.js';
 import { statusCommand } from './status-commands.js';
 import { supportBundleCommand } from './support-commands.js';
+import { backupCommand } from './backup-commands.js';
 import { takeVerdictExit } from './verdict.js';
 
 const EXIT_CODES = `
@@ -75,6 +76,7 @@ ${EXIT_CODES}`,
   program.addCommand(resetCommand());
   program.addCommand(upgradeCommand());
   program.addCommand(supportBundleCommand());
+  program.addCommand(backupCommand());
   program.addCommand(nodeCertsRenewCommand(), { hidden: true });
   program.addCommand(nodeResetCommand(), { hidden: true });
   const exitOverride = (c: Command) => {

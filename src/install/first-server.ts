@@ -20,6 +20,7 @@ import { ADMIN_CONF, API_PORT, BUNDLE_DIR, CONTAINERD_DIR, CONTAINERD_CERTS_D, C
 import type { Step } from './plan.js';
 import { preflight } from './preflight.js';
 import { CERTS_TIMER, STATE_MIRROR_TIMER } from './units.js';
+import { backupTimerStep } from './backup-timer.js';
 import { serviceRouteStep } from './routes.js';
 import { addAndUse } from './site-store.js';
 
@@ -201,6 +202,8 @@ export function firstServerSteps(ctx: InstallContext): Step[] {
         log(`${answers.node.name} Ready; kube-system Deployments available`);
       },
     },
+    // Last: its first run (soon after) backs up a whole site.
+    backupTimerStep(host, { makeKey: true }),
   ];
 }
 

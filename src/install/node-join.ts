@@ -23,6 +23,7 @@ import type { Step } from './plan.js';
 import { serviceRouteStep } from './routes.js';
 import { containerdConfigVersion } from './system-files.js';
 import { addAndUse } from './site-store.js';
+import { backupTimerStep } from './backup-timer.js';
 
 /** What a joining node is told over SSH (on stdin, so secrets never show in a process list). */
 export interface NodeJoinPayload {
@@ -224,6 +225,8 @@ export function nodeJoinSteps(host: Host, p: NodeJoinPayload, opts: { bundleFile
       markerStep(host, 'hosts-self', `map ${p.fqdn} and ${registry} to this server`, p.ip, async () => {
         await mapHosts(host, [{ ip: p.ip, names: serverHostNames(p, p.domain, p.fqdn) }]);
       }),
+      // The key came with the site CA key (ferry join uploads both).
+      backupTimerStep(host, { makeKey: false }),
     );
   }
   return steps;

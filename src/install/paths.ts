@@ -83,5 +83,7 @@ export const SITE_PORT = 5443;
 export const API_PORT = 6443;
 /** What else a control plane listens on: kubelet, controller-manager, scheduler, etcd. */
 export const CONTROL_PLANE_PORTS = [10250, 10257, 10259, 2379, 2380];
-/** etcd snapshots ferry takes (the pre-upgrade one; later the scheduled backups), root-only. */
+/** etcd snapshots ferry takes (the pre-upgrade one, the scheduled backups), root-only. */
 export const BACKUP_DIR = `${FERRY_ROOT}/backups`;
+/** The site's backup key (32 random bytes, 0600), the same on every server; a backup is useless without it. */
+export const BACKUP_KEY = '/etc/ferry/backup.key';

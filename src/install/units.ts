@@ -172,3 +172,44 @@ export function renderCertsUnits(o: { node?: string; ferry?: string; underDays?:
   const timer = timerUnit("check this server's certificates daily", "Checks this server's certificates daily.", ['OnBootSec=10min', 'OnCalendar=daily', 'RandomizedDelaySec=1h', 'Persistent=true']);
   return { service, timer };
 }
+
+/** The units that take this server's scheduled backup (its timer is what gets enabled). */
+export const BACKUP_SERVICE = 'ferry-backup.service';
+export const BACKUP_TIMER = 'ferry-backup.timer';
+/** How many scheduled backups each server keeps (28: a week at one every 6 hours). */
+export const BACKUP_KEEP = 28;
+
+/**
+ * `ferry backup save --local`, then `ferry backup prune --yes --keep N`, every 6 hours (the seed's
+ * schedule) and once soon after boot when one was missed. Both need only this server's etcd member
+ * and disk, not the API. The prune runs only after a save succeeded: a failing save never thins out
+ * the good backups.
+ */
+export function renderBackupUnits(o: { node?: string; ferry?: string; keep?: number } = {}): { service: string; timer: string } {
+  const keep = o.keep ?? BACKUP_KEEP;
+  const service = [
+    '# Written by ferry. Takes an encrypted backup of this server (etcd, PKI, site state), then keeps the newest.',
+    '[Unit]',
+    "Description=ferry: back up this server's etcd member, PKI and site state",
+    // Nothing to back up before kubeadm has made this a control-plane node.
+    `ConditionPathExists=${ADMIN_CONF}`,
+    'After=kubelet.service',
+    '',
+    '[Service]',
+    'Type=oneshot',
+    `ExecStart=${ferryExec(o, ['backup', 'save', '--local'])}`,
+    `ExecStart=${ferryExec(o, ['backup', 'prune', '--yes', '--keep', String(keep)])}`,
+    'TimeoutStartSec=30min',
+    'Nice=10',
+    'IOSchedulingClass=idle',
+    'UMask=0077',
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    `ReadWritePaths=${systemdArg(FERRY_ROOT)}`,
+    'ProtectHome=yes',
+    'PrivateTmp=yes',
+    '',
+  ].join('\n');
+  const timer = timerUnit('back up this server every 6 hours', 'Backs up this server every 6 hours.', ['OnBootSec=15min', 'OnCalendar=00/6:00', 'RandomizedDelaySec=10min', 'Persistent=true']);
+  return { service, timer };
+}

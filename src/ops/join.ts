@@ -15,7 +15,7 @@ import type { Host } from '../install/host.js';
 import { applyObjects } from '../kube/client.js';
 import { TOKEN_RE } from '../install/kubeadm.js';
 import type { NodeJoinPayload } from '../install/node-join.js';
-import { ADMIN_CONF, BUNDLE_DIR, BUNDLE_PUB, INCOMING_DIR, KUBEADM_CONFIG, SITE_CA, SITE_CA_KEY } from '../install/paths.js';
+import { ADMIN_CONF, BACKUP_KEY, BUNDLE_DIR, BUNDLE_PUB, INCOMING_DIR, KUBEADM_CONFIG, SITE_CA, SITE_CA_KEY } from '../install/paths.js';
 import type { Reporter } from '../util/progress.js';
 import { runOperation } from './operation.js';
 import { connectNode, ensureFerry, runNodeOp, uploadFiles, type RemoteNode } from './remote.js';
@@ -240,6 +240,8 @@ async function upload(o: JoinOptions, node: RemoteNode, t: JoinTarget, manifest:
     await fs.mkdir(path.dirname(pub), { recursive: true });
     await fs.writeFile(pub, manifest.signer.publicKey);
     files.push({ local: o.host.p(SITE_CA_KEY), remote: SITE_CA_KEY, mode: 0o600 }, { local: pub, remote: BUNDLE_PUB });
+    // The site's backup key, so this server's backups open with the same key (a site from before it has none).
+    if (await o.host.exists(BACKUP_KEY)) files.push({ local: o.host.p(BACKUP_KEY), remote: BACKUP_KEY, mode: 0o600 });
     // A split bundle travels as its parts beside the parts manifest.
     for (const f of [o.bundle!, ...(await partFiles(o.bundle!))]) files.push({ local: f, remote: `${INCOMING_DIR}/${path.basename(f)}` });
   }

@@ -106,12 +106,22 @@ const PLAN: Record<string, Plan> = {
   // issue 22, branch operator2
   'ferry support-bundle   # needs a server where ferry install finished, and SSH to the other nodes': { needs: 'a server where ferry install finished' },
   'ferry support-bundle --out /tmp/site-support.tar.gz --json   # needs a server where ferry install finished; nodes that do not answer are listed': { needs: 'a server where ferry install finished' },
+  'ferry backup save   # needs root on a server where ferry install finished': { needs: 'root on a server where ferry install finished' },
+  'ferry backup save --out /media/usb/site.fbak   # needs root on a server where ferry install finished': { needs: 'root on a server where ferry install finished' },
+  'ferry backup save --local   # needs root on a server where ferry install finished (what ferry-backup.timer runs every 6 hours)': { needs: 'root on a server where ferry install finished' },
+  'ferry backup list   # needs root on a server where ferry install finished': { needs: 'root on a server where ferry install finished' },
+  "ferry backup list --json | jq -r '.backups[0].file'   # needs root on a server where ferry install finished": { needs: 'root on a server where ferry install finished' },
+  'ferry backup prune --dry-run   # needs root on a server where ferry install finished': { needs: 'root on a server where ferry install finished' },
+  'ferry backup prune --keep 8   # needs root on a server where ferry install finished; asks first (default No)': { needs: 'root on a server where ferry install finished' },
+  'ferry backup prune --yes --keep 28   # needs root on a server where ferry install finished (what ferry-backup.timer runs after each save)': { needs: 'root on a server where ferry install finished' },
+  'ferry backup verify /var/lib/ferry/backups/ferry-backup-20260101T000000Z-k8s-server-01.fbak   # needs root on a server where ferry install finished (the key is /etc/ferry/backup.key)': { needs: 'root on a server where ferry install finished' },
+  'ferry backup verify site.fbak --key /media/usb/backup.key   # needs a backup and the key kept off-site': { needs: 'a backup and its key' },
 };
 
 /** Commands whose examples say in a comment what they need (the others' owners are yet to). */
-const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|bundle add|bundle prune|install|join|state|status|certs|reset|support-bundle)\b/;
+const SAYS_WHAT_IT_NEEDS = /^(images|serve|pki|containerd|lock|bundle unpack|bundle add|bundle prune|install|join|state|status|certs|reset|backup|support-bundle)\b/;
 /** These say it in so many words: `# needs …`. */
-const SAYS_NEEDS = /^(lock|bundle unpack|install|join|state|status|certs|reset|support-bundle)\b/;
+const SAYS_NEEDS = /^(lock|bundle unpack|install|join|state|status|certs|reset|backup|support-bundle)\b/;
 
 let demo: string;
 let bin: string;

@@ -138,7 +138,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     const r = await ferry(['install', bundle, '--trust', pub, '--answers', answers, '--root', root, '--dry-run', '--json']);
     expect(r.code).toBe(0);
     const plan = JSON.parse(r.stdout) as { steps: { id: string; done: boolean }[] };
-    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'resolver', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'site-state', 'cni', 'bootstrap', 'ready']);
+    expect(plan.steps.map((s) => s.id)).toEqual(['preflight', 'unpack', 'binaries', 'kernel', 'service-route', 'pki', 'hosts', 'resolver', 'containerd-config', 'units', 'services', 'kubeadm-config', 'images-check', 'kubeadm-init', 'site-state', 'cni', 'bootstrap', 'ready', 'backup-timer']);
     // service-route reads the live routing table, which the machine running the test already has.
     expect(plan.steps.filter((s) => s.id !== 'service-route').every((s) => !s.done)).toBe(true);
     expect(await fs.readdir(root)).toEqual([]);
@@ -153,7 +153,7 @@ describe('ferry install on the first server (kubeadm, systemctl, modprobe, sysct
     expect(r.stderr).not.toMatch(/error\[/);
     expect(r.code).toBe(0);
     // Honest steps (issue 12 item 4): what the bundle carries, each step's time, and what to do next.
-    expect(r.stderr).toMatch(/^\[3\/18\] install the bundle's binaries \(cni-plugins v1\.5\.1, containerd v1\.7\.23, helm v\S+, kubeadm v1\.37\.2, kubelet v1\.37\.2\)$/m);
+    expect(r.stderr).toMatch(/^\[3\/19\] install the bundle's binaries \(cni-plugins v1\.5\.1, containerd v1\.7\.23, helm v\S+, kubeadm v1\.37\.2, kubelet v1\.37\.2\)$/m);
     expect(r.stderr).toMatch(/^\s+done in \d+\.\ds$/m);
     expect(r.stdout).toMatch(/^  kubeadm-init\s+applied\s+\d+\.\ds$/m);
     expect(r.stdout).toContain(`admin kubeconfig: ${root}/etc/kubernetes/admin.conf`);
@@ -485,6 +485,14 @@ patches:
       expect(initDocs.find((d) => d.kind === 'InitConfiguration')!.nodeRegistration.ignorePreflightErrors).toEqual([...(v1OptIn ? ['SystemVerification'] : []), 'NumCPU']);
       expect(await fs.readFile(path.join(agentRoot, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = false$/m);
       expect(await fs.readFile(path.join(serverRoot, 'etc/containerd/config.toml'), 'utf8')).toMatch(/^  SystemdCgroup = true$/m);
+      // One backup key for the site: made by the install, carried to the new server (0600), not to the agent; both servers back up every 6 hours.
+      const siteKey = await fs.readFile(path.join(root, 'etc/ferry/backup.key'));
+      expect(siteKey).toHaveLength(32);
+      expect(await fs.readFile(path.join(serverRoot, 'etc/ferry/backup.key'))).toEqual(siteKey);
+      expect((await fs.stat(path.join(serverRoot, 'etc/ferry/backup.key'))).mode & 0o777).toBe(0o600);
+      await expect(fs.access(path.join(agentRoot, 'etc/ferry/backup.key'))).rejects.toThrow();
+      for (const r of [root, serverRoot]) expect(await standinCalls(r)).toContain('systemctl enable --now ferry-backup.timer');
+      expect(await standinCalls(agentRoot)).not.toContain('systemctl enable --now ferry-backup.timer');
       // Binaries came from the site service by FQDN, checksums checked.
       for (const r of [agentRoot, serverRoot]) {
         expect(await fs.readFile(path.join(r, 'usr/local/bin/kubeadm'), 'utf8')).toContain('real-kubeadm');

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { renderServeUnit } from '../../src/install/units.js';
+import { renderBackupUnits, renderServeUnit } from '../../src/install/units.js';
 import { execFileP, tmpdir, which } from '../helpers/peers.js';
 
 let work: string;
@@ -36,5 +36,27 @@ describe('ferry-serve.service under systemd-analyze', () => {
     expect(bogus.stderr).toMatch(/Unknown key 'RestartBogus'/);
     const missing = await verify(renderServeUnit({ listen: '0.0.0.0:5443', tlsCert: '/c', tlsKey: '/k', node: path.join(work, 'no-node'), ferry: ferryMjs }));
     expect(missing.code).not.toBe(0);
+  });
+});
+
+describe('ferry-backup.service and .timer under systemd-analyze', () => {
+  it('verify with no warnings, the service and its timer together', async (ctx) => {
+    if (!hasAnalyze) ctx.skip();
+    const ferryMjs = path.join(work, 'ferry.mjs');
+    await fs.writeFile(ferryMjs, '');
+    const dir = path.join(work, 'backup-units');
+    await fs.mkdir(dir, { recursive: true });
+    const u = renderBackupUnits({ node: process.execPath, ferry: ferryMjs });
+    await fs.writeFile(path.join(dir, 'ferry-backup.service'), u.service);
+    await fs.writeFile(path.join(dir, 'ferry-backup.timer'), u.timer);
+    const r = await execFileP('systemd-analyze', ['verify', path.join(dir, 'ferry-backup.service'), path.join(dir, 'ferry-backup.timer')]).then(
+      (x) => ({ code: 0, stderr: x.stderr }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    );
+    expect(r).toEqual({ code: 0, stderr: '' });
+    // Every 6 hours: four elapses a day.
+    const cal = await execFileP('systemd-analyze', ['calendar', '--iterations', '5', '00/6:00']);
+    const times = [...cal.stdout.matchAll(/(\d{2}):00:00/g)].map((m) => m[1]);
+    expect(new Set(times)).toEqual(new Set(['00', '06', '12', '18']));
   });
 });

@@ -58,6 +58,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'RESET_QUORUM', 'RESET_UNKNOWN_NODE', 'RESET_NOT_FERRY',
     // issue 19: ferry upgrade
     'UPGRADE_PREFLIGHT',
+    // issue 20, branch backup
+    'BACKUP_KEY_MISSING', 'BACKUP_WRONG_KEY', 'BACKUP_FORMAT_UNSUPPORTED',
   ],
   drift: ['LOCK_MISSING_ENTRY', 'LOCK_DRIFT', 'PLATFORM_MISSING'],
   remote: [
@@ -70,6 +72,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'CERTS_RENEW_FAILED', 'RESET_FAILED',
     // issue 19: ferry upgrade
     'UPGRADE_FAILED',
+    // issue 20, branch backup
+    'BACKUP_FAILED',
   ],
   integrity: [
     'DIGEST_MISMATCH', 'SIZE_MISMATCH', 'CHECKSUM_MISMATCH', 'RUNTIME_INVALID', 'BUNDLE_SIGNATURE_INVALID', 'BUNDLE_UNSIGNED', 'BUNDLE_UNTRUSTED',
@@ -86,6 +90,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'FERRY_TREE_UNLISTED',
     // issue 19: ferry upgrade
     'ETCD_SNAPSHOT_DAMAGED',
+    // issue 20, branch backup
+    'BACKUP_NOT_FERRY', 'BACKUP_TRUNCATED', 'BACKUP_CORRUPT',
   ],
   io: [
     'STORE_IO', 'STORE_INVALID', 'STORE_MISSING_BLOB', 'BUNDLE_BUILD', 'INSTALL_STEP_FAILED', 'KERNEL_MODULE_MISSING', 'SYSCTL_NOT_SET',
@@ -94,6 +100,8 @@ const exits: Record<ExitCodeName, Code[]> = {
     'HOST_COMMAND_MISSING',
     // issue 22, branch operator2
     'SUPPORT_BUNDLE_WRITE',
+    // issue 20, branch backup
+    'RESTORE_FAILED',
   ],
 };
 

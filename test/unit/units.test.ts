@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { renderServeUnit, renderStateMirrorUnits, systemdArg } from '../../src/install/units.js';
+import { backupTimerStep } from '../../src/install/backup-timer.js';
+import { RecordingHost } from '../../src/install/recording-host.js';
+import { renderBackupUnits, renderServeUnit, renderStateMirrorUnits, systemdArg } from '../../src/install/units.js';
+import { tmpdir } from '../helpers/peers.js';
 
 const base = { listen: '0.0.0.0:5443', tlsCert: '/etc/ferry/pki/registry.crt', tlsKey: '/etc/ferry/pki/registry.key' };
 const key = (unit: string, k: string) => unit.split('\n').filter((l) => l.startsWith(`${k}=`)).map((l) => l.slice(k.length + 1));
@@ -55,5 +58,39 @@ describe('ferry-state-mirror.timer and its service', () => {
     expect(key(timer, 'OnBootSec')).toEqual(['30s']);
     expect(key(timer, 'OnUnitActiveSec')).toEqual(['30s']);
     expect(key(timer, 'WantedBy')).toEqual(['timers.target']);
+  });
+});
+
+describe('ferry-backup.timer and its service', () => {
+  it('save --local then prune every 6 hours (and once after boot when one was missed), on a control-plane node, writing only under /var/lib/ferry', () => {
+    const { service, timer } = renderBackupUnits({ keep: 12 });
+    const run = '/var/lib/ferry/runtime/node --disable-warning=DEP0040 --disable-warning=DEP0169 /var/lib/ferry/ferry/ferry.mjs';
+    // Two ExecStart lines of a oneshot run in order, the second only when the first succeeded.
+    expect(key(service, 'ExecStart')).toEqual([`${run} backup save --local`, `${run} backup prune --yes --keep 12`]);
+    expect(key(service, 'Type')).toEqual(['oneshot']);
+    expect(key(service, 'ConditionPathExists')).toEqual(['/etc/kubernetes/admin.conf']);
+    expect(key(service, 'ReadWritePaths')).toEqual(['/var/lib/ferry']);
+    expect(key(service, 'UMask')).toEqual(['0077']);
+    expect(key(timer, 'OnCalendar')).toEqual(['00/6:00']);
+    expect(key(timer, 'Persistent')).toEqual(['true']);
+    expect(key(renderBackupUnits().service, 'ExecStart')[1]).toMatch(/--keep 28$/);
+  });
+
+  it('the install step makes the site key once (0600), writes the units and enables the timer; a joining server without a key is warned, not given a new one', async () => {
+    const root = await tmpdir('ferry-backup-step-');
+    const first = new RecordingHost(root);
+    const logs: string[] = [];
+    await backupTimerStep(first, { makeKey: true }).apply((l) => logs.push(l));
+    const key32 = first.recorded.find((r) => r.kind === 'write' && r.path === '/etc/ferry/backup.key');
+    expect(key32).toMatchObject({ mode: 0o600, size: 32 });
+    expect(first.recorded.filter((r) => r.kind === 'write').map((r) => (r as { path: string }).path)).toEqual(expect.arrayContaining(['/etc/systemd/system/ferry-backup.service', '/etc/systemd/system/ferry-backup.timer', '/var/lib/ferry/state/backup-timer']));
+    expect(first.recorded.filter((r) => r.kind === 'run').map((r) => (r as { command: string }).command)).toContain('systemctl enable --now ferry-backup.timer');
+    expect(logs.join('\n')).toMatch(/copy it off-site/);
+
+    const joining = new RecordingHost(root);
+    const jl: string[] = [];
+    await backupTimerStep(joining, { makeKey: false }).apply((l) => jl.push(l));
+    expect(joining.recorded.some((r) => r.kind === 'write' && r.path === '/etc/ferry/backup.key')).toBe(false);
+    expect(jl.join('\n')).toMatch(/warning: no backup key/);
   });
 });

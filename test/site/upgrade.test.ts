@@ -172,7 +172,7 @@ describe('ferry upgrade: the previous Kubernetes minor to the current one, node 
     }
     process.stderr.write(`probe: ${failed} of ${asked} questions unanswered\n`);
     expect(asked).toBeGreaterThan(60);
-    expect(failed).toBeLessThanOrEqual(5);
+    expect(failed).toBeLessThanOrEqual(8);
 
     const nodes = JSON.parse(await kubectl(s2, 'get', 'nodes', '-o', 'json')) as { items: { metadata: { name: string }; spec: { unschedulable?: boolean }; status: { nodeInfo: { kubeletVersion: string } } }[] };
     for (const n of nodes.items) {
@@ -199,7 +199,7 @@ describe('ferry upgrade: the previous Kubernetes minor to the current one, node 
     }
     // ferry on each node's PATH is the new bundle's.
     for (const h of hosts) expect((await hostExec(h, ['ferry', '--version'])).code, h.name).toBe(0);
-  });
+  }, 3_600_000);
 
   it('does nothing for the same bundle again, and refuses the previous one as a downgrade, changing nothing', async () => {
     const s1 = byName('server-1');

@@ -12,6 +12,7 @@ import { siteAccess } from './join-commands.js';
 import { makeOutput } from './output.js';
 import { confirm } from './prompt.js';
 import { examples, globals } from './shared.js';
+import { setVerdictExit } from './verdict.js';
 
 /* `ferry upgrade BUNDLE`: the rolling upgrade of the whole site from any server (src/ops/upgrade.ts). */
 
@@ -94,7 +95,8 @@ A failed or killed upgrade resumes when the same command runs again: upgraded no
             child.on('error', reject);
             child.on('close', (n) => resolve(n ?? 1));
           });
-          process.exitCode = code;
+          // Its error is printed already; its exit code is this command's.
+          setVerdictExit(code);
           return;
         }
       }

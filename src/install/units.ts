@@ -18,6 +18,9 @@ export interface ServeUnitOptions {
   user?: string;
 }
 
+
+/** A oneshot ferry service that writes only under FERRY_ROOT (the mirror and the backups). */
+const FERRY_ROOT_ONLY = ['NoNewPrivileges=yes', 'ProtectSystem=strict', `ReadWritePaths=${systemdArg(FERRY_ROOT)}`, 'ProtectHome=yes', 'PrivateTmp=yes'];
 /** One ExecStart argument, quoted for systemd: `%` and `$` would otherwise expand. */
 export function systemdArg(a: string): string {
   if (!a || /[\x00-\x1f\x7f]/.test(a)) {
@@ -133,11 +136,7 @@ export function renderStateMirrorUnits(o: { node?: string; ferry?: string } = {}
     'Type=oneshot',
     `ExecStart=${exec}`,
     'TimeoutStartSec=60s',
-    'NoNewPrivileges=yes',
-    'ProtectSystem=strict',
-    `ReadWritePaths=${systemdArg(FERRY_ROOT)}`,
-    'ProtectHome=yes',
-    'PrivateTmp=yes',
+    ...FERRY_ROOT_ONLY,
     '',
   ].join('\n');
   const timer = timerUnit("keep this server's site state mirror current", "Keeps this server's site state mirror current.", ['OnBootSec=30s', 'OnUnitActiveSec=30s', 'AccuracySec=5s']);
@@ -203,11 +202,7 @@ export function renderBackupUnits(o: { node?: string; ferry?: string; keep?: num
     'Nice=10',
     'IOSchedulingClass=idle',
     'UMask=0077',
-    'NoNewPrivileges=yes',
-    'ProtectSystem=strict',
-    `ReadWritePaths=${systemdArg(FERRY_ROOT)}`,
-    'ProtectHome=yes',
-    'PrivateTmp=yes',
+    ...FERRY_ROOT_ONLY,
     '',
   ].join('\n');
   const timer = timerUnit('back up this server every 6 hours', 'Backs up this server every 6 hours.', ['OnBootSec=15min', 'OnCalendar=00/6:00', 'RandomizedDelaySec=10min', 'Persistent=true']);

@@ -77,7 +77,7 @@ export const readNodeJoinPayload = (text: string) => readPayload<NodeJoinPayload
 const versionsEntry = {
   type: 'object',
   required: ['name', 'version', 'platform', 'path', 'sha256', 'size'],
-  properties: { name: str, version: str, platform: str, path: str, sha256: { type: 'string', pattern: '^[a-f0-9]{64}$' }, size: { type: 'integer', minimum: 0 }, archive: { type: 'boolean' } },
+  properties: { name: str, version: str, platform: str, path: str, sha256: { type: 'string', pattern: '^[a-f0-9]{64}$' }, size: { type: 'integer', minimum: 0 }, archive: { type: 'boolean' }, url: { type: 'string' } },
 };
 
 /** The schema of `ferry node-upgrade`'s payload: NodeUpgradePayload (the test checks they agree). */

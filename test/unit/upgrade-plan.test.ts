@@ -86,7 +86,7 @@ describe("node-upgrade's payload, checked against its schema on the node", () =>
     bundle: 'kubernetes-0.1.0',
     kubernetesVersion: 'v1.37.2',
     apply: false,
-    files: [{ name: 'kubelet', version: 'v1.37.2', platform: 'linux/amd64', path: 'kubelet/v1.37.2/linux-amd64/kubelet', sha256: 'a'.repeat(64), size: 10 }],
+    files: [{ name: 'kubelet', version: 'v1.37.2', platform: 'linux/amd64', path: 'kubelet/v1.37.2/linux-amd64/kubelet', sha256: 'a'.repeat(64), size: 10, archive: false, url: 'https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubelet' }],
     ignoreKubeadmPreflight: [],
   };
   it('accepts every field the type declares, and the schema lists exactly those', () => {

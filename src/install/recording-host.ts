@@ -25,6 +25,9 @@ export type Recorded =
   | { kind: 'apply'; object: string }
   | { kind: 'wait'; what: string };
 
+/** A key is never shown, though the dry run made its own; nor are bytes that are not text. */
+const showable = (p: string, data: Buffer) => !/\.key$/.test(p) && !data.includes(0) && Buffer.from(data.toString('utf8'), 'utf8').equals(data);
+
 /** A file as the run would leave it: its content when ferry renders it, else where its bytes come from. */
 export interface RecordedFile {
   path: string;
@@ -85,7 +88,8 @@ export class RecordingHost extends Host {
       .map(([p, n]) => {
         const x = n as Exclude<Node, { kind: 'gone' }>;
         const size = x.kind === 'data' ? x.data.length : x.size;
-        return { path: p, mode: x.mode, size, ...(x.kind === 'data' ? { content: x.data.toString('utf8') } : { from: fromDesc(x) }) };
+        const shown = x.kind === 'data' && showable(p, x.data);
+        return { path: p, mode: x.mode, size, ...(shown ? { content: x.data.toString('utf8') } : x.kind === 'data' ? { from: 'written by the run (a key, or not text): not shown' } : { from: fromDesc(x) }) };
       })
       .sort((a, b) => (a.path < b.path ? -1 : 1));
   }
@@ -162,7 +166,7 @@ export class RecordingHost extends Host {
   override async write(hostPath: string, content: string | Buffer, mode = 0o644): Promise<void> {
     const data = Buffer.isBuffer(content) ? content : Buffer.from(content, 'utf8');
     this.set(hostPath, { kind: 'data', data, mode });
-    this.recorded.push({ kind: 'write', path: norm(hostPath), mode, size: data.length, content: data.toString('utf8') });
+    this.recorded.push({ kind: 'write', path: norm(hostPath), mode, size: data.length, ...(showable(hostPath, data) ? { content: data.toString('utf8') } : {}) });
   }
 
   override async mkdir(hostPath: string): Promise<void> {

@@ -225,12 +225,15 @@ describe('ferry install --dry-run checks what a real run would', () => {
         '/etc/containerd/config.toml',
         '/etc/containerd/containerd-v2-registry.toml',
         '/etc/containerd/containerd-v3-registry.toml',
+        '/etc/ferry/backup.key',
         '/etc/ferry/kubeadm.yaml',
         '/etc/hosts',
         '/etc/modules-load.d/ferry-kubernetes.conf',
         '/etc/resolv.conf',
         '/etc/sysctl.d/99-ferry-kubernetes.conf',
         '/etc/systemd/system/containerd.service',
+        '/etc/systemd/system/ferry-backup.service',
+        '/etc/systemd/system/ferry-backup.timer',
         '/etc/systemd/system/ferry-certs.service',
         '/etc/systemd/system/ferry-certs.timer',
         '/etc/systemd/system/ferry-serve.service',
@@ -254,6 +257,7 @@ describe('ferry install --dry-run checks what a real run would', () => {
     expect(doc.files.find((f) => f.path === '/usr/local/bin/kubeadm')?.from).toBe(`bundle:files/kubeadm/v1.37.2/linux-${arch}/kubeadm`);
     // The keys the dry run made for itself are never shown.
     expect(doc.files.find((f) => f.path === '/etc/ferry/pki/ca.key')).not.toHaveProperty('content');
+    expect(doc.files.find((f) => f.path === '/etc/ferry/backup.key')).not.toHaveProperty('content');
     // The unpack is recorded with the tree it would leave: every entry, the signed table and the marker.
     expect(doc.unpacked.into).toBe('/var/lib/ferry/bundle');
     expect(doc.unpacked.files).toEqual(expect.arrayContaining(['bundle.json', 'checksums.txt', 'checksums.txt.sig', '.ferry-unpacked', 'install.sh', 'images/index.json']));

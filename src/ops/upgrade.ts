@@ -92,6 +92,9 @@ export interface UpgradeResult {
 
 const kubectlOn = (host: Host, args: string[], timeoutS = 30) => host.run('kubectl', ['--kubeconfig', host.p(ADMIN_CONF), `--request-timeout=${timeoutS}s`, ...args], { allowFail: true, timeoutMs: (timeoutS + 600) * 1000 });
 
+/** What an API server that is restarting answers for a moment (not a refusal to act on). */
+const TRANSIENT_API = /Forbidden|connection refused|i\/o timeout|EOF|ServiceUnavailable|TLS handshake timeout|the server is currently unable/i;
+
 interface NodeView {
   name: string;
   ready: boolean;
@@ -406,13 +409,18 @@ export async function runUpgrade(o: UpgradeOptions): Promise<UpgradeResult> {
       }
       try {
         if (n.role === 'server') {
-          // The quorum guard: no server goes down while another is not Ready.
-          const views = await nodeViews(o.host);
+          // The quorum guard: no server goes down while another is not Ready. (An API server that
+          // just restarted answers Forbidden or not at all for a moment: asked again, not failed.)
+          const views = await waitFor('the API did not list the nodes', 120_000, () => nodeViews(o.host), 'Check the API on this server (ferry status), then run the same ferry upgrade again.');
           const down = servers.filter((s) => s.name !== n.name && !views.find((v) => v.name === s.name)?.ready);
           if (down.length) throw new RemoteError(Codes.upgradeFailed, `${n.name} is not taken down while ${down.map((s) => s.name).join(', ')} ${down.length > 1 ? 'are' : 'is'} not Ready`, { hint: 'Bring the server back (ferry status), then run the same ferry upgrade again.' });
         }
         say('draining');
-        const dr = await kubectlOn(o.host, ['drain', n.name, '--ignore-daemonsets', '--delete-emptydir-data', `--timeout=${o.drainTimeoutS ?? 300}s`], 30);
+        let dr = await kubectlOn(o.host, ['drain', n.name, '--ignore-daemonsets', '--delete-emptydir-data', `--timeout=${o.drainTimeoutS ?? 300}s`], 30);
+        for (let i = 0; i < 3 && dr.code !== 0 && TRANSIENT_API.test(dr.stderr); i++) {
+          await new Promise((r) => setTimeout(r, 5000));
+          dr = await kubectlOn(o.host, ['drain', n.name, '--ignore-daemonsets', '--delete-emptydir-data', `--timeout=${o.drainTimeoutS ?? 300}s`], 30);
+        }
         if (dr.code !== 0) throw new RemoteError(Codes.upgradeFailed, `drain ${n.name}: ${dr.stderr.trim().split('\n').pop()}`, { hint: `${n.name} stays cordoned. See what blocks the drain (a PodDisruptionBudget, a pod without a controller), then run the same ferry upgrade again.` });
         const payload: NodeUpgradePayload = {
           phase: 'upgrade',
@@ -450,8 +458,11 @@ export async function runUpgrade(o: UpgradeOptions): Promise<UpgradeResult> {
             return image?.endsWith(`:${target}`) && ready === 'True' ? true : undefined;
           }, `${n.name} stays cordoned. Look at its static pods (crictl ps -a), then run the same ferry upgrade again.`);
         }
-        const un = await kubectlOn(o.host, ['uncordon', n.name]);
-        if (un.code !== 0) throw new RemoteError(Codes.upgradeFailed, `uncordon ${n.name}: ${un.stderr.trim()}`, { hint: 'Check the API, then run the same ferry upgrade again.' });
+        await waitFor(`uncordon ${n.name} failed`, 120_000, async () => {
+          const un = await kubectlOn(o.host, ['uncordon', n.name]);
+          if (un.code !== 0) throw new Error(un.stderr.trim().split('\n').pop());
+          return true;
+        }, 'Check the API, then run the same ferry upgrade again.');
         await o.site.update((s) => {
           const rec = s.nodes.find((x) => x.name === n.name);
           if (rec) Object.assign(rec, { kubernetesVersion: target, bundle: d.to });

@@ -15,7 +15,7 @@ import type { Host } from '../install/host.js';
 import type { NodeUpgradePayload } from '../install/node-upgrade.js';
 import { ADMIN_CONF, BACKUP_DIR, FERRY_DIR, INCOMING_DIR, RUNTIME_NODE, STORE_DIR } from '../install/paths.js';
 import { writeLauncher } from '../install/launcher.js';
-import { sha256Hex } from '../util/digest.js';
+import { sha256 } from '../util/digest.js';
 import type { Reporter } from '../util/progress.js';
 import { selfOf } from './certs-renew.js';
 import { endpointStatus, etcdTls, memberIp, memberList, snapshotTo } from './etcd.js';
@@ -125,7 +125,8 @@ async function offer(o: Pick<UpgradeOptions, 'bundle' | 'verify'>): Promise<{ of
       created: m.created,
       ...(m.kubernetes?.version ? { kubernetesVersion: m.kubernetes.version } : {}),
       fingerprint: t.fingerprint,
-      checksums: sha256Hex(t.table['checksums.txt']),
+      // As the site state records it (install/cluster.ts bundleRecord): sha256:<hex>.
+      checksums: sha256(t.table['checksums.txt']),
       bytes,
       ...(t.delta ? { delta: t.delta.manifest.base.id } : {}),
     },
@@ -396,6 +397,7 @@ export async function runUpgrade(o: UpgradeOptions): Promise<UpgradeResult> {
       });
     }
 
+    for (const n of state.nodes.filter((x) => !d.order.nodes.some((y) => y.name === x.name))) sayFor(n.name)(`upgraded in an earlier run (${n.kubernetesVersion}, ${n.bundle})`);
     const first = d.order.nodes[0]?.name;
     // kubeadm upgrade apply runs once, on the first server, unless a server already runs the target.
     const applied = state.nodes.some((n) => n.role === 'server' && atTarget(n, d.to, target));

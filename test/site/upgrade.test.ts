@@ -163,7 +163,9 @@ describe('ferry upgrade: the previous Kubernetes minor to the current one, node 
       // The same command again resumes (waiting out the dead run's lease) and finishes the job.
       const again = await ferry(s2, 'upgrade', delta.bundle, '--yes', '--wait');
       expect(again.code, again.stderr.slice(-3000)).toBe(0);
-      expect(again.stderr).toMatch(/server-2\s+upgrade: done in an earlier run/);
+      // server-2 is not upgraded again: not drained, no second kubeadm upgrade apply anywhere.
+      expect(again.stderr).toMatch(/server-2\s+upgraded in an earlier run/);
+      expect(again.stderr).not.toMatch(/server-2\s+draining/);
       expect(again.stderr).not.toMatch(/kubeadm upgrade apply/);
       process.stderr.write(`${again.stdout}\nupgrade wall time (both runs): ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
     } finally {
